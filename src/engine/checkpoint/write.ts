@@ -1,0 +1,93 @@
+/**
+ * Safetensors writer for tests and model generators. Layout follows the reference implementation: 8-byte
+ * little-endian header length, JSON header padded with spaces to a multiple of 8 bytes, then the tensors back to back.
+ */
+import * as fs from 'fs';
+import * as os from 'os';
+import { ResidualError } from '../errors';
+import { f32ArrayToBf16, f32ArrayToF16 } from './half';
+import type { SafeDtype } from './safetensors';
+
+export interface TensorToWrite {
+  name: string;
+  shape: number[];
+  data: Float32Array;
+}
+
+/**
+ * Writes `tensors` (float32 values) as one safetensors file in `dtype` (F16/BF16 round to nearest even). The file
+ * is written beside `path` and renamed into place, so a reader never sees half a file.
+ */
+export function writeSafetensors(
+  path: string,
+  tensors: TensorToWrite[],
+  dtype: SafeDtype,
+  metadata?: Record<string, string>,
+): void {
+  const elem = dtype === 'F32' ? 4 : dtype === 'F16' || dtype === 'BF16' ? 2 : 0;
+  if (!elem) throw new ResidualError(`cannot write dtype ${String(dtype)}; use F32, F16 or BF16`, path, 'unsupported');
+  const header: Record<string, unknown> = {};
+  if (metadata) header.__metadata__ = metadata;
+  const seen = new Set<string>();
+  let offset = 0;
+  for (const t of tensors) {
+    if (t.name === '__metadata__' || seen.has(t.name)) {
+      throw new ResidualError(`tensor name "${t.name}" is reserved or used twice`, path);
+    }
+    seen.add(t.name);
+    if (!t.shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
+      throw new ResidualError(`tensor "${t.name}": shape [${t.shape.join(', ')}] is not non-negative integers`, path);
+    }
+    const count = t.shape.reduce((a, b) => a * b, 1);
+    if (count !== t.data.length) {
+      throw new ResidualError(`tensor "${t.name}": shape [${t.shape.join(', ')}] holds ${count} values but data has ${t.data.length}`, path);
+    }
+    const bytes = count * elem;
+    header[t.name] = { dtype, shape: t.shape, data_offsets: [offset, offset + bytes] };
+    offset += bytes;
+  }
+  const text = new TextEncoder().encode(JSON.stringify(header));
+  const json = new Uint8Array(Math.ceil(text.length / 8) * 8).fill(0x20); // pad with spaces to a multiple of 8
+  json.set(text);
+  const prefix = new Uint8Array(8);
+  new DataView(prefix.buffer).setBigUint64(0, BigInt(json.length), true);
+
+  const tmp = `${path}.tmp-${process.pid}`;
+  const fd = fs.openSync(tmp, 'w');
+  try {
+    writeAll(fd, prefix);
+    writeAll(fd, json);
+    for (const t of tensors) writeAll(fd, encode(t.data, dtype));
+  } catch (e) {
+    fs.closeSync(fd);
+    fs.rmSync(tmp, { force: true });
+    throw e;
+  }
+  fs.closeSync(fd);
+  fs.renameSync(tmp, path);
+}
+
+const LITTLE_ENDIAN_HOST = os.endianness() === 'LE';
+
+function encode(data: Float32Array, dtype: SafeDtype): Uint8Array {
+  if (dtype === 'F32') {
+    const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    if (LITTLE_ENDIAN_HOST) return bytes;
+    const out = new Uint8Array(data.byteLength);
+    const view = new DataView(out.buffer);
+    for (let i = 0; i < data.length; i++) view.setFloat32(i * 4, data[i], true);
+    return out;
+  }
+  const halves = dtype === 'F16' ? f32ArrayToF16(data) : f32ArrayToBf16(data);
+  if (LITTLE_ENDIAN_HOST) return new Uint8Array(halves.buffer);
+  const out = new Uint8Array(halves.length * 2);
+  const view = new DataView(out.buffer);
+  for (let i = 0; i < halves.length; i++) view.setUint16(i * 2, halves[i], true);
+  return out;
+}
+
+function writeAll(fd: number, bytes: Uint8Array): void {
+  const CHUNK = 1 << 30;
+  let done = 0;
+  while (done < bytes.length) done += fs.writeSync(fd, bytes, done, Math.min(CHUNK, bytes.length - done));
+}
