@@ -320,6 +320,7 @@ export class Tokenizer {
       if (code === 'EISDIR') throw new ResidualError('is a folder; give the path of its tokenizer.json', path, 'invalid');
       throw new ResidualError(`cannot read the tokenizer file: ${errorMessage(e)}`, path, 'invalid');
     }
+    if (raw.charCodeAt(0) === 0xfeff) raw = raw.slice(1); // a UTF-8 byte order mark is not JSON
     let json: unknown;
     try {
       json = JSON.parse(raw);
@@ -462,8 +463,8 @@ export class Tokenizer {
     if (cached !== undefined) return cached;
     let surface: Uint8Array | null;
     const added = this.addedIds.get(id);
-    if (added !== undefined) surface = utf8Encoder.encode(added);
-    else if (id === this.unkId) surface = null;
+    if (id === this.unkId) surface = null;
+    else if (added !== undefined) surface = utf8Encoder.encode(added);
     else if (this.rules.byteLevel) {
       surface = new Uint8Array(piece.length);
       for (let i = 0; i < piece.length; i++) {
@@ -512,9 +513,16 @@ export class Tokenizer {
       if (s[0] === 0x20 && equalAt(at, s, 1)) return 1;
       return -1;
     };
-    /** Spreads bytes [from, to) over unknown tokens pending..last, one character each, the rest to the last. */
+    /**
+     * Spreads bytes [cursor, to) over the unknown tokens pending..last: leading whitespace to the token before them
+     * (as dropped whitespace elsewhere), then one character each, the rest to the last.
+     */
     const settlePending = (last: number, to: number): void => {
       let at = cursor;
+      if (pending > 0) {
+        while (at < to && isAsciiSpace(input[at])) at++;
+        ends[pending - 1] = at;
+      }
       for (let k = pending; k < last; k++) {
         if (at < to) at = Math.min(to, at + utf8Length(input[at]));
         ends[k] = at;

@@ -1,0 +1,384 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import * as gpt3 from 'gpt-3-encoder';
+import { Tokenizer, TokenSpan } from '../../src/engine/tokenizer';
+import { ResidualError } from '../../src/engine/errors';
+import { gpt2TokenizerJSON } from '../../tools/gpt2-tokenizer';
+
+const GPT2_JSON = gpt2TokenizerJSON();
+const gpt2 = Tokenizer.fromJSON(GPT2_JSON, 'gpt2-test/tokenizer.json');
+const EOT = 50256;
+
+/** GPT-2's byte↔unicode table, inverted, written out again here from its definition. */
+const charToByte = new Map<string, number>();
+{
+  const keepsItself = (b: number) => (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
+  const moved = [...Array(256).keys()].filter((b) => !keepsItself(b));
+  for (let b = 0; b < 256; b++) if (keepsItself(b)) charToByte.set(String.fromCharCode(b), b);
+  moved.forEach((b, k) => charToByte.set(String.fromCharCode(256 + k), b));
+}
+const idToPiece: string[] = [];
+for (const [piece, id] of Object.entries((GPT2_JSON as { model: { vocab: Record<string, number> } }).model.vocab)) idToPiece[id] = piece;
+
+function tokenBytes(id: number): Buffer {
+  if (id === EOT) return Buffer.from('<|endoftext|>');
+  return Buffer.from([...idToPiece[id]].map((c) => charToByte.get(c)!));
+}
+
+/** Contiguous, covering, non-overlapping spans whose text is the slice they name. */
+function assertSpans(text: string, ids: number[], tokens: TokenSpan[]): void {
+  assert.equal(tokens.length, ids.length);
+  let at = 0;
+  tokens.forEach((t, i) => {
+    assert.equal(t.id, ids[i]);
+    assert.equal(t.start, at, `token ${i} starts where token ${i - 1} ends`);
+    assert.ok(t.end >= t.start, `token ${i} has end >= start`);
+    assert.equal(t.text, text.slice(t.start, t.end), `token ${i} text is its slice`);
+    at = t.end;
+  });
+  assert.equal(at, text.length, 'spans cover the whole text');
+}
+
+/**
+ * Exact byte check for byte-level BPE: each span ends at the token's cumulative byte offset, rounded up to the end
+ * of the character it falls in (the documented rule for tokens that split a multi-byte character). Where no token
+ * splits a character, that is the same as: each span's UTF-8 is exactly the token's bytes.
+ */
+function assertSpanBytes(text: string, tokens: TokenSpan[]): void {
+  const all = Buffer.from(text, 'utf8');
+  const boundaries = new Set<number>([all.length]);
+  for (let i = 0, b = 0; i < text.length; ) {
+    boundaries.add(b);
+    const cp = text.codePointAt(i)!;
+    b += Buffer.byteLength(String.fromCodePoint(cp));
+    i += cp > 0xffff ? 2 : 1;
+  }
+  let cumulative = 0;
+  let split = false;
+  for (const t of tokens) {
+    const bytes = tokenBytes(t.id);
+    cumulative += bytes.length;
+    let ceil = cumulative;
+    while (!boundaries.has(ceil)) ceil++;
+    if (ceil !== cumulative) split = true;
+    assert.equal(Buffer.byteLength(text.slice(0, t.end)), ceil, `token ${t.id} ends at byte ${ceil}`);
+  }
+  assert.equal(cumulative, all.length, 'token bytes add up to the text');
+  if (!split) {
+    for (const t of tokens) assert.deepEqual(Buffer.from(t.text, 'utf8'), tokenBytes(t.id), `span of ${t.id} is its bytes`);
+  }
+}
+
+const TEXTS: Record<string, string> = {
+  python:
+    'def fib(n: int) -> int:\n    """Return the n-th Fibonacci number."""\n    a, b = 0, 1\n    for _ in range(n):\n        a, b = b, a + b\n    return a\n\nprint([fib(i) for i in range(10)])  # comment\n',
+  typescript:
+    "export async function load(path: string): Promise<Map<string, number>> {\n\tconst raw = await fs.readFile(path, 'utf8');\n\treturn new Map(Object.entries(JSON.parse(raw) as Record<string, number>));\n}\n",
+  json: '{"name": "residual", "version": "0.1.0", "ids": [1, 22, 333], "nested": {"ok": true, "none": null}}',
+  prose:
+    "It's a truth universally acknowledged, that a single man in possession of a good fortune, must be in want of a wife. We're sure they'll agree; I'd say you've seen it.",
+  contractions: "DON'T it'S O'Neil's 'quoted' rock'n'roll",
+  numbers: '3.14159 1,000,000 2024-01-01T12:34:56Z 0x1F 1e-9 -42 007 ½ ²',
+  multipleSpaces: 'a  b   c    d          e',
+  tabs: '\tindented\t\tline\t with\ttabs\t',
+  crlf: 'line one\r\nline two\r\n\r\nline four\r\n',
+  trailingSpaces: 'trailing spaces   ',
+  leadingSpaces: '    leading spaces',
+  whitespaceOnly: ' \n\t \r\n  ',
+  emoji: 'I love 🍕 and 🚀! 😀😃😄',
+  zwj: 'family 👨‍👩‍👧‍👦, flag 🏳️‍🌈, thumbs 👍🏽, keycap 1️⃣',
+  cjk: '中文分词测试，日本語のテキスト、한국어 텍스트。',
+  combining: 'e\u0301cole cafe\u0301 n\u0303 Z\u0351\u0354a\u0357l\u0358g\u0359o\u0300\u0301\u0302',
+  precomposed: 'Café naïve résumé Ångström Straße',
+  rtl: 'مرحبا بالعالم שלום עולם',
+  symbols: '∑ x² ≤ ∞ √2 ≠ π “quotes” — dash … ellipsis ©®™',
+  markup: '# Title\n\n- item **bold** `code`\n\n<div class="x">https://example.com/p?q=1&b=2#frag</div>\n',
+  repeats: 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa !!!!!!???? ---- ____',
+  controlChars: 'nul\u0000bell\u0007del\u007f nbsp\u00a0soft\u00adhyphen',
+};
+
+test('ids equal gpt-3-encoder, decode round-trips, spans match token bytes', () => {
+  for (const [name, text] of Object.entries(TEXTS)) {
+    const { ids, tokens } = gpt2.encode(text);
+    assert.deepEqual(ids, gpt3.encode(text), `${name}: ids`);
+    assert.equal(gpt2.decode(ids), text, `${name}: round trip`);
+    assert.equal(gpt3.decode(ids), text, `${name}: gpt-3-encoder decodes our ids`);
+    assertSpans(text, ids, tokens);
+    assertSpanBytes(text, tokens);
+    // Independent of our byte table: a token that is whole characters decodes, alone, to exactly its span.
+    for (const t of tokens) {
+      const alone = gpt3.decode([t.id]);
+      if (!alone.includes('\ufffd')) assert.equal(t.text, alone, `${name}: span of ${t.id}`);
+    }
+  }
+});
+
+test('a token splitting a multi-byte character takes the whole character; the next gets an empty span', () => {
+  const text = ' 😀';
+  const { ids, tokens } = gpt2.encode(text);
+  assert.deepEqual(ids, gpt3.encode(text));
+  assert.equal(ids.length, 2); // ' \xF0\x9F\x98' + '\x80'
+  assert.deepEqual(
+    tokens.map((t) => [t.text, t.start, t.end]),
+    [
+      [' 😀', 0, 3],
+      ['', 3, 3],
+    ],
+  );
+  assert.equal(gpt2.tokenText(ids[1]), '\ufffd');
+});
+
+test('<|endoftext|> in the text is the special token, as in HF tokenizers', () => {
+  // gpt-3-encoder has no special tokens and spells "<|endoftext|>" out as 5 plain tokens; HF tokenizers (and so
+  // TransformerLens) read it as id 50256. We follow HF, so compare with gpt-3-encoder on the pieces around it.
+  const text = 'Hello<|endoftext|> world<|endoftext|><|endoftext|>\n';
+  const { ids, tokens } = gpt2.encode(text);
+  assert.deepEqual(ids, [...gpt3.encode('Hello'), EOT, ...gpt3.encode(' world'), EOT, EOT, ...gpt3.encode('\n')]);
+  assert.notDeepEqual(gpt3.encode('<|endoftext|>'), [EOT]);
+  assertSpans(text, ids, tokens);
+  assert.deepEqual(
+    tokens.filter((t) => t.id === EOT).map((t) => [t.start, t.end]),
+    [
+      [5, 18],
+      [24, 37],
+      [37, 50],
+    ],
+  );
+  assert.equal(gpt2.decode(ids), text);
+});
+
+test('vocabulary, ids and token text', () => {
+  assert.equal(gpt2.vocabSize, 50257);
+  assert.equal(gpt2.bosId, EOT);
+  assert.equal(gpt2.idOf('<|endoftext|>'), EOT);
+  assert.equal(gpt2.idOf('Ġthe'), 262);
+  assert.equal(gpt2.idOf('no such token here'), undefined);
+  assert.equal(gpt2.tokenText(262), ' the');
+  assert.equal(gpt2.tokenText(EOT), '<|endoftext|>');
+  assert.equal(gpt2.tokenText(198), '\n');
+  assert.deepEqual(gpt2.encode(''), { ids: [], tokens: [] });
+  assert.equal(gpt2.decode([]), '');
+  assert.throws(() => gpt2.decode([50257]), (e: unknown) => e instanceof ResidualError && /outside the vocabulary/.test(e.message));
+  assert.throws(() => gpt2.tokenText(-1), ResidualError);
+});
+
+/** mulberry32: a small seeded PRNG so the property test is reproducible. */
+function prng(seed: number): () => number {
+  return () => {
+    seed = (seed + 0x6d2b79f5) | 0;
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const PIECES = [
+  ...'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789',
+  ...`.,;:!?'"()[]{}<>/\\|-_+=*&^%$#@~\``,
+  ' ', ' ', ' ', '  ', '\t', '\n', '\r\n', '\u00a0', '\u3000',
+  'é', 'ü', 'ñ', 'ß', 'Å', 'e\u0301', '\u0301', '\u0308',
+  '中', '文', '日本', '語', '한', '글', 'の', 'ア',
+  '😀', '🚀', '👍🏽', '👨‍👩‍👧', '🏳️‍🌈', '\u200d', '🇫🇷',
+  'the', ' hello', "don't", "'s", ' world', 'ing', '1234', ' 3.14', 'function', ' =>',
+];
+
+test('random strings: ids match gpt-3-encoder, round trip and span invariants hold', () => {
+  const random = prng(20240601);
+  for (let n = 0; n < 400; n++) {
+    const length = 1 + Math.floor(random() * 40);
+    let text = '';
+    for (let k = 0; k < length; k++) text += PIECES[Math.floor(random() * PIECES.length)];
+    const { ids, tokens } = gpt2.encode(text);
+    assert.deepEqual(ids, gpt3.encode(text), `ids for ${JSON.stringify(text)}`);
+    assert.equal(gpt2.decode(ids), text, `round trip of ${JSON.stringify(text)}`);
+    assertSpans(text, ids, tokens);
+    assertSpanBytes(text, tokens);
+  }
+});
+
+test('encodes a 20 kB source file at a usable speed', () => {
+  // TypeScript's lib.es5.d.ts: real code and doc comments, with no "<|endoftext|>" in it (see the test above).
+  const source = fs.readFileSync(require.resolve('typescript/lib/lib.es5.d.ts'), 'utf8').slice(0, 20000);
+  const t0 = performance.now();
+  const { ids, tokens } = gpt2.encode(source);
+  const ms = performance.now() - t0;
+  assert.deepEqual(ids, gpt3.encode(source));
+  assertSpans(source, ids, tokens);
+  assert.ok(ms < 2000, `encoding 20 kB took ${ms.toFixed(0)} ms`);
+});
+
+test('fromFile reads a tokenizer.json written by tools/gpt2-tokenizer', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'residual-tok-'));
+  try {
+    const file = path.join(dir, 'tokenizer.json');
+    fs.writeFileSync(file, '\ufeff' + JSON.stringify(GPT2_JSON)); // with a byte order mark, as some editors save
+    const t = await Tokenizer.fromFile(file);
+    assert.deepEqual(t.encode(TEXTS.prose).ids, gpt2.encode(TEXTS.prose).ids);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+/** Asserts a ResidualError whose message names `file` and matches every pattern. */
+function refusal(file: string, code: string, ...patterns: RegExp[]) {
+  return (e: unknown) => {
+    assert.ok(e instanceof ResidualError, `expected a ResidualError, got ${String(e)}`);
+    assert.equal(e.file, file);
+    assert.ok(e.message.includes(file), `message names the file: ${e.message}`);
+    assert.equal(e.code, code, e.message);
+    for (const p of patterns) assert.match(e.message, p);
+    return true;
+  };
+}
+
+test('refuses bad tokenizer files with messages naming the file and the problem', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'residual-tok-'));
+  const write = (name: string, content: string) => {
+    const file = path.join(dir, name);
+    fs.writeFileSync(file, content);
+    return file;
+  };
+  try {
+    const missing = path.join(dir, 'nope', 'tokenizer.json');
+    await assert.rejects(Tokenizer.fromFile(missing), refusal(missing, 'missing', /not found/));
+
+    await assert.rejects(Tokenizer.fromFile(dir), refusal(dir, 'invalid', /folder/));
+
+    const full = JSON.stringify(GPT2_JSON, null, 1);
+    const truncated = write('truncated.json', full.slice(0, 5000));
+    await assert.rejects(Tokenizer.fromFile(truncated), refusal(truncated, 'invalid', /not valid JSON/, /truncated/, /line \d+, column \d+/));
+
+    const broken = write('broken.json', '{\n  "model": {\n    "type" "BPE"\n  }\n}');
+    await assert.rejects(Tokenizer.fromFile(broken), refusal(broken, 'invalid', /not valid JSON/, /line 3, column 12/));
+
+    const empty = write('empty.json', '');
+    await assert.rejects(Tokenizer.fromFile(empty), refusal(empty, 'invalid', /empty/));
+
+    const noModel = write('no-model.json', JSON.stringify({ version: '1.0', added_tokens: [] }));
+    await assert.rejects(Tokenizer.fromFile(noModel), refusal(noModel, 'unsupported', /no "model"/));
+
+    const config = write('tokenizer_config.json', JSON.stringify({ tokenizer_class: 'GPT2Tokenizer', model_max_length: 1024 }));
+    await assert.rejects(Tokenizer.fromFile(config), refusal(config, 'unsupported', /no "model"/, /tokenizer_config\.json/));
+
+    const unknown = write('unknown.json', JSON.stringify({ model: { type: 'CharLevelMagic', vocab: { a: 0 } } }));
+    await assert.rejects(Tokenizer.fromFile(unknown), refusal(unknown, 'unsupported', /model type "CharLevelMagic" is not supported/, /BPE/));
+
+    const emptyVocab = write('empty-vocab.json', JSON.stringify({ model: { type: 'BPE', vocab: {}, merges: [] } }));
+    await assert.rejects(Tokenizer.fromFile(emptyVocab), refusal(emptyVocab, 'invalid', /vocabulary.*empty/));
+
+    const noMerges = write('no-merges.json', JSON.stringify({ model: { type: 'BPE', vocab: { a: 0 } } }));
+    await assert.rejects(Tokenizer.fromFile(noMerges), refusal(noMerges, 'invalid', /merges/));
+
+    const badPre = write(
+      'bad-pre.json',
+      JSON.stringify({ model: { type: 'BPE', vocab: { a: 0 }, merges: [] }, pre_tokenizer: { type: 'Bogus' } }),
+    );
+    await assert.rejects(Tokenizer.fromFile(badPre), refusal(badPre, 'unsupported', /could not load/, /Unknown PreTokenizer type: Bogus/));
+
+    assert.throws(() => Tokenizer.fromJSON([1, 2], 'array.json'), refusal('array.json', 'invalid', /JSON object/, /array/));
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+// ---- tokenizers that are not byte-level: offsets come from aligning each token's text with the input ----
+
+/** A small Llama-style (SentencePiece BPE with byte fallback) tokenizer.json. */
+function sentencePieceJSON(): object {
+  const pieces = ['<unk>', '<s>', '</s>', '<0xE4>', '<0xB8>', '<0xAD>', '▁', 'h', 'e', 'l', 'o', 'w', 'r', 'd', '!'];
+  const merges = [['h', 'e'], ['l', 'l'], ['he', 'll'], ['hell', 'o'], ['▁', 'hello'], ['w', 'o'], ['r', 'l'], ['wo', 'rl'], ['worl', 'd'], ['▁', 'world']];
+  for (const [a, b] of merges) pieces.push(a + b);
+  const vocab = Object.fromEntries(pieces.map((p, i) => [p, i]));
+  return {
+    added_tokens: [
+      { id: 0, content: '<unk>', special: true },
+      { id: 1, content: '<s>', special: true },
+      { id: 2, content: '</s>', special: true },
+    ],
+    normalizer: {
+      type: 'Sequence',
+      normalizers: [
+        { type: 'Prepend', prepend: '▁' },
+        { type: 'Replace', pattern: { String: ' ' }, content: '▁' },
+      ],
+    },
+    pre_tokenizer: null,
+    post_processor: {
+      type: 'TemplateProcessing',
+      single: [{ SpecialToken: { id: '<s>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }],
+      pair: [],
+      special_tokens: { '<s>': { id: '<s>', ids: [1], tokens: ['<s>'] } },
+    },
+    decoder: {
+      type: 'Sequence',
+      decoders: [
+        { type: 'Replace', pattern: { String: '▁' }, content: ' ' },
+        { type: 'ByteFallback' },
+        { type: 'Fuse' },
+        { type: 'Strip', content: ' ', start: 1, stop: 0 },
+      ],
+    },
+    model: { type: 'BPE', unk_token: '<unk>', byte_fallback: true, fuse_unk: true, vocab, merges },
+  };
+}
+
+test('SentencePiece-style tokenizer: prefix space, byte fallback and unknown characters are aligned', () => {
+  const t = Tokenizer.fromJSON(sentencePieceJSON(), 'sp/tokenizer.json');
+  assert.equal(t.bosId, 1);
+  const text = 'hello world!中x';
+  const { ids, tokens } = t.encode(text);
+  assertSpans(text, ids, tokens);
+  assert.deepEqual(
+    tokens.map((s) => [t.tokenText(s.id), s.text]),
+    [
+      [' hello', 'hello'], // the inserted prefix space covers nothing
+      [' world', ' world'],
+      ['!', '!'],
+      ['\ufffd', '中'], // byte fallback: the first byte's token takes the character
+      ['\ufffd', ''],
+      ['\ufffd', ''],
+      ['<unk>', 'x'], // unknown: takes the text up to the next token (here: the end)
+    ],
+  );
+  assert.equal(t.decode(ids.slice(0, 6)), 'hello world!中');
+});
+
+test('WordPiece-style tokenizer: dropped whitespace goes to the token before it', () => {
+  const vocab = Object.fromEntries(['[UNK]', '[CLS]', '[SEP]', 'hello', 'world', '##s', ','].map((p, i) => [p, i]));
+  const json = {
+    added_tokens: [
+      { id: 0, content: '[UNK]', special: true },
+      { id: 1, content: '[CLS]', special: true },
+      { id: 2, content: '[SEP]', special: true },
+    ],
+    normalizer: null,
+    pre_tokenizer: { type: 'BertPreTokenizer' },
+    post_processor: { type: 'BertProcessing', sep: ['[SEP]', 2], cls: ['[CLS]', 1] },
+    decoder: { type: 'WordPiece', prefix: '##', cleanup: false },
+    model: { type: 'WordPiece', unk_token: '[UNK]', continuing_subword_prefix: '##', max_input_chars_per_word: 100, vocab },
+  };
+  const t = Tokenizer.fromJSON(json, 'wp/tokenizer.json');
+  assert.equal(t.bosId, 1);
+  const text = '  hello  worlds, zzz hello ';
+  const { ids, tokens } = t.encode(text);
+  assertSpans(text, ids, tokens);
+  assert.deepEqual(
+    tokens.map((s) => s.text),
+    ['  hello  ', 'world', 's', ', ', 'zzz ', 'hello '],
+  );
+});
+
+test('a normalizer that rewrites the text makes encode refuse instead of giving wrong offsets', () => {
+  const vocab = Object.fromEntries(['<unk>', ...'abcdefghijklmnopqrstuvwxyz'].map((p, i) => [p, i]));
+  const json = {
+    normalizer: { type: 'Lowercase' },
+    pre_tokenizer: { type: 'Whitespace' },
+    model: { type: 'BPE', unk_token: '<unk>', vocab, merges: [] },
+  };
+  const t = Tokenizer.fromJSON(json, 'lower/tokenizer.json');
+  assert.equal(t.encode('abc').tokens.map((s) => s.text).join('|'), 'a|b|c');
+  assert.throws(() => t.encode('aBc'), refusal('lower/tokenizer.json', 'unsupported', /character offsets/, /normalizer \(Lowercase\)/));
+});
