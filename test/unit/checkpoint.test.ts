@@ -4,7 +4,16 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { ResidualError, type ResidualErrorCode } from '../../src/engine/errors';
-import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../../src/engine/checkpoint/half';
+import {
+  bf16ArrayToF32,
+  bf16ToF32,
+  f16ArrayToF32,
+  f16ToF32,
+  f32ArrayToBf16,
+  f32ArrayToF16,
+  f32ToBf16,
+  f32ToF16,
+} from '../../src/engine/checkpoint/half';
 import { readSafetensorsHeader, readTensorF32, type SafeDtype } from '../../src/engine/checkpoint/safetensors';
 import { writeSafetensors } from '../../src/engine/checkpoint/write';
 import { parseConfig } from '../../src/engine/checkpoint/config';
@@ -178,6 +187,23 @@ describe('half floats', () => {
       assert.ok(Object.is(f16ToF32(f32ToF16(x)), refF16(x)), `f16 of ${x}`);
       assert.ok(Object.is(bf16ToF32(f32ToBf16(x)), refBf16(x)), `bf16 of ${x}`);
     }
+  });
+
+  test('bulk converters agree with the scalar ones', () => {
+    const all = Uint16Array.from({ length: 0x10000 }, (_, i) => i);
+    const f16 = f16ArrayToF32(all);
+    const bf16 = bf16ArrayToF32(all);
+    for (let h = 0; h < 0x10000; h++) {
+      assert.ok(Object.is(f16[h], Math.fround(f16ToF32(h))) || Number.isNaN(f16[h]));
+      assert.ok(Object.is(bf16[h], bf16ToF32(h)) || Number.isNaN(bf16[h]));
+    }
+    const xs = testValues(2000);
+    const h16 = f32ArrayToF16(xs);
+    const b16 = f32ArrayToBf16(xs);
+    xs.forEach((x, i) => {
+      assert.equal(h16[i], f32ToF16(x));
+      assert.equal(b16[i], f32ToBf16(x));
+    });
   });
 
   test('bf16 decode is the top half of a float32, known encodings', () => {

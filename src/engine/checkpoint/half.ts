@@ -65,7 +65,7 @@ export function f32ToBf16(x: number): number {
 let f16Table: Float32Array | undefined;
 
 /** Every half-precision bit pattern decoded once (256 KiB), so bulk conversion is a table lookup. */
-function f16Lookup(): Float32Array {
+export function f16Lookup(): Float32Array {
   if (!f16Table) {
     f16Table = new Float32Array(65536);
     for (let h = 0; h < 65536; h++) f16Table[h] = f16ToF32(h);

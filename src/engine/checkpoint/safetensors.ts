@@ -6,7 +6,7 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import { ResidualError } from '../errors';
-import { bf16ArrayToF32, f16ArrayToF32 } from './half';
+import { f16Lookup } from './half';
 
 export type SafeDtype = 'F32' | 'F16' | 'BF16';
 
@@ -210,22 +210,42 @@ export function readTensorF32(entry: TensorEntry): Float32Array {
     throw new ResidualError(`tensor "${entry.name}": ${entry.byteLength} bytes is not a whole number of ${entry.dtype} values`, entry.file);
   }
   const out = new Float32Array(count);
-  if (entry.dtype === 'F32') {
-    readInto(entry, new Uint8Array(out.buffer));
-    if (!LITTLE_ENDIAN_HOST) swapBytes(new Uint8Array(out.buffer), 4);
-    return out;
+  const fd = openForTensor(entry);
+  try {
+    if (entry.dtype === 'F32') {
+      readRange(fd, entry, new Uint8Array(out.buffer), 0, entry.byteLength);
+      if (!LITTLE_ENDIAN_HOST) swapBytes(new Uint8Array(out.buffer), 4);
+    } else {
+      readHalves(fd, entry, out);
+    }
+  } finally {
+    fs.closeSync(fd);
   }
-  const halves = new Uint16Array(count);
-  readInto(entry, new Uint8Array(halves.buffer));
-  if (!LITTLE_ENDIAN_HOST) swapBytes(new Uint8Array(halves.buffer), 2);
-  return entry.dtype === 'F16' ? f16ArrayToF32(halves, out) : bf16ArrayToF32(halves, out);
+  return out;
 }
 
-/** Reads exactly `entry.byteLength` bytes at `entry.dataOffset` into `dst`. */
-function readInto(entry: TensorEntry, dst: Uint8Array): void {
-  let fd: number;
+function readHalves(fd: number, entry: TensorEntry, out: Float32Array): void {
+  const count = out.length;
+  // Half precision: read through a bounded scratch buffer and widen chunk by chunk, so the peak is the float32
+  // result plus at most HALF_CHUNK bytes, not result + the whole 16-bit copy.
+  const halves = new Uint16Array(Math.min(count, HALF_CHUNK / 2));
+  const bytes = new Uint8Array(halves.buffer);
+  const table = entry.dtype === 'F16' ? f16Lookup() : undefined;
+  const outBits = new Uint32Array(out.buffer, out.byteOffset, out.length);
+  for (let start = 0; start < count; start += halves.length) {
+    const n = Math.min(halves.length, count - start);
+    readRange(fd, entry, bytes, start * 2, n * 2);
+    if (!LITTLE_ENDIAN_HOST) swapBytes(bytes.subarray(0, n * 2), 2);
+    if (table) for (let i = 0; i < n; i++) out[start + i] = table[halves[i]];
+    else for (let i = 0; i < n; i++) outBits[start + i] = halves[i] << 16; // bfloat16 is the top half of a float32
+  }
+}
+
+const HALF_CHUNK = 8 << 20;
+
+function openForTensor(entry: TensorEntry): number {
   try {
-    fd = fs.openSync(entry.file, 'r');
+    return fs.openSync(entry.file, 'r');
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
     throw new ResidualError(
@@ -234,22 +254,21 @@ function readInto(entry: TensorEntry, dst: Uint8Array): void {
       err.code === 'ENOENT' ? 'missing' : 'invalid',
     );
   }
-  try {
-    const CHUNK = 1 << 30; // readSync takes at most 2^31-1 bytes per call
-    let done = 0;
-    while (done < entry.byteLength) {
-      const want = Math.min(CHUNK, entry.byteLength - done);
-      const n = fs.readSync(fd, dst, done, want, entry.dataOffset + done);
-      if (n === 0) {
-        throw new ResidualError(
-          `tensor "${entry.name}": file ended after ${done} of its ${entry.byteLength} bytes (was the file truncated or replaced since its header was read?)`,
-          entry.file,
-        );
-      }
-      done += n;
+}
+
+/** Reads `length` bytes of the tensor, starting `from` bytes into it, into `dst[0..length)`. */
+function readRange(fd: number, entry: TensorEntry, dst: Uint8Array, from: number, length: number): void {
+  const CHUNK = 1 << 30; // readSync takes at most 2^31-1 bytes per call
+  let done = 0;
+  while (done < length) {
+    const n = fs.readSync(fd, dst, done, Math.min(CHUNK, length - done), entry.dataOffset + from + done);
+    if (n === 0) {
+      throw new ResidualError(
+        `tensor "${entry.name}": file ended after ${from + done} of its ${entry.byteLength} bytes (was the file truncated or replaced since its header was read?)`,
+        entry.file,
+      );
     }
-  } finally {
-    fs.closeSync(fd);
+    done += n;
   }
 }
 
