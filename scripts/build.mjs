@@ -1,0 +1,36 @@
+// One build: esbuild bundles the extension host, the CLI and the webviews; onnxruntime-node stays a real module
+// (native binding) and is copied, for this platform only, into dist/node_modules so the VSIX carries it.
+import * as esbuild from 'esbuild';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const dist = path.join(root, 'dist');
+const watch = process.argv.includes('--watch');
+const prod = process.argv.includes('--production');
+
+const common = { bundle: true, sourcemap: !prod, minify: prod, logLevel: 'warning', absWorkingDir: root };
+const builds = [
+  { ...common, entryPoints: ['src/host/extension.ts'], outfile: 'dist/extension.js', platform: 'node', format: 'cjs', target: 'node20', external: ['vscode', 'onnxruntime-node'] },
+  { ...common, entryPoints: ['src/cli.ts'], outfile: 'dist/cli.js', platform: 'node', format: 'cjs', target: 'node20', external: ['onnxruntime-node'] },
+  { ...common, entryPoints: { activations: 'webview/activations/main.ts', inspector: 'webview/inspector/main.ts' }, outdir: 'dist/webview', platform: 'browser', format: 'iife', target: 'es2022' },
+];
+
+function copyRuntime() {
+  const dest = path.join(dist, 'node_modules');
+  const copy = (from, to) => fs.cpSync(path.join(root, 'node_modules', from), path.join(dest, to ?? from), { recursive: true });
+  fs.rmSync(dest, { recursive: true, force: true });
+  copy('onnxruntime-common');
+  copy('onnxruntime-node/package.json');
+  copy('onnxruntime-node/dist');
+  copy(`onnxruntime-node/bin/napi-v6/${process.platform}/${process.arch}`);
+}
+
+if (watch) {
+  for (const b of builds) await (await esbuild.context(b)).watch();
+} else {
+  await Promise.all(builds.map((b) => esbuild.build(b)));
+}
+copyRuntime();
+console.log(`built into ${path.relative(root, dist)}/`);

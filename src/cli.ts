@@ -1,0 +1,95 @@
+/**
+ * The `residual` command line (shape: ../shared/CLI.md). Errors are one line on stderr naming the file and the
+ * problem, with exit status 2; stdout then holds nothing half-written.
+ */
+import * as fs from 'node:fs';
+import { parseArgs } from 'node:util';
+import { analyze, type Analysis } from './engine/analysis';
+import { ResidualError } from './engine/errors';
+import { Model } from './engine/model';
+import { silenceOrt } from './engine/runtime/session';
+
+const USAGE = `usage:
+  residual analyze --model DIR --text TEXT [--json] [--max-tokens N] [--providers cpu,webgpu] [--top K]
+  (--text - reads standard input)`;
+
+async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  if (!cmd || cmd === '--help' || cmd === '-h') {
+    process.stdout.write(USAGE + '\n');
+    return cmd ? 0 : 2;
+  }
+  if (cmd === 'analyze') return analyzeCmd(rest);
+  if (cmd === 'graph' || cmd === 'steer' || cmd === 'bench') {
+    throw new ResidualError(`the '${cmd}' subcommand is not available in this version yet`, 'residual');
+  }
+  throw new ResidualError(`unknown subcommand '${cmd}'\n${USAGE}`, 'residual');
+}
+
+async function analyzeCmd(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      model: { type: 'string' },
+      text: { type: 'string' },
+      json: { type: 'boolean', default: false },
+      'max-tokens': { type: 'string' },
+      providers: { type: 'string' },
+      top: { type: 'string', default: '5' },
+    },
+    strict: true,
+  });
+  if (!values.model) throw new ResidualError('--model DIR is required', 'residual analyze');
+  if (values.text === undefined) throw new ResidualError('--text TEXT is required (use --text - for standard input)', 'residual analyze');
+  const text = values.text === '-' ? fs.readFileSync(0, 'utf8') : values.text;
+  silenceOrt();
+  const model = await Model.load(values.model, { providers: values.providers?.split(',').map((s) => s.trim()) });
+  try {
+    const a = await analyze(model, text, {
+      maxTokens: values['max-tokens'] ? Number(values['max-tokens']) : undefined,
+      topK: Number(values.top),
+      lensK: Number(values.top),
+    });
+    if (a.truncated) process.stderr.write(`residual: analysed only the last ${a.truncated.kept} tokens${a.truncated.total ? ` of ${a.truncated.total}` : ''}, from character ${a.truncated.firstChar} (model context or --max-tokens)\n`);
+    process.stdout.write(values.json ? JSON.stringify(toJson(a), null, 1) + '\n' : toText(a));
+  } finally {
+    await model.dispose();
+  }
+  return 0;
+}
+
+/** The JSON of `analyze` as CLI.md defines it (plus a few extra fields). */
+export function toJson(a: Analysis) {
+  return {
+    model: a.model,
+    provider: a.provider,
+    tokens: a.tokens,
+    truncated: a.truncated ?? null,
+    top: a.top,
+    stats: a.stats,
+    lens: a.readouts.map((r, i) => ({ layer: r.layer, hook: r.hook, top: a.lens[i] })),
+    resid_norm: a.readouts.map((r, i) => ({ layer: r.layer, hook: r.hook, norm: a.residNorm[i] })),
+    target: a.target,
+    timings_ms: a.timings,
+  };
+}
+
+function toText(a: Analysis): string {
+  const lines = [
+    `model ${a.model.name} (${a.model.n_layers} layers, d_model ${a.model.d_model}) on ${a.provider}`,
+    `tokens (${a.tokens.length}): ${a.tokens.map((t) => JSON.stringify(t.text)).join(' ')}`,
+    `next token: ${a.top.map((t) => `${JSON.stringify(t.text)} ${(t.prob * 100).toFixed(1)}%`).join(', ')}`,
+    'logit lens at the last position:',
+    ...a.readouts.map((r, i) => `  ${r.hook.padEnd(26)} ${a.lens[i][a.tokens.length - 1].map((t) => JSON.stringify(t.text)).join(' ')}`),
+  ];
+  return lines.join('\n') + '\n';
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (e) => {
+    const msg = e instanceof ResidualError ? e.message : e instanceof Error ? `internal error: ${e.message}` : String(e);
+    process.stderr.write(`residual: ${msg}\n`);
+    process.exit(2);
+  },
+);

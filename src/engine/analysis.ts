@@ -1,0 +1,160 @@
+/**
+ * "Analyze Selection" as plain data: tokens with offsets, the next-token prediction, per-layer residual statistics
+ * and the logit lens at every layer and position. Both the extension and the CLI return exactly this.
+ */
+import type { CancelToken } from './errors';
+import { ResidualError, throwIfCancelled } from './errors';
+import { hookName, type HookName } from './hooks';
+import { row, type Model } from './model';
+import type { Analysis, LayerStats, Readout, TopToken } from './results';
+
+export type { Analysis, LayerStats, Readout, TopToken };
+
+export interface AnalyzeOptions {
+  maxTokens?: number;
+  topK?: number;
+  lensK?: number;
+  cancel?: CancelToken;
+}
+
+export async function analyze(model: Model, text: string, opts: AnalyzeOptions = {}): Promise<Analysis> {
+  const t0 = performance.now();
+  const c = model.config;
+  if (text.length === 0) throw new ResidualError('the selection is empty: select some text, or put the cursor on a non-empty line', 'input');
+  const limit = Math.max(1, Math.min(opts.maxTokens ?? c.nCtx, c.nCtx));
+  // A huge selection is cut before tokenizing (no token is longer than this many characters in practice); the
+  // first token of the cut text may be a fragment, so it is dropped.
+  const maxChars = limit * 64;
+  const cut = text.length > maxChars ? text.length - maxChars : 0;
+  const enc = model.tokenizer.encode(cut ? text.slice(cut) : text);
+  let tokens = enc.tokens.map((t) => (cut ? { ...t, start: t.start + cut, end: t.end + cut } : t));
+  if (cut) tokens = tokens.slice(1);
+  const tokenizeMs = performance.now() - t0;
+  if (tokens.length === 0) throw new ResidualError('the selection produced no tokens', 'input');
+  let truncated: Analysis['truncated'];
+  if (tokens.length > limit || cut) {
+    // Keep the end: the prediction after the last token is what the panels are about.
+    const total = cut ? undefined : tokens.length;
+    tokens = tokens.slice(Math.max(0, tokens.length - limit));
+    truncated = { kept: tokens.length, firstChar: tokens[0].start, total };
+  }
+  const ids = tokens.map((t) => t.id);
+  const P = ids.length;
+  const L = c.nLayers;
+  const D = c.dModel;
+
+  const readouts: { layer: number; hook: HookName }[] = [];
+  for (let l = 0; l < L; l++) readouts.push({ layer: l, hook: hookName(l, 'hook_resid_pre') });
+  readouts.push({ layer: L, hook: hookName(L - 1, 'hook_resid_post') });
+  const hooks: HookName[] = ['logits', ...readouts.map((r) => r.hook)];
+  for (let l = 0; l < L; l++) hooks.push(hookName(l, 'hook_attn_out'), hookName(l, 'hook_mlp_out'));
+
+  const run = await model.run({ ids, hooks, cancel: opts.cancel });
+  throwIfCancelled(opts.cancel);
+  const act = run.activations;
+  const logits = act.get('logits')!;
+  const V = c.vocabSize;
+  const lastLogits = logits.data.subarray((P - 1) * V, P * V);
+  if (!lastLogits.every(Number.isFinite)) throw new ResidualError('the model produced NaN or Inf logits', 'logits', 'numeric');
+  const top = topK(lastLogits, opts.topK ?? 5).map(({ id, logit, prob }) => ({ id, text: model.tokenizer.tokenText(id), prob, logit }));
+
+  // Final prediction per position: argmax of the real logits.
+  const targetIds: number[] = [];
+  for (let p = 0; p < P; p++) targetIds.push(argmax(logits.data.subarray(p * V, (p + 1) * V)));
+
+  const residNorm = readouts.map((r) => range(P).map((p) => norm(row(act.get(r.hook)!, p))));
+  const stats: LayerStats[] = [];
+  for (let l = 0; l < L; l++) {
+    const pre = act.get(readouts[l].hook)!;
+    const post = act.get(readouts[l + 1].hook)!;
+    const s: LayerStats = { layer: l, update_norm: [], drift_cos: [], attn_norm: [], mlp_norm: [] };
+    for (let p = 0; p < P; p++) {
+      const a = row(pre, p);
+      const b = row(post, p);
+      let diff = 0;
+      for (let d = 0; d < D; d++) diff += (b[d] - a[d]) ** 2;
+      s.update_norm.push(Math.sqrt(diff) / norm(a));
+      s.drift_cos.push(dot(a, b) / (norm(a) * norm(b)));
+      s.attn_norm.push(norm(row(act.get(hookName(l, 'hook_attn_out'))!, p)));
+      s.mlp_norm.push(norm(row(act.get(hookName(l, 'hook_mlp_out'))!, p)));
+    }
+    stats.push(s);
+  }
+
+  // Logit lens over all readouts × positions in one batch.
+  const t1 = performance.now();
+  const R = readouts.length;
+  const resid_ND = new Float32Array(R * P * D);
+  readouts.forEach((r, i) => resid_ND.set(act.get(r.hook)!.data.subarray(0, P * D), i * P * D));
+  const K = opts.lensK ?? 5;
+  const lensOut = await model.lens({ resid_ND, targets: readouts.flatMap(() => targetIds), k: K });
+  const lensMs = performance.now() - t1;
+  const lens: TopToken[][][] = [];
+  const prob: number[][] = [];
+  const rank: number[][] = [];
+  for (let r = 0; r < R; r++) {
+    lens.push([]);
+    prob.push([]);
+    rank.push([]);
+    for (let p = 0; p < P; p++) {
+      const n = r * P + p;
+      const ks = Math.min(K, lensOut.topIds_NK.length / (R * P));
+      const tops: TopToken[] = [];
+      for (let j = 0; j < ks; j++) {
+        const id = lensOut.topIds_NK[n * ks + j];
+        tops.push({ id, text: model.tokenizer.tokenText(id), prob: lensOut.topProbs_NK[n * ks + j] });
+      }
+      lens[r].push(tops);
+      prob[r].push(lensOut.targetProb_N[n]);
+      rank[r].push(lensOut.targetRank_N[n]);
+    }
+  }
+  return {
+    model: model.info,
+    provider: model.provider,
+    text,
+    tokens,
+    truncated,
+    top,
+    readouts,
+    residNorm,
+    lens,
+    target: { ids: targetIds, texts: targetIds.map((i) => model.tokenizer.tokenText(i)), prob, rank },
+    stats,
+    timings: { tokenizeMs, forwardMs: run.ms, lensMs, totalMs: performance.now() - t0 },
+  };
+}
+
+/** Top-k of a logit row with softmax probabilities (max-subtracted, float64 sum). */
+export function topK(logits: Float32Array, k: number): { id: number; logit: number; prob: number }[] {
+  let max = -Infinity;
+  for (const x of logits) if (x > max) max = x;
+  let sum = 0;
+  for (const x of logits) sum += Math.exp(x - max);
+  const best: number[] = [];
+  for (let i = 0; i < logits.length; i++) {
+    if (best.length < k || logits[i] > logits[best[best.length - 1]]) {
+      best.push(i);
+      best.sort((a, b) => logits[b] - logits[a] || a - b);
+      if (best.length > k) best.pop();
+    }
+  }
+  return best.map((id) => ({ id, logit: logits[id], prob: Math.exp(logits[id] - max) / sum }));
+}
+
+function argmax(a: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < a.length; i++) if (a[i] > a[best]) best = i;
+  return best;
+}
+function dot(a: Float32Array, b: Float32Array): number {
+  let s = 0;
+  for (let i = 0; i < a.length; i++) s += a[i] * b[i];
+  return s;
+}
+function norm(a: Float32Array): number {
+  return Math.sqrt(dot(a, a));
+}
+function range(n: number): number[] {
+  return Array.from({ length: n }, (_, i) => i);
+}

@@ -1,0 +1,223 @@
+/**
+ * A loaded model: checkpoint + tokenizer + ONNX Runtime sessions (the forward graph with every hook point, and a
+ * small logit-lens graph). `run` is the one call everything else builds on; runs are queued so two requests never
+ * race on one session.
+ */
+import * as path from 'node:path';
+import type * as ortTypes from 'onnxruntime-common';
+import { openCheckpoint, type Checkpoint } from './checkpoint/load';
+import type { Gpt2Config } from './checkpoint/config';
+import { assertDims, numel, type Tensor32 } from './dims';
+import { ResidualError, throwIfCancelled, type CancelToken } from './errors';
+import { HOOK_DIMS, parseHookName, suggestHooks, type HookName } from './hooks';
+import { buildGpt2Graph, steerInputName, type SteerPoint } from './onnx/gpt2';
+import { buildLensGraph } from './onnx/lens';
+import { createSession, ort, type ProviderAttempt, type SessionOptions } from './runtime/session';
+import type { ModelInfo } from './results';
+import { Tokenizer } from './tokenizer';
+
+export type { ModelInfo };
+
+/** A steering addition at one hook point: `add_XD` is [D] (all positions) or [P,D] (per position). */
+export interface SteerAdd {
+  layer: number;
+  point: SteerPoint;
+  add: Float32Array;
+}
+
+export interface RunRequest {
+  ids: number[];
+  hooks: readonly HookName[];
+  steer?: readonly SteerAdd[];
+  positionOffset?: number;
+  cancel?: CancelToken;
+}
+
+export interface RunResult {
+  activations: Map<HookName, Tensor32>;
+  ms: number;
+}
+
+export interface LensRequest {
+  /** Residual vectors [N,D] to read out through ln_final and the unembedding. */
+  resid_ND: Float32Array;
+  /** Token id per row whose probability and rank to report. */
+  targets: number[];
+  k: number;
+}
+
+export interface LensResult {
+  topProbs_NK: Float32Array;
+  topIds_NK: Int32Array;
+  targetProb_N: Float32Array;
+  targetRank_N: Int32Array;
+}
+
+export class Model {
+  private queue: Promise<unknown> = Promise.resolve();
+  private disposed = false;
+
+  private constructor(
+    readonly checkpoint: Checkpoint,
+    readonly tokenizer: Tokenizer,
+    private readonly session: ortTypes.InferenceSession,
+    private readonly lensSession: ortTypes.InferenceSession,
+    readonly provider: string,
+    readonly attempts: ProviderAttempt[],
+    readonly loadMs: number,
+  ) {}
+
+  static async load(dir: string, opts: SessionOptions = {}): Promise<Model> {
+    const t0 = performance.now();
+    const ckpt = openCheckpoint(dir);
+    const tokenizer = await Tokenizer.fromFile(ckpt.tokenizerPath);
+    if (tokenizer.vocabSize > ckpt.config.vocabSize) {
+      throw new ResidualError(
+        `tokenizer has ${tokenizer.vocabSize} tokens but config.json says vocab_size ${ckpt.config.vocabSize}`,
+        ckpt.tokenizerPath,
+      );
+    }
+    // Each external file gets a plain, unique location name (shards keep their own names).
+    const locate = (file: string) => path.basename(file);
+    const main = buildGpt2Graph(ckpt.config, ckpt.tensors, locate);
+    const ident = `${ckpt.dir}|${ckpt.config.name}`;
+    const created = await createSession(main.bytes, main.externalFiles, `gpt2|${ident}`, opts);
+    const lens = buildLensGraph(ckpt.config, ckpt.tensors, locate);
+    // The lens graph runs on the provider that won; no second round of fallbacks.
+    const lensCreated = await createSession(lens.bytes, lens.externalFiles, `lens|${ident}`, {
+      ...opts,
+      providers: [created.provider],
+    });
+    return new Model(ckpt, tokenizer, created.session, lensCreated.session, created.provider, created.attempts, performance.now() - t0);
+  }
+
+  get config(): Gpt2Config {
+    return this.checkpoint.config;
+  }
+
+  get info(): ModelInfo {
+    const c = this.config;
+    return {
+      name: c.name,
+      architecture: c.architecture,
+      n_layers: c.nLayers,
+      d_model: c.dModel,
+      n_heads: c.nHeads,
+      vocab_size: c.vocabSize,
+      n_ctx: c.nCtx,
+      dtype: this.checkpoint.dtype,
+      dir: this.checkpoint.dir,
+    };
+  }
+
+  /** Runs the forward pass for one sequence and returns the requested hook activations (batch axis of size 1). */
+  run(req: RunRequest): Promise<RunResult> {
+    const job = this.queue.then(() => this.runNow(req));
+    this.queue = job.catch(() => undefined);
+    return job;
+  }
+
+  private async runNow(req: RunRequest): Promise<RunResult> {
+    if (this.disposed) throw new ResidualError('the model was unloaded', this.checkpoint.dir);
+    throwIfCancelled(req.cancel);
+    const c = this.config;
+    const P = req.ids.length;
+    if (P === 0) throw new ResidualError('nothing to analyse: the text has no tokens', 'input');
+    const offset = req.positionOffset ?? 0;
+    if (offset + P > c.nCtx) {
+      throw new ResidualError(`${offset + P} positions exceed the model's context of ${c.nCtx}`, 'input');
+    }
+    for (const id of req.ids) {
+      if (!Number.isInteger(id) || id < 0 || id >= c.vocabSize) throw new ResidualError(`token id ${id} is outside the vocabulary (0..${c.vocabSize - 1})`, 'input');
+    }
+    for (const h of req.hooks) {
+      const parsed = parseHookName(h);
+      if (!parsed || (parsed.layer !== null && parsed.layer >= c.nLayers)) {
+        throw new ResidualError(`unknown hook point; did you mean ${suggestHooks(h, c.nLayers).join(', ')}?`, h);
+      }
+    }
+    const T = ort().Tensor;
+    const feeds: Record<string, ortTypes.Tensor> = {
+      input_ids: new T('int64', BigInt64Array.from(req.ids, (i) => BigInt(i)), [1, P]),
+      position_offset: new T('int64', BigInt64Array.of(BigInt(offset)), [1]),
+    };
+    for (const s of req.steer ?? []) {
+      if (!Number.isInteger(s.layer) || s.layer < 0 || s.layer >= c.nLayers) {
+        throw new ResidualError(`layer ${s.layer} does not exist (the model has layers 0..${c.nLayers - 1})`, 'steering');
+      }
+      const perPos = s.add.length === P * c.dModel;
+      if (!perPos && s.add.length !== c.dModel) {
+        throw new ResidualError(`vector has ${s.add.length} values; the model's d_model is ${c.dModel} (or ${P}×${c.dModel} per position)`, 'steering');
+      }
+      if (!s.add.every(Number.isFinite)) throw new ResidualError('vector contains NaN or Inf', 'steering');
+      const name = steerInputName(s.layer, s.point);
+      const prev = feeds[name];
+      const data = Float32Array.from(s.add);
+      if (prev) {
+        // Two additions at one point sum; broadcast a [D] one over the other's positions.
+        const pd = prev.data as Float32Array;
+        const sum = pd.length >= data.length ? Float32Array.from(pd) : Float32Array.from(data);
+        const other = pd.length >= data.length ? data : pd;
+        for (let i = 0; i < sum.length; i++) sum[i] += other[i % other.length];
+        feeds[name] = new T('float32', sum, [1, sum.length / c.dModel, c.dModel]);
+      } else {
+        feeds[name] = new T('float32', data, [1, perPos ? P : 1, c.dModel]);
+      }
+    }
+    const t0 = performance.now();
+    const fetches = [...new Set(req.hooks)];
+    const out = await this.session.run(feeds, fetches);
+    const ms = performance.now() - t0;
+    throwIfCancelled(req.cancel);
+    const activations = new Map<HookName, Tensor32>();
+    for (const name of fetches) {
+      const t = out[name];
+      const parsed = parseHookName(name)!;
+      const tensor: Tensor32 = { dims: t.dims.map(Number), data: t.data as Float32Array };
+      assertDims(tensor, HOOK_DIMS[parsed.hook], dimSizes(c, P), name);
+      activations.set(name, tensor);
+    }
+    return { activations, ms };
+  }
+
+  /** Logit lens: each row through ln_final (its own statistics) and the unembedding; top-k and a target's prob/rank. */
+  lens(req: LensRequest): Promise<LensResult> {
+    const job = this.queue.then(async () => {
+      const D = this.config.dModel;
+      const N = req.resid_ND.length / D;
+      if (!Number.isInteger(N) || N !== req.targets.length) throw new ResidualError(`lens input must be [N,${D}] with N targets`, 'lens');
+      const T = ort().Tensor;
+      const out = await this.lensSession.run({
+        resid: new T('float32', req.resid_ND, [N, D]),
+        target: new T('int64', BigInt64Array.from(req.targets, (i) => BigInt(i)), [N]),
+        k: new T('int64', BigInt64Array.of(BigInt(Math.min(req.k, this.config.vocabSize))), [1]),
+      });
+      return {
+        topProbs_NK: out.top_probs.data as Float32Array,
+        topIds_NK: Int32Array.from(out.top_ids.data as BigInt64Array, Number),
+        targetProb_N: out.target_prob.data as Float32Array,
+        targetRank_N: Int32Array.from(out.target_rank.data as BigInt64Array, Number),
+      };
+    });
+    this.queue = job.catch(() => undefined);
+    return job;
+  }
+
+  async dispose(): Promise<void> {
+    if (this.disposed) return;
+    this.disposed = true;
+    await this.queue;
+    await this.session.release();
+    await this.lensSession.release();
+  }
+}
+
+export function dimSizes(c: Gpt2Config, P: number) {
+  return { B: 1, P, Q: P, S: P, D: c.dModel, H: c.nHeads, E: c.dHead, M: c.dMlp, V: c.vocabSize };
+}
+
+/** Row `p` of a [1,P,X] tensor, as a view. */
+export function row(t: Tensor32, p: number): Float32Array {
+  const width = numel(t.dims.slice(2));
+  return t.data.subarray(p * width, (p + 1) * width);
+}

@@ -1,0 +1,166 @@
+/**
+ * Builds the ONNX graph of a GPT-2-family model from its checkpoint, with every TransformerLens hook point available
+ * as a graph output and additive steering inputs on the residual stream of every block.
+ *
+ * Batch-first shapes as in TransformerLens: input_ids [B,P]; resid [B,P,D]; q/k/v/z [B,P,H,E]; scores/pattern
+ * [B,H,Q,S]; LN scales [B,P,1]; logits [B,P,V].
+ */
+import type { Gpt2Config } from '../checkpoint/config';
+import type { TensorEntry } from '../checkpoint/safetensors';
+import { hookName, type BlockHook, type HookName } from '../hooks';
+import { GraphBuilder, tensorAttrF32, type Dim, type ElemType } from './builder';
+
+/** Names of the additive residual inputs: `blocks.{l}.hook_resid_pre.add` etc. Default: zeros (no effect). */
+export type SteerPoint = 'hook_resid_pre' | 'hook_resid_mid' | 'hook_resid_post';
+export const STEER_POINTS: SteerPoint[] = ['hook_resid_pre', 'hook_resid_mid', 'hook_resid_post'];
+export function steerInputName(layer: number, point: SteerPoint): string {
+  return `blocks.${layer}.${point}.add`;
+}
+
+export interface BuiltGraph {
+  bytes: Uint8Array;
+  /** Every output the graph offers, by hook name, with its dims letters. */
+  outputs: Map<HookName, string>;
+  /** External files the graph references (relative location → absolute path). */
+  externalFiles: Map<string, string>;
+}
+
+const DTYPE_ELEM: Record<string, ElemType> = { F32: 'float32', F16: 'float16', BF16: 'bfloat16' };
+
+/**
+ * `locate(absPath)` returns the `location` string to write for an external file; the runtime decides how ONNX Runtime
+ * will find it (beside the .onnx, or passed as external data bytes).
+ */
+export function buildGpt2Graph(cfg: Gpt2Config, tensors: Map<string, TensorEntry>, locate: (file: string) => string): BuiltGraph {
+  const g = new GraphBuilder(`residual-gpt2-${cfg.name}`);
+  const { nLayers: L, dModel: D, nHeads: H, dHead: E, vocabSize: V } = cfg;
+  const externalFiles = new Map<string, string>();
+  const outputs = new Map<HookName, string>();
+  const B: Dim = 'batch';
+  const P: Dim = 'pos';
+
+  // Weights: external data straight into the safetensors bytes; half precision is cast to float32 once at session
+  // creation (ONNX Runtime folds the Cast of a constant).
+  const weightCache = new Map<string, string>();
+  const w = (name: string): string => {
+    const hit = weightCache.get(name);
+    if (hit) return hit;
+    const t = tensors.get(name);
+    if (!t) throw new Error(`internal: checkpoint tensor ${name} missing after validation`);
+    const location = locate(t.file);
+    externalFiles.set(location, t.file);
+    const elem = DTYPE_ELEM[t.dtype];
+    const raw = g.external(`w.${name}`, elem, t.shape, { location, offset: t.dataOffset, length: t.byteLength });
+    const v = elem === 'float32' ? raw : g.op('Cast', [raw], { to: 1 });
+    weightCache.set(name, v);
+    return v;
+  };
+  const hook = (name: HookName, value: string, dims: Dim[]): string => {
+    const out = g.op('Identity', [value], undefined, name);
+    g.output(name, 'float32', dims);
+    outputs.set(name, dims.map((d) => (typeof d === 'number' ? String(d) : d)).join(','));
+    return out;
+  };
+  const blockHook = (l: number, h: BlockHook, value: string, dims: Dim[]) => hook(hookName(l, h), value, dims);
+
+  // Small constants shared by all layers.
+  const ones_D = g.constF32('ones_D', [D], new Float32Array(D).fill(1));
+  const zeros_D = g.constF32('zeros_D', [D], new Float32Array(D));
+  const shapeBPHE = g.constI64('shape_BPHE', [0, 0, H, E]);
+  const shapeBPD = g.constI64('shape_BPD', [0, 0, D]);
+  const split3 = g.constI64('split3', [D, D, D]);
+  const invSqrtE = g.constF32('inv_sqrt_E', [], [1 / Math.sqrt(E)]);
+  const negInf = g.constF32('neg_inf', [], [-Infinity]);
+  const axis0 = g.constI64('axis0', [0]);
+  const idx1 = g.constI64('idx1', [1]);
+
+  // input_ids [B,P] → token + position embeddings.
+  const ids = g.input('input_ids', 'int64', [B, P]);
+  const shapeIds = g.op('Shape', [ids]);
+  const nPos = g.op('Gather', [shapeIds, idx1], { axis: 0 }); // [1]
+  // Position offset lets a KV-cached continuation start at a later position; default 0.
+  const posOffset = g.inputWithDefault('position_offset', [1], [1], new BigInt64Array(1));
+  const start = g.op('Squeeze', [posOffset, axis0]);
+  const stop = g.op('Add', [start, g.op('Squeeze', [nPos, axis0])]);
+  const posIds = g.op('Range', [start, stop, g.scalarI64('one', 1)]); // [P]
+  const embed = hook('hook_embed', g.op('Gather', [w('wte.weight'), ids], { axis: 0 }), [B, P, D]);
+  const posEmbed1 = g.op('Gather', [w('wpe.weight'), posIds], { axis: 0 }); // [P,D]
+  const posEmbed = hook('hook_pos_embed', g.op('Expand', [g.op('Unsqueeze', [posEmbed1, axis0]), g.op('Shape', [embed])]), [B, P, D]);
+  let resid = g.op('Add', [embed, posEmbed]);
+
+  // Causal mask [P,P]: true on and below the diagonal.
+  const pp = g.op('Concat', [nPos, nPos], { axis: 0 });
+  const onesPP = g.op('ConstantOfShape', [pp], { value: tensorAttrF32(1) });
+  const causal = g.op('Cast', [g.op('Trilu', [onesPP], { upper: 0 })], { to: onnx_BOOL });
+
+  const steer = (l: number, point: SteerPoint, x: string): string => {
+    const name = steerInputName(l, point);
+    g.inputWithDefault(name, ['steer_batch', 'steer_pos', D], [1, 1, D], new Float32Array(D));
+    return g.op('Add', [x, name]);
+  };
+
+  /** LayerNorm with its scale and normalized value exposed (TransformerLens: scale = sqrt(var + eps)). */
+  const layerNorm = (x: string, weight: string, bias: string, scaleHook: HookName, normHook: HookName | null): string => {
+    const [normalized, , invStd] = g.node('LayerNormalization', [x, ones_D, zeros_D], {
+      nOut: 3,
+      attrs: { axis: -1, epsilon: { float: cfg.lnEps } },
+    });
+    hook(scaleHook, g.op('Reciprocal', [invStd]), [B, P, 1]);
+    if (normHook) hook(normHook, normalized, [B, P, D]);
+    return g.op('Add', [g.op('Mul', [normalized, w(weight)]), w(bias)]);
+  };
+
+  for (let l = 0; l < L; l++) {
+    const p = `h.${l}.`;
+    resid = blockHook(l, 'hook_resid_pre', steer(l, 'hook_resid_pre', resid), [B, P, D]);
+    const x1 = layerNorm(resid, p + 'ln_1.weight', p + 'ln_1.bias', hookName(l, 'ln1.hook_scale'), hookName(l, 'ln1.hook_normalized'));
+
+    // Attention: fused QKV projection (Conv1D weights are [in, out], so a plain MatMul).
+    const qkv = g.op('Add', [g.op('MatMul', [x1, w(p + 'attn.c_attn.weight')]), w(p + 'attn.c_attn.bias')]);
+    const [qf, kf, vf] = g.node('Split', [qkv, split3], { nOut: 3, attrs: { axis: -1 } });
+    const q = blockHook(l, 'attn.hook_q', g.op('Reshape', [qf, shapeBPHE]), [B, P, H, E]);
+    const k = blockHook(l, 'attn.hook_k', g.op('Reshape', [kf, shapeBPHE]), [B, P, H, E]);
+    const v = blockHook(l, 'attn.hook_v', g.op('Reshape', [vf, shapeBPHE]), [B, P, H, E]);
+    const qT = g.op('Transpose', [q], { perm: [0, 2, 1, 3] }); // [B,H,Q,E]
+    const kT = g.op('Transpose', [k], { perm: [0, 2, 3, 1] }); // [B,H,E,S]
+    const vT = g.op('Transpose', [v], { perm: [0, 2, 1, 3] }); // [B,H,S,E]
+    const rawScores = g.op('Mul', [g.op('MatMul', [qT, kT]), invSqrtE]);
+    const scores = blockHook(l, 'attn.hook_attn_scores', g.op('Where', [causal, rawScores, negInf]), [B, H, P, P]);
+    const pattern = blockHook(l, 'attn.hook_pattern', g.op('Softmax', [scores], { axis: -1 }), [B, H, P, P]);
+    const z = blockHook(l, 'attn.hook_z', g.op('Transpose', [g.op('MatMul', [pattern, vT])], { perm: [0, 2, 1, 3] }), [B, P, H, E]);
+    const zFlat = g.op('Reshape', [z, shapeBPD]);
+    const attnOut = blockHook(l, 'hook_attn_out', g.op('Add', [g.op('MatMul', [zFlat, w(p + 'attn.c_proj.weight')]), w(p + 'attn.c_proj.bias')]), [B, P, D]);
+
+    resid = blockHook(l, 'hook_resid_mid', steer(l, 'hook_resid_mid', g.op('Add', [resid, attnOut])), [B, P, D]);
+    const x2 = layerNorm(resid, p + 'ln_2.weight', p + 'ln_2.bias', hookName(l, 'ln2.hook_scale'), hookName(l, 'ln2.hook_normalized'));
+    const pre = blockHook(l, 'mlp.hook_pre', g.op('Add', [g.op('MatMul', [x2, w(p + 'mlp.c_fc.weight')]), w(p + 'mlp.c_fc.bias')]), [B, P, cfg.dMlp]);
+    const post = blockHook(l, 'mlp.hook_post', activation(g, cfg.act, pre), [B, P, cfg.dMlp]);
+    const mlpOut = blockHook(l, 'hook_mlp_out', g.op('Add', [g.op('MatMul', [post, w(p + 'mlp.c_proj.weight')]), w(p + 'mlp.c_proj.bias')]), [B, P, D]);
+    resid = blockHook(l, 'hook_resid_post', steer(l, 'hook_resid_post', g.op('Add', [resid, mlpOut])), [B, P, D]);
+  }
+
+  const xf = layerNorm(resid, 'ln_f.weight', 'ln_f.bias', 'ln_final.hook_scale', null);
+  // Unembedding: lm_head [V,D] or the tied wte [V,D]; Gemm with transB reads it in place (no transposed copy).
+  const unembed = tensors.has('lm_head.weight') ? w('lm_head.weight') : w('wte.weight');
+  const xf2 = g.op('Reshape', [xf, g.constI64('shape_ND', [-1, D])]);
+  const logits2 = g.op('Gemm', [xf2, unembed], { transB: 1 });
+  const shapeBPV = g.op('Concat', [g.op('Shape', [ids]), g.constI64('V', [V])], { axis: 0 });
+  hook('logits', g.op('Reshape', [logits2, shapeBPV]), [B, P, V]);
+
+  return { bytes: g.encode(), outputs, externalFiles };
+}
+
+const onnx_BOOL = 9;
+
+function activation(g: GraphBuilder, act: Gpt2Config['act'], x: string): string {
+  switch (act) {
+    case 'gelu_new':
+    case 'gelu_fast':
+    case 'gelu_pytorch_tanh':
+      return g.op('Gelu', [x], { approximate: 'tanh' });
+    case 'gelu':
+      return g.op('Gelu', [x]);
+    case 'relu':
+      return g.op('Relu', [x]);
+  }
+}

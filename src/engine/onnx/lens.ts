@@ -1,0 +1,42 @@
+/**
+ * The logit-lens graph: residual vectors [N,D] → ln_final (each vector's own mean and scale) → unembedding →
+ * softmax, returning only the top-k and one target token's probability and rank per row, so the full [N,V] logits
+ * never leave ONNX Runtime.
+ */
+import type { Gpt2Config } from '../checkpoint/config';
+import type { TensorEntry } from '../checkpoint/safetensors';
+import { GraphBuilder, type ElemType } from './builder';
+
+const DTYPE_ELEM: Record<string, ElemType> = { F32: 'float32', F16: 'float16', BF16: 'bfloat16' };
+
+export function buildLensGraph(cfg: Gpt2Config, tensors: Map<string, TensorEntry>, locate: (file: string) => string) {
+  const g = new GraphBuilder('residual-lens');
+  const externalFiles = new Map<string, string>();
+  const w = (name: string): string => {
+    const t = tensors.get(name)!;
+    const location = locate(t.file);
+    externalFiles.set(location, t.file);
+    const elem = DTYPE_ELEM[t.dtype];
+    const raw = g.external(`w.${name}`, elem, t.shape, { location, offset: t.dataOffset, length: t.byteLength });
+    return elem === 'float32' ? raw : g.op('Cast', [raw], { to: 1 });
+  };
+  const D = cfg.dModel;
+  const resid = g.input('resid', 'float32', ['n', D]);
+  const target = g.input('target', 'int64', ['n']);
+  const k = g.input('k', 'int64', [1]);
+  const xf = g.op('LayerNormalization', [resid, w('ln_f.weight'), w('ln_f.bias')], { axis: -1, epsilon: { float: cfg.lnEps } });
+  const logits = g.op('Gemm', [xf, tensors.has('lm_head.weight') ? w('lm_head.weight') : w('wte.weight')], { transB: 1 });
+  const probs = g.op('Softmax', [logits], { axis: -1 });
+  g.node('TopK', [probs, k], { outputs: ['top_probs', 'top_ids'], attrs: { axis: -1, largest: 1, sorted: 1 } });
+  const target2 = g.op('Unsqueeze', [target, g.constI64('axis1', [1])]);
+  const tLogit = g.op('GatherElements', [logits, target2], { axis: 1 }); // [N,1]
+  g.op('Squeeze', [g.op('GatherElements', [probs, target2], { axis: 1 }), g.constI64('axis1b', [1])], undefined, 'target_prob');
+  // Rank = how many tokens have a strictly larger logit (0 = top).
+  const above = g.op('Cast', [g.op('Greater', [logits, tLogit])], { to: 7 });
+  g.op('ReduceSum', [above, g.constI64('axis1c', [1])], { keepdims: 0 }, 'target_rank');
+  g.output('top_probs', 'float32', ['n', 'k']);
+  g.output('top_ids', 'int64', ['n', 'k']);
+  g.output('target_prob', 'float32', ['n']);
+  g.output('target_rank', 'int64', ['n']);
+  return { bytes: g.encode(), externalFiles };
+}
