@@ -1,0 +1,9 @@
+/** Command ids, mirroring package.json's `contributes.commands` (a unit test checks the two agree). */
+export const COMMANDS = {
+  analyzeSelection: 'residual.analyzeSelection',
+  openInspector: 'residual.openInspector',
+  selectModel: 'residual.selectModel',
+  showActivations: 'residual.showActivations',
+  cancelAnalysis: 'residual.cancelAnalysis',
+  showLog: 'residual.showLog',
+} as const;

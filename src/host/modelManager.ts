@@ -1,0 +1,124 @@
+/**
+ * Owns the loaded model: resolves the folder from settings (default: the bundled demo model), loads it once with
+ * progress, reloads when the settings change, and shows the provider in the status bar.
+ */
+import * as fs from 'node:fs';
+import * as vscode from 'vscode';
+import { Model } from '../engine/model';
+import { silenceOrt } from '../engine/runtime/session';
+import type { InspectorState } from '../protocol';
+
+export class ModelManager implements vscode.Disposable {
+  private loading: Promise<Model> | undefined;
+  private model: Model | undefined;
+  private readonly status: vscode.StatusBarItem;
+  private readonly changed = new vscode.EventEmitter<void>();
+  readonly onDidChange = this.changed.event;
+  state: InspectorState = { status: 'idle' };
+
+  constructor(
+    private readonly context: vscode.ExtensionContext,
+    private readonly log: vscode.OutputChannel,
+  ) {
+    silenceOrt();
+    this.status = vscode.window.createStatusBarItem('residual.provider', vscode.StatusBarAlignment.Right, 100);
+    this.status.name = 'Residual: execution provider';
+    this.status.command = 'residual.openInspector';
+    this.setState({ status: 'idle', modelDir: this.modelDir() });
+    context.subscriptions.push(
+      vscode.workspace.onDidChangeConfiguration((e) => {
+        if (e.affectsConfiguration('residual.modelPath') || e.affectsConfiguration('residual.providers') || e.affectsConfiguration('residual.threads')) {
+          this.log.appendLine('settings changed: the model will be reloaded on the next analysis');
+          void this.unload();
+        }
+      }),
+    );
+  }
+
+  /** The model folder: the setting, else the bundled demo model (trained one first, random fallback second). */
+  modelDir(): string {
+    const configured = vscode.workspace.getConfiguration('residual').get<string>('modelPath', '').trim();
+    if (configured) {
+      const ws = vscode.workspace.workspaceFolders?.[0]?.uri.fsPath;
+      return ws && !configured.startsWith('/') && !/^[A-Za-z]:[\\/]/.test(configured) ? vscode.Uri.joinPath(vscode.Uri.file(ws), configured).fsPath : configured;
+    }
+    for (const name of ['demo', 'tiny-gpt2']) {
+      const dir = vscode.Uri.joinPath(this.context.extensionUri, 'models', name).fsPath;
+      if (fs.existsSync(`${dir}/config.json`)) return dir;
+    }
+    return vscode.Uri.joinPath(this.context.extensionUri, 'models', 'demo').fsPath;
+  }
+
+  /** The loaded model, loading it (with a progress notification) on first use. */
+  get(): Promise<Model> {
+    if (this.model) return Promise.resolve(this.model);
+    this.loading ??= this.load().finally(() => (this.loading = undefined));
+    return this.loading;
+  }
+
+  get current(): Model | undefined {
+    return this.model;
+  }
+
+  private async load(): Promise<Model> {
+    const dir = this.modelDir();
+    const cfg = vscode.workspace.getConfiguration('residual');
+    const providers = cfg.get<string[]>('providers', ['cuda', 'webgpu', 'cpu']);
+    this.setState({ status: 'loading', modelDir: dir });
+    this.status.text = '$(loading~spin) Residual';
+    this.status.show();
+    this.log.appendLine(`loading model from ${dir} (providers: ${providers.join(', ')})`);
+    try {
+      const model = await vscode.window.withProgress(
+        { location: vscode.ProgressLocation.Window, title: 'Residual: loading model' },
+        () =>
+          Model.load(dir, {
+            providers,
+            threads: cfg.get<number>('threads', 0),
+            cacheDir: vscode.Uri.joinPath(this.context.globalStorageUri, 'onnx').fsPath,
+            log: (m) => this.log.appendLine(m),
+          }),
+      );
+      this.model = model;
+      this.log.appendLine(`model ${model.info.name} ready on ${model.provider} in ${model.loadMs.toFixed(0)} ms`);
+      this.status.text = `$(pulse) ${model.provider.toUpperCase()}`;
+      this.status.tooltip = `Residual: ${model.info.name} on the ${model.provider} execution provider\n${model.attempts
+        .map((a) => `${a.provider}: ${a.ok ? 'ok' : a.reason}`)
+        .join('\n')}`;
+      this.setState({ status: 'ready', modelDir: dir, model: model.info, provider: model.provider, attempts: model.attempts, loadMs: model.loadMs });
+      return model;
+    } catch (e) {
+      const message = e instanceof Error ? e.message : String(e);
+      this.log.appendLine(`model load failed: ${message}`);
+      this.status.text = '$(error) Residual';
+      this.status.tooltip = message;
+      this.setState({ status: 'error', modelDir: dir, error: message });
+      throw e;
+    }
+  }
+
+  async unload(): Promise<void> {
+    const m = this.model;
+    this.model = undefined;
+    this.setState({ status: 'idle', modelDir: this.modelDir() });
+    this.status.text = '$(pulse) Residual';
+    await m?.dispose();
+  }
+
+  setState(patch: Partial<InspectorState> & { status: InspectorState['status'] }): void {
+    // A new load replaces everything but the last analysis summary.
+    this.state = { last: this.state.last, ...patch };
+    this.changed.fire();
+  }
+
+  patchState(patch: Partial<InspectorState>): void {
+    this.state = { ...this.state, ...patch };
+    this.changed.fire();
+  }
+
+  dispose(): void {
+    this.status.dispose();
+    this.changed.dispose();
+    void this.model?.dispose();
+  }
+}

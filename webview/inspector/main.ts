@@ -1,0 +1,70 @@
+/** The Inspector side-bar view: model, provider (with every fallback attempt) and the last analysis. */
+import type { FromInspector, InspectorState, ToInspector } from '../../src/protocol';
+import { badge, button, divider, el, hostBridge, showToken, spinner } from '../ui';
+
+const host = hostBridge<FromInspector, InspectorState>();
+const app = document.getElementById('app')!;
+
+window.addEventListener('message', (ev: MessageEvent<ToInspector>) => {
+  if (ev.data.type === 'inspector/state') {
+    host.setState(ev.data.state);
+    render(ev.data.state);
+  }
+});
+
+function render(s: InspectorState): void {
+  app.dataset.state = s.status;
+  app.replaceChildren();
+  const model = el('section');
+  model.append(el('h2', undefined, 'Model'));
+  const name = el('div', 'model-name', s.model?.name ?? (s.status === 'loading' ? 'loading…' : 'not loaded yet'));
+  name.id = 'model-name';
+  model.append(name);
+  if (s.status === 'loading' || s.status === 'running') model.append(spinner());
+  if (s.model) model.append(el('div', 'muted', `${s.model.architecture} · ${s.model.n_layers} layers · d_model ${s.model.d_model} · ${s.model.n_heads} heads · vocab ${s.model.vocab_size} · ctx ${s.model.n_ctx} · ${s.model.dtype}`));
+  if (s.modelDir) model.append(el('div', 'path muted', s.modelDir));
+  if (s.error) model.append(el('div', 'notice error', s.error));
+  const prov = el('div', 'provider-line');
+  prov.append(el('span', undefined, 'Provider: '));
+  const b = badge(s.provider ? s.provider.toUpperCase() : '—');
+  b.id = 'provider';
+  prov.append(b);
+  if (s.loadMs !== undefined) prov.append(el('span', 'muted', ` loaded in ${s.loadMs.toFixed(0)} ms`));
+  model.append(prov);
+  if (s.attempts?.length) {
+    const ul = el('ul', 'attempts');
+    for (const a of s.attempts) ul.append(el('li', a.ok ? 'ok' : 'failed', `${a.provider}: ${a.ok ? 'in use' : a.reason ?? 'failed'}`));
+    model.append(ul);
+  }
+  const actions = el('div', 'actions');
+  actions.append(
+    button('Analyze Selection', () => run('residual.analyzeSelection'), 'primary'),
+    button('Select Model…', () => run('residual.selectModel')),
+    button('Log', () => run('residual.showLog')),
+  );
+  model.append(actions);
+  app.append(model, divider());
+
+  const last = el('section');
+  last.id = 'last-analysis';
+  last.append(el('h2', undefined, 'Last analysis'));
+  if (!s.last) {
+    last.append(el('p', 'muted', 'Nothing analysed yet. Select text in an editor and run Analyze Selection.'));
+  } else {
+    last.append(el('div', 'preview', `“${s.last.preview}”`));
+    last.append(el('div', 'muted', `${s.last.file ?? ''} · ${s.last.tokens} tokens · ${s.last.ms.toFixed(0)} ms`));
+    if (s.last.truncated) last.append(el('div', 'notice warning', s.last.truncated));
+    const ol = el('ol', 'top');
+    for (const t of s.last.top) ol.append(el('li', undefined, `${showToken(t.text)}  ${(t.prob * 100).toFixed(1)}%`));
+    last.append(ol, button('Open Activations panel', () => run('residual.showActivations')));
+  }
+  app.append(last);
+}
+
+function run(command: Extract<FromInspector, { type: 'command/run' }>['command']): void {
+  host.post({ type: 'command/run', command });
+}
+
+const saved = host.getState();
+if (saved) render(saved);
+host.post({ type: 'ready' });
