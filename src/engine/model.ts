@@ -10,7 +10,7 @@ import type { Gpt2Config } from './checkpoint/config';
 import { assertDims, numel, type Tensor32 } from './dims';
 import { ResidualError, throwIfCancelled, type CancelToken } from './errors';
 import { HOOK_DIMS, parseHookName, suggestHooks, type HookName } from './hooks';
-import { buildGpt2Graph, steerInputName, type SteerPoint } from './onnx/gpt2';
+import { buildGpt2Graph, STEER_POINTS, steerInputName, type SteerPoint } from './onnx/gpt2';
 import { buildLensGraph } from './onnx/lens';
 import { createSession, ort, type ProviderAttempt, type SessionOptions } from './runtime/session';
 import type { ModelInfo } from './results';
@@ -164,6 +164,9 @@ export class Model {
         feeds[name] = new T('float32', data, [1, perPos ? P : 1, c.dModel]);
       }
     }
+    // Every steering input is required by the graph; unused ones get zeros (adding +0 leaves values bit-identical).
+    const zeros = new T('float32', new Float32Array(c.dModel), [1, 1, c.dModel]);
+    for (let l = 0; l < c.nLayers; l++) for (const point of STEER_POINTS) feeds[steerInputName(l, point)] ??= zeros;
     const t0 = performance.now();
     const fetches = [...new Set(req.hooks)];
     const out = await this.session.run(feeds, fetches);

@@ -44,15 +44,6 @@ export class GraphBuilder {
     return name;
   }
 
-  /** A graph input with a default value: ONNX Runtime uses the initializer unless the caller feeds the input. */
-  inputWithDefault(name: string, dims: Dim[], defaultDims: number[], data: Float32Array | BigInt64Array): string {
-    const type: ElemType = data instanceof Float32Array ? 'float32' : 'int64';
-    this.inputs.push(valueInfo(name, type, dims));
-    const rawData = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-    this.initializers.push({ name, dataType: ELEM[type], dims: defaultDims, rawData });
-    return name;
-  }
-
   output(name: string, type: ElemType, dims: Dim[]): void {
     if (this.outputNames.has(name)) return;
     this.outputNames.add(name);

@@ -10,7 +10,7 @@ import type { TensorEntry } from '../checkpoint/safetensors';
 import { hookName, type BlockHook, type HookName } from '../hooks';
 import { GraphBuilder, tensorAttrF32, type Dim, type ElemType } from './builder';
 
-/** Names of the additive residual inputs: `blocks.{l}.hook_resid_pre.add` etc. Default: zeros (no effect). */
+/** Names of the additive residual inputs: `blocks.{l}.hook_resid_pre.add` etc. ([B|1, P|1, D]; zeros: no effect). */
 export type SteerPoint = 'hook_resid_pre' | 'hook_resid_mid' | 'hook_resid_post';
 export const STEER_POINTS: SteerPoint[] = ['hook_resid_pre', 'hook_resid_mid', 'hook_resid_post'];
 export function steerInputName(layer: number, point: SteerPoint): string {
@@ -79,7 +79,7 @@ export function buildGpt2Graph(cfg: Gpt2Config, tensors: Map<string, TensorEntry
   const shapeIds = g.op('Shape', [ids]);
   const nPos = g.op('Gather', [shapeIds, idx1], { axis: 0 }); // [1]
   // Position offset lets a KV-cached continuation start at a later position; default 0.
-  const posOffset = g.inputWithDefault('position_offset', [1], [1], new BigInt64Array(1));
+  const posOffset = g.input('position_offset', 'int64', [1]);
   const start = g.op('Squeeze', [posOffset, axis0]);
   const stop = g.op('Add', [start, g.op('Squeeze', [nPos, axis0])]);
   const posIds = g.op('Range', [start, stop, g.scalarI64('one', 1)]); // [P]
@@ -95,7 +95,9 @@ export function buildGpt2Graph(cfg: Gpt2Config, tensors: Map<string, TensorEntry
 
   const steer = (l: number, point: SteerPoint, x: string): string => {
     const name = steerInputName(l, point);
-    g.inputWithDefault(name, ['steer_batch', 'steer_pos', D], [1, 1, D], new Float32Array(D));
+    // A required input: onnxruntime-node cannot feed initializer-backed (overridable) inputs, so callers always
+    // pass one; [1,1,D] zeros when not steering.
+    g.input(name, 'float32', ['steer_batch', 'steer_pos', D]);
     return g.op('Add', [x, name]);
   };
 
