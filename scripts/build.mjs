@@ -3,6 +3,7 @@
 import * as esbuild from 'esbuild';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -33,4 +34,8 @@ if (watch) {
   await Promise.all(builds.map((b) => esbuild.build(b)));
 }
 copyRuntime();
+// The random fallback model (models/tiny-gpt2) is generated, not committed; the VSIX carries it.
+if (!fs.existsSync(path.join(root, 'models', 'tiny-gpt2', 'model.safetensors'))) {
+  execFileSync(process.execPath, ['--import', 'tsx', 'tools/make-tiny-model.ts'], { cwd: root, stdio: 'inherit' });
+}
 console.log(`built into ${path.relative(root, dist)}/`);
