@@ -207,7 +207,16 @@ def main():
         json.dump({"note": "greedy continuations computed by tools/demo-model/report.py with the PyTorch reference "
                            "model on the bundled weights; for engine tests", "completions": expected}, f,
                   ensure_ascii=False, indent=1)
-    md.append("\n`expected-completions.json` records these greedy continuations (ids and text) for engine tests.\n")
+    md.append("\n`expected-completions.json` records these greedy continuations (ids and text) for engine tests.")
+    engine = None
+    try:
+        r = subprocess.run(["npx", "--no-install", "tsx", "tools/demo-model/engine_check.ts"], cwd=ROOT,
+                           capture_output=True, text=True, timeout=600)
+        engine = json.loads(r.stdout.strip().splitlines()[-1])
+        md.append("Run through the extension's engine (ONNX Runtime, `engine_check.ts`), the greedy next token agrees "
+                  "with the PyTorch reference on %s prompts.\n" % engine["completions_same"])
+    except Exception as e:
+        md.append("Engine check (`engine_check.ts`) not run or failed: %s\n" % str(e)[:200])
 
     # ---- transcoders
     mpath = os.path.join(TC_DIR, "metrics.json")
@@ -231,6 +240,11 @@ def main():
                 r["layer"], r["fvu"], r["mean_l0"], 100 * r["dead_fraction"], r["ce_clean"], r["ce_spliced"],
                 r["ce_increase"]))
         md.append("")
+        if engine and engine.get("transcoder_fvu_on_prompts"):
+            md.append("Cross-check in the extension's engine: each transcoder applied to the engine's `%s` reproduces "
+                      "its `%s` on the completion prompts with FVU %s.\n" % (
+                          c0["hook_name"].replace(".0.", ".{l}."), c0["hook_name_out"].replace(".0.", ".{l}."),
+                          ", ".join("%.3f" % v for v in engine["transcoder_fvu_on_prompts"])))
         # five example features
         idx = []
         for l in range(cfg["n_layer"]):
