@@ -3,7 +3,7 @@
 
   nice -n 19 python3 tools/demo-model/feature_index.py [--windows 400] [--contexts 10]
 
-Runs the exported model and its transcoders over the first windows of the validation split and writes
+Runs the exported model and its transcoders over windows spread evenly over the validation split and writes
 models/demo/transcoders/layer_{l}/feature_index.json:
 
 {
@@ -54,7 +54,9 @@ def main():
     L, T = model.cfg["n_layer"], model.cfg["n_positions"]
     val = load_tokens("val")
     nwin = min(args.windows, len(val) // T)
-    ids = torch.from_numpy(np.array(val[: nwin * T], dtype=np.int64).reshape(nwin, T))
+    # windows spread evenly over the whole validation split (it is ordered by source package)
+    starts = np.linspace(0, len(val) - T, nwin).astype(np.int64)
+    ids = torch.from_numpy(np.stack([np.array(val[s:s + T], dtype=np.int64) for s in starts]))
     idx_all = [[] for _ in range(L)]
     val_all = [[] for _ in range(L)]
     with torch.no_grad():
@@ -123,7 +125,7 @@ def main():
             cfg = json.load(fcfg)
         out = {"format": "residual-feature-index/1", "model_name": cfg["model_name"], "layer": l,
                "hook_name": cfg["hook_name"], "hook_name_out": cfg["hook_name_out"], "d_sae": F_, "n_tokens": int(N),
-               "source": "validation split, first %d windows of %d tokens" % (nwin, T),
+               "source": "validation split, %d windows of %d tokens spread evenly over it" % (nwin, T),
                "context_format": ["before", "peak token", "after", "activation"],
                "dead": [int(f) for f in range(F_) if count[f] == 0], "features": feats}
         path = os.path.join(TC_DIR, "layer_%d" % l, "feature_index.json")
