@@ -1,0 +1,177 @@
+// End-to-end: Residual in a real VS Code (code-server 4.100.3 + Chromium). Right-click Analyze Selection on a sample
+// file, read the Activations panel from inside its webview, use the palette and the Inspector, and check bad input
+// (empty line, missing model folder) is reported while the extension host keeps working. Screenshots are kept in
+// .e2e-artifacts/. Expected values come from the `residual` CLI on the same bundled model, not from this file.
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import {
+  contextMenu, openFile, openViewContainer, REPO_ROOT, residualExtension, runCommand, screenshot, selectLines, startVSCode, webview,
+} from './harness.mjs';
+
+const ext = residualExtension();
+const SAMPLE = fs.readFileSync(path.join(REPO_ROOT, 'demo-workspace', 'prompt.py'), 'utf8');
+const LINES = SAMPLE.split('\n');
+const bundledModel = ['demo', 'tiny-gpt2'].map((n) => path.join(REPO_ROOT, 'models', n)).find((d) => fs.existsSync(path.join(d, 'model.safetensors')));
+
+/** The CLI's analysis of `text` on the bundled model: the independent expectation for what the panel shows. */
+function cliAnalyze(text) {
+  const out = execFileSync(process.execPath, [path.join(REPO_ROOT, 'bin', 'residual.js'), 'analyze', '--model', bundledModel, '--text', text, '--json', '--providers', 'cpu'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+  return JSON.parse(out);
+}
+const visible = (s) => s.replace(/ /g, '·').replace(/\n/g, '↵').replace(/\t/g, '→').replace(/\r/g, '␍') || '∅';
+
+describe('Residual in a real VS Code', { skip: ext ? false : 'RESIDUAL_VSIX / RESIDUAL_DEV_PATH not set (run scripts/e2e/run.sh)' }, () => {
+  let vs;
+  const consoleProblems = [];
+  const timings = {};
+
+  before(async () => {
+    vs = await startVSCode({ ...ext, name: 'residual', workspaceFiles: { 'prompt.py': SAMPLE } });
+    vs.page.on('console', (m) => {
+      if (/Content Security Policy|Refused to/i.test(m.text())) consoleProblems.push(m.text());
+    });
+  });
+  after(async () => {
+    console.log(`# timings (ms): ${JSON.stringify(timings)}`);
+    await vs?.stop();
+  });
+
+  const activations = () => webview(vs.page, { title: 'Residual: Activations' });
+
+  async function waitForAnalysis(wv, expectedTokens) {
+    await wv.locator('#app[data-state="ready"]').waitFor({ timeout: 60_000 });
+    await wv.locator('#tokens .token').nth(expectedTokens - 1).waitFor({ timeout: 30_000 });
+    assert.equal(await wv.locator('#tokens .token').count(), expectedTokens);
+  }
+
+  it('right-click Analyze Selection shows tokens, every layer, the lens and the chart', async () => {
+    const { page } = vs;
+    const line = LINES.findIndex((l) => l.includes('print("hello"')) + 1;
+    const text = LINES[line - 1];
+    const expected = cliAnalyze(text);
+    await openFile(page, 'prompt.py');
+    await selectLines(page, line);
+    const t0 = Date.now();
+    await contextMenu(page, 'Analyze Selection');
+    const wv = await activations();
+    await waitForAnalysis(wv, expected.tokens.length);
+    timings.analyzeCold = Date.now() - t0;
+
+    const chips = await wv.locator('#tokens .token').allTextContents();
+    assert.deepEqual(chips, expected.tokens.map((t) => visible(t.text)));
+    const L = expected.model.n_layers;
+    // Heatmap and lens: one row per read-out (resid_pre of each block + the last resid_post), one column per token.
+    assert.equal(await wv.locator('#heatmap tr[data-layer]').count(), L + 1);
+    assert.equal(await wv.locator('#heatmap tr[data-layer="0"] td.cell').count(), expected.tokens.length);
+    assert.equal(await wv.locator('#lens-grid tr[data-layer]').count(), L + 1);
+    const lensRowLabels = await wv.locator('#lens-grid th.rowlabel').allTextContents();
+    assert.deepEqual(lensRowLabels, expected.lens.map((l) => l.hook));
+    // The lens cell at the last layer and position is the final prediction, as the CLI computes it.
+    const lastCell = wv.locator(`#lens-grid tr[data-layer="${L}"] td.cell`).nth(expected.tokens.length - 1);
+    assert.equal(await lastCell.textContent(), visible(expected.top[0].text));
+    assert.equal((await wv.locator('#top li code.tok').first().textContent()), visible(expected.top[0].text));
+    assert.equal((await wv.locator('#provider').textContent()).trim(), expected.provider.toUpperCase());
+    // chart.js drew into the canvas (non-zero size, and the peak layer recorded).
+    const canvas = wv.locator('canvas#trajectory');
+    await canvas.waitFor();
+    const box = await canvas.boundingBox();
+    assert.ok(box && box.width > 100 && box.height > 100, `chart canvas ${JSON.stringify(box)}`);
+    assert.match((await canvas.getAttribute('data-peak')) ?? '', /^\d+$/);
+    await screenshot(page, 'residual-activations.png');
+  });
+
+  it('clicking a token moves the chart to that position; the measure selector redraws the heatmap', async () => {
+    const wv = await activations();
+    await wv.locator('#tokens .token').first().click();
+    await wv.locator('h2', { hasText: 'Prediction across layers at position 0' }).waitFor();
+    await wv.locator('#tokens .token.selected[data-pos="0"]').waitFor();
+    await wv.locator('#measure').click();
+    await wv.locator('vscode-option', { hasText: 'Layer update' }).click();
+    await wv.locator('#heatmap[data-measure="update_norm"]').waitFor();
+    // Per-block statistics: one row per block.
+    const L = Number(await wv.locator('#lens-grid tr[data-layer]').count()) - 1;
+    assert.equal(await wv.locator('#heatmap tr[data-layer]').count(), L);
+  });
+
+  it('the palette command analyses the new selection; a second request replaces the first', async () => {
+    const { page } = vs;
+    const line = LINES.findIndex((l) => l.startsWith('total = sum')) + 1;
+    const expected = cliAnalyze(LINES[line - 1]);
+    await openFile(page, 'prompt.py');
+    await selectLines(page, line);
+    const t0 = Date.now();
+    await runCommand(page, 'Residual: Analyze Selection');
+    const wv = await activations();
+    await waitForAnalysis(wv, expected.tokens.length);
+    assert.deepEqual(await wv.locator('#tokens .token').allTextContents(), expected.tokens.map((t) => visible(t.text)));
+    timings.analyzeWarm = Date.now() - t0;
+
+    // Two requests at once: the later selection wins and the panel ends in a clean state.
+    const l1 = LINES.findIndex((l) => l.startsWith('numbers')) + 1;
+    const l2 = LINES.findIndex((l) => l.startsWith('for i in')) + 1;
+    const exp2 = cliAnalyze(LINES[l2 - 1]);
+    await openFile(page, 'prompt.py');
+    await selectLines(page, l1);
+    await runCommand(page, 'Residual: Analyze Selection');
+    await selectLines(page, l2);
+    await runCommand(page, 'Residual: Analyze Selection');
+    await waitForAnalysis(wv, exp2.tokens.length);
+    assert.deepEqual(await wv.locator('#tokens .token').allTextContents(), exp2.tokens.map((t) => visible(t.text)));
+  });
+
+  it('the Inspector shows the model, the provider and the last analysis', async () => {
+    const { page } = vs;
+    const expected = cliAnalyze('x');
+    await runCommand(page, 'Residual: Open Inspector');
+    const wv = await webview(page, { title: 'Inspector', purpose: 'webviewView' });
+    await wv.locator('#model-name', { hasText: expected.model.name }).waitFor();
+    assert.equal((await wv.locator('#provider').textContent()).trim(), expected.provider.toUpperCase());
+    await wv.locator('#last-analysis .preview', { hasText: 'for i in range(10):' }).waitFor();
+    // Every provider tried before the one in use is listed with its reason.
+    const attempts = await wv.locator('ul.attempts li').allTextContents();
+    assert.ok(attempts.at(-1).startsWith(`${expected.provider}: in use`), attempts.join(' | '));
+    await screenshot(page, 'residual-inspector.png');
+    await openViewContainer(page, 'Explorer');
+  });
+
+  it('an empty line gives a clear message and nothing breaks', async () => {
+    const { page } = vs;
+    const empty = LINES.findIndex((l) => l === '') + 1;
+    await openFile(page, 'prompt.py');
+    await selectLines(page, empty);
+    await runCommand(page, 'Residual: Analyze Selection');
+    await page.locator('.notifications-toasts .notification-list-item-message', { hasText: 'selection is empty' }).first().waitFor({ timeout: 15_000 });
+  });
+
+  it('a missing model folder is named in the error; fixing the setting recovers', async () => {
+    const { page } = vs;
+    const settingsFile = path.join(vs.workspace, '.vscode', 'settings.json');
+    fs.mkdirSync(path.dirname(settingsFile), { recursive: true });
+    fs.writeFileSync(settingsFile, JSON.stringify({ 'residual.modelPath': '/nonexistent/model-folder' }));
+    await new Promise((r) => setTimeout(r, 1500)); // let VS Code pick up the settings file
+    const line = LINES.findIndex((l) => l.startsWith('total = sum')) + 1;
+    await openFile(page, 'prompt.py');
+    await selectLines(page, line);
+    await runCommand(page, 'Residual: Analyze Selection');
+    const wv = await activations();
+    await wv.locator('#notice.error', { hasText: '/nonexistent/model-folder' }).waitFor({ timeout: 30_000 });
+    await screenshot(page, 'residual-error.png');
+
+    fs.writeFileSync(settingsFile, '{}');
+    await new Promise((r) => setTimeout(r, 1500));
+    await openFile(page, 'prompt.py');
+    await selectLines(page, line);
+    await runCommand(page, 'Residual: Analyze Selection');
+    await wv.locator('#app[data-state="ready"]').waitFor({ timeout: 60_000 });
+    assert.equal(await wv.locator('#notice.error').count(), 0);
+  });
+
+  it('made no network request and broke no CSP rule', () => {
+    assert.deepEqual(vs.blockedRequests, []);
+    assert.deepEqual(consoleProblems, []);
+    assert.deepEqual(vs.pageErrors.filter((e) => !/vsda/.test(e)), []);
+  });
+});
