@@ -20,7 +20,9 @@ export function webviewHtml(webview: vscode.Webview, extensionUri: vscode.Uri, e
     "default-src 'none'",
     `img-src ${webview.cspSource} data:`,
     `font-src ${webview.cspSource}`,
-    `style-src ${webview.cspSource}`,
+    // The nonce lets the UI toolkit (FAST) insert its one feature-test <style> element, found through the
+    // csp-nonce meta tag; inline style attributes stay blocked.
+    `style-src ${webview.cspSource} 'nonce-${nonce}'`,
     `script-src 'nonce-${nonce}'`,
     "connect-src 'none'",
   ].join('; ');
@@ -29,6 +31,7 @@ export function webviewHtml(webview: vscode.Webview, extensionUri: vscode.Uri, e
 <head>
 <meta charset="UTF-8">
 <meta http-equiv="Content-Security-Policy" content="${csp}">
+<meta property="csp-nonce" content="${nonce}">
 <meta name="viewport" content="width=device-width, initial-scale=1.0">
 <link rel="stylesheet" href="${style}">
 <title>${escapeHtml(title)}</title>

@@ -26,6 +26,7 @@ window.addEventListener('message', (ev: MessageEvent<ToActivations>) => {
       notice('running', `Analysing “${m.preview}”${m.file ? ` from ${m.file}` : ''}…`, true);
       break;
     case 'analysis/result':
+      app.dataset.request = String(m.requestId);
       state = { ...state, analysis: m.analysis, file: m.file, position: m.analysis.tokens.length - 1 };
       host.setState(state);
       render();
