@@ -87,6 +87,8 @@ describe('Residual in a real VS Code', { skip: ext ? false : 'RESIDUAL_VSIX / RE
     assert.ok(box && box.width > 100 && box.height > 100, `chart canvas ${JSON.stringify(box)}`);
     assert.match((await canvas.getAttribute('data-peak')) ?? '', /^\d+$/);
     await screenshot(page, 'residual-activations.png');
+    await canvas.scrollIntoViewIfNeeded();
+    await screenshot(page, 'residual-chart.png');
   });
 
   it('clicking a token moves the chart to that position; the measure selector redraws the heatmap', async () => {
@@ -171,6 +173,19 @@ describe('Residual in a real VS Code', { skip: ext ? false : 'RESIDUAL_VSIX / RE
     await runCommand(page, 'Residual: Analyze Selection');
     await wv.locator('#app[data-state="ready"]').waitFor({ timeout: 60_000 });
     assert.equal(await wv.locator('#notice.error').count(), 0);
+  });
+
+  it('follows the colour theme (dark)', async () => {
+    const { page } = vs;
+    const wv = await activations();
+    const colour = () => wv.locator('body').evaluate((b) => getComputedStyle(b).color);
+    const light = await colour();
+    const settingsFile = path.join(vs.workspace, '.vscode', 'settings.json');
+    fs.writeFileSync(settingsFile, JSON.stringify({ 'workbench.colorTheme': 'Default Dark Modern' }));
+    const end = Date.now() + 20_000;
+    while ((await colour()) === light && Date.now() < end) await new Promise((r) => setTimeout(r, 250));
+    assert.notEqual(await colour(), light, 'webview text colour follows the theme');
+    await screenshot(page, 'residual-dark.png');
   });
 
   it('made no network request and broke no CSP rule', () => {

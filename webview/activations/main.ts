@@ -146,6 +146,9 @@ function heatmapView(a: Analysis, pos: number): HTMLElement {
   const flat = values.flat().filter(Number.isFinite);
   const lo = Math.min(...flat);
   const hi = Math.max(...flat);
+  // Norms span orders of magnitude (the first block's update dwarfs the rest): colour on a log scale then.
+  const logScale = lo > 0 && hi / lo > 30;
+  const scale = (v: number) => (hi <= lo ? 0.5 : logScale ? Math.log(v / lo) / Math.log(hi / lo) : (v - lo) / (hi - lo));
   const table = el('table', 'grid heat');
   table.id = 'heatmap';
   table.dataset.layers = String(labels.length);
@@ -157,7 +160,7 @@ function heatmapView(a: Analysis, pos: number): HTMLElement {
     tr.append(el('th', 'rowlabel', label));
     values[r].forEach((v, p) => {
       const td = el('td', p === pos ? 'cell selected' : 'cell');
-      const f = hi > lo ? (v - lo) / (hi - lo) : 0.5;
+      const f = scale(v);
       td.style.background = `color-mix(in srgb, var(--vscode-charts-orange) ${(f * 85).toFixed(0)}%, transparent)`;
       td.title = `${label} · position ${p} ${JSON.stringify(a.tokens[p].text)}\n${measure} = ${v.toPrecision(5)}`;
       td.dataset.value = String(v);
@@ -166,7 +169,7 @@ function heatmapView(a: Analysis, pos: number): HTMLElement {
     });
     table.append(tr);
   });
-  wrap.append(scroller(table), el('p', 'hint', `colour: ${lo.toPrecision(3)} (light) to ${hi.toPrecision(3)} (dark); hover a cell for its value`));
+  wrap.append(scroller(table), el('p', 'hint', `colour${logScale ? ' (log scale)' : ''}: ${lo.toPrecision(3)} (light) to ${hi.toPrecision(3)} (dark); hover a cell for its value`));
   return wrap;
 }
 

@@ -1,7 +1,7 @@
 /** The chart.js line chart of a target token's probability and rank across the logit-lens read-outs. */
 import { CategoryScale, Chart, Legend, LinearScale, LineController, LineElement, LogarithmicScale, PointElement, Tooltip } from 'chart.js';
 import type { Analysis } from '../../src/protocol';
-import { themeColor } from '../ui';
+import { showToken, themeColor } from '../ui';
 
 Chart.register(LineController, LineElement, PointElement, LinearScale, LogarithmicScale, CategoryScale, Tooltip, Legend);
 
@@ -23,7 +23,7 @@ export function drawTrajectory(canvas: HTMLCanvasElement, a: Analysis, pos: numb
       labels: a.readouts.map((r) => r.hook.replace('blocks.', 'L').replace('.hook_', ' ')),
       datasets: [
         {
-          label: `p(${JSON.stringify(a.target.texts[pos])})`,
+          label: `p(${showToken(a.target.texts[pos])})`,
           data: prob,
           yAxisID: 'prob',
           borderColor: blue,
