@@ -50,7 +50,15 @@ cleanup() {
       kill -KILL $left 2>/dev/null || true
     fi
   fi
-  if [ "${E2E_KEEP_RUN:-}" = 1 ]; then echo "[e2e] kept $WORK"; else rm -rf "$WORK"; fi
+  if [ "${E2E_KEEP_RUN:-}" = 1 ]; then
+    echo "[e2e] kept $WORK"
+  else
+    # Harness run dirs (/tmp/rse2e-*) normally delete themselves; this catches those of a killed test process.
+    if [ -f "$WORK/run-dirs.txt" ]; then
+      while IFS= read -r d; do case "$d" in /tmp/rse2e-?*) rm -rf -- "$d" ;; esac; done <"$WORK/run-dirs.txt"
+    fi
+    rm -rf "$WORK"
+  fi
   exit "$rc"
 }
 trap cleanup EXIT

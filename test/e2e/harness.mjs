@@ -115,6 +115,11 @@ export async function startVSCode(o = {}) {
   const mark = (what) => { timings[what] = Date.now() - t0; };
 
   const runDir = fs.mkdtempSync('/tmp/rse2e-');
+  // Under scripts/e2e/run.sh, record the run dir so that run.sh's trap can delete it even when this
+  // process is SIGKILLed (then neither stop() nor the exit handler below runs).
+  if (process.env.RESIDUAL_E2E_SESSION) {
+    try { fs.appendFileSync(path.join(process.env.RESIDUAL_E2E_SESSION, 'run-dirs.txt'), `${runDir}\n`); } catch { /* best effort */ }
+  }
   const dirs = {
     userData: path.join(runDir, 'ud'),
     extensions: path.join(runDir, 'ext'),
@@ -377,20 +382,36 @@ export async function runCommand(page, paletteTitle, { timeout = UI_TIMEOUT_MS }
   }
 }
 
-/** The active editor's text area (Monaco `.view-lines`). */
+/** The active editor group's visible text editor area (Monaco `.view-lines`). */
 export function activeEditor(page) {
-  return page.locator('.part.editor .editor-group-container.active .editor-instance .monaco-editor .view-lines').first();
+  return page.locator('.part.editor .editor-group-container.active .editor-instance .monaco-editor .view-lines')
+    .filter({ visible: true }).first();
 }
 
 /**
- * Right-clicks in the active editor and clicks the context-menu entry whose label is exactly itemTitle
- * (a contributed command shows its `title`, without the category). When text is selected, the click lands
+ * Makes sure the active editor group shows a text editor. When a webview panel (or another non-text
+ * editor) is the active editor, e.g. right after a command opened a panel beside the file, this
+ * clicks the active tab of the first group that shows a text editor, which activates that group.
+ */
+export async function focusTextEditor(page, { timeout = UI_TIMEOUT_MS } = {}) {
+  if (await activeEditor(page).count()) return;
+  const group = page.locator('.part.editor .editor-group-container', {
+    has: page.locator('.editor-instance .monaco-editor .view-lines').filter({ visible: true }),
+  }).first();
+  await group.waitFor({ timeout });
+  await group.locator('.tab.active').first().click();
+  await activeEditor(page).waitFor({ timeout });
+}
+
+/**
+ * Right-clicks in the active text editor (see focusTextEditor) and clicks the context-menu entry whose
+ * label is exactly itemTitle (a contributed command shows its `title`, without the category). When text is selected, the click lands
  * on the selection, so the selection is kept (a right-click elsewhere would move the cursor).
  */
 export async function contextMenu(page, itemTitle, { timeout = UI_TIMEOUT_MS } = {}) {
+  await focusTextEditor(page, { timeout });
   const editor = activeEditor(page);
-  await editor.waitFor({ timeout });
-  const sel = page.locator('.part.editor .editor-group-container.active .monaco-editor .view-overlays .selected-text');
+  const sel = page.locator('.part.editor .editor-group-container.active .monaco-editor .view-overlays .selected-text').filter({ visible: true });
   const box = (await sel.count()) ? await sel.first().boundingBox() : null;
   if (box) {
     await page.mouse.click(box.x + Math.min(box.width / 2, 20), box.y + box.height / 2, { button: 'right' });
@@ -422,13 +443,13 @@ export async function contextMenu(page, itemTitle, { timeout = UI_TIMEOUT_MS } =
 }
 
 /**
- * Selects whole lines `from`..`to` (1-based, inclusive) in the active editor: Go to Line (":from:1" in
+ * Selects whole lines `from`..`to` (1-based, inclusive) in the active text editor (see focusTextEditor): Go to Line (":from:1" in
  * Quick Open), then Shift+Down and Shift+End. The selection ends at the end of line `to` (no trailing
  * newline). Assumes word wrap is off (the default).
  */
 export async function selectLines(page, from, to = from, { timeout = UI_TIMEOUT_MS } = {}) {
   if (!(from >= 1 && to >= from)) throw new Error(`selectLines: bad range ${from}..${to}`);
-  await activeEditor(page).waitFor({ timeout });
+  await focusTextEditor(page, { timeout });
   await quickOpen(page, `:${from}:1`, timeout);
   await page.keyboard.press('Enter');
   await page.locator('.quick-input-widget').waitFor({ state: 'hidden', timeout });
@@ -438,8 +459,8 @@ export async function selectLines(page, from, to = from, { timeout = UI_TIMEOUT_
 
 /** Selects everything in the active editor (click into it, Ctrl+A). */
 export async function selectAll(page, { timeout = UI_TIMEOUT_MS } = {}) {
+  await focusTextEditor(page, { timeout });
   const editor = activeEditor(page);
-  await editor.waitFor({ timeout });
   await editor.click({ position: { x: 40, y: 8 } });
   await page.keyboard.press('Control+A');
 }
@@ -621,7 +642,11 @@ function killAllSync() {
   for (const inst of live) {
     if (inst.server?.pid) signalGroup(inst.server.pid, 'SIGKILL');
     sweep(inst.runDir);
+    if (process.env.E2E_KEEP_RUN !== '1') {
+      try { fs.rmSync(inst.runDir, { recursive: true, force: true, maxRetries: 2 }); } catch { /* best effort */ }
+    }
   }
+  live.clear();
 }
 process.on('exit', killAllSync);
 for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {

@@ -57,6 +57,12 @@ test('harness: VSIX install, palette, context menu, panel + view webviews, outpu
   assert.equal(await panel.locator('#count').textContent(), '1');
   await screenshot(page, 'smoke-panel.png');
 
+  // The new panel now is the active editor (its group has focus): the helpers go back to the text editor.
+  await selectLines(page, 1, 1);
+  await contextMenu(page, 'Open Panel');
+  await panel.locator('#count', { hasText: /^2$/ }).waitFor();
+  assert.equal(await panel.locator('#sel').textContent(), HELLO.split('\n')[0]);
+
   // A second webview: a WebviewView in the extension's own activity-bar container.
   await openViewContainer(page, 'Smoke Views');
   const view = await webview(page, { title: 'Smoke View' });
@@ -73,7 +79,7 @@ test('harness: VSIX install, palette, context menu, panel + view webviews, outpu
   await selectAll(page);
   await runCommand(page, 'Smoke: Open Panel');
   const panel2 = await webview(page, { title: 'Smoke Panel', extensionId: 'residual-e2e.smoke' });
-  await panel2.locator('#count', { hasText: /^2$/ }).waitFor();
+  await panel2.locator('#count', { hasText: /^3$/ }).waitFor();
   assert.equal(await panel2.locator('#sel').textContent(), HELLO);
   await screenshot(page, 'smoke-two-webviews.png');
 
