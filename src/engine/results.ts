@@ -73,5 +73,79 @@ export interface Analysis {
   /** The final prediction at each position (argmax of the real logits) and its prob/rank at every readout. */
   target: { ids: number[]; texts: string[]; prob: number[][]; rank: number[][] };
   stats: LayerStats[];
+  /** Attention, MLP sparsity, massive activations, spectra, voids (absent when not requested). */
+  depth?: DepthStats;
   timings: { tokenizeMs: number; forwardMs: number; lensMs: number; totalMs: number };
+}
+
+// ---- Per-layer depth (issue 6) ---------------------------------------------------------------------------------
+
+/** Mean/peak summaries of one attention head over the prompt's query positions. */
+export interface HeadSummary {
+  layer: number;
+  head: number;
+  /** Mean over queries of the pattern row's entropy, in nats. */
+  entropy: number;
+  /** Mean attention from each query to the previous position (queries 1..P-1). */
+  prevToken: number;
+  /** Mean attention to position 0. */
+  firstToken: number;
+  /** Mean attention of each query to itself. */
+  self: number;
+}
+
+export interface MassiveHit {
+  pos: number;
+  dim: number;
+  value: number;
+  /** |value| / median |x| over that read-out's positions and dims. */
+  ratio: number;
+}
+
+export interface SpectralLayer {
+  hook: string;
+  /** Eigenvalues of the read-out's Gram matrix X Xᵀ / D (X = [P, D], rows centred over d), largest first (at most 16). */
+  eigenvalues: number[];
+  /** −Σ pᵢ ln pᵢ with pᵢ = λᵢ / Σλ, over all eigenvalues; and that divided by ln(rank). */
+  entropy: number;
+  normalizedEntropy: number;
+  /** Marchenko–Pastur upper edge σ²(1+√γ)² for an i.i.d. matrix of the same shape and entry variance σ², γ = P/D. */
+  mpEdge: number;
+  sigma2: number;
+  gamma: number;
+  /** How many eigenvalues exceed the MP edge. */
+  aboveEdge: number;
+}
+
+export interface DepthStats {
+  /** Attention patterns of every layer and head, [L, H, P, P] row-major (query × key). */
+  attention: { dims: number[]; data: Float32Array };
+  heads: HeadSummary[];
+  /** Fraction of MLP neurons with post-activation > threshold, [layer][pos]. */
+  mlpSparsity: { threshold: number; activeFraction: number[][] };
+  /** Per read-out (same order as Analysis.readouts): median |x| and the hits above `ratio` × median. */
+  massive: { ratio: number; layers: { hook: string; median: number; hits: MassiveHit[] }[] };
+  spectral: SpectralLayer[];
+  /** Blocks whose mean relative update ‖Δ‖/‖x‖ over positions is below `threshold`: candidate "voids". */
+  voids: { threshold: number; layers: number[]; meanUpdate: number[] };
+}
+
+export interface PatchingResult {
+  hook: string;
+  clean: { text: string; tokens: TokenSpan[] };
+  corrupted: { text: string; tokens: TokenSpan[] };
+  /** The answer tokens whose logit difference is measured at the last position. */
+  answers: { clean: { id: number; text: string }; corrupted: { id: number; text: string } };
+  /** logit[clean answer] − logit[corrupted answer] on the clean and on the corrupted run. */
+  ldClean: number;
+  ldCorrupted: number;
+  /** (LD_patched − LD_corrupted) / (LD_clean − LD_corrupted) for each block's hook and position: [layer][pos]. */
+  restored: number[][];
+  ms: number;
+}
+
+export interface LayerComparison {
+  layer: number;
+  a: { updateNorm: number; driftCos: number; residNorm: number; mlpActive: number; targetProb: number };
+  b: { updateNorm: number; driftCos: number; residNorm: number; mlpActive: number; targetProb: number };
 }
