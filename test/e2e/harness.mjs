@@ -246,7 +246,6 @@ export async function startVSCode(o = {}) {
       blockedRequests.push(new URL(route.request().url()).host);
       return route.abort('blockedbyclient');
     });
-    inst.context.on('weberror', () => {}); // page errors are logged per page below
     const page = inst.context.pages()[0] ?? (await inst.context.newPage());
     inst.page = page;
     pageInfo.set(page, { artifactsDir, name });
