@@ -1,0 +1,160 @@
+/**
+ * Activation patching (issue 6): for every block l and position p, rerun the corrupted prompt with the clean
+ * prompt's residual vector at `blocks.{l}.{point}`, position p, put in its place, and measure how much of the logit
+ * difference logit[clean answer] − logit[corrupted answer] at the last position comes back.
+ *
+ * The patch is a per-position steering addition (clean − corrupted at p, zeros elsewhere) at exactly that hook, so the
+ * patched run sees the clean vector there (up to float32 rounding of corrupted + (clean − corrupted)). Where the two
+ * vectors are identical (positions before the first differing token, at every layer: attention is causal) the
+ * addition is zero, which changes nothing bit for bit, so that run is skipped and its restored fraction is exactly 0.
+ */
+import type { CancelToken } from '../errors';
+import { ResidualError, throwIfCancelled } from '../errors';
+import { hookName, type HookName } from '../hooks';
+import type { Model } from '../model';
+import { STEER_POINTS, type SteerPoint } from '../onnx/gpt2';
+import type { PatchingResult } from '../results';
+
+export type PatchPoint = SteerPoint;
+
+export interface PatchingRequest {
+  clean: string;
+  corrupted: string;
+  /** Answer texts; each defaults to its own run's top-1 prediction at the last position. Only the first token counts. */
+  cleanAnswer?: string;
+  corruptedAnswer?: string;
+  /** Which residual point of each block to patch (default hook_resid_pre). */
+  point?: PatchPoint;
+}
+
+export interface PatchingOptions {
+  cancel?: CancelToken;
+  /** Called after each (layer, position) with the number done out of L × P. */
+  onProgress?: (done: number, total: number) => void;
+}
+
+/** `hook` is the patched point of every block (e.g. "hook_resid_pre": `blocks.{l}.hook_resid_pre`). */
+export type PatchingReport = PatchingResult & { notes: string[] };
+
+export async function activationPatching(model: Model, req: PatchingRequest, opts: PatchingOptions = {}): Promise<PatchingReport> {
+  const t0 = performance.now();
+  const c = model.config;
+  const L = c.nLayers;
+  const D = c.dModel;
+  const V = c.vocabSize;
+  const point: PatchPoint = req.point ?? 'hook_resid_pre';
+  if (!STEER_POINTS.includes(point)) {
+    throw new ResidualError(`cannot patch at "${point}"; choose hook_resid_pre, hook_resid_mid or hook_resid_post`, 'patching');
+  }
+  if (!req.clean) throw new ResidualError('the clean prompt is empty', 'patching');
+  if (!req.corrupted) throw new ResidualError('the corrupted prompt is empty', 'patching');
+  const clean = model.tokenizer.encode(req.clean);
+  const corrupted = model.tokenizer.encode(req.corrupted);
+  const P = clean.ids.length;
+  if (P === 0) throw new ResidualError('the clean prompt produced no tokens', 'patching');
+  if (corrupted.ids.length !== P) {
+    throw new ResidualError(
+      `the clean prompt has ${P} tokens but the corrupted prompt has ${corrupted.ids.length}; patching compares position by position, ` +
+        'so edit the corrupted prompt until it has the same number of tokens (swap words for words of the same token length)',
+      'patching',
+    );
+  }
+  if (P > c.nCtx) throw new ResidualError(`the prompts have ${P} tokens, more than the model's context of ${c.nCtx}`, 'patching');
+
+  const hooks: HookName[] = ['logits'];
+  for (let l = 0; l < L; l++) hooks.push(hookName(l, point));
+  const cleanRun = await model.run({ ids: clean.ids, hooks, cancel: opts.cancel });
+  const corrRun = await model.run({ ids: corrupted.ids, hooks, cancel: opts.cancel });
+  const lastRow = (logits: Float32Array) => logits.subarray((P - 1) * V, P * V);
+  const cleanLogits = lastRow(cleanRun.activations.get('logits')!.data);
+  const corrLogits = lastRow(corrRun.activations.get('logits')!.data);
+  for (const [name, row] of [['clean', cleanLogits], ['corrupted', corrLogits]] as const) {
+    if (!row.every(Number.isFinite)) throw new ResidualError(`the model produced NaN or Inf logits on the ${name} prompt`, 'patching', 'numeric');
+  }
+
+  const notes: string[] = [];
+  const answer = (text: string | undefined, logits: Float32Array, which: string): { id: number; text: string } => {
+    if (text === undefined || text === '') {
+      const id = argmax(logits);
+      return { id, text: model.tokenizer.tokenText(id) };
+    }
+    const enc = model.tokenizer.encode(text);
+    if (enc.ids.length === 0) throw new ResidualError(`the ${which} answer "${text}" produced no tokens`, 'patching');
+    const id = enc.ids[0];
+    const tokenText = model.tokenizer.tokenText(id);
+    if (enc.ids.length > 1) {
+      notes.push(`the ${which} answer ${JSON.stringify(text)} is ${enc.ids.length} tokens; only its first token ${JSON.stringify(tokenText)} is measured`);
+    }
+    return { id, text: tokenText };
+  };
+  const answers = {
+    clean: answer(req.cleanAnswer, cleanLogits, 'clean'),
+    corrupted: answer(req.corruptedAnswer, corrLogits, 'corrupted'),
+  };
+  if (answers.clean.id === answers.corrupted.id) {
+    const how = req.cleanAnswer || req.corruptedAnswer ? 'both answers are' : 'both prompts predict';
+    throw new ResidualError(
+      `${how} the same token ${JSON.stringify(answers.clean.text)}, so the logit difference would be 0 everywhere; ` +
+        'give two different answers, or edit the corrupted prompt so that it predicts something else',
+      'patching',
+    );
+  }
+  const ld = (logits: Float32Array) => logits[answers.clean.id] - logits[answers.corrupted.id];
+  const ldClean = ld(cleanLogits);
+  const ldCorrupted = ld(corrLogits);
+  const span = ldClean - ldCorrupted;
+  if (!(Math.abs(span) > 1e-6)) {
+    throw new ResidualError(
+      `the logit difference is the same on both prompts (${ldClean.toFixed(6)}), so there is nothing to restore; edit the corrupted prompt`,
+      'patching',
+    );
+  }
+
+  const restored: number[][] = [];
+  const total = L * P;
+  let done = 0;
+  const add = new Float32Array(P * D);
+  for (let l = 0; l < L; l++) {
+    const name = hookName(l, point);
+    const cleanX = cleanRun.activations.get(name)!.data;
+    const corrX = corrRun.activations.get(name)!.data;
+    const rowOut: number[] = [];
+    for (let p = 0; p < P; p++) {
+      throwIfCancelled(opts.cancel);
+      let differs = false;
+      for (let d = 0; d < D; d++) {
+        const v = cleanX[p * D + d] - corrX[p * D + d];
+        add[p * D + d] = v;
+        if (v !== 0) differs = true;
+      }
+      if (!differs) {
+        rowOut.push(0);
+      } else {
+        const run = await model.run({ ids: corrupted.ids, hooks: ['logits'], steer: [{ layer: l, point, add }], cancel: opts.cancel });
+        rowOut.push((ld(lastRow(run.activations.get('logits')!.data)) - ldCorrupted) / span);
+      }
+      add.fill(0, p * D, (p + 1) * D);
+      opts.onProgress?.(++done, total);
+    }
+    restored.push(rowOut);
+  }
+  throwIfCancelled(opts.cancel);
+
+  return {
+    hook: point,
+    clean: { text: req.clean, tokens: clean.tokens },
+    corrupted: { text: req.corrupted, tokens: corrupted.tokens },
+    answers,
+    ldClean,
+    ldCorrupted,
+    restored,
+    ms: performance.now() - t0,
+    notes,
+  };
+}
+
+function argmax(a: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < a.length; i++) if (a[i] > a[best]) best = i;
+  return best;
+}
