@@ -45,7 +45,7 @@ function patchTensor(file: string, name: string, edit: (a: Float32Array) => void
   for (let i = 0; i < a.length; i++) a[i] = buf.readFloatLE(start + 4 * i);
   edit(a);
   for (let i = 0; i < a.length; i++) buf.writeFloatLE(a[i], start + 4 * i);
-  fs.writeFileSync(file, buf);
+  fs.writeFileSync(file, Uint8Array.from(buf));
 }
 
 before(async () => {
