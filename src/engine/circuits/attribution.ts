@@ -1,0 +1,415 @@
+/**
+ * Attribution graphs for per-layer transcoders, as circuit-tracer defines them.
+ *
+ * Replacement model: every MLP is replaced by its transcoder plus an error node per (layer, position) (error = real
+ * hook_mlp_out − reconstruction); attention patterns and all LayerNorm scales are frozen at this prompt's values, so
+ * every target is linear in the sources. Edge A[t, s] = the direct effect of source s on target t through the
+ * residual stream and the frozen attention OV paths (MLPs are not on the path: their contributions are the feature
+ * and error nodes). It is computed by propagating each target's direction backwards through the frozen attention
+ * blocks (ONNX MatMuls, targets batched) and reading out the sources where they enter the residual stream.
+ */
+import { hookName, type HookName } from '../hooks';
+import type { Model } from '../model';
+import { ResidualError, throwIfCancelled, type CancelToken } from '../errors';
+import type { SessionOptions } from '../runtime/session';
+import { AttentionBackward } from './backward';
+import { FeatureEncoder, type LayerActivations } from './features';
+import { centerRows, constantForward, readFrozenWeights, type FrozenState, type FrozenWeights } from './frozen';
+import { readEncoderColumns, readRows, readVector, type TranscoderSet } from './transcoders';
+
+export interface AttributionOptions {
+  /** At most this many logit targets (default 10). */
+  maxNLogits?: number;
+  /** Take logits, most likely first, until their probabilities sum to this (default 0.95). */
+  desiredLogitProb?: number;
+  /** Rows (targets × positions) per backward batch (default 16384). */
+  batchRows?: number;
+  cancel?: CancelToken;
+  progress?: (message: string, fraction: number) => void;
+}
+
+/**
+ * The graph as plain data (circuit-tracer's `Graph`). Node order, which is also the row/column order of
+ * `adjacency_NN` (rows = targets, columns = sources):
+ *   [0, nFeatures)                      active features, sorted by (layer, position, feature index)
+ *   nFeatures + layer·P + pos           error nodes (layer-major)
+ *   nFeatures + L·P + pos               token embeddings (token + position embedding)
+ *   nFeatures + L·P + P + i             logit targets, most likely first
+ */
+export interface AttributionGraph {
+  ids: number[];
+  nLayers: number;
+  nPos: number;
+  dSae: number;
+  nFeatures: number;
+  featLayer: Int32Array;
+  featPos: Int32Array;
+  featIndex: Int32Array;
+  /** Post-activation value of each feature (the source scale of its outgoing edges). */
+  featAct: Float32Array;
+  logitIds: number[];
+  logitProbs: Float32Array;
+  /** Real logits (not demeaned) of the logit targets at the last position. */
+  logitValues: Float32Array;
+  N: number;
+  adjacency_NN: Float32Array;
+  /**
+   * Target constant term: what the target reads when every source is zero (biases of LayerNorms, attention, the
+   * transcoders' b_dec and b_enc; for logits the ln_final bias through the demeaned unembedding). 0 for non-targets.
+   */
+  constant_N: Float64Array;
+  /** The target's value in the real model: a feature's pre-activation, a logit minus the mean logit. */
+  actual_N: Float64Array;
+  timings_ms: Record<string, number>;
+}
+
+export function errorNode(g: { nFeatures: number; nPos: number }, layer: number, pos: number): number {
+  return g.nFeatures + layer * g.nPos + pos;
+}
+export function tokenNode(g: { nFeatures: number; nPos: number; nLayers: number }, pos: number): number {
+  return g.nFeatures + g.nLayers * g.nPos + pos;
+}
+export function logitNode(g: { nFeatures: number; nPos: number; nLayers: number }, i: number): number {
+  return g.nFeatures + g.nLayers * g.nPos + g.nPos + i;
+}
+export type NodeKind = 'feature' | 'error' | 'token' | 'logit';
+export function nodeKind(g: AttributionGraph, n: number): NodeKind {
+  if (n < g.nFeatures) return 'feature';
+  if (n < g.nFeatures + g.nLayers * g.nPos) return 'error';
+  if (n < g.nFeatures + g.nLayers * g.nPos + g.nPos) return 'token';
+  return 'logit';
+}
+
+interface Target {
+  row: number;
+  q: number;
+  dir: Float32Array;
+}
+
+/** Holds the sessions (encoders, attention backward) for one model + transcoder set; `attribute` per prompt. */
+export class Attributor {
+  readonly encoder: FeatureEncoder;
+  readonly weights: FrozenWeights;
+  private readonly backward: AttentionBackward;
+  private unembedMean?: Float64Array;
+
+  constructor(
+    readonly model: Model,
+    readonly transcoders: TranscoderSet,
+    sessionOptions: SessionOptions = {},
+  ) {
+    if (transcoders.layers.length !== model.config.nLayers) {
+      throw new ResidualError(`${transcoders.layers.length} transcoders for a ${model.config.nLayers}-layer model`, transcoders.dir);
+    }
+    const opts = { ...sessionOptions, providers: sessionOptions.providers ?? [model.provider] };
+    this.encoder = new FeatureEncoder(transcoders, opts);
+    this.weights = readFrozenWeights(model.checkpoint);
+    this.backward = new AttentionBackward(this.weights, `${model.checkpoint.dir}|${model.config.name}`, opts);
+  }
+
+  /** Real forward with the hooks the graph needs, and the active features of every layer. */
+  async features(ids: number[], cancel?: CancelToken) {
+    const L = this.model.config.nLayers;
+    const hooks: HookName[] = ['hook_embed', 'hook_pos_embed', 'ln_final.hook_scale', 'logits'];
+    for (let l = 0; l < L; l++) {
+      hooks.push(
+        hookName(l, 'attn.hook_pattern'),
+        hookName(l, 'ln1.hook_scale'),
+        hookName(l, 'ln2.hook_scale'),
+        hookName(l, this.transcoders.layers[l].input),
+        hookName(l, 'hook_mlp_out'),
+      );
+    }
+    const run = await this.model.run({ ids, hooks, cancel });
+    const act = (h: HookName) => run.activations.get(h)!.data;
+    const P = ids.length;
+    const layers: LayerActivations[] = [];
+    for (let l = 0; l < L; l++) layers.push(await this.encoder.encode(l, act(hookName(l, this.transcoders.layers[l].input)), P));
+    return { act, layers };
+  }
+
+  async attribute(ids: number[], opts: AttributionOptions = {}): Promise<AttributionGraph> {
+    const t0 = performance.now();
+    const timings_ms: Record<string, number> = {};
+    const lap = (name: string, since: number) => (timings_ms[name] = performance.now() - since);
+    const progress = opts.progress ?? (() => undefined);
+    const cfg = this.model.config;
+    const w = this.weights;
+    const { D, L } = w;
+    const P = ids.length;
+    const V = cfg.vocabSize;
+
+    // 1. Real forward + feature activations.
+    const { act, layers } = await this.features(ids, opts.cancel);
+    lap('forward_and_features', t0);
+    const frozen: FrozenState = {
+      P,
+      pattern_LHQS: Array.from({ length: L }, (_, l) => act(hookName(l, 'attn.hook_pattern'))),
+      ln1Scale_LP: Array.from({ length: L }, (_, l) => act(hookName(l, 'ln1.hook_scale'))),
+      ln2Scale_LP: Array.from({ length: L }, (_, l) => act(hookName(l, 'ln2.hook_scale'))),
+      lnfScale_P: act('ln_final.hook_scale'),
+    };
+
+    // 2. Nodes.
+    const featStart = [0];
+    for (const la of layers) featStart.push(featStart[featStart.length - 1] + la.feature.length);
+    const nFeatures = featStart[L];
+    const featLayer = new Int32Array(nFeatures);
+    const featPos = new Int32Array(nFeatures);
+    const featIndex = new Int32Array(nFeatures);
+    const featAct = new Float32Array(nFeatures);
+    layers.forEach((la, l) => {
+      for (let p = 0; p < P; p++)
+        for (let j = la.start[p]; j < la.start[p + 1]; j++) {
+          const n = featStart[l] + j;
+          featLayer[n] = l;
+          featPos[n] = p;
+          featIndex[n] = la.feature[j];
+          featAct[n] = la.act[j];
+        }
+    });
+    const logitsAll = act('logits').subarray((P - 1) * V, P * V);
+    const { logitIds, logitProbs } = pickLogits(logitsAll, opts.maxNLogits ?? 10, opts.desiredLogitProb ?? 0.95);
+    const nLogits = logitIds.length;
+    const geom = { nFeatures, nPos: P, nLayers: L };
+    const N = nFeatures + L * P + P + nLogits;
+    if (N * N > 2 ** 32) throw new ResidualError(`${N} nodes is too many for a dense adjacency matrix`, 'attribution');
+    const adjacency_NN = new Float32Array(N * N);
+    const constant_N = new Float64Array(N);
+    const actual_N = new Float64Array(N);
+
+    // 3. Source vectors per layer: U_l [P, D, K_l], column 0 = the error, 1 + j = j-th active feature (act × W_dec row).
+    const t3 = performance.now();
+    const U: Float32Array[] = [];
+    const K: number[] = [];
+    const bDec: Float32Array[] = [];
+    for (let l = 0; l < L; l++) {
+      const tc = this.transcoders.layers[l];
+      const la = layers[l];
+      const dec = readRows(tc.wDec, la.feature); // [n_l, D]
+      const bd = readVector(tc.bDec);
+      bDec.push(bd);
+      let kMax = 0;
+      for (let p = 0; p < P; p++) kMax = Math.max(kMax, la.start[p + 1] - la.start[p]);
+      const Kl = kMax + 1;
+      const Ul = new Float32Array(P * D * Kl);
+      const mlpOut = act(hookName(l, 'hook_mlp_out'));
+      for (let p = 0; p < P; p++) {
+        // error = real MLP output − (Σ act·W_dec + b_dec)
+        const err = new Float64Array(D);
+        for (let d = 0; d < D; d++) err[d] = mlpOut[p * D + d] - bd[d];
+        for (let j = la.start[p]; j < la.start[p + 1]; j++) {
+          const a = la.act[j];
+          const col = 1 + j - la.start[p];
+          for (let d = 0; d < D; d++) {
+            const v = a * dec[j * D + d];
+            err[d] -= v;
+            Ul[(p * D + d) * Kl + col] = v;
+          }
+        }
+        for (let d = 0; d < D; d++) Ul[(p * D + d) * Kl] = err[d];
+      }
+      U.push(Ul);
+      K.push(Kl);
+    }
+    const embed = act('hook_embed');
+    const posEmbed = act('hook_pos_embed');
+    const Uemb = new Float32Array(P * D);
+    for (let i = 0; i < P * D; i++) Uemb[i] = embed[i] + posEmbed[i];
+    /** Node of column k at position s of the sources read out below block a (a = 0: embeddings). */
+    const sourceNode = (a: number, s: number, k: number): number => {
+      if (a === 0) return tokenNode(geom, s);
+      return k === 0 ? errorNode(geom, a - 1, s) : featStart[a - 1] + layers[a - 1].start[s] + k - 1;
+    };
+    const sourceCount = (a: number, s: number): number => (a === 0 ? 1 : 1 + layers[a - 1].start[s + 1] - layers[a - 1].start[s]);
+    lap('sources', t3);
+
+    // 4. Target directions, constants (frozen forward with all sources at zero) and actual values.
+    const t4 = performance.now();
+    const consts = constantForward(w, frozen, bDec);
+    const levels: Target[][] = Array.from({ length: L + 1 }, () => []);
+    for (let l = 0; l < L; l++) {
+      const tc = this.transcoders.layers[l];
+      const la = layers[l];
+      const enc = readEncoderColumns(tc, la.feature); // [n_l, D]
+      const bEnc = readVector(tc.bEnc);
+      const x = act(hookName(l, tc.input));
+      const s2 = frozen.ln2Scale_LP[l];
+      for (let p = 0; p < P; p++)
+        for (let j = la.start[p]; j < la.start[p + 1]; j++) {
+          const row = featStart[l] + j;
+          const col = enc.subarray(j * D, (j + 1) * D);
+          const dir = Float32Array.from(col);
+          let real = bEnc[la.feature[j]];
+          for (let d = 0; d < D; d++) real += x[p * D + d] * col[d];
+          if (tc.input === 'ln2.hook_normalized') {
+            centerRows(dir, D);
+            for (let d = 0; d < D; d++) dir[d] /= s2[p];
+          }
+          let c = bEnc[la.feature[j]];
+          const rm = consts.residMid_LPD[l];
+          for (let d = 0; d < D; d++) c += dir[d] * rm[p * D + d];
+          constant_N[row] = c;
+          actual_N[row] = real;
+          levels[l].push({ row, q: p, dir });
+        }
+    }
+    const Ubar = this.meanUnembedding();
+    const unembedRows = readRows(w.unembed, logitIds);
+    let meanLogit = 0;
+    for (let v = 0; v < V; v++) meanLogit += logitsAll[v];
+    meanLogit /= V;
+    const sf = frozen.lnfScale_P[P - 1];
+    logitIds.forEach((id, i) => {
+      const row = logitNode(geom, i);
+      const u = new Float64Array(D);
+      for (let d = 0; d < D; d++) u[d] = unembedRows[i * D + d] - Ubar[d];
+      const dir = new Float32Array(D);
+      let c = 0;
+      for (let d = 0; d < D; d++) {
+        dir[d] = w.lnfW_D[d] * u[d];
+        c += w.lnfB_D[d] * u[d];
+      }
+      centerRows(dir, D);
+      for (let d = 0; d < D; d++) {
+        dir[d] /= sf;
+        c += dir[d] * consts.final_PD[(P - 1) * D + d];
+      }
+      constant_N[row] = c;
+      actual_N[row] = logitsAll[id] - meanLogit;
+      levels[L].push({ row, q: P - 1, dir });
+    });
+    lap('targets', t4);
+
+    // 5. Backward propagation, one level at a time; each batch walks down every block below its level.
+    const t5 = performance.now();
+    const invScale1 = frozen.ln1Scale_LP.map((s) => s.map((x) => 1 / x));
+    const crops = new Map<string, Float32Array>();
+    const cropPattern = (a: number, S: number): Float32Array => {
+      const key = `${a}:${S}`;
+      let c = crops.get(key);
+      if (!c) {
+        const H = w.H;
+        const A = frozen.pattern_LHQS[a];
+        c = new Float32Array(H * S * S);
+        for (let h = 0; h < H; h++) for (let q = 0; q < S; q++) c.set(A.subarray((h * P + q) * P, (h * P + q) * P + S), (h * S + q) * S);
+        crops.set(key, c);
+      }
+      return c;
+    };
+    const budget = opts.batchRows ?? 16384;
+    const totalTargets = levels.reduce((a, t) => a + t.length, 0);
+    let done = 0;
+    for (let level = L; level >= 0; level--) {
+      const targets = [...levels[level]].sort((x, y) => x.q - y.q);
+      for (let i0 = 0; i0 < targets.length; ) {
+        throwIfCancelled(opts.cancel);
+        // Greedy batch: targets sorted by position, rows = T × (max position + 1) within the budget.
+        let i1 = i0 + 1;
+        while (i1 < targets.length && (i1 + 1 - i0) * (targets[i1].q + 1) <= budget) i1++;
+        const batch = targets.slice(i0, i1);
+        const T = batch.length;
+        const S = batch[T - 1].q + 1;
+        let G: Float32Array = new Float32Array(T * S * D);
+        batch.forEach((t, i) => G.set(t.dir, (i * S + t.q) * D));
+        let a = level;
+        if (level === L) {
+          // Logits read the final residual: layer L−1's sources enter it directly.
+          batch.forEach((t) => {
+            const Kl = K[L - 1];
+            for (let k = 0; k < sourceCount(L, t.q); k++) {
+              let e = 0;
+              for (let d = 0; d < D; d++) e += t.dir[d] * U[L - 1][(t.q * D + d) * Kl + k];
+              adjacency_NN[t.row * N + sourceNode(L, t.q, k)] = e;
+            }
+          });
+          a = L - 1;
+        }
+        for (; a >= 0; a--) {
+          const Ua = a === 0 ? Uemb : U[a - 1];
+          const Ka = a === 0 ? 1 : K[a - 1];
+          const { Gpre_TSD, R_STK } = await this.backward.step(a, G, T, S, cropPattern(a, S), invScale1[a].subarray(0, S), Ua.subarray(0, S * D * Ka), Ka);
+          for (let s = 0; s < S; s++) {
+            const n = sourceCount(a, s);
+            for (let i = 0; i < T; i++) {
+              if (batch[i].q < s) continue;
+              const rowOff = batch[i].row * N;
+              const rOff = (s * T + i) * Ka;
+              for (let k = 0; k < n; k++) adjacency_NN[rowOff + sourceNode(a, s, k)] = R_STK[rOff + k];
+            }
+          }
+          G = Gpre_TSD;
+        }
+        done += T;
+        progress(`attribution: ${done} of ${totalTargets} targets`, done / totalTargets);
+        i0 = i1;
+      }
+    }
+    lap('backward', t5);
+    timings_ms.total = performance.now() - t0;
+    return {
+      ids: [...ids],
+      nLayers: L,
+      nPos: P,
+      dSae: this.transcoders.dSae,
+      nFeatures,
+      featLayer,
+      featPos,
+      featIndex,
+      featAct,
+      logitIds,
+      logitProbs,
+      logitValues: Float32Array.from(logitIds, (id) => logitsAll[id]),
+      N,
+      adjacency_NN,
+      constant_N,
+      actual_N,
+      timings_ms,
+    };
+  }
+
+  /** Mean over the vocabulary of the unembedding rows (for demeaned logit directions), computed once. */
+  private meanUnembedding(): Float64Array {
+    if (this.unembedMean) return this.unembedMean;
+    const e = this.weights.unembed;
+    const [V, D] = e.shape;
+    const mean = new Float64Array(D);
+    const chunk = 4096;
+    for (let v0 = 0; v0 < V; v0 += chunk) {
+      const rows = readRows(e, Array.from({ length: Math.min(chunk, V - v0) }, (_, i) => v0 + i));
+      for (let i = 0; i < rows.length; i++) mean[i % D] += rows[i];
+    }
+    for (let d = 0; d < D; d++) mean[d] /= V;
+    this.unembedMean = mean;
+    return mean;
+  }
+
+  async prepare(): Promise<void> {
+    await this.backward.prepare();
+  }
+
+  async dispose(): Promise<void> {
+    await this.encoder.dispose();
+    await this.backward.dispose();
+  }
+}
+
+/** Most likely tokens first until their probabilities reach `desired`, at most `max`. */
+export function pickLogits(logits_V: Float32Array, max: number, desired: number): { logitIds: number[]; logitProbs: Float32Array } {
+  let m = -Infinity;
+  for (const x of logits_V) m = Math.max(m, x);
+  let z = 0;
+  for (const x of logits_V) z += Math.exp(x - m);
+  const order = Array.from(logits_V.keys()).sort((a, b) => logits_V[b] - logits_V[a]);
+  const logitIds: number[] = [];
+  const probs: number[] = [];
+  let cum = 0;
+  for (const id of order) {
+    if (logitIds.length >= max || cum >= desired) break;
+    const p = Math.exp(logits_V[id] - m) / z;
+    logitIds.push(id);
+    probs.push(p);
+    cum += p;
+  }
+  return { logitIds, logitProbs: Float32Array.from(probs) };
+}

@@ -1,0 +1,92 @@
+/**
+ * Backward propagation of target directions through one frozen attention block, as an ONNX graph (the heavy
+ * products are MatMuls), plus the read-out of the sources that enter the residual stream just below it.
+ *
+ * For gradients G at blocks.a.hook_resid_mid (targets × positions × D), the gradient at blocks.a.hook_resid_pre is
+ *   G + (Aᵀ-mixing of (G·W_Oᵀ) per head) · M ⊙ 1/scale₁,   M = W_Vᵀ · diag(w_ln1) · C
+ * (C = centering, folded into M). hook_resid_pre of block a is hook_resid_post of block a−1, where the sources of
+ * layer a−1 (feature contributions and the error) were added, so the read-out R[s,t,k] = G_pre[t,s,:] · U[s,:,k].
+ */
+import type * as ortTypes from 'onnxruntime-common';
+import { GraphBuilder } from '../onnx/builder';
+import { createSession, ort, type SessionOptions } from '../runtime/session';
+import type { AttnWeights, FrozenWeights } from './frozen';
+
+/** Graph for one block: inputs G [T,S,D], pattern [H,S,S], invScale [S,1], U [S,D,K]; outputs Gpre, R [S,T,K]. */
+export function buildBackwardGraph(b: AttnWeights, D: number, H: number): Uint8Array {
+  const E = D / H;
+  const g = new GraphBuilder('residual-attn-backward');
+  // W_Oᵀ [D, D] and M = W_Vᵀ·diag(w)·C [D, D] as initializers.
+  const wOT = new Float32Array(D * D);
+  for (let i = 0; i < D; i++) for (let j = 0; j < D; j++) wOT[j * D + i] = b.wO_DD[i * D + j];
+  const M = new Float32Array(D * D);
+  for (let j = 0; j < D; j++) {
+    let mean = 0;
+    for (let d = 0; d < D; d++) mean += b.wV_DD[d * D + j] * b.ln1W_D[d];
+    mean /= D;
+    for (let d = 0; d < D; d++) M[j * D + d] = b.wV_DD[d * D + j] * b.ln1W_D[d] - mean;
+  }
+  const G = g.input('G', 'float32', ['T', 'S', D]);
+  const A = g.input('pattern', 'float32', [H, 'S', 'S']);
+  const inv = g.input('inv_scale', 'float32', ['S', 1]);
+  const U = g.input('U', 'float32', ['S', D, 'K']);
+  const dz = g.op('MatMul', [G, g.constF32('wOT', [D, D], wOT)]);
+  const dzH = g.op('Transpose', [g.op('Reshape', [dz, g.constI64('shape_TSHE', [0, 0, H, E])])], { perm: [0, 2, 1, 3] }); // [T,H,Q,E]
+  const AT = g.op('Transpose', [A], { perm: [0, 2, 1] }); // [H,S,Q]
+  const dv = g.op('MatMul', [AT, dzH]); // [T,H,S,E]
+  const dvFlat = g.op('Reshape', [g.op('Transpose', [dv], { perm: [0, 2, 1, 3] }), g.constI64('shape_TSD', [0, 0, D])]);
+  const dx = g.op('Mul', [g.op('MatMul', [dvFlat, g.constF32('M', [D, D], M)]), inv]);
+  const Gpre = g.op('Add', [G, dx], undefined, 'Gpre');
+  g.output('Gpre', 'float32', ['T', 'S', D]);
+  g.op('MatMul', [g.op('Transpose', [Gpre], { perm: [1, 0, 2] }), U], undefined, 'R');
+  g.output('R', 'float32', ['S', 'T', 'K']);
+  return g.encode();
+}
+
+/** One session per block, created on first use. */
+export class AttentionBackward {
+  private readonly sessions = new Map<number, Promise<ortTypes.InferenceSession>>();
+
+  constructor(
+    private readonly w: FrozenWeights,
+    private readonly key: string,
+    private readonly opts: SessionOptions = {},
+  ) {}
+
+  private session(layer: number): Promise<ortTypes.InferenceSession> {
+    let s = this.sessions.get(layer);
+    if (!s) {
+      const bytes = buildBackwardGraph(this.w.blocks[layer], this.w.D, this.w.H);
+      s = createSession(bytes, new Map(), `attn-backward|${this.key}|${layer}`, this.opts).then((c) => c.session);
+      this.sessions.set(layer, s);
+    }
+    return s;
+  }
+
+  /** Warms all sessions (so timings of the first prompt do not include creation). */
+  async prepare(): Promise<void> {
+    for (let l = 0; l < this.w.L; l++) await this.session(l);
+  }
+
+  /**
+   * G_TSD at block `layer`'s resid_mid → { Gpre at its resid_pre, R_STK = Gpre·U }. `pattern_HSS` and
+   * `invScale_S` are already cropped to the S positions of this batch; `U_SDK` likewise.
+   */
+  async step(layer: number, G_TSD: Float32Array, T: number, S: number, pattern_HSS: Float32Array, invScale_S: Float32Array, U_SDK: Float32Array, K: number) {
+    const s = await this.session(layer);
+    const Tn = ort().Tensor;
+    const D = this.w.D;
+    const out = await s.run({
+      G: new Tn('float32', G_TSD, [T, S, D]),
+      pattern: new Tn('float32', pattern_HSS, [this.w.H, S, S]),
+      inv_scale: new Tn('float32', invScale_S, [S, 1]),
+      U: new Tn('float32', U_SDK, [S, D, K]),
+    });
+    return { Gpre_TSD: out.Gpre.data as Float32Array, R_STK: out.R.data as Float32Array };
+  }
+
+  async dispose(): Promise<void> {
+    for (const s of this.sessions.values()) await (await s).release();
+    this.sessions.clear();
+  }
+}

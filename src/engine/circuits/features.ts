@@ -1,0 +1,113 @@
+/**
+ * Transcoder feature activations as ONNX work: one small graph per layer computing `pre = x·W_enc + b_enc` and the
+ * activation (ReLU, JumpReLU, TopK), with the weights as external data pointing into the transcoder's safetensors
+ * file. Sessions are created on first use and kept until `dispose`.
+ */
+import * as path from 'node:path';
+import type * as ortTypes from 'onnxruntime-common';
+import { ResidualError } from '../errors';
+import { GraphBuilder, type ElemType } from '../onnx/builder';
+import { createSession, ort, type SessionOptions } from '../runtime/session';
+import type { TensorEntry } from '../checkpoint/safetensors';
+import type { Transcoder, TranscoderSet } from './transcoders';
+
+/** Active features of one layer, position-major (CSR): features of position p are `start[p]..start[p+1]`. */
+export interface LayerActivations {
+  layer: number;
+  /** [P+1] offsets into `feature`/`act`. */
+  start: Int32Array;
+  /** Feature indices, ascending within a position. */
+  feature: Int32Array;
+  act: Float32Array;
+}
+
+const ELEM: Record<string, ElemType> = { F32: 'float32', F16: 'float16', BF16: 'bfloat16' };
+
+/** Builds the encoder graph of one transcoder: input `x` [P, d_in]; outputs `acts` [P, F] or `values`/`indices` [P, k]. */
+export function buildEncoderGraph(t: Transcoder): { bytes: Uint8Array; externalFiles: Map<string, string> } {
+  const g = new GraphBuilder(`residual-transcoder-${t.layer}`);
+  const externalFiles = new Map<string, string>();
+  const w = (e: TensorEntry): string => {
+    const location = path.basename(e.file);
+    externalFiles.set(location, e.file);
+    const raw = g.external(`w.${e.name}`, ELEM[e.dtype], e.shape, { location, offset: e.dataOffset, length: e.byteLength });
+    return e.dtype === 'F32' ? raw : g.op('Cast', [raw], { to: 1 });
+  };
+  const x = g.input('x', 'float32', ['pos', t.dIn]);
+  const pre = g.op('Gemm', [x, w(t.wEnc), w(t.bEnc)], { transB: t.encLayout === 'FD' ? 1 : 0 });
+  const a = t.activation;
+  if (a.kind === 'topk') {
+    const [values, indices] = g.node('TopK', [pre, g.constI64('k', [a.k])], { nOut: 2, attrs: { axis: -1, largest: 1, sorted: 1 } });
+    g.op('Identity', [a.relu ? g.op('Relu', [values]) : values], undefined, 'values');
+    g.op('Identity', [indices], undefined, 'indices');
+    g.output('values', 'float32', ['pos', a.k]);
+    g.output('indices', 'int64', ['pos', a.k]);
+  } else {
+    const acts =
+      a.kind === 'relu'
+        ? g.op('Relu', [pre])
+        : g.op('Where', [g.op('Greater', [pre, w(t.threshold!)]), pre, g.constF32('zero', [], [0])]);
+    g.op('Identity', [acts], undefined, 'acts');
+    g.output('acts', 'float32', ['pos', t.dSae]);
+  }
+  return { bytes: g.encode(), externalFiles };
+}
+
+export class FeatureEncoder {
+  private readonly sessions = new Map<number, Promise<ortTypes.InferenceSession>>();
+
+  constructor(
+    readonly set: TranscoderSet,
+    private readonly opts: SessionOptions = {},
+  ) {}
+
+  private session(layer: number): Promise<ortTypes.InferenceSession> {
+    let s = this.sessions.get(layer);
+    if (!s) {
+      const t = this.set.layers[layer];
+      const { bytes, externalFiles } = buildEncoderGraph(t);
+      s = createSession(bytes, externalFiles, `transcoder|${t.source}|${t.layer}`, this.opts).then((c) => c.session);
+      this.sessions.set(layer, s);
+    }
+    return s;
+  }
+
+  /** Active features at every position of `x_PD` (the transcoder's input hook for this prompt). */
+  async encode(layer: number, x_PD: Float32Array, P: number): Promise<LayerActivations> {
+    const t = this.set.layers[layer];
+    if (x_PD.length !== P * t.dIn) throw new ResidualError(`input has ${x_PD.length} values, expected ${P}×${t.dIn}`, t.source);
+    const s = await this.session(layer);
+    const out = await s.run({ x: new (ort().Tensor)('float32', x_PD, [P, t.dIn]) });
+    const feature: number[] = [];
+    const act: number[] = [];
+    const start = new Int32Array(P + 1);
+    if (t.activation.kind === 'topk') {
+      const k = t.activation.k;
+      const v = out.values.data as Float32Array;
+      const idx = out.indices.data as BigInt64Array;
+      for (let p = 0; p < P; p++) {
+        const pairs: [number, number][] = [];
+        for (let j = 0; j < k; j++) if (v[p * k + j] !== 0) pairs.push([Number(idx[p * k + j]), v[p * k + j]]);
+        pairs.sort((a, b) => a[0] - b[0]);
+        for (const [f, a] of pairs) feature.push(f), act.push(a);
+        start[p + 1] = feature.length;
+      }
+    } else {
+      const F = t.dSae;
+      const acts = out.acts.data as Float32Array;
+      for (let p = 0; p < P; p++) {
+        for (let f = 0; f < F; f++) {
+          const a = acts[p * F + f];
+          if (a !== 0) feature.push(f), act.push(a);
+        }
+        start[p + 1] = feature.length;
+      }
+    }
+    return { layer, start, feature: Int32Array.from(feature), act: Float32Array.from(act) };
+  }
+
+  async dispose(): Promise<void> {
+    for (const s of this.sessions.values()) await (await s).release();
+    this.sessions.clear();
+  }
+}

@@ -1,0 +1,356 @@
+/**
+ * Oracle tests of the attribution graph on tiny random GPT-2 checkpoints with random transcoders of every
+ * activation kind and both layouts. The oracle is written here from the definitions, independently of the engine:
+ * the plain-loop reference forward (real model), the transcoder maths in plain loops, and a plain-loop forward of the
+ * frozen linear replacement model (patterns and LayerNorm scales fixed, MLPs replaced by their source vectors).
+ *
+ * Checks: (1) completeness — each target's real value = Σ incoming edges + its constant term; (2) every edge = the
+ * change of the target when its source is removed from the frozen model; (3) the frozen replacement model with all
+ * sources at their actual values reproduces the real logits. Tolerance: 1e-4 relative to max(1, |value|).
+ */
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import type { Gpt2Config } from '../../src/engine/checkpoint/config';
+import { openCheckpoint } from '../../src/engine/checkpoint/load';
+import { writeRandomGpt2 } from '../../src/engine/checkpoint/random';
+import { readTensorF32 } from '../../src/engine/checkpoint/safetensors';
+import type { Tensor32 } from '../../src/engine/dims';
+import type { HookName } from '../../src/engine/hooks';
+import { Model } from '../../src/engine/model';
+import { referenceForward } from '../../src/engine/reference/gpt2-reference';
+import { silenceOrt } from '../../src/engine/runtime/session';
+import { Attributor, type AttributionGraph, errorNode, logitNode, tokenNode } from '../../src/engine/circuits/attribution';
+import { loadTranscoders } from '../../src/engine/circuits/transcoders';
+import {
+  randomTranscoderWeights,
+  writeCircuitTracerTranscoders,
+  writeSaeLensTranscoders,
+  type TranscoderWeights,
+  type WriteActivation,
+} from '../../src/engine/circuits/transcoders-write';
+import { gpt2TokenizerJSON } from '../../tools/gpt2-tokenizer';
+
+const TOL = 1e-4;
+const root = fs.mkdtempSync(path.join(os.tmpdir(), 'residual-attr-'));
+const cacheDir = path.join(root, 'cache');
+const SHAPE = { nLayers: 3, dModel: 16, nHeads: 4, dMlp: 48, nCtx: 24, vocabSize: 50257 };
+const IDS = [464, 2068, 7586, 21831, 18045, 625, 262, 16931, 3290, 13];
+const F = 40;
+const cleanup: (() => Promise<void>)[] = [];
+
+before(() => silenceOrt());
+after(async () => {
+  for (const c of cleanup) await c();
+  fs.rmSync(root, { recursive: true, force: true });
+});
+
+interface Fixture {
+  cfg: Gpt2Config;
+  W: Map<string, Float32Array>;
+  tc: TranscoderWeights[];
+  ref: Map<HookName, Tensor32>;
+  attributor: Attributor;
+  graph: AttributionGraph;
+  activation: WriteActivation;
+  k: number;
+  input: 'ln2.hook_normalized' | 'hook_resid_mid';
+  relu: boolean;
+}
+
+async function fixture(name: string, activation: WriteActivation, layout: 'saelens' | 'circuit-tracer', input: Fixture['input'] = 'ln2.hook_normalized'): Promise<Fixture> {
+  const dir = path.join(root, name);
+  writeRandomGpt2(path.join(dir, 'model'), SHAPE, { seed: name.length * 31 + 7, tokenizerJson: gpt2TokenizerJSON(), std: 0.3 });
+  const tc = randomTranscoderWeights(SHAPE.nLayers, SHAPE.dModel, F, { seed: name.length + 3, bEncMean: activation === 'relu' ? -0.6 : 0, threshold: 0.4 });
+  const k = 6;
+  const tdir = path.join(dir, 'transcoders');
+  if (layout === 'saelens') writeSaeLensTranscoders(tdir, tc, { activation, k, input, cfgVersion: name.includes('pre6') ? 'pre6' : 'v6' });
+  else writeCircuitTracerTranscoders(tdir, tc, { activation, k, input });
+  const model = await Model.load(path.join(dir, 'model'), { providers: ['cpu'], cacheDir });
+  const set = loadTranscoders(tdir, model.config);
+  const attributor = new Attributor(model, set, { cacheDir });
+  cleanup.push(async () => {
+    await attributor.dispose();
+    await model.dispose();
+  });
+  const graph = await attributor.attribute(IDS);
+  const ckpt = openCheckpoint(path.join(dir, 'model'));
+  const W = new Map([...ckpt.tensors].map(([n, e]) => [n, readTensorF32(e)]));
+  const ref = referenceForward(ckpt.config, W, IDS);
+  return { cfg: ckpt.config, W, tc, ref, attributor, graph, activation, k, input, relu: layout === 'saelens' };
+}
+
+/** Plain-loop transcoder activations from the reference hooks: [layer][pos] → Map(feature → act), and pre-activations. */
+function oracleFeatures(fx: Fixture) {
+  const { cfg, tc, ref } = fx;
+  const D = cfg.dModel;
+  const P = IDS.length;
+  const acts: Map<number, number>[][] = [];
+  const pres: Float64Array[][] = [];
+  for (let l = 0; l < cfg.nLayers; l++) {
+    const x = ref.get(`blocks.${l}.${fx.input}` as HookName)!.data;
+    const w = tc[l];
+    acts.push([]);
+    pres.push([]);
+    for (let p = 0; p < P; p++) {
+      const pre = new Float64Array(F);
+      for (let f = 0; f < F; f++) {
+        let s = w.bEnc_F[f];
+        for (let d = 0; d < D; d++) s += x[p * D + d] * w.wEnc_DF[d * F + f];
+        pre[f] = s;
+      }
+      const m = new Map<number, number>();
+      if (fx.activation === 'relu') pre.forEach((v, f) => v > 0 && m.set(f, v));
+      else if (fx.activation === 'jumprelu') pre.forEach((v, f) => v > w.threshold_F![f] && m.set(f, v));
+      else {
+        const top = Array.from(pre.keys()).sort((a, b) => pre[b] - pre[a]).slice(0, fx.k);
+        for (const f of top) {
+          const v = fx.relu ? Math.max(0, pre[f]) : pre[f];
+          if (v !== 0) m.set(f, v);
+        }
+      }
+      acts[l].push(m);
+      pres[l].push(pre);
+    }
+  }
+  return { acts, pres };
+}
+
+/**
+ * The frozen linear replacement model, in plain loops: embeddings `emb_PD` in, block l's MLP replaced by `mlp_LPD[l]`
+ * (all its sources + b_dec), patterns and LN scales from the reference run. Returns each target level's residual.
+ */
+function frozenForward(fx: Fixture, emb_PD: Float64Array, mlp_LPD: Float64Array[]) {
+  const { cfg, W, ref } = fx;
+  const { dModel: D, nHeads: H, dHead: E } = cfg;
+  const P = IDS.length;
+  const resid = Float64Array.from(emb_PD);
+  const mids: Float64Array[] = [];
+  for (let l = 0; l < cfg.nLayers; l++) {
+    const g = (n: string) => W.get(`h.${l}.${n}`)!;
+    const s1 = ref.get(`blocks.${l}.ln1.hook_scale` as HookName)!.data;
+    const A = ref.get(`blocks.${l}.attn.hook_pattern` as HookName)!.data;
+    const [lw, lb, ca, cab, cp, cpb] = [g('ln_1.weight'), g('ln_1.bias'), g('attn.c_attn.weight'), g('attn.c_attn.bias'), g('attn.c_proj.weight'), g('attn.c_proj.bias')];
+    const v = new Float64Array(P * D);
+    for (let p = 0; p < P; p++) {
+      let mean = 0;
+      for (let d = 0; d < D; d++) mean += resid[p * D + d] / D;
+      for (let j = 0; j < D; j++) {
+        let s = cab[2 * D + j];
+        for (let d = 0; d < D; d++) s += (((resid[p * D + d] - mean) / s1[p]) * lw[d] + lb[d]) * ca[d * 3 * D + 2 * D + j];
+        v[p * D + j] = s;
+      }
+    }
+    const out = new Float64Array(P * D);
+    for (let q = 0; q < P; q++) {
+      const z = new Float64Array(D);
+      for (let h = 0; h < H; h++) for (let k = 0; k <= q; k++) for (let e = 0; e < E; e++) z[h * E + e] += A[(h * P + q) * P + k] * v[k * D + h * E + e];
+      for (let j = 0; j < D; j++) {
+        let s = cpb[j];
+        for (let i = 0; i < D; i++) s += z[i] * cp[i * D + j];
+        out[q * D + j] = s;
+      }
+    }
+    for (let i = 0; i < P * D; i++) resid[i] += out[i];
+    mids.push(Float64Array.from(resid));
+    for (let i = 0; i < P * D; i++) resid[i] += mlp_LPD[l][i];
+  }
+  return { mids, final: resid };
+}
+
+/** Target values of the graph's targets from a frozen forward's residuals. */
+function targetValues(fx: Fixture, g: AttributionGraph, r: ReturnType<typeof frozenForward>): Float64Array {
+  const { cfg, W, ref, tc } = fx;
+  const D = cfg.dModel;
+  const P = IDS.length;
+  const out = new Float64Array(g.N);
+  for (let n = 0; n < g.nFeatures; n++) {
+    const l = g.featLayer[n];
+    const p = g.featPos[n];
+    const f = g.featIndex[n];
+    const x = r.mids[l].subarray(p * D, (p + 1) * D);
+    let mean = 0;
+    for (const v of x) mean += v / D;
+    const s2 = ref.get(`blocks.${l}.ln2.hook_scale` as HookName)!.data[p];
+    let s = tc[l].bEnc_F[f];
+    for (let d = 0; d < D; d++) s += (fx.input === 'ln2.hook_normalized' ? (x[d] - mean) / s2 : x[d]) * tc[l].wEnc_DF[d * F + f];
+    out[n] = s;
+  }
+  // Logits at the last position, demeaned over the whole vocabulary.
+  const x = r.final.subarray((P - 1) * D, P * D);
+  let mean = 0;
+  for (const v of x) mean += v / D;
+  const sf = ref.get('ln_final.hook_scale')!.data[P - 1];
+  const xf = Array.from(x, (v, d) => ((v - mean) / sf) * W.get('ln_f.weight')![d] + W.get('ln_f.bias')![d]);
+  const U = W.get('wte.weight')!;
+  const V = cfg.vocabSize;
+  const logits = new Float64Array(V);
+  let lm = 0;
+  for (let t = 0; t < V; t++) {
+    let s = 0;
+    for (let d = 0; d < D; d++) s += xf[d] * U[t * D + d];
+    logits[t] = s;
+    lm += s / V;
+  }
+  g.logitIds.forEach((id, i) => (out[logitNode(g, i)] = logits[id] - lm));
+  return out;
+}
+
+/** Every source's vector, keyed by node index, plus the per-layer MLP replacement sums with all sources present. */
+function oracleSources(fx: Fixture, g: AttributionGraph) {
+  const { cfg, W, ref, tc } = fx;
+  const D = cfg.dModel;
+  const P = IDS.length;
+  const { acts } = oracleFeatures(fx);
+  const vectors = new Map<number, { layer: number; pos: number; v: Float64Array }>();
+  const mlp: Float64Array[] = [];
+  for (let l = 0; l < cfg.nLayers; l++) {
+    const real = ref.get(`blocks.${l}.hook_mlp_out` as HookName)!.data;
+    const m = new Float64Array(P * D);
+    for (let p = 0; p < P; p++) {
+      const err = new Float64Array(D);
+      for (let d = 0; d < D; d++) {
+        m[p * D + d] = tc[l].bDec_D[d];
+        err[d] = real[p * D + d] - tc[l].bDec_D[d];
+      }
+      for (const [f, a] of acts[l][p]) {
+        const n = findFeature(g, l, p, f);
+        const v = Float64Array.from({ length: D }, (_, d) => a * tc[l].wDec_FD[f * D + d]);
+        vectors.set(n, { layer: l, pos: p, v });
+        for (let d = 0; d < D; d++) (m[p * D + d] += v[d]), (err[d] -= v[d]);
+      }
+      for (let d = 0; d < D; d++) m[p * D + d] += err[d];
+      vectors.set(errorNode(g, l, p), { layer: l, pos: p, v: err });
+    }
+    mlp.push(m);
+  }
+  const emb = new Float64Array(P * D);
+  const wte = W.get('wte.weight')!;
+  const wpe = W.get('wpe.weight')!;
+  for (let p = 0; p < P; p++) {
+    const v = Float64Array.from({ length: D }, (_, d) => wte[IDS[p] * D + d] + wpe[p * D + d]);
+    emb.set(v, p * D);
+    vectors.set(tokenNode(g, p), { layer: -1, pos: p, v });
+  }
+  return { vectors, mlp, emb, acts };
+}
+
+function findFeature(g: AttributionGraph, l: number, p: number, f: number): number {
+  for (let n = 0; n < g.nFeatures; n++) if (g.featLayer[n] === l && g.featPos[n] === p && g.featIndex[n] === f) return n;
+  throw new Error(`feature ${l}/${p}/${f} active in the oracle but missing from the graph`);
+}
+
+const CASES: [string, WriteActivation, 'saelens' | 'circuit-tracer', Fixture['input']?][] = [
+  ['relu-saelens', 'relu', 'saelens'],
+  ['jumprelu-saelens', 'jumprelu', 'saelens'],
+  ['topk-saelens-pre6', 'topk', 'saelens'],
+  ['topk-circuit-tracer', 'topk', 'circuit-tracer'],
+  ['jumprelu-circuit-tracer', 'jumprelu', 'circuit-tracer'],
+  ['relu-residmid-saelens', 'relu', 'saelens', 'hook_resid_mid'],
+];
+
+describe('attribution graph vs an independent frozen replacement model', () => {
+  for (const [name, activation, layout, input] of CASES) {
+    it(`${name}: same active features, completeness, every edge by perturbation, exact logits`, async () => {
+      const fx = await fixture(name, activation, layout, input);
+      const g = fx.graph;
+      const { vectors, mlp, emb, acts } = oracleSources(fx, g);
+      // Same active feature set with the same activations.
+      let nActive = 0;
+      for (const layer of acts) for (const m of layer) nActive += m.size;
+      assert.equal(g.nFeatures, nActive, 'number of active features');
+      assert.ok(g.nFeatures > 10, `enough features to test (${g.nFeatures})`);
+      for (let n = 0; n < g.nFeatures; n++) {
+        const want = acts[g.featLayer[n]][g.featPos[n]].get(g.featIndex[n])!;
+        assert.ok(Math.abs(g.featAct[n] - want) <= TOL * Math.max(1, Math.abs(want)), `activation of feature node ${n}`);
+      }
+      const targets = [...Array.from({ length: g.nFeatures }, (_, i) => i), ...g.logitIds.map((_, i) => logitNode(g, i))];
+
+      // (3) All sources at their actual values: the frozen model reproduces the real logits (all of them) and pre-activations.
+      const base = frozenForward(fx, emb, mlp);
+      const baseVals = targetValues(fx, g, base);
+      const P = IDS.length;
+      const V = fx.cfg.vocabSize;
+      const realLogits = fx.ref.get('logits')!.data.subarray((P - 1) * V, P * V);
+      const { oracleFinalLogits } = finalLogits(fx, base.final);
+      let worstLogit = 0;
+      for (let t = 0; t < V; t++) worstLogit = Math.max(worstLogit, Math.abs(oracleFinalLogits[t] - realLogits[t]) / Math.max(1, Math.abs(realLogits[t])));
+      assert.ok(worstLogit <= TOL, `replacement model logits vs real: ${worstLogit.toExponential(2)}`);
+      const { pres } = oracleFeatures(fx);
+      let worstPre = 0;
+      for (let n = 0; n < g.nFeatures; n++) {
+        const want = pres[g.featLayer[n]][g.featPos[n]][g.featIndex[n]];
+        worstPre = Math.max(worstPre, Math.abs(baseVals[n] - want) / Math.max(1, Math.abs(want)));
+      }
+      assert.ok(worstPre <= TOL, `replacement model pre-activations vs real: ${worstPre.toExponential(2)}`);
+
+      // (1) Completeness: Σ incoming edges + constant = the real value (pre-activation; demeaned logit).
+      let worstComplete = 0;
+      let realLogitMean = 0;
+      for (let t = 0; t < V; t++) realLogitMean += realLogits[t] / V;
+      for (const t of targets) {
+        let sum = g.constant_N[t];
+        for (let s = 0; s < g.N; s++) sum += g.adjacency_NN[t * g.N + s];
+        const want = t < g.nFeatures ? pres[g.featLayer[t]][g.featPos[t]][g.featIndex[t]] : realLogits[g.logitIds[t - logitNode(g, 0)]] - realLogitMean;
+        worstComplete = Math.max(worstComplete, Math.abs(sum - want) / Math.max(1, Math.abs(want)));
+      }
+      assert.ok(worstComplete <= TOL, `completeness: ${worstComplete.toExponential(2)}`);
+      // The constant term is independent: the frozen model with every source removed gives the same.
+      const zero = targetValues(fx, g, frozenForward(fx, new Float64Array(emb.length), mlp.map((_, l) => bDecOnly(fx, l))));
+      let worstConst = 0;
+      for (const t of targets) worstConst = Math.max(worstConst, Math.abs(zero[t] - g.constant_N[t]) / Math.max(1, Math.abs(zero[t])));
+      assert.ok(worstConst <= TOL, `constant terms vs all-sources-removed forward: ${worstConst.toExponential(2)}`);
+
+      // (2) Every edge: remove one source from the frozen model; the change of every target is that source's column.
+      let worstEdge = 0;
+      let checked = 0;
+      for (const [s, src] of vectors) {
+        const emb2 = Float64Array.from(emb);
+        const mlp2 = mlp.map((m) => Float64Array.from(m));
+        const D = fx.cfg.dModel;
+        const into = src.layer < 0 ? emb2 : mlp2[src.layer];
+        for (let d = 0; d < D; d++) into[src.pos * D + d] -= src.v[d];
+        const vals = targetValues(fx, g, frozenForward(fx, emb2, mlp2));
+        for (const t of targets) {
+          const want = baseVals[t] - vals[t];
+          const got = g.adjacency_NN[t * g.N + s];
+          worstEdge = Math.max(worstEdge, Math.abs(got - want) / Math.max(1, Math.abs(baseVals[t])));
+          checked++;
+        }
+      }
+      assert.ok(worstEdge <= TOL, `edges vs perturbation: ${worstEdge.toExponential(2)} over ${checked} entries`);
+      console.log(
+        `  ${name}: ${g.nFeatures} features, ${g.logitIds.length} logits, N=${g.N}; max rel. errors: logits ${worstLogit.toExponential(1)}, ` +
+          `pre ${worstPre.toExponential(1)}, completeness ${worstComplete.toExponential(1)}, constants ${worstConst.toExponential(1)}, edges ${worstEdge.toExponential(1)} (${checked} entries)`,
+      );
+    });
+  }
+});
+
+function bDecOnly(fx: Fixture, l: number): Float64Array {
+  const D = fx.cfg.dModel;
+  const m = new Float64Array(IDS.length * D);
+  for (let p = 0; p < IDS.length; p++) for (let d = 0; d < D; d++) m[p * D + d] = fx.tc[l].bDec_D[d];
+  return m;
+}
+
+function finalLogits(fx: Fixture, final: Float64Array) {
+  const { cfg, W, ref } = fx;
+  const D = cfg.dModel;
+  const P = IDS.length;
+  const x = final.subarray((P - 1) * D, P * D);
+  let mean = 0;
+  for (const v of x) mean += v / D;
+  const sf = ref.get('ln_final.hook_scale')!.data[P - 1];
+  const U = W.get('wte.weight')!;
+  const out = new Float64Array(cfg.vocabSize);
+  for (let t = 0; t < cfg.vocabSize; t++) {
+    let s = 0;
+    for (let d = 0; d < D; d++) s += (((x[d] - mean) / sf) * W.get('ln_f.weight')![d] + W.get('ln_f.bias')![d]) * U[t * D + d];
+    out[t] = s;
+  }
+  return { oracleFinalLogits: out };
+}
+
