@@ -66,7 +66,17 @@ export function toJson(a: Analysis) {
     tokens: a.tokens,
     truncated: a.truncated ?? null,
     top: a.top,
-    stats: a.stats,
+    // Per block: the statistics of analysis.ts plus MLP sparsity, and the spectral entropy and massive activations
+    // of the block's output (its resid_post read-out).
+    stats: a.stats.map((s, l) => ({
+      ...s,
+      mlp_active: a.depth?.mlpSparsity.activeFraction[l],
+      spectral_entropy: a.depth?.spectral[l + 1]?.entropy,
+      massive: a.depth?.massive.layers[l + 1]?.hits,
+      void: a.depth ? a.depth.voids.layers.includes(l) : undefined,
+    })),
+    heads: a.depth?.heads,
+    spectral: a.depth?.spectral,
     lens: a.readouts.map((r, i) => ({ layer: r.layer, hook: r.hook, top: a.lens[i] })),
     resid_norm: a.readouts.map((r, i) => ({ layer: r.layer, hook: r.hook, norm: a.residNorm[i] })),
     target: a.target,

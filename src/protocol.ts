@@ -2,9 +2,9 @@
  * Every message between the extension host and the webviews: one union per direction and per view, with
  * `noun/verb` discriminants. Imported (types only) by both sides; the webview never imports `vscode`.
  */
-import type { Analysis, ModelInfo, ProviderAttempt } from './engine/results';
+import type { Analysis, LayerComparison, ModelInfo, PatchingResult, ProviderAttempt } from './engine/results';
 
-export type { Analysis, ModelInfo, ProviderAttempt };
+export type { Analysis, LayerComparison, ModelInfo, PatchingResult, ProviderAttempt };
 
 // ---- Activations panel -------------------------------------------------------------------------------------------
 
@@ -16,7 +16,16 @@ export type ToActivations =
   /** The request failed; `message` names the file/hook and the problem. */
   | { type: 'analysis/error'; requestId: number; message: string }
   /** The request was cancelled (by the user or by a newer request). */
-  | { type: 'analysis/cancelled'; requestId: number };
+  | { type: 'analysis/cancelled'; requestId: number }
+  /** Probability and rank of a user-typed target token at every read-out, for one position. */
+  | { type: 'lens/targetResult'; position: number; text: string; tokenId: number; tokenText: string; prob: number[]; rank: number[]; note?: string }
+  | { type: 'lens/targetError'; message: string }
+  /** Activation patching progress and result. */
+  | { type: 'patching/progress'; done: number; total: number }
+  | { type: 'patching/result'; result: PatchingResult; notes: string[] }
+  | { type: 'patching/error'; message: string }
+  /** Two analyses side by side (A = the earlier, B = the newer selection). */
+  | { type: 'compare/result'; a: Analysis; b: Analysis; layers: LayerComparison[]; fileA?: string; fileB?: string };
 
 export type FromActivations =
   /** The webview's script is up and can take messages (the host then replays the last state). */
@@ -24,7 +33,15 @@ export type FromActivations =
   /** Select the token's text in the editor it came from. */
   | { type: 'token/reveal'; start: number; end: number }
   /** Re-run the analysis of the current editor selection. */
-  | { type: 'analysis/rerun' };
+  | { type: 'analysis/rerun' }
+  /** Track a typed target token through the logit lens at a position. */
+  | { type: 'lens/target'; position: number; text: string }
+  /** Run activation patching with the analysed text as the clean prompt. */
+  | { type: 'patching/run'; corrupted: string; cleanAnswer?: string; corruptedAnswer?: string; point: 'hook_resid_pre' | 'hook_resid_mid' | 'hook_resid_post' }
+  | { type: 'patching/cancel' }
+  /** Colour the analysed tokens in the editor by a measure at a layer (or clear it). */
+  | { type: 'heat/show'; measure: HeatMeasure | 'mlp_active' | 'target_prob'; layer: number }
+  | { type: 'heat/clear' };
 
 /** State the panel persists through `setState` so a restored panel shows its last analysis at once. */
 export interface ActivationsState {
@@ -32,7 +49,15 @@ export interface ActivationsState {
   file?: string;
   position?: number;
   measure?: HeatMeasure;
+  tab?: ActivationsTab;
+  attention?: { layer: number; head: number; metric: 'entropy' | 'prevToken' | 'firstToken' | 'self' };
+  spectralReadout?: number;
+  corrupted?: string;
+  /** A typed target token tracked through the lens at `position`. */
+  customTarget?: { position: number; text: string; tokenText: string; prob: number[]; rank: number[]; note?: string };
 }
+
+export type ActivationsTab = 'overview' | 'attention' | 'layers' | 'patching' | 'compare';
 
 export type HeatMeasure = 'resid_norm' | 'update_norm' | 'drift_cos' | 'attn_norm' | 'mlp_norm';
 

@@ -9,10 +9,26 @@ import {
   vsCodeDivider,
   vsCodeDropdown,
   vsCodeOption,
+  vsCodePanels,
+  vsCodePanelTab,
+  vsCodePanelView,
   vsCodeProgressRing,
+  vsCodeTextArea,
+  vsCodeTextField,
 } from '@vscode/webview-ui-toolkit';
 
-provideVSCodeDesignSystem().register(vsCodeButton(), vsCodeDivider(), vsCodeDropdown(), vsCodeOption(), vsCodeProgressRing());
+provideVSCodeDesignSystem().register(
+  vsCodeButton(),
+  vsCodeDivider(),
+  vsCodeDropdown(),
+  vsCodeOption(),
+  vsCodeProgressRing(),
+  vsCodePanels(),
+  vsCodePanelTab(),
+  vsCodePanelView(),
+  vsCodeTextField(),
+  vsCodeTextArea(),
+);
 
 interface VsCodeApi<S> {
   postMessage(message: unknown): void;
@@ -84,4 +100,54 @@ export function themeColor(name: string, fallback: string): string {
 /** Token text with whitespace made visible. */
 export function showToken(text: string): string {
   return text.replace(/ /g, '·').replace(/\n/g, '↵').replace(/\t/g, '→').replace(/\r/g, '␍') || '∅';
+}
+
+/** Tabs (vscode-panels); `onChange` gets the id of the tab the user picked. */
+export function tabs(items: { id: string; label: string; view: HTMLElement }[], active: string, onChange: (id: string) => void): HTMLElement {
+  const panels = document.createElement('vscode-panels');
+  panels.setAttribute('activeid', `tab-${active}`);
+  for (const it of items) {
+    const tab = document.createElement('vscode-panel-tab');
+    tab.id = `tab-${it.id}`;
+    tab.textContent = it.label;
+    panels.append(tab);
+  }
+  for (const it of items) {
+    const view = document.createElement('vscode-panel-view');
+    view.id = `view-${it.id}`;
+    view.append(it.view);
+    panels.append(view);
+  }
+  panels.addEventListener('change', (ev) => {
+    const id = (ev.target as HTMLElement & { activeid?: string }).activeid;
+    if (id && id.startsWith('tab-') && id !== `tab-${active}`) onChange(id.slice(4));
+  });
+  return panels;
+}
+
+export function textField(value: string, placeholder: string, id?: string): HTMLElement & { value: string } {
+  const f = document.createElement('vscode-text-field') as HTMLElement & { value: string };
+  if (id) f.id = id;
+  f.setAttribute('placeholder', placeholder);
+  f.setAttribute('value', value);
+  return f;
+}
+
+export function textArea(value: string, id?: string, rows = 3): HTMLElement & { value: string } {
+  const f = document.createElement('vscode-text-area') as HTMLElement & { value: string };
+  if (id) f.id = id;
+  f.setAttribute('rows', String(rows));
+  f.setAttribute('resize', 'vertical');
+  f.setAttribute('value', value);
+  return f;
+}
+
+/** Heat colour for a value in [0, 1] (CSSOM style property, allowed by the CSP). */
+export function heat(cell: HTMLElement, f: number, colour = 'orange'): void {
+  cell.style.background = `color-mix(in srgb, var(--vscode-charts-${colour}) ${(Math.max(0, Math.min(1, f)) * 85).toFixed(0)}%, transparent)`;
+}
+
+/** Diverging heat for a value in [-1, 1]: red positive, blue negative. */
+export function divergingHeat(cell: HTMLElement, v: number): void {
+  heat(cell, Math.abs(v), v >= 0 ? 'red' : 'blue');
 }

@@ -6,12 +6,15 @@ import type { CancelToken } from './errors';
 import { ResidualError, throwIfCancelled } from './errors';
 import { hookName, type HookName } from './hooks';
 import { row, type Model } from './model';
+import { depthHooks, depthStats, type DepthStatsOptions } from './depth/stats';
 import type { Analysis, LayerStats, Readout, TopToken } from './results';
 
 export type { Analysis, LayerStats, Readout, TopToken };
 
 export interface AnalyzeOptions {
   maxTokens?: number;
+  /** Also compute attention, MLP sparsity, massive activations, spectra and voids (default true). */
+  depth?: boolean | DepthStatsOptions;
   topK?: number;
   lensK?: number;
   cancel?: CancelToken;
@@ -48,6 +51,8 @@ export async function analyze(model: Model, text: string, opts: AnalyzeOptions =
   readouts.push({ layer: L, hook: hookName(L - 1, 'hook_resid_post') });
   const hooks: HookName[] = ['logits', ...readouts.map((r) => r.hook)];
   for (let l = 0; l < L; l++) hooks.push(hookName(l, 'hook_attn_out'), hookName(l, 'hook_mlp_out'));
+  const wantDepth = opts.depth !== false;
+  if (wantDepth) for (const h of depthHooks(L)) if (!hooks.includes(h)) hooks.push(h);
 
   const run = await model.run({ ids, hooks, cancel: opts.cancel });
   throwIfCancelled(opts.cancel);
@@ -80,6 +85,8 @@ export async function analyze(model: Model, text: string, opts: AnalyzeOptions =
     }
     stats.push(s);
   }
+
+  const depth = wantDepth ? depthStats(act, c, stats, typeof opts.depth === 'object' ? opts.depth : {}) : undefined;
 
   // Logit lens over all readouts × positions in one batch.
   const t1 = performance.now();
@@ -121,6 +128,7 @@ export async function analyze(model: Model, text: string, opts: AnalyzeOptions =
     lens,
     target: { ids: targetIds, texts: targetIds.map((i) => model.tokenizer.tokenText(i)), prob, rank },
     stats,
+    depth,
     timings: { tokenizeMs, forwardMs: run.ms, lensMs, totalMs: performance.now() - t0 },
   };
 }

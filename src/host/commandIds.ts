@@ -1,6 +1,8 @@
 /** Command ids, mirroring package.json's `contributes.commands` (a unit test checks the two agree). */
 export const COMMANDS = {
   analyzeSelection: 'residual.analyzeSelection',
+  compareSelection: 'residual.compareSelection',
+  clearHeat: 'residual.clearHeat',
   openInspector: 'residual.openInspector',
   selectModel: 'residual.selectModel',
   showActivations: 'residual.showActivations',

@@ -1,41 +1,52 @@
 /**
- * Extension entry: registers the commands, the Inspector view and the Activations panel. Everything created here
- * goes into `context.subscriptions`. The engine does the work; this file only connects it to VS Code.
+ * Extension entry: registers the commands, the Inspector view, the Activations panel and the editor token heat.
+ * Everything created here goes into `context.subscriptions`. The engine does the work; this file connects it to
+ * VS Code.
  */
 import * as vscode from 'vscode';
 import { analyze } from '../engine/analysis';
+import { compareAnalyses } from '../engine/depth/compare';
+import { activationPatching } from '../engine/depth/patching';
 import { isCancelled, ResidualError } from '../engine/errors';
+import { hookName } from '../engine/hooks';
+import type { Analysis } from '../engine/results';
 import type { FromActivations } from '../protocol';
 import { ActivationsPanel } from './activationsPanel';
 import { COMMANDS } from './commandIds';
+import { EditorHeat, type TextSource } from './editorHeat';
 import { InspectorViewProvider, INSPECTOR_VIEW_ID } from './inspectorView';
 import { ModelManager } from './modelManager';
 
-/** Where the last analysed text came from, to map token offsets back to the editor. */
-interface Source {
-  uri: vscode.Uri;
-  baseOffset: number;
-  version: number;
+interface Analysed {
+  analysis: Analysis;
+  source: TextSource;
+  file: string;
 }
 
 export function activate(context: vscode.ExtensionContext): void {
   const log = vscode.window.createOutputChannel('Residual');
   const models = new ModelManager(context, log);
-  let source: Source | undefined;
+  const heat = new EditorHeat();
+  let last: Analysed | undefined;
   let running: vscode.CancellationTokenSource | undefined;
+  let patching: vscode.CancellationTokenSource | undefined;
   let requestId = 0;
 
-  const panel = new ActivationsPanel(context.extensionUri, (m: FromActivations) => {
-    if (m.type === 'token/reveal' && source) void revealRange(source, m.start, m.end);
-    else if (m.type === 'analysis/rerun') void vscode.commands.executeCommand(COMMANDS.analyzeSelection);
-  });
+  const panel = new ActivationsPanel(context.extensionUri, (m) => void onPanelMessage(m));
   const inspector = new InspectorViewProvider(context.extensionUri, models);
 
-  async function analyzeSelection(): Promise<void> {
+  const errorText = (e: unknown) => (e instanceof ResidualError ? e.message : `internal error: ${e instanceof Error ? e.message : String(e)}`);
+  const logError = (what: string, e: unknown) => {
+    log.appendLine(`${what}: ${errorText(e)}`);
+    if (e instanceof Error && !(e instanceof ResidualError) && e.stack) log.appendLine(e.stack);
+  };
+
+  /** Analyses the selection (else the current line) of the active editor; a new request cancels the previous one. */
+  async function analyzeEditor(): Promise<Analysed | undefined> {
     const editor = vscode.window.activeTextEditor;
     if (!editor) {
       void vscode.window.showWarningMessage('Residual: open a file and select the text to analyse.');
-      return;
+      return undefined;
     }
     const doc = editor.document;
     const sel = editor.selection;
@@ -43,9 +54,8 @@ export function activate(context: vscode.ExtensionContext): void {
     const text = doc.getText(range);
     if (text.length === 0) {
       void vscode.window.showWarningMessage('Residual: the selection is empty and so is the current line; select some text to analyse.');
-      return;
+      return undefined;
     }
-    // A new request cancels the one in flight.
     running?.cancel();
     const cts = new vscode.CancellationTokenSource();
     running = cts;
@@ -67,41 +77,146 @@ export function activate(context: vscode.ExtensionContext): void {
           return analyze(model, text, { maxTokens, cancel: cts.token });
         },
       );
-      if (id !== requestId) return; // superseded while the result was on its way
-      source = { uri: doc.uri, baseOffset: doc.offsetAt(range.start), version: doc.version };
-      panel.post({ type: 'analysis/result', requestId: id, analysis, file });
+      if (id !== requestId) return undefined; // superseded while the result was on its way
+      const result: Analysed = { analysis, source: { uri: doc.uri, baseOffset: doc.offsetAt(range.start), version: doc.version }, file };
       const t = analysis.truncated;
       const truncatedNote = t ? `analysed only the last ${t.kept} tokens${t.total ? ` of ${t.total}` : ''} (limit: residual.maxTokens or the model context)` : undefined;
       if (truncatedNote) void vscode.window.showInformationMessage(`Residual: ${truncatedNote}.`);
       log.appendLine(`[${id}] ${analysis.tokens.length} tokens on ${analysis.provider} in ${analysis.timings.totalMs.toFixed(0)} ms; next: ${analysis.top.map((x) => JSON.stringify(x.text)).join(' ')}`);
       models.patchState({
         status: 'ready',
-        last: {
-          preview,
-          file,
-          tokens: analysis.tokens.length,
-          top: analysis.top.map((x) => ({ text: x.text, prob: x.prob })),
-          ms: analysis.timings.totalMs,
-          truncated: truncatedNote,
-        },
+        last: { preview, file, tokens: analysis.tokens.length, top: analysis.top.map((x) => ({ text: x.text, prob: x.prob })), ms: analysis.timings.totalMs, truncated: truncatedNote },
       });
+      return result;
     } catch (e) {
       if (isCancelled(e)) {
         log.appendLine(`[${id}] cancelled`);
         panel.post({ type: 'analysis/cancelled', requestId: id });
       } else {
-        const message = e instanceof ResidualError ? e.message : `internal error: ${e instanceof Error ? e.message : String(e)}`;
-        log.appendLine(`[${id}] failed: ${message}`);
-        if (e instanceof Error && !(e instanceof ResidualError) && e.stack) log.appendLine(e.stack);
-        panel.post({ type: 'analysis/error', requestId: id, message });
-        if (models.state.status === 'running') models.patchState({ status: models.current ? 'ready' : 'error', error: message });
-        void vscode.window.showErrorMessage(`Residual: ${message}`, 'Show Log').then((a) => a && log.show());
+        logError(`[${id}] failed`, e);
+        panel.post({ type: 'analysis/error', requestId: id, message: errorText(e) });
+        if (models.state.status === 'running') models.patchState({ status: models.current ? 'ready' : 'error', error: errorText(e) });
+        void vscode.window.showErrorMessage(`Residual: ${errorText(e)}`, 'Show Log').then((a) => a && log.show());
       }
+      return undefined;
     } finally {
       if (running === cts) {
         running = undefined;
         void vscode.commands.executeCommand('setContext', 'residual.running', false);
       }
+      cts.dispose();
+    }
+  }
+
+  /** Shows an analysis in the panel and, by default, as heat over its text (the last block's relative update). */
+  function present(r: Analysed): void {
+    last = r;
+    panel.post({ type: 'analysis/result', requestId, analysis: r.analysis, file: r.file });
+    if (vscode.workspace.getConfiguration('residual').get<boolean>('tokenHeat', true)) {
+      heat.show(r.source, r.analysis, 'update_norm', r.analysis.stats.length - 1);
+    }
+  }
+
+  async function analyzeSelection(): Promise<void> {
+    const r = await analyzeEditor();
+    if (r) present(r);
+  }
+
+  async function compareSelection(): Promise<void> {
+    const a = last;
+    if (!a) {
+      void vscode.window.showWarningMessage('Residual: analyse a first selection (Analyze Selection), then compare a second one with it.');
+      return;
+    }
+    const b = await analyzeEditor();
+    if (!b) return;
+    present(b);
+    panel.post({ type: 'compare/result', a: a.analysis, b: b.analysis, layers: compareAnalyses(a.analysis, b.analysis), fileA: a.file, fileB: b.file });
+  }
+
+  async function onPanelMessage(m: FromActivations): Promise<void> {
+    try {
+      switch (m.type) {
+        case 'token/reveal':
+          if (last) await revealRange(last.source, m.start, m.end);
+          break;
+        case 'analysis/rerun':
+          await vscode.commands.executeCommand(COMMANDS.analyzeSelection);
+          break;
+        case 'heat/show':
+          if (last) vscode.window.setStatusBarMessage(`Residual: editor heat shows ${heat.show(last.source, last.analysis, m.measure, m.layer)}`, 5000);
+          break;
+        case 'heat/clear':
+          heat.clear();
+          break;
+        case 'lens/target':
+          await trackTarget(m.position, m.text);
+          break;
+        case 'patching/run':
+          await runPatching(m);
+          break;
+        case 'patching/cancel':
+          patching?.cancel();
+          break;
+      }
+    } catch (e) {
+      logError(`panel request ${m.type}`, e);
+      void vscode.window.showErrorMessage(`Residual: ${errorText(e)}`);
+    }
+  }
+
+  /** The probability and rank of a typed token at every read-out, at one position of the last analysis. */
+  async function trackTarget(position: number, text: string): Promise<void> {
+    if (!last) return;
+    const model = await models.get();
+    const a = last.analysis;
+    const ids = model.tokenizer.encode(text).ids;
+    if (!text || ids.length === 0) {
+      panel.post({ type: 'lens/targetError', message: 'Type the token to track (for example " the", with its leading space).' });
+      return;
+    }
+    const hooks = a.readouts.map((r) => r.hook as ReturnType<typeof hookName>);
+    const run = await model.run({ ids: a.tokens.map((t) => t.id), hooks });
+    const D = model.config.dModel;
+    const resid_ND = new Float32Array(hooks.length * D);
+    hooks.forEach((h, i) => resid_ND.set(run.activations.get(h)!.data.subarray(position * D, (position + 1) * D), i * D));
+    const lens = await model.lens({ resid_ND, targets: hooks.map(() => ids[0]), k: 1 });
+    const tokenText = model.tokenizer.tokenText(ids[0]);
+    panel.post({
+      type: 'lens/targetResult',
+      position,
+      text,
+      tokenId: ids[0],
+      tokenText,
+      prob: Array.from(lens.targetProb_N),
+      rank: Array.from(lens.targetRank_N),
+      note: ids.length > 1 ? `“${text}” is ${ids.length} tokens; tracking its first, ${JSON.stringify(tokenText)}.` : undefined,
+    });
+  }
+
+  async function runPatching(m: Extract<FromActivations, { type: 'patching/run' }>): Promise<void> {
+    if (!last) return;
+    patching?.cancel();
+    const cts = new vscode.CancellationTokenSource();
+    patching = cts;
+    try {
+      const model = await models.get();
+      const report = await activationPatching(
+        model,
+        { clean: last.analysis.text.slice(last.analysis.truncated?.firstChar ?? 0), corrupted: m.corrupted, cleanAnswer: m.cleanAnswer, corruptedAnswer: m.corruptedAnswer, point: m.point },
+        { cancel: cts.token, onProgress: (done, total) => panel.post({ type: 'patching/progress', done, total }) },
+      );
+      const { notes, ...result } = report;
+      panel.post({ type: 'patching/result', result, notes });
+      log.appendLine(`patching: ${result.restored.length}×${result.restored[0]?.length ?? 0} runs in ${result.ms.toFixed(0)} ms`);
+    } catch (e) {
+      if (isCancelled(e)) panel.post({ type: 'patching/error', message: 'Patching cancelled.' });
+      else {
+        logError('patching failed', e);
+        panel.post({ type: 'patching/error', message: errorText(e) });
+      }
+    } finally {
+      if (patching === cts) patching = undefined;
       cts.dispose();
     }
   }
@@ -121,7 +236,7 @@ export function activate(context: vscode.ExtensionContext): void {
       await models.get();
       void vscode.window.showInformationMessage(`Residual: loaded ${models.current?.info.name} on ${models.current?.provider}.`);
     } catch (e) {
-      void vscode.window.showErrorMessage(`Residual: ${e instanceof Error ? e.message : String(e)}`);
+      void vscode.window.showErrorMessage(`Residual: ${errorText(e)}`);
     }
   }
 
@@ -129,18 +244,24 @@ export function activate(context: vscode.ExtensionContext): void {
     log,
     models,
     panel,
+    heat,
     vscode.window.registerWebviewViewProvider(INSPECTOR_VIEW_ID, inspector),
     vscode.commands.registerCommand(COMMANDS.analyzeSelection, analyzeSelection),
+    vscode.commands.registerCommand(COMMANDS.compareSelection, compareSelection),
     vscode.commands.registerCommand(COMMANDS.openInspector, () => vscode.commands.executeCommand(`${INSPECTOR_VIEW_ID}.focus`)),
     vscode.commands.registerCommand(COMMANDS.selectModel, selectModel),
     vscode.commands.registerCommand(COMMANDS.showActivations, () => panel.show(false)),
-    vscode.commands.registerCommand(COMMANDS.cancelAnalysis, () => running?.cancel()),
+    vscode.commands.registerCommand(COMMANDS.cancelAnalysis, () => {
+      running?.cancel();
+      patching?.cancel();
+    }),
+    vscode.commands.registerCommand(COMMANDS.clearHeat, () => heat.clear()),
     vscode.commands.registerCommand(COMMANDS.showLog, () => log.show()),
   );
   log.appendLine(`Residual activated; model folder: ${models.modelDir()}`);
 }
 
-async function revealRange(source: Source, start: number, end: number): Promise<void> {
+async function revealRange(source: TextSource, start: number, end: number): Promise<void> {
   const doc = await vscode.workspace.openTextDocument(source.uri);
   if (doc.version !== source.version) {
     void vscode.window.showInformationMessage('Residual: the file changed since it was analysed; token positions may be off.');

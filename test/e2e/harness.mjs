@@ -448,10 +448,22 @@ export async function contextMenu(page, itemTitle, { timeout = UI_TIMEOUT_MS } =
  */
 export async function selectLines(page, from, to = from, { timeout = UI_TIMEOUT_MS } = {}) {
   if (!(from >= 1 && to >= from)) throw new Error(`selectLines: bad range ${from}..${to}`);
-  await focusTextEditor(page, { timeout });
-  await quickOpen(page, `:${from}:1`, timeout);
-  await page.keyboard.press('Enter');
-  await page.locator('.quick-input-widget').waitFor({ state: 'hidden', timeout });
+  // Under load, Enter can reach Quick Open before it has parsed ":line:col", and the cursor stays put; the status
+  // bar's "Ln N, Col 1" confirms the jump, and the jump is retried until it does.
+  const cursorAt = page.locator('.statusbar-item', { hasText: new RegExp(`^\\s*Ln ${from}, Col 1\\s*$`) });
+  for (let attempt = 1; ; attempt++) {
+    await focusTextEditor(page, { timeout });
+    await quickOpen(page, `:${from}:1`, timeout);
+    await sleep(150);
+    await page.keyboard.press('Enter');
+    await page.locator('.quick-input-widget').waitFor({ state: 'hidden', timeout });
+    try {
+      await cursorAt.first().waitFor({ timeout: 3000 });
+      break;
+    } catch (e) {
+      if (attempt >= 4) throw new Error(`selectLines: the cursor did not move to line ${from}`);
+    }
+  }
   for (let i = from; i < to; i++) await page.keyboard.press('Shift+ArrowDown');
   await page.keyboard.press('Shift+End');
 }

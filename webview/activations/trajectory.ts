@@ -1,36 +1,33 @@
 /** The chart.js line chart of a target token's probability and rank across the logit-lens read-outs. */
-import { CategoryScale, Chart, Legend, LinearScale, LineController, LineElement, LogarithmicScale, PointElement, Tooltip } from 'chart.js';
-import type { Analysis } from '../../src/protocol';
-import { showToken, themeColor } from '../ui';
+import { showToken } from '../ui';
+import { colours, drawChart } from './charts';
 
-Chart.register(LineController, LineElement, PointElement, LinearScale, LogarithmicScale, CategoryScale, Tooltip, Legend);
+export interface TrajectorySeries {
+  label: string;
+  prob: number[];
+  rank: number[];
+}
 
-let chart: Chart | undefined;
-
-export function drawTrajectory(canvas: HTMLCanvasElement, a: Analysis, pos: number): void {
-  chart?.destroy();
-  const fg = themeColor('editor-foreground', '#888');
-  const grid = themeColor('editorWidget-border', 'rgba(128,128,128,0.3)');
-  const blue = themeColor('charts-blue', '#3794ff');
-  const orange = themeColor('charts-orange', '#d18616');
-  const prob = a.readouts.map((_, r) => a.target.prob[r][pos]);
-  const rank = a.readouts.map((_, r) => a.target.rank[r][pos]);
+export function drawTrajectory(canvas: HTMLCanvasElement, hooks: string[], series: TrajectorySeries): void {
+  const { fg, grid, blue, orange } = colours();
+  const { prob, rank } = series;
   // "Early excitation": the read-out where the target's probability peaks.
   const peak = prob.indexOf(Math.max(...prob));
-  chart = new Chart(canvas, {
+  const chart = drawChart(canvas, {
     type: 'line',
     data: {
-      labels: a.readouts.map((r) => r.hook.replace('blocks.', 'L').replace('.hook_', ' ')),
+      labels: hooks.map((h) => h.replace('blocks.', 'L').replace('.hook_', ' ')),
       datasets: [
         {
-          label: `p(${showToken(a.target.texts[pos])})`,
+          label: `p(${showToken(series.label)})`,
           data: prob,
           yAxisID: 'prob',
           borderColor: blue,
           backgroundColor: blue,
           pointRadius: prob.map((_, i) => (i === peak ? 6 : 3)),
         },
-        { label: 'rank', data: rank, yAxisID: 'rank', borderColor: orange, backgroundColor: orange, borderDash: [4, 3] },
+        // Rank 0 cannot sit on a log axis: plot rank + 1 (the axis title says so).
+        { label: 'rank', data: rank.map((r) => r + 1), yAxisID: 'rank', borderColor: orange, backgroundColor: orange, borderDash: [4, 3] },
       ],
     },
     options: {
@@ -42,7 +39,7 @@ export function drawTrajectory(canvas: HTMLCanvasElement, a: Analysis, pos: numb
         tooltip: {
           callbacks: {
             label: (ctx) =>
-              ctx.dataset.yAxisID === 'prob' ? `probability ${(Number(ctx.raw) * 100).toFixed(3)}%${ctx.dataIndex === peak ? ' (peak)' : ''}` : `rank ${ctx.raw}`,
+              ctx.dataset.yAxisID === 'prob' ? `probability ${(Number(ctx.raw) * 100).toFixed(3)}%${ctx.dataIndex === peak ? ' (peak)' : ''}` : `rank ${Number(ctx.raw) - 1}`,
           },
         },
       },
@@ -53,8 +50,5 @@ export function drawTrajectory(canvas: HTMLCanvasElement, a: Analysis, pos: numb
       },
     },
   });
-  // Rank 0 cannot sit on a log axis; plot rank + 1 and say so in the axis title.
-  chart.data.datasets[1].data = rank.map((r) => r + 1);
-  chart.update();
   canvas.dataset.peak = String(peak);
 }

@@ -1,0 +1,202 @@
+/** Overview tab: tokens, next-token prediction, residual heatmap, logit lens and the prediction trajectory. */
+import type { Analysis, HeatMeasure } from '../../src/protocol';
+import { badge, button, dropdown, el, heat, showToken, textField } from '../ui';
+import { getState, host, update } from './store';
+import { drawTrajectory } from './trajectory';
+
+const MEASURES: { value: HeatMeasure; label: string }[] = [
+  { value: 'resid_norm', label: 'Residual norm ‖x‖' },
+  { value: 'update_norm', label: 'Layer update ‖Δ‖/‖x‖' },
+  { value: 'drift_cos', label: 'Drift cos(pre, post)' },
+  { value: 'attn_norm', label: 'Attention output norm' },
+  { value: 'mlp_norm', label: 'MLP output norm' },
+];
+
+export function overview(a: Analysis, pos: number): HTMLElement {
+  const root = el('div', 'overview');
+  root.append(section('Tokens', tokensView(a, pos), 'Click a token to choose the position below; double-click to select it in the editor.'));
+  root.append(section('Next token', topView(a)));
+  root.append(section('Residual stream by layer', heatmapView(a, pos)));
+  root.append(section('Logit lens (top token per layer and position)', lensView(a, pos)));
+  root.append(section(`Prediction across layers at position ${pos}`, trajectoryView(a, pos)));
+  return root;
+}
+
+export function section(title: string, body: HTMLElement, hint?: string): HTMLElement {
+  const s = el('section');
+  s.append(el('h2', undefined, title));
+  if (hint) s.append(el('p', 'hint', hint));
+  s.append(body);
+  return s;
+}
+
+export function header(a: Analysis, file?: string): HTMLElement {
+  const h = el('header', 'summary');
+  const title = el('div', 'title');
+  title.append(el('strong', undefined, a.model.name), el('span', 'muted', ` ${a.model.n_layers} layers · d_model ${a.model.d_model} · ${a.model.n_heads} heads · ${a.model.dtype}`));
+  const meta = el('div', 'meta');
+  const prov = badge(a.provider.toUpperCase());
+  prov.id = 'provider';
+  meta.append(prov, el('span', 'muted', ` ${a.tokens.length} tokens · ${a.timings.totalMs.toFixed(0)} ms${file ? ` · ${file}` : ''} `));
+  meta.append(button('Re-run', () => host.post({ type: 'analysis/rerun' })));
+  h.append(title, meta);
+  return h;
+}
+
+function tokensView(a: Analysis, pos: number): HTMLElement {
+  const box = el('div');
+  box.id = 'tokens';
+  a.tokens.forEach((t, i) => {
+    const chip = el('span', i === pos ? 'token selected' : 'token', showToken(t.text));
+    chip.dataset.pos = String(i);
+    chip.title = `position ${i} · id ${t.id} · chars ${t.start}–${t.end}\nnext: ${a.target.texts[i] === undefined ? '' : JSON.stringify(a.target.texts[i])}`;
+    chip.addEventListener('click', () => setPosition(i));
+    chip.addEventListener('dblclick', () => host.post({ type: 'token/reveal', start: t.start, end: t.end }));
+    box.append(chip);
+  });
+  return box;
+}
+
+function topView(a: Analysis): HTMLElement {
+  const list = el('ol');
+  list.id = 'top';
+  for (const t of a.top) {
+    const li = el('li');
+    const bar = el('span', 'bar');
+    bar.style.width = `${Math.max(1, t.prob * 100).toFixed(1)}%`;
+    li.append(el('code', 'tok', showToken(t.text)), el('span', 'barbox'), el('span', 'num', `${(t.prob * 100).toFixed(2)}%`));
+    li.children[1].append(bar);
+    li.title = `id ${t.id} · logit ${t.logit?.toFixed(3)}`;
+    list.append(li);
+  }
+  return list;
+}
+
+function heatValues(a: Analysis, measure: HeatMeasure): { labels: string[]; values: number[][] } {
+  if (measure === 'resid_norm') return { labels: a.readouts.map((r) => r.hook), values: a.residNorm };
+  return { labels: a.stats.map((s) => `blocks.${s.layer}`), values: a.stats.map((s) => s[measure]) };
+}
+
+function heatmapView(a: Analysis, pos: number): HTMLElement {
+  const wrap = el('div');
+  const measure = getState().measure ?? 'resid_norm';
+  const pick = dropdown(MEASURES.map((m) => ({ value: m.value, label: m.label })), measure, (v) => {
+    update({ measure: v as HeatMeasure });
+  }, 'measure');
+  const bar = el('div', 'row');
+  bar.append(pick, button('Clear editor heat', () => host.post({ type: 'heat/clear' })));
+  wrap.append(bar);
+  const { labels, values } = heatValues(a, measure);
+  const flat = values.flat().filter(Number.isFinite);
+  const lo = Math.min(...flat);
+  const hi = Math.max(...flat);
+  // Norms span orders of magnitude (the first block's update dwarfs the rest): colour on a log scale then.
+  const logScale = lo > 0 && hi / lo > 30;
+  const scale = (v: number) => (hi <= lo ? 0.5 : logScale ? Math.log(v / lo) / Math.log(hi / lo) : (v - lo) / (hi - lo));
+  const table = el('table', 'grid heat');
+  table.id = 'heatmap';
+  table.dataset.layers = String(labels.length);
+  table.dataset.measure = measure;
+  table.append(columnHeader(a, pos));
+  labels.forEach((label, r) => {
+    const tr = el('tr');
+    tr.dataset.layer = String(r);
+    const th = el('th', 'rowlabel clickable', label);
+    th.title = 'Click: colour the analysed text in the editor by this row';
+    th.addEventListener('click', () => host.post({ type: 'heat/show', measure, layer: r }));
+    tr.append(th);
+    values[r].forEach((v, p) => {
+      const td = el('td', p === pos ? 'cell selected' : 'cell');
+      heat(td, scale(v));
+      td.title = `${label} · position ${p} ${JSON.stringify(a.tokens[p].text)}\n${measure} = ${v.toPrecision(5)}`;
+      td.dataset.value = String(v);
+      td.addEventListener('click', () => setPosition(p));
+      tr.append(td);
+    });
+    table.append(tr);
+  });
+  wrap.append(scroller(table), el('p', 'hint', `colour${logScale ? ' (log scale)' : ''}: ${lo.toPrecision(3)} (light) to ${hi.toPrecision(3)} (dark); hover a cell for its value; click a row name to show it in the editor`));
+  return wrap;
+}
+
+function lensView(a: Analysis, pos: number): HTMLElement {
+  const table = el('table', 'grid lens');
+  table.id = 'lens-grid';
+  table.append(columnHeader(a, pos));
+  a.readouts.forEach((r, i) => {
+    const tr = el('tr');
+    tr.dataset.layer = String(i);
+    tr.append(el('th', 'rowlabel', r.hook));
+    a.lens[i].forEach((tops, p) => {
+      const best = tops[0];
+      const td = el('td', p === pos ? 'cell selected' : 'cell', best ? showToken(best.text) : '');
+      const isFinal = best && best.id === a.target.ids[p];
+      td.style.background = `color-mix(in srgb, var(--vscode-charts-${isFinal ? 'green' : 'blue'}) ${((best?.prob ?? 0) * 80).toFixed(0)}%, transparent)`;
+      td.title = `${r.hook} · position ${p}\n${tops.map((t) => `${JSON.stringify(t.text)} ${(t.prob * 100).toFixed(2)}%`).join('\n')}`;
+      td.addEventListener('click', () => setPosition(p));
+      tr.append(td);
+    });
+    table.append(tr);
+  });
+  const wrap = el('div');
+  wrap.append(scroller(table), el('p', 'hint', 'Shade: probability of the top token; green where it equals the final prediction at that position.'));
+  return wrap;
+}
+
+function trajectoryView(a: Analysis, pos: number): HTMLElement {
+  const wrap = el('div', 'trajectory');
+  const custom = getState().customTarget;
+  const useCustom = custom && custom.position === pos;
+  const targetText = useCustom ? custom.tokenText : a.target.texts[pos];
+  wrap.append(
+    el(
+      'p',
+      'hint',
+      `Target ${useCustom ? '(typed)' : '(the final prediction)'} after ${JSON.stringify(a.tokens[pos].text)}: ${JSON.stringify(targetText)}. Its probability (left axis) and rank (right axis, 0 = top) when each read-out of the residual stream goes through the final LayerNorm and unembedding; the larger dot marks the layer where the probability peaks (early excitation).`,
+    ),
+  );
+  const form = el('div', 'row');
+  const field = textField(useCustom ? custom.text : '', 'any token, e.g. " the"', 'target-input');
+  const go = () => host.post({ type: 'lens/target', position: pos, text: field.value });
+  field.addEventListener('keydown', (e) => (e as KeyboardEvent).key === 'Enter' && go());
+  form.append(field, button('Track token', go));
+  if (useCustom) form.append(button('Back to the prediction', () => update({ customTarget: undefined })));
+  wrap.append(form);
+  if (useCustom && custom.note) wrap.append(el('p', 'hint', custom.note));
+  const box = el('div', 'chartbox');
+  const canvas = el('canvas');
+  canvas.id = 'trajectory';
+  box.append(canvas);
+  wrap.append(box);
+  const series = useCustom
+    ? { label: custom.tokenText, prob: custom.prob, rank: custom.rank }
+    : { label: a.target.texts[pos], prob: a.readouts.map((_, r) => a.target.prob[r][pos]), rank: a.readouts.map((_, r) => a.target.rank[r][pos]) };
+  requestAnimationFrame(() => drawTrajectory(canvas, a.readouts.map((r) => r.hook), series));
+  return wrap;
+}
+
+function columnHeader(a: Analysis, pos: number): HTMLElement {
+  const tr = el('tr');
+  tr.append(el('th'));
+  a.tokens.forEach((t, p) => {
+    const th = el('th', p === pos ? 'col selected' : 'col', showToken(t.text));
+    th.title = `position ${p}`;
+    tr.append(th);
+  });
+  return tr;
+}
+
+function scroller(child: HTMLElement): HTMLElement {
+  const s = el('div', 'scroller');
+  s.append(child);
+  return s;
+}
+
+
+export function setPosition(p: number): void {
+  update({ position: p });
+}
+
+export function columnHeaderFor(a: Analysis, pos: number): HTMLElement {
+  return columnHeader(a, pos);
+}

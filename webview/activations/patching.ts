@@ -1,0 +1,116 @@
+/**
+ * Patching tab: the analysed text is the clean prompt; the user edits a corrupted copy. For each block and position
+ * the clean residual vector is patched into the corrupted run, and the heatmap shows how much of the logit
+ * difference between the two answers it restores (1 = all of it, 0 = none).
+ */
+import type { Analysis, PatchingResult } from '../../src/protocol';
+import { button, dropdown, el, divergingHeat, showToken, spinner, textArea, textField } from '../ui';
+import { section } from './overview';
+import { getState, host, update } from './store';
+
+type Point = 'hook_resid_pre' | 'hook_resid_mid' | 'hook_resid_post';
+let running = false;
+let progress = '';
+let result: { result: PatchingResult; notes: string[] } | undefined;
+let error = '';
+let point: Point = 'hook_resid_pre';
+
+export function patchingMessage(m: { type: 'patching/progress'; done: number; total: number } | { type: 'patching/result'; result: PatchingResult; notes: string[] } | { type: 'patching/error'; message: string }): void {
+  if (m.type === 'patching/progress') {
+    progress = `${m.done} / ${m.total} runs`;
+    const p = document.getElementById('patch-progress');
+    if (p) p.textContent = progress;
+    return;
+  }
+  running = false;
+  if (m.type === 'patching/result') {
+    result = m;
+    error = '';
+  } else error = m.message;
+  update({ tab: 'patching' });
+}
+
+export function patchingView(a: Analysis): HTMLElement {
+  const root = el('div', 'patching');
+  const form = el('div', 'form');
+  form.append(el('label', undefined, 'Clean prompt (the analysed text):'), el('pre', 'preview', a.text));
+  form.append(el('label', undefined, 'Corrupted prompt (edit it; it must have the same number of tokens):'));
+  const corrupted = textArea(getState().corrupted ?? a.text, 'corrupted', 3);
+  corrupted.addEventListener('input', () => update({ corrupted: corrupted.value }, false));
+  form.append(corrupted);
+  const answers = el('div', 'row');
+  const cleanAns = textField('', 'clean answer (default: its top prediction)', 'clean-answer');
+  const corrAns = textField('', 'corrupted answer (default: its top prediction)', 'corrupted-answer');
+  answers.append(cleanAns, corrAns);
+  form.append(answers);
+  const controls = el('div', 'row');
+  controls.append(
+    el('span', undefined, 'Patch at'),
+    dropdown(
+      (['hook_resid_pre', 'hook_resid_mid', 'hook_resid_post'] as Point[]).map((p) => ({ value: p, label: `blocks.*.${p}` })),
+      point,
+      (v) => (point = v as Point),
+      'patch-point',
+    ),
+  );
+  if (running) {
+    const p = el('span', 'muted', progress);
+    p.id = 'patch-progress';
+    controls.append(spinner(), p, button('Cancel', () => host.post({ type: 'patching/cancel' })));
+  } else {
+    controls.append(
+      button('Run patching', () => {
+        running = true;
+        progress = 'starting…';
+        error = '';
+        host.post({ type: 'patching/run', corrupted: corrupted.value, cleanAnswer: cleanAns.value || undefined, corruptedAnswer: corrAns.value || undefined, point });
+        update({ corrupted: corrupted.value });
+      }, 'primary'),
+    );
+  }
+  form.append(controls);
+  root.append(section('Activation patching', form));
+  if (error) {
+    const e = el('div', 'notice error', error);
+    e.id = 'patch-error';
+    root.append(e);
+  }
+  if (result) root.append(section('Restored fraction of the logit difference', resultView(result.result, result.notes)));
+  return root;
+}
+
+function resultView(r: PatchingResult, notes: string[]): HTMLElement {
+  const wrap = el('div');
+  wrap.append(
+    el('p', 'hint', `Answers: clean ${JSON.stringify(r.answers.clean.text)} vs corrupted ${JSON.stringify(r.answers.corrupted.text)}. Logit difference: clean ${r.ldClean.toFixed(3)}, corrupted ${r.ldCorrupted.toFixed(3)}. ${r.restored.length * (r.restored[0]?.length ?? 0)} runs in ${r.ms.toFixed(0)} ms.`),
+  );
+  for (const n of notes) wrap.append(el('p', 'notice warning', n));
+  const table = el('table', 'grid heat');
+  table.id = 'patch-grid';
+  const hr = el('tr');
+  hr.append(el('th'));
+  r.corrupted.tokens.forEach((t, p) => {
+    const th = el('th', 'col', showToken(t.text));
+    th.title = `position ${p}: clean ${JSON.stringify(r.clean.tokens[p]?.text)} / corrupted ${JSON.stringify(t.text)}`;
+    if (r.clean.tokens[p]?.text !== t.text) th.classList.add('differs');
+    hr.append(th);
+  });
+  table.append(hr);
+  r.restored.forEach((row, l) => {
+    const tr = el('tr');
+    tr.dataset.layer = String(l);
+    tr.append(el('th', 'rowlabel', `blocks.${l}.${r.hook.replace(/^blocks\.\*\./, '')}`));
+    row.forEach((v, p) => {
+      const td = el('td', 'cell', Number.isFinite(v) ? v.toFixed(2) : '—');
+      td.dataset.value = String(v);
+      if (Number.isFinite(v)) divergingHeat(td, Math.max(-1, Math.min(1, v)));
+      td.title = `patch blocks.${l} at position ${p}: restores ${(v * 100).toFixed(1)}% of the logit difference`;
+      tr.append(td);
+    });
+    table.append(tr);
+  });
+  const sc = el('div', 'scroller');
+  sc.append(table);
+  wrap.append(sc, el('p', 'hint', 'Red: restores the clean behaviour; blue: pushes further towards the corrupted answer. Columns whose tokens differ between the prompts are underlined.'));
+  return wrap;
+}
