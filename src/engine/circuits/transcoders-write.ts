@@ -28,12 +28,15 @@ export interface WriteOptions {
   dtype?: SafeDtype;
   /** SAELens cfg.json flavour: v6 (hooks under `metadata`) or pre-6 (flat). Default v6. */
   cfgVersion?: 'v6' | 'pre6';
+  /** Layer of `layers[0]` (default 0), to write a large set one layer at a time. */
+  firstLayer?: number;
 }
 
 /** SAELens layout: `dir/layer_{l}/cfg.json` + `sae_weights.safetensors`, one subfolder per layer. */
 export function writeSaeLensTranscoders(dir: string, layers: TranscoderWeights[], opts: WriteOptions): void {
   const input = opts.input ?? 'ln2.hook_normalized';
-  layers.forEach((w, l) => {
+  layers.forEach((w, i) => {
+    const l = i + (opts.firstLayer ?? 0);
     const sub = path.join(dir, `layer_${l}`);
     fs.mkdirSync(sub, { recursive: true });
     const hookName = `blocks.${l}.${input}`;

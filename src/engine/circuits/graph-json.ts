@@ -1,0 +1,251 @@
+/**
+ * The attribution-graph JSON that circuit-tracer writes and its frontend and Neuronpedia read (reference/formats.md
+ * §1): export from an AttributionGraph + PruneResult, and import of such files (any generator: node ids are opaque,
+ * the kind comes from `feature_type`; old and new error ids and Neuronpedia's converter ids are all accepted).
+ */
+import { ResidualError } from '../errors';
+import { errorNode, logitNode, tokenNode, type AttributionGraph } from './attribution';
+import type { PruneResult } from './prune';
+
+export interface GraphJsonNode {
+  node_id: string;
+  feature: number | null;
+  layer: string | number;
+  ctx_idx: number;
+  feature_type: string;
+  jsNodeId: string;
+  clerp: string;
+  influence?: number | null;
+  activation?: number | null;
+  token_prob?: number;
+  is_target_logit?: boolean;
+  run_idx?: number;
+  reverse_ctx_idx?: number;
+  [extra: string]: unknown;
+}
+
+export interface GraphJsonLink {
+  source: string;
+  target: string;
+  weight: number;
+}
+
+export interface GraphJson {
+  metadata: {
+    slug: string;
+    scan: string;
+    prompt_tokens: string[];
+    prompt: string;
+    transcoder_list?: string[];
+    node_threshold?: number | null;
+    schema_version?: number | null;
+    feature_details?: Record<string, string>;
+    [extra: string]: unknown;
+  };
+  qParams: Record<string, unknown>;
+  nodes: GraphJsonNode[];
+  links: GraphJsonLink[];
+  [extra: string]: unknown;
+}
+
+/** Cantor pairing of (layer, feature index), as schema_version 1 stores `feature`. */
+export function cantor(x: number, y: number): number {
+  return ((x + y) * (x + y + 1)) / 2 + y;
+}
+
+export function cantorUnpair(z: number): [number, number] {
+  const w = Math.floor((Math.sqrt(8 * z + 1) - 1) / 2);
+  const t = (w * (w + 1)) / 2;
+  const y = z - t;
+  return [w - y, y];
+}
+
+export interface ExportOptions {
+  slug: string;
+  scan: string;
+  /** Decoded prompt tokens, one per position. */
+  promptTokens: string[];
+  prompt: string;
+  /** Text of each logit target's token (by vocabulary id). */
+  tokenText: (id: number) => string;
+  nodeThreshold: number;
+  edgeThreshold: number;
+  transcoderList?: string[];
+  featureDetails?: Record<string, string>;
+  /** Extra `info` fields (description, creator…); `generator` and `create_time_ms` are filled in. */
+  info?: Record<string, unknown>;
+}
+
+/** Builds the JSON object (write it with JSON.stringify). Nodes: kept nodes with a kept edge, plus all tokens and logits. */
+export function toGraphJson(g: AttributionGraph, pr: PruneResult, o: ExportOptions): GraphJson {
+  const { N, nLayers: L, nPos: P } = g;
+  if (o.promptTokens.length !== P) throw new ResidualError(`${o.promptTokens.length} prompt tokens for a graph of ${P} positions`, 'graph export');
+  if (!/^[a-zA-Z0-9_.-]+$/.test(o.slug)) throw new ResidualError(`slug "${o.slug}" may only contain letters, digits, _ . -`, 'graph export');
+  const touches = new Uint8Array(N);
+  for (let t = 0; t < N; t++)
+    for (let s = 0; s < N; s++)
+      if (pr.edgeMask[t * N + s] && g.adjacency_NN[t * N + s] !== 0 && pr.nodeMask[t] && pr.nodeMask[s]) touches[t] = touches[s] = 1;
+  const ids: (string | undefined)[] = new Array(N);
+  const nodes: GraphJsonNode[] = [];
+  const round = (x: number) => Number(x.toPrecision(7));
+  for (let n = 0; n < g.nFeatures; n++) {
+    if (!pr.nodeMask[n] || !touches[n]) continue;
+    const [l, f, p] = [g.featLayer[n], g.featIndex[n], g.featPos[n]];
+    ids[n] = `${l}_${f}_${p}`;
+    nodes.push(node(ids[n]!, cantor(l, f), String(l), p, 'cross layer transcoder', `${l}_${f}-0`, '', pr.cumulativeInfluence[n], round(g.featAct[n])));
+  }
+  for (let l = 0; l < L; l++)
+    for (let p = 0; p < P; p++) {
+      const n = errorNode(g, l, p);
+      if (!pr.nodeMask[n] || !touches[n]) continue;
+      ids[n] = `${l}_-1_${p}`;
+      nodes.push(node(ids[n]!, -1, String(l), p, 'mlp reconstruction error', `${l}_-1-${p}`, '', pr.cumulativeInfluence[n], null));
+    }
+  for (let p = 0; p < P; p++) {
+    const n = tokenNode(g, p);
+    const tok = g.ids[p];
+    ids[n] = `E_${tok}_${p}`;
+    nodes.push(node(ids[n]!, p, 'E', p, 'embedding', `E_${tok}-${p}`, '', pr.cumulativeInfluence[n], null));
+  }
+  // Logits in ascending vocabulary order (Neuronpedia's scores assume it); the most likely one is the target logit.
+  const logitOrder = g.logitIds.map((id, i) => ({ id, i })).sort((a, b) => a.id - b.id);
+  for (const { id, i } of logitOrder) {
+    const n = logitNode(g, i);
+    ids[n] = `${L + 1}_${id}_${P - 1}`;
+    const prob = g.logitProbs[i];
+    const x = node(ids[n]!, id, String(L + 1), P - 1, 'logit', `L_${id}-${P - 1}`, `Output "${o.tokenText(id)}" (p=${prob.toFixed(3)})`, null, null);
+    x.token_prob = round(prob);
+    x.is_target_logit = i === 0;
+    nodes.push(x);
+  }
+  const links: GraphJsonLink[] = [];
+  for (let t = 0; t < N; t++) {
+    if (!ids[t]) continue;
+    for (let s = 0; s < N; s++) {
+      const wgt = g.adjacency_NN[t * N + s];
+      if (wgt !== 0 && pr.edgeMask[t * N + s] && ids[s]) links.push({ source: ids[s]!, target: ids[t]!, weight: round(wgt) });
+    }
+  }
+  return {
+    metadata: {
+      slug: o.slug,
+      scan: o.scan.replace(/[^a-zA-Z0-9_.-]+/g, '-'),
+      prompt_tokens: o.promptTokens,
+      prompt: o.prompt,
+      transcoder_list: o.transcoderList ?? [],
+      node_threshold: o.nodeThreshold,
+      schema_version: 1,
+      feature_details: o.featureDetails ?? {},
+      info: { ...o.info, generator: { name: 'residual', version: '1', url: '', email: '' }, create_time_ms: Date.now() },
+      generation_settings: { max_n_logits: g.logitIds.length, desired_logit_prob: 0.95, batch_size: 0, max_feature_nodes: g.nFeatures },
+      pruning_settings: { node_threshold: o.nodeThreshold, edge_threshold: o.edgeThreshold },
+    },
+    qParams: { pinnedIds: [], supernodes: [], linkType: 'both', clickedId: '', sg_pos: '' },
+    nodes,
+    links,
+  };
+}
+
+function node(
+  node_id: string,
+  feature: number,
+  layer: string,
+  ctx_idx: number,
+  feature_type: string,
+  jsNodeId: string,
+  clerp: string,
+  influence: number | null,
+  activation: number | null,
+): GraphJsonNode {
+  return { node_id, feature, layer, ctx_idx, feature_type, jsNodeId, clerp, influence, activation, token_prob: 0, is_target_logit: false, run_idx: 0, reverse_ctx_idx: 0 };
+}
+
+export type ImportedKind = 'feature' | 'error' | 'token' | 'logit' | 'other';
+
+export interface ImportedNode {
+  id: string;
+  kind: ImportedKind;
+  /** Layer of features and errors; −1 for embeddings; the written layer for logits; null if unknown. */
+  layer: number | null;
+  pos: number;
+  /** Feature index within its layer (features), vocabulary id (logits), token id (embeddings, when known). */
+  index: number | null;
+  activation: number | null;
+  influence: number | null;
+  tokenProb: number | null;
+  isTargetLogit: boolean;
+  clerp: string;
+  raw: GraphJsonNode;
+}
+
+export interface ImportedGraph {
+  json: GraphJson;
+  nodes: ImportedNode[];
+  /** Links whose ends both exist (others are dropped, as Neuronpedia does). */
+  links: { source: number; target: number; weight: number }[];
+  droppedLinks: number;
+}
+
+/** Reads a graph file's object; throws a ResidualError naming `file` when required fields are missing. */
+export function parseGraphJson(json: unknown, file = 'graph JSON'): ImportedGraph {
+  const obj = json as GraphJson;
+  if (!obj || typeof obj !== 'object') throw new ResidualError('not a JSON object', file);
+  for (const k of ['metadata', 'qParams', 'nodes', 'links'] as const) if (!(k in obj)) throw new ResidualError(`missing top-level "${k}"`, file);
+  if (!Array.isArray(obj.nodes) || !Array.isArray(obj.links)) throw new ResidualError('"nodes" and "links" must be arrays', file);
+  const schema = obj.metadata?.schema_version ?? 0;
+  const byId = new Map<string, number>();
+  const nodes = obj.nodes.map((n, i): ImportedNode => {
+    if (typeof n?.node_id !== 'string') throw new ResidualError(`nodes[${i}] has no string "node_id"`, file);
+    if (byId.has(n.node_id)) throw new ResidualError(`node id "${n.node_id}" appears twice`, file);
+    byId.set(n.node_id, i);
+    const ft = String(n.feature_type ?? '');
+    const kind: ImportedKind =
+      ft === 'cross layer transcoder' || ft === 'unexplored node' ? 'feature' : ft === 'mlp reconstruction error' ? 'error' : ft === 'embedding' ? 'token' : ft === 'logit' ? 'logit' : 'other';
+    const layerNum = n.layer === 'E' ? -1 : Number.isFinite(Number(n.layer)) ? Number(n.layer) : null;
+    const parts = n.node_id.split('_');
+    let index: number | null = null;
+    let layer = layerNum;
+    if (kind === 'feature') {
+      if (schema >= 1 && typeof n.feature === 'number') {
+        const [l, f] = cantorUnpair(n.feature);
+        index = f;
+        layer ??= l;
+      } else if (parts.length === 3 && /^\d+$/.test(parts[1])) index = Number(parts[1]); // {layer}_{idx}_{pos}
+      else if (/_cro_/.test(n.node_id)) index = Number(parts[2]); // Neuronpedia converter: {layer}_cro_{idx}_{pos}
+      else index = typeof n.feature === 'number' ? n.feature : null;
+    } else if (kind === 'logit') index = typeof n.feature === 'number' ? n.feature : Number(parts[1]);
+    else if (kind === 'token') index = parts[0] === 'E' && /^\d+$/.test(parts[1] ?? '') ? Number(parts[1]) : null;
+    else if (kind === 'error' && layer === null && parts.length === 3) layer = Number(parts[0] === '0' ? parts[1] : parts[0]);
+    return {
+      id: n.node_id,
+      kind,
+      layer,
+      pos: Number(n.ctx_idx),
+      index,
+      activation: typeof n.activation === 'number' ? n.activation : null,
+      influence: typeof n.influence === 'number' ? n.influence : null,
+      tokenProb: typeof n.token_prob === 'number' ? n.token_prob : null,
+      isTargetLogit: n.is_target_logit === true,
+      clerp: typeof n.clerp === 'string' ? n.clerp : '',
+      raw: n,
+    };
+  });
+  const links: ImportedGraph['links'] = [];
+  let droppedLinks = 0;
+  for (const l of obj.links) {
+    const s = byId.get(l.source);
+    const t = byId.get(l.target);
+    if (s === undefined || t === undefined || typeof l.weight !== 'number') droppedLinks++;
+    else links.push({ source: s, target: t, weight: l.weight });
+  }
+  return { json: obj, nodes, links, droppedLinks };
+}
+
+/** Writes an imported graph back out (node ids, metadata and qParams as read; links that resolved). */
+export function importedToJson(g: ImportedGraph): GraphJson {
+  return {
+    ...g.json,
+    nodes: g.nodes.map((n) => ({ ...n.raw })),
+    links: g.links.map((l) => ({ source: g.nodes[l.source].id, target: g.nodes[l.target].id, weight: l.weight })),
+  };
+}
