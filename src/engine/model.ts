@@ -25,16 +25,27 @@ export interface SteerAdd {
   add: Float32Array;
 }
 
+/** Keys and values of earlier positions, per block: [1,H,S,E] each. */
+export interface KvCache {
+  length: number;
+  keys: Tensor32[];
+  values: Tensor32[];
+}
+
 export interface RunRequest {
   ids: number[];
   hooks: readonly HookName[];
   steer?: readonly SteerAdd[];
-  positionOffset?: number;
+  /** Continue after these cached positions (the new tokens get positions past.length …). */
+  past?: KvCache;
+  /** Also return the cache extended by this call's positions. */
+  wantCache?: boolean;
   cancel?: CancelToken;
 }
 
 export interface RunResult {
   activations: Map<HookName, Tensor32>;
+  cache?: KvCache;
   ms: number;
 }
 
@@ -123,7 +134,7 @@ export class Model {
     const c = this.config;
     const P = req.ids.length;
     if (P === 0) throw new ResidualError('nothing to analyse: the text has no tokens', 'input');
-    const offset = req.positionOffset ?? 0;
+    const offset = req.past?.length ?? 0;
     if (offset + P > c.nCtx) {
       throw new ResidualError(`${offset + P} positions exceed the model's context of ${c.nCtx}`, 'input');
     }
@@ -139,8 +150,14 @@ export class Model {
     const T = ort().Tensor;
     const feeds: Record<string, ortTypes.Tensor> = {
       input_ids: new T('int64', BigInt64Array.from(req.ids, (i) => BigInt(i)), [1, P]),
-      position_offset: new T('int64', BigInt64Array.of(BigInt(offset)), [1]),
     };
+    const empty = new T('float32', new Float32Array(0), [1, c.nHeads, 0, c.dHead]);
+    for (let l = 0; l < c.nLayers; l++) {
+      const k = req.past?.keys[l];
+      const v = req.past?.values[l];
+      feeds[`past_key.${l}`] = k ? new T('float32', k.data, k.dims) : empty;
+      feeds[`past_value.${l}`] = v ? new T('float32', v.data, v.dims) : empty;
+    }
     for (const s of req.steer ?? []) {
       if (!Number.isInteger(s.layer) || s.layer < 0 || s.layer >= c.nLayers) {
         throw new ResidualError(`layer ${s.layer} does not exist (the model has layers 0..${c.nLayers - 1})`, 'steering');
@@ -168,19 +185,29 @@ export class Model {
     const zeros = new T('float32', new Float32Array(c.dModel), [1, 1, c.dModel]);
     for (let l = 0; l < c.nLayers; l++) for (const point of STEER_POINTS) feeds[steerInputName(l, point)] ??= zeros;
     const t0 = performance.now();
-    const fetches = [...new Set(req.hooks)];
+    const fetches: string[] = [...new Set(req.hooks)];
+    if (req.wantCache) for (let l = 0; l < c.nLayers; l++) fetches.push(`present_key.${l}`, `present_value.${l}`);
     const out = await this.session.run(feeds, fetches);
     const ms = performance.now() - t0;
     throwIfCancelled(req.cancel);
     const activations = new Map<HookName, Tensor32>();
-    for (const name of fetches) {
+    for (const name of new Set(req.hooks)) {
       const t = out[name];
       const parsed = parseHookName(name)!;
       const tensor: Tensor32 = { dims: t.dims.map(Number), data: t.data as Float32Array };
-      assertDims(tensor, HOOK_DIMS[parsed.hook], dimSizes(c, P), name);
+      assertDims(tensor, HOOK_DIMS[parsed.hook], { ...dimSizes(c, P), S: offset + P }, name);
       activations.set(name, tensor);
     }
-    return { activations, ms };
+    let cache: KvCache | undefined;
+    if (req.wantCache) {
+      const get = (n: string): Tensor32 => ({ dims: out[n].dims.map(Number), data: out[n].data as Float32Array });
+      cache = {
+        length: offset + P,
+        keys: Array.from({ length: c.nLayers }, (_, l) => get(`present_key.${l}`)),
+        values: Array.from({ length: c.nLayers }, (_, l) => get(`present_value.${l}`)),
+      };
+    }
+    return { activations, cache, ms };
   }
 
   /** Logit lens: each row through ln_final (its own statistics) and the unembedding; top-k and a target's prob/rank. */

@@ -149,3 +149,94 @@ export interface LayerComparison {
   a: { updateNorm: number; driftCos: number; residNorm: number; mlpActive: number; targetProb: number };
   b: { updateNorm: number; driftCos: number; residNorm: number; mlpActive: number; targetProb: number };
 }
+
+// ---- Steering (issue 5) ----------------------------------------------------------------------------------------
+
+/** Where along the sequence a steering vector is added. */
+export type SteerPositions = { kind: 'all' } | { kind: 'from'; pos: number } | { kind: 'set'; positions: number[] };
+export type SteerPointName = 'hook_resid_pre' | 'hook_resid_mid' | 'hook_resid_post';
+
+/** A direction in the residual stream with where it came from. */
+export interface SteeringVector {
+  /** [d_model] values, as stored (not normalised). */
+  vector: Float32Array;
+  /** Layer and point it was made for (a default; the user may add it elsewhere). */
+  layer: number;
+  point: SteerPointName;
+  label: string;
+  source: 'feature' | 'contrastive' | 'file';
+  /** Free-form provenance: transcoder file and feature index, the pairs used, the model, the date… */
+  provenance: Record<string, unknown>;
+}
+
+export interface SteeringSpec {
+  vector: Float32Array;
+  layer: number;
+  point: SteerPointName;
+  /** Multiplier of the vector; with `relative`, a multiple of the mean residual norm at that point (vector normalised). */
+  strength: number;
+  relative?: boolean;
+  positions: SteerPositions;
+}
+
+export interface TokenDelta {
+  id: number;
+  text: string;
+  base: number;
+  steered: number;
+}
+
+export interface NextTokenEffect {
+  baseline: TopToken[];
+  steered: TopToken[];
+  /** KL(baseline ‖ steered) of the next-token distributions at the last position, in nats. */
+  kl: number;
+  /** The union of both top-k lists with both probabilities. */
+  deltas: TokenDelta[];
+  /** The absolute multiplier that was applied to the vector (= strength, or strength × mean norm / ‖v‖). */
+  scale: number;
+  /** True when the steered model produced NaN/Inf (then `steered` is empty and the baseline stands). */
+  nonFinite: boolean;
+}
+
+export interface GenerationSettings {
+  maxNewTokens: number;
+  /** 0 = greedy. */
+  temperature: number;
+  topP: number;
+  seed: number;
+}
+
+export interface GeneratedText {
+  ids: number[];
+  tokens: string[];
+  text: string;
+  /** Stopped early because the model produced NaN/Inf. */
+  nonFinite?: boolean;
+}
+
+export interface GenerationComparison {
+  prompt: string;
+  baseline: GeneratedText;
+  steered: GeneratedText;
+  settings: GenerationSettings;
+  tokensPerSecond: number;
+}
+
+export interface SweepResult {
+  layers: number[];
+  strengths: number[];
+  point: SteerPointName;
+  relative: boolean;
+  /** [layer index][strength index] */
+  kl: number[][];
+  /** Probability of `target` at the last position (NaN when no target). */
+  targetProb: number[][];
+  /** Mean next-token loss (nats) of the steered model on the neutral text: how much it degrades. */
+  neutralLoss: number[][];
+  baselineNeutralLoss: number;
+  baselineTargetProb: number;
+  target?: { id: number; text: string };
+  neutralText: string;
+  ms: number;
+}

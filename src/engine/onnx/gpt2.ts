@@ -78,9 +78,14 @@ export function buildGpt2Graph(cfg: Gpt2Config, tensors: Map<string, TensorEntry
   const ids = g.input('input_ids', 'int64', [B, P]);
   const shapeIds = g.op('Shape', [ids]);
   const nPos = g.op('Gather', [shapeIds, idx1], { axis: 0 }); // [1]
-  // Position offset lets a KV-cached continuation start at a later position; default 0.
-  const posOffset = g.input('position_offset', 'int64', [1]);
-  const start = g.op('Squeeze', [posOffset, axis0]);
+  // KV cache: every block takes the keys/values of earlier positions ([B,H,S_past,E]; S_past = 0 without a cache)
+  // and returns them extended by this call's positions (present_key.{l}), so generation does not recompute the
+  // prompt. Positions continue after the cached ones (S_past .. S_past+P-1).
+  const pastKey = (l: number) => g.input(`past_key.${l}`, 'float32', [B, H, 'past', E]);
+  const pastValue = (l: number) => g.input(`past_value.${l}`, 'float32', [B, H, 'past', E]);
+  const past0 = pastKey(0);
+  const nPast = g.op('Gather', [g.op('Shape', [past0]), g.constI64('idx2', [2])], { axis: 0 }); // [1]
+  const start = g.op('Squeeze', [nPast, axis0]);
   const stop = g.op('Add', [start, g.op('Squeeze', [nPos, axis0])]);
   const posIds = g.op('Range', [start, stop, g.scalarI64('one', 1)]); // [P]
   const embed = hook('hook_embed', g.op('Gather', [w('wte.weight'), ids], { axis: 0 }), [B, P, D]);
@@ -88,10 +93,10 @@ export function buildGpt2Graph(cfg: Gpt2Config, tensors: Map<string, TensorEntry
   const posEmbed = hook('hook_pos_embed', g.op('Expand', [g.op('Unsqueeze', [posEmbed1, axis0]), g.op('Shape', [embed])]), [B, P, D]);
   let resid = g.op('Add', [embed, posEmbed]);
 
-  // Causal mask [P,P]: true on and below the diagonal.
-  const pp = g.op('Concat', [nPos, nPos], { axis: 0 });
-  const onesPP = g.op('ConstantOfShape', [pp], { value: tensorAttrF32(1) });
-  const causal = g.op('Cast', [g.op('Trilu', [onesPP], { upper: 0 })], { to: onnx_BOOL });
+  // Causal mask [P, S_past+P]: query i (absolute position S_past+i) sees keys j <= S_past+i.
+  const ps = g.op('Concat', [nPos, g.op('Add', [nPast, nPos])], { axis: 0 });
+  const onesPS = g.op('ConstantOfShape', [ps], { value: tensorAttrF32(1) });
+  const causal = g.op('Cast', [g.op('Trilu', [onesPS, g.op('Squeeze', [nPast, axis0])], { upper: 0 })], { to: onnx_BOOL });
 
   const steer = (l: number, point: SteerPoint, x: string): string => {
     const name = steerInputName(l, point);
@@ -124,12 +129,15 @@ export function buildGpt2Graph(cfg: Gpt2Config, tensors: Map<string, TensorEntry
     const k = blockHook(l, 'attn.hook_k', g.op('Reshape', [kf, shapeBPHE]), [B, P, H, E]);
     const v = blockHook(l, 'attn.hook_v', g.op('Reshape', [vf, shapeBPHE]), [B, P, H, E]);
     const qT = g.op('Transpose', [q], { perm: [0, 2, 1, 3] }); // [B,H,Q,E]
-    const kT = g.op('Transpose', [k], { perm: [0, 2, 3, 1] }); // [B,H,E,S]
-    const vT = g.op('Transpose', [v], { perm: [0, 2, 1, 3] }); // [B,H,S,E]
+    const kAll = g.op('Concat', [l === 0 ? past0 : pastKey(l), g.op('Transpose', [k], { perm: [0, 2, 1, 3] })], { axis: 2 }, `present_key.${l}`); // [B,H,S,E]
+    const vAll = g.op('Concat', [pastValue(l), g.op('Transpose', [v], { perm: [0, 2, 1, 3] })], { axis: 2 }, `present_value.${l}`);
+    g.output(`present_key.${l}`, 'float32', [B, H, 'total', E]);
+    g.output(`present_value.${l}`, 'float32', [B, H, 'total', E]);
+    const kT = g.op('Transpose', [kAll], { perm: [0, 1, 3, 2] }); // [B,H,E,S]
     const rawScores = g.op('Mul', [g.op('MatMul', [qT, kT]), invSqrtE]);
-    const scores = blockHook(l, 'attn.hook_attn_scores', g.op('Where', [causal, rawScores, negInf]), [B, H, P, P]);
-    const pattern = blockHook(l, 'attn.hook_pattern', g.op('Softmax', [scores], { axis: -1 }), [B, H, P, P]);
-    const z = blockHook(l, 'attn.hook_z', g.op('Transpose', [g.op('MatMul', [pattern, vT])], { perm: [0, 2, 1, 3] }), [B, P, H, E]);
+    const scores = blockHook(l, 'attn.hook_attn_scores', g.op('Where', [causal, rawScores, negInf]), [B, H, P, 'total']);
+    const pattern = blockHook(l, 'attn.hook_pattern', g.op('Softmax', [scores], { axis: -1 }), [B, H, P, 'total']);
+    const z = blockHook(l, 'attn.hook_z', g.op('Transpose', [g.op('MatMul', [pattern, vAll])], { perm: [0, 2, 1, 3] }), [B, P, H, E]);
     const zFlat = g.op('Reshape', [z, shapeBPD]);
     const attnOut = blockHook(l, 'hook_attn_out', g.op('Add', [g.op('MatMul', [zFlat, w(p + 'attn.c_proj.weight')]), w(p + 'attn.c_proj.bias')]), [B, P, D]);
 
