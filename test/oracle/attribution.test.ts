@@ -32,6 +32,11 @@ import {
   type WriteActivation,
 } from '../../src/engine/circuits/transcoders-write';
 import { gpt2TokenizerJSON } from '../../tools/gpt2-tokenizer';
+import Ajv from 'ajv';
+import { graphCommand } from '../../src/engine/circuits/cli-graph';
+import { importedToJson, parseGraphJson, toGraphJson } from '../../src/engine/circuits/graph-json';
+import { intervene } from '../../src/engine/circuits/interventions';
+import { pruneGraph } from '../../src/engine/circuits/prune';
 
 const TOL = 1e-4;
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'residual-attr-'));
@@ -354,3 +359,96 @@ function finalLogits(fx: Fixture, final: Float64Array) {
   return { oracleFinalLogits: out };
 }
 
+
+describe('graph export, interventions and the graph command on a fixture', () => {
+  it('every exported graph validates against the graph schema and round-trips', async () => {
+    const fx = await fixture('export-topk', 'topk', 'saelens');
+    const validate = new Ajv({ strict: false, allErrors: true }).compile(JSON.parse(fs.readFileSync(path.join(__dirname, '../../src/engine/circuits/graph-schema.json'), 'utf8')));
+    for (const [nt, et] of [[0.8, 0.98], [1, 1], [0.5, 0.9]]) {
+      const pr = pruneGraph(fx.graph, nt, et);
+      const json = JSON.parse(JSON.stringify(toGraphJson(fx.graph, pr, { slug: 'fx', scan: 'random/fixture', promptTokens: IDS.map(String), prompt: 'p', tokenText: (i) => `t${i}`, nodeThreshold: nt, edgeThreshold: et })));
+      assert.ok(validate(json), JSON.stringify(validate.errors));
+      assert.equal(json.nodes.filter((n: { feature_type: string }) => n.feature_type === 'embedding').length, IDS.length);
+      assert.ok(json.links.length > 0);
+      assert.deepEqual(JSON.parse(JSON.stringify(importedToJson(parseGraphJson(json)))), json);
+      // Links carry the raw adjacency entries.
+      const imp = parseGraphJson(json);
+      for (const l of imp.links.slice(0, 50)) {
+        const s = imp.nodes[l.source];
+        const t = imp.nodes[l.target];
+        if (s.kind !== 'feature' || t.kind !== 'feature') continue;
+        const sn = findFeature(fx.graph, s.layer!, s.pos, s.index!);
+        const tn = findFeature(fx.graph, t.layer!, t.pos, t.index!);
+        assert.ok(Math.abs(fx.graph.adjacency_NN[tn * fx.graph.N + sn] - l.weight) <= 1e-6 * Math.max(1, Math.abs(l.weight)));
+      }
+    }
+  });
+
+  it('interventions: the rerun matches the reference forward with the reconstruction delta; predictions match the frozen model', async () => {
+    const fx = await fixture('intervene-relu', 'relu', 'saelens');
+    const g = fx.graph;
+    const L = fx.cfg.nLayers;
+    const D = fx.cfg.dModel;
+    const V = fx.cfg.vocabSize;
+    const P = IDS.length;
+    const t0 = logitNode(g, 0);
+    let best = -1;
+    for (let n = 0; n < g.nFeatures; n++) if (g.featLayer[n] === 1 && (best < 0 || Math.abs(g.adjacency_NN[t0 * g.N + n]) > Math.abs(g.adjacency_NN[t0 * g.N + best]))) best = n;
+    const [l, p, f, a] = [g.featLayer[best], g.featPos[best], g.featIndex[best], g.featAct[best]];
+    const iv = { layer: l, pos: p, feature: f, value: a * 1.5 };
+    const r = await intervene(fx.attributor, g, [iv]);
+    // Actual: the plain-loop reference forward with (new − old)·W_dec[f] added at blocks.l.hook_resid_post.
+    const add = new Float32Array(P * D);
+    for (let d = 0; d < D; d++) add[p * D + d] = (iv.value - a) * fx.tc[l].wDec_FD[f * D + d];
+    const steered = referenceForward(fx.cfg, fx.W, IDS, new Map([[`${l}:hook_resid_post`, add]])).get('logits')!.data.subarray((P - 1) * V);
+    const base = fx.ref.get('logits')!.data.subarray((P - 1) * V);
+    const mean = (x: Float32Array) => x.reduce((s, v) => s + v, 0) / V;
+    const [mb, ms] = [mean(base), mean(steered)];
+    // Predicted (direct): the frozen replacement model with that source scaled by 1.5, other sources fixed.
+    const { mlp, emb, vectors } = oracleSources(fx, g);
+    const mlp2 = mlp.map((m) => Float64Array.from(m));
+    for (let d = 0; d < D; d++) mlp2[l][p * D + d] += 0.5 * vectors.get(best)!.v[d];
+    const before = targetValues(fx, g, frozenForward(fx, emb, mlp));
+    const afterFrozen = targetValues(fx, g, frozenForward(fx, emb, mlp2));
+    r.logits.forEach((c, i) => {
+      const actual = steered[c.id] - ms - (base[c.id] - mb);
+      assert.ok(Math.abs(c.actualDemeaned - actual) <= TOL * Math.max(1, Math.abs(base[c.id])), `actual change of logit ${c.id}: ${c.actualDemeaned} vs reference ${actual}`);
+      const frozenDelta = afterFrozen[logitNode(g, i)] - before[logitNode(g, i)];
+      assert.ok(Math.abs(c.predictedDirect - frozenDelta) <= TOL * Math.max(1, Math.abs(before[logitNode(g, i)])), `direct prediction ${c.predictedDirect} vs frozen ${frozenDelta}`);
+    });
+    console.log(`  intervention (layer ${l}, ×1.5): ` + r.logits.slice(0, 3).map((c) => `logit ${c.id}: predicted direct ${c.predictedDirect.toFixed(4)}, paths ${c.predictedPaths.toFixed(4)}, actual ${c.actualDemeaned.toFixed(4)}`).join('; '));
+    // Ablating an early feature: paths include downstream features; an inactive feature is reported as such.
+    const early = Array.from({ length: g.nFeatures }, (_, i) => i).find((n) => g.featLayer[n] === 0 && g.featPos[n] === IDS.length - 1)!;
+    const inactive = Array.from({ length: F }, (_, f) => f).find((f) => !Array.from(g.featIndex).some((x, n) => x === f && g.featLayer[n] === 0 && g.featPos[n] === 0))!;
+    const r2 = await intervene(fx.attributor, g, [
+      { layer: 0, pos: g.featPos[early], feature: g.featIndex[early], value: 0 },
+      { layer: 0, pos: 0, feature: inactive, value: 1 },
+    ]);
+    assert.equal(r2.notInGraph.length, 1);
+    assert.ok(r2.logits.every((c) => Number.isFinite(c.actualDemeaned) && Number.isFinite(c.predictedPaths)));
+    await assert.rejects(intervene(fx.attributor, g, [{ layer: 9, pos: 0, feature: 0, value: 0 }]), /no layer 9/);
+  });
+
+  it('residual graph writes a valid file; refusals are ResidualErrors naming the problem', async () => {
+    const dir = path.join(root, 'cli-graph');
+    writeRandomGpt2(path.join(dir, 'model'), SHAPE, { seed: 5, tokenizerJson: gpt2TokenizerJSON(), std: 0.3 });
+    writeSaeLensTranscoders(path.join(dir, 'tc'), randomTranscoderWeights(SHAPE.nLayers, SHAPE.dModel, F, { seed: 9 }), { activation: 'topk', k: 4 });
+    const out = path.join(dir, 'g.json');
+    const args = ['--model', path.join(dir, 'model'), '--transcoders', path.join(dir, 'tc'), '--text', 'The quick brown fox', '--out', out, '--providers', 'cpu'];
+    const write = process.stdout.write;
+    let said = '';
+    process.stdout.write = ((s: string) => (s.includes("g.json") ? ((said += s), true) : write.call(process.stdout, s))) as typeof process.stdout.write;
+    try {
+      assert.equal(await graphCommand(args), 0);
+    } finally {
+      process.stdout.write = write;
+    }
+    assert.match(said, /g\.json: \d+ nodes, \d+ links/);
+    const json = JSON.parse(fs.readFileSync(out, 'utf8'));
+    assert.equal(json.metadata.slug, 'g');
+    assert.equal(json.metadata.prompt, 'The quick brown fox');
+    await assert.rejects(graphCommand([...args, '--node-threshold', '2']), /--node-threshold must be a number in \[0, 1\]/);
+    await assert.rejects(graphCommand(args.slice(2)), /--model DIR is required/);
+    await assert.rejects(graphCommand([...args.slice(0, 2), '--transcoders', path.join(dir, 'nope'), ...args.slice(4)]), /transcoders folder not found/);
+  });
+});
