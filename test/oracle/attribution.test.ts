@@ -34,7 +34,7 @@ import {
 import { gpt2TokenizerJSON } from '../../tools/gpt2-tokenizer';
 import Ajv from 'ajv';
 import { graphCommand } from '../../src/engine/circuits/cli-graph';
-import { importedToJson, parseGraphJson, toGraphJson } from '../../src/engine/circuits/graph-json';
+import { importedToJson, parseGraphJson, toGraphJson, type GraphJson } from '../../src/engine/circuits/graph-json';
 import { intervene } from '../../src/engine/circuits/interventions';
 import { pruneGraph } from '../../src/engine/circuits/prune';
 
@@ -366,7 +366,7 @@ describe('graph export, interventions and the graph command on a fixture', () =>
     const validate = new Ajv({ strict: false, allErrors: true }).compile(JSON.parse(fs.readFileSync(path.join(__dirname, '../../src/engine/circuits/graph-schema.json'), 'utf8')));
     for (const [nt, et] of [[0.8, 0.98], [1, 1], [0.5, 0.9]]) {
       const pr = pruneGraph(fx.graph, nt, et);
-      const json = JSON.parse(JSON.stringify(toGraphJson(fx.graph, pr, { slug: 'fx', scan: 'random/fixture', promptTokens: IDS.map(String), prompt: 'p', tokenText: (i) => `t${i}`, nodeThreshold: nt, edgeThreshold: et })));
+      const json: GraphJson = JSON.parse(JSON.stringify(toGraphJson(fx.graph, pr, { slug: 'fx', scan: 'random/fixture', promptTokens: IDS.map(String), prompt: 'p', tokenText: (i) => `t${i}`, nodeThreshold: nt, edgeThreshold: et })));
       assert.ok(validate(json), JSON.stringify(validate.errors));
       assert.equal(json.nodes.filter((n: { feature_type: string }) => n.feature_type === 'embedding').length, IDS.length);
       assert.ok(json.links.length > 0);
