@@ -1,0 +1,527 @@
+/**
+ * Steering effects: what adding a direction to the residual stream does to the next-token distribution, to
+ * generated text (with a KV cache), and across a layer × strength grid. Everything builds on `steerAdds`, which turns
+ * a SteeringSpec into the model's per-call additive inputs for the positions a call covers, so a cached call (one
+ * new token at position n) and a full recomputation add exactly the same values at the same positions.
+ *
+ * Conventions:
+ *  - absolute strength: the vector as stored × strength; relative (`relative: true`): the vector normalised to unit
+ *    length × strength × the mean ‖resid‖₂ at that hook on the analysed prompt (positions 1…P−1 — position 0 is left
+ *    out because GPT-2-style models keep an outsized norm on the first token; all positions when P = 1).
+ *  - positions: 'all' = every position, generated ones included; 'from' = absolute positions ≥ pos (generated ones
+ *    included); 'set' = exactly those positions (in generation: only those inside the prompt).
+ *  - a steered run whose additions or outputs are not finite is reported (`nonFinite`), never thrown.
+ */
+import { topK } from '../analysis';
+import { mulberry32 } from '../checkpoint/random';
+import { ResidualError, throwIfCancelled, type CancelToken } from '../errors';
+import { hookName, type HookName } from '../hooks';
+import type { KvCache, Model, SteerAdd } from '../model';
+import type {
+  GeneratedText,
+  GenerationComparison,
+  GenerationSettings,
+  NextTokenEffect,
+  SteeringSpec,
+  SteerPointName,
+  SweepResult,
+  TokenDelta,
+  TopToken,
+} from '../results';
+import { l2, STEER_POINT_NAMES } from './vectors';
+
+export type { GeneratedText, GenerationComparison, GenerationSettings, NextTokenEffect, SteeringSpec, SweepResult };
+
+// ---- Additions ---------------------------------------------------------------------------------------------------
+
+/** The absolute multiplier applied to `spec.vector` (strength, or strength × meanNorm / ‖v‖ when relative). */
+export function steerScale(spec: SteeringSpec, meanNorm?: number): number {
+  if (!Number.isFinite(spec.strength)) throw new ResidualError(`strength must be a finite number, got ${spec.strength}`, 'steering');
+  if (!spec.relative) return spec.strength;
+  if (meanNorm === undefined || !Number.isFinite(meanNorm)) {
+    throw new ResidualError('relative strength needs the mean residual norm at the hook (meanResidNorm)', 'steering');
+  }
+  const n = l2(spec.vector);
+  return n === 0 ? 0 : (spec.strength * meanNorm) / n;
+}
+
+/**
+ * The model inputs that add `spec` to a call covering absolute positions startPos … startPos+P−1: none when the
+ * call covers no steered position, one [D] addition when it steers all of them, else one [P·D] addition with zero
+ * rows at the positions left alone.
+ */
+export function steerAdds(spec: SteeringSpec, startPos: number, P: number, meanNorm?: number): SteerAdd[] {
+  validateSpec(spec);
+  const D = spec.vector.length;
+  const scale = steerScale(spec, meanNorm);
+  const row = new Float32Array(D);
+  for (let d = 0; d < D; d++) row[d] = spec.vector[d] * scale;
+  const steered: boolean[] = [];
+  const pos = spec.positions;
+  for (let p = 0; p < P; p++) {
+    const abs = startPos + p;
+    steered.push(pos.kind === 'all' ? true : pos.kind === 'from' ? abs >= pos.pos : pos.positions.includes(abs));
+  }
+  const count = steered.filter(Boolean).length;
+  if (count === 0) return [];
+  const base = { layer: spec.layer, point: spec.point };
+  if (count === P) return [{ ...base, add: row }];
+  const add = new Float32Array(P * D);
+  for (let p = 0; p < P; p++) if (steered[p]) add.set(row, p * D);
+  return [{ ...base, add }];
+}
+
+/** True when every addition is finite (otherwise the steered model would see Inf/NaN in its residual stream). */
+export function addsFinite(adds: readonly SteerAdd[]): boolean {
+  return adds.every((a) => a.add.every(Number.isFinite));
+}
+
+function validateSpec(spec: SteeringSpec): void {
+  if (!(spec.vector instanceof Float32Array) || spec.vector.length === 0) throw new ResidualError('the steering vector is empty', 'steering');
+  if (!spec.vector.every(Number.isFinite)) throw new ResidualError('the steering vector contains NaN or Inf', 'steering');
+  if (!Number.isInteger(spec.layer) || spec.layer < 0) throw new ResidualError(`layer must be a non-negative integer, got ${spec.layer}`, 'steering');
+  if (!STEER_POINT_NAMES.includes(spec.point)) throw new ResidualError(`unknown point "${spec.point}"; use ${STEER_POINT_NAMES.join(', ')}`, 'steering');
+  const p = spec.positions;
+  if (p.kind === 'from' && !(Number.isInteger(p.pos) && p.pos >= 0)) throw new ResidualError(`positions from ${p.pos}: expected a non-negative integer`, 'steering');
+  if (p.kind === 'set' && !p.positions.every((x) => Number.isInteger(x) && x >= 0)) {
+    throw new ResidualError(`positions ${p.positions.join(',')}: expected non-negative integers`, 'steering');
+  }
+  if (p.kind !== 'all' && p.kind !== 'from' && p.kind !== 'set') throw new ResidualError(`unknown positions kind "${(p as { kind: string }).kind}"`, 'steering');
+}
+
+function checkSpecAgainstModel(model: Model, spec: SteeringSpec): void {
+  const c = model.config;
+  if (spec.vector.length !== c.dModel) {
+    throw new ResidualError(`the vector has ${spec.vector.length} values but the model's d_model is ${c.dModel}`, 'steering');
+  }
+  if (spec.layer >= c.nLayers) throw new ResidualError(`layer ${spec.layer} does not exist (the model has layers 0..${c.nLayers - 1})`, 'steering');
+}
+
+// ---- Norms -------------------------------------------------------------------------------------------------------
+
+/** Mean ‖x_p‖₂ of a [1,P,D] activation over positions 1…P−1 (all positions when P = 1). */
+export function meanRowNorm(data: Float32Array, P: number, D: number): number {
+  const first = P > 1 ? 1 : 0;
+  let s = 0;
+  for (let p = first; p < P; p++) {
+    let q = 0;
+    for (let d = 0; d < D; d++) q += data[p * D + d] ** 2;
+    s += Math.sqrt(q);
+  }
+  return s / (P - first);
+}
+
+/** The unsteered model's mean residual norm at `blocks.{layer}.{point}` on `ids` (see the module comment). */
+export async function meanResidNorm(model: Model, ids: number[], layer: number, point: SteerPointName, cancel?: CancelToken): Promise<number> {
+  const hook = hookName(layer, point);
+  const r = await model.run({ ids, hooks: [hook], cancel });
+  return meanRowNorm(r.activations.get(hook)!.data, ids.length, model.config.dModel);
+}
+
+// ---- Distributions -----------------------------------------------------------------------------------------------
+
+/** log softmax of one logit row in float64; undefined when the row is not finite. */
+export function logSoftmax(logits: Float32Array): Float64Array | undefined {
+  let max = -Infinity;
+  for (const x of logits) {
+    if (!Number.isFinite(x)) return undefined;
+    if (x > max) max = x;
+  }
+  let sum = 0;
+  for (const x of logits) sum += Math.exp(x - max);
+  const lse = max + Math.log(sum);
+  const out = new Float64Array(logits.length);
+  for (let i = 0; i < logits.length; i++) out[i] = logits[i] - lse;
+  return out;
+}
+
+/** KL(p ‖ q) in nats from log-probabilities (terms with p = 0 contribute 0). */
+export function klDivergence(logP: Float64Array, logQ: Float64Array): number {
+  let kl = 0;
+  for (let i = 0; i < logP.length; i++) {
+    const p = Math.exp(logP[i]);
+    if (p > 0) kl += p * (logP[i] - logQ[i]);
+  }
+  return Math.max(0, kl);
+}
+
+/** Mean over positions 0…P−2 of −log p(ids[p+1] | ≤ p), from [P,V] logits; NaN when any row is not finite. */
+export function meanNextTokenLoss(logits: Float32Array, ids: number[], V: number): number {
+  const P = ids.length;
+  if (P < 2) return NaN;
+  let s = 0;
+  for (let p = 0; p < P - 1; p++) {
+    const lp = logSoftmax(logits.subarray(p * V, (p + 1) * V));
+    if (!lp) return NaN;
+    s -= lp[ids[p + 1]];
+  }
+  return s / (P - 1);
+}
+
+function tokText(model: Model, id: number): string {
+  return id < model.tokenizer.vocabSize ? model.tokenizer.tokenText(id) : `<${id}>`;
+}
+
+function topTokens(model: Model, logits: Float32Array, k: number): TopToken[] {
+  return topK(logits, k).map(({ id, logit, prob }) => ({ id, text: tokText(model, id), prob, logit }));
+}
+
+function encodePrompt(model: Model, text: string, what = 'input'): number[] {
+  if (text.length === 0) throw new ResidualError('the text is empty', what);
+  const ids = model.tokenizer.encode(text).ids;
+  if (ids.length === 0) throw new ResidualError('the text produced no tokens', what);
+  if (ids.length > model.config.nCtx) throw new ResidualError(`the text has ${ids.length} tokens, more than the model's context of ${model.config.nCtx}`, what);
+  return ids;
+}
+
+// ---- Next-token effect -------------------------------------------------------------------------------------------
+
+/**
+ * The next-token distribution at the last position of `text`, unsteered and steered: top-k of each, KL(baseline ‖
+ * steered), and both probabilities of every token in either top-k. A steered run that produces NaN/Inf (or whose
+ * additions overflow) gives `nonFinite: true`, an empty `steered` and kl NaN; the baseline is always returned.
+ */
+export async function nextTokenEffect(
+  model: Model,
+  text: string,
+  spec: SteeringSpec,
+  k = 10,
+  opts: { cancel?: CancelToken } = {},
+): Promise<NextTokenEffect> {
+  validateSpec(spec);
+  checkSpecAgainstModel(model, spec);
+  const ids = encodePrompt(model, text);
+  return nextTokenEffectIds(model, ids, spec, k, opts);
+}
+
+/** `nextTokenEffect` for token ids. */
+export async function nextTokenEffectIds(
+  model: Model,
+  ids: number[],
+  spec: SteeringSpec,
+  k = 10,
+  opts: { cancel?: CancelToken } = {},
+): Promise<NextTokenEffect> {
+  validateSpec(spec);
+  checkSpecAgainstModel(model, spec);
+  const P = ids.length;
+  const V = model.config.vocabSize;
+  const hook = hookName(spec.layer, spec.point);
+  const hooks: HookName[] = spec.relative ? ['logits', hook] : ['logits'];
+  const base = await model.run({ ids, hooks, cancel: opts.cancel });
+  const baseLast = base.activations.get('logits')!.data.subarray((P - 1) * V, P * V);
+  const baseLog = logSoftmax(baseLast);
+  if (!baseLog) throw new ResidualError('the unsteered model produced NaN or Inf logits', 'logits', 'numeric');
+  const baseline = topTokens(model, baseLast, k);
+  const meanNorm = spec.relative ? meanRowNorm(base.activations.get(hook)!.data, P, model.config.dModel) : undefined;
+  const scale = steerScale(spec, meanNorm);
+  const adds = steerAdds(spec, 0, P, meanNorm);
+  const broken = (): NextTokenEffect => ({
+    baseline,
+    steered: [],
+    kl: NaN,
+    deltas: baseline.map((t) => ({ id: t.id, text: t.text, base: t.prob, steered: NaN })),
+    scale,
+    nonFinite: true,
+  });
+  if (!addsFinite(adds)) return broken();
+  const st = await model.run({ ids, hooks: ['logits'], steer: adds, cancel: opts.cancel });
+  const stLast = st.activations.get('logits')!.data.subarray((P - 1) * V, P * V);
+  const stLog = logSoftmax(stLast);
+  if (!stLog) return broken();
+  const steered = topTokens(model, stLast, k);
+  const seen = new Set<number>();
+  const deltas: TokenDelta[] = [];
+  for (const t of [...baseline, ...steered]) {
+    if (seen.has(t.id)) continue;
+    seen.add(t.id);
+    deltas.push({ id: t.id, text: t.text, base: Math.exp(baseLog[t.id]), steered: Math.exp(stLog[t.id]) });
+  }
+  return { baseline, steered, kl: klDivergence(baseLog, stLog), deltas, scale, nonFinite: false };
+}
+
+// ---- Generation --------------------------------------------------------------------------------------------------
+
+export interface GenerateOptions {
+  /** Feed the prompt once and then one token per call, reusing keys/values (default true). */
+  useCache?: boolean;
+  cancel?: CancelToken;
+  onToken?: (id: number, text: string, index: number) => void;
+  /** For relative strength: the mean residual norm to use (default: measured on the prompt, unsteered). */
+  meanNorm?: number;
+}
+
+export interface GenerationRun extends GeneratedText {
+  /** Wall time of the generation (forward passes and sampling), ms. */
+  ms: number;
+  /** Number of forward calls. */
+  calls: number;
+}
+
+export function validateSettings(s: GenerationSettings): void {
+  if (!Number.isInteger(s.maxNewTokens) || s.maxNewTokens < 0) throw new ResidualError(`maxNewTokens must be a non-negative integer, got ${s.maxNewTokens}`, 'generation');
+  if (!(Number.isFinite(s.temperature) && s.temperature >= 0)) throw new ResidualError(`temperature must be ≥ 0 (0 = greedy), got ${s.temperature}`, 'generation');
+  if (!(s.topP > 0 && s.topP <= 1)) throw new ResidualError(`top-p must be in (0, 1], got ${s.topP}`, 'generation');
+  if (!Number.isInteger(s.seed)) throw new ResidualError(`seed must be an integer, got ${s.seed}`, 'generation');
+}
+
+/** The token drawn from one logit row: argmax (lowest id on ties) at temperature 0, else temperature + top-p. */
+export function sampleToken(logits: Float32Array, temperature: number, topP: number, rng: () => number): number {
+  if (temperature === 0) {
+    let best = 0;
+    for (let i = 1; i < logits.length; i++) if (logits[i] > logits[best]) best = i;
+    return best;
+  }
+  let max = -Infinity;
+  for (const x of logits) if (x > max) max = x;
+  const w = new Float64Array(logits.length);
+  let total = 0;
+  for (let i = 0; i < logits.length; i++) total += w[i] = Math.exp((logits[i] - max) / temperature);
+  let order: number[];
+  let keep: number;
+  if (topP >= 1) {
+    order = Array.from({ length: w.length }, (_, i) => i);
+    keep = w.length;
+  } else {
+    // Nucleus: the most probable tokens whose mass first reaches topP (at least one), ties by lower id.
+    order = Array.from({ length: w.length }, (_, i) => i).sort((a, b) => w[b] - w[a] || a - b);
+    let cum = 0;
+    keep = 0;
+    while (keep < order.length && cum < topP * total) cum += w[order[keep++]];
+    total = cum;
+  }
+  let u = rng() * total;
+  for (let j = 0; j < keep; j++) {
+    u -= w[order[j]];
+    if (u < 0) return order[j];
+  }
+  return order[keep - 1];
+}
+
+/** The id that ends generation: `<|endoftext|>` (or another eos spelling) when the tokenizer has one. */
+export function eosId(model: Model): number | undefined {
+  for (const s of ['<|endoftext|>', '</s>', '<eos>', '<|end_of_text|>']) {
+    const id = model.tokenizer.idOf(s);
+    if (id !== undefined) return id;
+  }
+  return undefined;
+}
+
+/**
+ * Continues `promptIds` by up to `maxNewTokens` tokens, greedy or sampled from a PRNG seeded with `settings.seed`,
+ * steered by `spec` when given. With the cache, the prompt is fed once and then one token per call; without it,
+ * every step recomputes the whole sequence. Both add the same values at the same positions, so they agree token
+ * for token. Stops at eos, at the model's context, or when the model outputs NaN/Inf (`nonFinite`).
+ */
+export async function generate(
+  model: Model,
+  promptIds: number[],
+  settings: GenerationSettings,
+  spec?: SteeringSpec,
+  opts: GenerateOptions = {},
+): Promise<GenerationRun> {
+  validateSettings(settings);
+  const c = model.config;
+  const V = c.vocabSize;
+  if (promptIds.length === 0) throw new ResidualError('the prompt has no tokens', 'generation');
+  if (promptIds.length > c.nCtx) throw new ResidualError(`the prompt has ${promptIds.length} tokens, more than the model's context of ${c.nCtx}`, 'generation');
+  const t0 = performance.now();
+  const promptLen = promptIds.length;
+  let effSpec: SteeringSpec | undefined;
+  let meanNorm = opts.meanNorm;
+  if (spec) {
+    validateSpec(spec);
+    checkSpecAgainstModel(model, spec);
+    // 'set' steers prompt positions only; generated positions are left alone.
+    effSpec = spec.positions.kind === 'set' ? { ...spec, positions: { kind: 'set', positions: spec.positions.positions.filter((p) => p < promptLen) } } : spec;
+    if (spec.relative && meanNorm === undefined) meanNorm = await meanResidNorm(model, promptIds, spec.layer, spec.point, opts.cancel);
+  }
+  const addsFor = (start: number, P: number) => (effSpec ? steerAdds(effSpec, start, P, meanNorm) : []);
+  const rng = mulberry32(settings.seed >>> 0);
+  const seq = [...promptIds];
+  const out: number[] = [];
+  const eos = eosId(model);
+  const useCache = opts.useCache ?? true;
+  let cache: KvCache | undefined;
+  let calls = 0;
+  let nonFinite = false;
+  const finish = (): GenerationRun => {
+    const tokens = out.map((id) => tokText(model, id));
+    const text = out.every((id) => id < model.tokenizer.vocabSize) ? model.tokenizer.decode(out) : tokens.join('');
+    return { ids: out, tokens, text, ...(nonFinite ? { nonFinite } : {}), ms: performance.now() - t0, calls };
+  };
+  if (settings.maxNewTokens === 0) return finish();
+
+  // The first forward covers the whole prompt in both modes.
+  let start = 0;
+  let feed = seq.slice();
+  for (;;) {
+    throwIfCancelled(opts.cancel);
+    const adds = useCache ? addsFor(start, feed.length) : addsFor(0, seq.length);
+    if (!addsFinite(adds)) {
+      nonFinite = true;
+      return finish();
+    }
+    const r = await model.run({
+      ids: useCache ? feed : seq,
+      hooks: ['logits'],
+      steer: adds,
+      past: useCache ? cache : undefined,
+      wantCache: useCache,
+      cancel: opts.cancel,
+    });
+    calls++;
+    cache = r.cache;
+    const logits = r.activations.get('logits')!.data;
+    const n = useCache ? feed.length : seq.length;
+    const last = logits.subarray((n - 1) * V, n * V);
+    if (!last.every(Number.isFinite)) {
+      nonFinite = true;
+      return finish();
+    }
+    const id = sampleToken(last, settings.temperature, settings.topP, rng);
+    if (id === eos) return finish();
+    out.push(id);
+    seq.push(id);
+    opts.onToken?.(id, tokText(model, id), out.length - 1);
+    if (out.length >= settings.maxNewTokens || seq.length >= c.nCtx) return finish();
+    start = seq.length - 1;
+    feed = [id];
+  }
+}
+
+/** Baseline and steered continuations of `text` with the same settings and seed. */
+export async function compareGeneration(
+  model: Model,
+  text: string,
+  settings: GenerationSettings,
+  spec: SteeringSpec,
+  opts: Omit<GenerateOptions, 'onToken'> & { onToken?: (which: 'baseline' | 'steered', id: number, text: string, index: number) => void } = {},
+): Promise<GenerationComparison> {
+  validateSettings(settings);
+  validateSpec(spec);
+  checkSpecAgainstModel(model, spec);
+  const ids = encodePrompt(model, text);
+  const common = { useCache: opts.useCache, cancel: opts.cancel, meanNorm: opts.meanNorm };
+  const baseline = await generate(model, ids, settings, undefined, { ...common, onToken: (i, t, n) => opts.onToken?.('baseline', i, t, n) });
+  const steered = await generate(model, ids, settings, spec, { ...common, onToken: (i, t, n) => opts.onToken?.('steered', i, t, n) });
+  const tokens = baseline.ids.length + steered.ids.length;
+  const seconds = (baseline.ms + steered.ms) / 1000;
+  const strip = (g: GenerationRun): GeneratedText => ({ ids: g.ids, tokens: g.tokens, text: g.text, ...(g.nonFinite ? { nonFinite: true } : {}) });
+  return { prompt: text, baseline: strip(baseline), steered: strip(steered), settings, tokensPerSecond: seconds > 0 ? tokens / seconds : 0 };
+}
+
+// ---- Sweeps ------------------------------------------------------------------------------------------------------
+
+export interface SweepSettings {
+  layers: number[];
+  strengths: number[];
+  point: SteerPointName;
+  relative: boolean;
+  /** The token whose probability at the last position is tracked: the first token of this text. */
+  targetText?: string;
+  /** Text on which the steered model's mean next-token loss measures degradation (at least 2 tokens). */
+  neutralText: string;
+  /** Where the vector is added, in the prompt and in the neutral text alike (default all positions). */
+  positions?: SteeringSpec['positions'];
+}
+
+/**
+ * KL from the baseline, the target token's probability and the steered model's loss on a neutral text, for every
+ * layer × strength, with the vector added at `positions` (default all). Non-finite outputs are recorded as NaN.
+ */
+export async function sweep(
+  model: Model,
+  text: string,
+  vector: Float32Array,
+  s: SweepSettings,
+  opts: { cancel?: CancelToken; onProgress?: (done: number, total: number) => void } = {},
+): Promise<SweepResult> {
+  const t0 = performance.now();
+  const c = model.config;
+  const V = c.vocabSize;
+  if (vector.length !== c.dModel) throw new ResidualError(`the vector has ${vector.length} values but the model's d_model is ${c.dModel}`, 'steering');
+  if (s.layers.length === 0 || s.strengths.length === 0) throw new ResidualError('a sweep needs at least one layer and one strength', 'steering');
+  for (const l of s.layers) {
+    if (!Number.isInteger(l) || l < 0 || l >= c.nLayers) throw new ResidualError(`layer ${l} does not exist (the model has layers 0..${c.nLayers - 1})`, 'steering');
+  }
+  for (const x of s.strengths) if (!Number.isFinite(x)) throw new ResidualError(`strength ${x} is not a finite number`, 'steering');
+  const ids = encodePrompt(model, text);
+  const neutral = encodePrompt(model, s.neutralText, 'neutral text');
+  if (neutral.length < 2) throw new ResidualError('the neutral text needs at least 2 tokens to measure a loss', 'neutral text');
+  const P = ids.length;
+  let target: SweepResult['target'];
+  if (s.targetText !== undefined) {
+    const t = model.tokenizer.encode(s.targetText).ids;
+    if (t.length === 0) throw new ResidualError('the target text produced no tokens', 'target');
+    target = { id: t[0], text: tokText(model, t[0]) };
+  }
+  const hooks: HookName[] = ['logits', ...(s.relative ? s.layers.map((l) => hookName(l, s.point)) : [])];
+  const base = await model.run({ ids, hooks, cancel: opts.cancel });
+  const baseLog = logSoftmax(base.activations.get('logits')!.data.subarray((P - 1) * V, P * V));
+  if (!baseLog) throw new ResidualError('the unsteered model produced NaN or Inf logits', 'logits', 'numeric');
+  const baseNeutral = await model.run({ ids: neutral, hooks: ['logits'], cancel: opts.cancel });
+  const baselineNeutralLoss = meanNextTokenLoss(baseNeutral.activations.get('logits')!.data, neutral, V);
+
+  const kl: number[][] = [];
+  const targetProb: number[][] = [];
+  const neutralLoss: number[][] = [];
+  const total = s.layers.length * s.strengths.length;
+  let done = 0;
+  for (const layer of s.layers) {
+    const meanNorm = s.relative ? meanRowNorm(base.activations.get(hookName(layer, s.point))!.data, P, c.dModel) : undefined;
+    const klRow: number[] = [];
+    const tpRow: number[] = [];
+    const nlRow: number[] = [];
+    for (const strength of s.strengths) {
+      throwIfCancelled(opts.cancel);
+      const spec: SteeringSpec = { vector, layer, point: s.point, strength, relative: s.relative, positions: s.positions ?? { kind: 'all' } };
+      const adds = steerAdds(spec, 0, P, meanNorm);
+      const neutralAdds = steerAdds(spec, 0, neutral.length, meanNorm);
+      let k = NaN;
+      let tp = NaN;
+      let nl = NaN;
+      if (addsFinite(adds) && addsFinite(neutralAdds)) {
+        const r = await model.run({ ids, hooks: ['logits'], steer: adds, cancel: opts.cancel });
+        const lg = logSoftmax(r.activations.get('logits')!.data.subarray((P - 1) * V, P * V));
+        if (lg) {
+          k = klDivergence(baseLog, lg);
+          if (target) tp = Math.exp(lg[target.id]);
+        }
+        const rn = await model.run({ ids: neutral, hooks: ['logits'], steer: neutralAdds, cancel: opts.cancel });
+        nl = meanNextTokenLoss(rn.activations.get('logits')!.data, neutral, V);
+      }
+      klRow.push(k);
+      tpRow.push(tp);
+      nlRow.push(nl);
+      opts.onProgress?.(++done, total);
+    }
+    kl.push(klRow);
+    targetProb.push(tpRow);
+    neutralLoss.push(nlRow);
+  }
+  return {
+    layers: [...s.layers],
+    strengths: [...s.strengths],
+    point: s.point,
+    relative: s.relative,
+    kl,
+    targetProb,
+    neutralLoss,
+    baselineNeutralLoss,
+    baselineTargetProb: target ? Math.exp(baseLog[target.id]) : NaN,
+    target,
+    neutralText: s.neutralText,
+    ms: performance.now() - t0,
+  };
+}
+
+/** Parses `all`, `from:N` or `i,j,k` (CLI and settings). */
+export function parsePositions(text: string): SteeringSpec['positions'] {
+  const t = text.trim();
+  if (t === 'all') return { kind: 'all' };
+  const from = /^from:(\d+)$/.exec(t);
+  if (from) return { kind: 'from', pos: Number(from[1]) };
+  if (/^\d+(\s*,\s*\d+)*$/.test(t)) return { kind: 'set', positions: t.split(',').map((x) => Number(x.trim())) };
+  throw new ResidualError(`positions "${text}": expected all, from:N or a list like 0,3,4`, 'steering');
+}

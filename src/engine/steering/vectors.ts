@@ -1,0 +1,471 @@
+/**
+ * Steering vectors: where a direction in the residual stream comes from.
+ *  - `featureVector`: the decoder row of one transcoder feature (SAELens or circuit-tracer layout), read alone from
+ *    the safetensors file at its header offset, so a 100k-feature dictionary costs one row.
+ *  - `parsePairs` + `contrastiveVector`: Contrastive Activation Addition, the mean over prompt pairs of
+ *    activation(positive) − activation(negative) at one hook point.
+ *  - `saveVectorFile` / `loadVectorFile`: the workspace format, `<name>.safetensors` (tensor `vector` [d_model], F32)
+ *    beside `<name>.json` (what it is, where it came from, for which model).
+ *
+ * ## Pairs format (`*.pairs` files written in the editor)
+ * ```
+ * # Python vs JavaScript function headers       ← a comment (whole line, `#` first)
+ * + def add(a, b):\n                             ← the positive prompt: "+", one optional space, then the text
+ * - function add(a, b) {\n                       ← the negative prompt: "-", one optional space, then the text
+ *                                                ← a blank line ends the pair
+ * + ...
+ * - ...
+ * ```
+ * Each pair is one `+` line and one `-` line, in either order, with no blank line between them. The text after the
+ * marker is taken verbatim (trailing spaces included) except for the escapes `\n` (newline), `\t` (tab) and `\\`
+ * (a backslash), so a prompt can end in a newline or indentation.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { isPlainObject, readSafetensorsHeader, readTensorF32, type TensorEntry } from '../checkpoint/safetensors';
+import { writeSafetensors } from '../checkpoint/write';
+import { f16Lookup } from '../checkpoint/half';
+import { ResidualError, throwIfCancelled, type CancelToken } from '../errors';
+import { hookName } from '../hooks';
+import type { Model } from '../model';
+import type { SteerPointName, SteeringVector } from '../results';
+
+export type { SteeringVector, SteerPointName };
+
+export const STEER_POINT_NAMES: readonly SteerPointName[] = ['hook_resid_pre', 'hook_resid_mid', 'hook_resid_post'];
+
+// ---- Transcoder features ---------------------------------------------------------------------------------------
+
+/**
+ * The decoder direction of feature `index` of the layer-`layer` transcoder in `transcodersDir`: row `index` of
+ * W_dec [d_sae, d_model], as stored. The vector's default point is the block's hook_resid_post (the transcoder
+ * replaces the MLP, whose output lands there). `transcodersDir` is a folder of SAELens subfolders (`cfg.json` +
+ * `sae_weights.safetensors`, the layer read from the hook names in cfg.json), one SAELens folder, or a
+ * circuit-tracer folder (`config.yaml` + `layer_<i>.safetensors`).
+ */
+export function featureVector(transcodersDir: string, layer: number, index: number): SteeringVector {
+  const dir = path.resolve(transcodersDir);
+  if (!fs.existsSync(dir)) throw new ResidualError('transcoders folder not found', dir, 'missing');
+  if (!fs.statSync(dir).isDirectory()) throw new ResidualError('expected a folder of transcoders', dir);
+  if (!Number.isInteger(layer) || layer < 0) throw new ResidualError(`layer must be a non-negative integer, got ${layer}`, dir);
+  if (!Number.isInteger(index) || index < 0) throw new ResidualError(`feature index must be a non-negative integer, got ${index}`, dir);
+  const found = fs.existsSync(path.join(dir, 'config.yaml')) ? findCircuitTracer(dir, layer) : findSaeLens(dir, layer);
+  const header = readSafetensorsHeader(found.file);
+  const wDec = header.entries.find((e) => e.name === found.tensor);
+  if (!wDec) throw new ResidualError(`no tensor "${found.tensor}" (the decoder) in the file`, found.file);
+  if (wDec.shape.length !== 2) throw new ResidualError(`${found.tensor} has shape [${wDec.shape.join(', ')}]; expected [d_sae, d_model]`, found.file);
+  const [dSae, dModel] = wDec.shape;
+  if (index >= dSae) throw new ResidualError(`feature ${index} does not exist: the layer-${layer} transcoder has features 0..${dSae - 1}`, found.file);
+  const vector = readRow(wDec, index, dModel);
+  if (!vector.every(Number.isFinite)) throw new ResidualError(`decoder row ${index} contains NaN or Inf`, found.file);
+  return {
+    vector,
+    layer,
+    point: 'hook_resid_post',
+    label: `L${layer}/${index}`,
+    source: 'feature',
+    provenance: { kind: 'transcoder feature', file: found.file, config: found.config, tensor: found.tensor, layer, index, d_sae: dSae, hook_out: found.hookOut },
+  };
+}
+
+interface FoundDecoder {
+  file: string;
+  config: string;
+  tensor: string;
+  hookOut?: string;
+}
+
+function findSaeLens(dir: string, layer: number): FoundDecoder {
+  const candidates = fs.existsSync(path.join(dir, 'cfg.json'))
+    ? [dir]
+    : fs
+        .readdirSync(dir, { withFileTypes: true })
+        .filter((e) => e.isDirectory() && fs.existsSync(path.join(dir, e.name, 'cfg.json')))
+        .map((e) => path.join(dir, e.name))
+        .sort();
+  if (candidates.length === 0) {
+    throw new ResidualError(
+      'no transcoders found: expected subfolders with cfg.json + sae_weights.safetensors (SAELens) or config.yaml + layer_<i>.safetensors (circuit-tracer)',
+      dir,
+      'missing',
+    );
+  }
+  const layers: number[] = [];
+  for (const sub of candidates) {
+    const cfgPath = path.join(sub, 'cfg.json');
+    let cfg: unknown;
+    try {
+      cfg = JSON.parse(fs.readFileSync(cfgPath, 'utf8'));
+    } catch (e) {
+      throw new ResidualError(`cannot read as JSON: ${(e as Error).message}`, cfgPath);
+    }
+    if (!isPlainObject(cfg)) throw new ResidualError('not a JSON object', cfgPath);
+    const meta = isPlainObject(cfg.metadata) ? cfg.metadata : {};
+    const hookIn = meta.hook_name ?? cfg.hook_name ?? cfg.hook_point;
+    const hookOut = meta.hook_name_out ?? cfg.hook_name_out;
+    const layerOf = (h: unknown) => (typeof h === 'string' ? /^blocks\.(\d+)\./.exec(h)?.[1] : undefined);
+    const raw = layerOf(hookIn) ?? layerOf(hookOut) ?? cfg.hook_layer ?? cfg.hook_point_layer;
+    const l = Number(raw);
+    if (raw === undefined || !Number.isInteger(l)) throw new ResidualError('cannot tell the layer: no hook_name like "blocks.<l>.…" and no hook_layer', cfgPath);
+    layers.push(l);
+    if (l !== layer) continue;
+    const weights = ['sae_weights.safetensors', 'sae.safetensors'].map((f) => path.join(sub, f)).find((f) => fs.existsSync(f));
+    if (!weights) throw new ResidualError('sae_weights.safetensors not found beside cfg.json', sub, 'missing');
+    return { file: weights, config: cfgPath, tensor: 'W_dec', hookOut: typeof hookOut === 'string' ? hookOut : undefined };
+  }
+  const have = [...new Set(layers)].sort((a, b) => a - b);
+  throw new ResidualError(`no transcoder for layer ${layer} (found layers ${have.join(', ')})`, dir, 'missing');
+}
+
+function findCircuitTracer(dir: string, layer: number): FoundDecoder {
+  const cfgPath = path.join(dir, 'config.yaml');
+  const text = fs.readFileSync(cfgPath, 'utf8');
+  const kind = /^model_kind:\s*["']?([\w-]+)/m.exec(text)?.[1];
+  if (kind && kind !== 'transcoder_set') {
+    throw new ResidualError(`model_kind "${kind}" is not supported; only per-layer transcoders ("transcoder_set")`, cfgPath, 'unsupported');
+  }
+  const hookOut = /^feature_output_hook:\s*["']?([\w.]+)/m.exec(text)?.[1];
+  // An explicit `transcoders:` list (index = layer) wins over globbing layer_<i>.safetensors.
+  const list = yamlList(text, 'transcoders');
+  let file: string | undefined;
+  if (list.length > 0) {
+    if (layer >= list.length) throw new ResidualError(`no transcoder for layer ${layer}: the transcoders list has ${list.length} entries`, cfgPath, 'missing');
+    const p = list[layer];
+    if (/^hf:\/\//.test(p)) throw new ResidualError(`transcoders[${layer}] "${p}" is not a local file (downloads are not supported offline)`, cfgPath, 'unsupported');
+    file = path.resolve(dir, p);
+  } else {
+    file = path.join(dir, `layer_${layer}.safetensors`);
+    if (!fs.existsSync(file)) {
+      const have = fs
+        .readdirSync(dir)
+        .map((f) => /^layer_(\d+)\.safetensors$/.exec(f)?.[1])
+        .filter((x): x is string => x !== undefined)
+        .map(Number)
+        .sort((a, b) => a - b);
+      throw new ResidualError(`no transcoder for layer ${layer}: layer_${layer}.safetensors is missing (found layers ${have.join(', ') || 'none'})`, dir, 'missing');
+    }
+  }
+  return { file, config: cfgPath, tensor: 'W_dec', hookOut: hookOut ? `blocks.${layer}.${hookOut}` : undefined };
+}
+
+/** The items of a top-level block list `key:\n  - a\n  - b` (plain or quoted scalars) in a simple YAML file. */
+function yamlList(text: string, key: string): string[] {
+  const lines = text.split(/\r?\n/);
+  const start = lines.findIndex((l) => new RegExp(`^${key}:\\s*$`).test(l));
+  if (start < 0) return [];
+  const out: string[] = [];
+  for (const line of lines.slice(start + 1)) {
+    if (/^\s*(#.*)?$/.test(line)) continue;
+    const m = /^\s*-\s+(.*?)\s*$/.exec(line);
+    if (!m) break;
+    out.push(m[1].replace(/^(["'])(.*)\1$/, '$2'));
+  }
+  return out;
+}
+
+/** Row `r` of a 2-D [R, C] float tensor, read alone at its byte offset. */
+function readRow(entry: TensorEntry, r: number, C: number): Float32Array {
+  const size = entry.dtype === 'F32' ? 4 : entry.dtype === 'F16' || entry.dtype === 'BF16' ? 2 : 0;
+  if (!size) throw new ResidualError(`tensor "${entry.name}" has dtype ${entry.dtype}; only F32, F16 and BF16 are read`, entry.file, 'unsupported');
+  const bytes = new Uint8Array(C * size);
+  const fd = fs.openSync(entry.file, 'r');
+  try {
+    const n = fs.readSync(fd, bytes, 0, bytes.length, entry.dataOffset + r * C * size);
+    if (n !== bytes.length) throw new ResidualError(`tensor "${entry.name}": the file ended inside row ${r} (truncated?)`, entry.file);
+  } finally {
+    fs.closeSync(fd);
+  }
+  const view = new DataView(bytes.buffer);
+  const out = new Float32Array(C);
+  if (size === 4) for (let i = 0; i < C; i++) out[i] = view.getFloat32(i * 4, true);
+  else if (entry.dtype === 'F16') {
+    const table = f16Lookup();
+    for (let i = 0; i < C; i++) out[i] = table[view.getUint16(i * 2, true)];
+  } else {
+    const bits = new Uint32Array(out.buffer);
+    for (let i = 0; i < C; i++) bits[i] = view.getUint16(i * 2, true) << 16;
+  }
+  return out;
+}
+
+// ---- Contrastive pairs -----------------------------------------------------------------------------------------
+
+export interface ContrastPair {
+  positive: string;
+  negative: string;
+  /** 1-based line of the pair's first line in the file. */
+  line: number;
+}
+
+/** Parses the pairs format (see the module comment). `file` names the source in errors. */
+export function parsePairs(text: string, file: string): ContrastPair[] {
+  const lines = text.replace(/^\uFEFF/, '').split(/\r?\n/);
+  const pairs: ContrastPair[] = [];
+  let cur: { positive?: string; negative?: string; line: number } | undefined;
+  const close = (endLine: number) => {
+    if (!cur) return;
+    if (cur.positive === undefined || cur.negative === undefined) {
+      const missing = cur.positive === undefined ? "'+ positive prompt'" : "'- negative prompt'";
+      throw new ResidualError(`line ${cur.line}: the pair starting here has no ${missing} line before line ${endLine}`, file);
+    }
+    pairs.push({ positive: cur.positive, negative: cur.negative, line: cur.line });
+    cur = undefined;
+  };
+  for (let i = 0; i < lines.length; i++) {
+    const n = i + 1;
+    const line = lines[i];
+    if (line.trim() === '') {
+      close(n);
+      continue;
+    }
+    if (/^\s*#/.test(line)) continue;
+    const m = /^([+-]) ?(.*)$/.exec(line);
+    if (!m) {
+      throw new ResidualError(`line ${n}: expected '+ positive prompt', '- negative prompt', a '# comment' or a blank line, found ${JSON.stringify(line.slice(0, 40))}`, file);
+    }
+    const prompt = unescape(m[2], file, n);
+    if (prompt.length === 0) throw new ResidualError(`line ${n}: the prompt after '${m[1]}' is empty`, file);
+    cur ??= { line: n };
+    const key = m[1] === '+' ? 'positive' : 'negative';
+    if (cur[key] !== undefined) {
+      throw new ResidualError(`line ${n}: a second '${m[1]}' line in the pair starting at line ${cur.line}; separate pairs with a blank line`, file);
+    }
+    cur[key] = prompt;
+  }
+  close(lines.length + 1);
+  if (pairs.length === 0) throw new ResidualError("no pairs: write '+ positive prompt' and '- negative prompt' lines, one pair per block", file);
+  return pairs;
+}
+
+function unescape(s: string, file: string, line: number): string {
+  return s.replace(/\\(.?)/g, (_, c: string) => {
+    if (c === 'n') return '\n';
+    if (c === 't') return '\t';
+    if (c === '\\') return '\\';
+    throw new ResidualError(`line ${line}: unknown escape "\\${c}" (use \\n, \\t or \\\\)`, file);
+  });
+}
+
+export interface ContrastiveOptions {
+  /** Which positions' activations to compare: the last token's (default) or the mean over the prompt. */
+  position?: 'last' | 'mean';
+  cancel?: CancelToken;
+}
+
+/**
+ * Contrastive Activation Addition: mean over pairs of activation(positive) − activation(negative) at
+ * `blocks.{layer}.{point}`, each side read at its last position (or averaged over its positions).
+ */
+export async function contrastiveVector(
+  model: Model,
+  pairs: ContrastPair[],
+  layer: number,
+  point: SteerPointName,
+  opts: ContrastiveOptions = {},
+): Promise<SteeringVector> {
+  const c = model.config;
+  if (pairs.length === 0) throw new ResidualError('no pairs to contrast', 'steering');
+  if (!Number.isInteger(layer) || layer < 0 || layer >= c.nLayers) {
+    throw new ResidualError(`layer ${layer} does not exist (the model has layers 0..${c.nLayers - 1})`, 'steering');
+  }
+  if (!STEER_POINT_NAMES.includes(point)) throw new ResidualError(`unknown point "${point}"; use ${STEER_POINT_NAMES.join(', ')}`, 'steering');
+  const position = opts.position ?? 'last';
+  const hook = hookName(layer, point);
+  const D = c.dModel;
+  const sum = new Float64Array(D);
+  const read = async (prompt: string, where: string): Promise<Float64Array> => {
+    const ids = model.tokenizer.encode(prompt).ids;
+    if (ids.length === 0) throw new ResidualError(`${where}: the prompt produced no tokens`, 'steering');
+    if (ids.length > c.nCtx) throw new ResidualError(`${where}: ${ids.length} tokens exceed the model's context of ${c.nCtx}`, 'steering');
+    const act = (await model.run({ ids, hooks: [hook], cancel: opts.cancel })).activations.get(hook)!.data;
+    const P = ids.length;
+    const out = new Float64Array(D);
+    if (position === 'last') for (let d = 0; d < D; d++) out[d] = act[(P - 1) * D + d];
+    else {
+      for (let p = 0; p < P; p++) for (let d = 0; d < D; d++) out[d] += act[p * D + d];
+      for (let d = 0; d < D; d++) out[d] /= P;
+    }
+    return out;
+  };
+  for (const [i, pair] of pairs.entries()) {
+    throwIfCancelled(opts.cancel);
+    const where = `pair ${i + 1}${pair.line ? ` (line ${pair.line})` : ''}`;
+    const pos = await read(pair.positive, where);
+    const neg = await read(pair.negative, where);
+    for (let d = 0; d < D; d++) sum[d] += pos[d] - neg[d];
+  }
+  const vector = Float32Array.from(sum, (x) => x / pairs.length);
+  if (!vector.every(Number.isFinite)) throw new ResidualError('the contrastive vector contains NaN or Inf (the model produced non-finite activations)', 'steering', 'numeric');
+  return {
+    vector,
+    layer,
+    point,
+    label: `contrast ${hook} (${pairs.length} pair${pairs.length === 1 ? '' : 's'})`,
+    source: 'contrastive',
+    provenance: {
+      kind: 'contrastive activation addition',
+      model: c.name,
+      hook,
+      position,
+      pairs: pairs.map((p) => ({ positive: p.positive, negative: p.negative })),
+    },
+  };
+}
+
+// ---- Vector files ----------------------------------------------------------------------------------------------
+
+export const VECTOR_FORMAT = 'residual-steering-vector';
+export const VECTOR_FORMAT_VERSION = 1;
+
+/** The JSON half of a saved vector (`<name>.json`). */
+export interface VectorFileJson {
+  format: typeof VECTOR_FORMAT;
+  version: number;
+  label: string;
+  source: SteeringVector['source'];
+  layer: number;
+  point: SteerPointName;
+  model: { name: string | null; d_model: number };
+  /** ‖vector‖₂ when saved (a check against the tensor). */
+  norm: number;
+  provenance: Record<string, unknown>;
+  created: string;
+  /** The tensor file beside it and the tensor's name in it. */
+  tensor_file: string;
+  tensor: 'vector';
+}
+
+export interface LoadedVector extends SteeringVector {
+  /** The two files read. */
+  files: { json: string; tensor: string };
+  modelName: string | null;
+  created: string;
+  /** Non-fatal findings (saved for another model name, norm differs from the JSON's). */
+  warnings: string[];
+}
+
+/** `<name>.safetensors` and `<name>.json` for a path naming either of them, or the bare `<name>`. */
+export function vectorFilePaths(file: string): { json: string; tensor: string } {
+  const abs = path.resolve(file);
+  const base = abs.replace(/\.(safetensors|json)$/i, '');
+  return { json: `${base}.json`, tensor: `${base}.safetensors` };
+}
+
+/**
+ * Writes `v` as `<name>.safetensors` + `<name>.json` (`file` may name either or neither extension). `modelName`
+ * defaults to `provenance.model` when that is a string. Returns the two paths.
+ */
+export function saveVectorFile(file: string, v: SteeringVector, modelName?: string): { json: string; tensor: string } {
+  const paths = vectorFilePaths(file);
+  if (v.vector.length === 0) throw new ResidualError('the vector is empty', paths.tensor);
+  if (!v.vector.every(Number.isFinite)) throw new ResidualError('the vector contains NaN or Inf; not saving it', paths.tensor, 'numeric');
+  if (!STEER_POINT_NAMES.includes(v.point)) throw new ResidualError(`unknown point "${v.point}"`, paths.json);
+  const dir = path.dirname(paths.json);
+  if (!fs.existsSync(dir)) throw new ResidualError('the folder does not exist', dir, 'missing');
+  const name = modelName ?? (typeof v.provenance.model === 'string' ? v.provenance.model : null);
+  const json: VectorFileJson = {
+    format: VECTOR_FORMAT,
+    version: VECTOR_FORMAT_VERSION,
+    label: v.label,
+    source: v.source,
+    layer: v.layer,
+    point: v.point,
+    model: { name, d_model: v.vector.length },
+    norm: l2(v.vector),
+    provenance: v.provenance,
+    created: new Date().toISOString(),
+    tensor_file: path.basename(paths.tensor),
+    tensor: 'vector',
+  };
+  writeSafetensors(paths.tensor, [{ name: 'vector', shape: [v.vector.length], data: Float32Array.from(v.vector) }], 'F32', {
+    format: VECTOR_FORMAT,
+    label: v.label,
+    layer: String(v.layer),
+    point: v.point,
+  });
+  const tmp = `${paths.json}.tmp-${process.pid}`;
+  fs.writeFileSync(tmp, JSON.stringify(json, null, 1) + '\n');
+  fs.renameSync(tmp, paths.json);
+  return paths;
+}
+
+/**
+ * Reads a saved vector from either file of the pair. With `model`, checks its width against d_model and its layer
+ * against the model's layers (a bare number checks the width only). Every problem is a ResidualError naming the file.
+ */
+export function loadVectorFile(file: string, modelOrWidth?: number | { dModel: number; nLayers?: number; name?: string }): LoadedVector {
+  const model = typeof modelOrWidth === 'number' ? { dModel: modelOrWidth } : modelOrWidth;
+  const paths = vectorFilePaths(file);
+  if (!fs.existsSync(paths.json) && !fs.existsSync(paths.tensor)) throw new ResidualError('vector file not found', path.resolve(file), 'missing');
+  if (!fs.existsSync(paths.json)) {
+    throw new ResidualError(`the vector's JSON file is missing (a saved vector is ${path.basename(paths.tensor)} + ${path.basename(paths.json)})`, paths.json, 'missing');
+  }
+  if (!fs.existsSync(paths.tensor)) {
+    throw new ResidualError(`the vector's tensor file is missing (a saved vector is ${path.basename(paths.tensor)} + ${path.basename(paths.json)})`, paths.tensor, 'missing');
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(fs.readFileSync(paths.json, 'utf8'));
+  } catch (e) {
+    throw new ResidualError(`not valid JSON (${(e as Error).message}); the file is corrupt`, paths.json);
+  }
+  if (!isPlainObject(raw)) throw new ResidualError('not a JSON object', paths.json);
+  if (raw.format !== VECTOR_FORMAT) throw new ResidualError(`"format" is ${JSON.stringify(raw.format)}; expected "${VECTOR_FORMAT}"`, paths.json);
+  if (typeof raw.version !== 'number' || raw.version > VECTOR_FORMAT_VERSION) {
+    throw new ResidualError(`format version ${JSON.stringify(raw.version)} is not supported (this version reads ${VECTOR_FORMAT_VERSION})`, paths.json, 'unsupported');
+  }
+  const layer = raw.layer;
+  if (typeof layer !== 'number' || !Number.isInteger(layer) || layer < 0) throw new ResidualError(`"layer" must be a non-negative integer, got ${JSON.stringify(layer)}`, paths.json);
+  const point = raw.point as SteerPointName;
+  if (!STEER_POINT_NAMES.includes(point)) throw new ResidualError(`"point" is ${JSON.stringify(point)}; expected one of ${STEER_POINT_NAMES.join(', ')}`, paths.json);
+  const source = raw.source as SteeringVector['source'];
+  const m = isPlainObject(raw.model) ? raw.model : {};
+  const jsonWidth = typeof m.d_model === 'number' ? m.d_model : undefined;
+
+  const header = readSafetensorsHeader(paths.tensor);
+  const entry = header.entries.find((e) => e.name === 'vector');
+  if (!entry) throw new ResidualError(`no tensor named "vector" (found ${header.entries.map((e) => `"${e.name}"`).join(', ') || 'none'})`, paths.tensor);
+  const width = entry.shape.reduce((a, b) => a * b, 1);
+  if (!(entry.shape.length === 1 || (entry.shape.length === 2 && entry.shape[0] === 1))) {
+    throw new ResidualError(`tensor "vector" has shape [${entry.shape.join(', ')}]; expected [d_model]`, paths.tensor);
+  }
+  const vector = readTensorF32(entry);
+  const bad = vector.findIndex((x) => !Number.isFinite(x));
+  if (bad >= 0) throw new ResidualError(`the vector contains ${Number.isNaN(vector[bad]) ? 'NaN' : 'Inf'} (at index ${bad}); it cannot steer`, paths.tensor, 'numeric');
+  if (jsonWidth !== undefined && jsonWidth !== width) {
+    throw new ResidualError(`the JSON says d_model ${jsonWidth} but the tensor has ${width} values; the pair does not match`, paths.json);
+  }
+  const warnings: string[] = [];
+  const modelName = typeof m.name === 'string' ? m.name : null;
+  if (model) {
+    if (width !== model.dModel) {
+      throw new ResidualError(
+        `the vector has ${width} values but the model's d_model is ${model.dModel}${modelName ? ` (it was made for ${modelName})` : ''}`,
+        paths.tensor,
+      );
+    }
+    if (model.nLayers !== undefined && layer >= model.nLayers) throw new ResidualError(`layer ${layer} does not exist (the model has layers 0..${model.nLayers - 1})`, paths.json);
+    if (model.name && modelName && model.name !== modelName) warnings.push(`${paths.json}: saved for model "${modelName}", used with "${model.name}"`);
+  }
+  if (typeof raw.norm === 'number' && Math.abs(raw.norm - l2(vector)) > 1e-4 * Math.max(1, raw.norm)) {
+    warnings.push(`${paths.json}: the tensor's norm ${l2(vector).toPrecision(6)} differs from the saved ${raw.norm} (edited since?)`);
+  }
+  return {
+    vector,
+    layer,
+    point,
+    label: typeof raw.label === 'string' ? raw.label : path.basename(paths.json, '.json'),
+    source: source === 'feature' || source === 'contrastive' ? source : 'file',
+    provenance: isPlainObject(raw.provenance) ? raw.provenance : {},
+    files: paths,
+    modelName,
+    created: typeof raw.created === 'string' ? raw.created : '',
+    warnings,
+  };
+}
+
+export function l2(v: ArrayLike<number>): number {
+  let s = 0;
+  for (let i = 0; i < v.length; i++) s += v[i] * v[i];
+  return Math.sqrt(s);
+}
