@@ -429,6 +429,26 @@ describe('graph export, interventions and the graph command on a fixture', () =>
     await assert.rejects(intervene(fx.attributor, g, [{ layer: 9, pos: 0, feature: 0, value: 0 }]), /no layer 9/);
   });
 
+  it('maxFeatureNodes: logit rows and the chosen feature rows equal the full graph; the rest are left empty', async () => {
+    const fx = await fixture('maxnodes-jump', 'jumprelu', 'saelens');
+    const full = fx.graph;
+    const cut = await fx.attributor.attribute(IDS, { maxFeatureNodes: 50, featureBatch: 20 });
+    let computed = 0;
+    let worst = 0;
+    for (let t = 0; t < cut.N; t++) {
+      const row = cut.adjacency_NN.subarray(t * cut.N, (t + 1) * cut.N);
+      if (!cut.rowComputed[t]) {
+        assert.ok(row.every((x) => x === 0));
+        continue;
+      }
+      if (t < cut.nFeatures) computed++;
+      for (let s = 0; s < cut.N; s++) worst = Math.max(worst, Math.abs(row[s] - full.adjacency_NN[t * full.N + s]));
+    }
+    assert.equal(computed, 50);
+    assert.ok(worst <= 1e-5, `rows differ by ${worst}`);
+    for (let i = 0; i < cut.logitIds.length; i++) assert.equal(cut.rowComputed[logitNode(cut, i)], 1);
+  });
+
   it('residual graph writes a valid file; refusals are ResidualErrors naming the problem', async () => {
     const dir = path.join(root, 'cli-graph');
     writeRandomGpt2(path.join(dir, 'model'), SHAPE, { seed: 5, tokenizerJson: gpt2TokenizerJSON(), std: 0.3 });

@@ -47,6 +47,7 @@ function toyGraph(): AttributionGraph {
     adjacency_NN: A,
     constant_N: new Float64Array(N),
     actual_N: new Float64Array(N),
+    rowComputed: Uint8Array.from({ length: N }, (_, i) => (i === feat || i === logit ? 1 : 0)),
     timings_ms: {},
   };
 }

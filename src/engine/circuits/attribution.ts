@@ -15,6 +15,7 @@ import type { SessionOptions } from '../runtime/session';
 import { AttentionBackward } from './backward';
 import { FeatureEncoder, type LayerActivations } from './features';
 import { centerRows, constantForward, readFrozenWeights, type FrozenState, type FrozenWeights } from './frozen';
+import { computeInfluence, normalizeMatrix } from './prune';
 import { readEncoderColumns, readRows, readVector, type TranscoderSet } from './transcoders';
 
 export interface AttributionOptions {
@@ -24,6 +25,14 @@ export interface AttributionOptions {
   desiredLogitProb?: number;
   /** Rows (targets × positions) per backward batch (default 16384). */
   batchRows?: number;
+  /**
+   * Compute incoming edges for at most this many features (default: all). As circuit-tracer does, the logit rows
+   * come first, then features in order of their current influence on the logits, in rounds of `featureBatch`.
+   * Features without computed rows stay in the graph as sources only (their rows are zero; see `rowComputed`).
+   */
+  maxFeatureNodes?: number;
+  /** Features per selection round when `maxFeatureNodes` applies (default 1024). */
+  featureBatch?: number;
   cancel?: CancelToken;
   progress?: (message: string, fraction: number) => void;
 }
@@ -60,6 +69,8 @@ export interface AttributionGraph {
   constant_N: Float64Array;
   /** The target's value in the real model: a feature's pre-activation, a logit minus the mean logit. */
   actual_N: Float64Array;
+  /** 1 where the node's incoming edges were computed (every logit; every feature unless maxFeatureNodes cut). */
+  rowComputed: Uint8Array;
   timings_ms: Record<string, number>;
 }
 
@@ -81,6 +92,7 @@ export function nodeKind(g: AttributionGraph, n: number): NodeKind {
 }
 
 interface Target {
+  level: number;
   row: number;
   q: number;
   dir: Float32Array;
@@ -251,7 +263,7 @@ export class Attributor {
           for (let d = 0; d < D; d++) c += dir[d] * rm[p * D + d];
           constant_N[row] = c;
           actual_N[row] = real;
-          levels[l].push({ row, q: p, dir });
+          levels[l].push({ level: l, row, q: p, dir });
         }
     }
     const Ubar = this.meanUnembedding();
@@ -277,7 +289,7 @@ export class Attributor {
       }
       constant_N[row] = c;
       actual_N[row] = logitsAll[id] - meanLogit;
-      levels[L].push({ row, q: P - 1, dir });
+      levels[L].push({ level: L, row, q: P - 1, dir });
     });
     lap('targets', t4);
 
@@ -298,10 +310,13 @@ export class Attributor {
       return c;
     };
     const budget = opts.batchRows ?? 16384;
-    const totalTargets = levels.reduce((a, t) => a + t.length, 0);
+    const rowComputed = new Uint8Array(N);
+    const maxFeatures = Math.min(opts.maxFeatureNodes ?? Infinity, nFeatures);
+    const totalTargets = maxFeatures + nLogits;
     let done = 0;
-    for (let level = L; level >= 0; level--) {
-      const targets = [...levels[level]].sort((x, y) => x.q - y.q);
+    const propagate = async (level: number, levelTargets: Target[]) => {
+      const targets = [...levelTargets].sort((x, y) => x.q - y.q);
+      for (const t of targets) rowComputed[t.row] = 1;
       for (let i0 = 0; i0 < targets.length; ) {
         throwIfCancelled(opts.cancel);
         // Greedy batch: targets sorted by position, rows = T × (max position + 1) within the budget.
@@ -344,6 +359,29 @@ export class Attributor {
         progress(`attribution: ${done} of ${totalTargets} targets`, done / totalTargets);
         i0 = i1;
       }
+    };
+    if (maxFeatures >= nFeatures) {
+      for (let level = L; level >= 0; level--) await propagate(level, levels[level]);
+    } else {
+      // circuit-tracer's order: logit rows, then the most influential features not yet expanded, round by round.
+      await propagate(L, levels[L]);
+      const byRow: Target[] = [];
+      for (const lv of levels.slice(0, L)) for (const t of lv) byRow[t.row] = t;
+      const w = new Float64Array(N);
+      logitIds.forEach((_, i) => (w[logitNode(geom, i)] = logitProbs[i]));
+      let expanded = 0;
+      while (expanded < maxFeatures) {
+        const infl = computeInfluence(normalizeMatrix(adjacency_NN, N), w, N);
+        const pick = Array.from({ length: nFeatures }, (_, i) => i)
+          .filter((i) => !rowComputed[i])
+          .sort((a, b) => infl[b] - infl[a])
+          .slice(0, Math.min(opts.featureBatch ?? 1024, maxFeatures - expanded));
+        for (let level = L - 1; level >= 0; level--) {
+          const chosen = pick.filter((i) => featLayer[i] === level).map((i) => byRow[i]);
+          if (chosen.length) await propagate(level, chosen);
+        }
+        expanded += pick.length;
+      }
     }
     lap('backward', t5);
     timings_ms.total = performance.now() - t0;
@@ -364,6 +402,7 @@ export class Attributor {
       adjacency_NN,
       constant_N,
       actual_N,
+      rowComputed,
       timings_ms,
     };
   }
