@@ -48,6 +48,7 @@ async function main(): Promise<void> {
   const runs = args.includes('--runs') ? Number(args[args.indexOf('--runs') + 1]) : 3;
   const jsonOut = args.includes('--json') ? args[args.indexOf('--json') + 1] : path.join(__dirname, 'results', 'attribution.json');
   const P = args.includes('--tokens') ? Number(args[args.indexOf('--tokens') + 1]) : 32;
+  const maxFeatureNodes = args.includes('--max-feature-nodes') ? Number(args[args.indexOf('--max-feature-nodes') + 1]) : undefined;
   ensureFixtures();
   silenceOrt();
   const model = await Model.load(modelDir, { providers: ['cpu'], cacheDir: path.join(root, 'onnx') });
@@ -62,7 +63,7 @@ async function main(): Promise<void> {
   let last;
   for (let r = 0; r < runs; r++) {
     const t0 = performance.now();
-    const g = await attributor.attribute(ids);
+    const g = await attributor.attribute(ids, { maxFeatureNodes });
     const t1 = performance.now();
     const pr = pruneGraph(g);
     const t2 = performance.now();
@@ -80,6 +81,7 @@ async function main(): Promise<void> {
     model: SHAPE,
     transcoders: { width: WIDTH, activation: `topk k=${K}`, layers: SHAPE.nLayers },
     tokens: P,
+    max_feature_nodes: maxFeatureNodes ?? null,
     threads: os.cpus().length,
     provider: model.provider,
     setup_s: setupS,
