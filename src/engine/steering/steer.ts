@@ -265,37 +265,47 @@ export function validateSettings(s: GenerationSettings): void {
   if (!Number.isInteger(s.seed)) throw new ResidualError(`seed must be an integer, got ${s.seed}`, 'generation');
 }
 
-/** The token drawn from one logit row: argmax (lowest id on ties) at temperature 0, else temperature + top-p. */
+/**
+ * The token drawn from one logit row: argmax (lowest id on ties) at temperature 0; otherwise a draw from
+ * softmax(logits / T) restricted to the top-p nucleus (the most probable tokens whose mass first reaches p, at least
+ * one). The draw uses the Gumbel-max trick — argmax over the nucleus of logit/T + Gumbel noise, one noise value per
+ * vocabulary id from `rng` — which samples exactly that distribution and, unlike inverting a cumulative sum over tens
+ * of thousands of tokens, does not flip when the logits move by float rounding (cached vs recomputed forwards).
+ */
 export function sampleToken(logits: Float32Array, temperature: number, topP: number, rng: () => number): number {
+  const N = logits.length;
   if (temperature === 0) {
     let best = 0;
-    for (let i = 1; i < logits.length; i++) if (logits[i] > logits[best]) best = i;
+    for (let i = 1; i < N; i++) if (logits[i] > logits[best]) best = i;
     return best;
   }
-  let max = -Infinity;
-  for (const x of logits) if (x > max) max = x;
-  const w = new Float64Array(logits.length);
-  let total = 0;
-  for (let i = 0; i < logits.length; i++) total += w[i] = Math.exp((logits[i] - max) / temperature);
-  let order: number[];
-  let keep: number;
-  if (topP >= 1) {
-    order = Array.from({ length: w.length }, (_, i) => i);
-    keep = w.length;
-  } else {
-    // Nucleus: the most probable tokens whose mass first reaches topP (at least one), ties by lower id.
-    order = Array.from({ length: w.length }, (_, i) => i).sort((a, b) => w[b] - w[a] || a - b);
+  let inNucleus: Uint8Array | undefined;
+  if (topP < 1) {
+    let max = -Infinity;
+    for (const x of logits) if (x > max) max = x;
+    const w = new Float64Array(N);
+    let total = 0;
+    for (let i = 0; i < N; i++) total += w[i] = Math.exp((logits[i] - max) / temperature);
+    const order = Array.from({ length: N }, (_, i) => i).sort((a, b) => w[b] - w[a] || a - b);
+    inNucleus = new Uint8Array(N);
     let cum = 0;
-    keep = 0;
-    while (keep < order.length && cum < topP * total) cum += w[order[keep++]];
-    total = cum;
+    for (let j = 0; j < N && (j === 0 || cum < topP * total); j++) {
+      inNucleus[order[j]] = 1;
+      cum += w[order[j]];
+    }
   }
-  let u = rng() * total;
-  for (let j = 0; j < keep; j++) {
-    u -= w[order[j]];
-    if (u < 0) return order[j];
+  let best = -1;
+  let bestScore = -Infinity;
+  for (let i = 0; i < N; i++) {
+    const u = rng();
+    if (inNucleus && !inNucleus[i]) continue;
+    const score = logits[i] / temperature - Math.log(-Math.log(u || Number.MIN_VALUE));
+    if (score > bestScore) {
+      bestScore = score;
+      best = i;
+    }
   }
-  return order[keep - 1];
+  return best < 0 ? 0 : best;
 }
 
 /** The id that ends generation: `<|endoftext|>` (or another eos spelling) when the tokenizer has one. */
