@@ -92,7 +92,7 @@ describe('vector files', () => {
   it('refuses a truncated tensor file', () => {
     const p = make('trunc');
     const bytes = fs.readFileSync(p.tensor);
-    fs.writeFileSync(p.tensor, bytes.subarray(0, bytes.length - 7));
+    fs.writeFileSync(p.tensor, new Uint8Array(bytes.subarray(0, bytes.length - 7)));
     assert.throws(() => loadVectorFile(p.json), /trunc\.safetensors: .*truncated/);
   });
   it('refuses a missing JSON, a missing tensor file and a missing pair', () => {

@@ -64,14 +64,14 @@ export async function steerCommand(args: string[]): Promise<number> {
   if (!['hook_resid_pre', 'hook_resid_mid', 'hook_resid_post'].includes(point)) {
     throw new ResidualError(`--hook must be resid_pre, resid_mid or resid_post, got "${values.hook}"`, WHAT);
   }
-  const positions = parsePositions(values.positions);
-  const k = int(values.top, '--top', 1);
+  const positions = parsePositions(values.positions ?? 'all');
+  const k = int(values.top ?? '10', '--top', 1);
   const generateN = values.generate !== undefined ? int(values.generate, '--generate', 0) : undefined;
   const settings = {
     maxNewTokens: generateN ?? 0,
-    temperature: num(values.temperature, '--temperature'),
-    topP: num(values['top-p'], '--top-p'),
-    seed: int(values.seed, '--seed', 0),
+    temperature: num(values.temperature ?? '0', '--temperature'),
+    topP: num(values['top-p'] ?? '1', '--top-p'),
+    seed: int(values.seed ?? '0', '--seed', 0),
   };
   let featureRef: { layer: number; index: number } | undefined;
   if (values.feature) {
@@ -100,7 +100,7 @@ export async function steerCommand(args: string[]): Promise<number> {
     }
     const layer = values.layer !== undefined ? int(values.layer, '--layer', 0) : vec.layer;
     if (layer >= c.nLayers) throw new ResidualError(`--layer ${layer} does not exist (the model has layers 0..${c.nLayers - 1})`, WHAT);
-    const spec: SteeringSpec = { vector: vec.vector, layer, point, strength, relative: values.relative, positions };
+    const spec: SteeringSpec = { vector: vec.vector, layer, point, strength, relative: !!values.relative, positions };
     const effect = await nextTokenEffect(model, text, spec, k);
     let gen: Awaited<ReturnType<typeof compareGeneration>> | undefined;
     if (generateN !== undefined) gen = await compareGeneration(model, text, settings, spec);
