@@ -5,12 +5,18 @@
 import * as fs from 'node:fs';
 import { parseArgs } from 'node:util';
 import { analyze, type Analysis } from './engine/analysis';
+import { graphCommand } from './engine/circuits/cli-graph';
+import { steerCommand } from './engine/steering/cli-steer';
 import { ResidualError } from './engine/errors';
 import { Model } from './engine/model';
 import { silenceOrt } from './engine/runtime/session';
 
 const USAGE = `usage:
   residual analyze --model DIR --text TEXT [--json] [--max-tokens N] [--providers cpu,webgpu] [--top K]
+  residual graph   --model DIR --transcoders DIR --text TEXT [--node-threshold X] [--edge-threshold X] --out FILE
+  residual steer   --model DIR --text TEXT (--feature LAYER:INDEX --transcoders DIR | --vector FILE) --layer L
+                   --strength S [--hook resid_pre|resid_mid|resid_post] [--relative] [--positions all|from:N|i,j]
+                   [--generate N] [--seed S] [--temperature T] [--top-p P] [--json]
   (--text - reads standard input)`;
 
 async function main(argv: string[]): Promise<number> {
@@ -20,9 +26,9 @@ async function main(argv: string[]): Promise<number> {
     return cmd ? 0 : 2;
   }
   if (cmd === 'analyze') return analyzeCmd(rest);
-  if (cmd === 'graph' || cmd === 'steer' || cmd === 'bench') {
-    throw new ResidualError(`the '${cmd}' subcommand is not available in this version yet`, 'residual');
-  }
+  if (cmd === 'graph') return graphCommand(rest);
+  if (cmd === 'steer') return steerCommand(rest);
+  if (cmd === 'bench') throw new ResidualError("run benchmarks with `npm run bench` (the 'bench' subcommand is not in this version)", 'residual');
   throw new ResidualError(`unknown subcommand '${cmd}'\n${USAGE}`, 'residual');
 }
 

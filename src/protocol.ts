@@ -2,9 +2,19 @@
  * Every message between the extension host and the webviews: one union per direction and per view, with
  * `noun/verb` discriminants. Imported (types only) by both sides; the webview never imports `vscode`.
  */
-import type { Analysis, LayerComparison, ModelInfo, PatchingResult, ProviderAttempt } from './engine/results';
+import type {
+  Analysis,
+  GenerationComparison,
+  LayerComparison,
+  ModelInfo,
+  NextTokenEffect,
+  PatchingResult,
+  ProviderAttempt,
+  SteerPointName,
+  SweepResult,
+} from './engine/results';
 
-export type { Analysis, LayerComparison, ModelInfo, PatchingResult, ProviderAttempt };
+export type { Analysis, GenerationComparison, LayerComparison, ModelInfo, NextTokenEffect, PatchingResult, ProviderAttempt, SteerPointName, SweepResult };
 
 // ---- Activations panel -------------------------------------------------------------------------------------------
 
@@ -88,10 +98,143 @@ export type FromInspector =
   /** Runs one of the extension's commands (only the ones listed: the webview cannot run arbitrary commands). */
   | { type: 'command/run'; command: InspectorCommand };
 
-export type InspectorCommand = 'residual.analyzeSelection' | 'residual.selectModel' | 'residual.showActivations' | 'residual.showLog';
+export type InspectorCommand = 'residual.analyzeSelection' | 'residual.selectModel' | 'residual.showActivations' | 'residual.openSteering' | 'residual.showLog';
 export const INSPECTOR_COMMANDS: readonly InspectorCommand[] = [
   'residual.analyzeSelection',
   'residual.selectModel',
   'residual.showActivations',
+  'residual.openSteering',
   'residual.showLog',
 ];
+
+// ---- Steering panel ----------------------------------------------------------------------------------------------
+
+
+/** What the panel knows about the current vector (the values stay in the host). */
+export interface VectorInfo {
+  label: string;
+  source: 'feature' | 'contrastive' | 'file';
+  layer: number;
+  point: SteerPointName;
+  norm: number;
+  dModel: number;
+  provenance: Record<string, unknown>;
+}
+
+/** Where and how much, as the user set it. `positions`: "all", "from:N", or "i,j,k" (prompt positions). */
+export interface SteerSettings {
+  layer: number;
+  point: SteerPointName;
+  strength: number;
+  relative: boolean;
+  positions: string;
+}
+
+export interface SteeringState {
+  model?: { name: string; nLayers: number; dModel: number };
+  prompt?: string;
+  vector?: VectorInfo;
+  transcoders?: string;
+}
+
+export type ToSteering =
+  | { type: 'steer/state'; state: SteeringState }
+  | { type: 'steer/busy'; what: string }
+  | { type: 'steer/progress'; done: number; total: number }
+  | { type: 'steer/effect'; effect: NextTokenEffect; settings: SteerSettings }
+  | { type: 'steer/generation'; result: GenerationComparison; settings: SteerSettings }
+  | { type: 'steer/sweep'; result: SweepResult }
+  /** A request failed; the previous results stay shown. */
+  | { type: 'steer/error'; message: string };
+
+export type FromSteering =
+  | { type: 'ready' }
+  | { type: 'steer/useSelection' }
+  | { type: 'steer/vectorFromFeature'; layer: number; index: number }
+  | { type: 'steer/vectorFromPairs'; layer: number; point: SteerPointName }
+  | { type: 'steer/openVector' }
+  | { type: 'steer/saveVector' }
+  | { type: 'steer/effect'; settings: SteerSettings }
+  | { type: 'steer/generate'; settings: SteerSettings; maxNewTokens: number; temperature: number; topP: number; seed: number }
+  | { type: 'steer/sweep'; settings: SteerSettings; layers: number[]; strengths: number[]; target: string; neutral: string }
+  | { type: 'steer/cancel' };
+
+// ---- Circuit (attribution graph) panel ---------------------------------------------------------------------------
+
+export type CircuitNodeKind = 'feature' | 'error' | 'token' | 'logit' | 'other';
+
+export interface CircuitNode {
+  id: string;
+  kind: CircuitNodeKind;
+  /** Feature/error layer; −1 for embeddings; nLayers for logits. */
+  layer: number;
+  pos: number;
+  /** Feature index (features), vocabulary id (logits). */
+  index: number | null;
+  activation: number | null;
+  /** Cumulative influence (smaller = more important), as circuit-tracer writes it. */
+  influence: number | null;
+  prob: number | null;
+  label: string;
+}
+
+export interface CircuitView {
+  slug: string;
+  prompt: string;
+  tokens: string[];
+  nLayers: number;
+  nodes: CircuitNode[];
+  /** Links by node index: s → t with the signed direct effect w. */
+  links: { s: number; t: number; w: number }[];
+  nodeThreshold: number;
+  edgeThreshold: number;
+  /** False for an imported file: thresholds, cards and interventions need the live graph. */
+  live: boolean;
+  scores?: { replacement: number; completeness: number };
+  counts: { activeFeatures: number; nodes: number; links: number };
+  ms?: number;
+  pinned?: string[];
+  supernodes?: string[][];
+}
+
+export interface FeatureCard {
+  layer: number;
+  index: number;
+  /** Activation at every position of this prompt. */
+  activations: number[];
+  tokens: string[];
+  /** Direct effect of the decoder row on the logits (W_dec·W_U): strongest up- and down-weighted tokens. */
+  top: [string, number][];
+  bottom: [string, number][];
+  /** Top activating contexts from the feature index, when there is one. */
+  contexts?: { before: string; peak: string; after: string; act: number }[];
+  frequency?: number;
+  maxAct?: number;
+  source: string;
+}
+
+export interface InterventionRow {
+  token: string;
+  baseProb: number;
+  newProb: number;
+  actual: number;
+  predictedDirect: number;
+  predictedPaths: number;
+}
+
+export type ToCircuit =
+  | { type: 'circuit/busy'; what: string }
+  | { type: 'circuit/view'; view: CircuitView }
+  | { type: 'circuit/card'; card: FeatureCard }
+  | { type: 'circuit/intervention'; description: string; rows: InterventionRow[]; notInGraph: number }
+  | { type: 'circuit/error'; message: string };
+
+export type FromCircuit =
+  | { type: 'ready' }
+  | { type: 'circuit/thresholds'; node: number; edge: number }
+  | { type: 'circuit/card'; layer: number; index: number }
+  | { type: 'circuit/intervene'; items: { layer: number; pos: number; feature: number; value: number }[]; description: string }
+  | { type: 'circuit/export'; pinned: string[]; supernodes: string[][] }
+  | { type: 'circuit/import' }
+  | { type: 'circuit/steer'; layer: number; index: number }
+  | { type: 'circuit/cancel' };

@@ -6,6 +6,9 @@ export const COMMANDS = {
   openInspector: 'residual.openInspector',
   selectModel: 'residual.selectModel',
   showActivations: 'residual.showActivations',
+  openSteering: 'residual.openSteering',
+  traceCircuit: 'residual.traceCircuit',
+  openGraph: 'residual.openGraph',
   cancelAnalysis: 'residual.cancelAnalysis',
   showLog: 'residual.showLog',
 } as const;

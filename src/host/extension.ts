@@ -9,6 +9,7 @@ import { compareAnalyses } from '../engine/depth/compare';
 import { activationPatching } from '../engine/depth/patching';
 import { isCancelled, ResidualError } from '../engine/errors';
 import { hookName } from '../engine/hooks';
+import { featureVector } from '../engine/steering/vectors';
 import type { Analysis } from '../engine/results';
 import type { FromActivations } from '../protocol';
 import { ActivationsPanel } from './activationsPanel';
@@ -16,6 +17,8 @@ import { COMMANDS } from './commandIds';
 import { EditorHeat, type TextSource } from './editorHeat';
 import { InspectorViewProvider, INSPECTOR_VIEW_ID } from './inspectorView';
 import { ModelManager } from './modelManager';
+import { CircuitPanel } from './circuitPanel';
+import { SteeringPanel } from './steeringPanel';
 
 interface Analysed {
   analysis: Analysis;
@@ -34,6 +37,15 @@ export function activate(context: vscode.ExtensionContext): void {
 
   const panel = new ActivationsPanel(context.extensionUri, (m) => void onPanelMessage(m));
   const inspector = new InspectorViewProvider(context.extensionUri, models);
+  const steering = new SteeringPanel(context, models, log);
+  const circuit = new CircuitPanel(context, models, log, () => steering.transcodersDir(), (layer, index, prompt) => {
+    try {
+      if (prompt) steering.setPrompt(prompt);
+      steering.show(featureVector(steering.transcodersDir()!, layer, index));
+    } catch (e) {
+      void vscode.window.showErrorMessage(`Residual: ${errorText(e)}`);
+    }
+  });
 
   const errorText = (e: unknown) => (e instanceof ResidualError ? e.message : `internal error: ${e instanceof Error ? e.message : String(e)}`);
   const logError = (what: string, e: unknown) => {
@@ -112,6 +124,7 @@ export function activate(context: vscode.ExtensionContext): void {
   function present(r: Analysed): void {
     last = r;
     panel.post({ type: 'analysis/result', requestId, analysis: r.analysis, file: r.file });
+    steering.setPrompt(r.analysis.text.slice(r.analysis.truncated?.firstChar ?? 0));
     if (vscode.workspace.getConfiguration('residual').get<boolean>('tokenHeat', true)) {
       heat.show(r.source, r.analysis, 'update_norm', r.analysis.stats.length - 1);
     }
@@ -221,6 +234,21 @@ export function activate(context: vscode.ExtensionContext): void {
     }
   }
 
+  async function traceCircuit(): Promise<void> {
+    const editor = vscode.window.activeTextEditor;
+    if (!editor) {
+      void vscode.window.showWarningMessage('Residual: open a file and select the prompt to trace.');
+      return;
+    }
+    const sel = editor.selection;
+    const text = sel.isEmpty ? editor.document.lineAt(sel.active.line).text : editor.document.getText(sel);
+    if (!text) {
+      void vscode.window.showWarningMessage('Residual: the selection is empty and so is the current line; select some text to trace.');
+      return;
+    }
+    await circuit.trace(text);
+  }
+
   async function selectModel(): Promise<void> {
     const picked = await vscode.window.showOpenDialog({
       canSelectFolders: true,
@@ -245,12 +273,20 @@ export function activate(context: vscode.ExtensionContext): void {
     models,
     panel,
     heat,
+    steering,
+    circuit,
     vscode.window.registerWebviewViewProvider(INSPECTOR_VIEW_ID, inspector),
     vscode.commands.registerCommand(COMMANDS.analyzeSelection, analyzeSelection),
     vscode.commands.registerCommand(COMMANDS.compareSelection, compareSelection),
     vscode.commands.registerCommand(COMMANDS.openInspector, () => vscode.commands.executeCommand(`${INSPECTOR_VIEW_ID}.focus`)),
     vscode.commands.registerCommand(COMMANDS.selectModel, selectModel),
     vscode.commands.registerCommand(COMMANDS.showActivations, () => panel.show(false)),
+    vscode.commands.registerCommand(COMMANDS.openSteering, () => steering.show()),
+    vscode.commands.registerCommand(COMMANDS.traceCircuit, traceCircuit),
+    vscode.commands.registerCommand(COMMANDS.openGraph, async () => {
+      const picked = await vscode.window.showOpenDialog({ canSelectMany: false, filters: { 'Attribution graph JSON': ['json'] }, title: 'Residual: open an attribution graph' });
+      if (picked?.[0]) await circuit.importFile(picked[0]);
+    }),
     vscode.commands.registerCommand(COMMANDS.cancelAnalysis, () => {
       running?.cancel();
       patching?.cancel();

@@ -259,6 +259,71 @@ describe('Residual in a real VS Code', { skip: ext ? false : 'RESIDUAL_VSIX / RE
     await wv.locator('vscode-panel-tab#tab-overview').click();
   });
 
+  it('circuits: trace the selection, live thresholds, feature card, ablation, pins and groups', async () => {
+    const { page } = vs;
+    const line = LINES.findIndex((l) => l.startsWith('def greet')) + 1;
+    await openFile(page, 'prompt.py');
+    await selectLines(page, line);
+    await contextMenu(page, 'Trace Circuit for Selection');
+    const wv = await webview(page, { title: 'Residual: Circuit' });
+    await wv.locator('#app[data-state="ready"] svg#graph').waitFor({ timeout: 120_000 });
+    const tokens = await wv.locator('#graph .node.token').count();
+    assert.equal(tokens, cliAnalyze(LINES[line - 1]).tokens.length, 'one embedding node per token');
+    assert.ok((await wv.locator('#graph .node.logit').count()) >= 1);
+    const edges0 = await wv.locator('#graph .edge').count();
+    // Raise the node threshold live: the graph keeps more of its influence, so more nodes and edges.
+    const setThreshold = (v) => wv.locator('#node-threshold').evaluate((el, x) => { el.value = x; el.dispatchEvent(new Event('input')); }, v);
+    await setThreshold('0.99');
+    await wv.locator('svg#graph[data-node-threshold="0.99"]').waitFor({ timeout: 30_000 });
+    assert.ok((await wv.locator('#graph .edge').count()) >= edges0, 'a higher node threshold keeps at least as many edges');
+    assert.ok((await wv.locator('#graph .node.feature').count()) > 0, 'feature nodes are drawn');
+    await screenshot(page, 'residual-circuit.png');
+
+    // Hover highlights the strongest edges; click opens the card.
+    // The last feature drawn is on top of any neighbour.
+    const feature = wv.locator('#graph .node.feature').last();
+    await feature.hover();
+    await wv.locator('#graph-tip', { hasText: /feature \d+ of layer \d+/ }).waitFor();
+    assert.ok((await wv.locator('#graph .edge.hl').count()) > 0);
+    await feature.click();
+    await wv.locator('#feature-card h2', { hasText: /Feature \d+ · layer \d+/ }).waitFor({ timeout: 30_000 });
+    await wv.locator('#feature-card .actbar').first().waitFor();
+    await screenshot(page, 'residual-feature-card.png');
+    await wv.locator('#feature-card vscode-button', { hasText: 'Ablate on this prompt' }).click();
+    await wv.locator('#intervention table tr').nth(1).waitFor({ timeout: 60_000 });
+
+    // Pin two nodes with shift-click and group them.
+    await wv.locator('#graph .node.feature').last().click({ modifiers: ['Shift'] });
+    await wv.locator('#graph .node.token').nth(0).click({ modifiers: ['Shift'] });
+    await wv.locator('h2', { hasText: 'Pinned (2)' }).waitFor();
+    await wv.locator('vscode-button', { hasText: 'Group pinned' }).click();
+    await wv.locator('ul.groups li').first().waitFor();
+    await screenshot(page, 'residual-circuit-pinned.png');
+  });
+
+  it('steering: a feature from the card, next-token effect, generation and a sweep', async () => {
+    const { page } = vs;
+    const cwv = await webview(page, { title: 'Residual: Circuit' });
+    await cwv.locator('#feature-card vscode-button', { hasText: 'Steer with this feature' }).click();
+    const wv = await webview(page, { title: 'Residual: Steering' });
+    await wv.locator('#vector-info', { hasText: /feature/i }).waitFor({ timeout: 30_000 });
+    await wv.locator('#steer-prompt', { hasText: /\S/ }).waitFor();
+    await wv.locator('vscode-button', { hasText: 'Next-token effect' }).click();
+    await wv.locator('#effect-table tr').nth(1).waitFor({ timeout: 60_000 });
+    await wv.locator('vscode-button', { hasText: 'Generate' }).click();
+    await wv.locator('#gen-steered').waitFor({ timeout: 60_000 });
+    assert.ok((await wv.locator('#gen-baseline').textContent()).length > 0);
+    await wv.locator('#sweep-strengths').evaluate((el) => { el.value = '-8, 0, 8'; el.dispatchEvent(new Event('input')); });
+    await wv.locator('vscode-button', { hasText: 'Sweep all layers' }).click();
+    await wv.locator('canvas#sweep-kl').waitFor({ timeout: 120_000 });
+    await screenshot(page, 'residual-steering.png');
+    // Bad input: a strength that is not a number is refused, and the results stay.
+    await wv.locator('#strength').evaluate((el) => { el.value = 'lots'; el.dispatchEvent(new Event('input')); });
+    await wv.locator('vscode-button', { hasText: 'Next-token effect' }).click();
+    await wv.locator('#steer-error', { hasText: 'strength must be a number' }).waitFor();
+    assert.ok(await wv.locator('#effect-table').count());
+  });
+
   it('follows the colour theme (dark)', async () => {
     const { page } = vs;
     const wv = await activations();

@@ -1,7 +1,7 @@
 /** Compare tab: two analysed selections side by side, per block, with their differences. */
 import type { Analysis, LayerComparison } from '../../src/protocol';
 import { dropdown, el, showToken } from '../ui';
-import { colours, drawChart } from './charts';
+import { colours, drawChart } from '../charts';
 import { section } from './overview';
 
 let data: { a: Analysis; b: Analysis; layers: LayerComparison[]; fileA?: string; fileB?: string } | undefined;

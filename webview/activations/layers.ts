@@ -4,7 +4,7 @@
  */
 import type { Analysis } from '../../src/protocol';
 import { dropdown, el, heat, showToken } from '../ui';
-import { colours, drawChart } from './charts';
+import { colours, drawChart } from '../charts';
 import { section } from './overview';
 import { getState, update } from './store';
 

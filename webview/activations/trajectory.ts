@@ -1,6 +1,6 @@
 /** The chart.js line chart of a target token's probability and rank across the logit-lens read-outs. */
 import { showToken } from '../ui';
-import { colours, drawChart } from './charts';
+import { colours, drawChart } from '../charts';
 
 export interface TrajectorySeries {
   label: string;

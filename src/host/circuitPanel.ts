@@ -1,0 +1,380 @@
+/**
+ * The Circuit panel's host side: attribution graphs of the selection's next-token prediction from per-layer
+ * transcoders, pruned live at the thresholds the user sets, feature cards, interventions, and graph JSON export and
+ * import (the circuit-tracer / Neuronpedia format). The full adjacency stays here; the webview gets the pruned view.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as vscode from 'vscode';
+import { Attributor, type AttributionGraph } from '../engine/circuits/attribution';
+import { parseGraphJson, toGraphJson, type GraphJson, type ImportedGraph } from '../engine/circuits/graph-json';
+import { intervene } from '../engine/circuits/interventions';
+import { pruneGraph, type PruneResult } from '../engine/circuits/prune';
+import { loadTranscoders, readRows, type TranscoderSet } from '../engine/circuits/transcoders';
+import { readTensorF32 } from '../engine/checkpoint/safetensors';
+import { isCancelled, ResidualError } from '../engine/errors';
+import type { Model } from '../engine/model';
+import type { CircuitView, FeatureCard, FromCircuit, ToCircuit } from '../protocol';
+import type { ModelManager } from './modelManager';
+import { webviewHtml, webviewOptions } from './webviewHtml';
+
+export const CIRCUIT_VIEW_TYPE = 'residual.circuit';
+
+interface Live {
+  model: Model;
+  set: TranscoderSet;
+  attributor: Attributor;
+  graph: AttributionGraph;
+  prune: PruneResult;
+  prompt: string;
+  tokens: string[];
+  nodeThreshold: number;
+  edgeThreshold: number;
+  ms: number;
+}
+
+export class CircuitPanel implements vscode.Disposable {
+  private panel: vscode.WebviewPanel | undefined;
+  private live: Live | undefined;
+  private imported: ImportedGraph | undefined;
+  private attributor: { key: string; value: Attributor } | undefined;
+  private running: vscode.CancellationTokenSource | undefined;
+  private lastView: ToCircuit | undefined;
+  private readonly disposables: vscode.Disposable[] = [];
+  private indexCache = new Map<string, Map<number, IndexEntry> | null>();
+
+  constructor(
+    private readonly context: vscode.ExtensionContext,
+    private readonly models: ModelManager,
+    private readonly log: vscode.OutputChannel,
+    private readonly transcodersDir: () => string | undefined,
+    private readonly steerFeature: (layer: number, index: number, prompt: string | undefined) => void,
+  ) {
+    this.disposables.push(vscode.window.registerWebviewPanelSerializer(CIRCUIT_VIEW_TYPE, { deserializeWebviewPanel: async (p) => this.adopt(p) }));
+  }
+
+  show(): void {
+    if (this.panel) this.panel.reveal(undefined, true);
+    else
+      this.adopt(
+        vscode.window.createWebviewPanel(CIRCUIT_VIEW_TYPE, 'Residual: Circuit', { viewColumn: vscode.ViewColumn.Beside, preserveFocus: true }, {
+          ...webviewOptions(this.context.extensionUri),
+          retainContextWhenHidden: true,
+        }),
+      );
+  }
+
+  private adopt(panel: vscode.WebviewPanel): void {
+    this.panel = panel;
+    panel.iconPath = vscode.Uri.joinPath(this.context.extensionUri, 'media', 'residual.svg');
+    panel.webview.options = webviewOptions(this.context.extensionUri);
+    panel.webview.html = webviewHtml(panel.webview, this.context.extensionUri, 'circuit', 'Residual: Circuit');
+    const subs = [
+      panel.webview.onDidReceiveMessage((m: FromCircuit) => void this.onMessage(m)),
+      panel.onDidDispose(() => {
+        this.panel = undefined;
+        subs.forEach((d) => d.dispose());
+      }),
+    ];
+  }
+
+  private post(m: ToCircuit): void {
+    if (m.type === 'circuit/view') this.lastView = m;
+    void this.panel?.webview.postMessage(m);
+  }
+
+  /** Attribution graph of `text`'s next-token prediction. */
+  async trace(text: string): Promise<void> {
+    this.show();
+    this.running?.cancel();
+    const cts = new vscode.CancellationTokenSource();
+    this.running = cts;
+    try {
+      this.post({ type: 'circuit/busy', what: 'Loading the model and transcoders' });
+      const model = await this.models.get();
+      const attributor = this.attributorFor(model);
+      const maxTokens = vscode.workspace.getConfiguration('residual').get<number>('circuitMaxTokens', 64);
+      const ids = model.tokenizer.encode(text).ids;
+      if (ids.length === 0) throw new ResidualError('the selection produced no tokens', 'input');
+      if (ids.length > maxTokens) throw new ResidualError(`the selection has ${ids.length} tokens; attribution graphs are limited to residual.circuitMaxTokens = ${maxTokens} (select less, or raise the setting)`, 'input');
+      const t0 = performance.now();
+      const graph = await vscode.window.withProgress(
+        { location: vscode.ProgressLocation.Notification, title: 'Residual: attribution graph', cancellable: true },
+        async (progress, token) => {
+          token.onCancellationRequested(() => cts.cancel());
+          let last = 0;
+          return attributor.attribute(ids, {
+            cancel: cts.token,
+            progress: (message, fraction) => {
+              progress.report({ message, increment: Math.max(0, fraction * 100 - last) });
+              last = fraction * 100;
+              this.post({ type: 'circuit/busy', what: message });
+            },
+          });
+        },
+      );
+      const node = this.live?.nodeThreshold ?? 0.8;
+      const edge = this.live?.edgeThreshold ?? 0.98;
+      this.live = {
+        model,
+        set: attributor.transcoders,
+        attributor,
+        graph,
+        prune: pruneGraph(graph, node, edge),
+        prompt: text,
+        tokens: ids.map((i) => model.tokenizer.tokenText(i)),
+        nodeThreshold: node,
+        edgeThreshold: edge,
+        ms: performance.now() - t0,
+      };
+      this.imported = undefined;
+      this.log.appendLine(`circuit: ${graph.nFeatures} active features, N = ${graph.N}, ${this.live.ms.toFixed(0)} ms (${JSON.stringify(graph.timings_ms)})`);
+      this.post({ type: 'circuit/view', view: this.view() });
+    } catch (e) {
+      this.fail('trace', e);
+    } finally {
+      if (this.running === cts) this.running = undefined;
+      cts.dispose();
+    }
+  }
+
+  private attributorFor(model: Model): Attributor {
+    const dir = this.transcodersDir();
+    if (!dir || !fs.existsSync(dir)) {
+      throw new ResidualError('no transcoders for this model: set residual.transcodersPath to a folder of per-layer transcoders (SAELens or circuit-tracer layout)', dir ?? 'residual.transcodersPath', 'missing');
+    }
+    const key = `${model.checkpoint.dir}|${dir}`;
+    if (this.attributor?.key === key && this.attributor.value.model === model) return this.attributor.value;
+    void this.attributor?.value.dispose();
+    const set = loadTranscoders(dir, model.config);
+    this.attributor = { key, value: new Attributor(model, set) };
+    this.indexCache.clear();
+    return this.attributor.value;
+  }
+
+  /** The JSON of the current graph (live: pruned at the current thresholds; imported: as read). */
+  private json(pinned: string[] = [], supernodes: string[][] = []): GraphJson {
+    if (this.imported) return { ...this.imported.json, qParams: { ...this.imported.json.qParams, pinnedIds: pinned, supernodes } };
+    const l = this.live;
+    if (!l) throw new ResidualError('no graph yet: run “Residual: Trace Circuit for Selection” first', 'circuit');
+    const json = toGraphJson(l.graph, l.prune, {
+      slug: `residual-${Date.now().toString(36)}`,
+      scan: l.set.scan,
+      promptTokens: l.tokens,
+      prompt: l.prompt,
+      tokenText: (id) => l.model.tokenizer.tokenText(id),
+      nodeThreshold: l.nodeThreshold,
+      edgeThreshold: l.edgeThreshold,
+      info: { description: `Residual attribution graph (${l.model.config.name}, transcoders ${l.set.dir})` },
+    });
+    json.qParams = { pinnedIds: pinned, supernodes, linkType: 'both', clickedId: '', sg_pos: '' };
+    return json;
+  }
+
+  private view(): CircuitView {
+    const g = parseGraphJson(this.json());
+    const json = g.json;
+    const L = this.live?.graph.nLayers ?? Math.max(0, ...g.nodes.filter((n) => n.kind === 'feature' || n.kind === 'error').map((n) => (n.layer ?? 0) + 1));
+    return {
+      slug: json.metadata.slug,
+      prompt: json.metadata.prompt,
+      tokens: json.metadata.prompt_tokens,
+      nLayers: L,
+      nodes: g.nodes.map((n) => ({
+        id: n.id,
+        kind: n.kind,
+        layer: n.kind === 'token' ? -1 : n.kind === 'logit' ? L : (n.layer ?? 0),
+        pos: n.pos,
+        index: n.index,
+        activation: n.activation,
+        influence: n.influence,
+        prob: n.tokenProb,
+        label: n.kind === 'feature' ? `L${n.layer} #${n.index}` : n.kind === 'error' ? `err L${n.layer}` : n.clerp || json.metadata.prompt_tokens[n.pos] || n.id,
+      })),
+      links: g.links.map((k) => ({ s: k.source, t: k.target, w: k.weight })),
+      nodeThreshold: this.live?.nodeThreshold ?? Number(json.metadata.node_threshold ?? 0.8),
+      edgeThreshold: this.live?.edgeThreshold ?? 0.98,
+      live: !!this.live && !this.imported,
+      scores: this.live && !this.imported ? { replacement: this.live.prune.replacementScore, completeness: this.live.prune.completenessScore } : undefined,
+      counts: { activeFeatures: this.live && !this.imported ? this.live.graph.nFeatures : g.nodes.filter((n) => n.kind === 'feature').length, nodes: g.nodes.length, links: g.links.length },
+      ms: this.imported ? undefined : this.live?.ms,
+      pinned: (json.qParams.pinnedIds as string[] | undefined) ?? [],
+      supernodes: (json.qParams.supernodes as string[][] | undefined) ?? [],
+    };
+  }
+
+  private async onMessage(m: FromCircuit): Promise<void> {
+    try {
+      switch (m.type) {
+        case 'ready':
+          if (this.lastView) this.post(this.lastView);
+          break;
+        case 'circuit/cancel':
+          this.running?.cancel();
+          break;
+        case 'circuit/thresholds': {
+          const l = this.live;
+          if (!l || this.imported) throw new ResidualError('thresholds apply to a graph computed here, not to an imported file', 'circuit');
+          l.nodeThreshold = m.node;
+          l.edgeThreshold = m.edge;
+          l.prune = pruneGraph(l.graph, m.node, m.edge);
+          this.post({ type: 'circuit/view', view: this.view() });
+          break;
+        }
+        case 'circuit/card':
+          this.post({ type: 'circuit/card', card: this.card(m.layer, m.index) });
+          break;
+        case 'circuit/intervene': {
+          const l = this.live;
+          if (!l || this.imported) throw new ResidualError('interventions need a graph computed here (not an imported file)', 'circuit');
+          this.post({ type: 'circuit/busy', what: 'Rerunning the model with the intervention' });
+          const r = await intervene(l.attributor, l.graph, m.items);
+          this.post({
+            type: 'circuit/intervention',
+            description: m.description,
+            notInGraph: r.notInGraph.length,
+            rows: r.logits.map((x) => ({
+              token: l.model.tokenizer.tokenText(x.id),
+              baseProb: x.baseProb,
+              newProb: x.newProb,
+              actual: x.actualDemeaned,
+              predictedDirect: x.predictedDirect,
+              predictedPaths: x.predictedPaths,
+            })),
+          });
+          break;
+        }
+        case 'circuit/export': {
+          const json = this.json(m.pinned, m.supernodes);
+          const ws = vscode.workspace.workspaceFolders?.[0]?.uri;
+          const target = await vscode.window.showSaveDialog({
+            defaultUri: ws ? vscode.Uri.joinPath(ws, `${json.metadata.slug}.json`) : undefined,
+            filters: { 'Attribution graph (circuit-tracer / Neuronpedia JSON)': ['json'] },
+            title: 'Residual: export the attribution graph',
+          });
+          if (!target) return;
+          await vscode.workspace.fs.writeFile(target, new TextEncoder().encode(JSON.stringify(json)));
+          void vscode.window.showInformationMessage(`Residual: wrote ${path.basename(target.fsPath)} (${json.nodes.length} nodes, ${json.links.length} links).`);
+          break;
+        }
+        case 'circuit/import': {
+          const picked = await vscode.window.showOpenDialog({ canSelectMany: false, filters: { 'Attribution graph JSON': ['json'] }, title: 'Residual: open an attribution graph' });
+          if (!picked?.[0]) return;
+          await this.importFile(picked[0]);
+          break;
+        }
+        case 'circuit/steer':
+          this.steerFeature(m.layer, m.index, this.live?.prompt);
+          break;
+      }
+    } catch (e) {
+      this.fail(m.type, e);
+    }
+  }
+
+  /** Opens a circuit-tracer / Neuronpedia graph JSON file. */
+  async importFile(uri: vscode.Uri): Promise<void> {
+    this.show();
+    try {
+      const bytes = await vscode.workspace.fs.readFile(uri);
+      if (bytes.length > 100 * 1024 * 1024) throw new ResidualError('graph files are limited to 100 MiB (as Neuronpedia does)', uri.fsPath);
+      let json: unknown;
+      try {
+        json = JSON.parse(new TextDecoder().decode(bytes));
+      } catch (e) {
+        throw new ResidualError(`not valid JSON (${(e as Error).message})`, uri.fsPath);
+      }
+      this.imported = parseGraphJson(json, uri.fsPath);
+      this.post({ type: 'circuit/view', view: this.view() });
+    } catch (e) {
+      this.fail('import', e);
+    }
+  }
+
+  /** A feature card: activations on this prompt, decoder logit effects, top contexts from the feature index. */
+  private card(layer: number, index: number): FeatureCard {
+    const l = this.live;
+    if (!l) throw new ResidualError('feature cards need the transcoders: trace a circuit here first', 'circuit');
+    const t = l.set.layers[layer];
+    if (!t || !(index >= 0 && index < t.dSae)) throw new ResidualError(`no feature ${index} in layer ${layer}`, l.set.dir);
+    const g = l.graph;
+    const activations = new Array<number>(g.nPos).fill(0);
+    for (let n = 0; n < g.nFeatures; n++) if (g.featLayer[n] === layer && g.featIndex[n] === index) activations[g.featPos[n]] = g.featAct[n];
+    const entry = this.indexEntry(t.source, layer, index);
+    let top = entry?.top;
+    let bottom = entry?.bottom;
+    if (!top || !bottom) [top, bottom] = this.decoderLogits(l.model, t.wDec, index);
+    return {
+      layer,
+      index,
+      activations,
+      tokens: l.tokens,
+      top,
+      bottom,
+      contexts: entry?.ctx.map(([before, peak, after, act]) => ({ before, peak, after, act })),
+      frequency: entry?.freq,
+      maxAct: entry?.max,
+      source: entry ? 'feature index' : 'decoder × unembedding (no feature index)',
+    };
+  }
+
+  /** W_dec[f] · W_U: the tokens the feature's output pushes up and down most directly. */
+  private decoderLogits(model: Model, wDec: Parameters<typeof readRows>[0], f: number): [[string, number][], [string, number][]] {
+    const row = readRows(wDec, [f]);
+    const U = readTensorF32(model.checkpoint.tensors.get('lm_head.weight') ?? model.checkpoint.tensors.get('wte.weight')!);
+    const D = row.length;
+    const V = U.length / D;
+    const z = new Float64Array(V);
+    for (let v = 0; v < V; v++) {
+      let s = 0;
+      for (let d = 0; d < D; d++) s += row[d] * U[v * D + d];
+      z[v] = s;
+    }
+    const order = Array.from(z.keys()).sort((a, b) => z[b] - z[a]);
+    const pick = (ids: number[]) => ids.map((i) => [model.tokenizer.tokenText(i), Number(z[i].toPrecision(4))] as [string, number]);
+    return [pick(order.slice(0, 10)), pick(order.slice(-10).reverse())];
+  }
+
+  private indexEntry(cfgFile: string, layer: number, index: number): IndexEntry | undefined {
+    const file = path.join(path.dirname(cfgFile), 'feature_index.json');
+    if (!this.indexCache.has(file)) {
+      let map: Map<number, IndexEntry> | null = null;
+      try {
+        if (fs.existsSync(file)) {
+          const j = JSON.parse(fs.readFileSync(file, 'utf8')) as { features?: IndexEntry[] };
+          map = new Map((j.features ?? []).map((e) => [e.id, e]));
+        }
+      } catch (e) {
+        this.log.appendLine(`feature index ${file} unreadable (${(e as Error).message}); cards use the decoder instead`);
+      }
+      this.indexCache.set(file, map);
+    }
+    void layer;
+    return this.indexCache.get(file)?.get(index);
+  }
+
+  private fail(what: string, e: unknown): void {
+    const message = isCancelled(e) ? 'Cancelled.' : e instanceof ResidualError ? e.message : `internal error: ${e instanceof Error ? e.message : String(e)}`;
+    this.log.appendLine(`circuit ${what}: ${message}`);
+    if (e instanceof Error && !(e instanceof ResidualError) && e.stack) this.log.appendLine(e.stack);
+    this.post({ type: 'circuit/error', message });
+  }
+
+  dispose(): void {
+    this.running?.cancel();
+    void this.attributor?.value.dispose();
+    this.panel?.dispose();
+    this.disposables.forEach((d) => d.dispose());
+  }
+}
+
+/** One feature of the project's feature index (tools/demo-model/feature_index.py). */
+interface IndexEntry {
+  id: number;
+  freq: number;
+  mean: number;
+  max: number;
+  ctx: [string, string, string, number][];
+  top: [string, number][];
+  bottom: [string, number][];
+}

@@ -1,0 +1,285 @@
+/**
+ * The Steering panel: pick a direction (a transcoder feature, contrastive pairs, a saved vector), say where and how
+ * much to add it, and see the next-token effect, baseline vs steered generation, and a layer × strength sweep.
+ * Results stay on screen when a later request fails, so the baseline never disappears.
+ */
+import type { FromSteering, GenerationComparison, NextTokenEffect, SteerSettings, SteeringState, SweepResult, ToSteering } from '../../src/protocol';
+import { colours, drawChart } from '../charts';
+import { button, dropdown, el, hostBridge, showToken, spinner, textArea, textField } from '../ui';
+
+interface Persisted {
+  settings: SteerSettings;
+  gen: { maxNewTokens: number; temperature: number; topP: number; seed: number };
+  sweep: { strengths: string; target: string; neutral: string };
+  feature: { layer: number; index: string };
+}
+
+const host = hostBridge<FromSteering, Persisted>();
+const app = document.getElementById('app')!;
+let state: SteeringState = {};
+let p: Persisted = host.getState() ?? {
+  settings: { layer: 0, point: 'hook_resid_pre', strength: 4, relative: false, positions: 'all' },
+  gen: { maxNewTokens: 24, temperature: 0, topP: 0.9, seed: 1 },
+  sweep: { strengths: '-16, -8, -4, -2, 0, 2, 4, 8, 16', target: '', neutral: 'The quick brown fox jumps over the lazy dog.\nfor i in range(10):\n    print(i)\n' },
+  feature: { layer: 0, index: '0' },
+};
+let busy = '';
+let progress = '';
+let error = '';
+let effect: { effect: NextTokenEffect; settings: SteerSettings } | undefined;
+let generation: { result: GenerationComparison; settings: SteerSettings } | undefined;
+let sweep: SweepResult | undefined;
+
+const save = () => host.setState(p);
+
+window.addEventListener('message', (ev: MessageEvent<ToSteering>) => {
+  const m = ev.data;
+  switch (m.type) {
+    case 'steer/state':
+      state = m.state;
+      if (m.state.vector && !generation && !effect) p.settings = { ...p.settings, layer: m.state.vector.layer, point: m.state.vector.point };
+      break;
+    case 'steer/busy':
+      busy = m.what;
+      progress = '';
+      error = '';
+      break;
+    case 'steer/progress':
+      progress = `${m.done} / ${m.total}`;
+      {
+        const el2 = document.getElementById('steer-progress');
+        if (el2) el2.textContent = progress;
+      }
+      return;
+    case 'steer/effect':
+      busy = '';
+      effect = m;
+      break;
+    case 'steer/generation':
+      busy = '';
+      generation = m;
+      break;
+    case 'steer/sweep':
+      busy = '';
+      sweep = m.result;
+      break;
+    case 'steer/error':
+      busy = '';
+      error = m.message;
+      break;
+  }
+  render();
+});
+
+function render(): void {
+  app.replaceChildren();
+  app.dataset.state = busy ? 'running' : error ? 'error' : 'ready';
+  const head = el('header', 'summary');
+  head.append(el('strong', undefined, 'Steering'), el('span', 'muted', state.model ? ` ${state.model.name} · ${state.model.nLayers} layers · d_model ${state.model.dModel}` : ' model not loaded yet'));
+  app.append(head);
+  if (busy) {
+    const n = el('div', 'notice running');
+    const pr = el('span', 'muted', progress);
+    pr.id = 'steer-progress';
+    n.append(spinner(), el('span', undefined, `${busy}… `), pr, button('Cancel', () => host.post({ type: 'steer/cancel' })));
+    app.append(n);
+  }
+  if (error) {
+    const e = el('div', 'notice error', error);
+    e.id = 'steer-error';
+    app.append(e);
+  }
+  app.append(vectorSection(), whereSection(), promptSection(), effectSection(), generationSection(), sweepSection());
+}
+
+function section(title: string, ...children: (HTMLElement | string)[]): HTMLElement {
+  const s = el('section');
+  s.append(el('h2', undefined, title), ...children);
+  return s;
+}
+
+function vectorSection(): HTMLElement {
+  const v = state.vector;
+  const info = el('div', v ? 'vector-info' : 'muted', v ? `${v.label} · ${v.source} · made at blocks.${v.layer}.${v.point} · ‖v‖ = ${v.norm.toPrecision(4)} · d_model ${v.dModel}` : 'No vector yet: build one below.');
+  info.id = 'vector-info';
+  const L = state.model?.nLayers ?? 1;
+  const feature = el('div', 'row');
+  const fIndex = textField(p.feature.index, 'feature index', 'feature-index');
+  feature.append(
+    el('span', undefined, 'Transcoder feature: layer'),
+    dropdown(layerOptions(L), String(p.feature.layer), (x) => ((p.feature.layer = Number(x)), save()), 'feature-layer'),
+    fIndex,
+    button('Use feature', () => {
+      p.feature.index = fIndex.value;
+      save();
+      host.post({ type: 'steer/vectorFromFeature', layer: p.feature.layer, index: Number(fIndex.value) });
+    }),
+  );
+  if (state.transcoders) feature.append(el('span', 'muted', state.transcoders));
+  const pairs = el('div', 'row');
+  pairs.append(
+    el('span', undefined, 'Contrastive pairs:'),
+    button('From the active editor', () => host.post({ type: 'steer/vectorFromPairs', layer: p.settings.layer, point: p.settings.point })),
+    el('span', 'muted', `(mean difference at blocks.${p.settings.layer}.${p.settings.point}; lines "+ positive" / "- negative", a blank line between pairs)`),
+  );
+  const files = el('div', 'row');
+  files.append(el('span', undefined, 'Saved vector:'), button('Open…', () => host.post({ type: 'steer/openVector' })), button('Save…', () => host.post({ type: 'steer/saveVector' })));
+  return section('Vector', info, feature, pairs, files);
+}
+
+function whereSection(): HTMLElement {
+  const s = p.settings;
+  const L = state.model?.nLayers ?? 1;
+  const row = el('div', 'row');
+  const strength = textField(String(s.strength), 'strength', 'strength');
+  strength.addEventListener('input', () => ((s.strength = Number(strength.value)), save()));
+  const positions = textField(s.positions, 'all | from:N | 3,4,5', 'positions');
+  positions.addEventListener('input', () => ((s.positions = positions.value), save()));
+  row.append(
+    el('span', undefined, 'Layer'),
+    dropdown(layerOptions(L), String(s.layer), (x) => ((s.layer = Number(x)), save()), 'steer-layer'),
+    dropdown(['hook_resid_pre', 'hook_resid_mid', 'hook_resid_post'].map((x) => ({ value: x, label: x })), s.point, (x) => ((s.point = x as SteerSettings['point']), save()), 'steer-point'),
+    el('span', undefined, 'Strength'),
+    strength,
+    dropdown([{ value: 'abs', label: '× vector as stored' }, { value: 'rel', label: '× mean residual norm (unit vector)' }], s.relative ? 'rel' : 'abs', (x) => ((s.relative = x === 'rel'), save()), 'strength-kind'),
+    el('span', undefined, 'Positions'),
+    positions,
+  );
+  return section('Where and how much', row);
+}
+
+function promptSection(): HTMLElement {
+  const pre = el('pre', 'preview', state.prompt ?? 'No prompt: analyse a selection, or use the current selection.');
+  pre.id = 'steer-prompt';
+  const row = el('div', 'row');
+  row.append(button('Use current selection', () => host.post({ type: 'steer/useSelection' })));
+  return section('Prompt', pre, row);
+}
+
+function effectSection(): HTMLElement {
+  const row = el('div', 'row');
+  row.append(button('Next-token effect', () => host.post({ type: 'steer/effect', settings: p.settings }), 'primary'));
+  const body = el('div');
+  if (effect) {
+    const e = effect.effect;
+    body.append(el('p', e.nonFinite ? 'notice warning' : 'hint', e.nonFinite ? 'The steered model produced NaN/Inf at this strength: the baseline stands. Lower the strength.' : `KL(baseline ‖ steered) = ${e.kl.toFixed(4)} nats · applied scale ${e.scale.toPrecision(4)} at blocks.${effect.settings.layer}.${effect.settings.point}`));
+    const table = el('table', 'grid plain');
+    table.id = 'effect-table';
+    const hr = el('tr');
+    for (const h of ['token', 'baseline', 'steered', 'change']) hr.append(el('th', undefined, h));
+    table.append(hr);
+    for (const d of e.deltas) {
+      const tr = el('tr');
+      const change = d.steered - d.base;
+      tr.append(el('td', 'mono', showToken(d.text)), el('td', 'num', pct(d.base)), el('td', 'num', pct(d.steered)), el('td', `num ${change >= 0 ? 'up' : 'down'}`, `${change >= 0 ? '+' : ''}${(change * 100).toFixed(2)} pp`));
+      table.append(tr);
+    }
+    body.append(table);
+  }
+  return section('Next-token effect', row, body);
+}
+
+function generationSection(): HTMLElement {
+  const g = p.gen;
+  const row = el('div', 'row');
+  const n = textField(String(g.maxNewTokens), 'tokens', 'gen-tokens');
+  const t = textField(String(g.temperature), 'temperature (0 = greedy)', 'gen-temperature');
+  const tp = textField(String(g.topP), 'top-p', 'gen-top-p');
+  const seed = textField(String(g.seed), 'seed', 'gen-seed');
+  row.append(el('span', undefined, 'Tokens'), n, el('span', undefined, 'Temperature'), t, el('span', undefined, 'Top-p'), tp, el('span', undefined, 'Seed'), seed);
+  row.append(
+    button('Generate', () => {
+      p.gen = { maxNewTokens: Number(n.value), temperature: Number(t.value), topP: Number(tp.value), seed: Number(seed.value) };
+      save();
+      host.post({ type: 'steer/generate', settings: p.settings, ...p.gen });
+    }, 'primary'),
+  );
+  const body = el('div', 'pair');
+  if (generation) {
+    const r = generation.result;
+    const side = (label: string, text: string, id: string, warn?: boolean) => {
+      const d = el('div', 'side');
+      const pre = el('pre', 'generated', text);
+      pre.id = id;
+      d.append(el('strong', undefined, label), pre);
+      if (warn) d.append(el('div', 'notice warning', 'Stopped: the model produced NaN/Inf.'));
+      return d;
+    };
+    body.append(side('Baseline', r.baseline.text, 'gen-baseline', r.baseline.nonFinite), side(`Steered (×${generation.settings.strength}${generation.settings.relative ? ' mean norm' : ''} at blocks.${generation.settings.layer})`, r.steered.text, 'gen-steered', r.steered.nonFinite));
+    const meta = el('p', 'hint', `${r.settings.temperature === 0 ? 'greedy' : `temperature ${r.settings.temperature}, top-p ${r.settings.topP}`}, seed ${r.settings.seed}, ${r.tokensPerSecond.toFixed(1)} tokens/s with the KV cache`);
+    const wrap = el('div');
+    wrap.append(body, meta);
+    return section('Generation, baseline vs steered', row, wrap);
+  }
+  return section('Generation, baseline vs steered', row, body);
+}
+
+function sweepSection(): HTMLElement {
+  const s = p.sweep;
+  const row = el('div', 'row');
+  const strengths = textField(s.strengths, 'strengths, comma-separated', 'sweep-strengths');
+  const target = textField(s.target, 'target token (optional), e.g. " def"', 'sweep-target');
+  row.append(el('span', undefined, 'Strengths'), strengths, el('span', undefined, 'Target'), target);
+  const neutral = textArea(s.neutral, 'sweep-neutral', 3);
+  const go = el('div', 'row');
+  go.append(
+    button('Sweep all layers', () => {
+      p.sweep = { strengths: strengths.value, target: target.value, neutral: neutral.value };
+      save();
+      const list = strengths.value.split(',').map((x) => Number(x.trim())).filter((x) => Number.isFinite(x));
+      const L = state.model?.nLayers ?? 1;
+      host.post({ type: 'steer/sweep', settings: p.settings, layers: Array.from({ length: L }, (_, i) => i), strengths: list, target: target.value, neutral: neutral.value });
+    }, 'primary'),
+  );
+  const body = el('div');
+  if (sweep) body.append(sweepCharts(sweep));
+  return section('Sweep: layer × strength', row, el('p', 'hint', 'Neutral text for the degradation measure (the steered model\'s mean next-token loss on it):'), neutral, go, body);
+}
+
+function sweepCharts(r: SweepResult): HTMLElement {
+  const wrap = el('div', 'sweep');
+  wrap.append(el('p', 'hint', `${r.layers.length} layers × ${r.strengths.length} strengths at ${r.point}${r.relative ? ' (× mean residual norm)' : ''} in ${(r.ms / 1000).toFixed(1)} s. Baseline neutral loss ${r.baselineNeutralLoss.toFixed(3)} nats${r.target ? `; baseline p(${showToken(r.target.text)}) = ${pct(r.baselineTargetProb)}` : ''}. Gaps: the model produced NaN/Inf there.`));
+  const charts: { id: string; title: string; data: number[][]; log?: boolean }[] = [
+    { id: 'sweep-kl', title: 'KL(baseline ‖ steered), nats', data: r.kl },
+    { id: 'sweep-loss', title: 'Loss on the neutral text, nats (degradation)', data: r.neutralLoss },
+  ];
+  if (r.target) charts.splice(1, 0, { id: 'sweep-target', title: `p(${showToken(r.target.text)}) at the last position`, data: r.targetProb });
+  const { fg, grid } = colours();
+  const palette = ['charts-blue', 'charts-orange', 'charts-green', 'charts-purple', 'charts-red', 'charts-yellow'];
+  for (const c of charts) {
+    const box = el('div', 'chartbox small');
+    const canvas = el('canvas');
+    canvas.id = c.id;
+    box.append(canvas);
+    wrap.append(el('h3', undefined, c.title), box);
+    requestAnimationFrame(() =>
+      drawChart(canvas, {
+        type: 'line',
+        data: {
+          labels: r.strengths.map(String),
+          datasets: r.layers.map((l, i) => {
+            const colour = getComputedStyle(document.body).getPropertyValue(`--vscode-${palette[i % palette.length]}`).trim() || fg;
+            return { label: `blocks.${l}`, data: c.data[i].map((v) => (Number.isFinite(v) ? v : null)), borderColor: colour, backgroundColor: colour, spanGaps: false };
+          }),
+        },
+        options: {
+          animation: false,
+          maintainAspectRatio: false,
+          plugins: { legend: { labels: { color: fg } }, tooltip: { callbacks: { title: (items) => `strength ${items[0]?.label}` } } },
+          scales: { x: { title: { display: true, text: 'strength', color: fg }, ticks: { color: fg }, grid: { color: grid } }, y: { ticks: { color: fg }, grid: { color: grid } } },
+        },
+      }),
+    );
+  }
+  return wrap;
+}
+
+function layerOptions(L: number) {
+  return Array.from({ length: L }, (_, l) => ({ value: String(l), label: `blocks.${l}` }));
+}
+function pct(x: number): string {
+  return Number.isFinite(x) ? `${(x * 100).toFixed(2)}%` : '—';
+}
+
+render();
+host.post({ type: 'ready' });
