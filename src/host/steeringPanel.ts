@@ -6,24 +6,14 @@
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { isCancelled, ResidualError } from '../engine/errors';
-import type { SteerPositions, SteeringSpec, SteeringVector } from '../engine/results';
-import { compareGeneration, nextTokenEffect, sweep } from '../engine/steering/steer';
+import type { SteeringSpec, SteeringVector } from '../engine/results';
+import { compareGeneration, nextTokenEffect, parsePositions, sweep } from '../engine/steering/steer';
 import { contrastiveVector, featureVector, loadVectorFile, parsePairs, saveVectorFile } from '../engine/steering/vectors';
 import type { FromSteering, SteerSettings, SteeringState, ToSteering } from '../protocol';
 import type { ModelManager } from './modelManager';
 import { webviewHtml, webviewOptions } from './webviewHtml';
 
 export const STEERING_VIEW_TYPE = 'residual.steering';
-
-/** "all", "from:N" or "i,j,k" → positions; throws a clear message otherwise. */
-export function parsePositions(s: string): SteerPositions {
-  const t = s.trim();
-  if (t === '' || t === 'all') return { kind: 'all' };
-  const from = /^from:(\d+)$/.exec(t);
-  if (from) return { kind: 'from', pos: Number(from[1]) };
-  if (/^\d+(\s*,\s*\d+)*$/.test(t)) return { kind: 'set', positions: t.split(',').map((x) => Number(x.trim())) };
-  throw new ResidualError(`positions must be "all", "from:N" or a list like "3,4,5" (got "${s}")`, 'steering');
-}
 
 export class SteeringPanel implements vscode.Disposable {
   private panel: vscode.WebviewPanel | undefined;
