@@ -229,7 +229,8 @@ function drawGraph(v: CircuitView): SVGSVGElement {
     else if (n.kind === 'error') g.append(svgEl('rect', { x: x - 4, y: y - 4, width: 8, height: 8 }));
     else {
       const text = n.kind === 'logit' ? `${showToken(n.label.replace(/^Output "(.*)" \(p=.*\)$/s, '$1'))} ${n.prob !== null ? (n.prob * 100).toFixed(0) + '%' : ''}` : showToken(v.tokens[n.pos] ?? n.label);
-      const w = Math.min(colW - 6, 10 + 7 * text.length);
+      // Logits share one row at a 110 px pitch; tokens have a column each.
+      const w = Math.min(n.kind === 'logit' ? 104 : colW - 6, 10 + 7 * text.length);
       g.append(svgEl('rect', { x: x - w / 2, y: y - 9, width: w, height: 18, rx: 3 }), svgText(text.slice(0, Math.floor(w / 7)), x, y + 4, 'nodelabel', 'middle'));
     }
     g.addEventListener('mouseenter', () => focus(svg, edgeEls, n, true));
