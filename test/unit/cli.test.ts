@@ -37,6 +37,16 @@ describe('residual analyze', () => {
     assert.equal(j.lens[2].top[j.tokens.length - 1][0].id, j.top[0].id);
   });
 
+  it('leaves no ONNX Runtime telemetry behind (no device id, no event database)', () => {
+    const home = fs.mkdtempSync(path.join(os.tmpdir(), 'residual-home-'));
+    const r = spawnSync(process.execPath, [BIN, 'analyze', '--model', model, '--text', 'x', '--json', '--providers', 'cpu'], {
+      encoding: 'utf8',
+      env: { ...process.env, HOME: home, XDG_CACHE_HOME: path.join(home, '.cache'), ORT_DISABLE_TELEMETRY: '' },
+    });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(fs.existsSync(path.join(home, '.cache', 'Microsoft')), false, 'ONNX Runtime wrote telemetry under ~/.cache/Microsoft');
+  });
+
   it('reads --text - from standard input', () => {
     const r = cli(['analyze', '--model', model, '--text', '-', '--json', '--providers', 'cpu'], 'a b c');
     assert.equal(r.code, 0, r.err);

@@ -17,6 +17,10 @@ import type { ProviderAttempt } from '../results';
 // onnxruntime-node is loaded lazily: the native binding costs time and some hosts (tests of pure maths) never need it.
 let ortModule: typeof import('onnxruntime-node') | undefined;
 export function ort(): typeof import('onnxruntime-node') {
+  // onnxruntime-node 1.30 collects usage telemetry (a device id and events in ~/.cache/Microsoft/DeveloperTools/
+  // .onnxruntime, uploaded over HTTPS when it can). Residual makes no network request the user did not ask for,
+  // so it is switched off before the native library starts.
+  process.env.ORT_DISABLE_TELEMETRY = '1';
   ortModule ??= require('onnxruntime-node') as typeof import('onnxruntime-node');
   return ortModule;
 }
