@@ -5,22 +5,14 @@
  * restores everything; earlier positions there (and at resid_mid) restore nothing.
  */
 import assert from 'node:assert/strict';
-import * as fs from 'node:fs';
-import * as os from 'node:os';
-import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { Gpt2Config } from '../../src/engine/checkpoint/config';
-import { openCheckpoint } from '../../src/engine/checkpoint/load';
-import { writeRandomGpt2 } from '../../src/engine/checkpoint/random';
-import { readTensorF32 } from '../../src/engine/checkpoint/safetensors';
 import { activationPatching, type PatchPoint } from '../../src/engine/depth/patching';
 import type { HookName } from '../../src/engine/hooks';
 import { Model } from '../../src/engine/model';
 import { referenceForward, type Weights } from '../../src/engine/reference/gpt2-reference';
-import { silenceOrt } from '../../src/engine/runtime/session';
-import { gpt2TokenizerJSON } from '../../tools/gpt2-tokenizer';
+import { loadTinyModel, type TinyModel } from '../helpers/tiny-model';
 
-const root = fs.mkdtempSync(path.join(os.tmpdir(), 'residual-patching-'));
 let model: Model;
 let weights: Weights;
 let cfg: Gpt2Config;
@@ -29,19 +21,12 @@ const CLEAN = 'The cat sat on the mat and';
 const CORRUPTED = 'The dog sat on the mat and';
 const ANSWERS = { cleanAnswer: ' slept', corruptedAnswer: ' ran' };
 
+let tiny: TinyModel;
 before(async () => {
-  silenceOrt();
-  const dir = path.join(root, 'm');
-  writeRandomGpt2(dir, { nLayers: 3, dModel: 16, nHeads: 4, dMlp: 48, nCtx: 24, vocabSize: 50257 }, { seed: 3, tokenizerJson: gpt2TokenizerJSON(), std: 0.4 });
-  model = await Model.load(dir, { providers: ['cpu'], cacheDir: path.join(root, 'cache') });
-  const ckpt = openCheckpoint(dir);
-  cfg = ckpt.config;
-  weights = new Map([...ckpt.tensors].map(([k, e]) => [k, readTensorF32(e)]));
+  tiny = await loadTinyModel('patching', { nLayers: 3, dModel: 16, nHeads: 4, dMlp: 48, nCtx: 24, vocabSize: 50257 }, { seed: 3, std: 0.4 });
+  ({ model, weights: weights, cfg } = tiny);
 });
-after(async () => {
-  await model.dispose();
-  fs.rmSync(root, { recursive: true, force: true });
-});
+after(() => tiny?.dispose());
 
 const ids = (text: string) => model.tokenizer.encode(text).ids;
 const firstId = (text: string) => ids(text)[0];

@@ -4,41 +4,26 @@
  * KV-cached generation against full recomputation, zero vectors and overflowing strengths.
  */
 import assert from 'node:assert/strict';
-import * as fs from 'node:fs';
-import * as os from 'node:os';
-import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { openCheckpoint } from '../../src/engine/checkpoint/load';
-import { writeRandomGpt2 } from '../../src/engine/checkpoint/random';
-import { readTensorF32 } from '../../src/engine/checkpoint/safetensors';
 import type { Gpt2Config } from '../../src/engine/checkpoint/config';
 import { Model } from '../../src/engine/model';
 import { referenceForward, type Weights } from '../../src/engine/reference/gpt2-reference';
 import type { GenerationSettings, SteeringSpec, SteerPointName } from '../../src/engine/results';
-import { silenceOrt } from '../../src/engine/runtime/session';
 import { generate, meanResidNorm, nextTokenEffectIds, steerAdds, sweep } from '../../src/engine/steering/steer';
 import { contrastiveVector } from '../../src/engine/steering/vectors';
-import { gpt2TokenizerJSON } from '../../tools/gpt2-tokenizer';
+import { loadTinyModel, type TinyModel } from '../helpers/tiny-model';
 
 const TOL = 1e-4;
-const root = fs.mkdtempSync(path.join(os.tmpdir(), 'residual-steering-'));
 let model: Model;
 let W: Weights;
 let cfg: Gpt2Config;
 
+let tiny: TinyModel;
 before(async () => {
-  silenceOrt();
-  const dir = path.join(root, 'model');
-  writeRandomGpt2(dir, { nLayers: 3, dModel: 16, nHeads: 4, dMlp: 48, nCtx: 32, vocabSize: 50257 }, { seed: 4242, tokenizerJson: gpt2TokenizerJSON(), std: 0.3 });
-  model = await Model.load(dir, { providers: ['cpu'], cacheDir: path.join(root, 'cache') });
-  const ckpt = openCheckpoint(dir);
-  W = new Map([...ckpt.tensors].map(([k, e]) => [k, readTensorF32(e)]));
-  cfg = ckpt.config;
+  tiny = await loadTinyModel('steering', { nLayers: 3, dModel: 16, nHeads: 4, dMlp: 48, nCtx: 32, vocabSize: 50257 }, { seed: 4242, std: 0.3 });
+  ({ model, weights: W, cfg } = tiny);
 });
-after(async () => {
-  await model?.dispose();
-  fs.rmSync(root, { recursive: true, force: true });
-});
+after(() => tiny?.dispose());
 
 const IDS = [464, 2068, 7586, 21831, 18045, 625, 262, 16931, 3290, 13];
 const D = 16;

@@ -3,38 +3,23 @@
  * independent float64 computation from the reference forward's activations.
  */
 import assert from 'node:assert/strict';
-import * as fs from 'node:fs';
-import * as os from 'node:os';
-import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { analyze } from '../../src/engine/analysis';
-import { openCheckpoint } from '../../src/engine/checkpoint/load';
-import { writeRandomGpt2 } from '../../src/engine/checkpoint/random';
-import { readTensorF32 } from '../../src/engine/checkpoint/safetensors';
 import type { Gpt2Config } from '../../src/engine/checkpoint/config';
 import { Model } from '../../src/engine/model';
 import { referenceForward, type Weights } from '../../src/engine/reference/gpt2-reference';
-import { silenceOrt } from '../../src/engine/runtime/session';
-import { gpt2TokenizerJSON } from '../../tools/gpt2-tokenizer';
+import { loadTinyModel, type TinyModel } from '../helpers/tiny-model';
 
-const root = fs.mkdtempSync(path.join(os.tmpdir(), 'residual-analysis-'));
 let model: Model;
 let weights: Weights;
 let cfg: Gpt2Config;
 
+let tiny: TinyModel;
 before(async () => {
-  silenceOrt();
-  const dir = path.join(root, 'm');
-  writeRandomGpt2(dir, { nLayers: 3, dModel: 24, nHeads: 4, dMlp: 64, nCtx: 32, vocabSize: 50257 }, { seed: 7, tokenizerJson: gpt2TokenizerJSON(), std: 0.4 });
-  model = await Model.load(dir, { providers: ['cpu'], cacheDir: path.join(root, 'cache') });
-  const ckpt = openCheckpoint(dir);
-  cfg = ckpt.config;
-  weights = new Map([...ckpt.tensors].map(([k, e]) => [k, readTensorF32(e)]));
+  tiny = await loadTinyModel('analysis', { nLayers: 3, dModel: 24, nHeads: 4, dMlp: 64, nCtx: 32, vocabSize: 50257 }, { seed: 7, std: 0.4 });
+  ({ model, weights: weights, cfg } = tiny);
 });
-after(async () => {
-  await model.dispose();
-  fs.rmSync(root, { recursive: true, force: true });
-});
+after(() => tiny?.dispose());
 
 /** Independent logit lens for one residual vector: LayerNorm (float64) → unembedding → softmax. */
 function lensProbs(x: Float32Array): Float64Array {
