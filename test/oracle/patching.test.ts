@@ -24,7 +24,7 @@ const ANSWERS = { cleanAnswer: ' slept', corruptedAnswer: ' ran' };
 let tiny: TinyModel;
 before(async () => {
   tiny = await loadTinyModel('patching', { nLayers: 3, dModel: 16, nHeads: 4, dMlp: 48, nCtx: 24, vocabSize: 50257 }, { seed: 3, std: 0.4 });
-  ({ model, weights: weights, cfg } = tiny);
+  ({ model, weights, cfg } = tiny);
 });
 after(() => tiny?.dispose());
 

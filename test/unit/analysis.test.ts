@@ -17,7 +17,7 @@ let cfg: Gpt2Config;
 let tiny: TinyModel;
 before(async () => {
   tiny = await loadTinyModel('analysis', { nLayers: 3, dModel: 24, nHeads: 4, dMlp: 64, nCtx: 32, vocabSize: 50257 }, { seed: 7, std: 0.4 });
-  ({ model, weights: weights, cfg } = tiny);
+  ({ model, weights, cfg } = tiny);
 });
 after(() => tiny?.dispose());
 

@@ -20,7 +20,7 @@ let cfg: Gpt2Config;
 let tiny: TinyModel;
 before(async () => {
   tiny = await loadTinyModel('compare', { nLayers: 3, dModel: 24, nHeads: 4, dMlp: 64, nCtx: 32, vocabSize: 50257 }, { seed: 21, std: 0.4 });
-  ({ model, weights: weights, cfg } = tiny);
+  ({ model, weights, cfg } = tiny);
 });
 after(() => tiny?.dispose());
 
