@@ -34,8 +34,10 @@ if (watch) {
   await Promise.all(builds.map((b) => esbuild.build(b)));
 }
 copyRuntime();
-// The random fallback model (models/tiny-gpt2) is generated, not committed; the VSIX carries it.
-if (!fs.existsSync(path.join(root, 'models', 'tiny-gpt2', 'model.safetensors'))) {
+// Without the trained demo model (models/demo), a random fallback (models/tiny-gpt2) is generated, not committed,
+// so the extension always has a default model; the VSIX carries whichever exists.
+const hasDemo = fs.existsSync(path.join(root, 'models', 'demo', 'model.safetensors'));
+if (!hasDemo && !fs.existsSync(path.join(root, 'models', 'tiny-gpt2', 'model.safetensors'))) {
   execFileSync(process.execPath, ['--import', 'tsx', 'tools/make-tiny-model.ts'], { cwd: root, stdio: 'inherit' });
 }
 console.log(`built into ${path.relative(root, dist)}/`);

@@ -53,16 +53,25 @@ export function activate(context: vscode.ExtensionContext): void {
     if (e instanceof Error && !(e instanceof ResidualError) && e.stack) log.appendLine(e.stack);
   };
 
-  /** Analyses the selection (else the current line) of the active editor; a new request cancels the previous one. */
-  async function analyzeEditor(): Promise<Analysed | undefined> {
-    const editor = vscode.window.activeTextEditor;
-    if (!editor) {
+  // A webview with focus leaves no active text editor; commands then use the editor the user was last in.
+  let lastEditor: vscode.TextEditor | undefined = vscode.window.activeTextEditor;
+  context.subscriptions.push(vscode.window.onDidChangeActiveTextEditor((e) => e && (lastEditor = e)));
+  const currentEditor = () =>
+    vscode.window.activeTextEditor ?? (lastEditor && vscode.window.visibleTextEditors.includes(lastEditor) ? lastEditor : undefined);
+
+  /**
+   * Analyses the selection (else the current line) of the current editor, or `target` (a re-run of an earlier
+   * range); a new request cancels the previous one.
+   */
+  async function analyzeEditor(target?: { doc: vscode.TextDocument; range: vscode.Range }): Promise<Analysed | undefined> {
+    const editor = currentEditor();
+    if (!target && !editor) {
       void vscode.window.showWarningMessage('Residual: open a file and select the text to analyse.');
       return undefined;
     }
-    const doc = editor.document;
-    const sel = editor.selection;
-    const range = sel.isEmpty ? doc.lineAt(sel.active.line).range : new vscode.Range(sel.start, sel.end);
+    const doc = target?.doc ?? editor!.document;
+    const sel = editor?.selection;
+    const range = target?.range ?? (sel!.isEmpty ? doc.lineAt(sel!.active.line).range : new vscode.Range(sel!.start, sel!.end));
     const text = doc.getText(range);
     if (text.length === 0) {
       void vscode.window.showWarningMessage('Residual: the selection is empty and so is the current line; select some text to analyse.');
@@ -153,9 +162,15 @@ export function activate(context: vscode.ExtensionContext): void {
         case 'token/reveal':
           if (last) await revealRange(last.source, m.start, m.end);
           break;
-        case 'analysis/rerun':
-          await vscode.commands.executeCommand(COMMANDS.analyzeSelection);
+        case 'analysis/rerun': {
+          // Re-run the same text (the panel has focus, so there is no active editor to take a selection from).
+          if (!last) break;
+          const doc = await vscode.workspace.openTextDocument(last.source.uri);
+          const start = doc.positionAt(last.source.baseOffset);
+          const r = await analyzeEditor({ doc, range: new vscode.Range(start, doc.positionAt(last.source.baseOffset + last.analysis.text.length)) });
+          if (r) present(r);
           break;
+        }
         case 'heat/show':
           if (last) vscode.window.setStatusBarMessage(`Residual: editor heat shows ${heat.show(last.source, last.analysis, m.measure, m.layer)}`, 5000);
           break;
@@ -235,7 +250,7 @@ export function activate(context: vscode.ExtensionContext): void {
   }
 
   async function traceCircuit(): Promise<void> {
-    const editor = vscode.window.activeTextEditor;
+    const editor = currentEditor();
     if (!editor) {
       void vscode.window.showWarningMessage('Residual: open a file and select the prompt to trace.');
       return;

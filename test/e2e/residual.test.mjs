@@ -99,6 +99,15 @@ describe('Residual in a real VS Code', { skip: ext ? false : 'RESIDUAL_VSIX / RE
     await wv.locator('#measure').click();
     await wv.locator('vscode-option', { hasText: 'Layer update' }).click();
     await wv.locator('#heatmap[data-measure="update_norm"]').waitFor();
+    // Re-run from the panel (no editor has focus then): the same tokens come back as a new result.
+    const before = await wv.locator('#app').getAttribute('data-request');
+    const chips = await wv.locator('#tokens .token').allTextContents();
+    await wv.locator('vscode-button', { hasText: 'Re-run' }).click();
+    await wv.locator(`#app[data-state="ready"]:not([data-request="${before}"])`).waitFor({ timeout: 30_000 });
+    assert.deepEqual(await wv.locator('#tokens .token').allTextContents(), chips);
+    await wv.locator('vscode-panel-tab#tab-overview').click();
+    await wv.locator('#measure').click();
+    await wv.locator('vscode-option', { hasText: 'Layer update' }).click();
     // Per-block statistics: one row per block.
     const L = Number(await wv.locator('#lens-grid tr[data-layer]').count()) - 1;
     assert.equal(await wv.locator('#heatmap tr[data-layer]').count(), L);
