@@ -98,9 +98,16 @@ export type FromInspector =
   /** Runs one of the extension's commands (only the ones listed: the webview cannot run arbitrary commands). */
   | { type: 'command/run'; command: InspectorCommand };
 
-export type InspectorCommand = 'residual.analyzeSelection' | 'residual.selectModel' | 'residual.showActivations' | 'residual.openSteering' | 'residual.showLog';
+export type InspectorCommand =
+  | 'residual.analyzeSelection'
+  | 'residual.traceCircuit'
+  | 'residual.selectModel'
+  | 'residual.showActivations'
+  | 'residual.openSteering'
+  | 'residual.showLog';
 export const INSPECTOR_COMMANDS: readonly InspectorCommand[] = [
   'residual.analyzeSelection',
+  'residual.traceCircuit',
   'residual.selectModel',
   'residual.showActivations',
   'residual.openSteering',

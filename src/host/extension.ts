@@ -1,5 +1,6 @@
 /**
- * Extension entry: registers the commands, the Inspector view, the Activations panel and the editor token heat.
+ * Extension entry: registers the commands, the Inspector view, the Activations, Circuit and Steering panels and the
+ * editor token heat.
  * Everything created here goes into `context.subscriptions`. The engine does the work; this file connects it to
  * VS Code.
  */

@@ -39,6 +39,7 @@ function render(s: InspectorState): void {
   const actions = el('div', 'actions');
   actions.append(
     button('Analyze Selection', () => run('residual.analyzeSelection'), 'primary'),
+    button('Trace Circuit', () => run('residual.traceCircuit')),
     button('Steering…', () => run('residual.openSteering')),
     button('Select Model…', () => run('residual.selectModel')),
     button('Log', () => run('residual.showLog')),
