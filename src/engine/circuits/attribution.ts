@@ -238,7 +238,7 @@ export class Attributor {
 
     // 4. Target directions, constants (frozen forward with all sources at zero) and actual values.
     const t4 = performance.now();
-    const consts = constantForward(w, frozen, bDec);
+    const consts = await constantForward(w, frozen, bDec, (...a) => this.backward.gemm(...a));
     const levels: Target[][] = Array.from({ length: L + 1 }, () => []);
     for (let l = 0; l < L; l++) {
       const tc = this.transcoders.layers[l];
@@ -314,57 +314,75 @@ export class Attributor {
     const maxFeatures = Math.min(opts.maxFeatureNodes ?? Infinity, nFeatures);
     const totalTargets = maxFeatures + nLogits;
     let done = 0;
-    const propagate = async (level: number, levelTargets: Target[]) => {
-      const targets = [...levelTargets].sort((x, y) => x.q - y.q);
-      for (const t of targets) rowComputed[t.row] = 1;
-      for (let i0 = 0; i0 < targets.length; ) {
-        throwIfCancelled(opts.cancel);
-        // Greedy batch: targets sorted by position, rows = T × (max position + 1) within the budget.
-        let i1 = i0 + 1;
-        while (i1 < targets.length && (i1 + 1 - i0) * (targets[i1].q + 1) <= budget) i1++;
-        const batch = targets.slice(i0, i1);
-        const T = batch.length;
-        const S = batch[T - 1].q + 1;
-        let G: Float32Array = new Float32Array(T * S * D);
-        batch.forEach((t, i) => G.set(t.dir, (i * S + t.q) * D));
-        let a = level;
-        if (level === L) {
+    /** The highest block a target's gradient passes (logits read the final residual, past block L−1's MLP). */
+    const topBlock = (t: Target) => Math.min(t.level, L - 1);
+    /**
+     * Rows of `targets`, in sweeps per target position q: a target at q only has gradient at positions ≤ q, so a
+     * sweep works on exactly S = q + 1 positions (no padding). Within a sweep, targets join at their own block on the
+     * way down, so every block is one batched step for all targets at q that pass it.
+     */
+    const propagate = async (targets: Target[]) => {
+      const byQ = new Map<number, Target[]>();
+      for (const t of targets) {
+        rowComputed[t.row] = 1;
+        let g = byQ.get(t.q);
+        if (!g) byQ.set(t.q, (g = []));
+        g.push(t);
+      }
+      for (const q of [...byQ.keys()].sort((x, y) => y - x)) {
+        const S = q + 1;
+        const group = byQ.get(q)!.sort((x, y) => topBlock(y) - topBlock(x));
+        for (const t of group) {
+          if (t.level !== L) continue;
           // Logits read the final residual: layer L−1's sources enter it directly.
-          batch.forEach((t) => {
-            const Kl = K[L - 1];
-            for (let k = 0; k < sourceCount(L, t.q); k++) {
-              let e = 0;
-              for (let d = 0; d < D; d++) e += t.dir[d] * U[L - 1][(t.q * D + d) * Kl + k];
-              adjacency_NN[t.row * N + sourceNode(L, t.q, k)] = e;
-            }
-          });
-          a = L - 1;
-        }
-        for (; a >= 0; a--) {
-          const Ua = a === 0 ? Uemb : U[a - 1];
-          const Ka = a === 0 ? 1 : K[a - 1];
-          const { Gpre_TSD, R_STK } = await this.backward.step(a, G, T, S, cropPattern(a, S), invScale1[a].subarray(0, S), Ua.subarray(0, S * D * Ka), Ka);
-          for (let s = 0; s < S; s++) {
-            const n = sourceCount(a, s);
-            for (let i = 0; i < T; i++) {
-              if (batch[i].q < s) continue;
-              const rowOff = batch[i].row * N;
-              const rOff = (s * T + i) * Ka;
-              for (let k = 0; k < n; k++) adjacency_NN[rowOff + sourceNode(a, s, k)] = R_STK[rOff + k];
-            }
+          const Kl = K[L - 1];
+          for (let k = 0; k < sourceCount(L, t.q); k++) {
+            let e = 0;
+            for (let d = 0; d < D; d++) e += t.dir[d] * U[L - 1][(t.q * D + d) * Kl + k];
+            adjacency_NN[t.row * N + sourceNode(L, t.q, k)] = e;
           }
-          G = Gpre_TSD;
         }
-        done += T;
-        progress(`attribution: ${done} of ${totalTargets} targets`, done / totalTargets);
-        i0 = i1;
+        const perChunk = Math.max(1, Math.floor(budget / S));
+        for (let c0 = 0; c0 < group.length; c0 += perChunk) {
+          const chunk = group.slice(c0, c0 + perChunk);
+          let G: Float32Array | undefined;
+          let T = 0;
+          let joined = 0;
+          for (let a = topBlock(chunk[0]); a >= 0; a--) {
+            throwIfCancelled(opts.cancel);
+            let j1 = joined;
+            while (j1 < chunk.length && topBlock(chunk[j1]) === a) j1++;
+            if (j1 > joined) {
+              const G2 = new Float32Array(j1 * S * D);
+              if (G) G2.set(G.subarray(0, T * S * D));
+              for (let i = joined; i < j1; i++) G2.set(chunk[i].dir, (i * S + q) * D);
+              G = G2;
+              T = j1;
+              joined = j1;
+            }
+            const Ua = a === 0 ? Uemb : U[a - 1];
+            const Ka = a === 0 ? 1 : K[a - 1];
+            const { Gpre_TSD, R_STK } = await this.backward.step(a, G!, T, S, cropPattern(a, S), invScale1[a].subarray(0, S), Ua.subarray(0, S * D * Ka), Ka);
+            for (let s = 0; s < S; s++) {
+              const n = sourceCount(a, s);
+              for (let i = 0; i < T; i++) {
+                const rowOff = chunk[i].row * N;
+                const rOff = (s * T + i) * Ka;
+                for (let k = 0; k < n; k++) adjacency_NN[rowOff + sourceNode(a, s, k)] = R_STK[rOff + k];
+              }
+            }
+            G = Gpre_TSD;
+          }
+          done += chunk.length;
+          progress(`attribution: ${done} of ${totalTargets} targets`, done / totalTargets);
+        }
       }
     };
     if (maxFeatures >= nFeatures) {
-      for (let level = L; level >= 0; level--) await propagate(level, levels[level]);
+      await propagate(levels.flat());
     } else {
       // circuit-tracer's order: logit rows, then the most influential features not yet expanded, round by round.
-      await propagate(L, levels[L]);
+      await propagate(levels[L]);
       const byRow: Target[] = [];
       for (const lv of levels.slice(0, L)) for (const t of lv) byRow[t.row] = t;
       const w = new Float64Array(N);
@@ -376,10 +394,7 @@ export class Attributor {
           .filter((i) => !rowComputed[i])
           .sort((a, b) => infl[b] - infl[a])
           .slice(0, Math.min(opts.featureBatch ?? 1024, maxFeatures - expanded));
-        for (let level = L - 1; level >= 0; level--) {
-          const chosen = pick.filter((i) => featLayer[i] === level).map((i) => byRow[i]);
-          if (chosen.length) await propagate(level, chosen);
-        }
+        await propagate(pick.map((i) => byRow[i]));
         expanded += pick.length;
       }
     }

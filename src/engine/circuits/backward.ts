@@ -43,9 +43,21 @@ export function buildBackwardGraph(b: AttnWeights, D: number, H: number): Uint8A
   return g.encode();
 }
 
+/** Graph for a plain product: X [R, C] · W [C, M] + b [M] (weights as inputs, for the constant forward). */
+export function buildGemmGraph(): Uint8Array {
+  const g = new GraphBuilder('residual-gemm');
+  const X = g.input('X', 'float32', ['R', 'C']);
+  const W = g.input('W', 'float32', ['C', 'M']);
+  const b = g.input('b', 'float32', ['M']);
+  g.op('Add', [g.op('MatMul', [X, W]), b], undefined, 'Y');
+  g.output('Y', 'float32', ['R', 'M']);
+  return g.encode();
+}
+
 /** One session per block, created on first use. */
 export class AttentionBackward {
   private readonly sessions = new Map<number, Promise<ortTypes.InferenceSession>>();
+  private gemmSession?: Promise<ortTypes.InferenceSession>;
 
   constructor(
     private readonly w: FrozenWeights,
@@ -66,6 +78,16 @@ export class AttentionBackward {
   /** Warms all sessions (so timings of the first prompt do not include creation). */
   async prepare(): Promise<void> {
     for (let l = 0; l < this.w.L; l++) await this.session(l);
+    await this.gemm(new Float32Array(1), 1, 1, new Float32Array(1), 1, new Float32Array(1));
+  }
+
+  /** X [R, C] · W [C, M] + b → [R, M] (float32). */
+  async gemm(X: Float32Array, R: number, C: number, W: Float32Array, M: number, b: Float32Array): Promise<Float32Array> {
+    this.gemmSession ??= createSession(buildGemmGraph(), new Map(), 'gemm', this.opts).then((c) => c.session);
+    const s = await this.gemmSession;
+    const Tn = ort().Tensor;
+    const out = await s.run({ X: new Tn('float32', X, [R, C]), W: new Tn('float32', W, [C, M]), b: new Tn('float32', b, [M]) });
+    return out.Y.data as Float32Array;
   }
 
   /**
@@ -88,5 +110,7 @@ export class AttentionBackward {
   async dispose(): Promise<void> {
     for (const s of this.sessions.values()) await (await s).release();
     this.sessions.clear();
+    if (this.gemmSession) await (await this.gemmSession).release();
+    this.gemmSession = undefined;
   }
 }

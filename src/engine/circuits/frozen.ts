@@ -80,49 +80,60 @@ export interface FrozenState {
  * the OV path, b_V, b_O, and each layer's transcoder b_dec. Returns the residual stream read by each target level:
  * `residMid_LPD[l]` for l < L (blocks.l.hook_resid_mid) and `final_PD` (the input of ln_final).
  */
-export function constantForward(w: FrozenWeights, s: FrozenState, bDec_LD: Float32Array[]): { residMid_LPD: Float64Array[]; final_PD: Float64Array } {
+export async function constantForward(
+  w: FrozenWeights,
+  s: FrozenState,
+  bDec_LD: Float32Array[],
+  gemm: (X: Float32Array, R: number, C: number, W: Float32Array, M: number, b: Float32Array) => Promise<Float32Array> = jsGemm,
+): Promise<{ residMid_LPD: Float64Array[]; final_PD: Float64Array }> {
   const { D, H, E, L } = w;
   const P = s.P;
   const resid = new Float64Array(P * D);
   const residMid_LPD: Float64Array[] = [];
-  const x1 = new Float64Array(D);
-  const v = new Float64Array(P * D);
-  const z = new Float64Array(D);
+  const x1 = new Float32Array(P * D);
+  const z = new Float32Array(P * D);
+  const row = new Float64Array(D);
   for (let l = 0; l < L; l++) {
     const b = w.blocks[l];
     const scale = s.ln1Scale_LP[l];
     for (let p = 0; p < P; p++) {
-      layerNormFrozen(resid, p * D, D, scale[p], b.ln1W_D, b.ln1B_D, x1);
-      for (let j = 0; j < D; j++) v[p * D + j] = b.bV_D[j];
-      for (let i = 0; i < D; i++) {
-        const xi = x1[i];
-        if (xi === 0) continue;
-        const row = i * D;
-        for (let j = 0; j < D; j++) v[p * D + j] += xi * b.wV_DD[row + j];
-      }
+      layerNormFrozen(resid, p * D, D, scale[p], b.ln1W_D, b.ln1B_D, row);
+      x1.set(row, p * D);
     }
+    const v = await gemm(x1, P, D, b.wV_DD, D, b.bV_D);
     const A = s.pattern_LHQS[l];
-    const attn = new Float64Array(P * D);
-    for (let q = 0; q < P; q++) {
-      z.fill(0);
-      for (let h = 0; h < H; h++)
-        for (let k = 0; k <= q; k++) {
-          const a = A[(h * P + q) * P + k];
-          for (let e = 0; e < E; e++) z[h * E + e] += a * v[k * D + h * E + e];
+    for (let q = 0; q < P; q++)
+      for (let h = 0; h < H; h++) {
+        const zo = q * D + h * E;
+        for (let e = 0; e < E; e++) {
+          let acc = 0;
+          for (let k = 0; k <= q; k++) acc += A[(h * P + q) * P + k] * v[k * D + h * E + e];
+          z[zo + e] = acc;
         }
-      for (let j = 0; j < D; j++) attn[q * D + j] = b.bO_D[j];
-      for (let i = 0; i < D; i++) {
-        const zi = z[i];
-        const row = i * D;
-        for (let j = 0; j < D; j++) attn[q * D + j] += zi * b.wO_DD[row + j];
       }
-    }
+    const attn = await gemm(z, P, D, b.wO_DD, D, b.bO_D);
     for (let i = 0; i < P * D; i++) resid[i] += attn[i];
     residMid_LPD.push(Float64Array.from(resid));
     const bd = bDec_LD[l];
     for (let p = 0; p < P; p++) for (let j = 0; j < D; j++) resid[p * D + j] += bd[j];
   }
   return { residMid_LPD, final_PD: resid };
+}
+
+/** X [R, C] · W [C, M] + b in plain loops (float64 accumulation), each row of W reused for every row of X. */
+export async function jsGemm(X: Float32Array, R: number, C: number, W: Float32Array, M: number, b: Float32Array): Promise<Float32Array> {
+  const out = new Float64Array(R * M);
+  for (let r = 0; r < R; r++) for (let j = 0; j < M; j++) out[r * M + j] = b[j];
+  for (let i = 0; i < C; i++) {
+    const wo = i * M;
+    for (let r = 0; r < R; r++) {
+      const xi = X[r * C + i];
+      if (xi === 0) continue;
+      const oo = r * M;
+      for (let j = 0; j < M; j++) out[oo + j] += xi * W[wo + j];
+    }
+  }
+  return Float32Array.from(out);
 }
 
 /** out = C·x[off..off+D) / scale ⊙ w + b. */

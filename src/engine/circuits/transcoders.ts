@@ -297,25 +297,54 @@ export function readVector(e: TensorEntry): Float32Array {
 export function readRows(e: TensorEntry, rows: ArrayLike<number>): Float32Array {
   const C = e.shape[1];
   const elem = e.dtype === 'F32' ? 4 : 2;
+  const rowBytes = C * elem;
   const out = new Float32Array(rows.length * C);
-  const buf = new Uint8Array(C * elem);
   const table = e.dtype === 'F16' ? f16Lookup() : undefined;
+  for (let i = 0; i < rows.length; i++) {
+    const r = rows[i];
+    if (!(r >= 0 && r < e.shape[0] && Number.isInteger(r))) throw new ResidualError(`row ${r} is outside "${e.name}" [${e.shape.join(', ')}]`, e.file);
+  }
+  // Requested rows in file order, read in runs: rows closer than GAP bytes apart share one read (one read of a
+  // few MB is far cheaper than hundreds of small ones).
+  const GAP = 256 * 1024;
+  const MAX = 8 * 1024 * 1024;
+  const order = Array.from({ length: rows.length }, (_, i) => i).sort((x, y) => rows[x] - rows[y]);
+  const buf = new Uint8Array(Math.max(rowBytes, Math.min(MAX, e.shape[0] * rowBytes)) + 8);
   const fd = fs.openSync(e.file, 'r');
   try {
-    for (let i = 0; i < rows.length; i++) {
-      const r = rows[i];
-      if (!(r >= 0 && r < e.shape[0])) throw new ResidualError(`row ${r} is outside "${e.name}" [${e.shape.join(', ')}]`, e.file);
-      fs.readSync(fd, buf, 0, buf.length, e.dataOffset + r * C * elem);
-      const dst = out.subarray(i * C, (i + 1) * C);
-      if (elem === 4) dst.set(new Float32Array(buf.buffer, buf.byteOffset, C));
-      else {
-        const h = new Uint16Array(buf.buffer, buf.byteOffset, C);
-        if (table) for (let c = 0; c < C; c++) dst[c] = table[h[c]];
+    for (let i0 = 0; i0 < order.length; ) {
+      const first = rows[order[i0]];
+      let i1 = i0 + 1;
+      while (i1 < order.length) {
+        const r = rows[order[i1]];
+        if ((r - rows[order[i1 - 1]] - 1) * rowBytes > GAP || (r - first + 1) * rowBytes > buf.length - 8) break;
+        i1++;
+      }
+      const last = rows[order[i1 - 1]];
+      const bytes = (last - first + 1) * rowBytes;
+      // Keep the view aligned for Float32Array/Uint16Array.
+      const shift = buf.byteOffset % 4;
+      let got = 0;
+      while (got < bytes) {
+        const n = fs.readSync(fd, buf, shift + got, bytes - got, e.dataOffset + first * rowBytes + got);
+        if (n <= 0) throw new ResidualError(`"${e.name}" ends early`, e.file);
+        got += n;
+      }
+      for (let i = i0; i < i1; i++) {
+        const k = order[i];
+        const at = shift + (rows[k] - first) * rowBytes;
+        const dst = out.subarray(k * C, (k + 1) * C);
+        if (elem === 4) dst.set(new Float32Array(buf.buffer, buf.byteOffset + at, C));
         else {
-          const bits = new Uint32Array(dst.buffer, dst.byteOffset, C);
-          for (let c = 0; c < C; c++) bits[c] = h[c] << 16;
+          const h = new Uint16Array(buf.buffer, buf.byteOffset + at, C);
+          if (table) for (let c = 0; c < C; c++) dst[c] = table[h[c]];
+          else {
+            const bits = new Uint32Array(dst.buffer, dst.byteOffset, C);
+            for (let c = 0; c < C; c++) bits[c] = h[c] << 16;
+          }
         }
       }
+      i0 = i1;
     }
   } finally {
     fs.closeSync(fd);
@@ -326,13 +355,38 @@ export function readRows(e: TensorEntry, rows: ArrayLike<number>): Float32Array 
 /** Encoder directions of `features` → [features.length, d_in] (a column of W_enc in SAELens layout). */
 export function readEncoderColumns(t: Transcoder, features: ArrayLike<number>): Float32Array {
   if (t.encLayout === 'FD') return readRows(t.wEnc, features);
-  const full = readTensorF32(t.wEnc); // [D, F]
+  // [D, F]: read blocks of whole rows (a few MB each, into one reused buffer) and gather the requested columns.
   const D = t.dIn;
   const F = t.dSae;
-  const out = new Float32Array(features.length * D);
   for (let i = 0; i < features.length; i++) {
     const f = features[i];
-    for (let d = 0; d < D; d++) out[i * D + d] = full[d * F + f];
+    if (!(f >= 0 && f < F && Number.isInteger(f))) throw new ResidualError(`feature ${f} is outside "${t.wEnc.name}" [${t.wEnc.shape.join(', ')}]`, t.wEnc.file);
+  }
+  const out = new Float32Array(features.length * D);
+  const per = Math.max(1, Math.floor((4 * 1024 * 1024) / (F * 4)));
+  const e = t.wEnc;
+  const buf = e.dtype === 'F32' ? new Float32Array(per * F) : undefined;
+  const fd = buf ? fs.openSync(e.file, 'r') : -1;
+  try {
+    for (let d0 = 0; d0 < D; d0 += per) {
+      const d1 = Math.min(D, d0 + per);
+      let block: Float32Array;
+      if (buf) {
+        const bytes = new Uint8Array(buf.buffer, 0, (d1 - d0) * F * 4);
+        for (let got = 0; got < bytes.length; ) {
+          const n = fs.readSync(fd, bytes, got, bytes.length - got, e.dataOffset + d0 * F * 4 + got);
+          if (n <= 0) throw new ResidualError(`"${e.name}" ends early`, e.file);
+          got += n;
+        }
+        block = buf;
+      } else block = readRows(e, Array.from({ length: d1 - d0 }, (_, i) => d0 + i)); // [d1−d0, F]
+      for (let i = 0; i < features.length; i++) {
+        const f = features[i];
+        for (let d = d0; d < d1; d++) out[i * D + d] = block[(d - d0) * F + f];
+      }
+    }
+  } finally {
+    if (fd >= 0) fs.closeSync(fd);
   }
   return out;
 }
