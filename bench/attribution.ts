@@ -48,7 +48,9 @@ async function main(): Promise<void> {
   const runs = args.includes('--runs') ? Number(args[args.indexOf('--runs') + 1]) : 3;
   const jsonOut = args.includes('--json') ? args[args.indexOf('--json') + 1] : path.join(__dirname, 'results', 'attribution.json');
   const P = args.includes('--tokens') ? Number(args[args.indexOf('--tokens') + 1]) : 32;
-  const maxFeatureNodes = args.includes('--max-feature-nodes') ? Number(args[args.indexOf('--max-feature-nodes') + 1]) : undefined;
+  // `--max-feature-nodes all` computes every feature's row (the full graph); without the flag, the default applies.
+  const mfnArg = args.includes('--max-feature-nodes') ? args[args.indexOf('--max-feature-nodes') + 1] : undefined;
+  const maxFeatureNodes = mfnArg === undefined ? undefined : mfnArg === 'all' ? Infinity : Number(mfnArg);
   ensureFixtures();
   silenceOrt();
   const model = await Model.load(modelDir, { providers: ['cpu'], cacheDir: path.join(root, 'onnx') });
@@ -81,7 +83,7 @@ async function main(): Promise<void> {
     model: SHAPE,
     transcoders: { width: WIDTH, activation: `topk k=${K}`, layers: SHAPE.nLayers },
     tokens: P,
-    max_feature_nodes: maxFeatureNodes ?? null,
+    max_feature_nodes: maxFeatureNodes === undefined ? 'default' : Number.isFinite(maxFeatureNodes) ? maxFeatureNodes : 'all',
     threads: os.cpus().length,
     provider: model.provider,
     setup_s: setupS,

@@ -15,7 +15,7 @@ import type { SessionOptions } from '../runtime/session';
 import { AttentionBackward } from './backward';
 import { FeatureEncoder, type LayerActivations } from './features';
 import { centerRows, constantForward, readFrozenWeights, type FrozenState, type FrozenWeights } from './frozen';
-import { computeInfluence, normalizeMatrix } from './prune';
+import { absRows, normalizeRows, sparseInfluence } from './prune';
 import { readEncoderColumns, readRows, readVector, type TranscoderSet } from './transcoders';
 
 export interface AttributionOptions {
@@ -314,6 +314,8 @@ export class Attributor {
     const maxFeatures = Math.min(opts.maxFeatureNodes ?? Infinity, nFeatures);
     const totalTargets = maxFeatures + nLogits;
     let done = 0;
+    let tInfluence = 0;
+    let tSteps = 0;
     /** The highest block a target's gradient passes (logits read the final residual, past block L−1's MLP). */
     const topBlock = (t: Target) => Math.min(t.level, L - 1);
     /**
@@ -352,26 +354,27 @@ export class Attributor {
             throwIfCancelled(opts.cancel);
             let j1 = joined;
             while (j1 < chunk.length && topBlock(chunk[j1]) === a) j1++;
-            if (j1 > joined) {
-              const G2 = new Float32Array(j1 * S * D);
-              if (G) G2.set(G.subarray(0, T * S * D));
-              for (let i = joined; i < j1; i++) G2.set(chunk[i].dir, (i * S + q) * D);
-              G = G2;
-              T = j1;
-              joined = j1;
-            }
+            // Targets joining at this block enter as one direction row each (all at q = S − 1).
+            const Nj = new Float32Array((j1 - joined) * D);
+            for (let i = joined; i < j1; i++) Nj.set(chunk[i].dir, (i - joined) * D);
             const Ua = a === 0 ? Uemb : U[a - 1];
             const Ka = a === 0 ? 1 : K[a - 1];
-            const { Gpre_TSD, R_STK } = await this.backward.step(a, G!, T, S, cropPattern(a, S), invScale1[a].subarray(0, S), Ua.subarray(0, S * D * Ka), Ka);
+            const ts = performance.now();
+            // (ONNX Runtime's batched MatMul refuses an empty batch: a sweep starts with one all-zero gradient.)
+            const pad = T === 0 ? 1 : 0;
+            const { Gpre_TSD, R_STK } = await this.backward.step(a, G ?? new Float32Array(S * D), T + pad, S, cropPattern(a, S), invScale1[a].subarray(0, S), Ua.subarray(0, S * D * Ka), Ka, Nj, j1 - joined);
+            T = joined = j1;
+            tSteps += performance.now() - ts;
+            const Tp = T + pad;
             for (let s = 0; s < S; s++) {
               const n = sourceCount(a, s);
               for (let i = 0; i < T; i++) {
                 const rowOff = chunk[i].row * N;
-                const rOff = (s * T + i) * Ka;
+                const rOff = (s * Tp + i + pad) * Ka;
                 for (let k = 0; k < n; k++) adjacency_NN[rowOff + sourceNode(a, s, k)] = R_STK[rOff + k];
               }
             }
-            G = Gpre_TSD;
+            G = pad ? Gpre_TSD.subarray(S * D) : Gpre_TSD;
           }
           done += chunk.length;
           progress(`attribution: ${done} of ${totalTargets} targets`, done / totalTargets);
@@ -389,16 +392,21 @@ export class Attributor {
       logitIds.forEach((_, i) => (w[logitNode(geom, i)] = logitProbs[i]));
       let expanded = 0;
       while (expanded < maxFeatures) {
-        const infl = computeInfluence(normalizeMatrix(adjacency_NN, N), w, N);
+        const ti = performance.now();
+        const R = absRows(adjacency_NN, N, rowComputed);
+        const infl = sparseInfluence(R, normalizeRows(R), w);
         const pick = Array.from({ length: nFeatures }, (_, i) => i)
           .filter((i) => !rowComputed[i])
           .sort((a, b) => infl[b] - infl[a])
           .slice(0, Math.min(opts.featureBatch ?? 1024, maxFeatures - expanded));
+        tInfluence += performance.now() - ti;
         await propagate(pick.map((i) => byRow[i]));
         expanded += pick.length;
       }
     }
     lap('backward', t5);
+    timings_ms.backward_influence = tInfluence;
+    timings_ms.backward_steps = tSteps;
     timings_ms.total = performance.now() - t0;
     return {
       ids: [...ids],

@@ -12,7 +12,11 @@ import { GraphBuilder } from '../onnx/builder';
 import { createSession, ort, type SessionOptions } from '../runtime/session';
 import type { AttnWeights, FrozenWeights } from './frozen';
 
-/** Graph for one block: inputs G [T,S,D], pattern [H,S,S], invScale [S,1], U [S,D,K]; outputs Gpre, R [S,T,K]. */
+/**
+ * Graph for one block. Inputs: G [T₁,S,D] (gradients of targets already in the sweep), N [T₂,D] (targets joining
+ * here: a direction at the last position S−1 only, so W_Oᵀ touches one row each), pattern [H,S,S], invScale [S,1],
+ * U [S,D,K]. Outputs: Gpre [T₁+T₂,S,D] (joiners after the others) and R [S,T₁+T₂,K]. T₁ or T₂ may be 0.
+ */
 export function buildBackwardGraph(b: AttnWeights, D: number, H: number): Uint8Array {
   const E = D / H;
   const g = new GraphBuilder('residual-attn-backward');
@@ -26,17 +30,32 @@ export function buildBackwardGraph(b: AttnWeights, D: number, H: number): Uint8A
     mean /= D;
     for (let d = 0; d < D; d++) M[j * D + d] = b.wV_DD[d * D + j] * b.ln1W_D[d] - mean;
   }
-  const G = g.input('G', 'float32', ['T', 'S', D]);
+  const G = g.input('G', 'float32', ['T1', 'S', D]);
+  const Nw = g.input('N', 'float32', ['T2', D]);
   const A = g.input('pattern', 'float32', [H, 'S', 'S']);
   const inv = g.input('inv_scale', 'float32', ['S', 1]);
   const U = g.input('U', 'float32', ['S', D, 'K']);
-  const dz = g.op('MatMul', [G, g.constF32('wOT', [D, D], wOT)]);
+  const WOT = g.constF32('wOT', [D, D], wOT);
+  // Targets already in the sweep: W_Oᵀ on every position, then the transposed pattern mixes positions per head.
+  const dz = g.op('MatMul', [G, WOT]);
   const dzH = g.op('Transpose', [g.op('Reshape', [dz, g.constI64('shape_TSHE', [0, 0, H, E])])], { perm: [0, 2, 1, 3] }); // [T,H,Q,E]
   const AT = g.op('Transpose', [A], { perm: [0, 2, 1] }); // [H,S,Q]
-  const dv = g.op('MatMul', [AT, dzH]); // [T,H,S,E]
-  const dvFlat = g.op('Reshape', [g.op('Transpose', [dv], { perm: [0, 2, 1, 3] }), g.constI64('shape_TSD', [0, 0, D])]);
+  const dvOld = g.op('MatMul', [AT, dzH]); // [T1,H,S,E]
+  // Joiners: one row through W_Oᵀ, spread by the pattern's last row: dv[h,s] = A[h,S−1,s]·dz[h].
+  const dzN = g.op('Reshape', [g.op('MatMul', [Nw, WOT]), g.constI64('shape_T1HE', [0, 1, H, E])]); // [T2,1,H,E]
+  const lastRow = g.op('Slice', [A, g.constI64('last_start', [-1]), g.constI64('last_end', [2 ** 31 - 1]), g.constI64('last_axis', [1])]); // [H,1,S]
+  const Acol = g.op('Unsqueeze', [g.op('Transpose', [lastRow], { perm: [2, 0, 1] }), g.constI64('unsq_axis', [0])]); // [1,S,H,1]
+  const dvNew = g.op('Mul', [Acol, dzN]); // [T2,S,H,E]
+  const dvOldS = g.op('Transpose', [dvOld], { perm: [0, 2, 1, 3] }); // [T1,S,H,E]
+  const dv = g.op('Concat', [dvOldS, dvNew], { axis: 0 });
+  const dvFlat = g.op('Reshape', [dv, g.constI64('shape_TSD', [0, 0, D])]);
   const dx = g.op('Mul', [g.op('MatMul', [dvFlat, g.constF32('M', [D, D], M)]), inv]);
-  const Gpre = g.op('Add', [G, dx], undefined, 'Gpre');
+  // The joiners' own gradient (direction at position S−1) enters Gpre through the residual path.
+  const S = g.op('Shape', [A], { start: 1, end: 2 }); // [S]
+  const padBefore = g.op('Sub', [S, g.constI64('one', [1])]);
+  const pads = g.op('Concat', [g.constI64('zero2', [0]), padBefore, g.constI64('zero3', [0, 0, 0, 0])], { axis: 0 });
+  const Gnew = g.op('Pad', [g.op('Unsqueeze', [Nw, g.constI64('unsq1', [1])]), pads]); // [T2,S,D]
+  const Gpre = g.op('Add', [g.op('Concat', [G, Gnew], { axis: 0 }), dx], undefined, 'Gpre');
   g.output('Gpre', 'float32', ['T', 'S', D]);
   g.op('MatMul', [g.op('Transpose', [Gpre], { perm: [1, 0, 2] }), U], undefined, 'R');
   g.output('R', 'float32', ['S', 'T', 'K']);
@@ -91,15 +110,17 @@ export class AttentionBackward {
   }
 
   /**
-   * G_TSD at block `layer`'s resid_mid → { Gpre at its resid_pre, R_STK = Gpre·U }. `pattern_HSS` and
-   * `invScale_S` are already cropped to the S positions of this batch; `U_SDK` likewise.
+   * G_TSD (T targets already in the sweep) at block `layer`'s resid_mid, plus `T2` targets joining here with
+   * direction rows `N_T2D` at position S−1 → { Gpre at its resid_pre ([T + T2, S, D], joiners last), R_STK = Gpre·U }.
+   * `pattern_HSS` and `invScale_S` are already cropped to the S positions of this batch; `U_SDK` likewise.
    */
-  async step(layer: number, G_TSD: Float32Array, T: number, S: number, pattern_HSS: Float32Array, invScale_S: Float32Array, U_SDK: Float32Array, K: number) {
+  async step(layer: number, G_TSD: Float32Array, T: number, S: number, pattern_HSS: Float32Array, invScale_S: Float32Array, U_SDK: Float32Array, K: number, N_T2D = new Float32Array(0), T2 = 0) {
     const s = await this.session(layer);
     const Tn = ort().Tensor;
     const D = this.w.D;
     const out = await s.run({
-      G: new Tn('float32', G_TSD, [T, S, D]),
+      G: new Tn('float32', G_TSD.subarray(0, T * S * D), [T, S, D]),
+      N: new Tn('float32', N_T2D.subarray(0, T2 * D), [T2, D]),
       pattern: new Tn('float32', pattern_HSS, [this.w.H, S, S]),
       inv_scale: new Tn('float32', invScale_S, [S, 1]),
       U: new Tn('float32', U_SDK, [S, D, K]),
