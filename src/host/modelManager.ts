@@ -28,7 +28,7 @@ export class ModelManager implements vscode.Disposable {
     context.subscriptions.push(
       vscode.workspace.onDidChangeConfiguration((e) => {
         if (e.affectsConfiguration('residual.modelPath') || e.affectsConfiguration('residual.providers') || e.affectsConfiguration('residual.threads')) {
-          this.log.appendLine('settings changed: the model will be reloaded on the next analysis');
+          this.log.appendLine(`settings changed: the model (${this.modelDir()}) will be reloaded on the next analysis`);
           void this.unload();
         }
       }),

@@ -165,18 +165,29 @@ describe('Residual in a real VS Code', { skip: ext ? false : 'RESIDUAL_VSIX / RE
     const { page } = vs;
     const settingsFile = path.join(vs.workspace, '.vscode', 'settings.json');
     fs.mkdirSync(path.dirname(settingsFile), { recursive: true });
-    fs.writeFileSync(settingsFile, JSON.stringify({ 'residual.modelPath': '/nonexistent/model-folder' }));
-    await new Promise((r) => setTimeout(r, 1500)); // let VS Code pick up the settings file
+    // Each settings change is logged by the extension; wait for the n-th so the next step sees the new setting.
+    const changes = async () => ((await vs.outputLog('Residual')).match(/settings changed/g) ?? []).length;
+    const writeSettings = async (obj) => {
+      const n = await changes();
+      fs.writeFileSync(settingsFile, JSON.stringify(obj));
+      const end = Date.now() + 30_000;
+      while ((await changes()) <= n) {
+        if (Date.now() > end) throw new Error('the extension did not see the settings change');
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    };
     const line = LINES.findIndex((l) => l.startsWith('total = sum')) + 1;
-    await openFile(page, 'prompt.py');
-    await selectLines(page, line);
-    await runCommand(page, 'Residual: Analyze Selection');
     const wv = await activations();
-    await wv.locator('#notice.error', { hasText: '/nonexistent/model-folder' }).waitFor({ timeout: 30_000 });
-    await screenshot(page, 'residual-error.png');
-
-    fs.writeFileSync(settingsFile, '{}');
-    await new Promise((r) => setTimeout(r, 1500));
+    try {
+      await writeSettings({ 'residual.modelPath': '/nonexistent/model-folder' });
+      await openFile(page, 'prompt.py');
+      await selectLines(page, line);
+      await runCommand(page, 'Residual: Analyze Selection');
+      await wv.locator('#notice.error', { hasText: '/nonexistent/model-folder' }).waitFor({ timeout: 30_000 });
+      await screenshot(page, 'residual-error.png');
+    } finally {
+      await writeSettings({});
+    }
     await openFile(page, 'prompt.py');
     await selectLines(page, line);
     await runCommand(page, 'Residual: Analyze Selection');
