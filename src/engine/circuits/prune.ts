@@ -142,6 +142,40 @@ export function absRows(A: Float32Array, N: number, rows?: Uint8Array): AbsRows 
   return { N, rowPtr, col, val, rowSum };
 }
 
+/** Compressed |A| of the given rows only (the others empty), with `cache` holding rows compressed before. */
+export function absRowsIncremental(A: Float32Array, N: number, rows: Uint8Array, cache: Map<number, { col: Int32Array; val: Float32Array; sum: number }>): AbsRows {
+  const rowPtr = new Float64Array(N + 1);
+  for (let t = 0; t < N; t++) {
+    let r = cache.get(t);
+    if (!r && rows[t]) {
+      const off = t * N;
+      let n = 0;
+      for (let s = 0; s < N; s++) if (A[off + s] !== 0) n++;
+      r = { col: new Int32Array(n), val: new Float32Array(n), sum: 0 };
+      n = 0;
+      for (let s = 0; s < N; s++) {
+        const a = A[off + s];
+        if (a !== 0) {
+          r.col[n] = s;
+          r.val[n++] = Math.abs(a);
+          r.sum += Math.abs(a);
+        }
+      }
+      cache.set(t, r);
+    }
+    rowPtr[t + 1] = rowPtr[t] + (r ? r.col.length : 0);
+  }
+  const col = new Int32Array(rowPtr[N]);
+  const val = new Float32Array(rowPtr[N]);
+  const rowSum = new Float64Array(N);
+  for (const [t, r] of cache) {
+    col.set(r.col, rowPtr[t]);
+    val.set(r.val, rowPtr[t]);
+    rowSum[t] = r.sum;
+  }
+  return { N, rowPtr, col, val, rowSum };
+}
+
 /**
  * Â on the compressed |A| (circuit-tracer's row normalisation, values rounded to float32 as the dense version does),
  * restricted to the nodes in `mask` when given (rows and columns of other nodes count as zero, as in the pruned
