@@ -3,7 +3,9 @@
  * generated once into bench/.cache) with 12 random TopK transcoders (k = 32, width 24576, SAELens layout, also
  * generated once) on a 32-token prompt. Times the real forward + feature encoders, the graph (backward propagation
  * through the frozen attention), pruning, and JSON export; median of `--runs` (default 3) after one warm-up.
- * `--json FILE` writes the figures (default bench/results/attribution.json).
+ * `--max-feature-nodes N|all`: feature rows to compute (default: the Attributor's default, DEFAULT_MAX_FEATURE_NODES;
+ * `all` = the full graph). `--tokens P`: prompt length. `--json FILE` writes the figures (default
+ * bench/results/attribution.json).
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';

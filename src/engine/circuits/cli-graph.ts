@@ -1,7 +1,8 @@
 /**
- * `residual graph --model DIR --transcoders DIR --text TEXT [--node-threshold X] [--edge-threshold X] --out FILE`:
- * computes the attribution graph of the text's next-token prediction, prunes it and writes the circuit-tracer /
- * Neuronpedia graph JSON. One summary line on stdout; errors are ResidualErrors (the caller prints them).
+ * `residual graph --model DIR --transcoders DIR --text TEXT [--node-threshold X] [--edge-threshold X]
+ * [--max-feature-nodes N|all] --out FILE`: computes the attribution graph of the text's next-token prediction, prunes
+ * it and writes the circuit-tracer / Neuronpedia graph JSON. `--max-feature-nodes` bounds the feature rows computed
+ * (default `DEFAULT_MAX_FEATURE_NODES`, the most influential first; `all` for every active feature). One summary line on stdout; errors are ResidualErrors (the caller prints them).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -31,6 +32,7 @@ export async function graphCommand(args: string[]): Promise<number> {
         slug: { type: 'string' },
         providers: { type: 'string' },
         'max-tokens': { type: 'string' },
+        'max-feature-nodes': { type: 'string' },
       },
       strict: true,
     }));
@@ -48,6 +50,11 @@ export async function graphCommand(args: string[]): Promise<number> {
   };
   const nodeThreshold = threshold('node-threshold');
   const edgeThreshold = threshold('edge-threshold');
+  const mfn = values['max-feature-nodes'];
+  const maxFeatureNodes = mfn === undefined ? undefined : mfn === 'all' ? Infinity : Number(mfn);
+  if (maxFeatureNodes !== undefined && !(maxFeatureNodes === Infinity || (Number.isInteger(maxFeatureNodes) && maxFeatureNodes >= 0))) {
+    throw new ResidualError(`--max-feature-nodes must be a whole number or "all", got "${mfn}"`, WHAT);
+  }
   const outDir = path.dirname(path.resolve(values.out));
   if (!fs.existsSync(outDir)) throw new ResidualError('the folder for --out does not exist', outDir, 'missing');
   const text = values.text === '-' ? fs.readFileSync(0, 'utf8') : values.text;
@@ -64,7 +71,7 @@ export async function graphCommand(args: string[]): Promise<number> {
     const max = Math.min(model.config.nCtx, values['max-tokens'] ? Number(values['max-tokens']) : 64);
     if (ids.length > max) throw new ResidualError(`the text has ${ids.length} tokens; graphs are limited to ${max} (raise --max-tokens up to ${model.config.nCtx})`, WHAT);
     const t0 = performance.now();
-    const g = await attributor.attribute(ids);
+    const g = await attributor.attribute(ids, { maxFeatureNodes });
     const pr = pruneGraph(g, nodeThreshold, edgeThreshold);
     const tok = (id: number) => model.tokenizer.tokenText(id);
     const slug = values.slug ?? slugOf(path.basename(values.out, '.json'));

@@ -82,9 +82,11 @@ export function toGraphJson(g: AttributionGraph, pr: PruneResult, o: ExportOptio
   if (o.promptTokens.length !== P) throw new ResidualError(`${o.promptTokens.length} prompt tokens for a graph of ${P} positions`, 'graph export');
   if (!/^[a-zA-Z0-9_.-]+$/.test(o.slug)) throw new ResidualError(`slug "${o.slug}" may only contain letters, digits, _ . -`, 'graph export');
   const touches = new Uint8Array(N);
-  for (let t = 0; t < N; t++)
-    for (let s = 0; s < N; s++)
-      if (pr.edgeMask[t * N + s] && g.adjacency_NN[t * N + s] !== 0 && pr.nodeMask[t] && pr.nodeMask[s]) touches[t] = touches[s] = 1;
+  for (let t = 0; t < N; t++) {
+    if (!pr.nodeMask[t]) continue;
+    const off = t * N;
+    for (let s = 0; s < N; s++) if (pr.edgeMask[off + s] && g.adjacency_NN[off + s] !== 0 && pr.nodeMask[s]) touches[t] = touches[s] = 1;
+  }
   const ids: (string | undefined)[] = new Array(N);
   const nodes: GraphJsonNode[] = [];
   const round = (x: number) => Number(x.toPrecision(7));
@@ -121,9 +123,11 @@ export function toGraphJson(g: AttributionGraph, pr: PruneResult, o: ExportOptio
   const links: GraphJsonLink[] = [];
   for (let t = 0; t < N; t++) {
     if (!ids[t]) continue;
+    const off = t * N;
     for (let s = 0; s < N; s++) {
-      const wgt = g.adjacency_NN[t * N + s];
-      if (wgt !== 0 && pr.edgeMask[t * N + s] && ids[s]) links.push({ source: ids[s]!, target: ids[t]!, weight: round(wgt) });
+      if (!pr.edgeMask[off + s]) continue;
+      const wgt = g.adjacency_NN[off + s];
+      if (wgt !== 0 && ids[s]) links.push({ source: ids[s]!, target: ids[t]!, weight: round(wgt) });
     }
   }
   return {
