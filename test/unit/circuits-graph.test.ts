@@ -10,7 +10,7 @@ import { describe, it } from 'node:test';
 import Ajv from 'ajv';
 import type { AttributionGraph } from '../../src/engine/circuits/attribution';
 import { cantor, cantorUnpair, importedToJson, parseGraphJson, toGraphJson } from '../../src/engine/circuits/graph-json';
-import { findThreshold, pruneGraph } from '../../src/engine/circuits/prune';
+import { absRows, computeInfluence, findThreshold, findThresholdOfNonzeros, normalizeMatrix, normalizeRows, pruneGraph, sparseInfluence } from '../../src/engine/circuits/prune';
 
 const schema = JSON.parse(fs.readFileSync(path.join(__dirname, '../../src/engine/circuits/graph-schema.json'), 'utf8'));
 const validate = new Ajv({ strict: false, allErrors: true }).compile(schema);
@@ -67,6 +67,26 @@ describe('graph maths', () => {
     assert.equal(findThreshold([1, 1, 1, 1], 0.3), 1);
     assert.equal(findThreshold([0, 0, 5], 1), 5);
     assert.equal(findThreshold([0, 0], 0.8), 0);
+  });
+
+  it('sparse pruning pieces agree with the dense definitions (threshold by selection, compressed influence)', () => {
+    let seed = 7;
+    const rnd = () => (seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648;
+    for (let trial = 0; trial < 20; trial++) {
+      const n = 1 + Math.floor(rnd() * 300);
+      const v = Float64Array.from({ length: n }, () => (rnd() < 0.3 ? 0 : Math.floor(rnd() * 20) / 4));
+      const nz = v.filter((x) => x !== 0);
+      for (const theta of [0, 0.3, 0.5, 0.8, 0.98, 1]) assert.equal(findThresholdOfNonzeros(Float64Array.from(nz), nz.length, n + 1, theta), findThreshold([...v, 0], theta), `trial ${trial} θ ${theta}`);
+      // A random upper-triangular (acyclic) matrix: compressed influence = dense influence.
+      const N = 2 + Math.floor(rnd() * 40);
+      const A = new Float32Array(N * N);
+      for (let t = 0; t < N; t++) for (let s2 = t + 1; s2 < N; s2++) if (rnd() < 0.3) A[t * N + s2] = rnd() - 0.5;
+      const w = Float64Array.from({ length: N }, (_, i) => (i < 2 ? rnd() : 0));
+      const R = absRows(A, N);
+      const sparse = sparseInfluence(R, normalizeRows(R), w);
+      const dense = computeInfluence(normalizeMatrix(A, N), w, N);
+      for (let i = 0; i < N; i++) assert.ok(Math.abs(sparse[i] - dense[i]) <= 1e-12 * Math.max(1, Math.abs(dense[i])));
+    }
   });
 
   it('influence on the formats.md example: embedding 0.52, feature 0.92, error 1.0', () => {

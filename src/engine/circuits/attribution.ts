@@ -7,6 +7,12 @@
  * residual stream and the frozen attention OV paths (MLPs are not on the path: their contributions are the feature
  * and error nodes). It is computed by propagating each target's direction backwards through the frozen attention
  * blocks (ONNX MatMuls, targets batched) and reading out the sources where they enter the residual stream.
+ *
+ * Cost: a target at position q only has gradient at positions ≤ q, so targets are swept per position over exactly
+ * q + 1 positions, joining the sweep at their own block (their first W_Oᵀ product is one row). A row costs about
+ * 4·D²·(q + 1) FLOP per block below the target; rows are computed for the logits and, by default, the
+ * `DEFAULT_MAX_FEATURE_NODES` most influential features (circuit-tracer's `max_feature_nodes`), which bounds the
+ * cost whatever the number of active features.
  */
 import { hookName, type HookName } from '../hooks';
 import type { Model } from '../model';
