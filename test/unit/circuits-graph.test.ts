@@ -76,7 +76,7 @@ describe('graph maths', () => {
       const n = 1 + Math.floor(rnd() * 300);
       const v = Float64Array.from({ length: n }, () => (rnd() < 0.3 ? 0 : Math.floor(rnd() * 20) / 4));
       const nz = v.filter((x) => x !== 0);
-      for (const theta of [0, 0.3, 0.5, 0.8, 0.98, 1]) assert.equal(findThresholdOfNonzeros(Float64Array.from(nz), nz.length, n + 1, theta), findThreshold([...v, 0], theta), `trial ${trial} θ ${theta}`);
+      for (const theta of [0, 0.3, 0.5, 0.8, 0.98, 1]) assert.equal(findThresholdOfNonzeros(Float64Array.from(nz), nz.length, theta), findThreshold([...v, 0], theta), `trial ${trial} θ ${theta}`);
       // A random upper-triangular (acyclic) matrix: compressed influence = dense influence.
       const N = 2 + Math.floor(rnd() * 40);
       const A = new Float32Array(N * N);

@@ -223,10 +223,11 @@ export function sparseInfluence(R: AbsRows, Ahat: Float32Array, w: Float64Array)
 }
 
 /**
- * `findThreshold` over `length` scores of which only `values` (the first `n`, all positive) are non-zero, without
- * sorting: a quickselect on cumulative sums finds the same s_{j*} in linear expected time. `values` is reordered.
+ * `findThreshold` over scores of which only `values` (the first `n`, all positive) are non-zero, at least one score
+ * being zero, without sorting: a quickselect on cumulative sums finds the same s_{j*} in linear expected time.
+ * `values` is reordered.
  */
-export function findThresholdOfNonzeros(values: Float64Array, n: number, length: number, theta: number): number {
+export function findThresholdOfNonzeros(values: Float64Array, n: number, theta: number): number {
   if (n === 0) return 0;
   let total = 0;
   for (let i = 0; i < n; i++) total += values[i];
@@ -263,7 +264,6 @@ export function findThresholdOfNonzeros(values: Float64Array, n: number, length:
   }
   // θ ≤ 1 not reached only by rounding (summed in another order than the sorted one, which ends exactly at the
   // total): the last non-zero is where the sorted cumulative sum reaches it.
-  void length;
   let min = Infinity;
   for (let i = 0; i < n; i++) min = Math.min(min, values[i]);
   return min;
@@ -304,7 +304,7 @@ export function pruneGraph(g: AttributionGraph, nodeThreshold = 0.8, edgeThresho
   const scratch = new Float64Array(nE);
   nE = 0;
   for (let k = 0; k < E.length; k++) if (E[k] !== 0) scratch[nE++] = E[k];
-  const edgeThr = nE === N * N ? findThreshold(scratch, edgeThreshold) : findThresholdOfNonzeros(scratch, nE, N * N, edgeThreshold);
+  const edgeThr = nE === N * N ? findThreshold(scratch, edgeThreshold) : findThresholdOfNonzeros(scratch, nE, edgeThreshold);
   const edgeMask = new Uint8Array(N * N);
   const firstToken = tokenNode(g, 0);
   if (edgeThr === 0) {
