@@ -9,7 +9,9 @@ transcoder computes
     f = ReLU(TopK(x @ W_enc + b_enc)),  y_hat = f @ W_dec + b_dec
 and is trained on x = the actual MLP input (ln_2 output *after* ln_2.weight/bias) with target y = the MLP output,
 loss = MSE / Var(y) plus the AuxK loss (1/32, k_aux 128) that lets dead features learn the residual error; decoder rows
-are kept at unit norm. Training reads the model from models/demo/ (config.json + model.safetensors), so the
+are kept at unit norm; features still dead at the --resample-steps are re-initialised on badly reconstructed inputs,
+and during the first --revive-until of training a dead feature's encoder bias is raised each step by --revive-rate of
+what it would need to enter the top-k on its best token of the batch. Training reads the model from models/demo/ (config.json + model.safetensors), so the
 transcoders always match the shipped model.
 
 Saved layout (SAELens style), models/demo/transcoders/layer_{l}/:
@@ -156,6 +158,28 @@ def evaluate(model, tcs, windows, bs=16):
     return {"eval_tokens": ntok, "layers": out}
 
 
+@torch.no_grad()
+def resample(tc, opt, x, y, y_hat, dead):
+    """Re-initialise dead features on badly reconstructed inputs: decoder row = that input's normalised error, encoder
+    column = its centred input direction scaled like the live features' columns; their Adam state is reset."""
+    d = dead.nonzero().squeeze(1)
+    err = y - y_hat
+    w = err.pow(2).sum(-1)
+    sel = torch.multinomial(w / w.sum(), len(d), replacement=len(d) > len(w))
+    mu = x.mean(0)
+    xd = x[sel] - mu
+    tc.W_dec[d] = err[sel] / err[sel].norm(dim=1, keepdim=True).clamp_min(1e-8)
+    live_norm = tc.W_enc[:, ~dead].norm(dim=0).mean() if (~dead).any() else 1.0
+    tc.W_enc[:, d] = (xd / xd.norm(dim=1, keepdim=True).clamp_min(1e-8)).t() * live_norm
+    tc.b_enc[d] = -(mu @ tc.W_enc[:, d])
+    for p, sl in ((tc.W_enc, (slice(None), d)), (tc.W_dec, (d,)), (tc.b_enc, (d,))):
+        stt = opt.state.get(p)
+        if stt:
+            stt["exp_avg"][sl] = 0
+            stt["exp_avg_sq"][sl] = 0
+    return len(d)
+
+
 def save_transcoders(model, tcs, args, metrics=None, trained_tokens=None):
     D = model.cfg["n_embd"]
     for l, tc in enumerate(tcs):
@@ -240,6 +264,11 @@ def main():
     ap.add_argument("--aux-coef", type=float, default=1 / 32)
     ap.add_argument("--dead-tokens", type=int, default=40_000)
     ap.add_argument("--eval-windows", type=int, default=96)
+    ap.add_argument("--revive-rate", type=float, default=0.1)
+    ap.add_argument("--revive-until", type=float, default=0.8,
+                    help="fraction of the steps during which dead features get their encoder bias raised")
+    ap.add_argument("--resample-steps", type=int, nargs="*", default=[],
+                    help="steps at which features dead for --dead-tokens are re-initialised")
     ap.add_argument("--ckpt-minutes", type=float, default=3)
     ap.add_argument("--eval-only", action="store_true")
     args = ap.parse_args()
@@ -276,6 +305,7 @@ def main():
     logf = open(LOG, "a")
     if state["step"] == 0:
         logf.write("step,tokens,lr," + ",".join("fvu_%d,l0_%d,dead_%d" % (l, l, l) for l in range(L)) + ",s_per_step\n")
+    resample_at = set(args.resample_steps)
     t_ck = time.time()
     t0 = time.time()
     acc = [[0.0, 0] for _ in range(L)]
@@ -317,6 +347,18 @@ def main():
             loss.backward()
             opt.step()
             tc.normalize_decoder()
+            if dead.any() and state["step"] < args.revive_until * args.steps:
+                # raise the encoder bias of dead features by a fraction of what each would need to enter the top-k on
+                # the token of this batch where it comes closest (once it fires it gets reconstruction gradients)
+                with torch.no_grad():
+                    pd_ = pre.detach()[:, dead]
+                    best, arg = pd_.max(0)
+                    kth = vals.detach()[:, -1][arg]
+                    tc.b_enc[dead] += args.revive_rate * (kth - best).clamp_min(0)
+            if state["step"] in resample_at and dead.any():
+                n_dead = resample(tc, opt, x, y, y_hat.detach(), dead)
+                lf[dead.numpy()] = state["tokens"] + N
+                print("layer %d: resampled %d dead features at step %d" % (l, n_dead, state["step"]), flush=True)
             acc[l][0] += (mse / var).item()
             acc[l][1] += 1
         state["step"] += 1
