@@ -18,6 +18,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import signal
 import sys
 import time
@@ -174,6 +175,7 @@ def lr_at(state, args):
 
 
 def export(model, state, args, check=True):
+    OUT = args.export_dir
     cfg = {k: v for k, v in model.cfg.items() if k != "seed"}
     os.makedirs(OUT, exist_ok=True)
     tensors = {k: v.detach().cpu().numpy().astype(np.float32) for k, v in model.params.items()}
@@ -194,6 +196,9 @@ def export(model, state, args, check=True):
             got = model(torch.from_numpy(ids)[None])[0].double().numpy()
         info["export_check"] = {"tokens": 64, "max_abs_logit_diff_numpy_vs_torch": float(np.abs(ref - got).max())}
         assert info["export_check"]["max_abs_logit_diff_numpy_vs_torch"] < 1e-3, info
+    tok = os.path.join(ROOT, "models", "demo", "tokenizer.json")
+    if os.path.abspath(OUT) != os.path.dirname(tok) and os.path.exists(tok):
+        shutil.copyfile(tok, os.path.join(OUT, "tokenizer.json"))
     with open(os.path.join(OUT, "training.json"), "w") as f:
         json.dump(info, f, indent=1)
         f.write("\n")
@@ -224,6 +229,9 @@ def main():
     ap.add_argument("--eval-windows", type=int, default=48)
     ap.add_argument("--ckpt-minutes", type=float, default=3)
     ap.add_argument("--export-minutes", type=float, default=10)
+    ap.add_argument("--export-dir", default=OUT,
+                    help="where config.json/model.safetensors go (default models/demo; use another folder for a "
+                         "long background run so models/demo keeps matching its transcoders)")
     ap.add_argument("--bench", type=int, default=0, help="time N steps and exit (no checkpoint)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -323,6 +331,13 @@ def main():
             print("exported", json.dumps(info), flush=True)
             t_ex = time.time()
     save_ckpt(model, opt, state)
+    try:
+        with open(os.path.join(args.export_dir, "training.json")) as f:
+            stale = json.load(f).get("tokens_seen") != state["tokens"]
+    except (OSError, ValueError):
+        stale = True
+    if stale:  # e.g. nothing left to train, but the export folder holds another checkpoint
+        print("exported", json.dumps(export(model, state, args)), flush=True)
     print("stopped at step %d, %d tokens" % (state["step"], state["tokens"]), flush=True)
 
 
