@@ -12,7 +12,7 @@
 # Environment knobs:
 #   MODEL_TOKENS  training tokens of the model's cosine cycle (default 5000000; raising it on an existing checkpoint
 #                 starts a new cosine cycle from the current step)
-#   TC_STEPS      transcoder training steps of 4096 tokens (default 500)
+#   TC_STEPS      transcoder training steps of 4096 tokens (default 650)
 #   THREADS       torch threads (default 1)
 #   FORCE=1       redo corpus and tokenizer even if present (changes token ids: delete work/ckpt*.pt yourself)
 set -eu
@@ -22,7 +22,7 @@ N="nice -n 19"
 D=tools/demo-model
 THREADS=${THREADS:-1}
 MODEL_TOKENS=${MODEL_TOKENS:-5000000}
-TC_STEPS=${TC_STEPS:-500}
+TC_STEPS=${TC_STEPS:-650}
 FORCE=${FORCE:-0}
 
 if [ "$FORCE" = 1 ] || [ ! -s $D/work/corpus/train.txt ]; then

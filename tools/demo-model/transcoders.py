@@ -255,7 +255,7 @@ def load_saved(model, k=None):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--steps", type=int, default=650)
     ap.add_argument("--batch", type=int, default=16, help="sequences of n_positions tokens per step")
     ap.add_argument("--k", type=int, default=32)
     ap.add_argument("--width", type=int, default=2048)
@@ -265,7 +265,7 @@ def main():
     ap.add_argument("--dead-tokens", type=int, default=40_000)
     ap.add_argument("--eval-windows", type=int, default=96)
     ap.add_argument("--revive-rate", type=float, default=0.1)
-    ap.add_argument("--revive-until", type=float, default=0.8,
+    ap.add_argument("--revive-until", type=float, default=1.0,
                     help="fraction of the steps during which dead features get their encoder bias raised")
     ap.add_argument("--resample-steps", type=int, nargs="*", default=[],
                     help="steps at which features dead for --dead-tokens are re-initialised")
