@@ -19,6 +19,12 @@ models/demo/transcoders/layer_{l}/feature_index.json:
 }
 Token strings are decoded UTF-8 text (a token that splits a character shows U+FFFD).
 """
+import os
+
+# one BLAS / OpenMP thread unless asked otherwise (the machine is shared; torch threads are set by --threads)
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import argparse
 import json
 import os

@@ -8,6 +8,12 @@ transcoders/*}, tools/demo-model/work/{tokens, train_log.csv}. Computes on the s
 loss, a unigram baseline and an interpolated bigram baseline (both estimated on the training split); greedy
 completions of code and prose prompts; and summarises the transcoders and five example features.
 """
+import os
+
+# one BLAS / OpenMP thread unless asked otherwise (the machine is shared; torch threads are set by --threads)
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import argparse
 import csv
 import json
@@ -148,7 +154,7 @@ def main():
     md.append("GPT-2 architecture: %d layers, d_model %d, %d heads, context %d, vocabulary %d, GELU (tanh), tied "
               "unembedding; %.2fM parameters (%s float32 `model.safetensors`). Trained from scratch with AdamW "
               "(β=(0.9, 0.95), weight decay 0.1 on matrices), cosine learning-rate schedule (max %.1e, min %.0e), "
-              "batches of %d tokens, on one CPU thread." % (
+              "batches of %d tokens, on CPU." % (
                   cfg["n_layer"], cfg["n_embd"], cfg["n_head"], T, V, nparams / 1e6, fmt_bytes(size),
                   tinfo["lr_max"], tinfo["lr_min"], tinfo["batch_tokens"]))
     md.append("Tokens seen: %d (%.2f epochs of the training split), step %d; cosine cycles (token ranges): %s." % (
@@ -161,7 +167,7 @@ def main():
     rows = list(csv.DictReader(open(LOG))) if os.path.exists(LOG) else []
     if rows:
         tps = np.median([float(r["tokens_per_s"]) for r in rows])
-        md.append("Median training throughput: %.0f tokens/s (1 thread, niced, shared 2-core machine).\n" % tps)
+        md.append("Median training throughput: %.0f tokens/s (niced, on a 2-core machine shared with other work; torch used 1 thread, but OpenBLAS was not pinned to 1 thread until after the first 5M tokens).\n" % tps)
         md.append("### Training curve\n")
         md.append("| step | tokens | lr | train loss | val loss |\n|---:|---:|---:|---:|---:|")
         pick = sorted(set(np.linspace(0, len(rows) - 1, min(len(rows), 16)).astype(int)))

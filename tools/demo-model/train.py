@@ -13,6 +13,12 @@ Outputs:
   models/demo/config.json, model.safetensors (+ tokenizer.json from bpe.py), training.json (every --export-minutes)
 The export is checked against an independent numpy forward pass (npforward.py) of the written files.
 """
+import os
+
+# one BLAS / OpenMP thread unless asked otherwise (the machine is shared; torch threads are set by --threads)
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import argparse
 import csv
 import json

@@ -22,6 +22,12 @@ engine and TransformerLens expose it): the affine was folded in exactly, W_enc' 
 b_enc' = b_enc + ln_2.bias @ W_enc. Metrics (FVU, L0, dead fraction, spliced loss increase) on the validation split go
 to models/demo/transcoders/metrics.json.
 """
+import os
+
+# one BLAS / OpenMP thread unless asked otherwise (the machine is shared; torch threads are set by --threads)
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import argparse
 import json
 import math
