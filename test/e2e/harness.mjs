@@ -466,6 +466,13 @@ export async function selectLines(page, from, to = from, { timeout = UI_TIMEOUT_
   }
   for (let i = from; i < to; i++) await page.keyboard.press('Shift+ArrowDown');
   await page.keyboard.press('Shift+End');
+  // Wait until the selection is drawn: contextMenu() right-clicks on it, and under load the overlay can lag the
+  // keystrokes (a right-click elsewhere would move the cursor and drop the selection). An empty line selects nothing.
+  await page
+    .locator('.part.editor .editor-group-container.active .monaco-editor .view-overlays .selected-text')
+    .first()
+    .waitFor({ timeout: 3000 })
+    .catch(() => undefined);
 }
 
 /** Selects everything in the active editor (click into it, Ctrl+A). */

@@ -287,6 +287,7 @@ describe('Residual in a real VS Code', { skip: ext ? false : 'RESIDUAL_VSIX / RE
     await contextMenu(page, 'Trace Circuit for Selection');
     const wv = await webview(page, { title: 'Residual: Circuit' });
     await wv.locator('#app[data-state="ready"] svg#graph').waitFor({ timeout: 120_000 });
+    assert.equal(await wv.locator('#circuit-prompt').textContent(), LINES[line - 1], 'the traced text is the selected line');
     const tokens = await wv.locator('#graph .node.token').count();
     assert.equal(tokens, cliAnalyze(LINES[line - 1]).tokens.length, 'one embedding node per token');
     assert.ok((await wv.locator('#graph .node.logit').count()) >= 1);
