@@ -20,7 +20,6 @@ export class ModelManager implements vscode.Disposable {
     private readonly context: vscode.ExtensionContext,
     private readonly log: vscode.OutputChannel,
   ) {
-    silenceOrt();
     this.status = vscode.window.createStatusBarItem('residual.provider', vscode.StatusBarAlignment.Right, 100);
     this.status.name = 'Residual: execution provider';
     this.status.command = 'residual.openInspector';
@@ -64,6 +63,8 @@ export class ModelManager implements vscode.Disposable {
     const dir = this.modelDir();
     const cfg = vscode.workspace.getConfiguration('residual');
     const providers = cfg.get<string[]>('providers', ['cuda', 'webgpu', 'cpu']);
+    // Loading the native runtime waits until a model is needed, so activation stays quick.
+    silenceOrt();
     this.setState({ status: 'loading', modelDir: dir });
     this.status.text = '$(loading~spin) Residual';
     this.status.show();
