@@ -100,6 +100,18 @@ export class GraphBuilder {
     return outs;
   }
 
+  /**
+   * Gives a value produced by an earlier node a new name (a hook point) without an Identity node, which would copy
+   * the tensor on every run. Only for values no node consumes yet; throws otherwise.
+   */
+  rename(value: string, name: string): string {
+    if (this.nodes.some((n) => n.input?.includes(value))) throw new Error(`internal: ${value} is already consumed; rename it first`);
+    const producer = this.nodes.find((n) => n.output?.includes(value));
+    if (!producer?.output) throw new Error(`internal: no node produces ${value}`);
+    producer.output = producer.output.map((o) => (o === value ? name : o));
+    return name;
+  }
+
   /** Single-output convenience. */
   op(opType: string, inputs: string[], attrs?: Record<string, AttrValue>, outName?: string): string {
     return this.node(opType, inputs, { attrs, outputs: outName ? [outName] : undefined })[0];

@@ -56,7 +56,7 @@ export function buildGpt2Graph(cfg: Gpt2Config, tensors: Map<string, TensorEntry
     return v;
   };
   const hook = (name: HookName, value: string, dims: Dim[]): string => {
-    const out = g.op('Identity', [value], undefined, name);
+    const out = g.rename(value, name);
     g.output(name, 'float32', dims);
     outputs.set(name, dims.map((d) => (typeof d === 'number' ? String(d) : d)).join(','));
     return out;
@@ -113,8 +113,8 @@ export function buildGpt2Graph(cfg: Gpt2Config, tensors: Map<string, TensorEntry
       attrs: { axis: -1, epsilon: { float: cfg.lnEps } },
     });
     hook(scaleHook, g.op('Reciprocal', [invStd]), [B, P, 1]);
-    if (normHook) hook(normHook, normalized, [B, P, D]);
-    return g.op('Add', [g.op('Mul', [normalized, w(weight)]), w(bias)]);
+    const norm = normHook ? hook(normHook, normalized, [B, P, D]) : normalized;
+    return g.op('Add', [g.op('Mul', [norm, w(weight)]), w(bias)]);
   };
 
   for (let l = 0; l < L; l++) {
