@@ -296,6 +296,9 @@ export function readVector(e: TensorEntry): Float32Array {
 /** Rows `rows` of a 2-D tensor [R, C] → [rows.length, C], reading only those rows from the file. */
 export function readRows(e: TensorEntry, rows: ArrayLike<number>): Float32Array {
   const C = e.shape[1];
+  if (e.dtype !== 'F32' && e.dtype !== 'F16' && e.dtype !== 'BF16') {
+    throw new ResidualError(`tensor "${e.name}" has dtype ${e.dtype}; only F32, F16 and BF16 are read`, e.file, 'unsupported');
+  }
   const elem = e.dtype === 'F32' ? 4 : 2;
   const rowBytes = C * elem;
   const out = new Float32Array(rows.length * C);
@@ -309,7 +312,11 @@ export function readRows(e: TensorEntry, rows: ArrayLike<number>): Float32Array 
   const GAP = 256 * 1024;
   const MAX = 8 * 1024 * 1024;
   const order = Array.from({ length: rows.length }, (_, i) => i).sort((x, y) => rows[x] - rows[y]);
-  const buf = new Uint8Array(Math.max(rowBytes, Math.min(MAX, e.shape[0] * rowBytes)) + 8);
+  // The buffer spans at most the requested rows (one row for a single feature), and at most MAX bytes.
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (let i = 0; i < rows.length; i++) (lo = Math.min(lo, rows[i])), (hi = Math.max(hi, rows[i]));
+  const buf = new Uint8Array(Math.max(rowBytes, Math.min(MAX, (hi - lo + 1) * rowBytes)) + 8);
   const fd = fs.openSync(e.file, 'r');
   try {
     for (let i0 = 0; i0 < order.length; ) {

@@ -22,10 +22,11 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { isPlainObject, readSafetensorsHeader, readTensorF32, type TensorEntry } from '../checkpoint/safetensors';
+import { isPlainObject, readSafetensorsHeader, readTensorF32 } from '../checkpoint/safetensors';
 import { writeSafetensors } from '../checkpoint/write';
-import { f16Lookup } from '../checkpoint/half';
 import { ResidualError, throwIfCancelled, type CancelToken } from '../errors';
+import { readRows } from '../circuits/transcoders';
+import { parseSimpleYaml } from '../circuits/yaml';
 import { hookName } from '../hooks';
 import type { Model } from '../model';
 import type { SteerPointName, SteeringVector } from '../results';
@@ -54,9 +55,9 @@ export function featureVector(transcodersDir: string, layer: number, index: numb
   const wDec = header.entries.find((e) => e.name === found.tensor);
   if (!wDec) throw new ResidualError(`no tensor "${found.tensor}" (the decoder) in the file`, found.file);
   if (wDec.shape.length !== 2) throw new ResidualError(`${found.tensor} has shape [${wDec.shape.join(', ')}]; expected [d_sae, d_model]`, found.file);
-  const [dSae, dModel] = wDec.shape;
+  const [dSae] = wDec.shape;
   if (index >= dSae) throw new ResidualError(`feature ${index} does not exist: the layer-${layer} transcoder has features 0..${dSae - 1}`, found.file);
-  const vector = readRow(wDec, index, dModel);
+  const vector = readRows(wDec, [index]);
   if (!vector.every(Number.isFinite)) throw new ResidualError(`decoder row ${index} contains NaN or Inf`, found.file);
   return {
     vector,
@@ -119,14 +120,14 @@ function findSaeLens(dir: string, layer: number): FoundDecoder {
 
 function findCircuitTracer(dir: string, layer: number): FoundDecoder {
   const cfgPath = path.join(dir, 'config.yaml');
-  const text = fs.readFileSync(cfgPath, 'utf8');
-  const kind = /^model_kind:\s*["']?([\w-]+)/m.exec(text)?.[1];
+  const y = parseSimpleYaml(fs.readFileSync(cfgPath, 'utf8'), cfgPath);
+  const kind = typeof y.model_kind === 'string' ? y.model_kind : undefined;
   if (kind && kind !== 'transcoder_set') {
     throw new ResidualError(`model_kind "${kind}" is not supported; only per-layer transcoders ("transcoder_set")`, cfgPath, 'unsupported');
   }
-  const hookOut = /^feature_output_hook:\s*["']?([\w.]+)/m.exec(text)?.[1];
+  const hookOut = typeof y.feature_output_hook === 'string' ? y.feature_output_hook : undefined;
   // An explicit `transcoders:` list (index = layer) wins over globbing layer_<i>.safetensors.
-  const list = yamlList(text, 'transcoders');
+  const list = Array.isArray(y.transcoders) ? y.transcoders.map(String) : [];
   let file: string | undefined;
   if (list.length > 0) {
     if (layer >= list.length) throw new ResidualError(`no transcoder for layer ${layer}: the transcoders list has ${list.length} entries`, cfgPath, 'missing');
@@ -146,46 +147,6 @@ function findCircuitTracer(dir: string, layer: number): FoundDecoder {
     }
   }
   return { file, config: cfgPath, tensor: 'W_dec', hookOut: hookOut ? `blocks.${layer}.${hookOut}` : undefined };
-}
-
-/** The items of a top-level block list `key:\n  - a\n  - b` (plain or quoted scalars) in a simple YAML file. */
-function yamlList(text: string, key: string): string[] {
-  const lines = text.split(/\r?\n/);
-  const start = lines.findIndex((l) => new RegExp(`^${key}:\\s*$`).test(l));
-  if (start < 0) return [];
-  const out: string[] = [];
-  for (const line of lines.slice(start + 1)) {
-    if (/^\s*(#.*)?$/.test(line)) continue;
-    const m = /^\s*-\s+(.*?)\s*$/.exec(line);
-    if (!m) break;
-    out.push(m[1].replace(/^(["'])(.*)\1$/, '$2'));
-  }
-  return out;
-}
-
-/** Row `r` of a 2-D [R, C] float tensor, read alone at its byte offset. */
-function readRow(entry: TensorEntry, r: number, C: number): Float32Array {
-  const size = entry.dtype === 'F32' ? 4 : entry.dtype === 'F16' || entry.dtype === 'BF16' ? 2 : 0;
-  if (!size) throw new ResidualError(`tensor "${entry.name}" has dtype ${entry.dtype}; only F32, F16 and BF16 are read`, entry.file, 'unsupported');
-  const bytes = new Uint8Array(C * size);
-  const fd = fs.openSync(entry.file, 'r');
-  try {
-    const n = fs.readSync(fd, bytes, 0, bytes.length, entry.dataOffset + r * C * size);
-    if (n !== bytes.length) throw new ResidualError(`tensor "${entry.name}": the file ended inside row ${r} (truncated?)`, entry.file);
-  } finally {
-    fs.closeSync(fd);
-  }
-  const view = new DataView(bytes.buffer);
-  const out = new Float32Array(C);
-  if (size === 4) for (let i = 0; i < C; i++) out[i] = view.getFloat32(i * 4, true);
-  else if (entry.dtype === 'F16') {
-    const table = f16Lookup();
-    for (let i = 0; i < C; i++) out[i] = table[view.getUint16(i * 2, true)];
-  } else {
-    const bits = new Uint32Array(out.buffer);
-    for (let i = 0; i < C; i++) bits[i] = view.getUint16(i * 2, true) << 16;
-  }
-  return out;
 }
 
 // ---- Contrastive pairs -----------------------------------------------------------------------------------------
