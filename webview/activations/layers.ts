@@ -35,25 +35,8 @@ function voidsView(a: Analysis): HTMLElement {
   canvas.id = 'voids-chart';
   box.append(canvas);
   wrap.append(box);
-  const { fg, grid, blue, red, orange } = colours();
-  requestAnimationFrame(() =>
-    drawChart(canvas, {
-      type: 'bar',
-      data: {
-        labels: d.voids.meanUpdate.map((_, l) => `blocks.${l}`),
-        datasets: [
-          { type: 'bar', label: 'mean ‖Δ‖/‖x‖', data: d.voids.meanUpdate, backgroundColor: d.voids.meanUpdate.map((_, l) => (flagged.includes(l) ? red : blue)) },
-          { type: 'line', label: 'void threshold', data: d.voids.meanUpdate.map(() => d.voids.threshold), borderColor: orange, borderDash: [4, 3], pointRadius: 0 },
-        ],
-      },
-      options: {
-        animation: false,
-        maintainAspectRatio: false,
-        plugins: { legend: { labels: { color: fg } } },
-        scales: { x: { ticks: { color: fg }, grid: { color: grid } }, y: { type: 'logarithmic', ticks: { color: fg }, grid: { color: grid } } },
-      },
-    }),
-  );
+  const { blue, red } = colours();
+  barsWithLine(canvas, d.voids.meanUpdate.map((_, l) => `blocks.${l}`), 'mean ‖Δ‖/‖x‖', d.voids.meanUpdate, d.voids.meanUpdate.map((_, l) => (flagged.includes(l) ? red : blue)), 'void threshold', d.voids.threshold);
   return wrap;
 }
 
@@ -147,15 +130,21 @@ function spectralView(a: Analysis): HTMLElement {
   box.append(canvas);
   wrap.append(box);
   const s = d.spectral[idx];
-  const { fg, grid, purple, orange } = colours();
+  barsWithLine(canvas, s.eigenvalues.map((_, i) => `λ${i + 1}`), s.hook, s.eigenvalues.map((v) => Math.max(v, 1e-12)), colours().purple, 'Marchenko–Pastur edge', s.mpEdge);
+  return wrap;
+}
+
+/** Bars on a log axis with a dashed horizontal reference line (a threshold or a baseline). */
+function barsWithLine(canvas: HTMLCanvasElement, labels: string[], barLabel: string, values: number[], barColour: string | string[], lineLabel: string, lineValue: number): void {
+  const { fg, grid, orange } = colours();
   requestAnimationFrame(() =>
     drawChart(canvas, {
       type: 'bar',
       data: {
-        labels: s.eigenvalues.map((_, i) => `λ${i + 1}`),
+        labels,
         datasets: [
-          { type: 'bar', label: s.hook, data: s.eigenvalues.map((v) => Math.max(v, 1e-12)), backgroundColor: purple },
-          { type: 'line', label: 'Marchenko–Pastur edge', data: s.eigenvalues.map(() => s.mpEdge), borderColor: orange, borderDash: [4, 3], pointRadius: 0 },
+          { type: 'bar', label: barLabel, data: values, backgroundColor: barColour },
+          { type: 'line', label: lineLabel, data: values.map(() => lineValue), borderColor: orange, borderDash: [4, 3], pointRadius: 0 },
         ],
       },
       options: {
@@ -166,5 +155,4 @@ function spectralView(a: Analysis): HTMLElement {
       },
     }),
   );
-  return wrap;
 }

@@ -13,7 +13,7 @@ export function drawTrajectory(canvas: HTMLCanvasElement, hooks: string[], serie
   const { prob, rank } = series;
   // "Early excitation": the read-out where the target's probability peaks.
   const peak = prob.indexOf(Math.max(...prob));
-  const chart = drawChart(canvas, {
+  drawChart(canvas, {
     type: 'line',
     data: {
       labels: hooks.map((h) => h.replace('blocks.', 'L').replace('.hook_', ' ')),

@@ -188,10 +188,8 @@ export async function nextTokenEffect(
   k = 10,
   opts: { cancel?: CancelToken } = {},
 ): Promise<NextTokenEffect> {
-  validateSpec(spec);
-  checkSpecAgainstModel(model, spec);
-  const ids = encodePrompt(model, text);
-  return nextTokenEffectIds(model, ids, spec, k, opts);
+  // nextTokenEffectIds validates the spec against the model.
+  return nextTokenEffectIds(model, encodePrompt(model, text), spec, k, opts);
 }
 
 /** `nextTokenEffect` for token ids. */
