@@ -6,6 +6,7 @@ import * as fs from 'node:fs';
 import { parseArgs } from 'node:util';
 import { analyze, type Analysis } from './engine/analysis';
 import { graphCommand } from './engine/circuits/cli-graph';
+import { downloadCommand } from './engine/hub/cli-download';
 import { steerCommand } from './engine/steering/cli-steer';
 import { ResidualError } from './engine/errors';
 import { Model } from './engine/model';
@@ -17,6 +18,8 @@ const USAGE = `usage:
   residual steer   --model DIR --text TEXT (--feature LAYER:INDEX --transcoders DIR | --vector FILE) --layer L
                    --strength S [--hook resid_pre|resid_mid|resid_post] [--relative] [--positions all|from:N|i,j]
                    [--generate N] [--seed S] [--temperature T] [--top-p P] [--json]
+  residual download --repo OWNER/NAME [--revision R] [--out DIR] [--transcoders REPO[:SUBFOLDER]]
+                   [--transcoders-revision R] [--endpoint URL] [--json]   (token: HF_TOKEN; endpoint: HF_ENDPOINT)
   (--text - reads standard input)`;
 
 async function main(argv: string[]): Promise<number> {
@@ -28,6 +31,7 @@ async function main(argv: string[]): Promise<number> {
   if (cmd === 'analyze') return analyzeCmd(rest);
   if (cmd === 'graph') return graphCommand(rest);
   if (cmd === 'steer') return steerCommand(rest);
+  if (cmd === 'download') return downloadCommand(rest);
   if (cmd === 'bench') throw new ResidualError("run benchmarks with `npm run bench` (the 'bench' subcommand is not in this version)", 'residual');
   throw new ResidualError(`unknown subcommand '${cmd}'\n${USAGE}`, 'residual');
 }
