@@ -1,6 +1,7 @@
 /**
  * Dimension key, one letter per dimension; tensor variables carry these as suffixes (`residPost_BPD`, `pattern_BHQS`).
- * B batch · P position · Q query position · S key position · D d_model · H head · E d_head · M d_mlp · V vocab ·
+ * B batch · P position · Q query position · S key position · D d_model · H head · G key/value head · E d_head ·
+ * M d_mlp · V vocab ·
  * L layer · F dictionary feature · N graph node · 1 a kept singleton axis.
  */
 import { ResidualError } from './errors';
@@ -18,6 +19,7 @@ export interface DimSizes {
   S?: number;
   D?: number;
   H?: number;
+  G?: number;
   E?: number;
   M?: number;
   V?: number;

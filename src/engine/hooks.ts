@@ -24,7 +24,12 @@ export const BLOCK_HOOKS = [
   'hook_mlp_out',
   'hook_resid_post',
 ] as const;
-export type BlockHook = (typeof BLOCK_HOOKS)[number];
+/**
+ * Hook points only some families have, named as TransformerLens names them: rotated queries/keys (rotary models),
+ * the gated MLP's linear branch, Gemma-2's norms after attention and after the MLP.
+ */
+export const FAMILY_BLOCK_HOOKS = ['attn.hook_rot_q', 'attn.hook_rot_k', 'mlp.hook_pre_linear', 'ln1_post.hook_scale', 'ln2_post.hook_scale'] as const;
+export type BlockHook = (typeof BLOCK_HOOKS)[number] | (typeof FAMILY_BLOCK_HOOKS)[number];
 export type BlockHookName = `blocks.${number}.${BlockHook}`;
 export type HookName = GlobalHook | BlockHookName;
 
@@ -38,8 +43,13 @@ export const HOOK_DIMS: Record<GlobalHook | BlockHook, string> = {
   'ln1.hook_scale': 'BP1',
   'ln1.hook_normalized': 'BPD',
   'attn.hook_q': 'BPHE',
-  'attn.hook_k': 'BPHE',
-  'attn.hook_v': 'BPHE',
+  'attn.hook_k': 'BPGE',
+  'attn.hook_v': 'BPGE',
+  'attn.hook_rot_q': 'BPHE',
+  'attn.hook_rot_k': 'BPGE',
+  'mlp.hook_pre_linear': 'BPM',
+  'ln1_post.hook_scale': 'BP1',
+  'ln2_post.hook_scale': 'BP1',
   'attn.hook_attn_scores': 'BHQS',
   'attn.hook_pattern': 'BHQS',
   'attn.hook_z': 'BPHE',
@@ -66,11 +76,11 @@ export interface ParsedHook {
 export function parseHookName(name: string): ParsedHook | undefined {
   if ((GLOBAL_HOOKS as readonly string[]).includes(name)) return { layer: null, hook: name as GlobalHook };
   const m = /^blocks\.(\d+)\.(.+)$/.exec(name);
-  if (!m || !(BLOCK_HOOKS as readonly string[]).includes(m[2])) return undefined;
+  if (!m || !([...BLOCK_HOOKS, ...FAMILY_BLOCK_HOOKS] as readonly string[]).includes(m[2])) return undefined;
   return { layer: Number(m[1]), hook: m[2] as BlockHook };
 }
 
-/** Every hook name of a model with `nLayers` blocks, in forward order. */
+/** Every hook name of a GPT-2 model with `nLayers` blocks, in forward order (a loaded model lists its own: Model.hooks). */
 export function allHookNames(nLayers: number): HookName[] {
   const out: HookName[] = ['hook_embed', 'hook_pos_embed'];
   for (let l = 0; l < nLayers; l++) for (const h of BLOCK_HOOKS) out.push(hookName(l, h));

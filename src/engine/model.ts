@@ -6,10 +6,11 @@
 import * as path from 'node:path';
 import type * as ortTypes from 'onnxruntime-common';
 import { openCheckpoint, type Checkpoint } from './checkpoint/load';
-import type { Gpt2Config } from './checkpoint/config';
+import { kvHeads, type Gpt2Config } from './checkpoint/config';
 import { assertDims, numel, type Tensor32 } from './dims';
 import { ResidualError, throwIfCancelled, type CancelToken } from './errors';
 import { HOOK_DIMS, parseHookName, suggestHooks, type HookName } from './hooks';
+import { buildDecoderGraph } from './onnx/decoder';
 import { buildGpt2Graph, STEER_POINTS, steerInputName, type SteerPoint } from './onnx/gpt2';
 import { buildLensGraph } from './onnx/lens';
 import { createSession, ort, type ProviderAttempt, type SessionOptions } from './runtime/session';
@@ -76,6 +77,8 @@ export class Model {
     readonly provider: string,
     readonly attempts: ProviderAttempt[],
     readonly loadMs: number,
+    /** Every hook point this model's graph offers (families differ: no hook_pos_embed for rotary models, …). */
+    readonly hooks: ReadonlySet<HookName>,
   ) {}
 
   static async load(dir: string, opts: SessionOptions = {}): Promise<Model> {
@@ -90,16 +93,18 @@ export class Model {
     }
     // Each external file gets a plain, unique location name (shards keep their own names).
     const locate = (file: string) => path.basename(file);
-    const main = buildGpt2Graph(ckpt.config, ckpt.tensors, locate);
+    const main = ckpt.config.family
+      ? buildDecoderGraph(ckpt.config, ckpt.tensors, ckpt.unembedName, locate)
+      : buildGpt2Graph(ckpt.config, ckpt.tensors, locate);
     const ident = `${ckpt.dir}|${ckpt.config.name}`;
-    const created = await createSession(main.bytes, main.externalFiles, `gpt2|${ident}`, opts);
-    const lens = buildLensGraph(ckpt.config, ckpt.tensors, locate);
+    const created = await createSession(main.bytes, main.externalFiles, `${ckpt.config.architecture}|${ident}`, opts);
+    const lens = buildLensGraph(ckpt.config, ckpt.tensors, ckpt.unembedName, locate);
     // The lens graph runs on the provider that won; no second round of fallbacks.
     const lensCreated = await createSession(lens.bytes, lens.externalFiles, `lens|${ident}`, {
       ...opts,
       providers: [created.provider],
     });
-    return new Model(ckpt, tokenizer, created.session, lensCreated.session, created.provider, created.attempts, performance.now() - t0);
+    return new Model(ckpt, tokenizer, created.session, lensCreated.session, created.provider, created.attempts, performance.now() - t0, new Set(main.outputs.keys()));
   }
 
   get config(): Gpt2Config {
@@ -146,12 +151,13 @@ export class Model {
       if (!parsed || (parsed.layer !== null && parsed.layer >= c.nLayers)) {
         throw new ResidualError(`unknown hook point; did you mean ${suggestHooks(h, c.nLayers).join(', ')}?`, h);
       }
+      if (!this.hooks.has(h)) throw new ResidualError(`${c.architecture} models have no such hook point (${this.hookAbsentReason(h)})`, h);
     }
     const T = ort().Tensor;
     const feeds: Record<string, ortTypes.Tensor> = {
       input_ids: new T('int64', BigInt64Array.from(req.ids, (i) => BigInt(i)), [1, P]),
     };
-    const empty = new T('float32', new Float32Array(0), [1, c.nHeads, 0, c.dHead]);
+    const empty = new T('float32', new Float32Array(0), [1, kvHeads(c), 0, c.dHead]);
     for (let l = 0; l < c.nLayers; l++) {
       const k = req.past?.keys[l];
       const v = req.past?.values[l];
@@ -210,6 +216,14 @@ export class Model {
     return { activations, cache, ms };
   }
 
+  private hookAbsentReason(h: string): string {
+    if (h === 'hook_pos_embed') return 'positions are rotations of queries and keys, see attn.hook_rot_q/k';
+    if (/ln[12]_post/.test(h)) return 'only Gemma-2 has norms after attention and the MLP';
+    if (/hook_rot_/.test(h)) return 'GPT-2 has learned position embeddings, see hook_pos_embed';
+    if (/hook_pre_linear/.test(h)) return 'only gated MLPs have a linear branch';
+    return 'not in this model';
+  }
+
   /** Logit lens: each row through ln_final (its own statistics) and the unembedding; top-k and a target's prob/rank. */
   lens(req: LensRequest): Promise<LensResult> {
     const job = this.queue.then(async () => {
@@ -243,7 +257,7 @@ export class Model {
 }
 
 export function dimSizes(c: Gpt2Config, P: number) {
-  return { B: 1, P, Q: P, S: P, D: c.dModel, H: c.nHeads, E: c.dHead, M: c.dMlp, V: c.vocabSize };
+  return { B: 1, P, Q: P, S: P, D: c.dModel, H: c.nHeads, G: kvHeads(c), E: c.dHead, M: c.dMlp, V: c.vocabSize };
 }
 
 /** Row `p` of a [1,P,X] tensor, as a view. */

@@ -415,8 +415,11 @@ describe('config.json', () => {
     throwsResidual(() => parseConfig(path.join(missingDir, 'config.json')), 'missing', path.join(missingDir, 'config.json'), 'not found');
     let f = write('{"model_type": "gpt2",');
     throwsResidual(() => parseConfig(f), 'invalid', f, 'not valid JSON');
+    f = write({ ...base, model_type: 'mamba' });
+    throwsResidual(() => parseConfig(f), 'unsupported', f, '"mamba"', '"gpt2"', '"llama"', '"gemma2"');
+    // A supported family with GPT-2's keys: its own keys are required, by name.
     f = write({ ...base, model_type: 'llama' });
-    throwsResidual(() => parseConfig(f), 'unsupported', f, '"llama"', '"gpt2"');
+    throwsResidual(() => parseConfig(f), 'invalid', f, 'num_hidden_layers');
     f = write({ ...base, model_type: undefined });
     throwsResidual(() => parseConfig(f), 'invalid', f, 'model_type');
     f = write({ ...base, n_embd: 9 });

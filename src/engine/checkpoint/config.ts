@@ -1,15 +1,59 @@
 /**
- * Hugging Face `config.json` for the GPT-2 family → the engine's model configuration.
+ * Hugging Face `config.json` → the engine's model configuration: GPT-2 here, the rotary families (Llama, Qwen2/3,
+ * Gemma-2, GPT-NeoX/Pythia) in families.ts.
  */
 import * as fs from 'fs';
 import * as nodePath from 'path';
 import { ResidualError } from '../errors';
+import { FAMILY_MODEL_TYPES, parseFamilyConfig } from './families';
 import { isPlainObject } from './safetensors';
 
 export type Gpt2Activation = 'gelu_new' | 'gelu' | 'relu' | 'gelu_fast' | 'gelu_pytorch_tanh';
+export type Activation = Gpt2Activation | 'silu';
+export type Architecture = 'gpt2' | 'llama' | 'qwen2' | 'qwen3' | 'gemma2' | 'gpt_neox';
+
+/** Rotary position embeddings (rotate-half layout, as every supported family uses). */
+export interface RopeConfig {
+  /** Leading dims of each head that rotate (d_head, or less for partial rotary). Even. */
+  dims: number;
+  theta: number;
+  scaling:
+    | { type: 'none' }
+    | { type: 'linear'; factor: number }
+    | { type: 'llama3'; factor: number; lowFreqFactor: number; highFreqFactor: number; originalMaxPositions: number };
+}
+
+/** What a non-GPT-2 decoder does differently; absent for GPT-2 (learned positions, LayerNorm, plain GELU MLP). */
+export interface FamilyConfig {
+  norm: 'layernorm' | 'rmsnorm';
+  /** RMSNorm multiplies by (offset + w): 1 for Gemma, 0 elsewhere. */
+  normOffset: number;
+  rope: RopeConfig;
+  /** act(gate(x)) ⊙ up(x), then down (Llama, Qwen, Gemma); else act(fc(x)) then proj (NeoX). */
+  gatedMlp: boolean;
+  /** Attention and MLP both read resid_pre (GPT-NeoX use_parallel_residual). */
+  parallel: boolean;
+  /** Biases present: q/k/v projections, output projection, MLP projections, norms. */
+  bias: { qkv: boolean; o: boolean; mlp: boolean; norm: boolean };
+  /** Multiplier of q·k (1/√d_head, or Gemma's query_pre_attn_scalar^-½). */
+  attnScale: number;
+  /** Qwen3: RMSNorm of each query and key head before the rotation. */
+  qkNorm: boolean;
+  /** Gemma-2: norms after attention and after the MLP, before they join the residual stream. */
+  postNorms: boolean;
+  /** Gemma: token embeddings are multiplied by √d_model. */
+  embedScale: number;
+  /** Gemma-2: cap·tanh(x/cap) on attention scores and on the final logits. */
+  attnSoftcap?: number;
+  finalSoftcap?: number;
+  /** Per layer: the sliding attention window (keys within this many positions), or 0 for global attention. */
+  window: number[];
+  /** tie_word_embeddings as config.json states it (the loader still checks which tensor exists). */
+  tiedEmbeddings: boolean;
+}
 
 export interface Gpt2Config {
-  architecture: 'gpt2';
+  architecture: Architecture;
   nLayers: number;
   dModel: number;
   nHeads: number;
@@ -18,18 +62,29 @@ export interface Gpt2Config {
   nCtx: number;
   vocabSize: number;
   lnEps: number;
-  act: Gpt2Activation;
+  act: Activation;
   name: string;
+  /** Key/value heads (grouped-query attention); absent means nHeads. */
+  nKvHeads?: number;
+  /** Absent for GPT-2. */
+  family?: FamilyConfig;
 }
 
-export const SUPPORTED_MODEL_TYPES = ['gpt2'] as const;
+/** The engine's model configuration; `Gpt2Config` is its historical name. */
+export type ModelConfig = Gpt2Config;
+
+export function kvHeads(c: ModelConfig): number {
+  return c.nKvHeads ?? c.nHeads;
+}
+
+export const SUPPORTED_MODEL_TYPES = ['gpt2', 'llama', 'qwen2', 'qwen3', 'gemma2', 'gpt_neox'] as const;
 export const SUPPORTED_ACTIVATIONS: readonly Gpt2Activation[] = ['gelu_new', 'gelu', 'relu', 'gelu_fast', 'gelu_pytorch_tanh'];
 
 /**
  * Parses a GPT-2-family `config.json`. `path` is the file, or a folder holding `config.json`.
  * Refuses (rather than silently mis-computing) options our GPT-2 forward pass does not implement.
  */
-export function parseConfig(path: string): Gpt2Config {
+export function parseConfig(path: string): ModelConfig {
   let file = nodePath.resolve(path);
   try {
     if (fs.statSync(file).isDirectory()) file = nodePath.join(file, 'config.json');
@@ -66,8 +121,12 @@ export function parseConfig(path: string): Gpt2Config {
     );
   }
   if (modelType !== 'gpt2') {
+    if (typeof modelType === 'string' && (FAMILY_MODEL_TYPES as readonly string[]).includes(modelType)) {
+      const cfg = parseFamilyConfig(raw, modelType as (typeof FAMILY_MODEL_TYPES)[number], file);
+      return { ...cfg, name: cfg.name || nodePath.basename(nodePath.dirname(file)) };
+    }
     throw new ResidualError(
-      `model_type ${JSON.stringify(modelType)} is not supported; Residual supports ${SUPPORTED_MODEL_TYPES.map((t) => `"${t}"`).join(', ')} (GPT-2 family: gpt2, distilgpt2, gpt2-medium/large/xl and GPT-2-shaped checkpoints)`,
+      `model_type ${JSON.stringify(modelType)} is not supported; Residual supports ${SUPPORTED_MODEL_TYPES.map((t) => `"${t}"`).join(', ')} (GPT-2, Llama, Qwen2/Qwen3, Gemma-2, GPT-NeoX/Pythia)`,
       file,
       'unsupported',
     );

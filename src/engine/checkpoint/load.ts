@@ -1,19 +1,20 @@
 /**
- * Opens a Hugging Face GPT-2 model folder: config.json + model.safetensors (or sharded via
+ * Opens a Hugging Face model folder (GPT-2, Llama, Qwen2/3, Gemma-2, GPT-NeoX): config.json + model.safetensors (or sharded via
  * model.safetensors.index.json) + tokenizer.json. Reads headers only and checks every weight the config implies;
  * tensor data is read later with readTensorF32. Pickle weights are refused, never opened.
  */
 import * as fs from 'fs';
 import * as nodePath from 'path';
 import { ResidualError } from '../errors';
-import { parseConfig, type Gpt2Config } from './config';
+import { parseConfig, type Gpt2Config, type ModelConfig } from './config';
+import { expectedFamilyShapes, FAMILY_IGNORED_BUFFER, familyPrefixes, familyWeightNames } from './families';
 import { FLOAT_DTYPES, isPlainObject, readSafetensorsHeader, type TensorEntry } from './safetensors';
 
 export interface Checkpoint {
   /** Absolute path of the model folder. */
   dir: string;
   config: Gpt2Config;
-  /** Canonical GPT-2 names (no `transformer.` prefix) → where each weight lives. Only the weights the model uses. */
+  /** Canonical names (without the `transformer.` / `model.` / `gpt_neox.` prefix) → where each weight lives. Only the weights the model uses. */
   tensors: Map<string, TensorEntry>;
   /** Absolute paths of the safetensors files read, sorted. */
   files: string[];
@@ -23,8 +24,10 @@ export interface Checkpoint {
   dtype: string;
   /** Absolute path of tokenizer.json. */
   tokenizerPath: string;
-  /** True when there is no lm_head.weight: the unembedding is wte.weight (transposed). */
+  /** True when there is no separate unembedding: it is the token embedding (transposed). */
   tiedUnembed: boolean;
+  /** Canonical name of the [V, D] tensor the unembedding reads (lm_head.weight, embed_out.weight, or the embedding). */
+  unembedName: string;
   /** Non-fatal findings: unused bytes, tensors that were ignored. */
   warnings: string[];
 }
@@ -35,6 +38,47 @@ const SINGLE_FILE = 'model.safetensors';
 
 /** Buffers in GPT-2 checkpoints that are not weights (causal mask, masked fill value). */
 const IGNORED_BUFFER = /^h\.\d+\.attn\.(bias|masked_bias)$/;
+
+/** How a family's weights are named and checked. */
+interface WeightSpec {
+  prefixes: string[];
+  expected: Map<string, number[]>;
+  embed: string;
+  unembed: string;
+  ignored: RegExp;
+  layerOf: RegExp;
+  /** Whether a missing unembedding may fall back to the embedding. */
+  tieAllowed: boolean;
+  dimsText: string;
+}
+
+function weightSpec(cfg: ModelConfig): WeightSpec {
+  if (!cfg.family) {
+    return {
+      prefixes: ['transformer.'],
+      expected: expectedGpt2Shapes(cfg),
+      embed: 'wte.weight',
+      unembed: 'lm_head.weight',
+      ignored: IGNORED_BUFFER,
+      layerOf: /^h\.(\d+)\./,
+      tieAllowed: true,
+      dimsText: `n_layer ${cfg.nLayers}, n_embd ${cfg.dModel}, n_inner ${cfg.dMlp}, n_positions ${cfg.nCtx}, vocab_size ${cfg.vocabSize}`,
+    };
+  }
+  const names = familyWeightNames(cfg);
+  return {
+    prefixes: familyPrefixes(cfg),
+    expected: expectedFamilyShapes(cfg),
+    embed: names.embed,
+    unembed: names.unembed,
+    ignored: FAMILY_IGNORED_BUFFER,
+    layerOf: /^layers\.(\d+)\./,
+    tieAllowed: cfg.family.tiedEmbeddings,
+    dimsText:
+      `num_hidden_layers ${cfg.nLayers}, hidden_size ${cfg.dModel}, num_attention_heads ${cfg.nHeads}, num_key_value_heads ${cfg.nKvHeads ?? cfg.nHeads}, ` +
+      `head_dim ${cfg.dHead}, intermediate_size ${cfg.dMlp}, vocab_size ${cfg.vocabSize}`,
+  };
+}
 
 /** Shape every GPT-2 weight must have under `cfg`, canonical name → shape. lm_head.weight is optional. */
 export function expectedGpt2Shapes(cfg: Gpt2Config): Map<string, number[]> {
@@ -146,9 +190,11 @@ export function openCheckpoint(dir: string): Checkpoint {
   }
 
   // 4. Canonical names.
+  const spec = weightSpec(config);
   const canonical = new Map<string, TensorEntry>();
   for (const [name, e] of stored) {
-    const c = name.startsWith('transformer.') ? name.slice('transformer.'.length) : name;
+    const prefix = spec.prefixes.find((p) => name.startsWith(p));
+    const c = prefix ? name.slice(prefix.length) : name;
     const other = canonical.get(c);
     if (other) {
       throw new ResidualError(`tensor "${c}" appears twice, as "${other.name}" (${other.file}) and "${name}"`, e.file);
@@ -157,13 +203,13 @@ export function openCheckpoint(dir: string): Checkpoint {
   }
 
   // 5. Every required weight, with the shape config.json implies.
-  const expected = expectedGpt2Shapes(config);
+  const expected = spec.expected;
   const configFile = nodePath.join(root, 'config.json');
   const missing = [...expected.keys()].filter((n) => !canonical.has(n));
   if (missing.length) {
     const shown = missing.slice(0, 8).join(', ') + (missing.length > 8 ? `, … (${missing.length} in all)` : '');
     throw new ResidualError(
-      `missing weight${missing.length > 1 ? 's' : ''} ${shown} that ${configFile} (n_layer ${config.nLayers}) requires; the checkpoint is incomplete or not GPT-2 shaped`,
+      `missing weight${missing.length > 1 ? 's' : ''} ${shown} that ${configFile} (${config.family ? 'num_hidden_layers' : 'n_layer'} ${config.nLayers}) requires; the checkpoint is incomplete or not ${config.architecture} shaped`,
       files.length === 1 ? files[0] : root,
     );
   }
@@ -173,7 +219,7 @@ export function openCheckpoint(dir: string): Checkpoint {
     if (e.shape.length !== want.length || e.shape.some((d, i) => d !== want[i])) {
       throw new ResidualError(
         `tensor "${e.name}" has shape [${e.shape.join(', ')}] but ${configFile} implies [${want.join(', ')}] ` +
-          `(n_layer ${config.nLayers}, n_embd ${config.dModel}, n_inner ${config.dMlp}, n_positions ${config.nCtx}, vocab_size ${config.vocabSize}); config.json does not belong to these weights`,
+          `(${spec.dimsText}); config.json does not belong to these weights`,
         e.file,
       );
     }
@@ -187,19 +233,26 @@ export function openCheckpoint(dir: string): Checkpoint {
     tensors.set(name, e);
   };
   for (const [name, want] of expected) check(name, want);
-  const tiedUnembed = !canonical.has('lm_head.weight');
-  if (!tiedUnembed) check('lm_head.weight', [config.vocabSize, config.dModel]);
+  const tiedUnembed = !canonical.has(spec.unembed);
+  if (!tiedUnembed) check(spec.unembed, [config.vocabSize, config.dModel]);
+  else if (!spec.tieAllowed) {
+    throw new ResidualError(
+      `missing weight ${spec.unembed}: config.json says "tie_word_embeddings": false, so the unembedding must be its own tensor; the checkpoint is incomplete`,
+      files.length === 1 ? files[0] : root,
+    );
+  }
+  const unembedName = tiedUnembed ? spec.embed : spec.unembed;
 
   for (const [name, e] of canonical) {
-    if (tensors.has(name) || IGNORED_BUFFER.test(name)) continue;
-    const layer = /^h\.(\d+)\./.exec(name);
+    if (tensors.has(name) || spec.ignored.test(name)) continue;
+    const layer = spec.layerOf.exec(name);
     if (layer && Number(layer[1]) >= config.nLayers) {
       throw new ResidualError(
-        `tensor "${e.name}" belongs to layer ${layer[1]}, but ${configFile} says n_layer ${config.nLayers}; config.json does not belong to these weights`,
+        `tensor "${e.name}" belongs to layer ${layer[1]}, but ${configFile} says ${config.family ? 'num_hidden_layers' : 'n_layer'} ${config.nLayers}; config.json does not belong to these weights`,
         e.file,
       );
     }
-    warnings.push(`${e.file}: tensor "${e.name}" is not a GPT-2 weight; ignored`);
+    warnings.push(`${e.file}: tensor "${e.name}" is not a ${config.architecture} weight; ignored`);
   }
 
   // 6. Summary.
@@ -217,7 +270,7 @@ export function openCheckpoint(dir: string): Checkpoint {
       dtype = d;
     }
   }
-  return { dir: root, config, tensors, files, totalBytes, dtype, tokenizerPath, tiedUnembed, warnings };
+  return { dir: root, config, tensors, files, totalBytes, dtype, tokenizerPath, tiedUnembed, unembedName, warnings };
 }
 
 /** Reads model.safetensors.index.json → stored tensor name → absolute shard path (validated to stay in `root`). */

@@ -6,6 +6,7 @@ import * as fs from 'fs';
 import * as nodePath from 'path';
 import { ResidualError } from '../errors';
 import type { Gpt2Activation } from './config';
+import { expectedFamilyShapes, familyPrefixes, familyWeightNames, parseFamilyConfig, type FamilyModelType } from './families';
 import type { SafeDtype } from './safetensors';
 import { writeSafetensors, type TensorToWrite } from './write';
 
@@ -133,6 +134,15 @@ export function writeRandomGpt2(dir: string, cfg: RandomGpt2Shape, opts: RandomG
   fs.writeFileSync(nodePath.join(dir, 'config.json'), JSON.stringify(config, null, 2) + '\n');
   fs.writeFileSync(nodePath.join(dir, 'tokenizer.json'), JSON.stringify(opts.tokenizerJson));
 
+  writeShards(dir, tensors, dtype, shards);
+}
+
+/**
+ * Writes `tensors` as model.safetensors, or as `shards` files model-0000i-of-0000n.safetensors plus
+ * model.safetensors.index.json (split in order into groups of roughly equal size), as transformers saves them.
+ */
+export function writeShards(dir: string, tensors: TensorToWrite[], dtype: SafeDtype, shards: number): void {
+  if (!Number.isSafeInteger(shards) || shards < 1) throw new ResidualError(`shards must be a positive integer, got ${shards}`, dir);
   const metadata = { format: 'pt' };
   if (shards === 1) {
     writeSafetensors(nodePath.join(dir, 'model.safetensors'), tensors, dtype, metadata);
@@ -165,4 +175,69 @@ export function writeRandomGpt2(dir: string, cfg: RandomGpt2Shape, opts: RandomG
     nodePath.join(dir, 'model.safetensors.index.json'),
     JSON.stringify({ metadata: { total_size: totalSize }, weight_map: weightMap }, null, 2) + '\n',
   );
+}
+
+/** Hugging Face config.json keys of a rotary-family model (written verbatim; the family's defaults fill the rest). */
+export interface RandomFamilyShape {
+  num_hidden_layers: number;
+  hidden_size: number;
+  num_attention_heads: number;
+  intermediate_size: number;
+  max_position_embeddings: number;
+  vocab_size: number;
+  [key: string]: unknown;
+}
+
+const ARCH_CLASS: Record<FamilyModelType, string> = {
+  llama: 'LlamaForCausalLM',
+  qwen2: 'Qwen2ForCausalLM',
+  qwen3: 'Qwen3ForCausalLM',
+  gemma2: 'Gemma2ForCausalLM',
+  gpt_neox: 'GPTNeoXForCausalLM',
+};
+
+/**
+ * A deterministic random checkpoint of a rotary family (Llama, Qwen2, Qwen3, Gemma-2, GPT-NeoX) in Hugging Face
+ * layout: config.json from `shape`, every weight that config implies under transformers' stored names
+ * (`model.…` / `gpt_neox.…`, the unembedding unless tied), tokenizer.json verbatim.
+ */
+export function writeRandomFamily(dir: string, modelType: FamilyModelType, shape: RandomFamilyShape, opts: RandomGpt2Options): void {
+  fs.mkdirSync(dir, { recursive: true });
+  const config = {
+    _name_or_path: `random-${modelType}-seed${opts.seed}`,
+    architectures: [ARCH_CLASS[modelType]],
+    model_type: modelType,
+    torch_dtype: (opts.dtype ?? 'F32') === 'F32' ? 'float32' : opts.dtype === 'F16' ? 'float16' : 'bfloat16',
+    ...shape,
+  };
+  const configPath = nodePath.join(dir, 'config.json');
+  fs.writeFileSync(configPath, JSON.stringify(config, null, 2) + '\n');
+  fs.writeFileSync(nodePath.join(dir, 'tokenizer.json'), JSON.stringify(opts.tokenizerJson));
+  const cfg = parseFamilyConfig(config as Record<string, unknown>, modelType, configPath);
+  const names = familyWeightNames(cfg);
+  const std = opts.std ?? 0.02;
+  const normal = gaussian(mulberry32(opts.seed));
+  const prefix = familyPrefixes(cfg)[0];
+  const gains = new Set<string>();
+  for (let l = 0; l < cfg.nLayers; l++) {
+    const b = names.block(l);
+    for (const n of [b.ln1, b.ln2, b.postAttnNorm, b.postMlpNorm, b.qNorm, b.kNorm]) if (n) gains.add(n);
+  }
+  gains.add(names.finalNorm);
+  const tensors: TensorToWrite[] = [];
+  for (const [name, shp] of expectedFamilyShapes(cfg)) {
+    const data = new Float32Array(shp.reduce((a, b) => a * b, 1));
+    // Norm gains around 1 (Gemma stores gain − 1, so around 0); biases small; matrices N(0, std).
+    const isGain = gains.has(name);
+    const mean = isGain ? 1 - cfg.family!.normOffset : 0;
+    const sd = isGain ? 0.1 : name.endsWith('.bias') ? std / 2 : std;
+    for (let i = 0; i < data.length; i++) data[i] = mean + sd * normal();
+    tensors.push({ name: prefix + name, shape: shp, data });
+  }
+  if (!cfg.family!.tiedEmbeddings || opts.tiedUnembed === false) {
+    const data = new Float32Array(cfg.vocabSize * cfg.dModel);
+    for (let i = 0; i < data.length; i++) data[i] = std * normal();
+    tensors.push({ name: names.unembed, shape: [cfg.vocabSize, cfg.dModel], data });
+  }
+  writeShards(dir, tensors, opts.dtype ?? 'F32', opts.shards ?? 1);
 }

@@ -162,7 +162,7 @@ export function buildGpt2Graph(cfg: Gpt2Config, tensors: Map<string, TensorEntry
 
 const onnx_BOOL = 9;
 
-function activation(g: GraphBuilder, act: Gpt2Config['act'], x: string): string {
+export function activation(g: GraphBuilder, act: Gpt2Config['act'], x: string): string {
   switch (act) {
     case 'gelu_new':
     case 'gelu_fast':
@@ -172,5 +172,7 @@ function activation(g: GraphBuilder, act: Gpt2Config['act'], x: string): string 
       return g.op('Gelu', [x]);
     case 'relu':
       return g.op('Relu', [x]);
+    case 'silu':
+      return g.op('Mul', [x, g.op('Sigmoid', [x])]);
   }
 }

@@ -3,13 +3,14 @@
  * softmax, returning only the top-k and one target token's probability and rank per row, so the full [N,V] logits
  * never leave ONNX Runtime.
  */
-import type { Gpt2Config } from '../checkpoint/config';
+import type { ModelConfig } from '../checkpoint/config';
+import { familyWeightNames } from '../checkpoint/families';
 import type { TensorEntry } from '../checkpoint/safetensors';
 import { GraphBuilder, type ElemType } from './builder';
 
 const DTYPE_ELEM: Record<string, ElemType> = { F32: 'float32', F16: 'float16', BF16: 'bfloat16' };
 
-export function buildLensGraph(cfg: Gpt2Config, tensors: Map<string, TensorEntry>, locate: (file: string) => string) {
+export function buildLensGraph(cfg: ModelConfig, tensors: Map<string, TensorEntry>, unembedName: string, locate: (file: string) => string) {
   const g = new GraphBuilder('residual-lens');
   const externalFiles = new Map<string, string>();
   const w = (name: string): string => {
@@ -24,8 +25,27 @@ export function buildLensGraph(cfg: Gpt2Config, tensors: Map<string, TensorEntry
   const resid = g.input('resid', 'float32', ['n', D]);
   const target = g.input('target', 'int64', ['n']);
   const k = g.input('k', 'int64', [1]);
-  const xf = g.op('LayerNormalization', [resid, w('ln_f.weight'), w('ln_f.bias')], { axis: -1, epsilon: { float: cfg.lnEps } });
-  const logits = g.op('Gemm', [xf, tensors.has('lm_head.weight') ? w('lm_head.weight') : w('wte.weight')], { transB: 1 });
+  // The model's own final norm (LayerNorm or RMSNorm, Gemma's 1 + w gain) and final soft-cap.
+  const f = cfg.family;
+  let xf: string;
+  if (!f) {
+    xf = g.op('LayerNormalization', [resid, w('ln_f.weight'), w('ln_f.bias')], { axis: -1, epsilon: { float: cfg.lnEps } });
+  } else {
+    const names = familyWeightNames(cfg);
+    const gain = f.normOffset ? g.op('Add', [w(names.finalNorm), g.constF32('offset', [], [f.normOffset])]) : w(names.finalNorm);
+    if (f.norm === 'layernorm') {
+      xf = g.op('LayerNormalization', [resid, gain, w(names.finalNormBias!)], { axis: -1, epsilon: { float: cfg.lnEps } });
+    } else {
+      const ms = g.op('ReduceMean', [g.op('Mul', [resid, resid]), g.constI64('axis_last', [-1])], { keepdims: 1 });
+      const inv = g.op('Reciprocal', [g.op('Sqrt', [g.op('Add', [ms, g.constF32('eps', [], [cfg.lnEps])])])]);
+      xf = g.op('Mul', [g.op('Mul', [resid, inv]), gain]);
+    }
+  }
+  let logits = g.op('Gemm', [xf, w(unembedName)], { transB: 1 });
+  if (f?.finalSoftcap) {
+    const cap = g.constF32('softcap', [], [f.finalSoftcap]);
+    logits = g.op('Mul', [g.op('Tanh', [g.op('Div', [logits, cap])]), cap]);
+  }
   const probs = g.op('Softmax', [logits], { axis: -1 });
   g.node('TopK', [probs, k], { outputs: ['top_probs', 'top_ids'], attrs: { axis: -1, largest: 1, sorted: 1 } });
   const target2 = g.op('Unsqueeze', [target, g.constI64('axis1', [1])]);

@@ -160,10 +160,12 @@ export function referenceForward(cfg: Gpt2Config, W: Weights, ids: number[], ste
   return out;
 }
 
-function act(kind: Gpt2Config['act'], x: number): number {
+export function act(kind: Gpt2Config['act'], x: number): number {
   switch (kind) {
     case 'relu':
       return Math.max(0, x);
+    case 'silu':
+      return x / (1 + Math.exp(-x));
     case 'gelu':
       return 0.5 * x * (1 + erf(x / Math.SQRT2));
     default: // gelu_new / gelu_fast / gelu_pytorch_tanh: the tanh approximation

@@ -1,0 +1,211 @@
+/**
+ * Oracle tests for the rotary families (Llama, Qwen2, Qwen3, Gemma-2, GPT-NeoX/Pythia): every hook point of the
+ * ONNX graph against the independent plain-loop reference (decoder-reference.ts) on tiny random checkpoints —
+ * grouped-query attention, rope scaling, biases, QK-norm, Gemma's sandwich norms, soft-caps and sliding windows,
+ * parallel and sequential NeoX blocks with partial rotary, BF16 and sharded files — plus steering, the KV cache
+ * (rotary positions continue after the cache) and the logit lens.
+ */
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import type { FamilyModelType } from '../../src/engine/checkpoint/families';
+import { openCheckpoint } from '../../src/engine/checkpoint/load';
+import { writeRandomFamily, type RandomFamilyShape, type RandomGpt2Options } from '../../src/engine/checkpoint/random';
+import { readTensorF32 } from '../../src/engine/checkpoint/safetensors';
+import type { Tensor32 } from '../../src/engine/dims';
+import type { HookName } from '../../src/engine/hooks';
+import { Model, type SteerAdd } from '../../src/engine/model';
+import { referenceDecoderForward } from '../../src/engine/reference/decoder-reference';
+import type { ReferenceSteer } from '../../src/engine/reference/gpt2-reference';
+import { silenceOrt } from '../../src/engine/runtime/session';
+import { gpt2TokenizerJSON } from '../../tools/gpt2-tokenizer';
+
+const TOL = 1e-4;
+const root = fs.mkdtempSync(path.join(os.tmpdir(), 'residual-families-'));
+const cacheDir = path.join(root, 'cache');
+let tokenizerJson: object;
+const loaded: Model[] = [];
+
+before(() => {
+  silenceOrt();
+  tokenizerJson = gpt2TokenizerJSON();
+});
+after(async () => {
+  for (const m of loaded) await m.dispose();
+  fs.rmSync(root, { recursive: true, force: true });
+});
+
+const BASE: RandomFamilyShape = {
+  num_hidden_layers: 2,
+  hidden_size: 32,
+  num_attention_heads: 4,
+  intermediate_size: 40,
+  max_position_embeddings: 64,
+  vocab_size: 50257,
+};
+
+interface Case {
+  name: string;
+  type: FamilyModelType;
+  shape: Partial<RandomFamilyShape>;
+  opts?: Partial<RandomGpt2Options>;
+}
+
+const CASES: Case[] = [
+  {
+    name: 'llama, grouped-query attention, llama3 rope scaling (all three frequency bands), tied',
+    type: 'llama',
+    shape: {
+      num_key_value_heads: 2,
+      tie_word_embeddings: true,
+      rope_theta: 10000,
+      rope_scaling: { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 64 },
+    },
+  },
+  {
+    name: 'llama, head_dim ≠ hidden/heads, attention and MLP biases, linear rope scaling, untied, BF16, 3 shards',
+    type: 'llama',
+    shape: { num_key_value_heads: 4, head_dim: 12, attention_bias: true, mlp_bias: true, rope_scaling: { type: 'linear', factor: 2 }, tie_word_embeddings: false },
+    opts: { dtype: 'BF16', shards: 3 },
+  },
+  { name: 'qwen2, q/k/v biases, GQA, untied', type: 'qwen2', shape: { num_key_value_heads: 1, tie_word_embeddings: false, rope_theta: 1000000 } },
+  { name: 'qwen3, QK-norm, head_dim 16, tied', type: 'qwen3', shape: { num_key_value_heads: 2, head_dim: 16, tie_word_embeddings: true } },
+  {
+    name: 'gemma2, sandwich norms, embedding scale, attention and final soft-caps, sliding window 3 on even layers',
+    type: 'gemma2',
+    shape: {
+      num_hidden_layers: 3,
+      num_key_value_heads: 2,
+      head_dim: 16,
+      query_pre_attn_scalar: 24,
+      attn_logit_softcapping: 1.5,
+      final_logit_softcapping: 3,
+      sliding_window: 3,
+      hidden_activation: 'gelu_pytorch_tanh',
+    },
+  },
+  { name: 'gpt_neox (Pythia), parallel residual, rotary_pct 0.25, untied', type: 'gpt_neox', shape: { rotary_pct: 0.25, use_parallel_residual: true, hidden_act: 'gelu' } },
+  { name: 'gpt_neox, sequential residual, rotary_pct 0.5, F16', type: 'gpt_neox', shape: { rotary_pct: 0.5, use_parallel_residual: false }, opts: { dtype: 'F16' } },
+];
+
+async function fixture(c: Case, tag = '') {
+  const dir = path.join(root, `${c.type}-${CASES.indexOf(c)}${tag}`);
+  writeRandomFamily(dir, c.type, { ...BASE, ...c.shape } as RandomFamilyShape, { seed: CASES.indexOf(c) * 7919 + 13, tokenizerJson, std: 0.3, ...c.opts });
+  const model = await Model.load(dir, { providers: ['cpu'], cacheDir });
+  loaded.push(model);
+  const ckpt = openCheckpoint(dir);
+  const weights = new Map([...ckpt.tensors].map(([k, e]) => [k, readTensorF32(e)]));
+  return { model, weights, cfg: ckpt.config, ckpt };
+}
+
+/** Elementwise |a − b| ≤ tol · (|b| + rms(b)); identical values (including ±∞) always pass. Returns the worst ratio. */
+function closeness(a: Float32Array, b: Float32Array): number {
+  let ss = 0;
+  let n = 0;
+  for (const x of b) if (Number.isFinite(x)) (ss += x * x), n++;
+  const rms = Math.sqrt(ss / Math.max(1, n)) || 1;
+  let worst = 0;
+  for (let i = 0; i < a.length; i++) {
+    if (a[i] === b[i]) continue;
+    worst = Math.max(worst, Math.abs(a[i] - b[i]) / (Math.abs(b[i]) + rms));
+  }
+  return worst;
+}
+
+function assertMatches(name: string, got: Tensor32 | undefined, want: Tensor32 | undefined): void {
+  assert.ok(got, `${name}: missing from the ONNX run`);
+  assert.ok(want, `${name}: missing from the reference`);
+  assert.deepEqual(got.dims, want.dims, `${name}: dims`);
+  const worst = closeness(got.data, want.data);
+  assert.ok(worst <= TOL, `${name}: worst relative error ${worst.toExponential(2)} > ${TOL}`);
+}
+
+const IDS = [464, 2068, 7586, 21831, 18045, 625, 262, 16931, 3290, 13, 198, 50256];
+
+describe('rotary families: ONNX graph vs plain-loop reference', () => {
+  for (const c of CASES) {
+    it(`matches logits and every hook point: ${c.name}`, async () => {
+      const { model, weights, cfg } = await fixture(c);
+      const hooks = [...model.hooks];
+      assert.ok(hooks.length >= 2 + cfg.nLayers * 19, `${hooks.length} hook points`);
+      const got = await model.run({ ids: IDS, hooks });
+      const want = referenceDecoderForward(cfg, weights, IDS);
+      for (const h of hooks) assertMatches(h, got.activations.get(h), want.get(h));
+      // Everything the reference computes is offered by the graph, and vice versa.
+      assert.deepEqual([...want.keys()].sort(), [...hooks].sort());
+    });
+  }
+
+  it('the sliding window really masks (Gemma-2 layer 0 attends to 3 keys, layer 1 to all earlier ones)', async () => {
+    const { model } = await fixture(CASES[4], '-mask');
+    const r = await model.run({ ids: IDS, hooks: ['blocks.0.attn.hook_pattern', 'blocks.1.attn.hook_pattern'] });
+    const P = IDS.length;
+    const nonzero = (t: Tensor32, q: number) => Array.from(t.data.subarray(q * P, (q + 1) * P)).filter((x) => x > 0).length;
+    assert.equal(nonzero(r.activations.get('blocks.0.attn.hook_pattern')!, P - 1), 3);
+    assert.equal(nonzero(r.activations.get('blocks.1.attn.hook_pattern')!, P - 1), P);
+  });
+
+  it('refuses hook points the family does not have, saying why', async () => {
+    const { model } = await fixture(CASES[0], '-hooks');
+    await assert.rejects(model.run({ ids: IDS, hooks: ['hook_pos_embed'] }), /no such hook point \(positions are rotations/);
+    await assert.rejects(model.run({ ids: IDS, hooks: ['blocks.0.ln1_post.hook_scale' as HookName] }), /only Gemma-2/);
+  });
+});
+
+describe('rotary families: steering, KV cache, logit lens', () => {
+  for (const c of [CASES[0], CASES[4], CASES[5]]) {
+    it(`steering at three points matches the reference: ${c.type}`, async () => {
+      const { model, weights, cfg } = await fixture(c, '-steer');
+      const D = cfg.dModel;
+      const P = IDS.length;
+      const vec = (seed: number, n: number) => Float32Array.from({ length: n }, (_, i) => Math.sin(seed * 31 + i * 1.7) * 2);
+      const steer: SteerAdd[] = [
+        { layer: 0, point: 'hook_resid_pre', add: vec(1, D) },
+        { layer: 1, point: 'hook_resid_mid', add: vec(2, P * D) },
+        { layer: 1, point: 'hook_resid_post', add: vec(3, D) },
+      ];
+      const refSteer: ReferenceSteer = new Map(steer.map((s) => [`${s.layer}:${s.point}`, s.add]));
+      const hooks = [...model.hooks];
+      const got = await model.run({ ids: IDS, hooks, steer });
+      const want = referenceDecoderForward(cfg, weights, IDS, refSteer);
+      for (const h of hooks) assertMatches(h, got.activations.get(h), want.get(h));
+      const base = await model.run({ ids: IDS, hooks: ['logits'] });
+      assert.ok(closeness(base.activations.get('logits')!.data, got.activations.get('logits')!.data) > 1e-3);
+    });
+
+    it(`the KV cache continues positions (and windows) exactly: ${c.type}`, async () => {
+      const { model, cfg } = await fixture(c, '-cache');
+      const V = cfg.vocabSize;
+      const full = await model.run({ ids: IDS, hooks: ['logits'] });
+      const split = 5;
+      const first = await model.run({ ids: IDS.slice(0, split), hooks: ['logits'], wantCache: true });
+      assert.equal(first.cache!.keys[0].dims[1], cfg.nKvHeads ?? cfg.nHeads, 'the cache holds the key/value heads');
+      const rest = await model.run({ ids: IDS.slice(split), hooks: ['logits'], past: first.cache });
+      const worst = closeness(rest.activations.get('logits')!.data, full.activations.get('logits')!.data.subarray(split * V));
+      assert.ok(worst < 1e-4, `cached continuation differs from the full run by ${worst}`);
+    });
+
+    it(`the logit lens reads the last residual like the model's own head (final norm, soft-cap): ${c.type}`, async () => {
+      const { model, cfg } = await fixture(c, '-lens');
+      const L = cfg.nLayers;
+      const r = await model.run({ ids: IDS, hooks: ['logits', `blocks.${L - 1}.hook_resid_post` as HookName] });
+      const logits = r.activations.get('logits')!;
+      const P = IDS.length;
+      const V = cfg.vocabSize;
+      const lens = await model.lens({ resid_ND: r.activations.get(`blocks.${L - 1}.hook_resid_post` as HookName)!.data, targets: IDS, k: 3 });
+      for (let p = 0; p < P; p++) {
+        const row = logits.data.subarray(p * V, (p + 1) * V);
+        let max = -Infinity;
+        let arg = 0;
+        for (let t = 0; t < V; t++) if (row[t] > max) (max = row[t]), (arg = t);
+        let z = 0;
+        for (let t = 0; t < V; t++) z += Math.exp(row[t] - max);
+        assert.equal(lens.topIds_NK[p * 3], arg, `position ${p}: lens top-1`);
+        const want = Math.exp(row[IDS[p]] - max) / z;
+        assert.ok(Math.abs(lens.targetProb_N[p] - want) <= 1e-5 + 1e-3 * want, `position ${p}: target prob ${lens.targetProb_N[p]} vs ${want}`);
+      }
+    });
+  }
+});
