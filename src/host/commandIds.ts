@@ -11,4 +11,6 @@ export const COMMANDS = {
   openGraph: 'residual.openGraph',
   cancelAnalysis: 'residual.cancelAnalysis',
   showLog: 'residual.showLog',
+  downloadModel: 'residual.downloadModel',
+  setHubToken: 'residual.setHubToken',
 } as const;

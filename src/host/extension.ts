@@ -15,6 +15,7 @@ import type { Analysis } from '../engine/results';
 import type { FromActivations } from '../protocol';
 import { ActivationsPanel } from './activationsPanel';
 import { COMMANDS } from './commandIds';
+import { registerDownloadCommands } from './download';
 import { EditorHeat, type TextSource } from './editorHeat';
 import { InspectorViewProvider, INSPECTOR_VIEW_ID } from './inspectorView';
 import { ModelManager } from './modelManager';
@@ -309,6 +310,7 @@ export function activate(context: vscode.ExtensionContext): void {
     }),
     vscode.commands.registerCommand(COMMANDS.clearHeat, () => heat.clear()),
     vscode.commands.registerCommand(COMMANDS.showLog, () => log.show()),
+    ...registerDownloadCommands(context, models, log),
   );
   log.appendLine(`Residual activated; model folder: ${models.modelDir()}`);
 }
