@@ -24,7 +24,9 @@ export async function analyze(model: Model, text: string, opts: AnalyzeOptions =
   const t0 = performance.now();
   const c = model.config;
   if (text.length === 0) throw new ResidualError('the selection is empty: select some text, or put the cursor on a non-empty line', 'input');
-  const limit = Math.max(1, Math.min(opts.maxTokens ?? c.nCtx, c.nCtx));
+  // The beginning-of-sequence token (when the tokenizer adds one) takes one position of the context.
+  const bos = model.tokenizer.prependsBos ? 1 : 0;
+  const limit = Math.max(1, Math.min(opts.maxTokens ?? c.nCtx, c.nCtx) - bos);
   // A huge selection is cut before tokenizing (no token is longer than this many characters in practice); the
   // first token of the cut text may be a fragment, so it is dropped.
   const maxChars = limit * 64;
@@ -41,6 +43,7 @@ export async function analyze(model: Model, text: string, opts: AnalyzeOptions =
     tokens = tokens.slice(Math.max(0, tokens.length - limit));
     truncated = { kept: tokens.length, firstChar: tokens[0].start, total };
   }
+  if (bos) tokens = model.tokenizer.withBos({ ids: [], tokens }).tokens;
   const ids = tokens.map((t) => t.id);
   const P = ids.length;
   const L = c.nLayers;

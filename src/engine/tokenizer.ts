@@ -282,6 +282,12 @@ export class Tokenizer {
   readonly vocabSize: number;
   /** The beginning-of-sequence token to prepend (`encode` never adds special tokens itself), if the tokenizer has one. */
   readonly bosId?: number;
+  /**
+   * Whether the tokenizer's own post-processor puts `bosId` in front of every sequence (Llama 3, Gemma, …), so the
+   * model was trained with it there and `encodeForModel` adds it, as transformers and TransformerLens do. GPT-2's
+   * tokenizer adds nothing.
+   */
+  readonly prependsBos: boolean;
 
   private readonly addedIds = new Map<number, string>();
   private readonly unkId: number | undefined;
@@ -300,6 +306,7 @@ export class Tokenizer {
     for (const t of added) this.addedIds.set(t.id as number, t.content as string);
     this.unkId = model.unk_token_id;
     let bos = templateBos(json.post_processor);
+    this.prependsBos = bos !== undefined && bos < this.vocabSize;
     if (bos === undefined) {
       for (const name of BOS_NAMES) {
         bos = this.idOf(name);
@@ -387,6 +394,21 @@ export class Tokenizer {
       normalizer: isObject(json.normalizer) && typeof json.normalizer.type === 'string' ? json.normalizer.type : undefined,
     };
     return new Tokenizer(hf, source, rules, json, added);
+  }
+
+  /**
+   * `encode`, with the beginning-of-sequence token in front when the tokenizer itself adds one (`prependsBos`); that
+   * token covers no text (span 0..0). What the model should see for a prompt.
+   */
+  encodeForModel(text: string): { ids: number[]; tokens: TokenSpan[] } {
+    const enc = this.encode(text);
+    return this.prependsBos ? this.withBos(enc) : enc;
+  }
+
+  /** Puts `bosId` in front of an encoding (span 0..0, no text). */
+  withBos(enc: { ids: number[]; tokens: TokenSpan[] }): { ids: number[]; tokens: TokenSpan[] } {
+    if (this.bosId === undefined) return enc;
+    return { ids: [this.bosId, ...enc.ids], tokens: [{ id: this.bosId, text: '', start: 0, end: 0 }, ...enc.tokens] };
   }
 
   /**

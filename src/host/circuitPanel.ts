@@ -94,7 +94,7 @@ export class CircuitPanel implements vscode.Disposable {
       const model = await this.models.get();
       const attributor = this.attributorFor(model);
       const maxTokens = vscode.workspace.getConfiguration('residual').get<number>('circuitMaxTokens', 64);
-      const ids = model.tokenizer.encode(text).ids;
+      const ids = model.tokenizer.encodeForModel(text).ids;
       if (ids.length === 0) throw new ResidualError('the selection produced no tokens', 'input');
       if (ids.length > maxTokens) throw new ResidualError(`the selection has ${ids.length} tokens; attribution graphs are limited to residual.circuitMaxTokens = ${maxTokens} (select less, or raise the setting)`, 'input');
       const t0 = performance.now();

@@ -209,3 +209,52 @@ describe('rotary families: steering, KV cache, logit lens', () => {
     });
   }
 });
+
+describe('rotary families through the rest of the engine', () => {
+  it('analysis (with the tokenizer\'s BOS), depth statistics, patching, steering and cached generation run on Llama with a BOS-adding tokenizer', async () => {
+    // A Llama-3-style tokenizer.json: the post-processor puts BOS in front.
+    const dir = path.join(root, 'llama-bos');
+    const EOT = 50256;
+    const tok = {
+      ...(tokenizerJson as Record<string, unknown>),
+      post_processor: {
+        type: 'TemplateProcessing',
+        single: [{ SpecialToken: { id: '<|endoftext|>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }],
+        pair: [],
+        special_tokens: { '<|endoftext|>': { id: '<|endoftext|>', ids: [EOT], tokens: ['<|endoftext|>'] } },
+      },
+    };
+    writeRandomFamily(dir, 'llama', { ...BASE, num_key_value_heads: 2 }, { seed: 99, tokenizerJson: tok, std: 0.3 });
+    const model = await Model.load(dir, { providers: ['cpu'], cacheDir });
+    loaded.push(model);
+    const { analyze } = await import('../../src/engine/analysis');
+    const { activationPatching } = await import('../../src/engine/depth/patching');
+    const { nextTokenEffect, compareGeneration } = await import('../../src/engine/steering/steer');
+
+    const text = 'The cat sat on the';
+    const a = await analyze(model, text, { depth: true });
+    assert.equal(a.tokens[0].id, EOT, 'BOS first');
+    assert.deepEqual([a.tokens[0].start, a.tokens[0].end], [0, 0]);
+    assert.equal(a.tokens.length, 1 + model.tokenizer.encode(text).ids.length);
+    const run = await model.run({ ids: a.tokens.map((t) => t.id), hooks: ['logits'] });
+    const V = model.config.vocabSize;
+    const last = run.activations.get('logits')!.data.subarray((a.tokens.length - 1) * V);
+    let arg = 0;
+    for (let t = 1; t < V; t++) if (last[t] > last[arg]) arg = t;
+    assert.equal(a.top[0].id, arg, 'top prediction is the logits argmax of the BOS-prefixed run');
+    assert.equal(a.lens.length, model.config.nLayers + 1);
+    assert.deepEqual(a.depth?.attention.dims, [model.config.nLayers, model.config.nHeads, a.tokens.length, a.tokens.length]);
+
+    const patch = await activationPatching(model, { clean: 'The cat sat on the', corrupted: 'The dog sat on the' });
+    assert.equal(patch.restored.length, model.config.nLayers);
+    assert.equal(patch.restored[0].length, a.tokens.length);
+    assert.equal(patch.clean.tokens[0].id, EOT, 'patching prompts get the BOS too');
+
+    const vector = Float32Array.from({ length: model.config.dModel }, (_, i) => Math.cos(i));
+    const spec = { vector, layer: 1, point: 'hook_resid_pre' as const, strength: 4, positions: { kind: 'all' as const } };
+    const effect = await nextTokenEffect(model, text, spec);
+    assert.ok(effect.kl > 0);
+    const gen = await compareGeneration(model, text, { maxNewTokens: 4, temperature: 0, topP: 1, seed: 1 }, spec);
+    assert.equal(gen.baseline.ids.length, 4);
+  });
+});

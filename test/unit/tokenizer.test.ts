@@ -382,3 +382,26 @@ test('a normalizer that rewrites the text makes encode refuse instead of giving 
   assert.equal(t.encode('abc').tokens.map((s) => s.text).join('|'), 'a|b|c');
   assert.throws(() => t.encode('aBc'), refusal('lower/tokenizer.json', 'unsupported', /character offsets/, /normalizer \(Lowercase\)/));
 });
+
+test('a tokenizer whose post-processor adds BOS (Llama 3, Gemma) gets it from encodeForModel; GPT-2 does not', () => {
+  assert.equal(gpt2.prependsBos, false);
+  assert.deepEqual(gpt2.encodeForModel('Hello world').ids, gpt2.encode('Hello world').ids);
+  // Llama 3's tokenizer.json: a TemplateProcessing post-processor naming the BOS token.
+  const withTemplate = {
+    ...GPT2_JSON,
+    post_processor: {
+      type: 'TemplateProcessing',
+      single: [{ SpecialToken: { id: '<|endoftext|>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }],
+      pair: [],
+      special_tokens: { '<|endoftext|>': { id: '<|endoftext|>', ids: [EOT], tokens: ['<|endoftext|>'] } },
+    },
+  };
+  const llamaLike = Tokenizer.fromJSON(withTemplate, 'llama-like/tokenizer.json');
+  assert.equal(llamaLike.prependsBos, true);
+  const enc = llamaLike.encodeForModel('Hello world');
+  assert.deepEqual(enc.ids, [EOT, ...gpt2.encode('Hello world').ids]);
+  assert.deepEqual(enc.tokens[0], { id: EOT, text: '', start: 0, end: 0 });
+  assert.equal(enc.tokens[1].start, 0);
+  // encode itself never adds special tokens.
+  assert.deepEqual(llamaLike.encode('Hello world').ids, gpt2.encode('Hello world').ids);
+});

@@ -66,7 +66,7 @@ export async function graphCommand(args: string[]): Promise<number> {
   try {
     const set = loadTranscoders(values.transcoders, model.config);
     attributor = new Attributor(model, set);
-    const ids = model.tokenizer.encode(text).ids;
+    const ids = model.tokenizer.encodeForModel(text).ids;
     if (ids.length === 0) throw new ResidualError('the text produced no tokens', WHAT);
     const max = Math.min(model.config.nCtx, values['max-tokens'] ? Number(values['max-tokens']) : 64);
     if (ids.length > max) throw new ResidualError(`the text has ${ids.length} tokens; graphs are limited to ${max} (raise --max-tokens up to ${model.config.nCtx})`, WHAT);

@@ -48,8 +48,8 @@ export async function activationPatching(model: Model, req: PatchingRequest, opt
   }
   if (!req.clean) throw new ResidualError('the clean prompt is empty', 'patching');
   if (!req.corrupted) throw new ResidualError('the corrupted prompt is empty', 'patching');
-  const clean = model.tokenizer.encode(req.clean);
-  const corrupted = model.tokenizer.encode(req.corrupted);
+  const clean = model.tokenizer.encodeForModel(req.clean);
+  const corrupted = model.tokenizer.encodeForModel(req.corrupted);
   const P = clean.ids.length;
   if (P === 0) throw new ResidualError('the clean prompt produced no tokens', 'patching');
   if (corrupted.ids.length !== P) {

@@ -168,7 +168,7 @@ function topTokens(model: Model, logits: Float32Array, k: number): TopToken[] {
 
 function encodePrompt(model: Model, text: string, what = 'input'): number[] {
   if (text.length === 0) throw new ResidualError('the text is empty', what);
-  const ids = model.tokenizer.encode(text).ids;
+  const ids = model.tokenizer.encodeForModel(text).ids;
   if (ids.length === 0) throw new ResidualError('the text produced no tokens', what);
   if (ids.length > model.config.nCtx) throw new ResidualError(`the text has ${ids.length} tokens, more than the model's context of ${model.config.nCtx}`, what);
   return ids;

@@ -235,7 +235,7 @@ export async function contrastiveVector(
   const D = c.dModel;
   const sum = new Float64Array(D);
   const read = async (prompt: string, where: string): Promise<Float64Array> => {
-    const ids = model.tokenizer.encode(prompt).ids;
+    const ids = model.tokenizer.encodeForModel(prompt).ids;
     if (ids.length === 0) throw new ResidualError(`${where}: the prompt produced no tokens`, 'steering');
     if (ids.length > c.nCtx) throw new ResidualError(`${where}: ${ids.length} tokens exceed the model's context of ${c.nCtx}`, 'steering');
     const act = (await model.run({ ids, hooks: [hook], cancel: opts.cancel })).activations.get(hook)!.data;
