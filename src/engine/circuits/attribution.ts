@@ -140,7 +140,9 @@ export class Attributor {
   /** Real forward with the hooks the graph needs, and the active features of every layer. */
   async features(ids: number[], cancel?: CancelToken) {
     const L = this.model.config.nLayers;
-    const hooks: HookName[] = ['hook_embed', 'hook_pos_embed', 'ln_final.hook_scale', 'logits'];
+    const hooks: HookName[] = ['hook_embed', 'ln_final.hook_scale', 'logits'];
+    // Learned position embeddings (GPT-2) are part of each token's source; rotary models have none.
+    if (this.model.hooks.has('hook_pos_embed')) hooks.push('hook_pos_embed');
     for (let l = 0; l < L; l++) {
       hooks.push(
         hookName(l, 'attn.hook_pattern'),
@@ -243,9 +245,11 @@ export class Attributor {
       K.push(Kl);
     }
     const embed = act('hook_embed');
-    const posEmbed = act('hook_pos_embed');
-    const Uemb = new Float32Array(P * D);
-    for (let i = 0; i < P * D; i++) Uemb[i] = embed[i] + posEmbed[i];
+    const Uemb = Float32Array.from(embed.subarray(0, P * D));
+    if (this.model.hooks.has('hook_pos_embed')) {
+      const posEmbed = act('hook_pos_embed');
+      for (let i = 0; i < P * D; i++) Uemb[i] += posEmbed[i];
+    }
     /** Node of column k at position s of the sources read out below block a (a = 0: embeddings). */
     const sourceNode = (a: number, s: number, k: number): number => {
       if (a === 0) return tokenNode(geom, s);
@@ -272,11 +276,16 @@ export class Attributor {
           const dir = Float32Array.from(col);
           let real = bEnc[la.feature[j]];
           for (let d = 0; d < D; d++) real += x[p * D + d] * col[d];
-          if (tc.input === 'ln2.hook_normalized') {
-            centerRows(dir, D);
+          // Through the frozen ln2 back to resid_mid: its gain (mlp.hook_in reads after it), the centering
+          // (LayerNorm only) and the frozen scale.
+          if (tc.input !== 'hook_resid_mid') {
+            if (tc.input === 'mlp.hook_in') for (let d = 0; d < D; d++) dir[d] *= w.blocks[l].ln2W_D[d];
+            if (w.center) centerRows(dir, D);
             for (let d = 0; d < D; d++) dir[d] /= s2[p];
           }
           let c = bEnc[la.feature[j]];
+          // mlp.hook_in includes ln2's bias: a constant input to the encoder.
+          if (tc.input === 'mlp.hook_in') for (let d = 0; d < D; d++) c += col[d] * w.blocks[l].ln2B_D[d];
           const rm = consts.residMid_LPD[l];
           for (let d = 0; d < D; d++) c += dir[d] * rm[p * D + d];
           constant_N[row] = c;
@@ -300,7 +309,7 @@ export class Attributor {
         dir[d] = w.lnfW_D[d] * u[d];
         c += w.lnfB_D[d] * u[d];
       }
-      centerRows(dir, D);
+      if (w.center) centerRows(dir, D);
       for (let d = 0; d < D; d++) {
         dir[d] /= sf;
         c += dir[d] * consts.final_PD[(P - 1) * D + d];

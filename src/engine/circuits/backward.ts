@@ -4,7 +4,8 @@
  *
  * For gradients G at blocks.a.hook_resid_mid (targets × positions × D), the gradient at blocks.a.hook_resid_pre is
  *   G + (Aᵀ-mixing of (G·W_Oᵀ) per head) · M ⊙ 1/scale₁,   M = W_Vᵀ · diag(w_ln1) · C
- * (C = centering, folded into M). hook_resid_pre of block a is hook_resid_post of block a−1, where the sources of
+ * (C = centering for LayerNorm, folded into M; the identity for RMSNorm). W_O is [X, D] and W_V [D, X] with
+ * X = heads × d_head. hook_resid_pre of block a is hook_resid_post of block a−1, where the sources of
  * layer a−1 (feature contributions and the error) were added, so the read-out R[s,t,k] = G_pre[t,s,:] · U[s,:,k].
  */
 import type * as ortTypes from 'onnxruntime-common';
@@ -17,25 +18,25 @@ import type { AttnWeights, FrozenWeights } from './frozen';
  * here: a direction at the last position S−1 only, so W_Oᵀ touches one row each), pattern [H,S,S], invScale [S,1],
  * U [S,D,K]. Outputs: Gpre [T₁+T₂,S,D] (joiners after the others) and R [S,T₁+T₂,K]. T₁ or T₂ may be 0.
  */
-export function buildBackwardGraph(b: AttnWeights, D: number, H: number): Uint8Array {
-  const E = D / H;
+export function buildBackwardGraph(b: AttnWeights, D: number, H: number, X = D, center = true): Uint8Array {
+  const E = X / H;
   const g = new GraphBuilder('residual-attn-backward');
-  // W_Oᵀ [D, D] and M = W_Vᵀ·diag(w)·C [D, D] as initializers.
-  const wOT = new Float32Array(D * D);
-  for (let i = 0; i < D; i++) for (let j = 0; j < D; j++) wOT[j * D + i] = b.wO_DD[i * D + j];
-  const M = new Float32Array(D * D);
-  for (let j = 0; j < D; j++) {
+  // W_Oᵀ [D, X] and M = W_Vᵀ·diag(w)·C [X, D] as initializers.
+  const wOT = new Float32Array(D * X);
+  for (let i = 0; i < X; i++) for (let j = 0; j < D; j++) wOT[j * X + i] = b.wO_DD[i * D + j];
+  const M = new Float32Array(X * D);
+  for (let j = 0; j < X; j++) {
     let mean = 0;
-    for (let d = 0; d < D; d++) mean += b.wV_DD[d * D + j] * b.ln1W_D[d];
+    if (center) for (let d = 0; d < D; d++) mean += b.wV_DD[d * X + j] * b.ln1W_D[d];
     mean /= D;
-    for (let d = 0; d < D; d++) M[j * D + d] = b.wV_DD[d * D + j] * b.ln1W_D[d] - mean;
+    for (let d = 0; d < D; d++) M[j * D + d] = b.wV_DD[d * X + j] * b.ln1W_D[d] - mean;
   }
   const G = g.input('G', 'float32', ['T1', 'S', D]);
   const Nw = g.input('N', 'float32', ['T2', D]);
   const A = g.input('pattern', 'float32', [H, 'S', 'S']);
   const inv = g.input('inv_scale', 'float32', ['S', 1]);
   const U = g.input('U', 'float32', ['S', D, 'K']);
-  const WOT = g.constF32('wOT', [D, D], wOT);
+  const WOT = g.constF32('wOT', [D, X], wOT);
   // Targets already in the sweep: W_Oᵀ on every position, then the transposed pattern mixes positions per head.
   const dz = g.op('MatMul', [G, WOT]);
   const dzH = g.op('Transpose', [g.op('Reshape', [dz, g.constI64('shape_TSHE', [0, 0, H, E])])], { perm: [0, 2, 1, 3] }); // [T,H,Q,E]
@@ -48,8 +49,8 @@ export function buildBackwardGraph(b: AttnWeights, D: number, H: number): Uint8A
   const dvNew = g.op('Mul', [Acol, dzN]); // [T2,S,H,E]
   const dvOldS = g.op('Transpose', [dvOld], { perm: [0, 2, 1, 3] }); // [T1,S,H,E]
   const dv = g.op('Concat', [dvOldS, dvNew], { axis: 0 });
-  const dvFlat = g.op('Reshape', [dv, g.constI64('shape_TSD', [0, 0, D])]);
-  const dx = g.op('Mul', [g.op('MatMul', [dvFlat, g.constF32('M', [D, D], M)]), inv]);
+  const dvFlat = g.op('Reshape', [dv, g.constI64('shape_TSX', [0, 0, X])]);
+  const dx = g.op('Mul', [g.op('MatMul', [dvFlat, g.constF32('M', [X, D], M)]), inv]);
   // The joiners' own gradient (direction at position S−1) enters Gpre through the residual path.
   const S = g.op('Shape', [A], { start: 1, end: 2 }); // [S]
   const padBefore = g.op('Sub', [S, g.constI64('one', [1])]);
@@ -87,7 +88,7 @@ export class AttentionBackward {
   private session(layer: number): Promise<ortTypes.InferenceSession> {
     let s = this.sessions.get(layer);
     if (!s) {
-      const bytes = buildBackwardGraph(this.w.blocks[layer], this.w.D, this.w.H);
+      const bytes = buildBackwardGraph(this.w.blocks[layer], this.w.D, this.w.H, this.w.X, this.w.center);
       s = createSession(bytes, new Map(), `attn-backward|${this.key}|${layer}`, this.opts).then((c) => c.session);
       this.sessions.set(layer, s);
     }

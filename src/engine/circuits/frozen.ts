@@ -3,20 +3,30 @@
  * constant (bias) forward pass — the frozen linear model run with every source (embeddings, feature contributions,
  * errors) at zero, which gives each target's constant term independently of the edges.
  *
- * Frozen means: attention patterns and every LayerNorm scale fixed at this prompt's values, so LayerNorm is the
- * linear map x ↦ C·x / scale ⊙ w + b (C = centering) and attention is linear in its values.
+ * Frozen means: attention patterns and every norm's scale fixed at this prompt's values, so LayerNorm is the
+ * linear map x ↦ C·x / scale ⊙ w + b (C = centering; RMSNorm: no centering, no bias) and attention is linear in its
+ * values.
  */
+import { familyWeightNames } from '../checkpoint/families';
 import type { Checkpoint } from '../checkpoint/load';
 import { readTensorF32 } from '../checkpoint/safetensors';
+import { ResidualError } from '../errors';
 
-/** One block's attention-path weights, row-major, Conv1D orientation (x·W). */
+/**
+ * One block's attention-path weights, row-major, x·W orientation. X = heads × d_head (= D for GPT-2; may differ for
+ * Qwen3 and Gemma). Grouped-query attention is expanded: query head h's value columns are its key/value head's.
+ */
 export interface AttnWeights {
+  /** ln1's gain (with Gemma's offset applied) and bias (zeros for RMSNorm). */
   ln1W_D: Float32Array;
   ln1B_D: Float32Array;
-  /** W_V = c_attn.weight[:, 2D:3D] → [D, D] (head h = columns h·E..(h+1)·E). */
+  /** ln2's gain and bias, for transcoders reading mlp.hook_in. */
+  ln2W_D: Float32Array;
+  ln2B_D: Float32Array;
+  /** W_V [D, X] (head h = columns h·E..(h+1)·E) and its bias [X]. */
   wV_DD: Float32Array;
   bV_D: Float32Array;
-  /** c_proj.weight [D(=H·E), D]. */
+  /** W_O [X, D] and its bias [D]. */
   wO_DD: Float32Array;
   bO_D: Float32Array;
 }
@@ -26,42 +36,105 @@ export interface FrozenWeights {
   H: number;
   E: number;
   L: number;
+  /** H·E, the width of the attention's value space. */
+  X: number;
+  /** LayerNorm subtracts the mean (GPT-2, GPT-NeoX); RMSNorm does not (Llama, Qwen). */
+  center: boolean;
   blocks: AttnWeights[];
   lnfW_D: Float32Array;
   lnfB_D: Float32Array;
-  /** The unembedding entry ([V, D]: lm_head.weight or tied wte). */
+  /** The unembedding entry ([V, D]: lm_head.weight, embed_out.weight or the tied embedding). */
   unembed: import('../checkpoint/safetensors').TensorEntry;
+}
+
+/**
+ * Why a model's attribution graph cannot be built (undefined when it can). The frozen replacement model here is a
+ * sequential block with one norm before attention and one before the MLP; parallel blocks (GPT-NeoX/Pythia) and
+ * Gemma-2's norms after each branch plus its logit soft-cap do not fit it.
+ */
+export function attributionUnsupported(ckpt: Checkpoint): string | undefined {
+  const f = ckpt.config.family;
+  if (!f) return undefined;
+  if (f.parallel) return `${ckpt.config.architecture} blocks run attention and the MLP in parallel (use_parallel_residual); attribution graphs are built for sequential blocks`;
+  if (f.postNorms || f.finalSoftcap || f.attnSoftcap) return `${ckpt.config.architecture} normalises each branch's output and soft-caps its logits; attribution graphs for it are not implemented yet`;
+  return undefined;
 }
 
 export function readFrozenWeights(ckpt: Checkpoint): FrozenWeights {
   const c = ckpt.config;
+  const why = attributionUnsupported(ckpt);
+  if (why) throw new ResidualError(why, ckpt.dir, 'unsupported');
   const D = c.dModel;
   const get = (n: string) => readTensorF32(ckpt.tensors.get(n)!);
   const blocks: AttnWeights[] = [];
+  if (!c.family) {
+    for (let l = 0; l < c.nLayers; l++) {
+      const p = `h.${l}.`;
+      const cAttn = get(p + 'attn.c_attn.weight'); // [D, 3D]
+      const cAttnB = get(p + 'attn.c_attn.bias');
+      const wV = new Float32Array(D * D);
+      for (let i = 0; i < D; i++) wV.set(cAttn.subarray(i * 3 * D + 2 * D, i * 3 * D + 3 * D), i * D);
+      blocks.push({
+        ln1W_D: get(p + 'ln_1.weight'),
+        ln1B_D: get(p + 'ln_1.bias'),
+        ln2W_D: get(p + 'ln_2.weight'),
+        ln2B_D: get(p + 'ln_2.bias'),
+        wV_DD: wV,
+        bV_D: cAttnB.slice(2 * D, 3 * D),
+        wO_DD: get(p + 'attn.c_proj.weight'),
+        bO_D: get(p + 'attn.c_proj.bias'),
+      });
+    }
+    return { D, H: c.nHeads, E: c.dHead, L: c.nLayers, X: D, center: true, blocks, lnfW_D: get('ln_f.weight'), lnfB_D: get('ln_f.bias'), unembed: ckpt.tensors.get(ckpt.unembedName)! };
+  }
+  const f = c.family;
+  const names = familyWeightNames(c);
+  const { nHeads: H, dHead: E } = c;
+  const G = c.nKvHeads ?? H;
+  const X = H * E;
+  const gain = (n: string) => {
+    const w = get(n);
+    return f.normOffset ? w.map((x) => x + f.normOffset) : w;
+  };
+  const biasOr0 = (n: string | undefined, len: number) => (n ? get(n) : new Float32Array(len));
   for (let l = 0; l < c.nLayers; l++) {
-    const p = `h.${l}.`;
-    const cAttn = get(p + 'attn.c_attn.weight'); // [D, 3D]
-    const cAttnB = get(p + 'attn.c_attn.bias');
-    const wV = new Float32Array(D * D);
-    for (let i = 0; i < D; i++) wV.set(cAttn.subarray(i * 3 * D + 2 * D, i * 3 * D + 3 * D), i * D);
+    const b = names.block(l);
+    const wVraw = b.qkv ? get(b.qkv) : get(b.v!); // Linear [out, in]
+    const bVraw = b.qkv ? biasOr0(b.qkvBias, 3 * X) : biasOr0(b.vBias, G * E);
+    const wV = new Float32Array(D * X);
+    const bV = new Float32Array(X);
+    for (let h = 0; h < H; h++)
+      for (let e = 0; e < E; e++) {
+        // Output row of the value projection feeding query head h, dim e.
+        const r = b.qkv ? h * 3 * E + 2 * E + e : Math.floor(h / (H / G)) * E + e;
+        bV[h * E + e] = bVraw[r];
+        for (let d = 0; d < D; d++) wV[d * X + h * E + e] = wVraw[r * D + d];
+      }
+    const o = get(b.o); // [D, X]
+    const wO = new Float32Array(X * D);
+    for (let i = 0; i < X; i++) for (let d = 0; d < D; d++) wO[i * D + d] = o[d * X + i];
     blocks.push({
-      ln1W_D: get(p + 'ln_1.weight'),
-      ln1B_D: get(p + 'ln_1.bias'),
+      ln1W_D: gain(b.ln1),
+      ln1B_D: biasOr0(b.ln1Bias, D),
+      ln2W_D: gain(b.ln2),
+      ln2B_D: biasOr0(b.ln2Bias, D),
       wV_DD: wV,
-      bV_D: cAttnB.slice(2 * D, 3 * D),
-      wO_DD: get(p + 'attn.c_proj.weight'),
-      bO_D: get(p + 'attn.c_proj.bias'),
+      bV_D: bV,
+      wO_DD: wO,
+      bO_D: biasOr0(b.oBias, D),
     });
   }
   return {
     D,
-    H: c.nHeads,
-    E: c.dHead,
+    H,
+    E,
     L: c.nLayers,
+    X,
+    center: f.norm === 'layernorm',
     blocks,
-    lnfW_D: get('ln_f.weight'),
-    lnfB_D: get('ln_f.bias'),
-    unembed: ckpt.tensors.get('lm_head.weight') ?? ckpt.tensors.get('wte.weight')!,
+    lnfW_D: gain(names.finalNorm),
+    lnfB_D: biasOr0(names.finalNormBias, D),
+    unembed: ckpt.tensors.get(ckpt.unembedName)!,
   };
 }
 
@@ -86,32 +159,32 @@ export async function constantForward(
   bDec_LD: Float32Array[],
   gemm: (X: Float32Array, R: number, C: number, W: Float32Array, M: number, b: Float32Array) => Promise<Float32Array> = jsGemm,
 ): Promise<{ residMid_LPD: Float64Array[]; final_PD: Float64Array }> {
-  const { D, H, E, L } = w;
+  const { D, H, E, L, X } = w;
   const P = s.P;
   const resid = new Float64Array(P * D);
   const residMid_LPD: Float64Array[] = [];
   const x1 = new Float32Array(P * D);
-  const z = new Float32Array(P * D);
+  const z = new Float32Array(P * X);
   const row = new Float64Array(D);
   for (let l = 0; l < L; l++) {
     const b = w.blocks[l];
     const scale = s.ln1Scale_LP[l];
     for (let p = 0; p < P; p++) {
-      layerNormFrozen(resid, p * D, D, scale[p], b.ln1W_D, b.ln1B_D, row);
+      normFrozen(resid, p * D, D, scale[p], b.ln1W_D, b.ln1B_D, w.center, row);
       x1.set(row, p * D);
     }
-    const v = await gemm(x1, P, D, b.wV_DD, D, b.bV_D);
+    const v = await gemm(x1, P, D, b.wV_DD, X, b.bV_D);
     const A = s.pattern_LHQS[l];
     for (let q = 0; q < P; q++)
       for (let h = 0; h < H; h++) {
-        const zo = q * D + h * E;
+        const zo = q * X + h * E;
         for (let e = 0; e < E; e++) {
           let acc = 0;
-          for (let k = 0; k <= q; k++) acc += A[(h * P + q) * P + k] * v[k * D + h * E + e];
+          for (let k = 0; k <= q; k++) acc += A[(h * P + q) * P + k] * v[k * X + h * E + e];
           z[zo + e] = acc;
         }
       }
-    const attn = await gemm(z, P, D, b.wO_DD, D, b.bO_D);
+    const attn = await gemm(z, P, X, b.wO_DD, D, b.bO_D);
     for (let i = 0; i < P * D; i++) resid[i] += attn[i];
     residMid_LPD.push(Float64Array.from(resid));
     const bd = bDec_LD[l];
@@ -136,10 +209,10 @@ export async function jsGemm(X: Float32Array, R: number, C: number, W: Float32Ar
   return Float32Array.from(out);
 }
 
-/** out = C·x[off..off+D) / scale ⊙ w + b. */
-function layerNormFrozen(x: Float64Array, off: number, D: number, scale: number, w: Float32Array, b: Float32Array, out: Float64Array): void {
+/** out = C·x[off..off+D) / scale ⊙ w + b (C = centering for LayerNorm, identity for RMSNorm). */
+function normFrozen(x: Float64Array, off: number, D: number, scale: number, w: Float32Array, b: Float32Array, center: boolean, out: Float64Array): void {
   let mean = 0;
-  for (let d = 0; d < D; d++) mean += x[off + d];
+  if (center) for (let d = 0; d < D; d++) mean += x[off + d];
   mean /= D;
   for (let d = 0; d < D; d++) out[d] = ((x[off + d] - mean) / scale) * w[d] + b[d];
 }

@@ -14,8 +14,8 @@ import { ResidualError } from '../errors';
 import { parseSimpleYaml } from './yaml';
 
 /** What the transcoder reads: TransformerLens hook names (without the `blocks.{l}.` prefix). */
-export type TranscoderInput = 'ln2.hook_normalized' | 'hook_resid_mid';
-export const SUPPORTED_INPUTS: readonly TranscoderInput[] = ['ln2.hook_normalized', 'hook_resid_mid'];
+export type TranscoderInput = 'ln2.hook_normalized' | 'hook_resid_mid' | 'mlp.hook_in';
+export const SUPPORTED_INPUTS: readonly TranscoderInput[] = ['ln2.hook_normalized', 'hook_resid_mid', 'mlp.hook_in'];
 
 export type TranscoderActivation =
   | { kind: 'relu' }
@@ -255,7 +255,8 @@ function parseHooks(hookIn: string, hookOut: string, file: string): { layer: num
     throw new ResidualError(`input hook "${hookIn}" is not supported; transcoders must read ${supported}`, file, 'unsupported');
   }
   const layer = Number(m[1]);
-  if (hookOut !== `blocks.${layer}.hook_mlp_out`) {
+  // circuit-tracer names the MLP's output `mlp.hook_out`; it is TransformerLens's hook_mlp_out.
+  if (hookOut !== `blocks.${layer}.hook_mlp_out` && hookOut !== `blocks.${layer}.mlp.hook_out`) {
     throw new ResidualError(`output hook "${hookOut}" is not supported; expected blocks.${layer}.hook_mlp_out (same layer as the input)`, file, 'unsupported');
   }
   return { layer, input: m[2] as TranscoderInput };

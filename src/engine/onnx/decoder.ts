@@ -10,6 +10,7 @@
  *   `hook_pattern` have all H query heads;
  * - `hook_q/hook_k` are the projections, `hook_rot_q/hook_rot_k` after the (Qwen3) head norm and the rotation;
  * - RMSNorm's `hook_scale` is √(mean(x²) + ε) and `hook_normalized` is x / scale (before the weight);
+ * - `mlp.hook_in` is what the MLP reads (ln2's output with its gain), as circuit-tracer's transcoders read it;
  * - gated MLPs: `mlp.hook_pre` = gate(x), `mlp.hook_pre_linear` = up(x), `mlp.hook_post` = act(gate) ⊙ up;
  * - parallel blocks (GPT-NeoX use_parallel_residual): both branches read resid_pre; `hook_resid_mid` is
  *   resid_pre + attn_out (the MLP does not read it), so steering there adds to the block's output.
@@ -214,7 +215,7 @@ export function buildDecoderGraph(cfg: ModelConfig, tensors: Map<string, TensorE
     attnOut = blockHook(l, 'hook_attn_out', attnOut, [B, P, D]);
 
     const mid = blockHook(l, 'hook_resid_mid', steer(l, 'hook_resid_mid', g.op('Add', [resid, attnOut])), [B, P, D]);
-    const x2 = norm(f.parallel ? resid : mid, n.ln2, n.ln2Bias, hookName(l, 'ln2.hook_scale'), hookName(l, 'ln2.hook_normalized'));
+    const x2 = blockHook(l, 'mlp.hook_in', norm(f.parallel ? resid : mid, n.ln2, n.ln2Bias, hookName(l, 'ln2.hook_scale'), hookName(l, 'ln2.hook_normalized')), [B, P, D]);
     let post: string;
     if (n.gate) {
       const pre = blockHook(l, 'mlp.hook_pre', linear(x2, n.gate, n.gateBias), [B, P, M]);

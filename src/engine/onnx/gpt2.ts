@@ -142,7 +142,8 @@ export function buildGpt2Graph(cfg: Gpt2Config, tensors: Map<string, TensorEntry
     const attnOut = blockHook(l, 'hook_attn_out', g.op('Add', [g.op('MatMul', [zFlat, w(p + 'attn.c_proj.weight')]), w(p + 'attn.c_proj.bias')]), [B, P, D]);
 
     resid = blockHook(l, 'hook_resid_mid', steer(l, 'hook_resid_mid', g.op('Add', [resid, attnOut])), [B, P, D]);
-    const x2 = layerNorm(resid, p + 'ln_2.weight', p + 'ln_2.bias', hookName(l, 'ln2.hook_scale'), hookName(l, 'ln2.hook_normalized'));
+    // mlp.hook_in: what the MLP reads (ln_2's output, gain and bias applied), as circuit-tracer's transcoders read it.
+    const x2 = blockHook(l, 'mlp.hook_in', layerNorm(resid, p + 'ln_2.weight', p + 'ln_2.bias', hookName(l, 'ln2.hook_scale'), hookName(l, 'ln2.hook_normalized')), [B, P, D]);
     const pre = blockHook(l, 'mlp.hook_pre', g.op('Add', [g.op('MatMul', [x2, w(p + 'mlp.c_fc.weight')]), w(p + 'mlp.c_fc.bias')]), [B, P, cfg.dMlp]);
     const post = blockHook(l, 'mlp.hook_post', activation(g, cfg.act, pre), [B, P, cfg.dMlp]);
     const mlpOut = blockHook(l, 'hook_mlp_out', g.op('Add', [g.op('MatMul', [post, w(p + 'mlp.c_proj.weight')]), w(p + 'mlp.c_proj.bias')]), [B, P, D]);

@@ -219,6 +219,7 @@ export function referenceDecoderForward(cfg: ModelConfig, W: Weights, ids: numbe
     const [x2, s2, n2] = normRows(mlpIn, D, get(pre + ln2Name + '.weight'), opt(pre + ln2Name + '.bias'));
     put(`blocks.${l}.ln2.hook_scale`, [P, 1], s2);
     put(`blocks.${l}.ln2.hook_normalized`, [P, D], n2);
+    put(`blocks.${l}.mlp.hook_in`, [P, D], x2);
     const post = new Float64Array(P * M);
     let mlpOut: Float64Array;
     if (neox) {

@@ -135,6 +135,7 @@ export function referenceForward(cfg: Gpt2Config, W: Weights, ids: number[], ste
     put(`blocks.${l}.ln2.hook_scale`, [P, 1], s2);
     put(`blocks.${l}.ln2.hook_normalized`, [P, D], n2);
     const x2 = affine(n2, get(pre + 'ln_2.weight'), get(pre + 'ln_2.bias'));
+    put(`blocks.${l}.mlp.hook_in`, [P, D], x2);
     const mlpPre = linear(x2, D, get(pre + 'mlp.c_fc.weight'), get(pre + 'mlp.c_fc.bias'), M);
     put(`blocks.${l}.mlp.hook_pre`, [P, M], mlpPre);
     const mlpPost = mlpPre.map((x) => act(cfg.act, x));
