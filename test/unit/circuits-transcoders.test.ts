@@ -74,3 +74,19 @@ describe('transcoder loading', () => {
     assert.throws(() => parseSimpleYaml('a:\n  b: 1', 'c.yaml'), /c\.yaml: line 2: nested mappings/);
   });
 });
+
+describe('circuit-tracer configs naming their files on the Hub', () => {
+  it('hf://owner/name/file resolves to the downloaded file in the folder; a missing one says how to fetch it', () => {
+    const dir = path.join(root, 'ct-hf');
+    writeCircuitTracerTranscoders(dir, W, { activation: 'relu', k: 0, input: 'mlp.hook_in' });
+    const yaml = fs.readFileSync(path.join(dir, 'config.yaml'), 'utf8').replace('feature_output_hook: hook_mlp_out', 'feature_output_hook: mlp.hook_out');
+    fs.writeFileSync(path.join(dir, 'config.yaml'), yaml + 'transcoders:\n  - hf://mntss/transcoder-test/layer_0.safetensors\n  - hf://mntss/transcoder-test/layer_1.safetensors\n');
+    const set = loadTranscoders(dir, cfg);
+    assert.equal(set.layers.length, 2);
+    assert.equal(set.layers[1].input, 'mlp.hook_in');
+    fs.rmSync(path.join(dir, 'layer_1.safetensors'));
+    assert.throws(() => loadTranscoders(dir, cfg), /is on the Hugging Face Hub and not in this folder; fetch the transcoder set with "Residual: Download Model…"/);
+    fs.writeFileSync(path.join(dir, 'config.yaml'), yaml + 'transcoders:\n  - hf://mntss/transcoder-test/../../etc/passwd\n');
+    assert.throws(() => loadTranscoders(dir, cfg), /outside the transcoder folder/);
+  });
+});

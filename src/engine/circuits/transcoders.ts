@@ -145,13 +145,28 @@ function loadCircuitTracer(dir: string): TranscoderSet {
   }
   const inHook = str(y.feature_input_hook, cfgPath, 'feature_input_hook');
   const outHook = str(y.feature_output_hook, cfgPath, 'feature_output_hook');
+  // circuit-tracer's published configs name their files on the Hub (hf://owner/name/path); after a download of the
+  // repository (Residual: Download Model…) they are the same paths inside this folder.
+  const hub = (p: string): string | undefined => {
+    const m = /^hf:\/\/[^/]+\/[^/]+\/(.+)$/.exec(p);
+    if (!m) {
+      if (p.startsWith('hf://')) throw new ResidualError(`"${p}" is not an hf://owner/name/file path`, cfgPath, 'invalid');
+      return undefined;
+    }
+    const local = path.resolve(dir, m[1]);
+    if (path.relative(dir, local).startsWith('..') || path.isAbsolute(m[1])) throw new ResidualError(`"${p}" points outside the transcoder folder`, cfgPath, 'invalid');
+    if (!fs.existsSync(local)) {
+      throw new ResidualError(`"${p}" is on the Hugging Face Hub and not in this folder; fetch the transcoder set with "Residual: Download Model…" (or residual download --transcoders)`, cfgPath, 'missing');
+    }
+    return local;
+  };
   let files: { layer: number; file: string }[];
   if (Array.isArray(y.transcoders) && y.transcoders.length > 0) {
     files = y.transcoders.map((item, i) => {
       const p = typeof item === 'string' ? item : isPlainObject(item) ? String(item.filepath ?? '') : '';
       const layer = isPlainObject(item) && typeof item.layer === 'number' ? item.layer : i;
-      if (!p || /^hf:\/\//.test(p)) throw new ResidualError(`transcoders[${i}] "${p}" is not a local file (downloads are not supported offline)`, cfgPath, 'unsupported');
-      return { layer, file: path.resolve(dir, p) };
+      if (!p) throw new ResidualError(`transcoders[${i}] has no file path`, cfgPath, 'invalid');
+      return { layer, file: hub(p) ?? path.resolve(dir, p) };
     });
   } else {
     files = fs
