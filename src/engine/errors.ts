@@ -19,7 +19,8 @@ export type ResidualErrorCode =
   | 'unsupported' // well-formed but not something we run (pickle, unknown architecture)
   | 'cancelled' // the caller cancelled
   | 'provider' // no execution provider could start
-  | 'numeric'; // the model produced NaN/Inf
+  | 'numeric' // the model produced NaN/Inf
+  | 'memory'; // the model would not fit in memory (see memory.ts)
 
 export function isCancelled(e: unknown): boolean {
   return e instanceof ResidualError && e.code === 'cancelled';

@@ -11,7 +11,10 @@ import { assertDims, numel, type Tensor32 } from './dims';
 import { ResidualError, throwIfCancelled, type CancelToken } from './errors';
 import { HOOK_DIMS, parseHookName, suggestHooks, type HookName } from './hooks';
 import { buildDecoderGraph } from './onnx/decoder';
-import { buildGpt2Graph, STEER_POINTS, steerInputName, type SteerPoint } from './onnx/gpt2';
+import { buildGpt2Graph, STEER_POINTS, steerInputName, type SteerPoint, type WeightPrecision } from './onnx/gpt2';
+import { estimateMemory, memoryAdvice } from './memory';
+import { halfPrecisionTensors } from './checkpoint/half-copy';
+import * as os from 'node:os';
 import { buildLensGraph } from './onnx/lens';
 import { createSession, ort, type ProviderAttempt, type SessionOptions } from './runtime/session';
 import type { ModelInfo } from './results';
@@ -31,6 +34,18 @@ export interface KvCache {
   length: number;
   keys: Tensor32[];
   values: Tensor32[];
+}
+
+export interface ModelLoadOptions extends SessionOptions {
+  /** 'float16' keeps weights in half precision (half the memory; matrix products in float16). Default float32. */
+  precision?: WeightPrecision;
+  /**
+   * Estimate the memory needed from the checkpoint's header (memory.ts) and refuse, with code 'memory', when it
+   * will not fit in the memory the CPU provider would use; the host then offers to load anyway.
+   */
+  memoryCheck?: boolean;
+  /** Bytes of memory to assume available for memoryCheck (default: what the system reports). */
+  availableMemory?: number;
 }
 
 export interface RunRequest {
@@ -81,9 +96,15 @@ export class Model {
     readonly hooks: ReadonlySet<HookName>,
   ) {}
 
-  static async load(dir: string, opts: SessionOptions = {}): Promise<Model> {
+  static async load(dir: string, opts: ModelLoadOptions = {}): Promise<Model> {
     const t0 = performance.now();
     const ckpt = openCheckpoint(dir);
+    const precision = opts.precision ?? 'float32';
+    // Before any weight is read: refuse a model that will not fit, with the numbers and what would fit.
+    if (opts.memoryCheck) {
+      const est = estimateMemory(ckpt, { available: opts.availableMemory });
+      if (!est.fitsCpu) throw new ResidualError(memoryAdvice(est), ckpt.dir, 'memory');
+    }
     const tokenizer = await Tokenizer.fromFile(ckpt.tokenizerPath);
     if (tokenizer.vocabSize > ckpt.config.vocabSize) {
       throw new ResidualError(
@@ -93,19 +114,27 @@ export class Model {
     }
     // Each external file gets a plain, unique location name (shards keep their own names).
     const locate = (file: string) => path.basename(file);
+    const tensors =
+      precision === 'float16' ? halfPrecisionTensors(ckpt.tensors, path.join(opts.cacheDir ?? path.join(os.tmpdir(), 'residual-cache'), 'half'), opts.log) : ckpt.tensors;
+    const graphOpts = { precision };
     const main = ckpt.config.family
-      ? buildDecoderGraph(ckpt.config, ckpt.tensors, ckpt.unembedName, locate)
-      : buildGpt2Graph(ckpt.config, ckpt.tensors, locate);
-    const ident = `${ckpt.dir}|${ckpt.config.name}`;
+      ? buildDecoderGraph(ckpt.config, tensors, ckpt.unembedName, locate, graphOpts)
+      : buildGpt2Graph(ckpt.config, tensors, locate, graphOpts);
+    const ident = `${ckpt.dir}|${ckpt.config.name}|${precision}`;
     const created = await createSession(main.bytes, main.externalFiles, `${ckpt.config.architecture}|${ident}`, opts);
-    const lens = buildLensGraph(ckpt.config, ckpt.tensors, ckpt.unembedName, locate);
+    const lens = buildLensGraph(ckpt.config, tensors, ckpt.unembedName, locate, graphOpts);
     // The lens graph runs on the provider that won; no second round of fallbacks.
     const lensCreated = await createSession(lens.bytes, lens.externalFiles, `lens|${ident}`, {
       ...opts,
       providers: [created.provider],
     });
-    return new Model(ckpt, tokenizer, created.session, lensCreated.session, created.provider, created.attempts, performance.now() - t0, new Set(main.outputs.keys()));
+    const model = new Model(ckpt, tokenizer, created.session, lensCreated.session, created.provider, created.attempts, performance.now() - t0, new Set(main.outputs.keys()));
+    model.precision = precision;
+    return model;
   }
+
+  /** The weights' precision inside ONNX Runtime. */
+  precision: WeightPrecision = 'float32';
 
   get config(): Gpt2Config {
     return this.checkpoint.config;
@@ -123,6 +152,8 @@ export class Model {
       n_ctx: c.nCtx,
       dtype: this.checkpoint.dtype,
       dir: this.checkpoint.dir,
+      n_kv_heads: kvHeads(c),
+      precision: this.precision,
     };
   }
 

@@ -19,8 +19,13 @@ export interface ModelInfo {
   n_heads: number;
   vocab_size: number;
   n_ctx: number;
+  /** Storage dtype of the checkpoint's weights (F32, F16, BF16). */
   dtype: string;
   dir: string;
+  /** Key/value heads (grouped-query attention); equal to n_heads otherwise. */
+  n_kv_heads?: number;
+  /** The weights' precision inside ONNX Runtime: float32, or float16 when loaded in half precision. */
+  precision?: string;
 }
 
 export interface ProviderAttempt {

@@ -258,3 +258,32 @@ describe('rotary families through the rest of the engine', () => {
     assert.equal(gen.baseline.ids.length, 4);
   });
 });
+
+describe('half-precision weights (float16 matrix products)', () => {
+  for (const c of [CASES[0], CASES[4], CASES[5]]) {
+    it(`every hook within 5e-3 of the reference on the float16-rounded weights: ${c.type}`, async () => {
+      const dir = path.join(root, `${c.type}-half`);
+      writeRandomFamily(dir, c.type, { ...BASE, ...c.shape } as RandomFamilyShape, { seed: 4242, tokenizerJson, std: 0.3, ...c.opts });
+      const model = await Model.load(dir, { providers: ['cpu'], cacheDir, precision: 'float16' });
+      loaded.push(model);
+      assert.equal(model.info.precision, 'float16');
+      const ckpt = openCheckpoint(dir);
+      const { halfPrecisionTensors } = await import('../../src/engine/checkpoint/half-copy');
+      const half = halfPrecisionTensors(ckpt.tensors, path.join(cacheDir, 'half'));
+      const weights = new Map([...half].map(([k, e]) => [k, readTensorF32(e)]));
+      const hooks = [...model.hooks];
+      const got = await model.run({ ids: IDS, hooks });
+      const want = referenceDecoderForward(ckpt.config, weights, IDS);
+      let worst = 0;
+      for (const h of hooks) worst = Math.max(worst, closeness(got.activations.get(h)!.data, want.get(h)!.data));
+      assert.ok(worst <= 5e-3, `worst relative error ${worst}`);
+      // The float32 load of the same checkpoint differs by the weights' rounding only.
+      const f32 = await Model.load(dir, { providers: ['cpu'], cacheDir });
+      loaded.push(f32);
+      const full = await f32.run({ ids: IDS, hooks: ['logits'] });
+      const diff = closeness(got.activations.get('logits')!.data, full.activations.get('logits')!.data);
+      assert.ok(diff > 0 && diff < 0.05, `float16 vs float32 logits: ${diff}`);
+      console.log(`  ${c.type} float16: worst hook error vs the rounded-weight reference ${worst.toExponential(2)}; logits vs float32 weights ${diff.toExponential(2)}`);
+    });
+  }
+});

@@ -19,13 +19,12 @@ import type { ModelConfig } from '../checkpoint/config';
 import { familyWeightNames, ropeInvFreq } from '../checkpoint/families';
 import type { TensorEntry } from '../checkpoint/safetensors';
 import { hookName, type BlockHook, type HookName } from '../hooks';
-import { GraphBuilder, tensorAttrF32, type Dim, type ElemType } from './builder';
-import { activation, steerInputName, type BuiltGraph, type SteerPoint } from './gpt2';
+import { GraphBuilder, tensorAttrF32, type Dim } from './builder';
+import { activation, steerInputName, weightAccess, type BuiltGraph, type GraphOptions, type SteerPoint } from './gpt2';
 
-const DTYPE_ELEM: Record<string, ElemType> = { F32: 'float32', F16: 'float16', BF16: 'bfloat16' };
 const onnx_BOOL = 9;
 
-export function buildDecoderGraph(cfg: ModelConfig, tensors: Map<string, TensorEntry>, unembedName: string, locate: (file: string) => string): BuiltGraph {
+export function buildDecoderGraph(cfg: ModelConfig, tensors: Map<string, TensorEntry>, unembedName: string, locate: (file: string) => string, opts: GraphOptions = {}): BuiltGraph {
   const f = cfg.family;
   if (!f) throw new Error('internal: buildDecoderGraph needs a family config');
   const names = familyWeightNames(cfg);
@@ -38,31 +37,14 @@ export function buildDecoderGraph(cfg: ModelConfig, tensors: Map<string, TensorE
   const B: Dim = 'batch';
   const P: Dim = 'pos';
 
-  const weightCache = new Map<string, string>();
-  const w = (name: string): string => {
-    const hit = weightCache.get(name);
-    if (hit) return hit;
-    const t = tensors.get(name);
-    if (!t) throw new Error(`internal: checkpoint tensor ${name} missing after validation`);
-    const location = locate(t.file);
-    externalFiles.set(location, t.file);
-    const elem = DTYPE_ELEM[t.dtype];
-    const raw = g.external(`w.${name}`, elem, t.shape, { location, offset: t.dataOffset, length: t.byteLength });
-    const v = elem === 'float32' ? raw : g.op('Cast', [raw], { to: 1 });
-    weightCache.set(name, v);
-    return v;
-  };
-  // Hugging Face Linear weights are [out, in]; the transpose of a constant is folded once at session creation.
-  const wT = (name: string): string => {
-    const key = `T:${name}`;
-    const hit = weightCache.get(key);
-    if (hit) return hit;
-    const v = g.op('Transpose', [w(name)], { perm: [1, 0] });
-    weightCache.set(key, v);
-    return v;
-  };
+  const weights = weightAccess(g, tensors, locate, externalFiles, opts.precision ?? 'float32');
+  const w = weights.f32;
+  // Hugging Face Linear weights are [out, in]: Gemm with transB reads them in place (no transposed copy); the
+  // [B, P, in] input is flattened to rows and the result reshaped back.
   const linear = (x: string, weight: string, bias?: string): string => {
-    const y = g.op('MatMul', [x, wT(weight)]);
+    const out = tensors.get(weight)!.shape[0];
+    const rows = g.op('Reshape', [x, g.constI64('shape_rows', [-1, tensors.get(weight)!.shape[1]])]);
+    const y = g.op('Reshape', [weights.gemmT(rows, weight), g.op('Concat', [bpShape, g.constI64('out', [out])], { axis: 0 })]);
     return bias ? g.op('Add', [y, w(bias)]) : y;
   };
   const hook = (name: HookName, value: string, dims: Dim[]): string => {
@@ -85,6 +67,7 @@ export function buildDecoderGraph(cfg: ModelConfig, tensors: Map<string, TensorE
   const eps = g.constF32('eps', [], [cfg.lnEps]);
 
   const ids = g.input('input_ids', 'int64', [B, P]);
+  const bpShape = g.op('Shape', [ids]); // [B, P]
   const nPos = g.op('Gather', [g.op('Shape', [ids]), idx1], { axis: 0 }); // [1]
   const pastKey = (l: number) => g.input(`past_key.${l}`, 'float32', [B, G, 'past', E]);
   const pastValue = (l: number) => g.input(`past_value.${l}`, 'float32', [B, G, 'past', E]);
@@ -159,7 +142,7 @@ export function buildDecoderGraph(cfg: ModelConfig, tensors: Map<string, TensorE
     return g.op('Mul', [g.op('Tanh', [g.op('Div', [x, c])]), c]);
   };
 
-  let embedded = g.op('Gather', [w(names.embed), ids], { axis: 0 });
+  let embedded = weights.gather(names.embed, ids);
   if (f.embedScale !== 1) embedded = g.op('Mul', [embedded, g.constF32('embed_scale', [], [f.embedScale])]);
   let resid = hook('hook_embed', embedded, [B, P, D]);
 
@@ -234,7 +217,7 @@ export function buildDecoderGraph(cfg: ModelConfig, tensors: Map<string, TensorE
 
   const xf = norm(resid, names.finalNorm, names.finalNormBias, 'ln_final.hook_scale', null);
   const xf2 = g.op('Reshape', [xf, g.constI64('shape_ND', [-1, D])]);
-  let logits2 = g.op('Gemm', [xf2, w(unembedName)], { transB: 1 });
+  let logits2 = weights.gemmT(xf2, unembedName);
   if (f.finalSoftcap) logits2 = softcap(logits2, f.finalSoftcap);
   const shapeBPV = g.op('Concat', [g.op('Shape', [ids]), g.constI64('V', [V])], { axis: 0 });
   hook('logits', g.op('Reshape', [logits2, shapeBPV]), [B, P, V]);

@@ -31,7 +31,19 @@ const DTYPE_ELEM: Record<string, ElemType> = { F32: 'float32', F16: 'float16', B
  * `locate(absPath)` returns the `location` string to write for an external file; the runtime decides how ONNX Runtime
  * will find it (beside the .onnx, or passed as external data bytes).
  */
-export function buildGpt2Graph(cfg: Gpt2Config, tensors: Map<string, TensorEntry>, locate: (file: string) => string): BuiltGraph {
+/**
+ * 'float32' (default): weights are cast to float32 once at session creation. 'float16': the graph hands its matrix
+ * products float16 weights and float16 inputs (every tensor must be F16, see half-copy.ts), which GPU providers run
+ * natively in half the memory. ONNX Runtime's x86 CPU provider has no float16 matrix product: it casts back and
+ * folds the casts, so there the result is float32 arithmetic on float16-rounded weights (measured: within 4e-6 of
+ * the reference on those weights) and the memory saving is small (memory.ts). Hook outputs are float32 either way.
+ */
+export type WeightPrecision = 'float32' | 'float16';
+export interface GraphOptions {
+  precision?: WeightPrecision;
+}
+
+export function buildGpt2Graph(cfg: Gpt2Config, tensors: Map<string, TensorEntry>, locate: (file: string) => string, opts: GraphOptions = {}): BuiltGraph {
   const g = new GraphBuilder(`residual-gpt2-${cfg.name}`);
   const { nLayers: L, dModel: D, nHeads: H, dHead: E, vocabSize: V } = cfg;
   const externalFiles = new Map<string, string>();
@@ -41,20 +53,9 @@ export function buildGpt2Graph(cfg: Gpt2Config, tensors: Map<string, TensorEntry
 
   // Weights: external data straight into the safetensors bytes; half precision is cast to float32 once at session
   // creation (ONNX Runtime folds the Cast of a constant).
-  const weightCache = new Map<string, string>();
-  const w = (name: string): string => {
-    const hit = weightCache.get(name);
-    if (hit) return hit;
-    const t = tensors.get(name);
-    if (!t) throw new Error(`internal: checkpoint tensor ${name} missing after validation`);
-    const location = locate(t.file);
-    externalFiles.set(location, t.file);
-    const elem = DTYPE_ELEM[t.dtype];
-    const raw = g.external(`w.${name}`, elem, t.shape, { location, offset: t.dataOffset, length: t.byteLength });
-    const v = elem === 'float32' ? raw : g.op('Cast', [raw], { to: 1 });
-    weightCache.set(name, v);
-    return v;
-  };
+  const weights = weightAccess(g, tensors, locate, externalFiles, opts.precision ?? 'float32');
+  const w = weights.f32;
+  const mm = weights.matmul;
   const hook = (name: HookName, value: string, dims: Dim[]): string => {
     const out = g.rename(value, name);
     g.output(name, 'float32', dims);
@@ -88,8 +89,8 @@ export function buildGpt2Graph(cfg: Gpt2Config, tensors: Map<string, TensorEntry
   const start = g.op('Squeeze', [nPast, axis0]);
   const stop = g.op('Add', [start, g.op('Squeeze', [nPos, axis0])]);
   const posIds = g.op('Range', [start, stop, g.scalarI64('one', 1)]); // [P]
-  const embed = hook('hook_embed', g.op('Gather', [w('wte.weight'), ids], { axis: 0 }), [B, P, D]);
-  const posEmbed1 = g.op('Gather', [w('wpe.weight'), posIds], { axis: 0 }); // [P,D]
+  const embed = hook('hook_embed', weights.gather('wte.weight', ids), [B, P, D]);
+  const posEmbed1 = weights.gather('wpe.weight', posIds); // [P,D]
   const posEmbed = hook('hook_pos_embed', g.op('Expand', [g.op('Unsqueeze', [posEmbed1, axis0]), g.op('Shape', [embed])]), [B, P, D]);
   let resid = g.op('Add', [embed, posEmbed]);
 
@@ -123,7 +124,7 @@ export function buildGpt2Graph(cfg: Gpt2Config, tensors: Map<string, TensorEntry
     const x1 = layerNorm(resid, p + 'ln_1.weight', p + 'ln_1.bias', hookName(l, 'ln1.hook_scale'), hookName(l, 'ln1.hook_normalized'));
 
     // Attention: fused QKV projection (Conv1D weights are [in, out], so a plain MatMul).
-    const qkv = g.op('Add', [g.op('MatMul', [x1, w(p + 'attn.c_attn.weight')]), w(p + 'attn.c_attn.bias')]);
+    const qkv = g.op('Add', [mm(x1, p + 'attn.c_attn.weight'), w(p + 'attn.c_attn.bias')]);
     const [qf, kf, vf] = g.node('Split', [qkv, split3], { nOut: 3, attrs: { axis: -1 } });
     const q = blockHook(l, 'attn.hook_q', g.op('Reshape', [qf, shapeBPHE]), [B, P, H, E]);
     const k = blockHook(l, 'attn.hook_k', g.op('Reshape', [kf, shapeBPHE]), [B, P, H, E]);
@@ -139,22 +140,21 @@ export function buildGpt2Graph(cfg: Gpt2Config, tensors: Map<string, TensorEntry
     const pattern = blockHook(l, 'attn.hook_pattern', g.op('Softmax', [scores], { axis: -1 }), [B, H, P, 'total']);
     const z = blockHook(l, 'attn.hook_z', g.op('Transpose', [g.op('MatMul', [pattern, vAll])], { perm: [0, 2, 1, 3] }), [B, P, H, E]);
     const zFlat = g.op('Reshape', [z, shapeBPD]);
-    const attnOut = blockHook(l, 'hook_attn_out', g.op('Add', [g.op('MatMul', [zFlat, w(p + 'attn.c_proj.weight')]), w(p + 'attn.c_proj.bias')]), [B, P, D]);
+    const attnOut = blockHook(l, 'hook_attn_out', g.op('Add', [mm(zFlat, p + 'attn.c_proj.weight'), w(p + 'attn.c_proj.bias')]), [B, P, D]);
 
     resid = blockHook(l, 'hook_resid_mid', steer(l, 'hook_resid_mid', g.op('Add', [resid, attnOut])), [B, P, D]);
     // mlp.hook_in: what the MLP reads (ln_2's output, gain and bias applied), as circuit-tracer's transcoders read it.
     const x2 = blockHook(l, 'mlp.hook_in', layerNorm(resid, p + 'ln_2.weight', p + 'ln_2.bias', hookName(l, 'ln2.hook_scale'), hookName(l, 'ln2.hook_normalized')), [B, P, D]);
-    const pre = blockHook(l, 'mlp.hook_pre', g.op('Add', [g.op('MatMul', [x2, w(p + 'mlp.c_fc.weight')]), w(p + 'mlp.c_fc.bias')]), [B, P, cfg.dMlp]);
+    const pre = blockHook(l, 'mlp.hook_pre', g.op('Add', [mm(x2, p + 'mlp.c_fc.weight'), w(p + 'mlp.c_fc.bias')]), [B, P, cfg.dMlp]);
     const post = blockHook(l, 'mlp.hook_post', activation(g, cfg.act, pre), [B, P, cfg.dMlp]);
-    const mlpOut = blockHook(l, 'hook_mlp_out', g.op('Add', [g.op('MatMul', [post, w(p + 'mlp.c_proj.weight')]), w(p + 'mlp.c_proj.bias')]), [B, P, D]);
+    const mlpOut = blockHook(l, 'hook_mlp_out', g.op('Add', [mm(post, p + 'mlp.c_proj.weight'), w(p + 'mlp.c_proj.bias')]), [B, P, D]);
     resid = blockHook(l, 'hook_resid_post', steer(l, 'hook_resid_post', g.op('Add', [resid, mlpOut])), [B, P, D]);
   }
 
   const xf = layerNorm(resid, 'ln_f.weight', 'ln_f.bias', 'ln_final.hook_scale', null);
   // Unembedding: lm_head [V,D] or the tied wte [V,D]; Gemm with transB reads it in place (no transposed copy).
-  const unembed = tensors.has('lm_head.weight') ? w('lm_head.weight') : w('wte.weight');
   const xf2 = g.op('Reshape', [xf, g.constI64('shape_ND', [-1, D])]);
-  const logits2 = g.op('Gemm', [xf2, unembed], { transB: 1 });
+  const logits2 = weights.gemmT(xf2, tensors.has('lm_head.weight') ? 'lm_head.weight' : 'wte.weight');
   const shapeBPV = g.op('Concat', [g.op('Shape', [ids]), g.constI64('V', [V])], { axis: 0 });
   hook('logits', g.op('Reshape', [logits2, shapeBPV]), [B, P, V]);
 
@@ -162,6 +162,47 @@ export function buildGpt2Graph(cfg: Gpt2Config, tensors: Map<string, TensorEntry
 }
 
 const onnx_BOOL = 9;
+
+/**
+ * How a graph reads its weights, by precision: `f32(name)` a float32 value (vectors, norm gains, biases);
+ * `matmul(x, name)` x·W for W [in, out]; `gemmT(x2d, name)` x·Wᵀ for W [out, in] (Linear layout, unembeddings);
+ * `gather(name, ids)` embedding rows as float32. In float16 mode the products cast their input to float16 and the
+ * result back, so no float32 copy of a matrix is ever made.
+ */
+export function weightAccess(g: GraphBuilder, tensors: Map<string, TensorEntry>, locate: (file: string) => string, externalFiles: Map<string, string>, precision: WeightPrecision) {
+  const raws = new Map<string, string>();
+  const f32s = new Map<string, string>();
+  const raw = (name: string): string => {
+    const hit = raws.get(name);
+    if (hit) return hit;
+    const t = tensors.get(name);
+    if (!t) throw new Error(`internal: checkpoint tensor ${name} missing after validation`);
+    if (precision === 'float16' && t.dtype !== 'F16') throw new Error(`internal: ${name} is ${t.dtype} in a float16 graph`);
+    const location = locate(t.file);
+    externalFiles.set(location, t.file);
+    const v = g.external(`w.${name}`, DTYPE_ELEM[t.dtype], t.shape, { location, offset: t.dataOffset, length: t.byteLength });
+    raws.set(name, v);
+    return v;
+  };
+  const f32 = (name: string): string => {
+    const hit = f32s.get(name);
+    if (hit) return hit;
+    const t = tensors.get(name);
+    const v = t?.dtype === 'F32' ? raw(name) : g.op('Cast', [raw(name)], { to: 1 });
+    f32s.set(name, v);
+    return v;
+  };
+  const half = precision === 'float16';
+  const toF16 = (x: string) => g.op('Cast', [x], { to: 10 });
+  const toF32 = (x: string) => g.op('Cast', [x], { to: 1 });
+  return {
+    f32,
+    matmul: (x: string, name: string): string => (half ? toF32(g.op('MatMul', [toF16(x), raw(name)])) : g.op('MatMul', [x, f32(name)])),
+    gemmT: (x: string, name: string): string =>
+      half ? toF32(g.op('Gemm', [toF16(x), raw(name)], { transB: 1 })) : g.op('Gemm', [x, f32(name)], { transB: 1 }),
+    gather: (name: string, ids: string): string => (half ? toF32(g.op('Gather', [raw(name), ids], { axis: 0 })) : g.op('Gather', [f32(name), ids], { axis: 0 })),
+  };
+}
 
 export function activation(g: GraphBuilder, act: Gpt2Config['act'], x: string): string {
   switch (act) {

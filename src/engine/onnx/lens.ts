@@ -6,21 +6,14 @@
 import type { ModelConfig } from '../checkpoint/config';
 import { familyWeightNames } from '../checkpoint/families';
 import type { TensorEntry } from '../checkpoint/safetensors';
-import { GraphBuilder, type ElemType } from './builder';
+import { GraphBuilder } from './builder';
+import { weightAccess, type GraphOptions } from './gpt2';
 
-const DTYPE_ELEM: Record<string, ElemType> = { F32: 'float32', F16: 'float16', BF16: 'bfloat16' };
-
-export function buildLensGraph(cfg: ModelConfig, tensors: Map<string, TensorEntry>, unembedName: string, locate: (file: string) => string) {
+export function buildLensGraph(cfg: ModelConfig, tensors: Map<string, TensorEntry>, unembedName: string, locate: (file: string) => string, opts: GraphOptions = {}) {
   const g = new GraphBuilder('residual-lens');
   const externalFiles = new Map<string, string>();
-  const w = (name: string): string => {
-    const t = tensors.get(name)!;
-    const location = locate(t.file);
-    externalFiles.set(location, t.file);
-    const elem = DTYPE_ELEM[t.dtype];
-    const raw = g.external(`w.${name}`, elem, t.shape, { location, offset: t.dataOffset, length: t.byteLength });
-    return elem === 'float32' ? raw : g.op('Cast', [raw], { to: 1 });
-  };
+  const weights = weightAccess(g, tensors, locate, externalFiles, opts.precision ?? 'float32');
+  const w = weights.f32;
   const D = cfg.dModel;
   const resid = g.input('resid', 'float32', ['n', D]);
   const target = g.input('target', 'int64', ['n']);
@@ -41,7 +34,7 @@ export function buildLensGraph(cfg: ModelConfig, tensors: Map<string, TensorEntr
       xf = g.op('Mul', [g.op('Mul', [resid, inv]), gain]);
     }
   }
-  let logits = g.op('Gemm', [xf, w(unembedName)], { transB: 1 });
+  let logits = weights.gemmT(xf, unembedName);
   if (f?.finalSoftcap) {
     const cap = g.constF32('softcap', [], [f.finalSoftcap]);
     logits = g.op('Mul', [g.op('Tanh', [g.op('Div', [logits, cap])]), cap]);
