@@ -71,10 +71,11 @@ export function estimateMemory(ckpt: Checkpoint, opts: { tokens?: number; availa
   };
 }
 
-const gb = (b: number) => `${(b / 1e9).toFixed(1)} GB`;
+const gb = (b: number) => (b >= 1e9 ? `${(b / 1e9).toFixed(1)} GB` : `${Math.ceil(b / 1e6)} MB`);
 
 export function formatParams(n: number): string {
-  return n >= 1e9 ? `${(n / 1e9).toFixed(2)}B` : `${(n / 1e6).toFixed(0)}M`;
+  if (n >= 1e9) return `${(n / 1e9).toFixed(2)}B`;
+  return n >= 1e6 ? `${(n / 1e6).toFixed(0)}M` : `${(n / 1e3).toFixed(0)}K`;
 }
 
 /** The message when a model does not fit in the memory the CPU provider would use. */

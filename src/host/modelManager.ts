@@ -4,6 +4,7 @@
  */
 import * as fs from 'node:fs';
 import * as vscode from 'vscode';
+import { ResidualError } from '../engine/errors';
 import { Model } from '../engine/model';
 import { silenceOrt } from '../engine/runtime/session';
 import type { InspectorState } from '../protocol';
@@ -26,7 +27,7 @@ export class ModelManager implements vscode.Disposable {
     this.setState({ status: 'idle', modelDir: this.modelDir() });
     context.subscriptions.push(
       vscode.workspace.onDidChangeConfiguration((e) => {
-        if (e.affectsConfiguration('residual.modelPath') || e.affectsConfiguration('residual.providers') || e.affectsConfiguration('residual.threads')) {
+        if (['modelPath', 'providers', 'threads', 'precision'].some((k) => e.affectsConfiguration(`residual.${k}`))) {
           this.log.appendLine(`settings changed: the model (${this.modelDir()}) will be reloaded on the next analysis`);
           void this.unload();
         }
@@ -59,8 +60,34 @@ export class ModelManager implements vscode.Disposable {
     return this.model;
   }
 
+  /** Model folders the user chose to load although the memory estimate said they would not fit. */
+  private readonly memoryOverride = new Set<string>();
+
   private async load(): Promise<Model> {
     const dir = this.modelDir();
+    try {
+      return await this.loadOnce(dir);
+    } catch (e) {
+      if (!(e instanceof ResidualError) || e.code !== 'memory') throw e;
+      // The estimate (from the header, nothing read yet) says it will not fit: say so and let the user decide.
+      const precision = vscode.workspace.getConfiguration('residual').get<string>('precision', 'float32');
+      const choices = ['Load Anyway', ...(precision === 'float32' ? ['Use Half Precision'] : []), 'Choose Another Model…'];
+      const pick = await vscode.window.showWarningMessage(`Residual: ${e.message.replace(`${dir}: `, '')}`, { modal: true }, ...choices);
+      if (pick === 'Load Anyway') {
+        this.memoryOverride.add(dir);
+        return this.loadOnce(dir);
+      }
+      if (pick === 'Use Half Precision') {
+        await vscode.workspace.getConfiguration('residual').update('precision', 'float16', vscode.ConfigurationTarget.Global);
+        this.memoryOverride.add(dir);
+        return this.loadOnce(dir);
+      }
+      if (pick === 'Choose Another Model…') void vscode.commands.executeCommand('residual.selectModel');
+      throw new ResidualError('loading cancelled: the model would not fit in memory', dir, 'cancelled');
+    }
+  }
+
+  private async loadOnce(dir: string): Promise<Model> {
     const cfg = vscode.workspace.getConfiguration('residual');
     const providers = cfg.get<string[]>('providers', ['cuda', 'webgpu', 'cpu']);
     // Loading the native runtime waits until a model is needed, so activation stays quick.
@@ -77,6 +104,10 @@ export class ModelManager implements vscode.Disposable {
             providers,
             threads: cfg.get<number>('threads', 0),
             cacheDir: vscode.Uri.joinPath(this.context.globalStorageUri, 'onnx').fsPath,
+            precision: cfg.get<'float32' | 'float16'>('precision', 'float32'),
+            memoryCheck: !this.memoryOverride.has(dir),
+            // Lets end-to-end tests exercise the refusal on a small model.
+            availableMemory: Number(process.env.RESIDUAL_AVAILABLE_MEMORY) || undefined,
             log: (m) => this.log.appendLine(m),
           }),
       );

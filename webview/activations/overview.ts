@@ -33,7 +33,7 @@ export function section(title: string, body: HTMLElement, hint?: string): HTMLEl
 export function header(a: Analysis, file?: string): HTMLElement {
   const h = el('header', 'summary');
   const title = el('div', 'title');
-  title.append(el('strong', undefined, a.model.name), el('span', 'muted', ` ${a.model.n_layers} layers · d_model ${a.model.d_model} · ${a.model.n_heads} heads · ${a.model.dtype}`));
+  title.append(el('strong', undefined, a.model.name), el('span', 'muted', ` ${a.model.architecture} · ${a.model.n_layers} layers · d_model ${a.model.d_model} · ${a.model.n_heads} heads · ${a.model.dtype}`));
   const meta = el('div', 'meta');
   const prov = badge(a.provider.toUpperCase());
   prov.id = 'provider';

@@ -21,7 +21,14 @@ function render(s: InspectorState): void {
   name.id = 'model-name';
   model.append(name);
   if (s.status === 'loading' || s.status === 'running') model.append(spinner());
-  if (s.model) model.append(el('div', 'muted', `${s.model.architecture} · ${s.model.n_layers} layers · d_model ${s.model.d_model} · ${s.model.n_heads} heads · vocab ${s.model.vocab_size} · ctx ${s.model.n_ctx} · ${s.model.dtype}`));
+  if (s.model) {
+    const m = s.model;
+    const heads = m.n_kv_heads && m.n_kv_heads !== m.n_heads ? `${m.n_heads} heads (${m.n_kv_heads} key/value)` : `${m.n_heads} heads`;
+    const precision = m.precision && m.precision !== 'float32' ? ` → ${m.precision}` : '';
+    const info = el('div', 'muted', `${m.architecture} · ${m.n_layers} layers · d_model ${m.d_model} · ${heads} · vocab ${m.vocab_size} · ctx ${m.n_ctx} · ${m.dtype}${precision}`);
+    info.id = 'model-info';
+    model.append(info);
+  }
   if (s.modelDir) model.append(el('div', 'path muted', s.modelDir));
   if (s.error) model.append(el('div', 'notice error', s.error));
   const prov = el('div', 'provider-line');
