@@ -14,6 +14,7 @@ import { silenceOrt } from './engine/runtime/session';
 
 const USAGE = `usage:
   residual analyze --model DIR --text TEXT [--json] [--max-tokens N] [--providers cpu,webgpu] [--top K]
+                   [--precision float32|float16] [--check-memory]
   residual graph   --model DIR --transcoders DIR --text TEXT [--node-threshold X] [--edge-threshold X] --out FILE
   residual steer   --model DIR --text TEXT (--feature LAYER:INDEX --transcoders DIR | --vector FILE) --layer L
                    --strength S [--hook resid_pre|resid_mid|resid_post] [--relative] [--positions all|from:N|i,j]
@@ -46,14 +47,21 @@ async function analyzeCmd(args: string[]): Promise<number> {
       'max-tokens': { type: 'string' },
       providers: { type: 'string' },
       top: { type: 'string', default: '5' },
+      precision: { type: 'string', default: 'float32' },
+      'check-memory': { type: 'boolean', default: false },
     },
     strict: true,
   });
   if (!values.model) throw new ResidualError('--model DIR is required', 'residual analyze');
+  if (values.precision !== 'float32' && values.precision !== 'float16') throw new ResidualError(`--precision must be float32 or float16, got "${values.precision}"`, 'residual analyze');
   if (values.text === undefined) throw new ResidualError('--text TEXT is required (use --text - for standard input)', 'residual analyze');
   const text = values.text === '-' ? fs.readFileSync(0, 'utf8') : values.text;
   silenceOrt();
-  const model = await Model.load(values.model, { providers: values.providers?.split(',').map((s) => s.trim()) });
+  const model = await Model.load(values.model, {
+    providers: values.providers?.split(',').map((s) => s.trim()),
+    precision: values.precision,
+    memoryCheck: values['check-memory'],
+  });
   try {
     const a = await analyze(model, text, {
       maxTokens: values['max-tokens'] ? Number(values['max-tokens']) : undefined,
