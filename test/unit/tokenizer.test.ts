@@ -405,3 +405,34 @@ test('a tokenizer whose post-processor adds BOS (Llama 3, Gemma) gets it from en
   // encode itself never adds special tokens.
   assert.deepEqual(llamaLike.encode('Hello world').ids, gpt2.encode('Hello world').ids);
 });
+
+test('a Gemma-style SentencePiece BPE (Replace normalizer, byte fallback, BOS template) gives exact spans and BOS', () => {
+  const vocab: Record<string, number> = { '<pad>': 0, '<eos>': 1, '<bos>': 2, '<unk>': 3 };
+  const pieces = ['▁', 'h', 'e', 'l', 'o', 'w', 'r', 'd', '▁h', 'el', 'lo', '▁hel', '▁hello', '▁w', 'or', '▁wor', '▁world', 'ld', '\n', '▁▁'];
+  for (let b = 0; b < 256; b++) vocab[`<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`] = Object.keys(vocab).length;
+  for (const p of pieces) vocab[p] = Object.keys(vocab).length;
+  const merges = [['▁', 'h'], ['e', 'l'], ['l', 'o'], ['▁h', 'el'], ['▁hel', 'lo'], ['▁', 'w'], ['o', 'r'], ['▁w', 'or'], ['l', 'd'], ['▁wor', 'ld'], ['▁', '▁']].map((m) => m.join(' '));
+  const json = {
+    version: '1.0',
+    added_tokens: [0, 1, 2, 3].map((id) => ({ id, content: Object.keys(vocab)[id], single_word: false, lstrip: false, rstrip: false, normalized: false, special: true })),
+    normalizer: { type: 'Replace', pattern: { String: ' ' }, content: '▁' },
+    pre_tokenizer: { type: 'Split', pattern: { String: ' ' }, behavior: 'MergedWithPrevious', invert: false },
+    post_processor: {
+      type: 'TemplateProcessing',
+      single: [{ SpecialToken: { id: '<bos>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }],
+      pair: [],
+      special_tokens: { '<bos>': { id: '<bos>', ids: [2], tokens: ['<bos>'] } },
+    },
+    decoder: { type: 'Sequence', decoders: [{ type: 'Replace', pattern: { String: '▁' }, content: ' ' }, { type: 'ByteFallback' }, { type: 'Fuse' }] },
+    model: { type: 'BPE', dropout: null, unk_token: '<unk>', continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: true, byte_fallback: true, ignore_merges: false, vocab, merges },
+  };
+  const t = Tokenizer.fromJSON(json, 'gemma-like/tokenizer.json');
+  assert.equal(t.prependsBos, true);
+  for (const text of ['hello world', ' hello  world\n', 'héllo wörld 🙂', 'hello\nworld']) {
+    const e = t.encodeForModel(text);
+    assert.equal(e.ids[0], 2, 'BOS first');
+    assert.equal(e.tokens.slice(1).map((s) => s.text).join(''), text, `spans cover ${JSON.stringify(text)}`);
+    for (const s of e.tokens) assert.equal(text.slice(s.start, s.end), s.text);
+  }
+  assert.deepEqual(t.encode('hello world').tokens.map((s) => s.text), ['h', 'el', 'lo', ' world']);
+});
