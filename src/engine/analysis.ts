@@ -57,18 +57,17 @@ export async function analyze(model: Model, text: string, opts: AnalyzeOptions =
   const wantDepth = opts.depth !== false;
   if (wantDepth) for (const h of depthHooks(L)) if (!hooks.includes(h)) hooks.push(h);
 
-  const run = await model.run({ ids, hooks, cancel: opts.cancel });
+  // Real logits only at the last position (the prediction the panels are about): the unembedding over every position
+  // is the largest product of the forward pass, and the per-position predictions come from the lens below.
+  const run = await model.run({ ids, hooks, logitPositions: [P - 1], cancel: opts.cancel });
   throwIfCancelled(opts.cancel);
   const act = run.activations;
   const logits = act.get('logits')!;
   const V = c.vocabSize;
-  const lastLogits = logits.data.subarray((P - 1) * V, P * V);
+  const lastLogits = logits.data.subarray(0, V);
   if (!lastLogits.every(Number.isFinite)) throw new ResidualError('the model produced NaN or Inf logits', 'logits', 'numeric');
   const top = topK(lastLogits, opts.topK ?? 5).map(({ id, logit, prob }) => ({ id, text: model.tokenizer.tokenText(id), prob, logit }));
 
-  // Final prediction per position: argmax of the real logits.
-  const targetIds: number[] = [];
-  for (let p = 0; p < P; p++) targetIds.push(argmax(logits.data.subarray(p * V, (p + 1) * V)));
 
   const residNorm = readouts.map((r) => range(P).map((p) => norm(row(act.get(r.hook)!, p))));
   const stats: LayerStats[] = [];
@@ -94,10 +93,27 @@ export async function analyze(model: Model, text: string, opts: AnalyzeOptions =
   // Logit lens over all readouts × positions in one batch.
   const t1 = performance.now();
   const R = readouts.length;
-  const resid_ND = new Float32Array(R * P * D);
-  readouts.forEach((r, i) => resid_ND.set(act.get(r.hook)!.data.subarray(0, P * D), i * P * D));
   const K = opts.lensK ?? 5;
-  const lensOut = await model.lens({ resid_ND, targets: readouts.flatMap(() => targetIds), k: K });
+  // The last read-out through ln_final and the unembedding is the model's own prediction at every position: it gives
+  // the per-position targets (top-1) whose probability and rank every earlier read-out reports.
+  const finalOut = await model.lens({ resid_ND: act.get(readouts[R - 1].hook)!.data.subarray(0, P * D), targets: new Array(P).fill(0), k: K });
+  const kf = finalOut.topIds_NK.length / P;
+  const targetIds = Array.from({ length: P }, (_, p) => finalOut.topIds_NK[p * kf]);
+  const resid_ND = new Float32Array((R - 1) * P * D);
+  readouts.slice(0, R - 1).forEach((r, i) => resid_ND.set(act.get(r.hook)!.data.subarray(0, P * D), i * P * D));
+  const early = await model.lens({ resid_ND, targets: readouts.slice(0, R - 1).flatMap(() => targetIds), k: K });
+  const concat = <T extends Float32Array | Int32Array>(a: T, b: T): T => {
+    const out = new (a.constructor as { new (n: number): T })(a.length + b.length);
+    out.set(a);
+    out.set(b, a.length);
+    return out;
+  };
+  const lensOut = {
+    topIds_NK: concat(early.topIds_NK, finalOut.topIds_NK),
+    topProbs_NK: concat(early.topProbs_NK, finalOut.topProbs_NK),
+    targetProb_N: concat(early.targetProb_N, Float32Array.from({ length: P }, (_, p) => finalOut.topProbs_NK[p * kf])),
+    targetRank_N: concat(early.targetRank_N, new Int32Array(P)),
+  };
   const lensMs = performance.now() - t1;
   const lens: TopToken[][][] = [];
   const prob: number[][] = [];

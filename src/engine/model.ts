@@ -56,6 +56,11 @@ export interface RunRequest {
   past?: KvCache;
   /** Also return the cache extended by this call's positions. */
   wantCache?: boolean;
+  /**
+   * Positions (of this call's tokens) whose logits to compute, in order; default all. `logits` is then [1, K, V].
+   * The unembedding is the forward pass's largest product, so callers needing only the last position say so.
+   */
+  logitPositions?: readonly number[];
   cancel?: CancelToken;
 }
 
@@ -218,6 +223,11 @@ export class Model {
         feeds[name] = new T('float32', data, [1, perPos ? P : 1, c.dModel]);
       }
     }
+    const logitPos = req.logitPositions ?? Array.from({ length: P }, (_, i) => i);
+    if (logitPos.length === 0 || logitPos.some((p) => !Number.isInteger(p) || p < 0 || p >= P)) {
+      throw new ResidualError(`logit positions must be 0..${P - 1}, got [${logitPos.slice(0, 8).join(', ')}]`, 'logits');
+    }
+    feeds.logit_positions = new T('int64', BigInt64Array.from(logitPos, (i) => BigInt(i)), [logitPos.length]);
     // Every steering input is required by the graph; unused ones get zeros (adding +0 leaves values bit-identical).
     const zeros = new T('float32', new Float32Array(c.dModel), [1, 1, c.dModel]);
     for (let l = 0; l < c.nLayers; l++) for (const point of STEER_POINTS) feeds[steerInputName(l, point)] ??= zeros;
@@ -232,7 +242,7 @@ export class Model {
       const t = out[name];
       const parsed = parseHookName(name)!;
       const tensor: Tensor32 = { dims: t.dims.map(Number), data: t.data as Float32Array };
-      assertDims(tensor, HOOK_DIMS[parsed.hook], { ...dimSizes(c, P), S: offset + P }, name);
+      assertDims(tensor, HOOK_DIMS[parsed.hook], { ...dimSizes(c, name === 'logits' ? logitPos.length : P), S: offset + P }, name);
       activations.set(name, tensor);
     }
     let cache: KvCache | undefined;

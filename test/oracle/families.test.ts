@@ -287,3 +287,15 @@ describe('half-precision weights (float16 matrix products)', () => {
     });
   }
 });
+
+describe('rotary families: logit positions', () => {
+  it('the last position alone equals the last row of the full logits (Gemma-2, with the final soft-cap)', async () => {
+    const { model, cfg } = await fixture(CASES[4], '-logitpos');
+    const V = cfg.vocabSize;
+    const P = IDS.length;
+    const full = (await model.run({ ids: IDS, hooks: ['logits'] })).activations.get('logits')!;
+    const last = (await model.run({ ids: IDS, hooks: ['logits'], logitPositions: [P - 1] })).activations.get('logits')!;
+    assert.deepEqual(last.dims, [1, 1, V]);
+    assert.ok(closeness(last.data, full.data.subarray((P - 1) * V)) < 1e-6);
+  });
+});

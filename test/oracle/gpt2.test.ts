@@ -175,3 +175,17 @@ describe('steering inputs on the residual stream', () => {
     assert.ok(closeness(a.activations.get('logits')!.data.subarray(0, 5 * V), b.activations.get('logits')!.data) < 1e-5);
   });
 });
+
+describe('logit positions', () => {
+  it('logits at chosen positions equal those rows of the full run, in the order asked; bad positions are refused', async () => {
+    const { model, cfg } = await fixture('logit-positions', {});
+    const V = cfg.vocabSize;
+    const P = IDS.length;
+    const full = (await model.run({ ids: IDS, hooks: ['logits'] })).activations.get('logits')!;
+    const some = (await model.run({ ids: IDS, hooks: ['logits'], logitPositions: [P - 1, 2, 0] })).activations.get('logits')!;
+    assert.deepEqual(some.dims, [1, 3, V]);
+    [P - 1, 2, 0].forEach((p, i) => assert.ok(closeness(some.data.subarray(i * V, (i + 1) * V), full.data.subarray(p * V, (p + 1) * V)) < 1e-6, `row ${p}`));
+    await assert.rejects(model.run({ ids: IDS, hooks: ['logits'], logitPositions: [P] }), /logit positions must be 0\.\.11/);
+    await assert.rejects(model.run({ ids: IDS, hooks: ['logits'], logitPositions: [] }), /logit positions/);
+  });
+});

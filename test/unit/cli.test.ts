@@ -24,7 +24,8 @@ describe('residual analyze', () => {
     const r = cli(['analyze', '--model', model, '--text', text, '--json', '--providers', 'cpu']);
     assert.equal(r.code, 0, r.err);
     const j = JSON.parse(r.out);
-    assert.deepEqual(Object.keys(j.model).sort(), ['architecture', 'd_model', 'dir', 'dtype', 'n_ctx', 'n_heads', 'n_layers', 'name', 'vocab_size']);
+    assert.deepEqual(Object.keys(j.model).sort(), ['architecture', 'd_model', 'dir', 'dtype', 'n_ctx', 'n_heads', 'n_kv_heads', 'n_layers', 'name', 'precision', 'vocab_size']);
+    assert.deepEqual([j.model.n_kv_heads, j.model.precision], [j.model.n_heads, 'float32']);
     assert.equal(j.provider, 'cpu');
     assert.equal(j.tokens.map((t: { text: string }) => t.text).join(''), text);
     for (const t of j.tokens) assert.equal(text.slice(t.start, t.end), t.text);

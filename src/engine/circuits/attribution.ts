@@ -152,7 +152,8 @@ export class Attributor {
         hookName(l, 'hook_mlp_out'),
       );
     }
-    const run = await this.model.run({ ids, hooks, cancel });
+    // The graph's logit targets are at the last position only.
+    const run = await this.model.run({ ids, hooks, logitPositions: [ids.length - 1], cancel });
     const act = (h: HookName) => run.activations.get(h)!.data;
     const P = ids.length;
     const layers: LayerActivations[] = [];
@@ -200,7 +201,7 @@ export class Attributor {
           featAct[n] = la.act[j];
         }
     });
-    const logitsAll = act('logits').subarray((P - 1) * V, P * V);
+    const logitsAll = act('logits').subarray(0, V);
     const { logitIds, logitProbs } = pickLogits(logitsAll, opts.maxNLogits ?? 10, opts.desiredLogitProb ?? 0.95);
     const nLogits = logitIds.length;
     const geom = { nFeatures, nPos: P, nLayers: L };

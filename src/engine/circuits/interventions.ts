@@ -68,10 +68,10 @@ export async function intervene(attributor: Attributor, g: AttributionGraph, int
   }
   const steer: SteerAdd[] = [...adds].map(([layer, add]) => ({ layer, point: 'hook_resid_post', add }));
   const [base, after] = await Promise.all([
-    model.run({ ids: g.ids, hooks: ['logits'] }),
-    model.run({ ids: g.ids, hooks: ['logits'], steer }),
+    model.run({ ids: g.ids, hooks: ['logits'], logitPositions: [P - 1] }),
+    model.run({ ids: g.ids, hooks: ['logits'], steer, logitPositions: [P - 1] }),
   ]);
-  const last = (r: typeof base) => r.activations.get('logits')!.data.subarray((P - 1) * V, P * V);
+  const last = (r: typeof base) => r.activations.get('logits')!.data.subarray(0, V);
   const b = last(base);
   const a = last(after);
   const stats = (x: Float32Array) => {

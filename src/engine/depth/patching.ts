@@ -63,9 +63,11 @@ export async function activationPatching(model: Model, req: PatchingRequest, opt
 
   const hooks: HookName[] = ['logits'];
   for (let l = 0; l < L; l++) hooks.push(hookName(l, point));
-  const cleanRun = await model.run({ ids: clean.ids, hooks, cancel: opts.cancel });
-  const corrRun = await model.run({ ids: corrupted.ids, hooks, cancel: opts.cancel });
-  const lastRow = (logits: Float32Array) => logits.subarray((P - 1) * V, P * V);
+  // Only the last position's logits are measured: every run computes just that row of the unembedding.
+  const last = [P - 1];
+  const cleanRun = await model.run({ ids: clean.ids, hooks, logitPositions: last, cancel: opts.cancel });
+  const corrRun = await model.run({ ids: corrupted.ids, hooks, logitPositions: last, cancel: opts.cancel });
+  const lastRow = (logits: Float32Array) => logits.subarray(0, V);
   const cleanLogits = lastRow(cleanRun.activations.get('logits')!.data);
   const corrLogits = lastRow(corrRun.activations.get('logits')!.data);
   for (const [name, row] of [['clean', cleanLogits], ['corrupted', corrLogits]] as const) {
@@ -130,7 +132,7 @@ export async function activationPatching(model: Model, req: PatchingRequest, opt
       if (!differs) {
         rowOut.push(0);
       } else {
-        const run = await model.run({ ids: corrupted.ids, hooks: ['logits'], steer: [{ layer: l, point, add }], cancel: opts.cancel });
+        const run = await model.run({ ids: corrupted.ids, hooks: ['logits'], steer: [{ layer: l, point, add }], logitPositions: last, cancel: opts.cancel });
         rowOut.push((ld(lastRow(run.activations.get('logits')!.data)) - ldCorrupted) / span);
       }
       add.fill(0, p * D, (p + 1) * D);

@@ -20,7 +20,7 @@ import { familyWeightNames, ropeInvFreq } from '../checkpoint/families';
 import type { TensorEntry } from '../checkpoint/safetensors';
 import { hookName, type BlockHook, type HookName } from '../hooks';
 import { GraphBuilder, tensorAttrF32, type Dim } from './builder';
-import { activation, steerInputName, weightAccess, type BuiltGraph, type GraphOptions, type SteerPoint } from './gpt2';
+import { activation, logitRows, steerInputName, weightAccess, type BuiltGraph, type GraphOptions, type SteerPoint } from './gpt2';
 
 const onnx_BOOL = 9;
 
@@ -216,11 +216,10 @@ export function buildDecoderGraph(cfg: ModelConfig, tensors: Map<string, TensorE
   }
 
   const xf = norm(resid, names.finalNorm, names.finalNormBias, 'ln_final.hook_scale', null);
-  const xf2 = g.op('Reshape', [xf, g.constI64('shape_ND', [-1, D])]);
-  let logits2 = weights.gemmT(xf2, unembedName);
+  const sel = logitRows(g, xf, D, V);
+  let logits2 = weights.gemmT(sel.rows, unembedName);
   if (f.finalSoftcap) logits2 = softcap(logits2, f.finalSoftcap);
-  const shapeBPV = g.op('Concat', [g.op('Shape', [ids]), g.constI64('V', [V])], { axis: 0 });
-  hook('logits', g.op('Reshape', [logits2, shapeBPV]), [B, P, V]);
+  hook('logits', g.op('Reshape', [logits2, sel.shape]), [B, 'logit_pos', V]);
 
   return { bytes: g.encode(), outputs, externalFiles };
 }

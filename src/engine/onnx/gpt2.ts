@@ -3,7 +3,7 @@
  * as a graph output and additive steering inputs on the residual stream of every block.
  *
  * Batch-first shapes as in TransformerLens: input_ids [B,P]; resid [B,P,D]; q/k/v/z [B,P,H,E]; scores/pattern
- * [B,H,Q,S]; LN scales [B,P,1]; logits [B,P,V].
+ * [B,H,Q,S]; LN scales [B,P,1]; logits [B,K,V] for the K positions in the `logit_positions` input.
  */
 import type { Gpt2Config } from '../checkpoint/config';
 import type { TensorEntry } from '../checkpoint/safetensors';
@@ -153,15 +153,28 @@ export function buildGpt2Graph(cfg: Gpt2Config, tensors: Map<string, TensorEntry
 
   const xf = layerNorm(resid, 'ln_f.weight', 'ln_f.bias', 'ln_final.hook_scale', null);
   // Unembedding: lm_head [V,D] or the tied wte [V,D]; Gemm with transB reads it in place (no transposed copy).
-  const xf2 = g.op('Reshape', [xf, g.constI64('shape_ND', [-1, D])]);
-  const logits2 = weights.gemmT(xf2, tensors.has('lm_head.weight') ? 'lm_head.weight' : 'wte.weight');
-  const shapeBPV = g.op('Concat', [g.op('Shape', [ids]), g.constI64('V', [V])], { axis: 0 });
-  hook('logits', g.op('Reshape', [logits2, shapeBPV]), [B, P, V]);
+  const sel = logitRows(g, xf, D, V);
+  const logits2 = weights.gemmT(sel.rows, tensors.has('lm_head.weight') ? 'lm_head.weight' : 'wte.weight');
+  hook('logits', g.op('Reshape', [logits2, sel.shape]), [B, 'logit_pos', V]);
 
   return { bytes: g.encode(), outputs, externalFiles };
 }
 
 const onnx_BOOL = 9;
+
+/**
+ * The final residual rows whose logits the graph computes: input `logit_positions` [K] (0..P−1 for all of them).
+ * The unembedding is the largest product of a forward pass (a third of GPT-2 small's FLOPs at 128 tokens), and ONNX
+ * Runtime runs every node whatever is fetched, so callers that need only the last position's logits ask for that.
+ * Returns the rows as [B·K, D] and the [B, K, V] shape of their logits.
+ */
+export function logitRows(g: GraphBuilder, xf_BPD: string, D: number, V: number): { rows: string; shape: string } {
+  const pos = g.input('logit_positions', 'int64', ['logit_pos']);
+  const sel = g.op('Gather', [xf_BPD, pos], { axis: 1 }); // [B, K, D]
+  const rows = g.op('Reshape', [sel, g.constI64('shape_ND', [-1, D])]);
+  const shape = g.op('Concat', [g.op('Shape', [sel], { start: 0, end: 2 }), g.constI64('V', [V])], { axis: 0 });
+  return { rows, shape };
+}
 
 /**
  * How a graph reads its weights, by precision: `f32(name)` a float32 value (vectors, norm gains, biases);

@@ -206,8 +206,8 @@ export async function nextTokenEffectIds(
   const V = model.config.vocabSize;
   const hook = hookName(spec.layer, spec.point);
   const hooks: HookName[] = spec.relative ? ['logits', hook] : ['logits'];
-  const base = await model.run({ ids, hooks, cancel: opts.cancel });
-  const baseLast = base.activations.get('logits')!.data.subarray((P - 1) * V, P * V);
+  const base = await model.run({ ids, hooks, logitPositions: [P - 1], cancel: opts.cancel });
+  const baseLast = base.activations.get('logits')!.data.subarray(0, V);
   const baseLog = logSoftmax(baseLast);
   if (!baseLog) throw new ResidualError('the unsteered model produced NaN or Inf logits', 'logits', 'numeric');
   const baseline = topTokens(model, baseLast, k);
@@ -223,8 +223,8 @@ export async function nextTokenEffectIds(
     nonFinite: true,
   });
   if (!addsFinite(adds)) return broken();
-  const st = await model.run({ ids, hooks: ['logits'], steer: adds, cancel: opts.cancel });
-  const stLast = st.activations.get('logits')!.data.subarray((P - 1) * V, P * V);
+  const st = await model.run({ ids, hooks: ['logits'], steer: adds, logitPositions: [P - 1], cancel: opts.cancel });
+  const stLast = st.activations.get('logits')!.data.subarray(0, V);
   const stLog = logSoftmax(stLast);
   if (!stLog) return broken();
   const steered = topTokens(model, stLast, k);
@@ -376,13 +376,12 @@ export async function generate(
       steer: adds,
       past: useCache ? cache : undefined,
       wantCache: useCache,
+      logitPositions: [(useCache ? feed.length : seq.length) - 1],
       cancel: opts.cancel,
     });
     calls++;
     cache = r.cache;
-    const logits = r.activations.get('logits')!.data;
-    const n = useCache ? feed.length : seq.length;
-    const last = logits.subarray((n - 1) * V, n * V);
+    const last = r.activations.get('logits')!.data.subarray(0, V);
     if (!last.every(Number.isFinite)) {
       nonFinite = true;
       return finish();
@@ -465,8 +464,8 @@ export async function sweep(
     target = { id: t[0], text: tokText(model, t[0]) };
   }
   const hooks: HookName[] = ['logits', ...(s.relative ? s.layers.map((l) => hookName(l, s.point)) : [])];
-  const base = await model.run({ ids, hooks, cancel: opts.cancel });
-  const baseLog = logSoftmax(base.activations.get('logits')!.data.subarray((P - 1) * V, P * V));
+  const base = await model.run({ ids, hooks, logitPositions: [P - 1], cancel: opts.cancel });
+  const baseLog = logSoftmax(base.activations.get('logits')!.data.subarray(0, V));
   if (!baseLog) throw new ResidualError('the unsteered model produced NaN or Inf logits', 'logits', 'numeric');
   const baseNeutral = await model.run({ ids: neutral, hooks: ['logits'], cancel: opts.cancel });
   const baselineNeutralLoss = meanNextTokenLoss(baseNeutral.activations.get('logits')!.data, neutral, V);
@@ -490,8 +489,8 @@ export async function sweep(
       let tp = NaN;
       let nl = NaN;
       if (addsFinite(adds) && addsFinite(neutralAdds)) {
-        const r = await model.run({ ids, hooks: ['logits'], steer: adds, cancel: opts.cancel });
-        const lg = logSoftmax(r.activations.get('logits')!.data.subarray((P - 1) * V, P * V));
+        const r = await model.run({ ids, hooks: ['logits'], steer: adds, logitPositions: [P - 1], cancel: opts.cancel });
+        const lg = logSoftmax(r.activations.get('logits')!.data.subarray(0, V));
         if (lg) {
           k = klDivergence(baseLog, lg);
           if (target) tp = Math.exp(lg[target.id]);
