@@ -26,11 +26,11 @@ function ensureModel(): void {
   writeRandomGpt2(modelDir, SHAPE, { seed: 1, tokenizerJson: gpt2TokenizerJSON() });
 }
 
-/** FLOPs of one forward pass (multiply-adds × 2), attention included, logits over all positions. */
-function forwardFlops(P: number): number {
+/** FLOPs of one forward pass (multiply-adds × 2), attention included, logits over `logitRows` positions. */
+function forwardFlops(P: number, logitRows = P): number {
   const { nLayers: L, dModel: D, dMlp: M, vocabSize: V } = SHAPE;
   const perLayer = 2 * P * D * 3 * D + 2 * 2 * P * P * D + 2 * P * D * D + 2 * 2 * P * D * M;
-  return L * perLayer + 2 * P * D * V;
+  return L * perLayer + 2 * logitRows * D * V;
 }
 
 function median(xs: number[]): number {
@@ -98,13 +98,33 @@ async function main(): Promise<void> {
   const forward = [];
   for (const P of quick ? [32, 128] : [32, 128, 512]) {
     const ids = Array.from({ length: P }, (_, i) => (i * 7919) % SHAPE.vocabSize);
-    for (const [mode, hooks] of [['logits', ['logits']], ['all-hooks', all]] as [string, HookName[]][]) {
-      const r = await timeIt(() => model.run({ ids, hooks }), 1, P >= 512 ? 3 : 5);
-      const gflop = forwardFlops(P) / 1e9;
+    // "-last": logits for the last position only (what Analyze Selection, patching and steering ask for).
+    for (const [mode, hooks, last] of [
+      ['logits', ['logits'], false],
+      ['all-hooks', all, false],
+      ['logits-last', ['logits'], true],
+      ['all-hooks-last', all, true],
+    ] as [string, HookName[], boolean][]) {
+      const r = await timeIt(() => model.run({ ids, hooks, logitPositions: last ? [P - 1] : undefined }), 1, P >= 512 ? 3 : 5);
+      const gflop = forwardFlops(P, last ? 1 : P) / 1e9;
       forward.push({ mode, tokens: P, ...r, gflop, fraction_of_peak: gflop / r.median_s / peak });
     }
   }
   await model.dispose();
+  // The attribution graph and steered generation, each in its own process (bench/attribution.ts, bench/generation.ts).
+  const extra: Record<string, unknown> = {};
+  if (!quick) {
+    for (const [name, script, flags] of [
+      ['attribution_graph', 'attribution.ts', ['--runs', '3']],
+      ['generation', 'generation.ts', ['--runs', '3', '--tokens', '32']],
+    ] as const) {
+      const out = path.join(os.tmpdir(), `residual-bench-${name}-${process.pid}.json`);
+      console.error(`running bench/${script}…`);
+      execFileSync(process.execPath, ['--import', 'tsx', path.join(__dirname, script), ...flags, '--json', out], { stdio: ['ignore', 'ignore', 'inherit'] });
+      extra[name] = JSON.parse(fs.readFileSync(out, 'utf8'));
+      fs.rmSync(out, { force: true });
+    }
+  }
   const result = {
     provider: model.provider,
     threads: os.cpus().length,
@@ -113,6 +133,7 @@ async function main(): Promise<void> {
     model: { ...SHAPE, params_m: 124.4 },
     session_create: sessions,
     forward,
+    ...extra,
     date: new Date().toISOString(),
   };
   fs.mkdirSync(path.dirname(jsonOut), { recursive: true });
@@ -123,11 +144,15 @@ async function main(): Promise<void> {
   for (const s of sessions) console.log(`  ${s.mode.padEnd(7)} create ${s.create_s.toFixed(2)} s · first 32-token run ${s.first_run_s.toFixed(3)} s · peak RSS ${s.rss_peak_mb.toFixed(0)} MB`);
   console.log('\nforward                tokens   median s   min s    GFLOP   of peak   all-hooks / logits');
   for (const f of forward) {
-    const base = forward.find((x) => x.mode === 'logits' && x.tokens === f.tokens)!;
+    const base = forward.find((x) => x.mode === f.mode.replace('all-hooks', 'logits') && x.tokens === f.tokens)!;
     console.log(
-      `  ${f.mode.padEnd(20)} ${String(f.tokens).padStart(6)} ${f.median_s.toFixed(3).padStart(10)} ${f.min_s.toFixed(3).padStart(7)} ${f.gflop.toFixed(1).padStart(8)} ${(f.fraction_of_peak * 100).toFixed(0).padStart(8)}%   ${f.mode === 'all-hooks' ? (f.median_s / base.median_s).toFixed(2) + '×' : ''}`,
+      `  ${f.mode.padEnd(20)} ${String(f.tokens).padStart(6)} ${f.median_s.toFixed(3).padStart(10)} ${f.min_s.toFixed(3).padStart(7)} ${f.gflop.toFixed(1).padStart(8)} ${(f.fraction_of_peak * 100).toFixed(0).padStart(8)}%   ${f.mode.startsWith('all-hooks') ? (f.median_s / base.median_s).toFixed(2) + '×' : ''}`,
     );
   }
+  const attr = extra.attribution_graph as { median_s: number; tokens: number; max_feature_nodes: unknown } | undefined;
+  if (attr) console.log(`\nattribution graph (12 × 24576 TopK transcoders, ${attr.tokens} tokens, max_feature_nodes ${attr.max_feature_nodes}): median ${attr.median_s.toFixed(2)} s`);
+  const gen = extra.generation as { results: { rows: { model: string; cache: boolean; median_tokens_per_s: number }[] }[] } | undefined;
+  for (const r of gen?.results.flatMap((x) => x.rows) ?? []) console.log(`steered generation, ${r.model}, ${r.cache ? 'KV cache' : 'no cache'}: ${r.median_tokens_per_s.toFixed(1)} tokens/s`);
   console.log(`\nJSON: ${path.relative(process.cwd(), jsonOut)}`);
 }
 
