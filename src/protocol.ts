@@ -42,6 +42,8 @@ export type FromActivations =
   | { type: 'ready' }
   /** Select the token's text in the editor it came from. */
   | { type: 'token/reveal'; start: number; end: number }
+  /** The result of request `requestId` is drawn (the host logs the time from the command to this point). */
+  | { type: 'analysis/rendered'; requestId: number }
   /** Re-run the analysis of the current editor selection. */
   | { type: 'analysis/rerun' }
   /** Track a typed target token through the logit lens at a position. */

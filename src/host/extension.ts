@@ -65,7 +65,11 @@ export function activate(context: vscode.ExtensionContext): void {
    * Analyses the selection (else the current line) of the current editor, or `target` (a re-run of an earlier
    * range); a new request cancels the previous one.
    */
+  /** When each analysis request's command started (for the command-to-rendered-panel latency in the log). */
+  const commandStart = new Map<number, number>();
+
   async function analyzeEditor(target?: { doc: vscode.TextDocument; range: vscode.Range }): Promise<Analysed | undefined> {
+    const t0 = performance.now();
     const editor = currentEditor();
     if (!target && !editor) {
       void vscode.window.showWarningMessage('Residual: open a file and select the text to analyse.');
@@ -83,6 +87,8 @@ export function activate(context: vscode.ExtensionContext): void {
     const cts = new vscode.CancellationTokenSource();
     running = cts;
     const id = ++requestId;
+    commandStart.set(id, t0);
+    for (const k of commandStart.keys()) if (k < id - 10) commandStart.delete(k); // superseded, never drawn
     const file = vscode.workspace.asRelativePath(doc.uri);
     const preview = text.length > 60 ? `${text.slice(0, 57)}…` : text;
     panel.show();
@@ -161,6 +167,12 @@ export function activate(context: vscode.ExtensionContext): void {
   async function onPanelMessage(m: FromActivations): Promise<void> {
     try {
       switch (m.type) {
+        case 'analysis/rendered': {
+          const t0 = commandStart.get(m.requestId);
+          commandStart.delete(m.requestId);
+          if (t0 !== undefined) log.appendLine(`[${m.requestId}] command to rendered panel: ${(performance.now() - t0).toFixed(0)} ms`);
+          break;
+        }
         case 'token/reveal':
           if (last) await revealRange(last.source, m.start, m.end);
           break;

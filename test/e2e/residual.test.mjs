@@ -41,6 +41,13 @@ describe('Residual in a real VS Code', { skip: ext ? false : 'RESIDUAL_VSIX / RE
 
   const activations = () => webview(vs.page, { title: 'Residual: Activations' });
 
+  /** The extension's own log of the time from the command to the drawn panel, for the request the panel shows. */
+  async function loggedLatency(wv) {
+    const id = await wv.locator('#app').getAttribute('data-request');
+    const re = new RegExp(`\\[${id}\\] command to rendered panel: (\\d+) ms`);
+    return Number(re.exec(await vs.waitForOutput('Residual', re, 30_000))[1]);
+  }
+
   /** Waits until the panel shows exactly these tokens (a previous analysis may still be on screen meanwhile). */
   async function waitForTokens(wv, expected, timeout = 60_000) {
     const want = expected.tokens.map((t) => visible(t.text));
@@ -68,6 +75,7 @@ describe('Residual in a real VS Code', { skip: ext ? false : 'RESIDUAL_VSIX / RE
     const wv = await activations();
     await waitForTokens(wv, expected);
     timings.analyzeCold = Date.now() - t0;
+    timings.analyzeColdLogged = await loggedLatency(wv);
     const L = expected.model.n_layers;
     // Heatmap and lens: one row per read-out (resid_pre of each block + the last resid_post), one column per token.
     assert.equal(await wv.locator('#heatmap tr[data-layer]').count(), L + 1);
@@ -124,6 +132,7 @@ describe('Residual in a real VS Code', { skip: ext ? false : 'RESIDUAL_VSIX / RE
     const wv = await activations();
     await waitForTokens(wv, expected);
     timings.analyzeWarm = Date.now() - t0;
+    timings.analyzeWarmLogged = await loggedLatency(wv);
 
     // Two requests at once: the later selection wins and the panel ends in a clean state.
     const l1 = LINES.findIndex((l) => l.startsWith('numbers')) + 1;

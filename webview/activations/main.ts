@@ -23,6 +23,8 @@ window.addEventListener('message', (ev: MessageEvent<ToActivations>) => {
     case 'analysis/result':
       app.dataset.request = String(m.requestId);
       update({ analysis: m.analysis, file: m.file, position: m.analysis.tokens.length - 1, customTarget: undefined, corrupted: undefined });
+      // After the next frame the panel is painted: report it, so the host can log command-to-panel latency.
+      requestAnimationFrame(() => host.post({ type: 'analysis/rendered', requestId: m.requestId }));
       break;
     case 'analysis/error':
       app.dataset.state = 'error';
