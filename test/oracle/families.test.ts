@@ -21,8 +21,8 @@ import { referenceDecoderForward } from '../../src/engine/reference/decoder-refe
 import type { ReferenceSteer } from '../../src/engine/reference/gpt2-reference';
 import { silenceOrt } from '../../src/engine/runtime/session';
 import { gpt2TokenizerJSON } from '../../tools/gpt2-tokenizer';
+import { assertMatches, closeness } from '../helpers/closeness';
 
-const TOL = 1e-4;
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'residual-families-'));
 const cacheDir = path.join(root, 'cache');
 let tokenizerJson: object;
@@ -98,28 +98,6 @@ async function fixture(c: Case, tag = '') {
   const ckpt = openCheckpoint(dir);
   const weights = new Map([...ckpt.tensors].map(([k, e]) => [k, readTensorF32(e)]));
   return { model, weights, cfg: ckpt.config, ckpt };
-}
-
-/** Elementwise |a − b| ≤ tol · (|b| + rms(b)); identical values (including ±∞) always pass. Returns the worst ratio. */
-function closeness(a: Float32Array, b: Float32Array): number {
-  let ss = 0;
-  let n = 0;
-  for (const x of b) if (Number.isFinite(x)) (ss += x * x), n++;
-  const rms = Math.sqrt(ss / Math.max(1, n)) || 1;
-  let worst = 0;
-  for (let i = 0; i < a.length; i++) {
-    if (a[i] === b[i]) continue;
-    worst = Math.max(worst, Math.abs(a[i] - b[i]) / (Math.abs(b[i]) + rms));
-  }
-  return worst;
-}
-
-function assertMatches(name: string, got: Tensor32 | undefined, want: Tensor32 | undefined): void {
-  assert.ok(got, `${name}: missing from the ONNX run`);
-  assert.ok(want, `${name}: missing from the reference`);
-  assert.deepEqual(got.dims, want.dims, `${name}: dims`);
-  const worst = closeness(got.data, want.data);
-  assert.ok(worst <= TOL, `${name}: worst relative error ${worst.toExponential(2)} > ${TOL}`);
 }
 
 const IDS = [464, 2068, 7586, 21831, 18045, 625, 262, 16931, 3290, 13, 198, 50256];

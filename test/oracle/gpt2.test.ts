@@ -10,14 +10,13 @@ import { after, before, describe, it } from 'node:test';
 import { openCheckpoint } from '../../src/engine/checkpoint/load';
 import { writeRandomGpt2, type RandomGpt2Options, type RandomGpt2Shape } from '../../src/engine/checkpoint/random';
 import { readTensorF32 } from '../../src/engine/checkpoint/safetensors';
-import type { Tensor32 } from '../../src/engine/dims';
 import { allHookNames, type HookName } from '../../src/engine/hooks';
 import { Model, type SteerAdd } from '../../src/engine/model';
 import { referenceForward, type ReferenceSteer } from '../../src/engine/reference/gpt2-reference';
 import { silenceOrt } from '../../src/engine/runtime/session';
 import { gpt2TokenizerJSON } from '../../tools/gpt2-tokenizer';
+import { assertMatches, closeness } from '../helpers/closeness';
 
-const TOL = 1e-4;
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'residual-oracle-'));
 const cacheDir = path.join(root, 'cache');
 let tokenizerJson: object;
@@ -42,28 +41,6 @@ async function fixture(name: string, shape: Partial<RandomGpt2Shape>, opts: Part
   const ckpt = openCheckpoint(dir);
   const weights = new Map([...ckpt.tensors].map(([k, e]) => [k, readTensorF32(e)]));
   return { model, weights, cfg: ckpt.config };
-}
-
-/** Elementwise |a − b| ≤ tol · (|b| + rms(b)); identical values (including ±∞) always pass. Returns the worst ratio. */
-function closeness(a: Float32Array, b: Float32Array): number {
-  let ss = 0;
-  let n = 0;
-  for (const x of b) if (Number.isFinite(x)) (ss += x * x), n++;
-  const rms = Math.sqrt(ss / Math.max(1, n)) || 1;
-  let worst = 0;
-  for (let i = 0; i < a.length; i++) {
-    if (a[i] === b[i]) continue;
-    worst = Math.max(worst, Math.abs(a[i] - b[i]) / (Math.abs(b[i]) + rms));
-  }
-  return worst;
-}
-
-function assertMatches(name: string, got: Tensor32 | undefined, want: Tensor32 | undefined): void {
-  assert.ok(got, `${name}: missing from the ONNX run`);
-  assert.ok(want, `${name}: missing from the reference`);
-  assert.deepEqual(got.dims, want.dims, `${name}: dims`);
-  const worst = closeness(got.data, want.data);
-  assert.ok(worst <= TOL, `${name}: worst relative error ${worst.toExponential(2)} > ${TOL}`);
 }
 
 const IDS = [464, 2068, 7586, 21831, 18045, 625, 262, 16931, 3290, 13, 198, 50256];

@@ -10,6 +10,7 @@ import * as path from 'node:path';
 import { ResidualError } from '../errors';
 import { f32ArrayToF16 } from './half';
 import { readSafetensorsHeader, readTensorF32, type TensorEntry } from './safetensors';
+import { writeSafetensorsFile } from './write';
 
 /** Bytes a float16 copy of these tensors adds on disk (0 when all are F16 already). */
 export function halfCopyBytes(tensors: Map<string, TensorEntry>): number {
@@ -69,16 +70,7 @@ function writeHalfCopy(file: string, tensors: [string, TensorEntry][]): void {
     header[name] = { dtype: 'F16', shape: e.shape, data_offsets: [offset, offset + bytes] };
     offset += bytes;
   }
-  const text = new TextEncoder().encode(JSON.stringify(header));
-  const json = new Uint8Array(Math.ceil(text.length / 8) * 8).fill(0x20);
-  json.set(text);
-  const prefix = new Uint8Array(8);
-  new DataView(prefix.buffer).setBigUint64(0, BigInt(json.length), true);
-  const tmp = `${file}.tmp-${process.pid}`;
-  const fd = fs.openSync(tmp, 'w');
-  try {
-    fs.writeSync(fd, prefix);
-    fs.writeSync(fd, json);
+  writeSafetensorsFile(file, header, (function* () {
     for (const [name, e] of tensors) {
       const f32 = readTensorF32(e);
       const h = f32ArrayToF16(f32);
@@ -88,17 +80,9 @@ function writeHalfCopy(file: string, tensors: [string, TensorEntry][]): void {
           throw new ResidualError(`weight ${name} holds ${f32[i]}, beyond float16's range (±65504); this model cannot run with half-precision weights`, e.file, 'unsupported');
         }
       }
-      let done = 0;
-      const bytes = new Uint8Array(h.buffer, h.byteOffset, h.byteLength);
-      while (done < bytes.length) done += fs.writeSync(fd, bytes, done, bytes.length - done);
+      yield new Uint8Array(h.buffer, h.byteOffset, h.byteLength);
     }
-  } catch (e) {
-    fs.closeSync(fd);
-    fs.rmSync(tmp, { force: true });
-    throw e;
-  }
-  fs.closeSync(fd);
-  fs.renameSync(tmp, file);
+  })());
 }
 
 function numel(shape: readonly number[]): number {

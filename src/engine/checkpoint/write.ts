@@ -46,6 +46,17 @@ export function writeSafetensors(
     header[t.name] = { dtype, shape: t.shape, data_offsets: [offset, offset + bytes] };
     offset += bytes;
   }
+  writeSafetensorsFile(path, header, (function* () {
+    for (const t of tensors) yield encode(t.data, dtype);
+  })());
+}
+
+/**
+ * Writes a safetensors file from its header (data offsets already set) and the tensors' bytes in order, produced
+ * lazily so a caller can convert one tensor at a time. Written beside `path` and renamed into place; an error while
+ * producing bytes removes the partial file.
+ */
+export function writeSafetensorsFile(path: string, header: Record<string, unknown>, bodies: Iterable<Uint8Array>): void {
   const text = new TextEncoder().encode(JSON.stringify(header));
   const json = new Uint8Array(Math.ceil(text.length / 8) * 8).fill(0x20); // pad with spaces to a multiple of 8
   json.set(text);
@@ -57,7 +68,7 @@ export function writeSafetensors(
   try {
     writeAll(fd, prefix);
     writeAll(fd, json);
-    for (const t of tensors) writeAll(fd, encode(t.data, dtype));
+    for (const b of bodies) writeAll(fd, b);
   } catch (e) {
     fs.closeSync(fd);
     fs.rmSync(tmp, { force: true });

@@ -18,9 +18,9 @@
 import type { ModelConfig } from '../checkpoint/config';
 import { familyWeightNames, ropeInvFreq } from '../checkpoint/families';
 import type { TensorEntry } from '../checkpoint/safetensors';
-import { hookName, type BlockHook, type HookName } from '../hooks';
+import { hookName, type HookName } from '../hooks';
 import { GraphBuilder, tensorAttrF32, type Dim } from './builder';
-import { activation, logitRows, steerInputName, weightAccess, type BuiltGraph, type GraphOptions, type SteerPoint } from './gpt2';
+import { activation, hookPoints, logitRows, weightAccess, type BuiltGraph, type GraphOptions } from './gpt2';
 
 const onnx_BOOL = 9;
 
@@ -47,13 +47,7 @@ export function buildDecoderGraph(cfg: ModelConfig, tensors: Map<string, TensorE
     const y = g.op('Reshape', [weights.gemmT(rows, weight), g.op('Concat', [bpShape, g.constI64('out', [out])], { axis: 0 })]);
     return bias ? g.op('Add', [y, w(bias)]) : y;
   };
-  const hook = (name: HookName, value: string, dims: Dim[]): string => {
-    const out = g.rename(value, name);
-    g.output(name, 'float32', dims);
-    outputs.set(name, dims.map((d) => (typeof d === 'number' ? String(d) : d)).join(','));
-    return out;
-  };
-  const blockHook = (l: number, h: BlockHook, value: string, dims: Dim[]) => hook(hookName(l, h), value, dims);
+  const { hook, blockHook, steer } = hookPoints(g, outputs, D);
 
   const ones_D = g.constF32('ones_D', [D], new Float32Array(D).fill(1));
   const zeros_D = g.constF32('zeros_D', [D], new Float32Array(D));
@@ -108,12 +102,6 @@ export function buildDecoderGraph(cfg: ModelConfig, tensors: Map<string, TensorE
       masks.set(window, m);
     }
     return m;
-  };
-
-  const steer = (l: number, point: SteerPoint, x: string): string => {
-    const name = steerInputName(l, point);
-    g.input(name, 'float32', ['steer_batch', 'steer_pos', D]);
-    return g.op('Add', [x, name]);
   };
 
   /** LayerNorm or RMSNorm over the last axis, exposing TransformerLens's scale and (optionally) normalized hooks. */

@@ -56,13 +56,7 @@ export function buildGpt2Graph(cfg: Gpt2Config, tensors: Map<string, TensorEntry
   const weights = weightAccess(g, tensors, locate, externalFiles, opts.precision ?? 'float32');
   const w = weights.f32;
   const mm = weights.matmul;
-  const hook = (name: HookName, value: string, dims: Dim[]): string => {
-    const out = g.rename(value, name);
-    g.output(name, 'float32', dims);
-    outputs.set(name, dims.map((d) => (typeof d === 'number' ? String(d) : d)).join(','));
-    return out;
-  };
-  const blockHook = (l: number, h: BlockHook, value: string, dims: Dim[]) => hook(hookName(l, h), value, dims);
+  const { hook, blockHook, steer } = hookPoints(g, outputs, D);
 
   // Small constants shared by all layers.
   const ones_D = g.constF32('ones_D', [D], new Float32Array(D).fill(1));
@@ -98,14 +92,6 @@ export function buildGpt2Graph(cfg: Gpt2Config, tensors: Map<string, TensorEntry
   const ps = g.op('Concat', [nPos, g.op('Add', [nPast, nPos])], { axis: 0 });
   const onesPS = g.op('ConstantOfShape', [ps], { value: tensorAttrF32(1) });
   const causal = g.op('Cast', [g.op('Trilu', [onesPS, g.op('Squeeze', [nPast, axis0])], { upper: 0 })], { to: onnx_BOOL });
-
-  const steer = (l: number, point: SteerPoint, x: string): string => {
-    const name = steerInputName(l, point);
-    // A required input: onnxruntime-node cannot feed initializer-backed (overridable) inputs, so callers always
-    // pass one; [1,1,D] zeros when not steering.
-    g.input(name, 'float32', ['steer_batch', 'steer_pos', D]);
-    return g.op('Add', [x, name]);
-  };
 
   /** LayerNorm with its scale and normalized value exposed (TransformerLens: scale = sqrt(var + eps)). */
   const layerNorm = (x: string, weight: string, bias: string, scaleHook: HookName, normHook: HookName | null): string => {
@@ -161,6 +147,28 @@ export function buildGpt2Graph(cfg: Gpt2Config, tensors: Map<string, TensorEntry
 }
 
 const onnx_BOOL = 9;
+
+/**
+ * Hook points and steering inputs, shared by every graph builder: `hook` names a value as a TransformerLens hook and
+ * makes it a graph output (recorded in `outputs`); `steer` adds the block's additive input at one residual point.
+ */
+export function hookPoints(g: GraphBuilder, outputs: Map<HookName, string>, D: number) {
+  const hook = (name: HookName, value: string, dims: Dim[]): string => {
+    const out = g.rename(value, name);
+    g.output(name, 'float32', dims);
+    outputs.set(name, dims.map((d) => (typeof d === 'number' ? String(d) : d)).join(','));
+    return out;
+  };
+  const blockHook = (l: number, h: BlockHook, value: string, dims: Dim[]) => hook(hookName(l, h), value, dims);
+  const steer = (l: number, point: SteerPoint, x: string): string => {
+    const name = steerInputName(l, point);
+    // A required input: onnxruntime-node cannot feed initializer-backed (overridable) inputs, so callers always
+    // pass one; [1,1,D] zeros when not steering.
+    g.input(name, 'float32', ['steer_batch', 'steer_pos', D]);
+    return g.op('Add', [x, name]);
+  };
+  return { hook, blockHook, steer };
+}
 
 /**
  * The final residual rows whose logits the graph computes: input `logit_positions` [K] (0..P−1 for all of them).
