@@ -111,6 +111,8 @@ describe('rotary families: ONNX graph vs plain-loop reference', () => {
       const got = await model.run({ ids: IDS, hooks });
       const want = referenceDecoderForward(cfg, weights, IDS);
       for (const h of hooks) assertMatches(h, got.activations.get(h), want.get(h));
+      const worst = Math.max(...hooks.map((h) => closeness(got.activations.get(h)!.data, want.get(h)!.data)));
+      console.log(`  ${c.type}: ${hooks.length} hook points, worst relative error ${worst.toExponential(1)}`);
       // Everything the reference computes is offered by the graph, and vice versa.
       assert.deepEqual([...want.keys()].sort(), [...hooks].sort());
     });
