@@ -14,7 +14,7 @@ import { silenceOrt } from './engine/runtime/session';
 
 const USAGE = `usage:
   residual analyze --model DIR --text TEXT [--json] [--max-tokens N] [--providers cpu,webgpu] [--top K]
-                   [--precision float32|float16] [--check-memory]
+                   [--precision float32|float16] [--check-memory] [--lens-gflop G (0: no limit)]
   residual graph   --model DIR --transcoders DIR --text TEXT [--node-threshold X] [--edge-threshold X] --out FILE
   residual steer   --model DIR --text TEXT (--feature LAYER:INDEX --transcoders DIR | --vector FILE) --layer L
                    --strength S [--hook resid_pre|resid_mid|resid_post] [--relative] [--positions all|from:N|i,j]
@@ -49,6 +49,7 @@ async function analyzeCmd(args: string[]): Promise<number> {
       top: { type: 'string', default: '5' },
       precision: { type: 'string', default: 'float32' },
       'check-memory': { type: 'boolean', default: false },
+      'lens-gflop': { type: 'string' },
     },
     strict: true,
   });
@@ -67,6 +68,7 @@ async function analyzeCmd(args: string[]): Promise<number> {
       maxTokens: values['max-tokens'] ? Number(values['max-tokens']) : undefined,
       topK: Number(values.top),
       lensK: Number(values.top),
+      lensFlops: values['lens-gflop'] === undefined ? undefined : Number(values['lens-gflop']) > 0 ? Number(values['lens-gflop']) * 1e9 : Infinity,
     });
     if (a.truncated) process.stderr.write(`residual: analysed only the last ${a.truncated.kept} tokens${a.truncated.total ? ` of ${a.truncated.total}` : ''}, from character ${a.truncated.firstChar} (model context or --max-tokens)\n`);
     process.stdout.write(values.json ? JSON.stringify(toJson(a), null, 1) + '\n' : toText(a));
@@ -96,6 +98,7 @@ export function toJson(a: Analysis) {
     heads: a.depth?.heads,
     spectral: a.depth?.spectral,
     lens: a.readouts.map((r, i) => ({ layer: r.layer, hook: r.hook, top: a.lens[i] })),
+    lens_from: a.lensFrom,
     resid_norm: a.readouts.map((r, i) => ({ layer: r.layer, hook: r.hook, norm: a.residNorm[i] })),
     target: a.target,
     timings_ms: a.timings,

@@ -17,8 +17,16 @@ export interface AnalyzeOptions {
   depth?: boolean | DepthStatsOptions;
   topK?: number;
   lensK?: number;
+  /**
+   * FLOPs the logit lens may spend (default DEFAULT_LENS_GFLOP · 1e9; Infinity: every position). Each read-out ×
+   * position costs 2·d_model·vocab; over budget, the lens covers the last positions that fit (at least one).
+   */
+  lensFlops?: number;
   cancel?: CancelToken;
 }
+
+/** Default lens budget in GFLOP: about a second on two CPU cores; all 128 positions of GPT-2 small fit. */
+export const DEFAULT_LENS_GFLOP = 150;
 
 export async function analyze(model: Model, text: string, opts: AnalyzeOptions = {}): Promise<Analysis> {
   const t0 = performance.now();
@@ -94,14 +102,21 @@ export async function analyze(model: Model, text: string, opts: AnalyzeOptions =
   const t1 = performance.now();
   const R = readouts.length;
   const K = opts.lensK ?? 5;
+  // Positions lensFrom..P−1 (Q of them) within the budget.
+  const perPosition = R * 2 * D * c.vocabSize;
+  const budget = opts.lensFlops ?? DEFAULT_LENS_GFLOP * 1e9;
+  const Q = Math.max(1, Math.min(P, Math.floor(budget / perPosition)));
+  const lensFrom = P - Q;
+  const rows = (hook: HookName) => act.get(hook)!.data.subarray(lensFrom * D, P * D);
   // The last read-out through ln_final and the unembedding is the model's own prediction at every position: it gives
   // the per-position targets (top-1) whose probability and rank every earlier read-out reports.
-  const finalOut = await model.lens({ resid_ND: act.get(readouts[R - 1].hook)!.data.subarray(0, P * D), targets: new Array(P).fill(0), k: K });
-  const kf = finalOut.topIds_NK.length / P;
-  const targetIds = Array.from({ length: P }, (_, p) => finalOut.topIds_NK[p * kf]);
-  const resid_ND = new Float32Array((R - 1) * P * D);
-  readouts.slice(0, R - 1).forEach((r, i) => resid_ND.set(act.get(r.hook)!.data.subarray(0, P * D), i * P * D));
-  const early = await model.lens({ resid_ND, targets: readouts.slice(0, R - 1).flatMap(() => targetIds), k: K });
+  const finalOut = await model.lens({ resid_ND: rows(readouts[R - 1].hook), targets: new Array(Q).fill(0), k: K });
+  const kf = finalOut.topIds_NK.length / Q;
+  const lensTargets = Array.from({ length: Q }, (_, q) => finalOut.topIds_NK[q * kf]);
+  const targetIds = [...new Array<number>(lensFrom).fill(-1), ...lensTargets];
+  const resid_ND = new Float32Array((R - 1) * Q * D);
+  readouts.slice(0, R - 1).forEach((r, i) => resid_ND.set(rows(r.hook), i * Q * D));
+  const early = await model.lens({ resid_ND, targets: readouts.slice(0, R - 1).flatMap(() => lensTargets), k: K });
   const concat = <T extends Float32Array | Int32Array>(a: T, b: T): T => {
     const out = new (a.constructor as { new (n: number): T })(a.length + b.length);
     out.set(a);
@@ -111,8 +126,8 @@ export async function analyze(model: Model, text: string, opts: AnalyzeOptions =
   const lensOut = {
     topIds_NK: concat(early.topIds_NK, finalOut.topIds_NK),
     topProbs_NK: concat(early.topProbs_NK, finalOut.topProbs_NK),
-    targetProb_N: concat(early.targetProb_N, Float32Array.from({ length: P }, (_, p) => finalOut.topProbs_NK[p * kf])),
-    targetRank_N: concat(early.targetRank_N, new Int32Array(P)),
+    targetProb_N: concat(early.targetProb_N, Float32Array.from({ length: Q }, (_, q) => finalOut.topProbs_NK[q * kf])),
+    targetRank_N: concat(early.targetRank_N, new Int32Array(Q)),
   };
   const lensMs = performance.now() - t1;
   const lens: TopToken[][][] = [];
@@ -123,8 +138,14 @@ export async function analyze(model: Model, text: string, opts: AnalyzeOptions =
     prob.push([]);
     rank.push([]);
     for (let p = 0; p < P; p++) {
-      const n = r * P + p;
-      const ks = Math.min(K, lensOut.topIds_NK.length / (R * P));
+      if (p < lensFrom) {
+        lens[r].push([]);
+        prob[r].push(NaN);
+        rank[r].push(NaN);
+        continue;
+      }
+      const n = r * Q + (p - lensFrom);
+      const ks = Math.min(K, lensOut.topIds_NK.length / (R * Q));
       const tops: TopToken[] = [];
       for (let j = 0; j < ks; j++) {
         const id = lensOut.topIds_NK[n * ks + j];
@@ -145,7 +166,8 @@ export async function analyze(model: Model, text: string, opts: AnalyzeOptions =
     readouts,
     residNorm,
     lens,
-    target: { ids: targetIds, texts: targetIds.map((i) => model.tokenizer.tokenText(i)), prob, rank },
+    lensFrom,
+    target: { ids: targetIds, texts: targetIds.map((i) => (i < 0 ? '' : model.tokenizer.tokenText(i))), prob, rank },
     stats,
     depth,
     timings: { tokenizeMs, forwardMs: run.ms, lensMs, totalMs: performance.now() - t0 },

@@ -73,9 +73,17 @@ export interface Analysis {
   readouts: Readout[];
   /** ‖resid‖₂ per readout and position: [readout][pos]. */
   residNorm: number[][];
-  /** Logit-lens top tokens: [readout][pos][k]. */
+  /** Logit-lens top tokens: [readout][pos][k]; empty at positions outside `lensFrom..P−1`. */
   lens: TopToken[][][];
-  /** The final prediction at each position (argmax of the real logits) and its prob/rank at every readout. */
+  /**
+   * The first position the lens was computed for (0: all). Every read-out × position costs an unembedding
+   * (2·d_model·vocab FLOPs), so for large vocabularies the lens covers the last positions within a FLOP budget.
+   */
+  lensFrom: number;
+  /**
+   * The final prediction at each position (the last read-out through ln_final and the unembedding, i.e. the real
+   * logits' argmax) and its prob/rank at every readout; id −1 and NaN outside the lens positions.
+   */
   target: { ids: number[]; texts: string[]; prob: number[][]; rank: number[][] };
   stats: LayerStats[];
   /** Attention, MLP sparsity, massive activations, spectra, voids (absent when not requested). */

@@ -121,7 +121,7 @@ export class EditorHeat implements vscode.Disposable {
         `| ${s.layer} | ${fmt(s.update_norm[i])} | ${fmt(s.drift_cos[i])} | ${fmt(s.attn_norm[i])} | ${fmt(s.mlp_norm[i])} | ${active === undefined ? '—' : `${(active * 100).toFixed(1)}%`} | ${top ? `\`${JSON.stringify(top.text)}\` ${(top.prob * 100).toFixed(1)}%` : '—'} |\n`,
       );
     }
-    md.appendMarkdown(`\nNext-token prediction here: \`${JSON.stringify(a.target.texts[i])}\``);
+    if (a.target.ids[i] >= 0) md.appendMarkdown(`\nNext-token prediction here: \`${JSON.stringify(a.target.texts[i])}\``);
     const range = new vscode.Range(doc.positionAt(c.source.baseOffset + t.start), doc.positionAt(c.source.baseOffset + t.end));
     return new vscode.Hover(md, range);
   }

@@ -5,7 +5,7 @@
  * VS Code.
  */
 import * as vscode from 'vscode';
-import { analyze } from '../engine/analysis';
+import { analyze, DEFAULT_LENS_GFLOP } from '../engine/analysis';
 import { compareAnalyses } from '../engine/depth/compare';
 import { activationPatching } from '../engine/depth/patching';
 import { isCancelled, ResidualError } from '../engine/errors';
@@ -102,8 +102,10 @@ export function activate(context: vscode.ExtensionContext): void {
         async (_progress, token) => {
           token.onCancellationRequested(() => cts.cancel());
           const model = await models.get();
-          const maxTokens = vscode.workspace.getConfiguration('residual').get<number>('maxTokens', 256);
-          return analyze(model, text, { maxTokens, cancel: cts.token });
+          const settings = vscode.workspace.getConfiguration('residual');
+          const maxTokens = settings.get<number>('maxTokens', 256);
+          const lensGflop = settings.get<number>('lensGflop', DEFAULT_LENS_GFLOP);
+          return analyze(model, text, { maxTokens, lensFlops: lensGflop > 0 ? lensGflop * 1e9 : Infinity, cancel: cts.token });
         },
       );
       if (id !== requestId) return undefined; // superseded while the result was on its way

@@ -16,6 +16,8 @@ import { contextMenu, openFile, REPO_ROOT, residualExtension, runCommand, screen
 
 const ext = residualExtension();
 const PROMPT = 'def add(a, b):\n    return a + b\n';
+// Each read-out × position of the lens costs 2·64·4096 FLOPs and there are 4 read-outs: this budget fits 3 positions.
+const LENS_GFLOP = (3.5 * 4 * 2 * 64 * 4096) / 1e9;
 const visible = (s) => s.replace(/ /g, '·').replace(/\n/g, '↵').replace(/\t/g, '→').replace(/\r/g, '␍') || '∅';
 
 describe('a Llama-family model in a real VS Code', { skip: ext ? false : 'RESIDUAL_VSIX / RESIDUAL_DEV_PATH not set (run scripts/e2e/run.sh)' }, () => {
@@ -47,7 +49,7 @@ describe('a Llama-family model in a real VS Code', { skip: ext ? false : 'RESIDU
     );
     writeCircuitTracerTranscoders(path.join(modelDir, 'transcoders'), randomTranscoderWeights(3, 64, 256, { seed: 3 }), { activation: 'topk', k: 8, input: 'mlp.hook_in' });
     process.env.RESIDUAL_AVAILABLE_MEMORY = '1000000'; // 1 MB: every model "does not fit"
-    vs = await startVSCode({ ...ext, name: 'families', workspaceFiles: { 'prompt.py': PROMPT }, settings: { 'residual.modelPath': modelDir } });
+    vs = await startVSCode({ ...ext, name: 'families', workspaceFiles: { 'prompt.py': PROMPT }, settings: { 'residual.modelPath': modelDir, 'residual.lensGflop': LENS_GFLOP } });
   });
   after(async () => {
     if (savedEnv === undefined) delete process.env.RESIDUAL_AVAILABLE_MEMORY;
@@ -78,6 +80,12 @@ describe('a Llama-family model in a real VS Code', { skip: ext ? false : 'RESIDU
     const tokens = await wv.locator('#tokens .token').allTextContents();
     assert.deepEqual(tokens, cli.tokens.map((t) => visible(t.text)));
     assert.equal(tokens[0], '∅', 'BOS covers no text');
+    // The lens budget: the last 3 positions are computed, the others are marked and the panel says why.
+    await wv.locator('#lens-partial', { hasText: 'The lens covers the last 3 of' }).waitFor();
+    assert.equal(await wv.locator('#lens-grid tr[data-layer="0"] td.cell.skipped').count(), tokens.length - 3);
+    assert.equal(await wv.locator('#lens-grid tr[data-layer="3"] td.cell:not(.skipped)').count(), 3);
+    await wv.locator('#lens-partial').scrollIntoViewIfNeeded();
+    await screenshot(page, 'families-lens.png');
     assert.equal(await wv.locator('#top li code.tok').first().textContent(), visible(cli.top[0].text), 'top prediction as the CLI computes it');
     cliTokens = cli.tokens.length;
     await screenshot(page, 'families-activations.png');

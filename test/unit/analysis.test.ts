@@ -114,6 +114,32 @@ describe('analyze', () => {
     }
   });
 
+  it('over the lens budget, the lens covers the last positions that fit, identical to the full lens there', async () => {
+    const full = await analyze(model, TEXT, { lensK: 3, lensFlops: Infinity });
+    assert.equal(full.lensFrom, 0);
+    const P = full.tokens.length;
+    const R = full.readouts.length;
+    const perPosition = R * 2 * cfg.dModel * cfg.vocabSize;
+    const part = await analyze(model, TEXT, { lensK: 3, lensFlops: 4.5 * perPosition });
+    assert.equal(part.lensFrom, P - 4, 'four positions fit');
+    for (let r = 0; r < R; r++) {
+      for (let p = 0; p < P; p++) {
+        if (p < part.lensFrom) {
+          assert.deepEqual(part.lens[r][p], []);
+          assert.ok(Number.isNaN(part.target.prob[r][p]));
+        } else {
+          assert.deepEqual(part.lens[r][p].map((t) => t.id), full.lens[r][p].map((t) => t.id));
+          assert.ok(Math.abs(part.target.prob[r][p] - full.target.prob[r][p]) < 1e-6);
+          assert.equal(part.target.rank[r][p], full.target.rank[r][p]);
+        }
+      }
+    }
+    assert.deepEqual(part.target.ids.slice(0, part.lensFrom), new Array(part.lensFrom).fill(-1));
+    assert.deepEqual(part.target.ids.slice(part.lensFrom), full.target.ids.slice(part.lensFrom));
+    // At least the last position, whatever the budget.
+    assert.equal((await analyze(model, TEXT, { lensFlops: 1 })).lensFrom, P - 1);
+  });
+
   it('keeps the last tokens of a selection longer than the limit and says so', async () => {
     const long = 'x = 1\n'.repeat(40);
     const a = await analyze(model, long, { maxTokens: 10 });

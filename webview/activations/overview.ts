@@ -129,7 +129,13 @@ function lensView(a: Analysis, pos: number): HTMLElement {
     tr.append(el('th', 'rowlabel', r.hook));
     a.lens[i].forEach((tops, p) => {
       const best = tops[0];
-      const td = el('td', p === pos ? 'cell selected' : 'cell', best ? showToken(best.text) : '');
+      const td = el('td', `cell${p === pos ? ' selected' : ''}${best ? '' : ' skipped'}`, best ? showToken(best.text) : '');
+      if (!best) {
+        td.title = `${r.hook} · position ${p}: not computed (the lens covers positions ${a.lensFrom}–${a.tokens.length - 1}; see residual.lensGflop)`;
+        td.addEventListener('click', () => setPosition(p));
+        tr.append(td);
+        return;
+      }
       const isFinal = best && best.id === a.target.ids[p];
       td.style.background = `color-mix(in srgb, var(--vscode-charts-${isFinal ? 'green' : 'blue'}) ${((best?.prob ?? 0) * 80).toFixed(0)}%, transparent)`;
       td.title = `${r.hook} · position ${p}\n${tops.map((t) => `${JSON.stringify(t.text)} ${(t.prob * 100).toFixed(2)}%`).join('\n')}`;
@@ -139,6 +145,12 @@ function lensView(a: Analysis, pos: number): HTMLElement {
     table.append(tr);
   });
   const wrap = el('div');
+  if (a.lensFrom > 0) {
+    const n = a.tokens.length - a.lensFrom;
+    const note = el('p', 'notice info', `The lens covers the last ${n} of ${a.tokens.length} positions: every read-out × position is an unembedding over ${a.model.vocab_size.toLocaleString('en-US')} tokens. Raise residual.lensGflop (0 = no limit) to cover more; “Track token” computes any position.`);
+    note.id = 'lens-partial';
+    wrap.append(note);
+  }
   wrap.append(scroller(table), el('p', 'hint', 'Shade: probability of the top token; green where it equals the final prediction at that position.'));
   return wrap;
 }
@@ -168,6 +180,10 @@ function trajectoryView(a: Analysis, pos: number): HTMLElement {
   canvas.id = 'trajectory';
   box.append(canvas);
   wrap.append(box);
+  if (!useCustom && pos < a.lensFrom) {
+    wrap.append(el('p', 'notice info', `The lens was not computed at position ${pos} (it covers ${a.lensFrom}–${a.tokens.length - 1}); type a token above and Track token to follow it here.`));
+    return wrap;
+  }
   const series = useCustom
     ? { label: custom.tokenText, prob: custom.prob, rank: custom.rank }
     : { label: a.target.texts[pos], prob: a.readouts.map((_, r) => a.target.prob[r][pos]), rank: a.readouts.map((_, r) => a.target.rank[r][pos]) };
