@@ -11,7 +11,8 @@ import { assertDims, numel, type Tensor32 } from './dims';
 import { ResidualError, throwIfCancelled, type CancelToken } from './errors';
 import { HOOK_DIMS, parseHookName, suggestHooks, type HookName } from './hooks';
 import { buildDecoderGraph } from './onnx/decoder';
-import { buildGpt2Graph, STEER_POINTS, steerInputName, type SteerPoint, type WeightPrecision } from './onnx/gpt2';
+import { readRows, type TensorEntry } from './checkpoint/safetensors';
+import { buildGpt2Graph, EMBEDDINGS_INPUT, STEER_POINTS, steerInputName, type SteerPoint, type WeightPrecision } from './onnx/gpt2';
 import { estimateMemory, memoryAdvice } from './memory';
 import { halfPrecisionTensors } from './checkpoint/half-copy';
 import * as os from 'node:os';
@@ -133,13 +134,18 @@ export class Model {
       ...opts,
       providers: [created.provider],
     });
-    const model = new Model(ckpt, tokenizer, created.session, lensCreated.session, created.provider, created.attempts, performance.now() - t0, new Set(main.outputs.keys()));
+    // hook_embed is the graph's input (the rows run() reads), not one of its outputs.
+    const hooks = new Set<HookName>(['hook_embed', ...main.outputs.keys()]);
+    const model = new Model(ckpt, tokenizer, created.session, lensCreated.session, created.provider, created.attempts, performance.now() - t0, hooks);
     model.precision = precision;
+    model.embedEntry = tensors.get(ckpt.embedName)!;
     return model;
   }
 
   /** The weights' precision inside ONNX Runtime. */
   precision: WeightPrecision = 'float32';
+  /** Where the token embedding rows are read (the float16 copy in half precision, like every other weight). */
+  private embedEntry!: TensorEntry;
 
   get config(): Gpt2Config {
     return this.checkpoint.config;
@@ -190,8 +196,12 @@ export class Model {
       if (!this.hooks.has(h)) throw new ResidualError(`${c.architecture} models have no such hook point (${this.hookAbsentReason(h)})`, h);
     }
     const T = ort().Tensor;
+    // The token embeddings: the rows of these ids, read from the checkpoint file (Gemma: scaled by √d_model).
+    const embeds_PD = readRows(this.embedEntry, req.ids);
+    const embedScale = Math.fround(c.family?.embedScale ?? 1); // a float32 product, as the model computes it
+    if (embedScale !== 1) for (let i = 0; i < embeds_PD.length; i++) embeds_PD[i] = Math.fround(embeds_PD[i] * embedScale);
     const feeds: Record<string, ortTypes.Tensor> = {
-      input_ids: new T('int64', BigInt64Array.from(req.ids, (i) => BigInt(i)), [1, P]),
+      [EMBEDDINGS_INPUT]: new T('float32', embeds_PD, [1, P, c.dModel]),
     };
     const empty = new T('float32', new Float32Array(0), [1, kvHeads(c), 0, c.dHead]);
     for (let l = 0; l < c.nLayers; l++) {
@@ -232,13 +242,17 @@ export class Model {
     const zeros = new T('float32', new Float32Array(c.dModel), [1, 1, c.dModel]);
     for (let l = 0; l < c.nLayers; l++) for (const point of STEER_POINTS) feeds[steerInputName(l, point)] ??= zeros;
     const t0 = performance.now();
-    const fetches: string[] = [...new Set(req.hooks)];
+    const fetches: string[] = [...new Set(req.hooks)].filter((h) => h !== 'hook_embed');
     if (req.wantCache) for (let l = 0; l < c.nLayers; l++) fetches.push(`present_key.${l}`, `present_value.${l}`);
     const out = await this.session.run(feeds, fetches);
     const ms = performance.now() - t0;
     throwIfCancelled(req.cancel);
     const activations = new Map<HookName, Tensor32>();
     for (const name of new Set(req.hooks)) {
+      if (name === 'hook_embed') {
+        activations.set(name, { dims: [1, P, c.dModel], data: embeds_PD.slice() });
+        continue;
+      }
       const t = out[name];
       const parsed = parseHookName(name)!;
       const tensor: Tensor32 = { dims: t.dims.map(Number), data: t.data as Float32Array };

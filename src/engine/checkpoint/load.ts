@@ -26,6 +26,8 @@ export interface Checkpoint {
   tokenizerPath: string;
   /** True when there is no separate unembedding: it is the token embedding (transposed). */
   tiedUnembed: boolean;
+  /** Canonical name of the token embedding [V, D]. */
+  embedName: string;
   /** Canonical name of the [V, D] tensor the unembedding reads (lm_head.weight, embed_out.weight, or the embedding). */
   unembedName: string;
   /** Non-fatal findings: unused bytes, tensors that were ignored. */
@@ -270,7 +272,7 @@ export function openCheckpoint(dir: string): Checkpoint {
       dtype = d;
     }
   }
-  return { dir: root, config, tensors, files, totalBytes, dtype, tokenizerPath, tiedUnembed, unembedName, warnings };
+  return { dir: root, config, tensors, files, totalBytes, dtype, tokenizerPath, tiedUnembed, embedName: spec.embed, unembedName, warnings };
 }
 
 /** Reads model.safetensors.index.json → stored tensor name → absolute shard path (validated to stay in `root`). */

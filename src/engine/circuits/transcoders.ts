@@ -8,8 +8,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Gpt2Config } from '../checkpoint/config';
-import { f16Lookup } from '../checkpoint/half';
-import { isPlainObject, readSafetensorsHeader, readTensorF32, type TensorEntry } from '../checkpoint/safetensors';
+import { readRows, isPlainObject, readSafetensorsHeader, readTensorF32, type TensorEntry } from '../checkpoint/safetensors';
 import { ResidualError } from '../errors';
 import { parseSimpleYaml } from './yaml';
 
@@ -304,76 +303,14 @@ function need(tensors: Map<string, TensorEntry>, name: string, file: string): Te
   return e;
 }
 
+/** Rows of a 2-D tensor, read from the file (shared with the engine's embedding lookup). */
+export { readRows };
+
 /** A whole 1-D tensor (biases, thresholds). */
 export function readVector(e: TensorEntry): Float32Array {
   return readTensorF32(e);
 }
 
-/** Rows `rows` of a 2-D tensor [R, C] → [rows.length, C], reading only those rows from the file. */
-export function readRows(e: TensorEntry, rows: ArrayLike<number>): Float32Array {
-  const C = e.shape[1];
-  if (e.dtype !== 'F32' && e.dtype !== 'F16' && e.dtype !== 'BF16') {
-    throw new ResidualError(`tensor "${e.name}" has dtype ${e.dtype}; only F32, F16 and BF16 are read`, e.file, 'unsupported');
-  }
-  const elem = e.dtype === 'F32' ? 4 : 2;
-  const rowBytes = C * elem;
-  const out = new Float32Array(rows.length * C);
-  const table = e.dtype === 'F16' ? f16Lookup() : undefined;
-  for (let i = 0; i < rows.length; i++) {
-    const r = rows[i];
-    if (!(r >= 0 && r < e.shape[0] && Number.isInteger(r))) throw new ResidualError(`row ${r} is outside "${e.name}" [${e.shape.join(', ')}]`, e.file);
-  }
-  // Requested rows in file order, read in runs: rows closer than GAP bytes apart share one read (one read of a
-  // few MB is far cheaper than hundreds of small ones).
-  const GAP = 256 * 1024;
-  const MAX = 8 * 1024 * 1024;
-  const order = Array.from({ length: rows.length }, (_, i) => i).sort((x, y) => rows[x] - rows[y]);
-  // The buffer spans at most the requested rows (one row for a single feature), and at most MAX bytes.
-  let lo = Infinity;
-  let hi = -Infinity;
-  for (let i = 0; i < rows.length; i++) (lo = Math.min(lo, rows[i])), (hi = Math.max(hi, rows[i]));
-  const buf = new Uint8Array(Math.max(rowBytes, Math.min(MAX, (hi - lo + 1) * rowBytes)) + 8);
-  const fd = fs.openSync(e.file, 'r');
-  try {
-    for (let i0 = 0; i0 < order.length; ) {
-      const first = rows[order[i0]];
-      let i1 = i0 + 1;
-      while (i1 < order.length) {
-        const r = rows[order[i1]];
-        if ((r - rows[order[i1 - 1]] - 1) * rowBytes > GAP || (r - first + 1) * rowBytes > buf.length - 8) break;
-        i1++;
-      }
-      const last = rows[order[i1 - 1]];
-      const bytes = (last - first + 1) * rowBytes;
-      // Keep the view aligned for Float32Array/Uint16Array.
-      const shift = buf.byteOffset % 4;
-      let got = 0;
-      while (got < bytes) {
-        const n = fs.readSync(fd, buf, shift + got, bytes - got, e.dataOffset + first * rowBytes + got);
-        if (n <= 0) throw new ResidualError(`"${e.name}" ends early`, e.file);
-        got += n;
-      }
-      for (let i = i0; i < i1; i++) {
-        const k = order[i];
-        const at = shift + (rows[k] - first) * rowBytes;
-        const dst = out.subarray(k * C, (k + 1) * C);
-        if (elem === 4) dst.set(new Float32Array(buf.buffer, buf.byteOffset + at, C));
-        else {
-          const h = new Uint16Array(buf.buffer, buf.byteOffset + at, C);
-          if (table) for (let c = 0; c < C; c++) dst[c] = table[h[c]];
-          else {
-            const bits = new Uint32Array(dst.buffer, dst.byteOffset, C);
-            for (let c = 0; c < C; c++) bits[c] = h[c] << 16;
-          }
-        }
-      }
-      i0 = i1;
-    }
-  } finally {
-    fs.closeSync(fd);
-  }
-  return out;
-}
 
 /** Encoder directions of `features` → [features.length, d_in] (a column of W_enc in SAELens layout). */
 export function readEncoderColumns(t: Transcoder, features: ArrayLike<number>): Float32Array {

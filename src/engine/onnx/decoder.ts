@@ -4,8 +4,8 @@
  * (`attn.hook_rot_q/k`, `mlp.hook_pre_linear`, Gemma-2's `ln1_post/ln2_post.hook_scale`).
  *
  * Conventions that differ from GPT-2, following TransformerLens:
- * - no `hook_pos_embed` (positions enter as rotations of q and k); `hook_embed` is what enters the residual stream
- *   (Gemma's √d_model scaling included);
+ * - no `hook_pos_embed` (positions enter as rotations of q and k); `hook_embed` (the input rows) is what enters the
+ *   residual stream (Gemma's √d_model scaling included);
  * - `attn.hook_k/v` and the cache have G key/value heads (grouped-query attention); `hook_attn_scores` and
  *   `hook_pattern` have all H query heads;
  * - `hook_q/hook_k` are the projections, `hook_rot_q/hook_rot_k` after the (Qwen3) head norm and the rotation;
@@ -20,7 +20,7 @@ import { familyWeightNames, ropeInvFreq } from '../checkpoint/families';
 import type { TensorEntry } from '../checkpoint/safetensors';
 import { hookName, type HookName } from '../hooks';
 import { GraphBuilder, tensorAttrF32, type Dim } from './builder';
-import { activation, hookPoints, logitRows, weightAccess, type BuiltGraph, type GraphOptions } from './gpt2';
+import { activation, EMBEDDINGS_INPUT, hookPoints, logitRows, weightAccess, type BuiltGraph, type GraphOptions } from './gpt2';
 
 const onnx_BOOL = 9;
 
@@ -60,9 +60,10 @@ export function buildDecoderGraph(cfg: ModelConfig, tensors: Map<string, TensorE
   const negInf = g.constF32('neg_inf', [], [-Infinity]);
   const eps = g.constF32('eps', [], [cfg.lnEps]);
 
-  const ids = g.input('input_ids', 'int64', [B, P]);
-  const bpShape = g.op('Shape', [ids]); // [B, P]
-  const nPos = g.op('Gather', [g.op('Shape', [ids]), idx1], { axis: 0 }); // [1]
+  // Token embeddings arrive as rows read by the engine, Gemma's √d_model scale applied (see gpt2.ts).
+  const embeds = g.input(EMBEDDINGS_INPUT, 'float32', [B, P, D]);
+  const bpShape = g.op('Shape', [embeds], { start: 0, end: 2 }); // [B, P]
+  const nPos = g.op('Gather', [g.op('Shape', [embeds]), idx1], { axis: 0 }); // [1]
   const pastKey = (l: number) => g.input(`past_key.${l}`, 'float32', [B, G, 'past', E]);
   const pastValue = (l: number) => g.input(`past_value.${l}`, 'float32', [B, G, 'past', E]);
   const past0 = pastKey(0);
@@ -130,9 +131,7 @@ export function buildDecoderGraph(cfg: ModelConfig, tensors: Map<string, TensorE
     return g.op('Mul', [g.op('Tanh', [g.op('Div', [x, c])]), c]);
   };
 
-  let embedded = weights.gather(names.embed, ids);
-  if (f.embedScale !== 1) embedded = g.op('Mul', [embedded, g.constF32('embed_scale', [], [f.embedScale])]);
-  let resid = hook('hook_embed', embedded, [B, P, D]);
+  let resid = embeds;
 
   const attnScale = g.constF32('attn_scale', [], [f.attnScale]);
   for (let l = 0; l < L; l++) {

@@ -2,7 +2,8 @@
  * Builds the ONNX graph of a GPT-2-family model from its checkpoint, with every TransformerLens hook point available
  * as a graph output and additive steering inputs on the residual stream of every block.
  *
- * Batch-first shapes as in TransformerLens: input_ids [B,P]; resid [B,P,D]; q/k/v/z [B,P,H,E]; scores/pattern
+ * Batch-first shapes as in TransformerLens: input_embeds [B,P,D] (the token embedding rows, read by the engine);
+ * resid [B,P,D]; q/k/v/z [B,P,H,E]; scores/pattern
  * [B,H,Q,S]; LN scales [B,P,1]; logits [B,K,V] for the K positions in the `logit_positions` input.
  */
 import type { Gpt2Config } from '../checkpoint/config';
@@ -69,10 +70,10 @@ export function buildGpt2Graph(cfg: Gpt2Config, tensors: Map<string, TensorEntry
   const axis0 = g.constI64('axis0', [0]);
   const idx1 = g.constI64('idx1', [1]);
 
-  // input_ids [B,P] → token + position embeddings.
-  const ids = g.input('input_ids', 'int64', [B, P]);
-  const shapeIds = g.op('Shape', [ids]);
-  const nPos = g.op('Gather', [shapeIds, idx1], { axis: 0 }); // [1]
+  // Token embeddings arrive as rows the engine reads from the checkpoint (EMBEDDINGS_INPUT, also hook_embed), so the
+  // embedding table never enters ONNX Runtime's memory unless the unembedding is tied to it.
+  const embed = g.input(EMBEDDINGS_INPUT, 'float32', [B, P, D]);
+  const nPos = g.op('Gather', [g.op('Shape', [embed]), idx1], { axis: 0 }); // [1]
   // KV cache: every block takes the keys/values of earlier positions ([B,H,S_past,E]; S_past = 0 without a cache)
   // and returns them extended by this call's positions (present_key.{l}), so generation does not recompute the
   // prompt. Positions continue after the cached ones (S_past .. S_past+P-1).
@@ -83,7 +84,6 @@ export function buildGpt2Graph(cfg: Gpt2Config, tensors: Map<string, TensorEntry
   const start = g.op('Squeeze', [nPast, axis0]);
   const stop = g.op('Add', [start, g.op('Squeeze', [nPos, axis0])]);
   const posIds = g.op('Range', [start, stop, g.scalarI64('one', 1)]); // [P]
-  const embed = hook('hook_embed', weights.gather('wte.weight', ids), [B, P, D]);
   const posEmbed1 = weights.gather('wpe.weight', posIds); // [P,D]
   const posEmbed = hook('hook_pos_embed', g.op('Expand', [g.op('Unsqueeze', [posEmbed1, axis0]), g.op('Shape', [embed])]), [B, P, D]);
   let resid = g.op('Add', [embed, posEmbed]);
@@ -147,6 +147,9 @@ export function buildGpt2Graph(cfg: Gpt2Config, tensors: Map<string, TensorEntry
 }
 
 const onnx_BOOL = 9;
+
+/** The graph input holding the token embedding rows [B, P, D] (what TransformerLens calls hook_embed). */
+export const EMBEDDINGS_INPUT = 'input_embeds';
 
 /**
  * Hook points and steering inputs, shared by every graph builder: `hook` names a value as a TransformerLens hook and
