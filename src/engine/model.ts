@@ -3,6 +3,7 @@
  * small logit-lens graph). `run` is the one call everything else builds on; runs are queued so two requests never
  * race on one session.
  */
+import * as os from 'node:os';
 import * as path from 'node:path';
 import type * as ortTypes from 'onnxruntime-common';
 import { openCheckpoint, type Checkpoint } from './checkpoint/load';
@@ -15,7 +16,6 @@ import { readRows, type TensorEntry } from './checkpoint/safetensors';
 import { buildGpt2Graph, EMBEDDINGS_INPUT, STEER_POINTS, steerInputName, type SteerPoint, type WeightPrecision } from './onnx/gpt2';
 import { estimateMemory, memoryAdvice } from './memory';
 import { halfPrecisionTensors } from './checkpoint/half-copy';
-import * as os from 'node:os';
 import { buildLensGraph } from './onnx/lens';
 import { createSession, ort, type ProviderAttempt, type SessionOptions } from './runtime/session';
 import type { ModelInfo } from './results';
@@ -100,6 +100,10 @@ export class Model {
     readonly loadMs: number,
     /** Every hook point this model's graph offers (families differ: no hook_pos_embed for rotary models, …). */
     readonly hooks: ReadonlySet<HookName>,
+    /** The weights' precision inside ONNX Runtime. */
+    readonly precision: WeightPrecision,
+    /** Where the token embedding rows are read (the float16 copy in half precision, like every other weight). */
+    private readonly embedEntry: TensorEntry,
   ) {}
 
   static async load(dir: string, opts: ModelLoadOptions = {}): Promise<Model> {
@@ -136,16 +140,9 @@ export class Model {
     });
     // hook_embed is the graph's input (the rows run() reads), not one of its outputs.
     const hooks = new Set<HookName>(['hook_embed', ...main.outputs.keys()]);
-    const model = new Model(ckpt, tokenizer, created.session, lensCreated.session, created.provider, created.attempts, performance.now() - t0, hooks);
-    model.precision = precision;
-    model.embedEntry = tensors.get(ckpt.embedName)!;
-    return model;
+    const embedEntry = tensors.get(ckpt.embedName)!;
+    return new Model(ckpt, tokenizer, created.session, lensCreated.session, created.provider, created.attempts, performance.now() - t0, hooks, precision, embedEntry);
   }
-
-  /** The weights' precision inside ONNX Runtime. */
-  precision: WeightPrecision = 'float32';
-  /** Where the token embedding rows are read (the float16 copy in half precision, like every other weight). */
-  private embedEntry!: TensorEntry;
 
   get config(): Gpt2Config {
     return this.checkpoint.config;
