@@ -76,7 +76,6 @@ export async function analyze(model: Model, text: string, opts: AnalyzeOptions =
   if (!lastLogits.every(Number.isFinite)) throw new ResidualError('the model produced NaN or Inf logits', 'logits', 'numeric');
   const top = topK(lastLogits, opts.topK ?? 5).map(({ id, logit, prob }) => ({ id, text: model.tokenizer.tokenText(id), prob, logit }));
 
-
   const residNorm = readouts.map((r) => range(P).map((p) => norm(row(act.get(r.hook)!, p))));
   const stats: LayerStats[] = [];
   for (let l = 0; l < L; l++) {
@@ -98,7 +97,7 @@ export async function analyze(model: Model, text: string, opts: AnalyzeOptions =
 
   const depth = wantDepth ? depthStats(act, c, stats, typeof opts.depth === 'object' ? opts.depth : {}) : undefined;
 
-  // Logit lens over all readouts × positions in one batch.
+  // Logit lens over the read-outs × positions within the budget.
   const t1 = performance.now();
   const R = readouts.length;
   const K = opts.lensK ?? 5;
@@ -191,11 +190,6 @@ export function topK(logits: Float32Array, k: number): { id: number; logit: numb
   return best.map((id) => ({ id, logit: logits[id], prob: Math.exp(logits[id] - max) / sum }));
 }
 
-function argmax(a: Float32Array): number {
-  let best = 0;
-  for (let i = 1; i < a.length; i++) if (a[i] > a[best]) best = i;
-  return best;
-}
 function dot(a: Float32Array, b: Float32Array): number {
   let s = 0;
   for (let i = 0; i < a.length; i++) s += a[i] * b[i];
