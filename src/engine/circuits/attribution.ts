@@ -151,7 +151,11 @@ export class Attributor {
         hookName(l, this.transcoders.layers[l].input),
         hookName(l, 'hook_mlp_out'),
       );
+      // Gemma-2: the frozen scale of the norm after attention.
+      if (this.model.hooks.has(hookName(l, 'ln1_post.hook_scale'))) hooks.push(hookName(l, 'ln1_post.hook_scale'));
     }
+    // With a final soft-cap the logit targets are the logits before it, computed from the final residual.
+    if (this.model.config.family?.finalSoftcap) hooks.push(hookName(L - 1, 'hook_resid_post'));
     // The graph's logit targets are at the last position only.
     const run = await this.model.run({ ids, hooks, logitPositions: [ids.length - 1], cancel });
     const act = (h: HookName) => run.activations.get(h)!.data;
@@ -181,6 +185,7 @@ export class Attributor {
       ln1Scale_LP: Array.from({ length: L }, (_, l) => act(hookName(l, 'ln1.hook_scale'))),
       ln2Scale_LP: Array.from({ length: L }, (_, l) => act(hookName(l, 'ln2.hook_scale'))),
       lnfScale_P: act('ln_final.hook_scale'),
+      postScale_LP: w.blocks[0].postW_D ? Array.from({ length: L }, (_, l) => act(hookName(l, 'ln1_post.hook_scale'))) : undefined,
     };
 
     // 2. Nodes.
@@ -300,6 +305,10 @@ export class Attributor {
     for (let v = 0; v < V; v++) meanLogit += logitsAll[v];
     meanLogit /= V;
     const sf = frozen.lnfScale_P[P - 1];
+    // Gemma-2 soft-caps the logits (cap·tanh(z/cap)); the targets are z, the linear read-out of the final residual:
+    // z[id] − mean z = (final norm of the residual) · (U[id] − mean U).
+    const softcap = cfg.family?.finalSoftcap;
+    const xf = softcap ? finalNormRow(act(hookName(L - 1, 'hook_resid_post')).subarray((P - 1) * D, P * D), sf, w) : undefined;
     logitIds.forEach((id, i) => {
       const row = logitNode(geom, i);
       const u = new Float64Array(D);
@@ -316,7 +325,7 @@ export class Attributor {
         c += dir[d] * consts.final_PD[(P - 1) * D + d];
       }
       constant_N[row] = c;
-      actual_N[row] = logitsAll[id] - meanLogit;
+      actual_N[row] = xf ? xf.reduce((acc, x, d) => acc + x * u[d], 0) : logitsAll[id] - meanLogit;
       levels[L].push({ level: L, row, q: P - 1, dir });
     });
     lap('targets', t4);
@@ -324,6 +333,7 @@ export class Attributor {
     // 5. Backward propagation, one level at a time; each batch walks down every block below its level.
     const t5 = performance.now();
     const invScale1 = frozen.ln1Scale_LP.map((s) => s.map((x) => 1 / x));
+    const invPost = frozen.postScale_LP?.map((s) => s.map((x) => 1 / x));
     const crops = new Map<string, Float32Array>();
     const cropPattern = (a: number, S: number): Float32Array => {
       const key = `${a}:${S}`;
@@ -390,7 +400,7 @@ export class Attributor {
             const ts = performance.now();
             // (ONNX Runtime's batched MatMul refuses an empty batch: a sweep starts with one all-zero gradient.)
             const pad = T === 0 ? 1 : 0;
-            const { Gpre_TSD, R_STK } = await this.backward.step(a, G ?? new Float32Array(S * D), T + pad, S, cropPattern(a, S), invScale1[a].subarray(0, S), Ua.subarray(0, S * D * Ka), Ka, Nj, j1 - joined);
+            const { Gpre_TSD, R_STK } = await this.backward.step(a, G ?? new Float32Array(S * D), T + pad, S, cropPattern(a, S), invScale1[a].subarray(0, S), Ua.subarray(0, S * D * Ka), Ka, Nj, j1 - joined, invPost?.[a].subarray(0, S));
             T = joined = j1;
             tSteps += performance.now() - ts;
             const Tp = T + pad;
@@ -488,6 +498,14 @@ export class Attributor {
     await this.encoder.dispose();
     await this.backward.dispose();
   }
+}
+
+/** The final norm of one residual row with its frozen scale: (x − mean?) / scale ⊙ gain + bias, in float64. */
+function finalNormRow(x: Float32Array, scale: number, w: FrozenWeights): Float64Array {
+  const D = x.length;
+  let mean = 0;
+  if (w.center) for (let d = 0; d < D; d++) mean += x[d] / D;
+  return Float64Array.from({ length: D }, (_, d) => ((x[d] - mean) / scale) * w.lnfW_D[d] + w.lnfB_D[d]);
 }
 
 /** Most likely tokens first until their probabilities reach `desired`, at most `max`. */

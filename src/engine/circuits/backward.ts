@@ -5,7 +5,8 @@
  * For gradients G at blocks.a.hook_resid_mid (targets × positions × D), the gradient at blocks.a.hook_resid_pre is
  *   G + (Aᵀ-mixing of (G·W_Oᵀ) per head) · M ⊙ 1/scale₁,   M = W_Vᵀ · diag(w_ln1) · C
  * (C = centering for LayerNorm, folded into M; the identity for RMSNorm). W_O is [X, D] and W_V [D, X] with
- * X = heads × d_head. hook_resid_pre of block a is hook_resid_post of block a−1, where the sources of
+ * X = heads × d_head. Gemma-2's frozen norm after attention (gain g, scale s_post) multiplies G by g / s_post before
+ * W_Oᵀ: g is folded into W_Oᵀ, 1/s_post is the `inv_post` input (ones elsewhere). hook_resid_pre of block a is hook_resid_post of block a−1, where the sources of
  * layer a−1 (feature contributions and the error) were added, so the read-out R[s,t,k] = G_pre[t,s,:] · U[s,:,k].
  */
 import type * as ortTypes from 'onnxruntime-common';
@@ -23,7 +24,7 @@ export function buildBackwardGraph(b: AttnWeights, D: number, H: number, X = D, 
   const g = new GraphBuilder('residual-attn-backward');
   // W_Oᵀ [D, X] and M = W_Vᵀ·diag(w)·C [X, D] as initializers.
   const wOT = new Float32Array(D * X);
-  for (let i = 0; i < X; i++) for (let j = 0; j < D; j++) wOT[j * X + i] = b.wO_DD[i * D + j];
+  for (let i = 0; i < X; i++) for (let j = 0; j < D; j++) wOT[j * X + i] = b.wO_DD[i * D + j] * (b.postW_D ? b.postW_D[j] : 1);
   const M = new Float32Array(X * D);
   for (let j = 0; j < X; j++) {
     let mean = 0;
@@ -36,14 +37,16 @@ export function buildBackwardGraph(b: AttnWeights, D: number, H: number, X = D, 
   const A = g.input('pattern', 'float32', [H, 'S', 'S']);
   const inv = g.input('inv_scale', 'float32', ['S', 1]);
   const U = g.input('U', 'float32', ['S', D, 'K']);
+  const invPost = g.input('inv_post', 'float32', ['S', 1]);
   const WOT = g.constF32('wOT', [D, X], wOT);
   // Targets already in the sweep: W_Oᵀ on every position, then the transposed pattern mixes positions per head.
-  const dz = g.op('MatMul', [G, WOT]);
+  const dz = g.op('MatMul', [g.op('Mul', [G, invPost]), WOT]);
   const dzH = g.op('Transpose', [g.op('Reshape', [dz, g.constI64('shape_TSHE', [0, 0, H, E])])], { perm: [0, 2, 1, 3] }); // [T,H,Q,E]
   const AT = g.op('Transpose', [A], { perm: [0, 2, 1] }); // [H,S,Q]
   const dvOld = g.op('MatMul', [AT, dzH]); // [T1,H,S,E]
   // Joiners: one row through W_Oᵀ, spread by the pattern's last row: dv[h,s] = A[h,S−1,s]·dz[h].
-  const dzN = g.op('Reshape', [g.op('MatMul', [Nw, WOT]), g.constI64('shape_T1HE', [0, 1, H, E])]); // [T2,1,H,E]
+  const invPostLast = g.op('Slice', [invPost, g.constI64('post_start', [-1]), g.constI64('post_end', [2 ** 31 - 1]), g.constI64('post_axis', [0])]); // [1,1]
+  const dzN = g.op('Reshape', [g.op('MatMul', [g.op('Mul', [Nw, invPostLast]), WOT]), g.constI64('shape_T1HE', [0, 1, H, E])]); // [T2,1,H,E]
   const lastRow = g.op('Slice', [A, g.constI64('last_start', [-1]), g.constI64('last_end', [2 ** 31 - 1]), g.constI64('last_axis', [1])]); // [H,1,S]
   const Acol = g.op('Unsqueeze', [g.op('Transpose', [lastRow], { perm: [2, 0, 1] }), g.constI64('unsq_axis', [0])]); // [1,S,H,1]
   const dvNew = g.op('Mul', [Acol, dzN]); // [T2,S,H,E]
@@ -115,7 +118,7 @@ export class AttentionBackward {
    * direction rows `N_T2D` at position S−1 → { Gpre at its resid_pre ([T + T2, S, D], joiners last), R_STK = Gpre·U }.
    * `pattern_HSS` and `invScale_S` are already cropped to the S positions of this batch; `U_SDK` likewise.
    */
-  async step(layer: number, G_TSD: Float32Array, T: number, S: number, pattern_HSS: Float32Array, invScale_S: Float32Array, U_SDK: Float32Array, K: number, N_T2D = new Float32Array(0), T2 = 0) {
+  async step(layer: number, G_TSD: Float32Array, T: number, S: number, pattern_HSS: Float32Array, invScale_S: Float32Array, U_SDK: Float32Array, K: number, N_T2D = new Float32Array(0), T2 = 0, invPost_S = new Float32Array(S).fill(1)) {
     const s = await this.session(layer);
     const Tn = ort().Tensor;
     const D = this.w.D;
@@ -125,6 +128,7 @@ export class AttentionBackward {
       pattern: new Tn('float32', pattern_HSS, [this.w.H, S, S]),
       inv_scale: new Tn('float32', invScale_S, [S, 1]),
       U: new Tn('float32', U_SDK, [S, D, K]),
+      inv_post: new Tn('float32', invPost_S, [S, 1]),
     });
     return { Gpre_TSD: out.Gpre.data as Float32Array, R_STK: out.R.data as Float32Array };
   }

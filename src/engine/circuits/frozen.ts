@@ -29,6 +29,8 @@ export interface AttnWeights {
   /** W_O [X, D] and its bias [D]. */
   wO_DD: Float32Array;
   bO_D: Float32Array;
+  /** Gemma-2: the gain of the norm applied to the attention output (frozen scale: ln1_post.hook_scale). */
+  postW_D?: Float32Array;
 }
 
 export interface FrozenWeights {
@@ -49,14 +51,14 @@ export interface FrozenWeights {
 
 /**
  * Why a model's attribution graph cannot be built (undefined when it can). The frozen replacement model here is a
- * sequential block with one norm before attention and one before the MLP; parallel blocks (GPT-NeoX/Pythia) and
- * Gemma-2's norms after each branch plus its logit soft-cap do not fit it.
+ * sequential block; parallel blocks (GPT-NeoX/Pythia use_parallel_residual) do not fit it. Gemma-2 does: its norm
+ * after attention is frozen like every other norm, the norm after the MLP is inside what the transcoder replaces
+ * (it writes hook_mlp_out), the attention soft-cap only shapes the frozen patterns, and logit targets are taken
+ * before the final soft-cap (a monotonic map, so their order is the model's).
  */
 export function attributionUnsupported(ckpt: Checkpoint): string | undefined {
   const f = ckpt.config.family;
-  if (!f) return undefined;
-  if (f.parallel) return `${ckpt.config.architecture} blocks run attention and the MLP in parallel (use_parallel_residual); attribution graphs are built for sequential blocks`;
-  if (f.postNorms || f.finalSoftcap || f.attnSoftcap) return `${ckpt.config.architecture} normalises each branch's output and soft-caps its logits; attribution graphs for it are not implemented yet`;
+  if (f?.parallel) return `${ckpt.config.architecture} blocks run attention and the MLP in parallel (use_parallel_residual); attribution graphs are built for sequential blocks`;
   return undefined;
 }
 
@@ -122,6 +124,7 @@ export function readFrozenWeights(ckpt: Checkpoint): FrozenWeights {
       bV_D: bV,
       wO_DD: wO,
       bO_D: biasOr0(b.oBias, D),
+      postW_D: b.postAttnNorm ? gain(b.postAttnNorm) : undefined,
     });
   }
   return {
@@ -146,6 +149,8 @@ export interface FrozenState {
   ln1Scale_LP: Float32Array[];
   ln2Scale_LP: Float32Array[];
   lnfScale_P: Float32Array;
+  /** Gemma-2: the scale of the norm after attention, per layer [P]. */
+  postScale_LP?: Float32Array[];
 }
 
 /**
@@ -185,6 +190,8 @@ export async function constantForward(
         }
       }
     const attn = await gemm(z, P, X, b.wO_DD, D, b.bO_D);
+    const post = s.postScale_LP?.[l];
+    if (b.postW_D && post) for (let p = 0; p < P; p++) for (let d = 0; d < D; d++) attn[p * D + d] *= b.postW_D[d] / post[p];
     for (let i = 0; i < P * D; i++) resid[i] += attn[i];
     residMid_LPD.push(Float64Array.from(resid));
     const bd = bDec_LD[l];
