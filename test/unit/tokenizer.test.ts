@@ -436,3 +436,36 @@ test('a Gemma-style SentencePiece BPE (Replace normalizer, byte fallback, BOS te
   }
   assert.deepEqual(t.encode('hello world').tokens.map((s) => s.text), ['h', 'el', 'lo', ' world']);
 });
+
+test('a Llama-3-style tokenizer.json (Split regex + ByteLevel, ignore_merges, BOS in a Sequence post-processor) gives exact spans and BOS', () => {
+  const pattern = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+  const base = GPT2_JSON as Record<string, unknown> & { model: Record<string, unknown> };
+  const json = {
+    ...base,
+    pre_tokenizer: {
+      type: 'Sequence',
+      pretokenizers: [
+        { type: 'Split', pattern: { Regex: pattern }, behavior: 'Isolated', invert: false },
+        { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: false },
+      ],
+    },
+    post_processor: {
+      type: 'Sequence',
+      processors: [
+        { type: 'ByteLevel', add_prefix_space: true, trim_offsets: false, use_regex: true },
+        { type: 'TemplateProcessing', single: [{ SpecialToken: { id: '<|endoftext|>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }], pair: [], special_tokens: { '<|endoftext|>': { id: '<|endoftext|>', ids: [EOT], tokens: ['<|endoftext|>'] } } },
+      ],
+    },
+    model: { ...base.model, ignore_merges: true },
+  };
+  const t = Tokenizer.fromJSON(json, 'llama3-like/tokenizer.json');
+  assert.equal(t.prependsBos, true);
+  for (const text of ["Hello world, it's 2026!\n\tdef f(x):  return x**2", 'héllo 🙂 日本語 12345']) {
+    const e = t.encodeForModel(text);
+    assert.equal(e.ids[0], EOT);
+    assert.equal(e.tokens.slice(1).map((s) => s.text).join(''), text);
+    for (const s of e.tokens) assert.equal(text.slice(s.start, s.end), s.text);
+  }
+  // Digits in groups of at most three, as Llama 3's pattern splits them (GPT-2's would not).
+  assert.deepEqual(t.encode('12345').tokens.map((s) => s.text), ['123', '45']);
+});
