@@ -65,6 +65,17 @@ const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 const sameBytes = (dir: string, files: Map<string, Uint8Array>) => {
   for (const [p, b] of files) assert.equal(sha(new Uint8Array(fs.readFileSync(path.join(dir, p)))), sha(b), `${p} differs`);
 };
+/** A second run resumes the weights from the `kept` bytes of the .part file: one Range request for the rest. */
+async function resumesFrom(dest: string, kept: number): Promise<void> {
+  hub.requests.length = 0;
+  const s = await downloadRepo({ kind: 'model', repo: MODEL, destDir: dest }, { endpoint: hub.url });
+  const f = s.files.find((x) => x.path === WEIGHTS)!;
+  assert.equal(f.status, 'resumed');
+  assert.equal(f.resumedFrom, kept);
+  assert.equal(f.fetchedBytes, weightsSize - kept);
+  assert.equal(hub.fileRequests(WEIGHTS).find((r) => r.path.startsWith('/cdn/'))!.range, `bytes=${kept}-`);
+  sameBytes(dest, modelFiles);
+}
 const leftovers = (dir: string) => (fs.existsSync(dir) ? fs.readdirSync(dir, { recursive: true }).map(String).filter((f) => f.endsWith('.part')) : []);
 
 before(async () => {
@@ -151,14 +162,7 @@ describe('hub download', () => {
     const kept = fs.statSync(path.join(dest, WEIGHTS + '.part')).size;
     assert.ok(kept > 0 && kept <= 700_000, `kept ${kept}`);
 
-    hub.requests.length = 0;
-    const s = await downloadRepo({ kind: 'model', repo: MODEL, destDir: dest }, { endpoint: hub.url });
-    const f = s.files.find((x) => x.path === WEIGHTS)!;
-    assert.equal(f.status, 'resumed');
-    assert.equal(f.resumedFrom, kept);
-    assert.equal(f.fetchedBytes, weightsSize - kept);
-    assert.equal(hub.fileRequests(WEIGHTS).find((r) => r.path.startsWith('/cdn/'))!.range, `bytes=${kept}-`);
-    sameBytes(dest, modelFiles);
+    await resumesFrom(dest, kept);
     assert.deepEqual(leftovers(dest), []);
   });
 
@@ -297,14 +301,7 @@ describe('hub download', () => {
     );
     const kept = fs.statSync(path.join(dest, WEIGHTS + '.part')).size;
     assert.ok(kept > 0 && kept <= 1_000_000, `kept ${kept}`);
-    hub.requests.length = 0;
-    const s = await downloadRepo({ kind: 'model', repo: MODEL, destDir: dest }, { endpoint: hub.url });
-    const f = s.files.find((x) => x.path === WEIGHTS)!;
-    assert.equal(f.status, 'resumed');
-    assert.equal(f.resumedFrom, kept);
-    assert.equal(f.fetchedBytes, weightsSize - kept);
-    assert.equal(hub.fileRequests(WEIGHTS).find((r) => r.path.startsWith('/cdn/'))!.range, `bytes=${kept}-`);
-    sameBytes(dest, modelFiles);
+    await resumesFrom(dest, kept);
   });
 
   it('cancelling (CancelToken) a stalled download returns within a fraction of a second', async () => {
