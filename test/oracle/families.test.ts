@@ -88,6 +88,7 @@ const CASES: Case[] = [
   },
   { name: 'gpt_neox (Pythia), parallel residual, rotary_pct 0.25, untied', type: 'gpt_neox', shape: { rotary_pct: 0.25, use_parallel_residual: true, hidden_act: 'gelu' } },
   { name: 'gpt_neox, sequential residual, rotary_pct 0.5, F16', type: 'gpt_neox', shape: { rotary_pct: 0.5, use_parallel_residual: false }, opts: { dtype: 'F16' } },
+  { name: 'mistral, GQA, sliding window 4 on every layer, untied', type: 'mistral', shape: { num_key_value_heads: 2, sliding_window: 4, tie_word_embeddings: false, rope_theta: 1000000 } },
 ];
 
 async function fixture(c: Case, tag = '') {
@@ -135,7 +136,7 @@ describe('rotary families: ONNX graph vs plain-loop reference', () => {
 });
 
 describe('rotary families: steering, KV cache, logit lens', () => {
-  for (const c of [CASES[0], CASES[4], CASES[5]]) {
+  for (const c of [CASES[0], CASES[4], CASES[5], CASES[7]]) {
     it(`steering at three points matches the reference: ${c.type}`, async () => {
       const { model, weights, cfg } = await fixture(c, '-steer');
       const D = cfg.dModel;

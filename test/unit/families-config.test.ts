@@ -76,6 +76,11 @@ describe('family config.json', () => {
     assert.deepEqual(withTypes.family!.window, [0, 5]);
   });
 
+  test('Mistral: a sliding window on every layer when set, none when null', () => {
+    assert.deepEqual(parseConfig(writeConfig({ ...BASE, model_type: 'mistral', sliding_window: 4096 })).family!.window, [4096, 4096]);
+    assert.deepEqual(parseConfig(writeConfig({ ...BASE, model_type: 'mistral', sliding_window: null })).family!.window, [0, 0]);
+  });
+
   test('Pythia defaults: parallel residual, a quarter of each head rotates, LayerNorm with biases', () => {
     const c = parseConfig(writeConfig({ ...BASE, hidden_size: 32, model_type: 'gpt_neox', rotary_emb_base: 10000 }));
     assert.equal(c.family!.parallel, true);

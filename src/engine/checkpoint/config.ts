@@ -10,7 +10,7 @@ import { isPlainObject } from './safetensors';
 
 export type Gpt2Activation = 'gelu_new' | 'gelu' | 'relu' | 'gelu_fast' | 'gelu_pytorch_tanh';
 export type Activation = Gpt2Activation | 'silu';
-export type Architecture = 'gpt2' | 'llama' | 'qwen2' | 'qwen3' | 'gemma2' | 'gpt_neox';
+export type Architecture = 'gpt2' | 'llama' | 'mistral' | 'qwen2' | 'qwen3' | 'gemma2' | 'gpt_neox';
 
 /** Rotary position embeddings (rotate-half layout, as every supported family uses). */
 export interface RopeConfig {
@@ -77,7 +77,7 @@ export function kvHeads(c: ModelConfig): number {
   return c.nKvHeads ?? c.nHeads;
 }
 
-export const SUPPORTED_MODEL_TYPES = ['gpt2', 'llama', 'qwen2', 'qwen3', 'gemma2', 'gpt_neox'] as const;
+export const SUPPORTED_MODEL_TYPES = ['gpt2', 'llama', 'mistral', 'qwen2', 'qwen3', 'gemma2', 'gpt_neox'] as const;
 export const SUPPORTED_ACTIVATIONS: readonly Gpt2Activation[] = ['gelu_new', 'gelu', 'relu', 'gelu_fast', 'gelu_pytorch_tanh'];
 
 /**
@@ -126,7 +126,7 @@ export function parseConfig(path: string): ModelConfig {
       return { ...cfg, name: cfg.name || nodePath.basename(nodePath.dirname(file)) };
     }
     throw new ResidualError(
-      `model_type ${JSON.stringify(modelType)} is not supported; Residual supports ${SUPPORTED_MODEL_TYPES.map((t) => `"${t}"`).join(', ')} (GPT-2, Llama, Qwen2/Qwen3, Gemma-2, GPT-NeoX/Pythia)`,
+      `model_type ${JSON.stringify(modelType)} is not supported; Residual supports ${SUPPORTED_MODEL_TYPES.map((t) => `"${t}"`).join(', ')} (GPT-2, Llama, Mistral, Qwen2/Qwen3, Gemma-2, GPT-NeoX/Pythia)`,
       file,
       'unsupported',
     );

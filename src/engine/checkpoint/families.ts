@@ -6,7 +6,7 @@
 import { ResidualError } from '../errors';
 import type { Activation, FamilyConfig, ModelConfig, RopeConfig } from './config';
 
-export const FAMILY_MODEL_TYPES = ['llama', 'qwen2', 'qwen3', 'gemma2', 'gpt_neox'] as const;
+export const FAMILY_MODEL_TYPES = ['llama', 'mistral', 'qwen2', 'qwen3', 'gemma2', 'gpt_neox'] as const;
 export type FamilyModelType = (typeof FAMILY_MODEL_TYPES)[number];
 
 const ACTIVATIONS: Record<string, Activation> = {
@@ -74,6 +74,8 @@ export function parseFamilyConfig(raw: Record<string, unknown>, type: FamilyMode
   if ((type === 'llama' || type === 'qwen3') && raw.use_sliding_window === true) refuse('"use_sliding_window": true');
 
   let window = new Array<number>(nLayers).fill(0);
+  // Mistral: Llama's layout; a sliding window (when set) on every layer.
+  if (type === 'mistral' && has('sliding_window')) window.fill(int('sliding_window'));
   if (type === 'gemma2') {
     const sw = int('sliding_window', 4096);
     const types = raw.layer_types;

@@ -190,6 +190,7 @@ export interface RandomFamilyShape {
 
 const ARCH_CLASS: Record<FamilyModelType, string> = {
   llama: 'LlamaForCausalLM',
+  mistral: 'MistralForCausalLM',
   qwen2: 'Qwen2ForCausalLM',
   qwen3: 'Qwen3ForCausalLM',
   gemma2: 'Gemma2ForCausalLM',
