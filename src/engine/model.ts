@@ -194,7 +194,14 @@ export class Model {
     }
     const T = ort().Tensor;
     // The token embeddings: the rows of these ids, read from the checkpoint file (Gemma: scaled by √d_model).
-    const embeds_PD = readRows(this.embedEntry, req.ids);
+    let embeds_PD: Float32Array;
+    try {
+      embeds_PD = readRows(this.embedEntry, req.ids);
+    } catch (e) {
+      if (e instanceof ResidualError) throw e;
+      // The rows are read from the checkpoint on every run: say so when its file went away after loading.
+      throw new ResidualError(`cannot read the token embeddings (${(e as Error).message}); the weights file was moved or deleted after the model was loaded — select the model again`, this.embedEntry.file, 'missing');
+    }
     const embedScale = Math.fround(c.family?.embedScale ?? 1); // a float32 product, as the model computes it
     if (embedScale !== 1) for (let i = 0; i < embeds_PD.length; i++) embeds_PD[i] = Math.fround(embeds_PD[i] * embedScale);
     const feeds: Record<string, ortTypes.Tensor> = {

@@ -84,3 +84,15 @@ describe('half-precision weights', () => {
     assert.equal(fs.readdirSync(path.join(root, 'hc2')).length, 0, 'no partial cache file left');
   });
 });
+
+describe('weights file removed after loading', () => {
+  it('a run says the embeddings cannot be read and what to do; nothing crashes', async () => {
+    const dir = path.join(root, 'gone');
+    writeRandomGpt2(dir, { nLayers: 1, dModel: 16, nHeads: 2, dMlp: 32, nCtx: 16, vocabSize: 50257 }, { seed: 5, tokenizerJson: gpt2TokenizerJSON() });
+    const m = await Model.load(dir, { providers: ['cpu'], cacheDir: path.join(root, 'c-gone') });
+    assert.equal((await m.run({ ids: [1, 2], hooks: ['logits'] })).activations.get('logits')!.dims[1], 2);
+    fs.renameSync(path.join(dir, 'model.safetensors'), path.join(dir, 'moved.safetensors'));
+    await assert.rejects(m.run({ ids: [1, 2], hooks: ['logits'] }), /weights file was moved or deleted after the model was loaded — select the model again/);
+    await m.dispose();
+  });
+});
