@@ -165,6 +165,12 @@ describe('transcoder decoder rows', () => {
     assert.throws(() => featureVector(dir, 5, 0), /layer_5\.safetensors is missing \(found layers 0, 1, 2\)/);
     fs.writeFileSync(path.join(dir, 'config.yaml'), 'model_kind: transcoder_set\ntranscoders:\n  - layer_2.safetensors\n  - "layer_0.safetensors"\n');
     assert.deepEqual([...featureVector(dir, 1, 0).vector], [0, 1, 2, 3]);
+    assert.throws(() => featureVector(dir, 2, 0), /the transcoders list has 2 entries/);
+    // circuit-tracer's published configs name Hub files: after a download they are read from this folder, as the
+    // circuit loader does.
+    fs.writeFileSync(path.join(dir, 'config.yaml'), 'model_kind: transcoder_set\ntranscoders:\n  - hf://mntss/tc/layer_1.safetensors\n  - hf://mntss/tc/layer_9.safetensors\n');
+    assert.deepEqual([...featureVector(dir, 0, 0).vector], [100, 101, 102, 103]);
+    assert.throws(() => featureVector(dir, 1, 0), /is on the Hugging Face Hub and not in this folder/);
     fs.writeFileSync(path.join(dir, 'config.yaml'), 'model_kind: cross_layer_transcoder\n');
     assert.throws(() => featureVector(dir, 0, 0), /not supported/);
   });

@@ -136,16 +136,27 @@ function loadSaeLensOne(sub: string): Transcoder {
   };
 }
 
-function loadCircuitTracer(dir: string): TranscoderSet {
-  const cfgPath = path.join(dir, 'config.yaml');
-  const y = parseSimpleYaml(fs.readFileSync(cfgPath, 'utf8'), cfgPath);
-  if (y.model_kind !== undefined && y.model_kind !== 'transcoder_set') {
-    throw new ResidualError(`model_kind "${String(y.model_kind)}" is not supported; only per-layer transcoders ("transcoder_set")`, cfgPath, 'unsupported');
+export interface CircuitTracerFile {
+  layer: number;
+  file: string;
+  /** The hf:// path config.yaml gave, when it named a Hub file. */
+  hubPath?: string;
+}
+
+/** Throws, saying how to fetch it, when a file config.yaml names on the Hub is not in the folder. */
+export function requireDownloaded(f: CircuitTracerFile, cfgPath: string): void {
+  if (f.hubPath && !fs.existsSync(f.file)) {
+    throw new ResidualError(`"${f.hubPath}" is on the Hugging Face Hub and not in this folder; fetch the transcoder set with "Residual: Download Model…" (or residual download --transcoders)`, cfgPath, 'missing');
   }
-  const inHook = str(y.feature_input_hook, cfgPath, 'feature_input_hook');
-  const outHook = str(y.feature_output_hook, cfgPath, 'feature_output_hook');
-  // circuit-tracer's published configs name their files on the Hub (hf://owner/name/path); after a download of the
-  // repository (Residual: Download Model…) they are the same paths inside this folder.
+}
+
+/**
+ * The per-layer files of a circuit-tracer folder: the `transcoders:` list of config.yaml (strings or {filepath,
+ * layer}; index = layer unless given) when there is one, else every `layer_<i>.safetensors` beside it. circuit-tracer's
+ * published configs name their files on the Hub (hf://owner/name/path); after a download of the repository
+ * (Residual: Download Model…) they are the same paths inside this folder.
+ */
+export function circuitTracerFiles(dir: string, cfgPath: string, y: Record<string, unknown>): { listed: boolean; files: CircuitTracerFile[] } {
   const hub = (p: string): string | undefined => {
     const m = /^hf:\/\/[^/]+\/[^/]+\/(.+)$/.exec(p);
     if (!m) {
@@ -154,28 +165,38 @@ function loadCircuitTracer(dir: string): TranscoderSet {
     }
     const local = path.resolve(dir, m[1]);
     if (path.relative(dir, local).startsWith('..') || path.isAbsolute(m[1])) throw new ResidualError(`"${p}" points outside the transcoder folder`, cfgPath, 'invalid');
-    if (!fs.existsSync(local)) {
-      throw new ResidualError(`"${p}" is on the Hugging Face Hub and not in this folder; fetch the transcoder set with "Residual: Download Model…" (or residual download --transcoders)`, cfgPath, 'missing');
-    }
     return local;
   };
-  let files: { layer: number; file: string }[];
   if (Array.isArray(y.transcoders) && y.transcoders.length > 0) {
-    files = y.transcoders.map((item, i) => {
+    const files = y.transcoders.map((item, i) => {
       const p = typeof item === 'string' ? item : isPlainObject(item) ? String(item.filepath ?? '') : '';
       const layer = isPlainObject(item) && typeof item.layer === 'number' ? item.layer : i;
       if (!p) throw new ResidualError(`transcoders[${i}] has no file path`, cfgPath, 'invalid');
-      return { layer, file: hub(p) ?? path.resolve(dir, p) };
+      const local = hub(p);
+      return { layer, file: local ?? path.resolve(dir, p), hubPath: local ? p : undefined };
     });
-  } else {
-    files = fs
-      .readdirSync(dir)
-      .map((f) => /^layer_(\d+)\.safetensors$/.exec(f))
-      .filter((m): m is RegExpExecArray => !!m)
-      .map((m) => ({ layer: Number(m[1]), file: path.join(dir, m[0]) }));
+    return { listed: true, files };
   }
+  const files = fs
+    .readdirSync(dir)
+    .map((f) => /^layer_(\d+)\.safetensors$/.exec(f))
+    .filter((m): m is RegExpExecArray => !!m)
+    .map((m) => ({ layer: Number(m[1]), file: path.join(dir, m[0]) }));
+  return { listed: false, files };
+}
+
+function loadCircuitTracer(dir: string): TranscoderSet {
+  const cfgPath = path.join(dir, 'config.yaml');
+  const y = parseSimpleYaml(fs.readFileSync(cfgPath, 'utf8'), cfgPath);
+  if (y.model_kind !== undefined && y.model_kind !== 'transcoder_set') {
+    throw new ResidualError(`model_kind "${String(y.model_kind)}" is not supported; only per-layer transcoders ("transcoder_set")`, cfgPath, 'unsupported');
+  }
+  const inHook = str(y.feature_input_hook, cfgPath, 'feature_input_hook');
+  const outHook = str(y.feature_output_hook, cfgPath, 'feature_output_hook');
+  const { files } = circuitTracerFiles(dir, cfgPath, y);
   if (files.length === 0) throw new ResidualError('no layer_<i>.safetensors files beside config.yaml', dir, 'missing');
   const layers: Transcoder[] = [];
+  for (const f of files) requireDownloaded(f, cfgPath);
   for (const { layer, file } of files) {
     const { input } = parseHooks(`blocks.${layer}.${inHook}`, `blocks.${layer}.${outHook}`, cfgPath);
     const tensors = entries(file);

@@ -25,7 +25,7 @@ import * as path from 'node:path';
 import { isPlainObject, readSafetensorsHeader, readTensorF32 } from '../checkpoint/safetensors';
 import { writeSafetensors } from '../checkpoint/write';
 import { ResidualError, throwIfCancelled, type CancelToken } from '../errors';
-import { readRows } from '../circuits/transcoders';
+import { circuitTracerFiles, readRows, requireDownloaded } from '../circuits/transcoders';
 import { parseSimpleYaml } from '../circuits/yaml';
 import { hookName } from '../hooks';
 import type { Model } from '../model';
@@ -126,26 +126,16 @@ function findCircuitTracer(dir: string, layer: number): FoundDecoder {
     throw new ResidualError(`model_kind "${kind}" is not supported; only per-layer transcoders ("transcoder_set")`, cfgPath, 'unsupported');
   }
   const hookOut = typeof y.feature_output_hook === 'string' ? y.feature_output_hook : undefined;
-  // An explicit `transcoders:` list (index = layer) wins over globbing layer_<i>.safetensors.
-  const list = Array.isArray(y.transcoders) ? y.transcoders.map(String) : [];
-  let file: string | undefined;
-  if (list.length > 0) {
-    if (layer >= list.length) throw new ResidualError(`no transcoder for layer ${layer}: the transcoders list has ${list.length} entries`, cfgPath, 'missing');
-    const p = list[layer];
-    if (/^hf:\/\//.test(p)) throw new ResidualError(`transcoders[${layer}] "${p}" is not a local file (downloads are not supported offline)`, cfgPath, 'unsupported');
-    file = path.resolve(dir, p);
-  } else {
-    file = path.join(dir, `layer_${layer}.safetensors`);
-    if (!fs.existsSync(file)) {
-      const have = fs
-        .readdirSync(dir)
-        .map((f) => /^layer_(\d+)\.safetensors$/.exec(f)?.[1])
-        .filter((x): x is string => x !== undefined)
-        .map(Number)
-        .sort((a, b) => a - b);
-      throw new ResidualError(`no transcoder for layer ${layer}: layer_${layer}.safetensors is missing (found layers ${have.join(', ') || 'none'})`, dir, 'missing');
-    }
+  // The same file list the circuit loader reads (config.yaml's list, hf:// paths included, else layer_<i> files).
+  const { listed, files } = circuitTracerFiles(dir, cfgPath, y);
+  const entry = files.find((f) => f.layer === layer);
+  if (!entry) {
+    if (listed) throw new ResidualError(`no transcoder for layer ${layer}: the transcoders list has ${files.length} entries`, cfgPath, 'missing');
+    const have = files.map((f) => f.layer).sort((a, b) => a - b);
+    throw new ResidualError(`no transcoder for layer ${layer}: layer_${layer}.safetensors is missing (found layers ${have.join(', ') || 'none'})`, dir, 'missing');
   }
+  requireDownloaded(entry, cfgPath);
+  const file = entry.file;
   return { file, config: cfgPath, tensor: 'W_dec', hookOut: hookOut ? `blocks.${layer}.${hookOut}` : undefined };
 }
 
