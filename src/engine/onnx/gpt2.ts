@@ -29,10 +29,6 @@ export interface BuiltGraph {
 const DTYPE_ELEM: Record<string, ElemType> = { F32: 'float32', F16: 'float16', BF16: 'bfloat16' };
 
 /**
- * `locate(absPath)` returns the `location` string to write for an external file; the runtime decides how ONNX Runtime
- * will find it (beside the .onnx, or passed as external data bytes).
- */
-/**
  * 'float32' (default): weights are cast to float32 once at session creation. 'float16': the graph hands its matrix
  * products float16 weights and float16 inputs (every tensor must be F16, see half-copy.ts), which GPU providers run
  * natively in half the memory. ONNX Runtime's x86 CPU provider has no float16 matrix product: it casts back and
@@ -44,6 +40,10 @@ export interface GraphOptions {
   precision?: WeightPrecision;
 }
 
+/**
+ * `locate(absPath)` returns the `location` string to write for an external file; the runtime decides how ONNX Runtime
+ * will find it (beside the .onnx, or passed as external data bytes).
+ */
 export function buildGpt2Graph(cfg: Gpt2Config, tensors: Map<string, TensorEntry>, locate: (file: string) => string, opts: GraphOptions = {}): BuiltGraph {
   const g = new GraphBuilder(`residual-gpt2-${cfg.name}`);
   const { nLayers: L, dModel: D, nHeads: H, dHead: E, vocabSize: V } = cfg;
