@@ -20,7 +20,7 @@ import { ResidualError, throwIfCancelled, type CancelToken } from '../errors';
 import type { SessionOptions } from '../runtime/session';
 import { AttentionBackward } from './backward';
 import { FeatureEncoder, type LayerActivations } from './features';
-import { centerRows, constantForward, readFrozenWeights, type FrozenState, type FrozenWeights } from './frozen';
+import { centerRows, constantForward, normFrozen, readFrozenWeights, type FrozenState, type FrozenWeights } from './frozen';
 import { absRowsIncremental, normalizeRows, sparseInfluence } from './prune';
 import { readEncoderColumns, readRows, readVector, type TranscoderSet } from './transcoders';
 
@@ -308,7 +308,11 @@ export class Attributor {
     // Gemma-2 soft-caps the logits (cap·tanh(z/cap)); the targets are z, the linear read-out of the final residual:
     // z[id] − mean z = (final norm of the residual) · (U[id] − mean U).
     const softcap = cfg.family?.finalSoftcap;
-    const xf = softcap ? finalNormRow(act(hookName(L - 1, 'hook_resid_post')).subarray((P - 1) * D, P * D), sf, w) : undefined;
+    let xf: Float64Array | undefined;
+    if (softcap) {
+      xf = new Float64Array(D);
+      normFrozen(act(hookName(L - 1, 'hook_resid_post')), (P - 1) * D, D, sf, w.lnfW_D, w.lnfB_D, w.center, xf);
+    }
     logitIds.forEach((id, i) => {
       const row = logitNode(geom, i);
       const u = new Float64Array(D);
@@ -498,14 +502,6 @@ export class Attributor {
     await this.encoder.dispose();
     await this.backward.dispose();
   }
-}
-
-/** The final norm of one residual row with its frozen scale: (x − mean?) / scale ⊙ gain + bias, in float64. */
-function finalNormRow(x: Float32Array, scale: number, w: FrozenWeights): Float64Array {
-  const D = x.length;
-  let mean = 0;
-  if (w.center) for (let d = 0; d < D; d++) mean += x[d] / D;
-  return Float64Array.from({ length: D }, (_, d) => ((x[d] - mean) / scale) * w.lnfW_D[d] + w.lnfB_D[d]);
 }
 
 /** Most likely tokens first until their probabilities reach `desired`, at most `max`. */

@@ -217,7 +217,7 @@ export async function jsGemm(X: Float32Array, R: number, C: number, W: Float32Ar
 }
 
 /** out = C·x[off..off+D) / scale ⊙ w + b (C = centering for LayerNorm, identity for RMSNorm). */
-function normFrozen(x: Float64Array, off: number, D: number, scale: number, w: Float32Array, b: Float32Array, center: boolean, out: Float64Array): void {
+export function normFrozen(x: Float64Array | Float32Array, off: number, D: number, scale: number, w: Float32Array, b: Float32Array, center: boolean, out: Float64Array): void {
   let mean = 0;
   if (center) for (let d = 0; d < D; d++) mean += x[off + d];
   mean /= D;
