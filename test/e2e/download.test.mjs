@@ -8,9 +8,11 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, before, describe, it as nodeIt } from 'node:test';
 import { tsImport } from 'tsx/esm/api';
-import { REPO_ROOT, residualExtension, runCommand, screenshot, startVSCode } from './harness.mjs';
+import {
+  failureScreenshots, REPO_ROOT, residualExtension, runCommand, screenshot, startVSCode,
+} from './harness.mjs';
 
 const ext = residualExtension();
 const REPO = 'acme/e2e-model';
@@ -19,6 +21,7 @@ const sha = (b) => createHash('sha256').update(b).digest('hex');
 
 describe('Download Model… in a real VS Code', { skip: ext ? false : 'RESIDUAL_VSIX / RESIDUAL_DEV_PATH not set (run scripts/e2e/run.sh)' }, () => {
   let vs;
+  const it = failureScreenshots(nodeIt, () => vs?.page);
   let hub;
   const served = new Map();
 

@@ -10,9 +10,11 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, before, describe, it as nodeIt } from 'node:test';
 import { tsImport } from 'tsx/esm/api';
-import { contextMenu, openFile, REPO_ROOT, residualExtension, runCommand, screenshot, selectLines, startVSCode, webview } from './harness.mjs';
+import {
+  contextMenu, failureScreenshots, openFile, REPO_ROOT, residualExtension, runCommand, screenshot, selectLines, startVSCode, webview,
+} from './harness.mjs';
 
 const ext = residualExtension();
 const PROMPT = 'def add(a, b):\n    return a + b\n';
@@ -22,6 +24,7 @@ const visible = (s) => s.replace(/ /g, '·').replace(/\n/g, '↵').replace(/\t/g
 
 describe('a Llama-family model in a real VS Code', { skip: ext ? false : 'RESIDUAL_VSIX / RESIDUAL_DEV_PATH not set (run scripts/e2e/run.sh)' }, () => {
   let vs;
+  const it = failureScreenshots(nodeIt, () => vs?.page);
   let root;
   let modelDir;
   let cliTokens = 0;

@@ -403,20 +403,20 @@ export async function focusTextEditor(page, { timeout = UI_TIMEOUT_MS } = {}) {
 }
 
 /**
- * Right-clicks in the active text editor (see focusTextEditor) and clicks the context-menu entry whose
- * label is exactly itemTitle (a contributed command shows its `title`, without the category). When text is selected, the click lands
- * on the selection, so the selection is kept (a right-click elsewhere would move the cursor).
+ * Opens the active text editor's context menu (see focusTextEditor) from the keyboard and clicks the entry whose label
+ * is exactly itemTitle (a contributed command shows its `title`, without the category). Shift+F10 opens the menu at
+ * the cursor without moving it, so the selection is kept; a right-click could land off the selection under load and
+ * move the cursor (the command would then see another line).
  */
 export async function contextMenu(page, itemTitle, { timeout = UI_TIMEOUT_MS } = {}) {
   await focusTextEditor(page, { timeout });
-  const editor = activeEditor(page);
-  const sel = page.locator('.part.editor .editor-group-container.active .monaco-editor .view-overlays .selected-text').filter({ visible: true });
-  const box = (await sel.count()) ? await sel.first().boundingBox() : null;
-  if (box) {
-    await page.mouse.click(box.x + Math.min(box.width / 2, 20), box.y + box.height / 2, { button: 'right' });
-  } else {
-    await editor.click({ button: 'right', position: { x: 40, y: 8 } });
+  const focused = page.locator('.part.editor .editor-group-container.active .monaco-editor.focused');
+  if (!(await focused.count())) {
+    // Clicking the group's active tab gives its editor keyboard focus without touching the cursor or the selection.
+    await page.locator('.part.editor .editor-group-container.active .tab.active').first().click();
+    await focused.first().waitFor({ timeout });
   }
+  await page.keyboard.press('Shift+F10');
   // The menu is rendered in a shadow root; Playwright's CSS engine pierces open shadow roots.
   const item = page.locator('.monaco-menu .action-item .action-label', { hasText: exactText(itemTitle) }).first();
   await item.waitFor({ timeout });
@@ -466,13 +466,11 @@ export async function selectLines(page, from, to = from, { timeout = UI_TIMEOUT_
   }
   for (let i = from; i < to; i++) await page.keyboard.press('Shift+ArrowDown');
   await page.keyboard.press('Shift+End');
-  // Wait until the selection is drawn: contextMenu() right-clicks on it, and under load the overlay can lag the
-  // keystrokes (a right-click elsewhere would move the cursor and drop the selection). An empty line selects nothing.
-  await page
-    .locator('.part.editor .editor-group-container.active .monaco-editor .view-overlays .selected-text')
-    .first()
-    .waitFor({ timeout: 3000 })
-    .catch(() => undefined);
+  // Wait until the editor reports the selection (status bar "Ln to, Col c (n selected)"), so the next command sees it
+  // even when the keystrokes lag under load. An empty line selects nothing: then the cursor on line `to` is enough.
+  const selectedOnTo = page.locator('.statusbar-item', { hasText: new RegExp(`^\\s*Ln ${to}, Col \\d+ \\(\\d+ selected\\)\\s*$`) });
+  const cursorOnTo = page.locator('.statusbar-item', { hasText: new RegExp(`^\\s*Ln ${to}, Col \\d+`) });
+  await selectedOnTo.first().waitFor({ timeout: 3000 }).catch(async () => { await cursorOnTo.first().waitFor({ timeout }); });
 }
 
 /** Selects everything in the active editor (click into it, Ctrl+A). */
@@ -563,6 +561,26 @@ export async function screenshot(page, file) {
   fs.mkdirSync(path.dirname(target), { recursive: true });
   await page.screenshot({ path: target });
   return target;
+}
+
+/**
+ * Wraps node:test's `it` so that a failing test first saves a screenshot of the page as `FAILED-<test name>.png` in
+ * the artifacts folder (the state the failure left on screen is what explains it). `getPage` is called at failure time.
+ */
+export function failureScreenshots(it, getPage) {
+  return (name, ...rest) => {
+    const fn = rest.pop();
+    return it(name, ...rest, async (t) => {
+      try {
+        await fn(t);
+      } catch (err) {
+        const page = getPage();
+        const file = `FAILED-${name.replace(/[^A-Za-z0-9]+/g, '-').replace(/^-|-$/g, '').slice(0, 80)}.png`;
+        if (page) await screenshot(page, file).then((p) => console.log(`# failure screenshot: ${p}`), () => undefined);
+        throw err;
+      }
+    });
+  };
 }
 
 // ---------------------------------------------------------------------------------------------------
