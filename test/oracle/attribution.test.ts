@@ -429,24 +429,48 @@ describe('graph export, interventions and the graph command on a fixture', () =>
     await assert.rejects(intervene(fx.attributor, g, [{ layer: 9, pos: 0, feature: 0, value: 0 }]), /no layer 9/);
   });
 
-  it('maxFeatureNodes: logit rows and the chosen feature rows equal the full graph; the rest are left empty', async () => {
+  it('maxFeatureNodes: the graph keeps the chosen features; every row and column it writes equals the full graph', async () => {
     const fx = await fixture('maxnodes-jump', 'jumprelu', 'saelens');
     const full = fx.graph;
     const cut = await fx.attributor.attribute(IDS, { maxFeatureNodes: 50, featureBatch: 20 });
-    let computed = 0;
+    assert.equal(cut.nFeatures, 50, 'kept features');
+    assert.equal(cut.nActiveFeatures, full.nFeatures, 'active features');
+    assert.equal(cut.N, 50 + full.N - full.nFeatures, 'kept features + errors + tokens + logits');
+    assert.ok(cut.influenceCovered > 0 && cut.influenceCovered < 1, `influence covered ${cut.influenceCovered}`);
+    assert.equal(cut.memoryLimited, false);
+    // Each node of the cut graph → the same node of the full graph (features by layer, position and index).
+    const fullOf = Array.from({ length: cut.N }, (_, n) =>
+      n < cut.nFeatures ? findFeature(full, cut.featLayer[n], cut.featPos[n], cut.featIndex[n]) : n - cut.nFeatures + full.nFeatures,
+    );
+    assert.ok(fullOf.every((n) => n >= 0), 'every kept feature is active in the full graph');
     let worst = 0;
     for (let t = 0; t < cut.N; t++) {
-      const row = cut.adjacency_NN.subarray(t * cut.N, (t + 1) * cut.N);
-      if (!cut.rowComputed[t]) {
-        assert.ok(row.every((x) => x === 0));
-        continue;
-      }
-      if (t < cut.nFeatures) computed++;
-      for (let s = 0; s < cut.N; s++) worst = Math.max(worst, Math.abs(row[s] - full.adjacency_NN[t * full.N + s]));
+      assert.equal(cut.rowComputed[t], t < cut.nFeatures || t >= logitNode(cut, 0) ? 1 : 0, `row ${t} computed`);
+      for (let s = 0; s < cut.N; s++) worst = Math.max(worst, Math.abs(cut.adjacency_NN[t * cut.N + s] - full.adjacency_NN[fullOf[t] * full.N + fullOf[s]]));
+      assert.ok(Math.abs(cut.actual_N[t] - full.actual_N[fullOf[t]]) <= 1e-9 * Math.max(1, Math.abs(full.actual_N[fullOf[t]])));
+      assert.ok(Math.abs(cut.constant_N[t] - full.constant_N[fullOf[t]]) <= 1e-9 * Math.max(1, Math.abs(full.constant_N[fullOf[t]])));
     }
-    assert.equal(computed, 50);
     assert.ok(worst <= 1e-5, `rows differ by ${worst}`);
-    for (let i = 0; i < cut.logitIds.length; i++) assert.equal(cut.rowComputed[logitNode(cut, i)], 1);
+    // The kept features are the most influential ones: circuit-tracer's selection keeps the top of the full graph.
+    const pr = pruneGraph(full);
+    const rank = Array.from({ length: full.nFeatures }, (_, i) => i).sort((x, y) => pr.influence[y] - pr.influence[x]);
+    const kept = new Set(fullOf.slice(0, cut.nFeatures));
+    const top10 = rank.slice(0, 10).filter((n) => kept.has(n)).length;
+    assert.ok(top10 >= 8, `${top10} of the full graph's 10 most influential features kept`);
+  });
+
+  it('a memory budget with room keeps the graph as it is; one too small for the logit rows is refused with the numbers', async () => {
+    const fx = await fixture('maxnodes-jump', 'jumprelu', 'saelens');
+    const full = fx.graph;
+    const g = await fx.attributor.attribute(IDS, { maxFeatureNodes: Infinity, maxMemoryBytes: process.memoryUsage().rss + 2e9 });
+    assert.equal(g.memoryLimited, false);
+    assert.equal(g.nFeatures, full.nFeatures);
+    assert.deepEqual(g.adjacency_NN, full.adjacency_NN);
+    const used = process.memoryUsage().rss;
+    await assert.rejects(fx.attributor.attribute(IDS, { maxMemoryBytes: used / 2 }), (e: Error) => {
+      assert.match(e.message, /memory budget of \d+(\.\d)? (MB|GB) is too small even for the logit rows: \d+(\.\d)? (MB|GB) is in use already/);
+      return true;
+    });
   });
 
   it('residual graph writes a valid file; refusals are ResidualErrors naming the problem', async () => {

@@ -21,7 +21,8 @@ import type { SessionOptions } from '../runtime/session';
 import { AttentionBackward } from './backward';
 import { FeatureEncoder, type LayerActivations } from './features';
 import { centerRows, constantForward, normFrozen, readFrozenWeights, type FrozenState, type FrozenWeights } from './frozen';
-import { absRowsIncremental, normalizeRows, sparseInfluence } from './prune';
+import { newSparseRow, pushSource, rowsInfluence, type SparseRow } from './prune';
+import { ASSUMED_ACTIVE_PER_TOKEN, backwardWorkBytes, defaultBatchRows, estimateCircuit, planFeatureRows, type CircuitEstimate } from './estimate';
 import { readEncoderColumns, readRows, readVector, type TranscoderSet } from './transcoders';
 
 export interface AttributionOptions {
@@ -41,6 +42,12 @@ export interface AttributionOptions {
   maxFeatureNodes?: number;
   /** Features per selection round when `maxFeatureNodes` applies (default `DEFAULT_FEATURE_BATCH`). */
   featureBatch?: number;
+  /**
+   * Peak process memory (resident bytes) the graph may take, the model already loaded included. The feature-row
+   * count is lowered until the plan fits (the graph then says so: `memoryLimited`, `influenceCovered`); a budget too
+   * small for even the logit rows is refused with the numbers before the backward work starts.
+   */
+  maxMemoryBytes?: number;
   cancel?: CancelToken;
   progress?: (message: string, fraction: number) => void;
 }
@@ -52,13 +59,20 @@ export interface AttributionOptions {
  * cores (bench/attribution.ts), where the full graph of ~12k features takes about a minute.
  */
 export const DEFAULT_MAX_FEATURE_NODES = 1024;
+/**
+ * Encoder sessions (float32 copies of W_enc) are kept between prompts while the whole set is at most this size, and
+ * created per layer and released after use above it, so a large set never sits in memory whole.
+ */
+export const KEEP_ENCODERS_BYTES = 256e6;
 /** Features chosen per influence round (circuit-tracer's `batch_size` is 512). */
 export const DEFAULT_FEATURE_BATCH = 512;
 
 /**
- * The graph as plain data (circuit-tracer's `Graph`). Node order, which is also the row/column order of
- * `adjacency_NN` (rows = targets, columns = sources):
- *   [0, nFeatures)                      active features, sorted by (layer, position, feature index)
+ * The graph as plain data (circuit-tracer's `Graph`). It holds the features whose incoming edges were computed (all
+ * active features when they fit `maxFeatureNodes` and the memory budget; else the most influential, chosen as
+ * circuit-tracer does), every error and token node and the logit targets. Node order, which is also the row/column
+ * order of `adjacency_NN` (rows = targets, columns = sources):
+ *   [0, nFeatures)                      kept features, sorted by (layer, position, feature index)
  *   nFeatures + layer·P + pos           error nodes (layer-major)
  *   nFeatures + L·P + pos               token embeddings (token + position embedding)
  *   nFeatures + L·P + P + i             logit targets, most likely first
@@ -69,6 +83,15 @@ export interface AttributionGraph {
   nPos: number;
   dSae: number;
   nFeatures: number;
+  /** Active features at this prompt (every layer and position); `nFeatures` of them are in the graph. */
+  nActiveFeatures: number;
+  /**
+   * Share of the active features' influence on the logits (estimated from the computed rows) that the kept features
+   * carry; 1 when every active feature is kept.
+   */
+  influenceCovered: number;
+  /** True when the memory budget, not `maxFeatureNodes`, set how many feature rows were computed. */
+  memoryLimited: boolean;
   featLayer: Int32Array;
   featPos: Int32Array;
   featIndex: Int32Array;
@@ -87,7 +110,7 @@ export interface AttributionGraph {
   constant_N: Float64Array;
   /** The target's value in the real model: a feature's pre-activation, a logit minus the mean logit. */
   actual_N: Float64Array;
-  /** 1 where the node's incoming edges were computed (every logit; every feature unless maxFeatureNodes cut). */
+  /** 1 where the node's incoming edges were computed (every feature and logit; errors and tokens are sources only). */
   rowComputed: Uint8Array;
   timings_ms: Record<string, number>;
 }
@@ -109,11 +132,14 @@ export function nodeKind(g: AttributionGraph, n: number): NodeKind {
   return 'logit';
 }
 
+/** A row to compute: a feature's pre-activation (level = its layer) or a logit (level = L), at position q. */
 interface Target {
   level: number;
+  /** Node in the full numbering (every active feature). */
   row: number;
   q: number;
-  dir: Float32Array;
+  /** Direction at the level's resid_mid (logits: the final residual); features get it when their row is computed. */
+  dir?: Float32Array;
 }
 
 /** Holds the sessions (encoders, attention backward) for one model + transcoder set; `attribute` per prompt. */
@@ -161,7 +187,13 @@ export class Attributor {
     const act = (h: HookName) => run.activations.get(h)!.data;
     const P = ids.length;
     const layers: LayerActivations[] = [];
-    for (let l = 0; l < L; l++) layers.push(await this.encoder.encode(l, act(hookName(l, this.transcoders.layers[l].input)), P));
+    // A set whose encoders are large (Gemma Scope: 26 × 151 MB as float32) is streamed: one layer's session at a time.
+    const keep = this.transcoders.layers.reduce((s, t) => s + 4 * t.dIn * t.dSae, 0) <= KEEP_ENCODERS_BYTES;
+    for (let l = 0; l < L; l++) {
+      throwIfCancelled(cancel);
+      layers.push(await this.encoder.encode(l, act(hookName(l, this.transcoders.layers[l].input)), P));
+      if (!keep) await this.encoder.release(l);
+    }
     return { act, layers };
   }
 
@@ -177,6 +209,7 @@ export class Attributor {
     const V = cfg.vocabSize;
 
     // 1. Real forward + feature activations.
+    progress('attribution: forward pass and transcoder features', 0);
     const { act, layers } = await this.features(ids, opts.cancel);
     lap('forward_and_features', t0);
     const frozen: FrozenState = {
@@ -188,33 +221,26 @@ export class Attributor {
       postScale_LP: w.blocks[0].postW_D ? Array.from({ length: L }, (_, l) => act(hookName(l, 'ln1_post.hook_scale'))) : undefined,
     };
 
-    // 2. Nodes.
+    // 2. Nodes of the full graph (every active feature). Rows are computed for the logits and the chosen features
+    //    only; the graph returned keeps just those features (step 6), so nothing here is N × N.
     const featStart = [0];
     for (const la of layers) featStart.push(featStart[featStart.length - 1] + la.feature.length);
-    const nFeatures = featStart[L];
-    const featLayer = new Int32Array(nFeatures);
-    const featPos = new Int32Array(nFeatures);
-    const featIndex = new Int32Array(nFeatures);
-    const featAct = new Float32Array(nFeatures);
-    layers.forEach((la, l) => {
-      for (let p = 0; p < P; p++)
-        for (let j = la.start[p]; j < la.start[p + 1]; j++) {
-          const n = featStart[l] + j;
-          featLayer[n] = l;
-          featPos[n] = p;
-          featIndex[n] = la.feature[j];
-          featAct[n] = la.act[j];
-        }
-    });
+    const nActive = featStart[L];
     const logitsAll = act('logits').subarray(0, V);
     const { logitIds, logitProbs } = pickLogits(logitsAll, opts.maxNLogits ?? 10, opts.desiredLogitProb ?? 0.95);
     const nLogits = logitIds.length;
-    const geom = { nFeatures, nPos: P, nLayers: L };
-    const N = nFeatures + L * P + P + nLogits;
-    if (N * N > 2 ** 32) throw new ResidualError(`${N} nodes is too many for a dense adjacency matrix`, 'attribution');
-    const adjacency_NN = new Float32Array(N * N);
-    const constant_N = new Float64Array(N);
-    const actual_N = new Float64Array(N);
+    const geom = { nFeatures: nActive, nPos: P, nLayers: L };
+    const N = nActive + L * P + P + nLogits;
+    /** Sources are every node but the logits: a row holds one value per source. */
+    const nSources = N - nLogits;
+    const constAll = new Float64Array(N);
+    const actualAll = new Float64Array(N);
+    /** Node (full numbering) of the j-th active feature of layer l, and back. */
+    const featLayerOf = (n: number) => {
+      let l = 0;
+      while (featStart[l + 1] <= n) l++;
+      return l;
+    };
 
     // 3. Source vectors per layer: U_l [P, D, K_l], column 0 = the error, 1 + j = j-th active feature (act × W_dec row).
     const t3 = performance.now();
@@ -222,6 +248,7 @@ export class Attributor {
     const K: number[] = [];
     const bDec: Float32Array[] = [];
     for (let l = 0; l < L; l++) {
+      throwIfCancelled(opts.cancel);
       const tc = this.transcoders.layers[l];
       const la = layers[l];
       const dec = readRows(tc.wDec, la.feature); // [n_l, D]
@@ -232,9 +259,9 @@ export class Attributor {
       const Kl = kMax + 1;
       const Ul = new Float32Array(P * D * Kl);
       const mlpOut = act(hookName(l, 'hook_mlp_out'));
+      const err = new Float64Array(D);
       for (let p = 0; p < P; p++) {
         // error = real MLP output − (Σ act·W_dec + b_dec)
-        const err = new Float64Array(D);
         for (let d = 0; d < D; d++) err[d] = mlpOut[p * D + d] - bd[d];
         for (let j = la.start[p]; j < la.start[p + 1]; j++) {
           const a = la.act[j];
@@ -264,41 +291,15 @@ export class Attributor {
     const sourceCount = (a: number, s: number): number => (a === 0 ? 1 : 1 + layers[a - 1].start[s + 1] - layers[a - 1].start[s]);
     lap('sources', t3);
 
-    // 4. Target directions, constants (frozen forward with all sources at zero) and actual values.
+    // 4. Targets: every active feature (its direction is read when its row is computed) and the logits.
     const t4 = performance.now();
     const consts = await constantForward(w, frozen, bDec, (...a) => this.backward.gemm(...a));
-    const levels: Target[][] = Array.from({ length: L + 1 }, () => []);
+    const featureTargets: Target[] = [];
     for (let l = 0; l < L; l++) {
-      const tc = this.transcoders.layers[l];
       const la = layers[l];
-      const enc = readEncoderColumns(tc, la.feature); // [n_l, D]
-      const bEnc = readVector(tc.bEnc);
-      const x = act(hookName(l, tc.input));
-      const s2 = frozen.ln2Scale_LP[l];
-      for (let p = 0; p < P; p++)
-        for (let j = la.start[p]; j < la.start[p + 1]; j++) {
-          const row = featStart[l] + j;
-          const col = enc.subarray(j * D, (j + 1) * D);
-          const dir = Float32Array.from(col);
-          let real = bEnc[la.feature[j]];
-          for (let d = 0; d < D; d++) real += x[p * D + d] * col[d];
-          // Through the frozen ln2 back to resid_mid: its gain (mlp.hook_in reads after it), the centering
-          // (LayerNorm only) and the frozen scale.
-          if (tc.input !== 'hook_resid_mid') {
-            if (tc.input === 'mlp.hook_in') for (let d = 0; d < D; d++) dir[d] *= w.blocks[l].ln2W_D[d];
-            if (w.center) centerRows(dir, D);
-            for (let d = 0; d < D; d++) dir[d] /= s2[p];
-          }
-          let c = bEnc[la.feature[j]];
-          // mlp.hook_in includes ln2's bias: a constant input to the encoder.
-          if (tc.input === 'mlp.hook_in') for (let d = 0; d < D; d++) c += col[d] * w.blocks[l].ln2B_D[d];
-          const rm = consts.residMid_LPD[l];
-          for (let d = 0; d < D; d++) c += dir[d] * rm[p * D + d];
-          constant_N[row] = c;
-          actual_N[row] = real;
-          levels[l].push({ level: l, row, q: p, dir });
-        }
+      for (let p = 0; p < P; p++) for (let j = la.start[p]; j < la.start[p + 1]; j++) featureTargets.push({ level: l, row: featStart[l] + j, q: p });
     }
+    const logitTargets: Target[] = [];
     const Ubar = this.meanUnembedding();
     const unembedRows = readRows(w.unembed, logitIds);
     let meanLogit = 0;
@@ -328,17 +329,91 @@ export class Attributor {
         dir[d] /= sf;
         c += dir[d] * consts.final_PD[(P - 1) * D + d];
       }
-      constant_N[row] = c;
-      actual_N[row] = xf ? xf.reduce((acc, x, d) => acc + x * u[d], 0) : logitsAll[id] - meanLogit;
-      levels[L].push({ level: L, row, q: P - 1, dir });
+      constAll[row] = c;
+      actualAll[row] = xf ? xf.reduce((acc, x, d) => acc + x * u[d], 0) : logitsAll[id] - meanLogit;
+      logitTargets.push({ level: L, row, q: P - 1, dir });
     });
+    /**
+     * Reads the encoder columns of the feature targets in `targets` that have none yet (one read per layer) and
+     * sets their directions at resid_mid, constants and real pre-activations.
+     */
+    const fillDirections = (targets: Target[]) => {
+      const byLayer = new Map<number, Target[]>();
+      for (const t of targets) {
+        if (t.dir) continue;
+        let g = byLayer.get(t.level);
+        if (!g) byLayer.set(t.level, (g = []));
+        g.push(t);
+      }
+      for (const [l, group] of byLayer) {
+        const tc = this.transcoders.layers[l];
+        const la = layers[l];
+        const enc = readEncoderColumns(tc, group.map((t) => la.feature[t.row - featStart[l]])); // [n, D]
+        const bEnc = this.bEnc(l);
+        const x = act(hookName(l, tc.input));
+        const s2 = frozen.ln2Scale_LP[l];
+        const rm = consts.residMid_LPD[l];
+        group.forEach((t, i) => {
+          const p = t.q;
+          const f = la.feature[t.row - featStart[l]];
+          const col = enc.subarray(i * D, (i + 1) * D);
+          const dir = Float32Array.from(col);
+          let real = bEnc[f];
+          for (let d = 0; d < D; d++) real += x[p * D + d] * col[d];
+          // Through the frozen ln2 back to resid_mid: its gain (mlp.hook_in reads after it), the centering
+          // (LayerNorm only) and the frozen scale.
+          if (tc.input !== 'hook_resid_mid') {
+            if (tc.input === 'mlp.hook_in') for (let d = 0; d < D; d++) dir[d] *= w.blocks[l].ln2W_D[d];
+            if (w.center) centerRows(dir, D);
+            for (let d = 0; d < D; d++) dir[d] /= s2[p];
+          }
+          let c = bEnc[f];
+          // mlp.hook_in includes ln2's bias: a constant input to the encoder.
+          if (tc.input === 'mlp.hook_in') for (let d = 0; d < D; d++) c += col[d] * w.blocks[l].ln2B_D[d];
+          for (let d = 0; d < D; d++) c += dir[d] * rm[p * D + d];
+          constAll[t.row] = c;
+          actualAll[t.row] = real;
+          t.dir = dir;
+        });
+      }
+    };
     lap('targets', t4);
 
-    // 5. Backward propagation, one level at a time; each batch walks down every block below its level.
+    /** The highest block a target's gradient passes (logits read the final residual, past block L−1's MLP). */
+    const topBlock = (t: Target) => Math.min(t.level, L - 1);
+    // Sources a row can have: below its top block, at positions ≤ its own (counted per block as a prefix over positions).
+    const prefixCount = Array.from({ length: L + 1 }, (_, a) => {
+      const c = new Int32Array(P + 1);
+      for (let s = 0; s < P; s++) c[s + 1] = c[s] + sourceCount(a, s);
+      return c;
+    });
+    const rowCapacity = (t: Target) => {
+      let n = t.level === L ? sourceCount(L, t.q) : 0;
+      for (let a = topBlock(t); a >= 0; a--) n += prefixCount[a][t.q + 1];
+      return n;
+    };
+    // 5. The plan: how many feature rows, and rows per backward batch, within the memory budget.
+    const batchRows = opts.batchRows ?? defaultBatchRows(D, w.X);
+    const plan = planFeatureRows({
+      nActive,
+      nSources,
+      nLogits,
+      errorsAndTokens: L * P + P,
+      requested: Math.min(opts.maxFeatureNodes ?? DEFAULT_MAX_FEATURE_NODES, nActive),
+      workBytes: backwardWorkBytes(batchRows, D, w.X, Math.max(...K)),
+      budgetBytes: opts.maxMemoryBytes,
+      usedBytes: process.memoryUsage().rss,
+      rowBytesDescending: opts.maxMemoryBytes === undefined ? undefined : Float64Array.from(featureTargets, (t) => 8 * rowCapacity(t)).sort().reverse(),
+    });
+    const maxFeatures = plan.featureRows;
+
+    // 6. Backward propagation, one level at a time; each batch walks down every block below its level.
     const t5 = performance.now();
     const invScale1 = frozen.ln1Scale_LP.map((s) => s.map((x) => 1 / x));
     const invPost = frozen.postScale_LP?.map((s) => s.map((x) => 1 / x));
     const crops = new Map<string, Float32Array>();
+    /** Computed rows (full numbering → its sources and values), in the order computed. */
+    const rows = new Map<number, SparseRow>();
     const cropPattern = (a: number, S: number): Float32Array => {
       const key = `${a}:${S}`;
       let c = crops.get(key);
@@ -351,24 +426,20 @@ export class Attributor {
       }
       return c;
     };
-    const budget = opts.batchRows ?? 16384;
-    const rowComputed = new Uint8Array(N);
-    const maxFeatures = Math.min(opts.maxFeatureNodes ?? DEFAULT_MAX_FEATURE_NODES, nFeatures);
     const totalTargets = maxFeatures + nLogits;
-    let done = 0;
     let tInfluence = 0;
     let tSteps = 0;
-    /** The highest block a target's gradient passes (logits read the final residual, past block L−1's MLP). */
-    const topBlock = (t: Target) => Math.min(t.level, L - 1);
+    const tBackward = performance.now();
     /**
      * Rows of `targets`, in sweeps per target position q: a target at q only has gradient at positions ≤ q, so a
      * sweep works on exactly S = q + 1 positions (no padding). Within a sweep, targets join at their own block on the
      * way down, so every block is one batched step for all targets at q that pass it.
      */
     const propagate = async (targets: Target[]) => {
+      fillDirections(targets);
       const byQ = new Map<number, Target[]>();
       for (const t of targets) {
-        rowComputed[t.row] = 1;
+        rows.set(t.row, newSparseRow(rowCapacity(t)));
         let g = byQ.get(t.q);
         if (!g) byQ.set(t.q, (g = []));
         g.push(t);
@@ -380,15 +451,17 @@ export class Attributor {
           if (t.level !== L) continue;
           // Logits read the final residual: layer L−1's sources enter it directly.
           const Kl = K[L - 1];
+          const row = rows.get(t.row)!;
           for (let k = 0; k < sourceCount(L, t.q); k++) {
             let e = 0;
-            for (let d = 0; d < D; d++) e += t.dir[d] * U[L - 1][(t.q * D + d) * Kl + k];
-            adjacency_NN[t.row * N + sourceNode(L, t.q, k)] = e;
+            for (let d = 0; d < D; d++) e += t.dir![d] * U[L - 1][(t.q * D + d) * Kl + k];
+            pushSource(row, sourceNode(L, t.q, k), e);
           }
         }
-        const perChunk = Math.max(1, Math.floor(budget / S));
+        const perChunk = Math.max(1, Math.floor(batchRows / S));
         for (let c0 = 0; c0 < group.length; c0 += perChunk) {
           const chunk = group.slice(c0, c0 + perChunk);
+          const chunkRows = chunk.map((t) => rows.get(t.row)!);
           let G: Float32Array | undefined;
           let T = 0;
           let joined = 0;
@@ -398,7 +471,7 @@ export class Attributor {
             while (j1 < chunk.length && topBlock(chunk[j1]) === a) j1++;
             // Targets joining at this block enter as one direction row each (all at q = S − 1).
             const Nj = new Float32Array((j1 - joined) * D);
-            for (let i = joined; i < j1; i++) Nj.set(chunk[i].dir, (i - joined) * D);
+            for (let i = joined; i < j1; i++) Nj.set(chunk[i].dir!, (i - joined) * D);
             const Ua = a === 0 ? Uemb : U[a - 1];
             const Ka = a === 0 ? 1 : K[a - 1];
             const ts = performance.now();
@@ -414,47 +487,107 @@ export class Attributor {
               const first = sourceNode(a, s, 0);
               const run = n > 1 ? sourceNode(a, s, 1) - 1 : 0;
               for (let i = 0; i < T; i++) {
-                const rowOff = chunk[i].row * N;
+                const row = chunkRows[i];
                 const rOff = (s * Tp + i + pad) * Ka;
-                adjacency_NN[rowOff + first] = R_STK[rOff];
-                const to = rowOff + run;
-                for (let k = 1; k < n; k++) adjacency_NN[to + k] = R_STK[rOff + k];
+                pushSource(row, first, R_STK[rOff]);
+                for (let k = 1; k < n; k++) pushSource(row, run + k, R_STK[rOff + k]);
               }
             }
             G = pad ? Gpre_TSD.subarray(S * D) : Gpre_TSD;
           }
-          done += chunk.length;
-          progress(`attribution: ${done} of ${totalTargets} targets`, done / totalTargets);
+          // Directions are only needed while a row is computed.
+          for (const t of chunk) if (t.level < L) t.dir = undefined;
+          const done = rows.size;
+          const elapsed = (performance.now() - tBackward) / 1000;
+          const left = done > 0 ? (elapsed / done) * (totalTargets - done) : 0;
+          progress(`attribution: ${done} of ${totalTargets} rows, about ${Math.ceil(left)} s left`, done / totalTargets);
         }
       }
     };
-    if (maxFeatures >= nFeatures) {
-      await propagate(levels.flat());
+    // circuit-tracer's order: logit rows, then the most influential features not yet expanded, round by round.
+    await propagate(logitTargets);
+    const weights_N = new Float64Array(N);
+    logitIds.forEach((_, i) => (weights_N[logitNode(geom, i)] = logitProbs[i]));
+    /** Influence on the logits of every node, estimated from the rows computed so far. */
+    const estimateInfluence = () => {
+      const ti = performance.now();
+      const infl = rowsInfluence(N, rows, weights_N);
+      tInfluence += performance.now() - ti;
+      return infl;
+    };
+    const selected = new Uint8Array(nActive);
+    let expanded = 0;
+    if (maxFeatures >= nActive) {
+      for (let i = 0; i < nActive; i++) selected[i] = 1;
+      await propagate(featureTargets);
+      expanded = nActive;
     } else {
-      // circuit-tracer's order: logit rows, then the most influential features not yet expanded, round by round.
-      await propagate(levels[L]);
-      const byRow: Target[] = [];
-      for (const lv of levels.slice(0, L)) for (const t of lv) byRow[t.row] = t;
-      const w = new Float64Array(N);
-      logitIds.forEach((_, i) => (w[logitNode(geom, i)] = logitProbs[i]));
-      let expanded = 0;
-      const compressed = new Map<number, { col: Int32Array; val: Float32Array; sum: number }>();
       while (expanded < maxFeatures) {
-        const ti = performance.now();
-        const R = absRowsIncremental(adjacency_NN, N, rowComputed, compressed);
-        const infl = sparseInfluence(R, normalizeRows(R), w);
-        const pick = Array.from({ length: nFeatures }, (_, i) => i)
-          .filter((i) => !rowComputed[i])
+        const infl = estimateInfluence();
+        const pick = Array.from({ length: nActive }, (_, i) => i)
+          .filter((i) => !selected[i])
           .sort((a, b) => infl[b] - infl[a])
           .slice(0, Math.min(opts.featureBatch ?? DEFAULT_FEATURE_BATCH, maxFeatures - expanded));
-        tInfluence += performance.now() - ti;
-        await propagate(pick.map((i) => byRow[i]));
+        for (const i of pick) selected[i] = 1;
+        await propagate(pick.map((i) => featureTargets[i]));
         expanded += pick.length;
       }
+    }
+    // The share of the features' estimated influence that the kept features carry (1 when every feature is kept).
+    let influenceCovered = 1;
+    if (expanded < nActive) {
+      const infl = estimateInfluence();
+      let all = 0;
+      let kept = 0;
+      for (let i = 0; i < nActive; i++) {
+        all += infl[i];
+        if (selected[i]) kept += infl[i];
+      }
+      influenceCovered = all > 0 ? kept / all : 1;
     }
     lap('backward', t5);
     timings_ms.backward_influence = tInfluence;
     timings_ms.backward_steps = tSteps;
+
+    // 7. The graph: kept features + errors + tokens + logits; every row written is exact.
+    const keptAll: number[] = [];
+    for (let i = 0; i < nActive; i++) if (selected[i]) keptAll.push(i);
+    const nFeatures = keptAll.length;
+    const Nk = nFeatures + L * P + P + nLogits;
+    const shift = nFeatures - nActive; // errors, tokens and logits move down by the dropped features
+    /** Full numbering → kept numbering (−1 for a dropped feature). */
+    const keptOf = new Int32Array(nSources).fill(-1);
+    keptAll.forEach((n, i) => (keptOf[n] = i));
+    for (let n = nActive; n < nSources; n++) keptOf[n] = n + shift;
+    const adjacency_NN = new Float32Array(Nk * Nk);
+    const constant_N = new Float64Array(Nk);
+    const actual_N = new Float64Array(Nk);
+    const rowComputed = new Uint8Array(Nk);
+    for (const [n, row] of rows) {
+      const t = n < nActive ? keptOf[n] : n + shift;
+      rowComputed[t] = 1;
+      constant_N[t] = constAll[n];
+      actual_N[t] = actualAll[n];
+      const off = t * Nk;
+      for (let i = 0; i < row.n; i++) {
+        const k = keptOf[row.col[i]];
+        if (k >= 0) adjacency_NN[off + k] = row.val[i];
+      }
+    }
+    rows.clear();
+    const featLayer = new Int32Array(nFeatures);
+    const featPos = new Int32Array(nFeatures);
+    const featIndex = new Int32Array(nFeatures);
+    const featAct = new Float32Array(nFeatures);
+    keptAll.forEach((n, i) => {
+      const l = featLayerOf(n);
+      const la = layers[l];
+      const j = n - featStart[l];
+      featLayer[i] = l;
+      featPos[i] = featureTargets[n].q;
+      featIndex[i] = la.feature[j];
+      featAct[i] = la.act[j];
+    });
     timings_ms.total = performance.now() - t0;
     return {
       ids: [...ids],
@@ -462,6 +595,9 @@ export class Attributor {
       nPos: P,
       dSae: this.transcoders.dSae,
       nFeatures,
+      nActiveFeatures: nActive,
+      influenceCovered,
+      memoryLimited: plan.memoryLimited,
       featLayer,
       featPos,
       featIndex,
@@ -469,13 +605,21 @@ export class Attributor {
       logitIds,
       logitProbs,
       logitValues: Float32Array.from(logitIds, (id) => logitsAll[id]),
-      N,
+      N: Nk,
       adjacency_NN,
       constant_N,
       actual_N,
       rowComputed,
       timings_ms,
     };
+  }
+
+  private readonly bEncCache = new Map<number, Float32Array>();
+  /** b_enc of layer l (read once: it is small and every target reads it). */
+  private bEnc(l: number): Float32Array {
+    let b = this.bEncCache.get(l);
+    if (!b) this.bEncCache.set(l, (b = readVector(this.transcoders.layers[l].bEnc)));
+    return b;
   }
 
   /** Mean over the vocabulary of the unembedding rows (for demeaned logit directions), computed once. */
@@ -492,6 +636,35 @@ export class Attributor {
     for (let d = 0; d < D; d++) mean[d] /= V;
     this.unembedMean = mean;
     return mean;
+  }
+
+  /**
+   * What a graph of `tokens` tokens will cost on this machine (seconds, peak resident bytes), before any work. The
+   * active-feature count is TopK's k per token and layer, else `ASSUMED_ACTIVE_PER_TOKEN`.
+   */
+  estimate(tokens: number, opts: Pick<AttributionOptions, 'maxFeatureNodes' | 'maxNLogits'> = {}): CircuitEstimate {
+    const c = this.model.config;
+    const t0 = this.transcoders.layers[0];
+    let params = 0;
+    for (const e of this.model.checkpoint.tensors.values()) params += e.shape.reduce((a, b) => a * b, 1);
+    return estimateCircuit({
+      nLayers: c.nLayers,
+      dModel: c.dModel,
+      nHeads: c.nHeads,
+      dAttn: this.weights.X,
+      dMlp: c.dMlp,
+      vocabSize: c.vocabSize,
+      params,
+      tokens,
+      dSae: this.transcoders.dSae,
+      transcoderElemBytes: t0.wEnc.dtype === 'F32' ? 4 : 2,
+      activePerToken: t0.activation.kind === 'topk' ? t0.activation.k : ASSUMED_ACTIVE_PER_TOKEN,
+      encoderColumnsStrided: t0.encLayout === 'DF',
+      maxFeatureNodes: opts.maxFeatureNodes ?? DEFAULT_MAX_FEATURE_NODES,
+      nLogits: opts.maxNLogits ?? 10,
+      baseBytes: process.memoryUsage().rss,
+      backwardSessionsPending: !this.backward.prepared,
+    });
   }
 
   async prepare(): Promise<void> {

@@ -88,6 +88,11 @@ export class AttentionBackward {
     private readonly opts: SessionOptions = {},
   ) {}
 
+  /** Whether every block's session exists (their weight copies are then part of the process already). */
+  get prepared(): boolean {
+    return this.sessions.size === this.w.L;
+  }
+
   private session(layer: number): Promise<ortTypes.InferenceSession> {
     let s = this.sessions.get(layer);
     if (!s) {

@@ -106,6 +106,13 @@ export class FeatureEncoder {
     return { layer, start, feature: Int32Array.from(feature), act: Float32Array.from(act) };
   }
 
+  /** Releases one layer's session (its float32 encoder copy); the next `encode` of that layer creates it again. */
+  async release(layer: number): Promise<void> {
+    const s = this.sessions.get(layer);
+    this.sessions.delete(layer);
+    if (s) await (await s).release();
+  }
+
   async dispose(): Promise<void> {
     for (const s of this.sessions.values()) await (await s).release();
     this.sessions.clear();

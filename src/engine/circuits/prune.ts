@@ -142,38 +142,53 @@ export function absRows(A: Float32Array, N: number, rows?: Uint8Array): AbsRows 
   return { N, rowPtr, col, val, rowSum };
 }
 
-/** Compressed |A| of the given rows only (the others empty), with `cache` holding rows compressed before. */
-export function absRowsIncremental(A: Float32Array, N: number, rows: Uint8Array, cache: Map<number, { col: Int32Array; val: Float32Array; sum: number }>): AbsRows {
-  const rowPtr = new Float64Array(N + 1);
-  for (let t = 0; t < N; t++) {
-    let r = cache.get(t);
-    if (!r && rows[t]) {
-      const off = t * N;
-      let n = 0;
-      for (let s = 0; s < N; s++) if (A[off + s] !== 0) n++;
-      r = { col: new Int32Array(n), val: new Float32Array(n), sum: 0 };
-      n = 0;
-      for (let s = 0; s < N; s++) {
-        const a = A[off + s];
-        if (a !== 0) {
-          r.col[n] = s;
-          r.val[n++] = Math.abs(a);
-          r.sum += Math.abs(a);
-        }
-      }
-      cache.set(t, r);
+/**
+ * One computed row of the attribution matrix, sparse: the sources it can have (below its layer, at positions up to
+ * its own) with their edge values, in the order computed, and Σ|value|.
+ */
+export interface SparseRow {
+  col: Int32Array;
+  val: Float32Array;
+  n: number;
+  absSum: number;
+}
+
+export function newSparseRow(capacity: number): SparseRow {
+  return { col: new Int32Array(capacity), val: new Float32Array(capacity), n: 0, absSum: 0 };
+}
+
+export function pushSource(row: SparseRow, col: number, value: number): void {
+  if (value === 0) return;
+  row.col[row.n] = col;
+  row.val[row.n++] = value;
+  row.absSum += Math.abs(value);
+}
+
+/**
+ * Influence I = Σ_{k≥1} wᵀÂᵏ over the rows computed so far (the others count as empty), Â the row-normalised |A| —
+ * what circuit-tracer's feature selection ranks the not-yet-computed features by.
+ */
+export function rowsInfluence(N: number, rows: Map<number, SparseRow>, w: Float64Array): Float64Array {
+  const step = (v: Float64Array, out: Float64Array) => {
+    for (const [t, r] of rows) {
+      const vt = v[t];
+      if (vt === 0 || r.absSum === 0) continue;
+      const f = vt / Math.max(r.absSum, 1e-10);
+      for (let k = 0; k < r.n; k++) out[r.col[k]] += f * Math.abs(r.val[k]);
     }
-    rowPtr[t + 1] = rowPtr[t] + (r ? r.col.length : 0);
+  };
+  let c = new Float64Array(N);
+  step(w, c);
+  const total = Float64Array.from(c);
+  for (let iter = 0; ; iter++) {
+    if (!c.some((x) => x !== 0)) break;
+    if (iter >= 1000) throw new ResidualError('influence did not converge after 1000 iterations (is the graph acyclic?)', 'pruning', 'numeric');
+    const next = new Float64Array(N);
+    step(c, next);
+    for (let i = 0; i < N; i++) total[i] += next[i];
+    c = next;
   }
-  const col = new Int32Array(rowPtr[N]);
-  const val = new Float32Array(rowPtr[N]);
-  const rowSum = new Float64Array(N);
-  for (const [t, r] of cache) {
-    col.set(r.col, rowPtr[t]);
-    val.set(r.val, rowPtr[t]);
-    rowSum[t] = r.sum;
-  }
-  return { N, rowPtr, col, val, rowSum };
+  return total;
 }
 
 /**
