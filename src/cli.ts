@@ -16,6 +16,7 @@ const USAGE = `usage:
   residual analyze --model DIR --text TEXT [--json] [--max-tokens N] [--providers cpu,webgpu] [--top K]
                    [--precision float32|float16] [--check-memory] [--lens-gflop G (0: no limit)]
   residual graph   --model DIR --transcoders DIR --text TEXT [--node-threshold X] [--edge-threshold X] --out FILE
+                   [--max-tokens N (256)] [--max-feature-nodes N|all] [--max-memory MB] [--estimate [--json]]
   residual steer   --model DIR --text TEXT (--feature LAYER:INDEX --transcoders DIR | --vector FILE) --layer L
                    --strength S [--hook resid_pre|resid_mid|resid_post] [--relative] [--positions all|from:N|i,j]
                    [--generate N] [--seed S] [--temperature T] [--top-p P] [--json]
