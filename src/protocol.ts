@@ -201,6 +201,11 @@ export interface CircuitView {
   live: boolean;
   scores?: { replacement: number; completeness: number };
   counts: { activeFeatures: number; nodes: number; links: number };
+  /**
+   * A live graph that keeps fewer features than are active (the feature-row limit or the memory budget): how many,
+   * and the share of the active features' influence they carry.
+   */
+  coverage?: { keptFeatures: number; activeFeatures: number; influenceCovered: number; memoryLimited: boolean; budgetMB: number };
   ms?: number;
   pinned?: string[];
   supernodes?: string[][];
@@ -231,8 +236,21 @@ export interface InterventionRow {
   predictedPaths: number;
 }
 
+/** What a graph will cost, shown before it starts (and kept on screen while it runs). */
+export interface CircuitEstimateView {
+  tokens: number;
+  seconds: number;
+  peakMB: number;
+  budgetMB: number;
+  activeFeatures: number;
+  featureRows: number;
+  /** True when the panel waits for Start (the estimate is above residual.circuitConfirmSeconds or over the budget). */
+  awaitingStart: boolean;
+}
+
 export type ToCircuit =
-  | { type: 'circuit/busy'; what: string }
+  | { type: 'circuit/busy'; what: string; fraction?: number }
+  | { type: 'circuit/estimate'; estimate: CircuitEstimateView }
   | { type: 'circuit/view'; view: CircuitView }
   | { type: 'circuit/card'; card: FeatureCard }
   | { type: 'circuit/intervention'; description: string; rows: InterventionRow[]; notInGraph: number }
@@ -246,4 +264,5 @@ export type FromCircuit =
   | { type: 'circuit/export'; pinned: string[]; supernodes: string[][] }
   | { type: 'circuit/import' }
   | { type: 'circuit/steer'; layer: number; index: number }
+  | { type: 'circuit/start' }
   | { type: 'circuit/cancel' };

@@ -8,6 +8,7 @@ import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { Attributor, type AttributionGraph } from '../engine/circuits/attribution';
 import { parseGraphJson, toGraphJson, type GraphJson, type ImportedGraph } from '../engine/circuits/graph-json';
+import { defaultCircuitBudget, DEFAULT_CIRCUIT_MAX_TOKENS, describeEstimate, mb } from '../engine/circuits/estimate';
 import { intervene } from '../engine/circuits/interventions';
 import { pruneGraph, type PruneResult } from '../engine/circuits/prune';
 import { loadTranscoders, readRows, type TranscoderSet } from '../engine/circuits/transcoders';
@@ -39,6 +40,9 @@ export class CircuitPanel implements vscode.Disposable {
   private imported: ImportedGraph | undefined;
   private attributor: { key: string; value: Attributor } | undefined;
   private running: vscode.CancellationTokenSource | undefined;
+  /** Set while a traced graph waits for the panel's Start. */
+  private startGate: (() => void) | undefined;
+  private budgetMB = 0;
   private lastView: ToCircuit | undefined;
   private readonly disposables: vscode.Disposable[] = [];
   private indexCache = new Map<string, Map<number, IndexEntry> | null>();
@@ -50,7 +54,14 @@ export class CircuitPanel implements vscode.Disposable {
     private readonly transcodersDir: () => string | undefined,
     private readonly steerFeature: (layer: number, index: number, prompt: string | undefined) => void,
   ) {
-    this.disposables.push(vscode.window.registerWebviewPanelSerializer(CIRCUIT_VIEW_TYPE, { deserializeWebviewPanel: async (p) => this.adopt(p) }));
+    this.disposables.push(
+      vscode.window.registerWebviewPanelSerializer(CIRCUIT_VIEW_TYPE, { deserializeWebviewPanel: async (p) => this.adopt(p) }),
+      vscode.workspace.onDidChangeConfiguration((e) => {
+        const changed = ['circuitMaxTokens', 'circuitMemoryMB', 'circuitConfirmSeconds'].filter((k) => e.affectsConfiguration(`residual.${k}`));
+        // Read at the next trace; logged so a user (and the e2e test) can see the change was taken.
+        if (changed.length) this.log.appendLine(`settings changed: ${changed.map((k) => `residual.${k}`).join(', ')} apply from the next trace`);
+      }),
+    );
   }
 
   show(): void {
@@ -93,10 +104,22 @@ export class CircuitPanel implements vscode.Disposable {
       this.post({ type: 'circuit/busy', what: 'Loading the model and transcoders' });
       const model = await this.models.get();
       const attributor = this.attributorFor(model);
-      const maxTokens = vscode.workspace.getConfiguration('residual').get<number>('circuitMaxTokens', 64);
+      const settings = vscode.workspace.getConfiguration('residual');
+      const maxTokens = settings.get<number>('circuitMaxTokens', DEFAULT_CIRCUIT_MAX_TOKENS);
       const ids = model.tokenizer.encodeForModel(text).ids;
       if (ids.length === 0) throw new ResidualError('the selection produced no tokens', 'input');
       if (ids.length > maxTokens) throw new ResidualError(`the selection has ${ids.length} tokens; attribution graphs are limited to residual.circuitMaxTokens = ${maxTokens} (select less, or raise the setting)`, 'input');
+      // The cost first: a graph expected to take long, or to exceed the memory budget, waits for Start.
+      const memoryMB = settings.get<number>('circuitMemoryMB', 0);
+      const budget = memoryMB > 0 ? memoryMB * 1e6 : defaultCircuitBudget();
+      const est = attributor.estimate(ids.length);
+      const awaitingStart = est.seconds > settings.get<number>('circuitConfirmSeconds', 20) || est.peakBytes > budget;
+      this.log.appendLine(`circuit: ${ids.length} tokens, estimate ${describeEstimate(est)}, budget ${mb(budget)}${awaitingStart ? ', waiting for Start' : ''}`);
+      this.post({
+        type: 'circuit/estimate',
+        estimate: { tokens: ids.length, seconds: est.seconds, peakMB: est.peakBytes / 1e6, budgetMB: budget / 1e6, activeFeatures: est.activeFeatures, featureRows: est.featureRows, awaitingStart },
+      });
+      if (awaitingStart) await this.startPressed(cts.token);
       const t0 = performance.now();
       const graph = await vscode.window.withProgress(
         { location: vscode.ProgressLocation.Notification, title: 'Residual: attribution graph', cancellable: true },
@@ -105,14 +128,16 @@ export class CircuitPanel implements vscode.Disposable {
           let last = 0;
           return attributor.attribute(ids, {
             cancel: cts.token,
+            maxMemoryBytes: budget,
             progress: (message, fraction) => {
               progress.report({ message, increment: Math.max(0, fraction * 100 - last) });
               last = fraction * 100;
-              this.post({ type: 'circuit/busy', what: message });
+              this.post({ type: 'circuit/busy', what: message, fraction });
             },
           });
         },
       );
+      this.budgetMB = budget / 1e6;
       const node = this.live?.nodeThreshold ?? 0.8;
       const edge = this.live?.edgeThreshold ?? 0.98;
       this.live = {
@@ -128,7 +153,10 @@ export class CircuitPanel implements vscode.Disposable {
         ms: performance.now() - t0,
       };
       this.imported = undefined;
-      this.log.appendLine(`circuit: ${graph.nFeatures} active features, N = ${graph.N}, ${this.live.ms.toFixed(0)} ms (${JSON.stringify(graph.timings_ms)})`);
+      this.log.appendLine(
+        `circuit: ${graph.nFeatures} of ${graph.nActiveFeatures} active features kept (${(100 * graph.influenceCovered).toFixed(1)}% of their influence${graph.memoryLimited ? ', limited by the memory budget' : ''}), ` +
+          `N = ${graph.N}, ${this.live.ms.toFixed(0)} ms, peak RSS ${mb(process.resourceUsage().maxRSS * 1024)} (${JSON.stringify(graph.timings_ms)})`,
+      );
       this.post({ type: 'circuit/view', view: this.view() });
     } catch (e) {
       this.fail('trace', e);
@@ -136,6 +164,22 @@ export class CircuitPanel implements vscode.Disposable {
       if (this.running === cts) this.running = undefined;
       cts.dispose();
     }
+  }
+
+  /** Resolves when the panel's Start is pressed; rejects as cancelled when the run is cancelled first. */
+  private startPressed(token: vscode.CancellationToken): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const sub = token.onCancellationRequested(() => {
+        this.startGate = undefined;
+        sub.dispose();
+        reject(new ResidualError('cancelled', undefined, 'cancelled'));
+      });
+      this.startGate = () => {
+        this.startGate = undefined;
+        sub.dispose();
+        resolve();
+      };
+    });
   }
 
   private attributorFor(model: Model): Attributor {
@@ -196,7 +240,17 @@ export class CircuitPanel implements vscode.Disposable {
       edgeThreshold: this.live?.edgeThreshold ?? 0.98,
       live: !!this.live && !this.imported,
       scores: this.live && !this.imported ? { replacement: this.live.prune.replacementScore, completeness: this.live.prune.completenessScore } : undefined,
-      counts: { activeFeatures: this.live && !this.imported ? this.live.graph.nFeatures : g.nodes.filter((n) => n.kind === 'feature').length, nodes: g.nodes.length, links: g.links.length },
+      counts: { activeFeatures: this.live && !this.imported ? this.live.graph.nActiveFeatures : g.nodes.filter((n) => n.kind === 'feature').length, nodes: g.nodes.length, links: g.links.length },
+      coverage:
+        this.live && !this.imported && this.live.graph.nFeatures < this.live.graph.nActiveFeatures
+          ? {
+              keptFeatures: this.live.graph.nFeatures,
+              activeFeatures: this.live.graph.nActiveFeatures,
+              influenceCovered: this.live.graph.influenceCovered,
+              memoryLimited: this.live.graph.memoryLimited,
+              budgetMB: this.budgetMB,
+            }
+          : undefined,
       ms: this.imported ? undefined : this.live?.ms,
       pinned: (json.qParams.pinnedIds as string[] | undefined) ?? [],
       supernodes: (json.qParams.supernodes as string[][] | undefined) ?? [],
@@ -211,6 +265,9 @@ export class CircuitPanel implements vscode.Disposable {
           break;
         case 'circuit/cancel':
           this.running?.cancel();
+          break;
+        case 'circuit/start':
+          this.startGate?.();
           break;
         case 'circuit/thresholds': {
           const l = this.live;

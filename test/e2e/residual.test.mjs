@@ -5,10 +5,11 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, before, describe, it as nodeIt } from 'node:test';
 import {
-  contextMenu, openFile, openViewContainer, REPO_ROOT, residualExtension, runCommand, screenshot, selectLines, startVSCode, webview,
+  contextMenu, failureScreenshots, openFile, openViewContainer, REPO_ROOT, residualExtension, runCommand, screenshot, selectLines, startVSCode, webview,
 } from './harness.mjs';
 
 const ext = residualExtension();
@@ -25,6 +26,7 @@ const visible = (s) => s.replace(/ /g, '·').replace(/\n/g, '↵').replace(/\t/g
 
 describe('Residual in a real VS Code', { skip: ext ? false : 'RESIDUAL_VSIX / RESIDUAL_DEV_PATH not set (run scripts/e2e/run.sh)' }, () => {
   let vs;
+  const it = failureScreenshots(nodeIt, () => vs?.page);
   const consoleProblems = [];
   const timings = {};
 
@@ -40,6 +42,26 @@ describe('Residual in a real VS Code', { skip: ext ? false : 'RESIDUAL_VSIX / RE
   });
 
   const activations = () => webview(vs.page, { title: 'Residual: Activations' });
+
+  /** Writes the workspace settings and waits until the extension has seen them (it logs each settings change). */
+  async function writeSettings(obj) {
+    const settingsFile = path.join(vs.workspace, '.vscode', 'settings.json');
+    fs.mkdirSync(path.dirname(settingsFile), { recursive: true });
+    const changes = async () => ((await vs.outputLog('Residual')).match(/settings changed/g) ?? []).length;
+    const n = await changes();
+    fs.writeFileSync(settingsFile, JSON.stringify(obj));
+    const end = Date.now() + 30_000;
+    while ((await changes()) <= n) {
+      if (Date.now() > end) throw new Error('the extension did not see the settings change');
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+
+  /** The CLI's attribution graph of `text` on the bundled model: its summary line. */
+  function cliGraph(text) {
+    const out = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'residual-e2e-graph-')), 'g.json');
+    return execFileSync(process.execPath, [path.join(REPO_ROOT, 'bin', 'residual.js'), 'graph', '--model', bundledModel, '--transcoders', path.join(bundledModel, 'transcoders'), '--text', text, '--out', out, '--providers', 'cpu'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+  }
 
   /** The extension's own log of the time from the command to the drawn panel, for the request the panel shows. */
   async function loggedLatency(wv) {
@@ -172,19 +194,6 @@ describe('Residual in a real VS Code', { skip: ext ? false : 'RESIDUAL_VSIX / RE
 
   it('a missing model folder is named in the error; fixing the setting recovers', async () => {
     const { page } = vs;
-    const settingsFile = path.join(vs.workspace, '.vscode', 'settings.json');
-    fs.mkdirSync(path.dirname(settingsFile), { recursive: true });
-    // Each settings change is logged by the extension; wait for the n-th so the next step sees the new setting.
-    const changes = async () => ((await vs.outputLog('Residual')).match(/settings changed/g) ?? []).length;
-    const writeSettings = async (obj) => {
-      const n = await changes();
-      fs.writeFileSync(settingsFile, JSON.stringify(obj));
-      const end = Date.now() + 30_000;
-      while ((await changes()) <= n) {
-        if (Date.now() > end) throw new Error('the extension did not see the settings change');
-        await new Promise((r) => setTimeout(r, 200));
-      }
-    };
     const line = LINES.findIndex((l) => l.startsWith('total = sum')) + 1;
     const wv = await activations();
     try {
@@ -352,6 +361,43 @@ describe('Residual in a real VS Code', { skip: ext ? false : 'RESIDUAL_VSIX / RE
     await wv.locator('vscode-button', { hasText: 'Next-token effect' }).click();
     await wv.locator('#steer-error', { hasText: 'strength must be a number' }).waitFor();
     assert.ok(await wv.locator('#effect-table').count());
+  });
+
+  it('a long selection shows its cost first: Cancel stops it, Start traces it, and a partial graph says what it covers', async () => {
+    const { page } = vs;
+    const last = 7;
+    const text = LINES.slice(0, last).join('\n');
+    // The CLI on the same text: how many features are active, and how many rows the default computes.
+    const m = /\((?:of )?(\d+) active features.*; (\d+) of \1 active features kept, ([\d.]+)% of their influence\)/.exec(cliGraph(text));
+    assert.ok(m, 'the CLI keeps part of the active features on this text');
+    try {
+      await writeSettings({ 'residual.circuitConfirmSeconds': 0 });
+      await openFile(page, 'prompt.py');
+      await selectLines(page, 1, last);
+      await runCommand(page, 'Residual: Trace Circuit for Selection');
+      const wv = await webview(page, { title: 'Residual: Circuit' });
+      const est = wv.locator('#app[data-state="awaiting-start"] #circuit-estimate');
+      await est.waitFor({ timeout: 60_000 });
+      assert.match(await est.textContent(), /^\d+ tokens: about [\d.]+ s and \d+(\.\d)? (MB|GB) peak memory \(budget [\d.]+ (MB|GB)\), 1,024 feature rows of ~[\d,]+ active features/);
+      await screenshot(page, 'residual-circuit-estimate.png');
+      await wv.locator('#circuit-cancel-start').click();
+      await wv.locator('#app[data-state="error"] #circuit-error', { hasText: 'Cancelled.' }).waitFor({ timeout: 30_000 });
+
+      await openFile(page, 'prompt.py');
+      await selectLines(page, 1, last);
+      await runCommand(page, 'Residual: Trace Circuit for Selection');
+      await est.waitFor({ timeout: 60_000 });
+      await wv.locator('#circuit-start').click();
+      await wv.locator('#app[data-state="ready"] svg#graph').waitFor({ timeout: 120_000 });
+      assert.equal(await wv.locator('#circuit-prompt').textContent(), text);
+      const coverage = await wv.locator('#circuit-coverage').textContent();
+      const kept = Number(m[2]).toLocaleString('en-US');
+      const active = Number(m[1]).toLocaleString('en-US');
+      assert.ok(coverage.includes(`the ${kept} most influential of ${active} active features, ${m[3]}% of the features' estimated influence`), coverage);
+      await screenshot(page, 'residual-circuit-partial.png');
+    } finally {
+      await writeSettings({});
+    }
   });
 
   it('follows the colour theme (dark)', async () => {

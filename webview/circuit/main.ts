@@ -5,7 +5,7 @@
  * The layout is fixed by (layer, position), so no general graph-layout library is needed: nodes sharing a cell are
  * spread by importance.
  */
-import type { CircuitNode, CircuitView, FeatureCard, FromCircuit, InterventionRow, ToCircuit } from '../../src/protocol';
+import type { CircuitEstimateView, CircuitNode, CircuitView, FeatureCard, FromCircuit, InterventionRow, ToCircuit } from '../../src/protocol';
 import { button, el, hostBridge, showToken, spinner, textField } from '../ui';
 
 interface Persisted {
@@ -21,7 +21,10 @@ let view: CircuitView | undefined;
 let card: FeatureCard | undefined;
 let intervention: { description: string; rows: InterventionRow[]; notInGraph: number } | undefined;
 let busy = '';
+let busyFraction: number | undefined;
 let error = '';
+/** The estimate of the graph being traced (or waiting for Start); cleared when its graph or an error arrives. */
+let estimate: CircuitEstimateView | undefined;
 let selected: string | undefined;
 let p: Persisted = host.getState() ?? { pinned: [], groups: [], onlyPinned: false };
 let thresholdTimer: ReturnType<typeof setTimeout> | undefined;
@@ -31,14 +34,26 @@ window.addEventListener('message', (ev: MessageEvent<ToCircuit>) => {
   switch (m.type) {
     case 'circuit/busy':
       busy = m.what;
+      busyFraction = m.fraction;
       error = '';
-      if (view && document.getElementById('busy')) {
+      if (document.getElementById('busy')) {
         document.getElementById('busy')!.textContent = `${busy}…`;
-        return;
+        const bar = document.getElementById('busy-progress') as HTMLProgressElement | null;
+        if (bar && m.fraction !== undefined) {
+          bar.value = m.fraction;
+          return;
+        }
+        if (view && m.fraction === undefined) return;
       }
+      break;
+    case 'circuit/estimate':
+      estimate = m.estimate;
+      busy = m.estimate.awaitingStart ? '' : busy;
+      error = '';
       break;
     case 'circuit/view':
       busy = '';
+      estimate = undefined;
       error = '';
       view = m.view;
       if (m.view.pinned?.length || m.view.supernodes?.length) p = { ...p, pinned: m.view.pinned ?? [], groups: m.view.supernodes ?? [] };
@@ -54,6 +69,7 @@ window.addEventListener('message', (ev: MessageEvent<ToCircuit>) => {
       break;
     case 'circuit/error':
       busy = '';
+      estimate = undefined;
       error = m.message;
       break;
   }
@@ -66,12 +82,41 @@ function save(): void {
 
 function render(): void {
   app.replaceChildren();
-  app.dataset.state = busy ? 'running' : error ? 'error' : view ? 'ready' : 'empty';
+  const awaiting = !busy && !error && estimate?.awaitingStart;
+  app.dataset.state = awaiting ? 'awaiting-start' : busy ? 'running' : error ? 'error' : view ? 'ready' : 'empty';
+  if (awaiting && estimate) {
+    const n = el('div', 'notice estimate');
+    n.id = 'circuit-estimate';
+    const over = estimate.peakMB > estimate.budgetMB;
+    n.append(
+      el('span', undefined, `${estimateText(estimate)}.${over ? ` That is over the memory budget of ${mbText(estimate.budgetMB)}: fewer feature rows will be computed, and the graph will say how much of the influence they cover.` : ''} `),
+      withId(button('Start', () => {
+        estimate = { ...estimate!, awaitingStart: false };
+        busy = 'Starting';
+        render();
+        host.post({ type: 'circuit/start' });
+      }, 'primary'), 'circuit-start'),
+      withId(button('Cancel', () => host.post({ type: 'circuit/cancel' })), 'circuit-cancel-start'),
+    );
+    app.append(n);
+    // The graph on screen is another prompt's: only the decision is shown, at the top.
+    window.scrollTo(0, 0);
+    return;
+  }
   if (busy) {
     const n = el('div', 'notice running');
     const t = el('span', undefined, `${busy}…`);
     t.id = 'busy';
-    n.append(spinner(), t, button('Cancel', () => host.post({ type: 'circuit/cancel' })));
+    n.append(spinner(), t);
+    if (busyFraction !== undefined || estimate) {
+      const bar = document.createElement('progress');
+      bar.id = 'busy-progress';
+      bar.max = 1;
+      if (busyFraction !== undefined) bar.value = busyFraction;
+      n.append(bar);
+    }
+    n.append(button('Cancel', () => host.post({ type: 'circuit/cancel' })));
+    if (estimate) n.append(el('span', 'muted', ` Estimated: ${estimateText(estimate)}.`));
     app.append(n);
   }
   if (error) {
@@ -94,6 +139,20 @@ function render(): void {
   app.append(layout);
 }
 
+function withId<T extends HTMLElement>(e: T, id: string): T {
+  e.id = id;
+  return e;
+}
+
+function mbText(mb: number): string {
+  return mb >= 1000 ? `${(mb / 1000).toFixed(1)} GB` : `${Math.ceil(mb)} MB`;
+}
+
+function estimateText(e: CircuitEstimateView): string {
+  const s = e.seconds < 10 ? e.seconds.toFixed(1) : String(Math.round(e.seconds));
+  return `${e.tokens} tokens: about ${s} s and ${mbText(e.peakMB)} peak memory (budget ${mbText(e.budgetMB)}), ${e.featureRows.toLocaleString('en-US')} feature rows of ~${e.activeFeatures.toLocaleString('en-US')} active features`;
+}
+
 function header(v: CircuitView): HTMLElement {
   const h = el('header', 'summary');
   const s = v.scores ? ` · replacement score ${v.scores.replacement.toFixed(3)} · completeness ${v.scores.completeness.toFixed(3)}` : '';
@@ -104,7 +163,20 @@ function header(v: CircuitView): HTMLElement {
   const prompt = el('pre', 'preview', v.prompt);
   prompt.id = 'circuit-prompt';
   const wrap = el('div');
-  wrap.append(h, prompt);
+  wrap.append(h);
+  if (v.coverage) {
+    const c = v.coverage;
+    const why = c.memoryLimited ? `the memory budget (${mbText(c.budgetMB)}) allowed rows for` : 'rows were computed for';
+    const cov = el(
+      'div',
+      'notice coverage',
+      `Partial graph: ${why} the ${c.keptFeatures.toLocaleString('en-US')} most influential of ${c.activeFeatures.toLocaleString('en-US')} active features, ` +
+        `${(100 * c.influenceCovered).toFixed(1)}% of the features' estimated influence on the logits. Every edge shown is exact.`,
+    );
+    cov.id = 'circuit-coverage';
+    wrap.append(cov);
+  }
+  wrap.append(prompt);
   return wrap;
 }
 
