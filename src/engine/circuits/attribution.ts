@@ -160,7 +160,7 @@ export class Attributor {
     const opts = { ...sessionOptions, providers: sessionOptions.providers ?? [model.provider] };
     this.encoder = new FeatureEncoder(transcoders, opts);
     this.weights = readFrozenWeights(model.checkpoint);
-    this.backward = new AttentionBackward(this.weights, `${model.checkpoint.dir}|${model.config.name}`, opts);
+    this.backward = new AttentionBackward(this.weights, `${model.checkpoint.dir}|${model.config.name}`, { ...opts, cpuMemArena: false });
   }
 
   /** Real forward with the hooks the graph needs, and the active features of every layer. */
@@ -414,6 +414,7 @@ export class Attributor {
     const crops = new Map<string, Float32Array>();
     /** Computed rows (full numbering → its sources and values), in the order computed. */
     const rows = new Map<number, SparseRow>();
+    const sharedCols = new Map<string, Int32Array>();
     const cropPattern = (a: number, S: number): Float32Array => {
       const key = `${a}:${S}`;
       let c = crops.get(key);
@@ -439,7 +440,10 @@ export class Attributor {
       fillDirections(targets);
       const byQ = new Map<number, Target[]>();
       for (const t of targets) {
-        rows.set(t.row, newSparseRow(rowCapacity(t)));
+        const key = `${topBlock(t)}:${t.level === L}:${t.q}`;
+        let cols = sharedCols.get(key);
+        if (!cols) sharedCols.set(key, (cols = new Int32Array(rowCapacity(t))));
+        rows.set(t.row, newSparseRow(cols));
         let g = byQ.get(t.q);
         if (!g) byQ.set(t.q, (g = []));
         g.push(t);

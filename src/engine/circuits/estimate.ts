@@ -48,7 +48,7 @@ export function defaultCircuitBudget(): number {
 
 /** Rows (targets × positions) per backward batch: the gradient tensor stays near 64 MB whatever the width. */
 export function defaultBatchRows(D: number, X: number): number {
-  return Math.max(256, Math.min(16384, Math.floor(64e6 / (4 * Math.max(D, X)))));
+  return Math.max(256, Math.min(16384, Math.floor(16e6 / (4 * Math.max(D, X)))));
 }
 
 /** Peak bytes of one backward batch: the gradients, their W_Oᵀ and per-head images, the new gradients, the read-out. */

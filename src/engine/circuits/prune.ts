@@ -144,7 +144,8 @@ export function absRows(A: Float32Array, N: number, rows?: Uint8Array): AbsRows 
 
 /**
  * One computed row of the attribution matrix, sparse: the sources it can have (below its layer, at positions up to
- * its own) with their edge values, in the order computed, and Σ|value|.
+ * its own) with their edge values, in the order computed, and Σ|value|. Rows whose sources are the same (same top
+ * block and position) share one `col` array: every such row writes the same sources in the same order.
  */
 export interface SparseRow {
   col: Int32Array;
@@ -153,12 +154,11 @@ export interface SparseRow {
   absSum: number;
 }
 
-export function newSparseRow(capacity: number): SparseRow {
-  return { col: new Int32Array(capacity), val: new Float32Array(capacity), n: 0, absSum: 0 };
+export function newSparseRow(col: Int32Array): SparseRow {
+  return { col, val: new Float32Array(col.length), n: 0, absSum: 0 };
 }
 
 export function pushSource(row: SparseRow, col: number, value: number): void {
-  if (value === 0) return;
   row.col[row.n] = col;
   row.val[row.n++] = value;
   row.absSum += Math.abs(value);

@@ -41,6 +41,11 @@ export interface SessionOptions {
   threads?: number;
   /** 'link' (default): .onnx beside hard links; 'buffer': external files read into memory. */
   externalMode?: 'link' | 'buffer';
+  /**
+   * ONNX Runtime's CPU arena (default on). Off for graphs run at many different shapes (the attribution's backward
+   * sweeps): the arena keeps every size it ever grew to, so process memory would only climb.
+   */
+  cpuMemArena?: boolean;
 }
 
 export interface CreatedSession {
@@ -78,6 +83,7 @@ export async function createSession(
         graphOptimizationLevel: 'all',
         intraOpNumThreads: opts.threads ?? 0,
         logSeverityLevel: 3,
+        ...(opts.cpuMemArena === false ? { enableCpuMemArena: false } : {}),
       };
       let session: ortTypes.InferenceSession;
       if (mode === 'link' && onnxPath) {
