@@ -1,9 +1,11 @@
 /**
- * Writes transcoders in the SAELens or circuit-tracer layout, and deterministic random ones for tests and benchmarks.
+ * Writes transcoders in the SAELens or circuit-tracer layout, and deterministic random ones for tests and benchmarks
+ * (in memory with `randomTranscoderWeights`, or drawn while written, one layer at a time, with
+ * `writeRandomTranscoders`).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { gaussian, mulberry32 } from '../checkpoint/random';
+import { heldTensor, NormalStream, randomTensor, STREAM_CHUNK, writeStreamedSafetensors, type NormalSampler, type StreamedTensor } from '../checkpoint/random';
 import type { SafeDtype } from '../checkpoint/safetensors';
 import { writeSafetensors, type TensorToWrite } from '../checkpoint/write';
 import type { TranscoderInput } from './transcoders';
@@ -34,37 +36,8 @@ export interface WriteOptions {
 
 /** SAELens layout: `dir/layer_{l}/cfg.json` + `sae_weights.safetensors`, one subfolder per layer. */
 export function writeSaeLensTranscoders(dir: string, layers: TranscoderWeights[], opts: WriteOptions): void {
-  const input = opts.input ?? 'ln2.hook_normalized';
   layers.forEach((w, i) => {
-    const l = i + (opts.firstLayer ?? 0);
-    const sub = path.join(dir, `layer_${l}`);
-    fs.mkdirSync(sub, { recursive: true });
-    const hookName = `blocks.${l}.${input}`;
-    const hookOut = `blocks.${l}.hook_mlp_out`;
-    const architecture = opts.activation === 'relu' ? 'transcoder' : opts.activation === 'jumprelu' ? 'jumprelu_transcoder' : 'topk';
-    const common = { d_in: w.dIn, d_sae: w.dSae, d_out: w.dIn, dtype: 'float32', device: 'cpu', apply_b_dec_to_input: false };
-    const cfg =
-      (opts.cfgVersion ?? 'v6') === 'v6'
-        ? {
-            ...common,
-            architecture,
-            normalize_activations: 'none',
-            reshape_activations: 'none',
-            ...(opts.activation === 'topk' ? { k: opts.k, rescale_acts_by_decoder_norm: false } : {}),
-            metadata: { sae_lens_version: '6.18.0', model_name: 'random', hook_name: hookName, hook_name_out: hookOut, hook_head_index: null },
-          }
-        : {
-            ...common,
-            architecture: opts.activation === 'topk' ? 'standard' : architecture,
-            hook_name: hookName,
-            hook_layer: l,
-            hook_name_out: hookOut,
-            activation_fn_str: opts.activation === 'topk' ? 'topk' : 'relu',
-            activation_fn_kwargs: opts.activation === 'topk' ? { k: opts.k } : {},
-            normalize_activations: 'none',
-            model_name: 'random',
-          };
-    fs.writeFileSync(path.join(sub, 'cfg.json'), JSON.stringify(cfg, null, 1));
+    const sub = saeLensLayerDir(dir, i + (opts.firstLayer ?? 0), w.dIn, w.dSae, opts);
     const tensors: TensorToWrite[] = [
       { name: 'W_enc', shape: [w.dIn, w.dSae], data: w.wEnc_DF },
       { name: 'b_enc', shape: [w.dSae], data: w.bEnc_F },
@@ -76,8 +49,56 @@ export function writeSaeLensTranscoders(dir: string, layers: TranscoderWeights[]
   });
 }
 
+/** Creates `dir/layer_{l}` with its cfg.json (weights not yet written) and returns the subfolder. */
+function saeLensLayerDir(dir: string, l: number, dIn: number, dSae: number, opts: WriteOptions): string {
+  const input = opts.input ?? 'ln2.hook_normalized';
+  const sub = path.join(dir, `layer_${l}`);
+  fs.mkdirSync(sub, { recursive: true });
+  const hookName = `blocks.${l}.${input}`;
+  const hookOut = `blocks.${l}.hook_mlp_out`;
+  const architecture = opts.activation === 'relu' ? 'transcoder' : opts.activation === 'jumprelu' ? 'jumprelu_transcoder' : 'topk';
+  const common = { d_in: dIn, d_sae: dSae, d_out: dIn, dtype: 'float32', device: 'cpu', apply_b_dec_to_input: false };
+  const cfg =
+    (opts.cfgVersion ?? 'v6') === 'v6'
+      ? {
+          ...common,
+          architecture,
+          normalize_activations: 'none',
+          reshape_activations: 'none',
+          ...(opts.activation === 'topk' ? { k: opts.k, rescale_acts_by_decoder_norm: false } : {}),
+          metadata: { sae_lens_version: '6.18.0', model_name: 'random', hook_name: hookName, hook_name_out: hookOut, hook_head_index: null },
+        }
+      : {
+          ...common,
+          architecture: opts.activation === 'topk' ? 'standard' : architecture,
+          hook_name: hookName,
+          hook_layer: l,
+          hook_name_out: hookOut,
+          activation_fn_str: opts.activation === 'topk' ? 'topk' : 'relu',
+          activation_fn_kwargs: opts.activation === 'topk' ? { k: opts.k } : {},
+          normalize_activations: 'none',
+          model_name: 'random',
+        };
+  fs.writeFileSync(path.join(sub, 'cfg.json'), JSON.stringify(cfg, null, 1));
+  return sub;
+}
+
 /** circuit-tracer layout: `config.yaml` + `layer_{l}.safetensors` with W_enc transposed to [d_sae, d_model]. */
 export function writeCircuitTracerTranscoders(dir: string, layers: TranscoderWeights[], opts: WriteOptions): void {
+  writeCircuitTracerConfig(dir, opts);
+  layers.forEach((w, l) => {
+    const tensors: TensorToWrite[] = [
+      { name: 'W_enc', shape: [w.dSae, w.dIn], data: transpose(w.wEnc_DF, w.dIn, w.dSae) },
+      { name: 'W_dec', shape: [w.dSae, w.dIn], data: w.wDec_FD },
+      { name: 'b_enc', shape: [w.dSae], data: w.bEnc_F },
+      { name: 'b_dec', shape: [w.dIn], data: w.bDec_D },
+    ];
+    if (opts.activation === 'jumprelu') tensors.push({ name: 'activation_function.threshold', shape: [w.dSae], data: w.threshold_F! });
+    writeSafetensors(path.join(dir, `layer_${l}.safetensors`), tensors, opts.dtype ?? 'F32');
+  });
+}
+
+function writeCircuitTracerConfig(dir: string, opts: WriteOptions): void {
   fs.mkdirSync(dir, { recursive: true });
   const input = opts.input ?? 'ln2.hook_normalized';
   const lines = [
@@ -90,18 +111,13 @@ export function writeCircuitTracerTranscoders(dir: string, layers: TranscoderWei
   if (opts.activation === 'topk') lines.push('activation: topk', `k: ${opts.k}`);
   if (opts.activation === 'relu') lines.push('activation: relu');
   fs.writeFileSync(path.join(dir, 'config.yaml'), lines.join('\n') + '\n');
-  layers.forEach((w, l) => {
-    const encT = new Float32Array(w.dSae * w.dIn);
-    for (let d = 0; d < w.dIn; d++) for (let f = 0; f < w.dSae; f++) encT[f * w.dIn + d] = w.wEnc_DF[d * w.dSae + f];
-    const tensors: TensorToWrite[] = [
-      { name: 'W_enc', shape: [w.dSae, w.dIn], data: encT },
-      { name: 'W_dec', shape: [w.dSae, w.dIn], data: w.wDec_FD },
-      { name: 'b_enc', shape: [w.dSae], data: w.bEnc_F },
-      { name: 'b_dec', shape: [w.dIn], data: w.bDec_D },
-    ];
-    if (opts.activation === 'jumprelu') tensors.push({ name: 'activation_function.threshold', shape: [w.dSae], data: w.threshold_F! });
-    writeSafetensors(path.join(dir, `layer_${l}.safetensors`), tensors, opts.dtype ?? 'F32');
-  });
+}
+
+/** [rows, cols] → [cols, rows]. */
+function transpose(a: Float32Array, rows: number, cols: number): Float32Array {
+  const t = new Float32Array(rows * cols);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) t[c * rows + r] = a[r * cols + c];
+  return t;
 }
 
 export interface RandomTranscoderOptions {
@@ -113,14 +129,19 @@ export interface RandomTranscoderOptions {
   /** Mean of b_enc (negative makes ReLU features sparse); default 0. */
   bEncMean?: number;
   threshold?: number;
+  /** How normal samples are drawn (default 'box-muller'; 'table' is several times faster, see NormalStream). */
+  sampler?: NormalSampler;
 }
 
-/** Random weights for `nLayers` transcoders of width `dSae` on a `dIn`-wide model. */
+/**
+ * Random weights for `nLayers` transcoders of width `dSae` on a `dIn`-wide model. One stream of samples in the order
+ * W_enc, b_enc, W_dec, b_dec, threshold, layer after layer.
+ */
 export function randomTranscoderWeights(nLayers: number, dIn: number, dSae: number, o: RandomTranscoderOptions): TranscoderWeights[] {
-  const normal = gaussian(mulberry32(o.seed));
+  const normal = new NormalStream(o.seed, o.sampler);
   const fill = (n: number, mean: number, sd: number) => {
     const a = new Float32Array(n);
-    for (let i = 0; i < n; i++) a[i] = mean + sd * normal();
+    normal.fill(a, mean, sd);
     return a;
   };
   const out: TranscoderWeights[] = [];
@@ -136,4 +157,73 @@ export function randomTranscoderWeights(nLayers: number, dIn: number, dSae: numb
     });
   }
   return out;
+}
+
+export interface RandomTranscoderSetOptions extends RandomTranscoderOptions, WriteOptions {
+  layout: 'saelens' | 'circuit-tracer';
+  /** Called after each chunk written: the file being written and the fraction of all values done. */
+  progress?: (message: string, fraction: number) => void;
+}
+
+/**
+ * Random transcoders drawn while they are written, one layer at a time: the same files as
+ * `writeSaeLensTranscoders` / `writeCircuitTracerTranscoders(dir, randomTranscoderWeights(nLayers, dIn, dSae, o), o)`,
+ * byte for byte, without holding the set. Memory: one chunk of values (SAELens) or one layer's encoder, which the
+ * circuit-tracer layout stores transposed (d_in · d_sae float32, twice).
+ */
+export function writeRandomTranscoders(dir: string, nLayers: number, dIn: number, dSae: number, o: RandomTranscoderSetOptions): void {
+  const normal = new NormalStream(o.seed, o.sampler);
+  const encStd = o.encStd ?? 1 / Math.sqrt(dIn);
+  const decStd = o.decStd ?? 1 / Math.sqrt(dSae);
+  const drawn = (n: number, mean: number, sd: number) => {
+    const a = new Float32Array(n);
+    normal.fill(a, mean, sd);
+    return a;
+  };
+  const jump = o.activation === 'jumprelu';
+  const perLayer = 2 * dIn * dSae + dSae + dIn + (jump ? dSae : 0);
+  if (o.layout === 'circuit-tracer') writeCircuitTracerConfig(dir, o);
+  for (let l = 0; l < nLayers; l++) {
+    let file: string;
+    let tensors: StreamedTensor[];
+    if (o.layout === 'saelens') {
+      const sub = saeLensLayerDir(dir, l + (o.firstLayer ?? 0), dIn, dSae, o);
+      file = path.join(sub, 'sae_weights.safetensors');
+      tensors = [
+        randomTensor('W_enc', [dIn, dSae], normal, 0, encStd),
+        randomTensor('b_enc', [dSae], normal, o.bEncMean ?? 0, 0.1),
+        randomTensor('W_dec', [dSae, dIn], normal, 0, decStd),
+        randomTensor('b_dec', [dIn], normal, 0, 0.05),
+      ];
+      if (jump) tensors.push(randomTensor('threshold', [dSae], normal, o.threshold ?? 0.3, 0.05, true));
+    } else {
+      // The file starts with the transposed encoder, so the encoder and b_enc (drawn before W_dec) are held.
+      file = path.join(dir, `layer_${l}.safetensors`);
+      const wEnc_DF = drawn(dIn * dSae, 0, encStd);
+      const bEnc_F = drawn(dSae, o.bEncMean ?? 0, 0.1);
+      tensors = [
+        { name: 'W_enc', shape: [dSae, dIn], chunks: () => transposedRows(wEnc_DF, dIn, dSae) },
+        randomTensor('W_dec', [dSae, dIn], normal, 0, decStd),
+        heldTensor({ name: 'b_enc', shape: [dSae], data: bEnc_F }),
+        randomTensor('b_dec', [dIn], normal, 0, 0.05),
+      ];
+      if (jump) tensors.push(randomTensor('activation_function.threshold', [dSae], normal, o.threshold ?? 0.3, 0.05, true));
+    }
+    let done = 0;
+    const onValues = o.progress && ((_: string, n: number) => o.progress!(file, (l * perLayer + (done += n)) / (nLayers * perLayer)));
+    writeStreamedSafetensors(file, tensors, o.dtype ?? 'F32', undefined, onValues);
+    // The threshold is drawn for every activation, so layer l + 1 starts at the same point of the stream.
+    if (!jump) drawn(dSae, 0, 1);
+  }
+}
+
+/** The [cols, rows] transpose of `a_RC`, a block of rows at a time. */
+function* transposedRows(a_RC: Float32Array, rows: number, cols: number): Iterable<Float32Array> {
+  const per = Math.max(1, Math.floor(STREAM_CHUNK / rows));
+  const buf = new Float32Array(Math.min(cols, per) * rows);
+  for (let c0 = 0; c0 < cols; c0 += per) {
+    const c1 = Math.min(cols, c0 + per);
+    for (let r = 0; r < rows; r++) for (let c = c0; c < c1; c++) buf[(c - c0) * rows + r] = a_RC[r * cols + c];
+    yield buf.subarray(0, (c1 - c0) * rows);
+  }
 }
