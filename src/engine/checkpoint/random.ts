@@ -5,14 +5,14 @@
  * values do not depend on the chunk size.
  */
 import * as fs from 'fs';
-import * as os from 'os';
 import * as nodePath from 'path';
 import { ResidualError } from '../errors';
 import type { Gpt2Activation } from './config';
 import { expectedFamilyShapes, familyPrefixes, familyWeightNames, parseFamilyConfig, type FamilyModelType } from './families';
-import { f32ArrayToBf16, f32ArrayToF16 } from './half';
 import type { SafeDtype } from './safetensors';
-import { writeSafetensorsFile, type TensorToWrite } from './write';
+import { heldTensor, writeStreamedSafetensors, type StreamedTensor, type TensorToWrite } from './write';
+
+export { heldTensor, writeStreamedSafetensors, type StreamedTensor };
 
 export interface RandomGpt2Shape {
   nLayers: number;
@@ -173,16 +173,6 @@ export class NormalStream {
   }
 }
 
-/**
- * A tensor produced in pieces: `chunks()` yields its float32 values in order. The writer encodes and writes each
- * chunk before asking for the next, so a producer may reuse one buffer.
- */
-export interface StreamedTensor {
-  name: string;
-  shape: number[];
-  chunks(): Iterable<Float32Array>;
-}
-
 /** Values per chunk of a streamed random tensor (4 MB of float32). */
 export const STREAM_CHUNK = 1 << 20;
 
@@ -205,73 +195,6 @@ export function randomTensor(name: string, shape: number[], normal: NormalStream
   };
 }
 
-/** A tensor whose values are already in memory. */
-export function heldTensor(t: TensorToWrite): StreamedTensor {
-  return { name: t.name, shape: t.shape, chunks: () => [t.data] };
-}
-
-const LITTLE_ENDIAN_HOST = os.endianness() === 'LE';
-
-/**
- * Writes streamed tensors as one safetensors file in `dtype` (F16/BF16 round to nearest even): the header from the
- * shapes, then each chunk encoded as it comes. Byte-identical to `writeSafetensors` for the same values.
- * `onValues` is told how many values of which tensor were just written.
- */
-export function writeStreamedSafetensors(
-  path: string,
-  tensors: StreamedTensor[],
-  dtype: SafeDtype,
-  metadata?: Record<string, string>,
-  onValues?: (tensor: string, values: number) => void,
-): void {
-  const elem = dtype === 'F32' ? 4 : dtype === 'F16' || dtype === 'BF16' ? 2 : 0;
-  if (!elem) throw new ResidualError(`cannot write dtype ${String(dtype)}; use F32, F16 or BF16`, path, 'unsupported');
-  const header: Record<string, unknown> = {};
-  if (metadata) header.__metadata__ = metadata;
-  const seen = new Set<string>();
-  let offset = 0;
-  for (const t of tensors) {
-    if (t.name === '__metadata__' || seen.has(t.name)) throw new ResidualError(`tensor name "${t.name}" is reserved or used twice`, path);
-    if (!t.shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
-      throw new ResidualError(`tensor "${t.name}": shape [${t.shape.join(', ')}] is not non-negative integers`, path);
-    }
-    seen.add(t.name);
-    const bytes = t.shape.reduce((a, b) => a * b, 1) * elem;
-    header[t.name] = { dtype, shape: t.shape, data_offsets: [offset, offset + bytes] };
-    offset += bytes;
-  }
-  const half = new Uint16Array(elem === 2 ? STREAM_CHUNK : 0);
-  const encode = (c: Float32Array): Uint8Array => {
-    if (dtype === 'F32' && LITTLE_ENDIAN_HOST) return new Uint8Array(c.buffer, c.byteOffset, c.byteLength);
-    if (dtype === 'F32') {
-      const out = new Uint8Array(c.length * 4);
-      const view = new DataView(out.buffer);
-      for (let i = 0; i < c.length; i++) view.setFloat32(i * 4, c[i], true);
-      return out;
-    }
-    const h = c.length <= half.length ? half.subarray(0, c.length) : new Uint16Array(c.length);
-    if (dtype === 'F16') f32ArrayToF16(c, h);
-    else f32ArrayToBf16(c, h);
-    if (LITTLE_ENDIAN_HOST) return new Uint8Array(h.buffer, h.byteOffset, h.byteLength);
-    const out = new Uint8Array(h.length * 2);
-    const view = new DataView(out.buffer);
-    for (let i = 0; i < h.length; i++) view.setUint16(i * 2, h[i], true);
-    return out;
-  };
-  writeSafetensorsFile(path, header, (function* () {
-    for (const t of tensors) {
-      const count = t.shape.reduce((a, b) => a * b, 1);
-      let done = 0;
-      for (const c of t.chunks()) {
-        done += c.length;
-        if (done > count) break;
-        yield encode(c);
-        onValues?.(t.name, c.length);
-      }
-      if (done !== count) throw new ResidualError(`tensor "${t.name}": shape [${t.shape.join(', ')}] holds ${count} values but ${done > count ? 'more' : done} were produced`, path);
-    }
-  })());
-}
 
 /**
  * Writes config.json, model.safetensors (or model-0000i-of-0000n.safetensors + model.safetensors.index.json) and

@@ -15,6 +15,16 @@ export interface TensorToWrite {
 }
 
 /**
+ * A tensor produced in pieces: `chunks()` yields its float32 values in order. The writer encodes and writes each
+ * chunk before asking for the next, so a producer may reuse one buffer.
+ */
+export interface StreamedTensor {
+  name: string;
+  shape: number[];
+  chunks(): Iterable<Float32Array>;
+}
+
+/**
  * Writes `tensors` (float32 values) as one safetensors file in `dtype` (F16/BF16 round to nearest even). The file
  * is written beside `path` and renamed into place, so a reader never sees half a file.
  */
@@ -24,6 +34,32 @@ export function writeSafetensors(
   dtype: SafeDtype,
   metadata?: Record<string, string>,
 ): void {
+  for (const t of tensors) {
+    const count = t.shape.reduce((a, b) => a * b, 1);
+    if (t.shape.every((d) => Number.isSafeInteger(d) && d >= 0) && count !== t.data.length) {
+      throw new ResidualError(`tensor "${t.name}": shape [${t.shape.join(', ')}] holds ${count} values but data has ${t.data.length}`, path);
+    }
+  }
+  writeStreamedSafetensors(path, tensors.map(heldTensor), dtype, metadata);
+}
+
+/** A tensor whose values are already in memory. */
+export function heldTensor(t: TensorToWrite): StreamedTensor {
+  return { name: t.name, shape: t.shape, chunks: () => [t.data] };
+}
+
+/**
+ * Writes streamed tensors as one safetensors file in `dtype` (F16/BF16 round to nearest even): the header from the
+ * shapes, then each chunk encoded as it comes. Byte-identical to `writeSafetensors` for the same values.
+ * `onValues` is told how many values of which tensor were just written.
+ */
+export function writeStreamedSafetensors(
+  path: string,
+  tensors: StreamedTensor[],
+  dtype: SafeDtype,
+  metadata?: Record<string, string>,
+  onValues?: (tensor: string, values: number) => void,
+): void {
   const elem = dtype === 'F32' ? 4 : dtype === 'F16' || dtype === 'BF16' ? 2 : 0;
   if (!elem) throw new ResidualError(`cannot write dtype ${String(dtype)}; use F32, F16 or BF16`, path, 'unsupported');
   const header: Record<string, unknown> = {};
@@ -31,23 +67,27 @@ export function writeSafetensors(
   const seen = new Set<string>();
   let offset = 0;
   for (const t of tensors) {
-    if (t.name === '__metadata__' || seen.has(t.name)) {
-      throw new ResidualError(`tensor name "${t.name}" is reserved or used twice`, path);
-    }
-    seen.add(t.name);
+    if (t.name === '__metadata__' || seen.has(t.name)) throw new ResidualError(`tensor name "${t.name}" is reserved or used twice`, path);
     if (!t.shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
       throw new ResidualError(`tensor "${t.name}": shape [${t.shape.join(', ')}] is not non-negative integers`, path);
     }
-    const count = t.shape.reduce((a, b) => a * b, 1);
-    if (count !== t.data.length) {
-      throw new ResidualError(`tensor "${t.name}": shape [${t.shape.join(', ')}] holds ${count} values but data has ${t.data.length}`, path);
-    }
-    const bytes = count * elem;
+    seen.add(t.name);
+    const bytes = t.shape.reduce((a, b) => a * b, 1) * elem;
     header[t.name] = { dtype, shape: t.shape, data_offsets: [offset, offset + bytes] };
     offset += bytes;
   }
   writeSafetensorsFile(path, header, (function* () {
-    for (const t of tensors) yield encode(t.data, dtype);
+    for (const t of tensors) {
+      const count = t.shape.reduce((a, b) => a * b, 1);
+      let done = 0;
+      for (const c of t.chunks()) {
+        done += c.length;
+        if (done > count) break;
+        yield encode(c, dtype);
+        onValues?.(t.name, c.length);
+      }
+      if (done !== count) throw new ResidualError(`tensor "${t.name}": shape [${t.shape.join(', ')}] holds ${count} values but ${done > count ? 'more' : done} were produced`, path);
+    }
   })());
 }
 

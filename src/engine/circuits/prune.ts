@@ -177,6 +177,11 @@ export function rowsInfluence(N: number, rows: Map<number, SparseRow>, w: Float6
       for (let k = 0; k < r.n; k++) out[r.col[k]] += f * Math.abs(r.val[k]);
     }
   };
+  return powerSeries(N, w, step);
+}
+
+/** Σ_{k≥1} wᵀÂᵏ given `step` (out += vᵀÂ), iterated until the vector is all zero (the graph is acyclic). */
+function powerSeries(N: number, w: Float64Array, step: (v: Float64Array, out: Float64Array) => void): Float64Array {
   let c = new Float64Array(N);
   step(w, c);
   const total = Float64Array.from(c);
@@ -223,18 +228,7 @@ export function sparseInfluence(R: AbsRows, Ahat: Float32Array, w: Float64Array)
       }
     }
   };
-  let c = new Float64Array(N);
-  step(w, c);
-  const total = Float64Array.from(c);
-  for (let iter = 0; ; iter++) {
-    if (!c.some((x) => x !== 0)) break;
-    if (iter >= 1000) throw new ResidualError('influence did not converge after 1000 iterations (is the graph acyclic?)', 'pruning', 'numeric');
-    const next = new Float64Array(N);
-    step(c, next);
-    for (let i = 0; i < N; i++) total[i] += next[i];
-    c = next;
-  }
-  return total;
+  return powerSeries(N, w, step);
 }
 
 /**
