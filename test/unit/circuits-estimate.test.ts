@@ -35,7 +35,7 @@ describe('planFeatureRows', () => {
 describe('estimateCircuit', () => {
   const gpt2 = {
     nLayers: 12, dModel: 768, nHeads: 12, dAttn: 768, dMlp: 3072, vocabSize: 50257, params: 124e6, dSae: 24576,
-    transcoderElemBytes: 4, activePerToken: 64, encoderColumnsStrided: true, maxFeatureNodes: 1024, baseBytes: 1e9,
+    transcoderElemBytes: 4, activePerToken: 64, encoderColumnsStrided: true, encodersStreamed: true, unembedElemBytes: 4, maxFeatureNodes: 1024, baseBytes: 1e9,
     backwardSessionsPending: false, cores: 2,
   };
   it('counts the active features and rows, and grows with the prompt', () => {

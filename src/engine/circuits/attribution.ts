@@ -163,6 +163,11 @@ export class Attributor {
     this.backward = new AttentionBackward(this.weights, `${model.checkpoint.dir}|${model.config.name}`, { ...opts, cpuMemArena: false });
   }
 
+  /** A set whose encoders are large (Gemma Scope: 26 × 151 MB as float32) is streamed: one layer's session at a time. */
+  private get keepEncoders(): boolean {
+    return this.transcoders.layers.reduce((s, t) => s + 4 * t.dIn * t.dSae, 0) <= KEEP_ENCODERS_BYTES;
+  }
+
   /** Real forward with the hooks the graph needs, and the active features of every layer. */
   async features(ids: number[], cancel?: CancelToken) {
     const L = this.model.config.nLayers;
@@ -187,12 +192,10 @@ export class Attributor {
     const act = (h: HookName) => run.activations.get(h)!.data;
     const P = ids.length;
     const layers: LayerActivations[] = [];
-    // A set whose encoders are large (Gemma Scope: 26 × 151 MB as float32) is streamed: one layer's session at a time.
-    const keep = this.transcoders.layers.reduce((s, t) => s + 4 * t.dIn * t.dSae, 0) <= KEEP_ENCODERS_BYTES;
     for (let l = 0; l < L; l++) {
       throwIfCancelled(cancel);
       layers.push(await this.encoder.encode(l, act(hookName(l, this.transcoders.layers[l].input)), P));
-      if (!keep) await this.encoder.release(l);
+      if (!this.keepEncoders) await this.encoder.release(l);
     }
     return { act, layers };
   }
@@ -664,6 +667,8 @@ export class Attributor {
       transcoderElemBytes: t0.wEnc.dtype === 'F32' ? 4 : 2,
       activePerToken: t0.activation.kind === 'topk' ? t0.activation.k : ASSUMED_ACTIVE_PER_TOKEN,
       encoderColumnsStrided: t0.encLayout === 'DF',
+      encodersStreamed: !this.keepEncoders,
+      unembedElemBytes: this.weights.unembed.dtype === 'F32' ? 4 : 2,
       maxFeatureNodes: opts.maxFeatureNodes ?? DEFAULT_MAX_FEATURE_NODES,
       nLogits: opts.maxNLogits ?? 10,
       baseBytes: process.memoryUsage().rss,

@@ -18,22 +18,35 @@ import * as os from 'node:os';
 import { ResidualError } from '../errors';
 import { availableMemory } from '../memory';
 
-/** Rates measured by bench:circuits on 2 cores (CPU provider); scaled by the core count up to `MAX_SCALED_CORES`. */
+/**
+ * Rates measured by bench:circuits on 2 cores (CPU provider; bench/results/circuits.json), scaled by the core count up
+ * to `MAX_SCALED_CORES`. The backward rate was fitted on GPT-2 small at 128 tokens and the Llama-3.2-1B shape at 64
+ * (both 71 GFLOP/s effective); the others are close enough that the total stays within ±30 %.
+ */
 export const CIRCUIT_CALIBRATION = {
   /** Model forward (GFLOP/s, all hooks the graph needs). */
   forwardGflops: 40,
   /** Transcoder encoders (GFLOP/s, one Gemm + activation per layer). */
-  encoderGflops: 40,
+  encoderGflops: 80,
+  /** Creating a streamed encoder's session: seconds per byte of its float32 weights (read, cast, pack). */
+  encoderLoadSecondsPerByte: 1e-9,
   /** Backward steps through the frozen attention (GFLOP/s, batched MatMuls). */
-  backwardGflops: 40,
-  /** Reading weights from the page cache / disk (bytes/s): encoders, decoder rows, encoder columns. */
+  backwardGflops: 71,
+  /** Reading weights from the page cache / disk (bytes/s): decoder rows, encoder columns, the unembedding's mean. */
   readBytesPerS: 1.5e9,
+  /** Building the sources U_l: seconds per element (strided writes; slower as d_model grows). */
+  sourceSecondsPerElement: 15e-9,
   /** JavaScript loops over edges (influence rounds, read-outs, the kept graph, pruning): seconds per edge touched. */
   edgeSeconds: 4e-9,
   /** ONNX Runtime's working memory for a forward, as a multiple of the hook bytes the graph fetches. */
   forwardWorkFactor: 2,
   /** Fixed seconds (session runs, JSON, small loops). */
   fixedSeconds: 0.5,
+  /**
+   * Measured peak over the sum of the parts' bytes: freed buffers that V8's collector and malloc have not yet handed
+   * back, and allocator fragmentation (1.4–1.6 on the benchmark's shapes).
+   */
+  memorySlack: 1.5,
 };
 const CALIBRATION_CORES = 2;
 const MAX_SCALED_CORES = 8;
@@ -135,6 +148,10 @@ export interface CircuitShape {
   activePerToken: number;
   /** Whether the encoder columns are strided in the file (SAELens [d_in, d_sae]: reading them scans the matrix). */
   encoderColumnsStrided: boolean;
+  /** Whether each layer's encoder session is created per graph (a set too large to keep, see KEEP_ENCODERS_BYTES). */
+  encodersStreamed: boolean;
+  /** Bytes per stored value of the unembedding (its mean over the vocabulary is read once per graph). */
+  unembedElemBytes: number;
   maxFeatureNodes: number;
   nLogits?: number;
   /** Resident bytes before the graph starts (the loaded model). */
@@ -173,15 +190,16 @@ export function estimateCircuit(c: CircuitShape): CircuitEstimate {
   const hookBytes = 4 * (L * (H * P * P + 4 * P * D) + 2 * P * D);
   parts.push({ name: 'forward', seconds: fwdFlops / (cal.forwardGflops * 1e9 * speed), bytes: hookBytes * (1 + cal.forwardWorkFactor) });
 
-  // Encoders: read each layer's W_enc (as stored) and one Gemm over the prompt.
+  // Encoders: one Gemm over the prompt per layer; a set too large to keep creates each layer's session per graph.
   const encFlops = L * 2 * P * D * F;
-  const encRead = L * D * F * c.transcoderElemBytes;
-  parts.push({ name: 'encoders', seconds: encFlops / (cal.encoderGflops * 1e9 * speed) + encRead / cal.readBytesPerS, bytes: 4 * D * F + 4 * 2 * P * F });
+  const encLoad = c.encodersStreamed ? L * 4 * D * F * cal.encoderLoadSecondsPerByte : 0;
+  parts.push({ name: 'encoders', seconds: encFlops / (cal.encoderGflops * 1e9 * speed) + encLoad, bytes: 4 * D * F + 4 * 2 * P * F });
 
-  // Sources: the active features' decoder rows, U_l.
-  const uBytes = 4 * L * P * D * (kPer + 1);
+  // Sources: the active features' decoder rows, U_l; the unembedding's mean for the logit directions.
+  const uElements = L * P * D * (kPer + 1);
   const decRead = activeFeatures * D * c.transcoderElemBytes;
-  parts.push({ name: 'sources', seconds: decRead / cal.readBytesPerS + uBytes * 0.5e-9, bytes: uBytes });
+  const unembedRead = c.vocabSize * D * c.unembedElemBytes;
+  parts.push({ name: 'sources', seconds: (decRead + unembedRead) / cal.readBytesPerS + uElements * cal.sourceSecondsPerElement, bytes: 4 * uElements });
 
   // Backward. Rows: the logits (S = P through every block) and the features, taken as spread evenly over layers and
   // positions. A row through one block of S positions: W_Oᵀ (2·S·D·X), the pattern (2·S²·X), W_V (2·S·X·D), the
@@ -211,9 +229,9 @@ export function estimateCircuit(c: CircuitShape): CircuitEstimate {
 
   const seconds = cal.fixedSeconds + parts.reduce((s, p) => s + p.seconds, 0);
   // The forward's hooks, U and the rows are all alive at the backward's peak; the encoders come and go before it.
-  const byName = (n: string) => parts.find((p) => p.name === n)!.bytes;
+  const byName = (n: string): number => parts.find((p) => p.name === n)!.bytes;
   const peakBytes =
-    c.baseBytes + Math.max(byName('forward') + byName('encoders'), hookBytes + byName('sources') + byName('backward') + byName('graph'));
+    c.baseBytes + cal.memorySlack * Math.max(byName('forward') + byName('encoders'), hookBytes + byName('sources') + byName('backward') + byName('graph'));
   return { seconds, peakBytes, activeFeatures, featureRows, parts };
 }
 
