@@ -431,6 +431,7 @@ export class Attributor {
       return c;
     };
     const totalTargets = maxFeatures + nLogits;
+    let rowsDone = 0;
     let tInfluence = 0;
     let tSteps = 0;
     const tBackward = performance.now();
@@ -504,7 +505,8 @@ export class Attributor {
           }
           // Directions are only needed while a row is computed.
           for (const t of chunk) if (t.level < L) t.dir = undefined;
-          const done = rows.size;
+          rowsDone += chunk.length;
+          const done = rowsDone;
           const elapsed = (performance.now() - tBackward) / 1000;
           const left = done > 0 ? (elapsed / done) * (totalTargets - done) : 0;
           progress(`attribution: ${done} of ${totalTargets} rows, about ${Math.ceil(left)} s left`, done / totalTargets);
