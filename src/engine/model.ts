@@ -89,12 +89,14 @@ export interface LensResult {
 export class Model {
   private queue: Promise<unknown> = Promise.resolve();
   private disposed = false;
+  private lensSession: Promise<ortTypes.InferenceSession> | undefined;
 
   private constructor(
     readonly checkpoint: Checkpoint,
     readonly tokenizer: Tokenizer,
     private readonly session: ortTypes.InferenceSession,
-    private readonly lensSession: ortTypes.InferenceSession,
+    /** Creates the logit-lens session on first use: a graph that never uses the lens (attribution) does not hold a second copy of the unembedding. */
+    private readonly createLensSession: () => Promise<ortTypes.InferenceSession>,
     readonly provider: string,
     readonly attempts: ProviderAttempt[],
     readonly loadMs: number,
@@ -132,16 +134,15 @@ export class Model {
       : buildGpt2Graph(ckpt.config, tensors, locate, graphOpts);
     const ident = `${ckpt.dir}|${ckpt.config.name}|${precision}`;
     const created = await createSession(main.bytes, main.externalFiles, `${ckpt.config.architecture}|${ident}`, opts);
-    const lens = buildLensGraph(ckpt.config, tensors, ckpt.unembedName, locate, graphOpts);
     // The lens graph runs on the provider that won; no second round of fallbacks.
-    const lensCreated = await createSession(lens.bytes, lens.externalFiles, `lens|${ident}`, {
-      ...opts,
-      providers: [created.provider],
-    });
+    const createLensSession = async () => {
+      const lens = buildLensGraph(ckpt.config, tensors, ckpt.unembedName, locate, graphOpts);
+      return (await createSession(lens.bytes, lens.externalFiles, `lens|${ident}`, { ...opts, providers: [created.provider] })).session;
+    };
     // hook_embed is the graph's input (the rows run() reads), not one of its outputs.
     const hooks = new Set<HookName>(['hook_embed', ...main.outputs.keys()]);
     const embedEntry = tensors.get(ckpt.embedName)!;
-    return new Model(ckpt, tokenizer, created.session, lensCreated.session, created.provider, created.attempts, performance.now() - t0, hooks, precision, embedEntry);
+    return new Model(ckpt, tokenizer, created.session, createLensSession, created.provider, created.attempts, performance.now() - t0, hooks, precision, embedEntry);
   }
 
   get config(): Gpt2Config {
@@ -290,7 +291,13 @@ export class Model {
       const N = req.resid_ND.length / D;
       if (!Number.isInteger(N) || N !== req.targets.length) throw new ResidualError(`lens input must be [N,${D}] with N targets`, 'lens');
       const T = ort().Tensor;
-      const out = await this.lensSession.run({
+      this.lensSession ??= this.createLensSession();
+      // A session that failed to start is not kept: the next lens call tries again.
+      const session = await this.lensSession.catch((e: unknown) => {
+        this.lensSession = undefined;
+        throw e;
+      });
+      const out = await session.run({
         resid: new T('float32', req.resid_ND, [N, D]),
         target: new T('int64', BigInt64Array.from(req.targets, (i) => BigInt(i)), [N]),
         k: new T('int64', BigInt64Array.of(BigInt(Math.min(req.k, this.config.vocabSize))), [1]),
@@ -311,7 +318,7 @@ export class Model {
     this.disposed = true;
     await this.queue;
     await this.session.release();
-    await this.lensSession.release();
+    if (this.lensSession) await (await this.lensSession.catch(() => undefined))?.release();
   }
 }
 
