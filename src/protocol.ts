@@ -183,6 +183,8 @@ export interface CircuitNode {
   activation: number | null;
   /** Cumulative influence (smaller = more important), as circuit-tracer writes it. */
   influence: number | null;
+  /** Features: the output token the decoder pushes up most (from the feature index, else W_dec·W_U), when known. */
+  output?: string;
   prob: number | null;
   label: string;
 }

@@ -468,6 +468,18 @@ export class Tokenizer {
     return surface === null ? piece : utf8Decoder.decode(surface);
   }
 
+  /**
+   * The token for people to read: its text where its bytes are whole UTF-8 characters, and each byte that is not
+   * (a piece of a character cut by the token boundary) as `<0xNN>`, as byte-fallback vocabularies write them.
+   */
+  tokenDisplay(id: number): string {
+    this.checkId(id);
+    const piece = this.hf.model!.vocab[id];
+    if (piece === undefined) return '';
+    const surface = this.surfaceOf(id, piece);
+    return surface === null ? piece : displayBytes(surface);
+  }
+
   /** The id of a token string as it appears in the vocabulary (e.g. `<|endoftext|>`, `Ġthe`), if any. */
   idOf(tokenString: string): number | undefined {
     return this.hf.token_to_id(tokenString);
@@ -620,4 +632,27 @@ export class Tokenizer {
       : '';
     return new ResidualError(`cannot derive character offsets: ${what}${why}`, this.source, 'unsupported');
   }
+}
+
+/** UTF-8 bytes as text, with every byte that is not part of a well-formed character written as `<0xNN>`. */
+export function displayBytes(bytes: Uint8Array): string {
+  let out = '';
+  for (let i = 0; i < bytes.length; ) {
+    const b = bytes[i];
+    // Length of the character that starts here, and the allowed range of its second byte (RFC 3629's table).
+    const [n, lo, hi] = b < 0x80 ? [1, 0, 0] : b >= 0xc2 && b <= 0xdf ? [2, 0x80, 0xbf] : b === 0xe0 ? [3, 0xa0, 0xbf] : b >= 0xe1 && b <= 0xec ? [3, 0x80, 0xbf] : b === 0xed ? [3, 0x80, 0x9f] : b >= 0xee && b <= 0xef ? [3, 0x80, 0xbf] : b === 0xf0 ? [4, 0x90, 0xbf] : b >= 0xf1 && b <= 0xf3 ? [4, 0x80, 0xbf] : b === 0xf4 ? [4, 0x80, 0x8f] : [0, 0, 0];
+    let ok = n > 0 && i + n <= bytes.length;
+    for (let k = 1; ok && k < n; k++) {
+      const c = bytes[i + k];
+      ok = k === 1 ? c >= lo && c <= hi : c >= 0x80 && c <= 0xbf;
+    }
+    if (ok) {
+      out += utf8Decoder.decode(bytes.subarray(i, i + n));
+      i += n;
+    } else {
+      out += `<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`;
+      i++;
+    }
+  }
+  return out;
 }

@@ -43,6 +43,8 @@ export class CircuitPanel implements vscode.Disposable {
   /** Set while a traced graph waits for the panel's Start. */
   private startGate: (() => void) | undefined;
   private budgetMB = 0;
+  /** Top output token of features already labelled ("layer:index" → token text), for the live graph's model. */
+  private outputs = new Map<string, string>();
   private lastView: ToCircuit | undefined;
   private readonly disposables: vscode.Disposable[] = [];
   private indexCache = new Map<string, Map<number, IndexEntry> | null>();
@@ -153,11 +155,12 @@ export class CircuitPanel implements vscode.Disposable {
         ms: performance.now() - t0,
       };
       this.imported = undefined;
+      this.outputs.clear();
       this.log.appendLine(
         `circuit: ${graph.nFeatures} of ${graph.nActiveFeatures} active features kept (${(100 * graph.influenceCovered).toFixed(1)}% of their influence${graph.memoryLimited ? ', limited by the memory budget' : ''}), ` +
           `N = ${graph.N}, ${this.live.ms.toFixed(0)} ms, peak RSS ${mb(process.resourceUsage().maxRSS * 1024)} (${JSON.stringify(graph.timings_ms)})`,
       );
-      this.post({ type: 'circuit/view', view: this.view() });
+      await this.postView();
     } catch (e) {
       this.fail('trace', e);
     } finally {
@@ -213,6 +216,38 @@ export class CircuitPanel implements vscode.Disposable {
     });
     json.qParams = { pinnedIds: pinned, supernodes, linkType: 'both', clickedId: '', sg_pos: '' };
     return json;
+  }
+
+  /** Posts the current view, its feature nodes labelled with their top output tokens. */
+  private async postView(): Promise<void> {
+    const view = this.view();
+    try {
+      await this.labelOutputs(view);
+    } catch (e) {
+      // Labels are a convenience: the graph is shown without them, and the log says why.
+      this.log.appendLine(`circuit: output-token labels unavailable (${e instanceof Error ? e.message : String(e)})`);
+    }
+    this.post({ type: 'circuit/view', view });
+  }
+
+  /** Sets `output` on the view's feature nodes: the feature index's top token when there is one, else W_dec·W_U. */
+  private async labelOutputs(view: CircuitView): Promise<void> {
+    const l = this.live;
+    if (!l || this.imported) return;
+    const missing: { layer: number; index: number }[] = [];
+    for (const n of view.nodes) {
+      if (n.kind !== 'feature' || n.index === null) continue;
+      const key = `${n.layer}:${n.index}`;
+      if (this.outputs.has(key)) continue;
+      const top = this.indexEntry(l.set.layers[n.layer].source, n.layer, n.index)?.top?.[0]?.[0];
+      if (top !== undefined) this.outputs.set(key, top);
+      else if (!missing.some((m) => m.layer === n.layer && m.index === n.index)) missing.push({ layer: n.layer, index: n.index });
+    }
+    if (missing.length) {
+      const ids = await l.attributor.topOutputTokens(missing);
+      missing.forEach((m, i) => this.outputs.set(`${m.layer}:${m.index}`, l.model.tokenizer.tokenDisplay(ids[i])));
+    }
+    for (const n of view.nodes) if (n.kind === 'feature' && n.index !== null) n.output = this.outputs.get(`${n.layer}:${n.index}`);
   }
 
   private view(): CircuitView {
@@ -275,7 +310,7 @@ export class CircuitPanel implements vscode.Disposable {
           l.nodeThreshold = m.node;
           l.edgeThreshold = m.edge;
           l.prune = pruneGraph(l.graph, m.node, m.edge);
-          this.post({ type: 'circuit/view', view: this.view() });
+          await this.postView();
           break;
         }
         case 'circuit/card':
@@ -342,7 +377,7 @@ export class CircuitPanel implements vscode.Disposable {
         throw new ResidualError(`not valid JSON (${(e as Error).message})`, uri.fsPath);
       }
       this.imported = parseGraphJson(json, uri.fsPath);
-      this.post({ type: 'circuit/view', view: this.view() });
+      await this.postView();
     } catch (e) {
       this.fail('import', e);
     }
@@ -388,7 +423,7 @@ export class CircuitPanel implements vscode.Disposable {
       z[v] = s;
     }
     const order = Array.from(z.keys()).sort((a, b) => z[b] - z[a]);
-    const pick = (ids: number[]) => ids.map((i) => [model.tokenizer.tokenText(i), Number(z[i].toPrecision(4))] as [string, number]);
+    const pick = (ids: number[]) => ids.map((i) => [model.tokenizer.tokenDisplay(i), Number(z[i].toPrecision(4))] as [string, number]);
     return [pick(order.slice(0, 10)), pick(order.slice(-10).reverse())];
   }
 

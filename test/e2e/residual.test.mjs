@@ -320,7 +320,8 @@ describe('Residual in a real VS Code', { skip: ext ? false : 'RESIDUAL_VSIX / RE
 
     // Hover highlights the strongest edges; click opens the card.
     // The last feature drawn is on top of any neighbour.
-    const feature = wv.locator('#graph .node.feature').last();
+    // Its circle, not the group: a group's box includes its label, whose centre can lie on a neighbour.
+    const feature = wv.locator('#graph .node.feature circle').last();
     await feature.hover();
     await wv.locator('#graph-tip', { hasText: /feature \d+ of layer \d+/ }).waitFor();
     assert.ok((await wv.locator('#graph .edge.hl').count()) > 0);
@@ -331,8 +332,33 @@ describe('Residual in a real VS Code', { skip: ext ? false : 'RESIDUAL_VSIX / RE
     await wv.locator('#feature-card vscode-button', { hasText: 'Ablate on this prompt' }).click();
     await wv.locator('#intervention table tr').nth(1).waitFor({ timeout: 60_000 });
 
+    // Feature nodes are labelled with the token they push up (the demo model's feature index has them).
+    assert.ok((await wv.locator('#graph .node.feature text.flabel').count()) > 0, 'feature labels');
+    await wv.locator('#graph-legend', { hasText: 'excites' }).waitFor();
+    // Zoom: + narrows the view; a click that redraws the panel keeps it; Fit shows the whole graph again.
+    const viewBox = async () => (await wv.locator('svg#graph').getAttribute('viewBox')).split(' ').map(Number);
+    const until = async (pred) => {
+      for (const end = Date.now() + 10_000; Date.now() < end; await new Promise((r) => setTimeout(r, 100))) if (await pred()) return;
+      throw new Error('condition not reached');
+    };
+    const fitted = await viewBox();
+    await wv.locator('#graph-zoom-in').click();
+    await until(async () => (await viewBox())[2] < fitted[2] * 0.9);
+    const zoomed = await viewBox();
+    await wv.locator('#graph .node.token').first().evaluate((g) => g.dispatchEvent(new MouseEvent('click', { bubbles: true })));
+    await until(async () => (await wv.locator('#graph .node.token.selected').count()) === 1);
+    assert.deepEqual(await viewBox(), zoomed, 'the zoom survives a redraw');
+    await wv.locator('#graph-fit').click();
+    await until(async () => JSON.stringify(await viewBox()) === JSON.stringify(fitted));
+    // Fewer edges on request; every one of them still there to count.
+    const total = Number(await wv.locator('svg#graph').getAttribute('data-edges-total'));
+    await wv.locator('#graph-edges').selectOption('150');
+    await wv.locator('svg#graph[data-edges-shown]').first().waitFor();
+    await until(async () => Number(await wv.locator('svg#graph').getAttribute('data-edges-shown')) === Math.min(150, total));
+    assert.equal(await wv.locator('#graph > g > line.edge').count(), Math.min(150, total));
+
     // Pin two nodes with shift-click and group them.
-    await wv.locator('#graph .node.feature').last().click({ modifiers: ['Shift'] });
+    await wv.locator('#graph .node.feature circle').last().click({ modifiers: ['Shift'] });
     await wv.locator('#graph .node.token').nth(0).click({ modifiers: ['Shift'] });
     await wv.locator('h2', { hasText: 'Pinned (2)' }).waitFor();
     await wv.locator('vscode-button', { hasText: 'Group pinned' }).click();
@@ -394,6 +420,18 @@ describe('Residual in a real VS Code', { skip: ext ? false : 'RESIDUAL_VSIX / RE
       const kept = Number(m[2]).toLocaleString('en-US');
       const active = Number(m[1]).toLocaleString('en-US');
       assert.ok(coverage.includes(`the ${kept} most influential of ${active} active features, ${m[3]}% of the features' estimated influence`), coverage);
+      // Too many positions for the column: the graph opens on every layer and the last positions, the tokens below.
+      for (const end = Date.now() + 10_000; ; await new Promise((r) => setTimeout(r, 100))) {
+        const [x] = (await wv.locator('svg#graph').getAttribute('viewBox')).split(' ').map(Number);
+        if (x > 0) break;
+        if (Date.now() > end) throw new Error('the long graph did not open on its last positions');
+      }
+      const lastTokenInView = await wv.locator('#graph .node.token').last().evaluate((g) => {
+        const r = g.getBoundingClientRect();
+        const box = g.ownerSVGElement.getBoundingClientRect();
+        return r.left >= box.left && r.right <= box.right + 1 && r.width > 0;
+      });
+      assert.ok(lastTokenInView, 'the last token is in view');
       await screenshot(page, 'residual-circuit-partial.png');
     } finally {
       await writeSettings({});

@@ -4,7 +4,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as gpt3 from 'gpt-3-encoder';
-import { Tokenizer, TokenSpan } from '../../src/engine/tokenizer';
+import { displayBytes, Tokenizer, TokenSpan } from '../../src/engine/tokenizer';
 import { ResidualError } from '../../src/engine/errors';
 import { gpt2TokenizerJSON } from '../../tools/gpt2-tokenizer';
 
@@ -468,4 +468,19 @@ test('a Llama-3-style tokenizer.json (Split regex + ByteLevel, ignore_merges, BO
   }
   // Digits in groups of at most three, as Llama 3's pattern splits them (GPT-2's would not).
   assert.deepEqual(t.encode('12345').tokens.map((s) => s.text), ['123', '45']);
+});
+
+test('tokenDisplay: whole characters as text, bytes of a cut character as <0xNN>', () => {
+  // Bytes written from the UTF-8 definition: "é" = C3 A9, "€" = E2 82 AC, "😀" = F0 9F 98 80.
+  assert.equal(displayBytes(Uint8Array.of(0x20, 0xc3, 0xa9)), ' é');
+  assert.equal(displayBytes(Uint8Array.of(0xe2, 0x82)), '<0xE2><0x82>', 'the first two bytes of €');
+  assert.equal(displayBytes(Uint8Array.of(0x82, 0xac, 0x41)), '<0x82><0xAC>A', 'the tail of € then A');
+  assert.equal(displayBytes(Uint8Array.of(0xf0, 0x9f, 0x98, 0x80)), '😀');
+  assert.equal(displayBytes(Uint8Array.of(0xed, 0xa0, 0x80)), '<0xED><0xA0><0x80>', 'a UTF-16 surrogate is not UTF-8');
+  assert.equal(displayBytes(Uint8Array.of(0xc0, 0xaf)), '<0xC0><0xAF>', 'an overlong encoding is not UTF-8');
+  // GPT-2's byte-level vocabulary: token ids whose bytes are a lone lead byte of €.
+  const lead = gpt2.idOf('â')!;
+  assert.equal(gpt2.tokenText(lead), '\uFFFD');
+  assert.equal(gpt2.tokenDisplay(lead), '<0xE2>');
+  assert.equal(gpt2.tokenDisplay(gpt2.idOf('Ġthe')!), ' the');
 });

@@ -1,12 +1,12 @@
 /**
- * The Circuit panel: the pruned attribution graph drawn as SVG in layers (embeddings at the bottom, logits at the
- * top, token positions left to right), edges by signed weight, hover to highlight a node's strongest inputs and
- * outputs, click a feature for its card, shift-click to pin, group pinned nodes, thresholds live, interventions.
- * The layout is fixed by (layer, position), so no general graph-layout library is needed: nodes sharing a cell are
- * spread by importance.
+ * The Circuit panel: the pruned attribution graph (graphView.ts: layers bottom to top, positions left to right, zoom
+ * and pan), hover to name a node's strongest inputs and outputs, click a feature for its card, shift-click to pin,
+ * group pinned nodes, thresholds live, interventions. The layout is fixed by (layer, position), so no general
+ * graph-layout library is needed: nodes sharing a cell are spread by importance.
  */
 import type { CircuitEstimateView, CircuitNode, CircuitView, FeatureCard, FromCircuit, InterventionRow, ToCircuit } from '../../src/protocol';
 import { button, el, hostBridge, showToken, spinner, textField } from '../ui';
+import { graphView, type Edge, type GraphViewState } from './graphView';
 
 interface Persisted {
   pinned: string[];
@@ -15,7 +15,6 @@ interface Persisted {
 }
 const host = hostBridge<FromCircuit, Persisted>();
 const app = document.getElementById('app')!;
-const SVG = 'http://www.w3.org/2000/svg';
 
 let view: CircuitView | undefined;
 let card: FeatureCard | undefined;
@@ -28,6 +27,8 @@ let estimate: CircuitEstimateView | undefined;
 let selected: string | undefined;
 let p: Persisted = host.getState() ?? { pinned: [], groups: [], onlyPinned: false };
 let thresholdTimer: ReturnType<typeof setTimeout> | undefined;
+/** Zoom, pan and edge count of the graph on screen; kept across re-renders (clicks, pins), reset for a new graph. */
+let graphState: GraphViewState = { slug: '', edges: 400 };
 
 window.addEventListener('message', (ev: MessageEvent<ToCircuit>) => {
   const m = ev.data;
@@ -131,6 +132,7 @@ function render(): void {
   app.append(header(view), controls(view));
   const layout = el('div', 'circuit-layout');
   const graphBox = el('div', 'graph-box');
+  if (graphState.slug !== view.slug) graphState = { slug: view.slug, edges: graphState.edges };
   graphBox.append(drawGraph(view));
   const tip = el('div', 'tooltip', 'Hover a node; click a feature for its card; shift-click to pin.');
   tip.id = 'graph-tip';
@@ -215,100 +217,16 @@ function controls(v: CircuitView): HTMLElement {
   return row;
 }
 
-interface Placed {
-  node: CircuitNode;
-  x: number;
-  y: number;
-}
-
-function drawGraph(v: CircuitView): SVGSVGElement {
-  const P = v.tokens.length;
-  const L = v.nLayers;
-  const left = 70;
-  const colW = Math.max(70, Math.min(140, 1100 / Math.max(1, P)));
-  const rowH = 64;
-  const W = left + colW * P + 20;
-  const H = (L + 2) * rowH + 40;
-  const svg = document.createElementNS(SVG, 'svg');
-  svg.setAttribute('width', String(W));
-  svg.setAttribute('height', String(H));
-  svg.setAttribute('viewBox', `0 0 ${W} ${H}`);
-  svg.id = 'graph';
-  svg.dataset.nodeThreshold = String(v.nodeThreshold);
-  svg.dataset.edgeThreshold = String(v.edgeThreshold);
+function drawGraph(v: CircuitView): HTMLElement {
   const pinned = new Set(p.pinned);
-  const visible = (n: CircuitNode) => !p.onlyPinned || pinned.has(n.id) || n.kind === 'token' || n.kind === 'logit';
-  const rowY = (layer: number) => H - 30 - (layer + 1) * rowH; // tokens (-1) at the bottom, logits (L) on top
-  // Row labels and guides.
-  for (let r = -1; r <= L; r++) {
-    const y = rowY(r);
-    svg.append(svgEl('line', { x1: left - 6, x2: W - 10, y1: y, y2: y, class: 'guide' }));
-    svg.append(svgText(r === -1 ? 'tokens' : r === L ? 'logits' : `L${r}`, 8, y + 4, 'rowlabel'));
-  }
-  // Place nodes: cells by (row, position); within a cell, most influential first from the centre out.
-  const cells = new Map<string, CircuitNode[]>();
-  v.nodes.forEach((n) => {
-    if (!visible(n)) return;
-    const key = `${n.layer}:${n.kind === 'logit' ? 'logit' : n.pos}`;
-    (cells.get(key) ?? cells.set(key, []).get(key)!).push(n);
-  });
-  const placed = new Map<string, Placed>();
-  for (const [key, nodes] of cells) {
-    nodes.sort((a, b) => (a.influence ?? (a.prob !== null ? -a.prob : 1)) - (b.influence ?? (b.prob !== null ? -b.prob : 1)));
-    const isLogit = key.endsWith(':logit');
-    const span = isLogit ? W - left - 40 : colW - 10;
-    // Many nodes in one cell wrap into sub-rows inside the layer's band, so none hides another.
-    const pitch = isLogit ? 110 : 15;
-    const perRow = Math.max(1, Math.floor(span / pitch));
-    const subRows = Math.min(3, Math.ceil(nodes.length / perRow));
-    const cx = isLogit ? left + span / 2 + 10 : left + (nodes[0].pos + 0.5) * colW;
-    nodes.forEach((n, i) => {
-      const r = Math.floor(i / perRow) % subRows;
-      const j = i % perRow;
-      const off = (j % 2 === 0 ? 1 : -1) * Math.ceil(j / 2) * pitch + (Math.floor(i / (perRow * subRows)) * pitch) / 3;
-      placed.set(n.id, { node: n, x: cx + off, y: rowY(n.layer) + (r - (subRows - 1) / 2) * 17 });
-    });
-  }
-  // Edges under nodes; width and colour by signed weight (blue excitatory, red inhibitory).
-  const maxW = Math.max(1e-12, ...v.links.map((k) => Math.abs(k.w)));
-  const edgeEls: { el: SVGLineElement; s: string; t: string; w: number }[] = [];
-  const edgeLayer = document.createElementNS(SVG, 'g');
-  for (const k of v.links) {
-    const a = placed.get(v.nodes[k.s].id);
-    const b = placed.get(v.nodes[k.t].id);
-    if (!a || !b) continue;
-    const line = svgEl('line', {
-      x1: a.x,
-      y1: a.y,
-      x2: b.x,
-      y2: b.y,
-      class: `edge ${k.w >= 0 ? 'pos' : 'neg'}`,
-      'stroke-width': (0.4 + 4.6 * Math.sqrt(Math.abs(k.w) / maxW)).toFixed(2),
-    }) as SVGLineElement;
-    edgeLayer.append(line);
-    edgeEls.push({ el: line, s: a.node.id, t: b.node.id, w: k.w });
-  }
-  svg.append(edgeLayer);
   const groupOf = new Map<string, number>();
   p.groups.forEach((g, gi) => g.slice(1).forEach((id) => groupOf.set(id, gi)));
-  const maxAct = Math.max(1e-9, ...v.nodes.map((n) => Math.abs(n.activation ?? 0)));
-  for (const { node: n, x, y } of placed.values()) {
-    const g = document.createElementNS(SVG, 'g');
-    g.setAttribute('class', `node ${n.kind}${pinned.has(n.id) ? ' pinned' : ''}${selected === n.id ? ' selected' : ''}${groupOf.has(n.id) ? ` group${groupOf.get(n.id)! % 6}` : ''}`);
-    g.dataset.id = n.id;
-    g.dataset.kind = n.kind;
-    if (n.kind === 'feature') g.append(svgEl('circle', { cx: x, cy: y, r: (3.5 + 3.5 * Math.abs(n.activation ?? 0) / maxAct).toFixed(1) }));
-    else if (n.kind === 'error') g.append(svgEl('rect', { x: x - 4, y: y - 4, width: 8, height: 8 }));
-    else {
-      const text = n.kind === 'logit' ? `${showToken(n.label.replace(/^Output "(.*)" \(p=.*\)$/s, '$1'))} ${n.prob !== null ? (n.prob * 100).toFixed(0) + '%' : ''}` : showToken(v.tokens[n.pos] ?? n.label);
-      // Logits share one row at a 110 px pitch; tokens have a column each.
-      const w = Math.min(n.kind === 'logit' ? 104 : colW - 6, 10 + 7 * text.length);
-      g.append(svgEl('rect', { x: x - w / 2, y: y - 9, width: w, height: 18, rx: 3 }), svgText(text.slice(0, Math.floor(w / 7)), x, y + 4, 'nodelabel', 'middle'));
-    }
-    g.addEventListener('mouseenter', () => focus(svg, edgeEls, n, true));
-    g.addEventListener('mouseleave', () => focus(svg, edgeEls, n, false));
-    g.addEventListener('click', (ev) => {
-      if ((ev as MouseEvent).shiftKey) {
+  return graphView(v, graphState, {
+    visible: (n) => !p.onlyPinned || pinned.has(n.id) || n.kind === 'token' || n.kind === 'logit',
+    classOf: (n) => `node ${n.kind}${pinned.has(n.id) ? ' pinned' : ''}${selected === n.id ? ' selected' : ''}${groupOf.has(n.id) ? ` group${groupOf.get(n.id)! % 6}` : ''}`,
+    onHover: describe,
+    onClick: (n, shift) => {
+      if (shift) {
         p.pinned = pinned.has(n.id) ? p.pinned.filter((x) => x !== n.id) : [...p.pinned, n.id];
         save();
         render();
@@ -320,26 +238,42 @@ function drawGraph(v: CircuitView): SVGSVGElement {
         host.post({ type: 'circuit/card', layer: n.layer, index: n.index });
       }
       render();
-    });
-    svg.append(g);
-  }
-  return svg;
+    },
+    onState: (s) => (graphState = s),
+    onEdges: (s) => {
+      graphState = s;
+      render();
+    },
+  });
 }
 
-/** Highlights the node's 6 strongest inputs and outputs, dims the rest, and describes the node. */
-function focus(svg: SVGSVGElement, edges: { el: SVGLineElement; s: string; t: string; w: number }[], n: CircuitNode, on: boolean): void {
+/** The hovered node in words, with its strongest inputs and outputs named. */
+function describe(n: CircuitNode | undefined, ins: Edge[], outs: Edge[]): void {
   const tip = document.getElementById('graph-tip');
-  svg.classList.toggle('focused', on);
-  for (const e of edges) e.el.classList.remove('hl');
-  if (!on) return;
-  const ins = edges.filter((e) => e.t === n.id).sort((a, b) => Math.abs(b.w) - Math.abs(a.w)).slice(0, 6);
-  const outs = edges.filter((e) => e.s === n.id).sort((a, b) => Math.abs(b.w) - Math.abs(a.w)).slice(0, 6);
-  for (const e of [...ins, ...outs]) e.el.classList.add('hl');
-  if (tip) {
-    const kind = n.kind === 'feature' ? `feature ${n.index} of layer ${n.layer}` : n.kind === 'error' ? `MLP error node, layer ${n.layer}` : n.kind;
-    const fmt = (e: { w: number }) => (e.w >= 0 ? '+' : '') + e.w.toPrecision(3);
-    tip.textContent = `${kind} at position ${n.pos} ${JSON.stringify(view?.tokens[n.pos] ?? '')}${n.activation !== null ? ` · activation ${n.activation.toPrecision(4)}` : ''}${n.influence !== null ? ` · influence ${n.influence.toFixed(3)}` : ''}${n.prob !== null ? ` · p ${(n.prob * 100).toFixed(1)}%` : ''} · strongest in: ${ins.map(fmt).join(' ') || '—'} · out: ${outs.map(fmt).join(' ') || '—'}`;
-  }
+  if (!tip || !n || !view) return;
+  const v = view;
+  const name = (id: string): string => {
+    const m = v.nodes.find((x) => x.id === id);
+    if (!m) return id;
+    if (m.kind === 'feature') return `L${m.layer}#${m.index}${m.output !== undefined ? `→${showToken(m.output)}` : ''}@${m.pos}`;
+    if (m.kind === 'error') return `err L${m.layer}@${m.pos}`;
+    if (m.kind === 'token') return `tok ${showToken(v.tokens[m.pos] ?? '')}@${m.pos}`;
+    return `logit ${m.label}`;
+  };
+  const fmt = (e: Edge, other: string) => `${name(other)} ${e.w >= 0 ? '+' : ''}${e.w.toPrecision(3)}`;
+  const kind =
+    n.kind === 'feature'
+      ? `feature ${n.index} of layer ${n.layer}${n.output !== undefined ? ` (pushes up ${JSON.stringify(n.output)})` : ''}`
+      : n.kind === 'error'
+        ? `MLP error node, layer ${n.layer}`
+        : n.kind;
+  // circuit-tracer's node influence is cumulative: the share of all influence held by this node and every node
+  // ranked above it; the top node of a graph has the smallest value.
+  const infl = n.influence !== null ? ` · cumulative influence ${(n.influence * 100).toFixed(1)}%` : '';
+  const prob = n.kind === 'logit' && n.prob !== null ? ` · p ${(n.prob * 100).toFixed(1)}%` : '';
+  tip.textContent =
+    `${kind} at position ${n.pos} ${JSON.stringify(v.tokens[n.pos] ?? '')}${n.activation !== null ? ` · activation ${n.activation.toPrecision(4)}` : ''}${infl}${prob}` +
+    ` · strongest in: ${ins.map((e) => fmt(e, e.s)).join(', ') || '—'} · out: ${outs.map((e) => fmt(e, e.t)).join(', ') || '—'}`;
 }
 
 function sidebar(v: CircuitView): HTMLElement {
@@ -478,16 +412,6 @@ function interventionView(r: { description: string; rows: InterventionRow[]; not
   return s;
 }
 
-function svgEl(tag: string, attrs: Record<string, string | number>): SVGElement {
-  const e = document.createElementNS(SVG, tag);
-  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, String(v));
-  return e;
-}
-function svgText(text: string, x: number, y: number, cls: string, anchor = 'start'): SVGElement {
-  const t = svgEl('text', { x, y, class: cls, 'text-anchor': anchor });
-  t.textContent = text;
-  return t;
-}
 function pct(x: number): string {
   return `${(x * 100).toFixed(2)}%`;
 }

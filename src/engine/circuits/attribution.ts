@@ -631,6 +631,46 @@ export class Attributor {
     return b;
   }
 
+  /**
+   * For each feature, the vocabulary id its decoder row pushes up most directly: argmax over v of W_dec[f] · W_U[v]
+   * (the mean over the vocabulary does not change the argmax). The unembedding is read in chunks and multiplied in
+   * ONNX Runtime, so a few hundred features cost one pass over it.
+   */
+  async topOutputTokens(features: { layer: number; index: number }[]): Promise<number[]> {
+    const D = this.weights.D;
+    const n = features.length;
+    if (n === 0) return [];
+    const X = new Float32Array(n * D);
+    const byLayer = new Map<number, number[]>();
+    features.forEach((f, i) => {
+      let list = byLayer.get(f.layer);
+      if (!list) byLayer.set(f.layer, (list = []));
+      list.push(i);
+    });
+    for (const [l, idx] of byLayer) {
+      const rows = readRows(this.transcoders.layers[l].wDec, idx.map((i) => features[i].index));
+      idx.forEach((i, j) => X.set(rows.subarray(j * D, (j + 1) * D), i * D));
+    }
+    const U = this.weights.unembed;
+    const V = U.shape[0];
+    const best = new Float64Array(n).fill(-Infinity);
+    const arg = new Array<number>(n).fill(0);
+    const CHUNK = 8192;
+    for (let v0 = 0; v0 < V; v0 += CHUNK) {
+      const m = Math.min(CHUNK, V - v0);
+      const rows = readRows(U, Array.from({ length: m }, (_, i) => v0 + i)); // [m, D]
+      const Wt = new Float32Array(D * m);
+      for (let v = 0; v < m; v++) for (let d = 0; d < D; d++) Wt[d * m + v] = rows[v * D + d];
+      const Y = await this.backward.gemm(X, n, D, Wt, m, new Float32Array(m));
+      for (let i = 0; i < n; i++)
+        for (let v = 0; v < m; v++) {
+          const y = Y[i * m + v];
+          if (y > best[i]) (best[i] = y), (arg[i] = v0 + v);
+        }
+    }
+    return arg;
+  }
+
   /** Mean over the vocabulary of the unembedding rows (for demeaned logit directions), computed once. */
   private meanUnembedding(): Float64Array {
     if (this.unembedMean) return this.unembedMean;
