@@ -459,6 +459,25 @@ describe('graph export, interventions and the graph command on a fixture', () =>
     assert.ok(top10 >= 8, `${top10} of the full graph's 10 most influential features kept`);
   });
 
+  it('topOutputTokens: the argmax over the vocabulary of W_dec[f] · W_U, as a plain loop gives it', async () => {
+    const fx = await fixture('maxnodes-jump', 'jumprelu', 'saelens');
+    const U = fx.W.get('wte.weight')!;
+    const D = SHAPE.dModel;
+    const features = [{ layer: 0, index: 3 }, { layer: 2, index: 17 }, { layer: 1, index: F - 1 }];
+    const got = await fx.attributor.topOutputTokens(features);
+    features.forEach((f, i) => {
+      let best = -Infinity;
+      let arg = -1;
+      for (let v = 0; v < SHAPE.vocabSize; v++) {
+        let z = 0;
+        for (let d = 0; d < D; d++) z += fx.tc[f.layer].wDec_FD[f.index * D + d] * U[v * D + d];
+        if (z > best) (best = z), (arg = v);
+      }
+      assert.equal(got[i], arg, `feature ${f.index} of layer ${f.layer}`);
+    });
+    assert.deepEqual(await fx.attributor.topOutputTokens([]), []);
+  });
+
   it('a memory budget with room keeps the graph as it is; one too small for the logit rows is refused with the numbers', async () => {
     const fx = await fixture('maxnodes-jump', 'jumprelu', 'saelens');
     const full = fx.graph;
