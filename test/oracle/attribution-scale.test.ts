@@ -1,7 +1,7 @@
 // Correctness at research scale: GPT-2 small's shape (12 layers, d_model 768, 12 heads) with 12 random TopK
 // transcoders of width 24,576 (k = 64, the paper's sparsity) on a 128-token prompt — tens of thousands of active
 // features, so the graph keeps the most influential 1,024 (the default). A fixed sample of its rows (two logits and
-// three features high in the model) is recomputed here by an independent backward pass in plain float64 loops,
+// three features: the top layer at the last position, a middle layer, the earliest position kept) is recomputed here by an independent backward pass in plain float64 loops,
 // written from the definition of the frozen replacement model, and every value the graph wrote in those rows is
 // compared; the rows' full sums (all active features, not only the kept ones) plus the constant must give the real
 // target value. The frozen state (attention patterns, norm scales, MLP outputs, active features) is the model's own:
@@ -192,8 +192,16 @@ describe('attribution at GPT-2-small scale (128 tokens, 12 × 24,576 TopK-64 tra
       const dir = y.map((x) => (x - mean) / sf);
       report.push(`logit ${i}: ${check(logitNode(g, i), referenceRow(L, P - 1, dir), `logit ${id}`).toExponential(1)}`);
     }
-    // Three kept features: the highest-layer ones at the latest positions (the longest rows).
-    const feats = Array.from({ length: g.nFeatures }, (_, n) => n).sort((x, y) => g.featLayer[y] * P + g.featPos[y] - (g.featLayer[x] * P + g.featPos[x])).slice(0, 3);
+    // Three kept features of different shapes: the longest row (top layer, last position), the latest one in a middle
+    // layer, and the highest one at the earliest kept position.
+    const kept = Array.from({ length: g.nFeatures }, (_, n) => n);
+    const by = (score: (n: number) => number) => kept.reduce((a, b) => (score(b) > score(a) ? b : a));
+    const feats = [
+      by((n) => g.featLayer[n] * P + g.featPos[n]),
+      by((n) => (g.featLayer[n] === 6 ? 1e6 : 0) + g.featPos[n] * L - Math.abs(g.featLayer[n] - 6)),
+      by((n) => -g.featPos[n] * L + g.featLayer[n]),
+    ];
+    assert.equal(new Set(feats).size, 3, 'three different rows');
     for (const n of feats) {
       const l = g.featLayer[n];
       const p = g.featPos[n];
