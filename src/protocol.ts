@@ -216,6 +216,8 @@ export interface CircuitView {
 export interface FeatureCard {
   layer: number;
   index: number;
+  /** The token the decoder pushes up most (the feature's label when none is given). */
+  output?: string;
   /** Activation at every position of this prompt. */
   activations: number[];
   tokens: string[];

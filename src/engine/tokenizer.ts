@@ -634,7 +634,10 @@ export class Tokenizer {
   }
 }
 
-/** UTF-8 bytes as text, with every byte that is not part of a well-formed character written as `<0xNN>`. */
+/**
+ * UTF-8 bytes as text, with every byte that is not part of a well-formed character, and every control character
+ * but tab, newline and carriage return, written as `<0xNN>`.
+ */
 export function displayBytes(bytes: Uint8Array): string {
   let out = '';
   for (let i = 0; i < bytes.length; ) {
@@ -646,6 +649,8 @@ export function displayBytes(bytes: Uint8Array): string {
       const c = bytes[i + k];
       ok = k === 1 ? c >= lo && c <= hi : c >= 0x80 && c <= 0xbf;
     }
+    // Control characters other than tab, newline and carriage return have no glyph: shown as bytes too.
+    if (ok && n === 1 && ((b < 0x20 && b !== 0x09 && b !== 0x0a && b !== 0x0d) || b === 0x7f)) ok = false;
     if (ok) {
       out += utf8Decoder.decode(bytes.subarray(i, i + n));
       i += n;

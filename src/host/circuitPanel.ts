@@ -11,8 +11,7 @@ import { parseGraphJson, toGraphJson, type GraphJson, type ImportedGraph } from 
 import { defaultCircuitBudget, DEFAULT_CIRCUIT_MAX_TOKENS, describeEstimate, mb } from '../engine/circuits/estimate';
 import { intervene } from '../engine/circuits/interventions';
 import { pruneGraph, type PruneResult } from '../engine/circuits/prune';
-import { loadTranscoders, readRows, type TranscoderSet } from '../engine/circuits/transcoders';
-import { readTensorF32 } from '../engine/checkpoint/safetensors';
+import { loadTranscoders, type TranscoderSet } from '../engine/circuits/transcoders';
 import { isCancelled, ResidualError } from '../engine/errors';
 import type { Model } from '../engine/model';
 import type { CircuitView, FeatureCard, FromCircuit, ToCircuit } from '../protocol';
@@ -230,7 +229,7 @@ export class CircuitPanel implements vscode.Disposable {
     this.post({ type: 'circuit/view', view });
   }
 
-  /** Sets `output` on the view's feature nodes: the feature index's top token when there is one, else W_dec·W_U. */
+  /** Sets `output` on the view's feature nodes: the token W_dec·W_U pushes up most (one pass over the unembedding). */
   private async labelOutputs(view: CircuitView): Promise<void> {
     const l = this.live;
     if (!l || this.imported) return;
@@ -238,10 +237,8 @@ export class CircuitPanel implements vscode.Disposable {
     for (const n of view.nodes) {
       if (n.kind !== 'feature' || n.index === null) continue;
       const key = `${n.layer}:${n.index}`;
-      if (this.outputs.has(key)) continue;
-      const top = this.indexEntry(l.set.layers[n.layer].source, n.layer, n.index)?.top?.[0]?.[0];
-      if (top !== undefined) this.outputs.set(key, top);
-      else if (!missing.some((m) => m.layer === n.layer && m.index === n.index)) missing.push({ layer: n.layer, index: n.index });
+      if (this.outputs.has(key) || missing.some((m) => m.layer === n.layer && m.index === n.index)) continue;
+      missing.push({ layer: n.layer, index: n.index });
     }
     if (missing.length) {
       const ids = await l.attributor.topOutputTokens(missing);
@@ -314,7 +311,7 @@ export class CircuitPanel implements vscode.Disposable {
           break;
         }
         case 'circuit/card':
-          this.post({ type: 'circuit/card', card: this.card(m.layer, m.index) });
+          this.post({ type: 'circuit/card', card: await this.card(m.layer, m.index) });
           break;
         case 'circuit/intervene': {
           const l = this.live;
@@ -384,7 +381,7 @@ export class CircuitPanel implements vscode.Disposable {
   }
 
   /** A feature card: activations on this prompt, decoder logit effects, top contexts from the feature index. */
-  private card(layer: number, index: number): FeatureCard {
+  private async card(layer: number, index: number): Promise<FeatureCard> {
     const l = this.live;
     if (!l) throw new ResidualError('feature cards need the transcoders: trace a circuit here first', 'circuit');
     const t = l.set.layers[layer];
@@ -393,38 +390,23 @@ export class CircuitPanel implements vscode.Disposable {
     const activations = new Array<number>(g.nPos).fill(0);
     for (let n = 0; n < g.nFeatures; n++) if (g.featLayer[n] === layer && g.featIndex[n] === index) activations[g.featPos[n]] = g.featAct[n];
     const entry = this.indexEntry(t.source, layer, index);
-    let top = entry?.top;
-    let bottom = entry?.bottom;
-    if (!top || !bottom) [top, bottom] = this.decoderLogits(l.model, t.wDec, index);
+    // The output tokens always come from the weights (W_dec · W_U), shown byte-exact; the index's strings lose bytes.
+    const logits = await l.attributor.decoderLogits(layer, index, 10);
+    const tok = (v: number) => l.model.tokenizer.tokenDisplay(v);
+    const named = (xs: [number, number][]) => xs.map(([v, y]) => [tok(v), Number(y.toPrecision(4))] as [string, number]);
     return {
       layer,
       index,
+      output: logits.top.length ? tok(logits.top[0][0]) : undefined,
       activations,
-      tokens: l.tokens,
-      top,
-      bottom,
+      tokens: g.ids.map(tok),
+      top: named(logits.top),
+      bottom: named(logits.bottom),
       contexts: entry?.ctx.map(([before, peak, after, act]) => ({ before, peak, after, act })),
       frequency: entry?.freq,
       maxAct: entry?.max,
-      source: entry ? 'feature index' : 'decoder × unembedding (no feature index)',
+      source: entry ? 'decoder × unembedding; contexts from the feature index' : 'decoder × unembedding (no feature index)',
     };
-  }
-
-  /** W_dec[f] · W_U: the tokens the feature's output pushes up and down most directly. */
-  private decoderLogits(model: Model, wDec: Parameters<typeof readRows>[0], f: number): [[string, number][], [string, number][]] {
-    const row = readRows(wDec, [f]);
-    const U = readTensorF32(model.checkpoint.tensors.get('lm_head.weight') ?? model.checkpoint.tensors.get('wte.weight')!);
-    const D = row.length;
-    const V = U.length / D;
-    const z = new Float64Array(V);
-    for (let v = 0; v < V; v++) {
-      let s = 0;
-      for (let d = 0; d < D; d++) s += row[d] * U[v * D + d];
-      z[v] = s;
-    }
-    const order = Array.from(z.keys()).sort((a, b) => z[b] - z[a]);
-    const pick = (ids: number[]) => ids.map((i) => [model.tokenizer.tokenDisplay(i), Number(z[i].toPrecision(4))] as [string, number]);
-    return [pick(order.slice(0, 10)), pick(order.slice(-10).reverse())];
   }
 
   private indexEntry(cfgFile: string, layer: number, index: number): IndexEntry | undefined {

@@ -331,6 +331,15 @@ describe('Residual in a real VS Code', { skip: ext ? false : 'RESIDUAL_VSIX / RE
     await screenshot(page, 'residual-feature-card.png');
     await wv.locator('#feature-card vscode-button', { hasText: 'Ablate on this prompt' }).click();
     await wv.locator('#intervention table tr').nth(1).waitFor({ timeout: 60_000 });
+    // The card names the token the feature pushes up; its token lists have no replacement characters (bytes of a
+    // cut character show as <0xNN>); the clamp factor is the user's.
+    assert.match(await wv.locator('#feature-card h2').textContent(), /^Feature \d+ · layer \d+ → \S/);
+    const listed = await wv.locator('#feature-card ul.toks li').allTextContents();
+    assert.equal(listed.length, 20, 'ten tokens up, ten down');
+    assert.ok(listed.every((t) => !t.includes('\uFFFD')), listed.join(' | '));
+    await wv.locator('#clamp-factor').evaluate((el) => { el.value = '2'; el.dispatchEvent(new Event('input')); });
+    await wv.locator('#feature-card vscode-button', { hasText: 'Clamp' }).click();
+    await wv.locator('#intervention', { hasText: 'to 2× its activation' }).waitFor({ timeout: 60_000 });
 
     // Feature nodes are labelled with the token they push up (the demo model's feature index has them).
     assert.ok((await wv.locator('#graph .node.feature text.flabel').count()) > 0, 'feature labels');

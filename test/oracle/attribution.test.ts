@@ -459,7 +459,7 @@ describe('graph export, interventions and the graph command on a fixture', () =>
     assert.ok(top10 >= 8, `${top10} of the full graph's 10 most influential features kept`);
   });
 
-  it('topOutputTokens: the argmax over the vocabulary of W_dec[f] · W_U, as a plain loop gives it', async () => {
+  it('topOutputTokens and decoderLogits: W_dec[f] · W_U over the vocabulary, as a plain loop gives it', async () => {
     const fx = await fixture('maxnodes-jump', 'jumprelu', 'saelens');
     const U = fx.W.get('wte.weight')!;
     const D = SHAPE.dModel;
@@ -476,6 +476,19 @@ describe('graph export, interventions and the graph command on a fixture', () =>
       assert.equal(got[i], arg, `feature ${f.index} of layer ${f.layer}`);
     });
     assert.deepEqual(await fx.attributor.topOutputTokens([]), []);
+    // decoderLogits: the extremes with their values.
+    const f = features[1];
+    const z = Array.from({ length: SHAPE.vocabSize }, (_, v) => {
+      let acc = 0;
+      for (let d = 0; d < D; d++) acc += fx.tc[f.layer].wDec_FD[f.index * D + d] * U[v * D + d];
+      return acc;
+    });
+    const order = z.map((_, v) => v).sort((a, b) => z[b] - z[a]);
+    const { top, bottom } = await fx.attributor.decoderLogits(f.layer, f.index, 3);
+    assert.deepEqual(top.map(([v]) => v), order.slice(0, 3));
+    assert.deepEqual(bottom.map(([v]) => v), order.slice(-3).reverse());
+    for (const [v, y] of [...top, ...bottom]) assert.ok(Math.abs(y - z[v]) <= 1e-5 * Math.max(1, Math.abs(z[v])), `value of ${v}`);
+    await assert.rejects(fx.attributor.decoderLogits(0, F + 5), /no feature \d+ in layer 0/);
   });
 
   it('a memory budget with room keeps the graph as it is; one too small for the logit rows is refused with the numbers', async () => {

@@ -478,6 +478,7 @@ test('tokenDisplay: whole characters as text, bytes of a cut character as <0xNN>
   assert.equal(displayBytes(Uint8Array.of(0xf0, 0x9f, 0x98, 0x80)), '😀');
   assert.equal(displayBytes(Uint8Array.of(0xed, 0xa0, 0x80)), '<0xED><0xA0><0x80>', 'a UTF-16 surrogate is not UTF-8');
   assert.equal(displayBytes(Uint8Array.of(0xc0, 0xaf)), '<0xC0><0xAF>', 'an overlong encoding is not UTF-8');
+  assert.equal(displayBytes(Uint8Array.of(0x09, 0x0a, 0x0d, 0x1b, 0x7f, 0x41)), '\t\n\r<0x1B><0x7F>A', 'control characters without a glyph');
   // GPT-2's byte-level vocabulary: token ids whose bytes are a lone lead byte of €.
   const lead = gpt2.idOf('â')!;
   assert.equal(gpt2.tokenText(lead), '\uFFFD');

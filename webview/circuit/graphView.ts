@@ -30,6 +30,8 @@ export interface GraphViewState {
   /** The graph the zoom belongs to (a new graph starts from the fitted view). */
   slug: string;
   box?: ViewBox;
+  /** The viewport's height in pixels when fitting shrank it to the content (a wide graph). */
+  height?: number;
   /** How many of the strongest edges to draw (0 = all). */
   edges: number;
 }
@@ -59,7 +61,8 @@ interface Placed {
 }
 
 /** Builds the graph's box: toolbar, viewport with the SVG and its sticky labels, legend. */
-export function graphView(v: CircuitView, state: GraphViewState, cb: GraphCallbacks): HTMLElement {
+export function graphView(v: CircuitView, initial: GraphViewState, cb: GraphCallbacks): HTMLElement {
+  let state = initial;
   const P = v.tokens.length;
   const L = v.nLayers;
   const W = LEFT + COL_W * P + 40;
@@ -69,6 +72,7 @@ export function graphView(v: CircuitView, state: GraphViewState, cb: GraphCallba
 
   const box = document.createElement('div');
   box.className = 'graph-viewport';
+  if (state.height) box.style.height = `${state.height}px`;
   const svg = document.createElementNS(SVG, 'svg');
   svg.id = 'graph';
   svg.setAttribute('preserveAspectRatio', 'xMinYMid meet');
@@ -249,7 +253,9 @@ export function graphView(v: CircuitView, state: GraphViewState, cb: GraphCallba
     const w = (rect.width / W) * COL_W >= MIN_FIT_COL_PX ? W : Math.min(W, Math.max((H * rect.width) / rect.height, 6 * COL_W));
     // A view wider than the box's shape leaves empty bands above and below: the box takes the content's height.
     const contentPx = (H * rect.width) / w;
-    if (contentPx < rect.height) box.style.height = `${Math.max(240, Math.ceil(contentPx) + 24)}px`;
+    const height = contentPx < rect.height ? Math.max(240, Math.ceil(contentPx) + 24) : undefined;
+    if (height) box.style.height = `${height}px`;
+    state = { ...state, height };
     set({ x: W - w, y: 0, w, h: H });
   };
   const zoom = (factor: number, cx?: number, cy?: number) => {
@@ -328,7 +334,10 @@ export function graphView(v: CircuitView, state: GraphViewState, cb: GraphCallba
   }
   edgesSelect.addEventListener('change', () => cb.onEdges({ ...state, box: moved ? vb : undefined, edges: Number(edgesSelect.value) }));
   toolbar.append(
-    tool('Fit', 'Fit the whole graph (every layer and position) in the view', 'graph-fit', () => set({ x: 0, y: 0, w: W, h: H })),
+    tool('Fit', 'Fit the whole graph (every layer and position) in the view', 'graph-fit', () => {
+      if (state.height) box.style.height = `${state.height}px`;
+      set({ x: 0, y: 0, w: W, h: H });
+    }),
     tool('+', 'Zoom in (or use the mouse wheel)', 'graph-zoom-in', () => zoom(1 / 1.5)),
     tool('−', 'Zoom out', 'graph-zoom-out', () => zoom(1.5)),
     edgesSelect,

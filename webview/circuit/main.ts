@@ -27,6 +27,8 @@ let estimate: CircuitEstimateView | undefined;
 let selected: string | undefined;
 let p: Persisted = host.getState() ?? { pinned: [], groups: [], onlyPinned: false };
 let thresholdTimer: ReturnType<typeof setTimeout> | undefined;
+/** The clamp factor last used on a card. */
+let clampFactor = 3;
 /** Zoom, pan and edge count of the graph on screen; kept across re-renders (clicks, pins), reset for a new graph. */
 let graphState: GraphViewState = { slug: '', edges: 400 };
 
@@ -207,14 +209,22 @@ function controls(v: CircuitView): HTMLElement {
     wrap.append(el('span', undefined, label), input, out);
     return wrap;
   };
+  const nodeSlider = slider('node-threshold', 'Node threshold', v.nodeThreshold, 0.1);
+  nodeSlider.title = "Keep the most influential nodes until they carry this share of all influence on the logits (circuit-tracer's node_threshold; 0.8 by default). Higher: more nodes.";
+  const edgeSlider = slider('edge-threshold', 'Edge threshold', v.edgeThreshold, 0.5);
+  edgeSlider.title = "Among the kept nodes, keep the strongest edges until they carry this share of the edge influence (circuit-tracer's edge_threshold; 0.98 by default). Higher: more edges.";
   row.append(
-    slider('node-threshold', 'Node threshold', v.nodeThreshold, 0.1),
-    slider('edge-threshold', 'Edge threshold', v.edgeThreshold, 0.5),
+    nodeSlider,
+    edgeSlider,
     button('Export JSON…', () => host.post({ type: 'circuit/export', pinned: p.pinned, supernodes: p.groups })),
     button('Open JSON…', () => host.post({ type: 'circuit/import' })),
   );
   if (!v.live) row.append(el('span', 'muted', 'Imported: thresholds, cards and interventions need a graph traced here.'));
-  return row;
+  const help = el('div', 'hint', 'Node threshold: the share of the total influence on the logits that the kept nodes carry. Edge threshold: the share of the edge influence that the kept edges carry. Higher values keep more.');
+  help.id = 'threshold-help';
+  const wrap = el('div');
+  wrap.append(row, help);
+  return wrap;
 }
 
 function drawGraph(v: CircuitView): HTMLElement {
@@ -258,7 +268,7 @@ function describe(n: CircuitNode | undefined, ins: Edge[], outs: Edge[]): void {
     if (m.kind === 'feature') return `L${m.layer}#${m.index}${m.output !== undefined ? `→${showToken(m.output)}` : ''}@${m.pos}`;
     if (m.kind === 'error') return `err L${m.layer}@${m.pos}`;
     if (m.kind === 'token') return `tok ${showToken(v.tokens[m.pos] ?? '')}@${m.pos}`;
-    return `logit ${m.label}`;
+    return `logit ${showToken(m.label.replace(/^Output "(.*)" \(p=.*\)$/s, '$1'))}`;
   };
   const fmt = (e: Edge, other: string) => `${name(other)} ${e.w >= 0 ? '+' : ''}${e.w.toPrecision(3)}`;
   const kind =
@@ -339,7 +349,7 @@ function sidebar(v: CircuitView): HTMLElement {
 function cardView(c: FeatureCard): HTMLElement {
   const s = el('section', 'card');
   s.id = 'feature-card';
-  s.append(el('h2', undefined, `Feature ${c.index} · layer ${c.layer}`));
+  s.append(el('h2', undefined, `Feature ${c.index} · layer ${c.layer}${c.output !== undefined ? ` → ${showToken(c.output)}` : ''}`));
   if (c.frequency !== undefined) s.append(el('div', 'muted', `fires on ${(c.frequency * 100).toFixed(2)}% of tokens · max activation ${c.maxAct?.toPrecision(3)}`));
   s.append(el('h3', undefined, 'Activation on this prompt'));
   const bars = el('div', 'actbars');
@@ -367,14 +377,19 @@ function cardView(c: FeatureCard): HTMLElement {
   if (c.contexts?.length) {
     s.append(el('h3', undefined, 'Top activating contexts'));
     const ul = el('ul', 'contexts');
+    // One line each: the activating token highlighted in the middle, its neighbours cut at the ends.
     for (const x of c.contexts) {
       const li = el('li', 'mono');
-      li.append(el('span', undefined, x.before), el('mark', undefined, x.peak), el('span', undefined, x.after), el('span', 'muted', `  ${x.act.toPrecision(3)}`));
+      const before = el('span', 'ctx-before', showToken(x.before).slice(-48));
+      li.append(el('span', 'ctx-act muted', x.act.toPrecision(3)), before, el('mark', undefined, showToken(x.peak)), el('span', 'ctx-after', showToken(x.after).slice(0, 48)));
+      li.title = `${x.before}[${x.peak}]${x.after}`;
       ul.append(li);
     }
     s.append(ul);
   }
   const active = c.activations.map((a, i) => [a, i] as const).filter(([a]) => a !== 0);
+  const clampField = textField(String(clampFactor), '×', 'clamp-factor');
+  clampField.title = 'Clamp: set the feature to this multiple of its activation at every position where it fires';
   const row = el('div', 'row');
   row.append(
     button('Ablate on this prompt', () => {
@@ -382,9 +397,17 @@ function cardView(c: FeatureCard): HTMLElement {
       host.post({ type: 'circuit/intervene', description: `ablate feature ${c.index} of layer ${c.layer} at ${active.length} positions`, items: active.map(([, pos]) => ({ layer: c.layer, pos, feature: c.index, value: 0 })) });
       render();
     }),
-    button('Clamp ×3', () => {
+    clampField,
+    button('Clamp', () => {
+      const factor = Number(clampField.value);
+      if (!Number.isFinite(factor)) {
+        error = `clamp factor must be a number, got "${clampField.value}"`;
+        render();
+        return;
+      }
+      clampFactor = factor;
       busy = 'Intervening';
-      host.post({ type: 'circuit/intervene', description: `clamp feature ${c.index} of layer ${c.layer} to 3× its activation`, items: active.map(([a, pos]) => ({ layer: c.layer, pos, feature: c.index, value: 3 * a })) });
+      host.post({ type: 'circuit/intervene', description: `clamp feature ${c.index} of layer ${c.layer} to ${factor}× its activation`, items: active.map(([a, pos]) => ({ layer: c.layer, pos, feature: c.index, value: factor * a })) });
       render();
     }),
     button('Steer with this feature…', () => host.post({ type: 'circuit/steer', layer: c.layer, index: c.index })),

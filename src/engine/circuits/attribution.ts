@@ -633,16 +633,40 @@ export class Attributor {
 
   /**
    * For each feature, the vocabulary id its decoder row pushes up most directly: argmax over v of W_dec[f] · W_U[v]
-   * (the mean over the vocabulary does not change the argmax). The unembedding is read in chunks and multiplied in
-   * ONNX Runtime, so a few hundred features cost one pass over it.
+   * (the mean over the vocabulary does not change the argmax).
    */
   async topOutputTokens(features: { layer: number; index: number }[]): Promise<number[]> {
+    const best = new Float64Array(features.length).fill(-Infinity);
+    const arg = new Array<number>(features.length).fill(0);
+    await this.decoderTimesUnembedding(features, (i, v, y) => {
+      if (y > best[i]) (best[i] = y), (arg[i] = v);
+    });
+    return arg;
+  }
+
+  /** The k tokens one feature's decoder row pushes up and down most directly (W_dec[f] · W_U[v]), with the values. */
+  async decoderLogits(layer: number, index: number, k = 10): Promise<{ top: [number, number][]; bottom: [number, number][] }> {
+    const z = new Float32Array(this.weights.unembed.shape[0]);
+    await this.decoderTimesUnembedding([{ layer, index }], (_, v, y) => (z[v] = y));
+    const order = Array.from(z.keys()).sort((a, b) => z[b] - z[a]);
+    const pick = (ids: number[]) => ids.map((v) => [v, z[v]] as [number, number]);
+    return { top: pick(order.slice(0, k)), bottom: pick(order.slice(-k).reverse()) };
+  }
+
+  /**
+   * Calls `visit(i, v, W_dec[f_i] · W_U[v])` for every feature i and vocabulary id v. The unembedding is read in
+   * chunks and multiplied in ONNX Runtime, so a few hundred features cost one pass over it.
+   */
+  private async decoderTimesUnembedding(features: { layer: number; index: number }[], visit: (i: number, v: number, y: number) => void): Promise<void> {
     const D = this.weights.D;
     const n = features.length;
-    if (n === 0) return [];
+    if (n === 0) return;
     const X = new Float32Array(n * D);
     const byLayer = new Map<number, number[]>();
     features.forEach((f, i) => {
+      if (!this.transcoders.layers[f.layer] || !(f.index >= 0 && f.index < this.transcoders.layers[f.layer].dSae)) {
+        throw new ResidualError(`no feature ${f.index} in layer ${f.layer}`, this.transcoders.dir);
+      }
       let list = byLayer.get(f.layer);
       if (!list) byLayer.set(f.layer, (list = []));
       list.push(i);
@@ -653,8 +677,6 @@ export class Attributor {
     }
     const U = this.weights.unembed;
     const V = U.shape[0];
-    const best = new Float64Array(n).fill(-Infinity);
-    const arg = new Array<number>(n).fill(0);
     const CHUNK = 8192;
     for (let v0 = 0; v0 < V; v0 += CHUNK) {
       const m = Math.min(CHUNK, V - v0);
@@ -662,13 +684,8 @@ export class Attributor {
       const Wt = new Float32Array(D * m);
       for (let v = 0; v < m; v++) for (let d = 0; d < D; d++) Wt[d * m + v] = rows[v * D + d];
       const Y = await this.backward.gemm(X, n, D, Wt, m, new Float32Array(m));
-      for (let i = 0; i < n; i++)
-        for (let v = 0; v < m; v++) {
-          const y = Y[i * m + v];
-          if (y > best[i]) (best[i] = y), (arg[i] = v0 + v);
-        }
+      for (let i = 0; i < n; i++) for (let v = 0; v < m; v++) visit(i, v0 + v, Y[i * m + v]);
     }
-    return arg;
   }
 
   /** Mean over the vocabulary of the unembedding rows (for demeaned logit directions), computed once. */
