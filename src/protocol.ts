@@ -66,7 +66,7 @@ export interface ActivationsState {
   spectralReadout?: number;
   corrupted?: string;
   /** A typed target token tracked through the lens at `position`. */
-  customTarget?: { position: number; text: string; tokenText: string; prob: number[]; rank: number[]; note?: string };
+  customTarget?: { position: number; text: string; tokenId?: number; tokenText: string; prob: number[]; rank: number[]; note?: string };
 }
 
 export type ActivationsTab = 'overview' | 'attention' | 'layers' | 'patching' | 'compare';

@@ -11,6 +11,7 @@ import { activationPatching } from '../engine/depth/patching';
 import { isCancelled, ResidualError } from '../engine/errors';
 import { hookName } from '../engine/hooks';
 import { featureVector } from '../engine/steering/vectors';
+import { unescapeTokenInput } from '../engine/tokenizer';
 import type { Analysis } from '../engine/results';
 import type { FromActivations } from '../protocol';
 import { ActivationsPanel } from './activationsPanel';
@@ -214,9 +215,9 @@ export function activate(context: vscode.ExtensionContext): void {
     if (!last) return;
     const model = await models.get();
     const a = last.analysis;
-    const ids = model.tokenizer.encode(text).ids;
+    const ids = model.tokenizer.encode(unescapeTokenInput(text)).ids;
     if (!text || ids.length === 0) {
-      panel.post({ type: 'lens/targetError', message: 'Type the token to track (for example " the", with its leading space).' });
+      panel.post({ type: 'lens/targetError', message: 'Type the token to track (for example " the", with its leading space; \\n or ⏎ for a newline, \\t for a tab).' });
       return;
     }
     const hooks = a.readouts.map((r) => r.hook as ReturnType<typeof hookName>);
@@ -225,7 +226,7 @@ export function activate(context: vscode.ExtensionContext): void {
     const resid_ND = new Float32Array(hooks.length * D);
     hooks.forEach((h, i) => resid_ND.set(run.activations.get(h)!.data.subarray(position * D, (position + 1) * D), i * D));
     const lens = await model.lens({ resid_ND, targets: hooks.map(() => ids[0]), k: 1 });
-    const tokenText = model.tokenizer.tokenText(ids[0]);
+    const tokenText = model.tokenizer.tokenDisplay(ids[0]);
     panel.post({
       type: 'lens/targetResult',
       position,

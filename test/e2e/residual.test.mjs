@@ -241,6 +241,11 @@ describe('Residual in a real VS Code', { skip: ext ? false : 'RESIDUAL_VSIX / RE
     await page.keyboard.type(' world');
     await wv.locator('vscode-button', { hasText: 'Track token' }).click();
     await wv.locator('.trajectory .hint', { hasText: '(typed)' }).waitFor();
+    // \n is the newline token, not a backslash: the panel says which token id it resolved to.
+    const newlineId = cliAnalyze('\n').tokens[0].id;
+    await wv.locator('#target-input').evaluate((el) => { el.value = '\\n'; el.dispatchEvent(new Event('input')); });
+    await wv.locator('vscode-button', { hasText: 'Track token' }).click();
+    await wv.locator('.trajectory .hint', { hasText: `"\\n" (token id ${newlineId})` }).waitFor();
 
     await wv.locator('vscode-panel-tab#tab-attention').click();
     await wv.locator('canvas#attn-pattern').waitFor();

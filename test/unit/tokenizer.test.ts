@@ -4,7 +4,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as gpt3 from 'gpt-3-encoder';
-import { displayBytes, Tokenizer, TokenSpan } from '../../src/engine/tokenizer';
+import { displayBytes, Tokenizer, TokenSpan, unescapeTokenInput } from '../../src/engine/tokenizer';
 import { ResidualError } from '../../src/engine/errors';
 import { gpt2TokenizerJSON } from '../../tools/gpt2-tokenizer';
 
@@ -484,4 +484,17 @@ test('tokenDisplay: whole characters as text, bytes of a cut character as <0xNN>
   assert.equal(gpt2.tokenText(lead), '\uFFFD');
   assert.equal(gpt2.tokenDisplay(lead), '<0xE2>');
   assert.equal(gpt2.tokenDisplay(gpt2.idOf('Ġthe')!), ' the');
+});
+
+test('typed tokens: \\n, \\t, \\r, \\\\ and the panels\' glyphs ⏎ ↵ → are the characters they stand for', () => {
+  assert.equal(unescapeTokenInput('\\n'), '\n');
+  assert.equal(unescapeTokenInput('⏎'), '\n');
+  assert.equal(unescapeTokenInput('↵↵'), '\n\n');
+  assert.equal(unescapeTokenInput('\\t x'), '\t x');
+  assert.equal(unescapeTokenInput('→'), '\t');
+  assert.equal(unescapeTokenInput('a\\\\n'), 'a\\n', 'an escaped backslash stays one backslash');
+  assert.equal(unescapeTokenInput('\\q'), '\\q', 'unknown escapes are kept');
+  assert.equal(unescapeTokenInput(' the'), ' the');
+  // GPT-2 has a token for a lone newline (id 198): typing \n reaches it.
+  assert.equal(gpt2.encode(unescapeTokenInput('\\n')).ids[0], 198);
 });

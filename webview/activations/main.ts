@@ -35,7 +35,7 @@ window.addEventListener('message', (ev: MessageEvent<ToActivations>) => {
       notice('info', 'Analysis cancelled.');
       break;
     case 'lens/targetResult':
-      update({ customTarget: { position: m.position, text: m.text, tokenText: m.tokenText, prob: m.prob, rank: m.rank, note: m.note } });
+      update({ customTarget: { position: m.position, text: m.text, tokenId: m.tokenId, tokenText: m.tokenText, prob: m.prob, rank: m.rank, note: m.note } });
       break;
     case 'lens/targetError':
       notice('error', m.message);

@@ -164,11 +164,11 @@ function trajectoryView(a: Analysis, pos: number): HTMLElement {
     el(
       'p',
       'hint',
-      `Target ${useCustom ? '(typed)' : '(the final prediction)'} after ${JSON.stringify(a.tokens[pos].text)}: ${JSON.stringify(targetText)}. Its probability (left axis) and rank (right axis, 0 = top) when each read-out of the residual stream goes through the final LayerNorm and unembedding; the larger dot marks the layer where the probability peaks (early excitation).`,
+      `Target ${useCustom ? '(typed)' : '(the final prediction)'} after ${JSON.stringify(a.tokens[pos].text)}: ${JSON.stringify(targetText)}${useCustom && custom.tokenId !== undefined ? ` (token id ${custom.tokenId})` : ''}. Its probability (left axis) and rank (right axis, 0 = top) when each read-out of the residual stream goes through the final LayerNorm and unembedding; the larger dot marks the layer where the probability peaks (early excitation).`,
     ),
   );
   const form = el('div', 'row');
-  const field = textField(useCustom ? custom.text : '', 'any token, e.g. " the"', 'target-input');
+  const field = textField(useCustom ? custom.text : '', 'any token, e.g. " the" or \\n', 'target-input');
   const go = () => host.post({ type: 'lens/target', position: pos, text: field.value });
   field.addEventListener('keydown', (e) => (e as KeyboardEvent).key === 'Enter' && go());
   form.append(field, button('Track token', go));

@@ -218,7 +218,7 @@ function sweepSection(): HTMLElement {
   const s = p.sweep;
   const row = el('div', 'row');
   const strengths = textField(s.strengths, 'strengths, comma-separated', 'sweep-strengths');
-  const target = textField(s.target, 'target token (optional), e.g. " def"', 'sweep-target');
+  const target = textField(s.target, 'target token (optional), e.g. " def" or \\n', 'sweep-target');
   row.append(el('span', undefined, 'Strengths'), strengths, el('span', undefined, 'Target'), target);
   const neutral = textArea(s.neutral, 'sweep-neutral', 3);
   const go = el('div', 'row');
@@ -238,7 +238,7 @@ function sweepSection(): HTMLElement {
 
 function sweepCharts(r: SweepResult): HTMLElement {
   const wrap = el('div', 'sweep');
-  wrap.append(el('p', 'hint', `${r.layers.length} layers × ${r.strengths.length} strengths at ${r.point}${r.relative ? ' (× mean residual norm)' : ''} in ${(r.ms / 1000).toFixed(1)} s. Baseline neutral loss ${r.baselineNeutralLoss.toFixed(3)} nats${r.target ? `; baseline p(${showToken(r.target.text)}) = ${pct(r.baselineTargetProb)}` : ''}. Gaps: the model produced NaN/Inf there.`));
+  wrap.append(el('p', 'hint', `${r.layers.length} layers × ${r.strengths.length} strengths at ${r.point}${r.relative ? ' (× mean residual norm)' : ''} in ${(r.ms / 1000).toFixed(1)} s. Baseline neutral loss ${r.baselineNeutralLoss.toFixed(3)} nats${r.target ? `; baseline p(${showToken(r.target.text)}) = ${pct(r.baselineTargetProb)} (token id ${r.target.id})` : ''}. Gaps: the model produced NaN/Inf there.`));
   const charts: { id: string; title: string; data: number[][]; log?: boolean }[] = [
     { id: 'sweep-kl', title: 'KL(baseline ‖ steered), nats', data: r.kl },
     { id: 'sweep-loss', title: 'Loss on the neutral text, nats (degradation)', data: r.neutralLoss },

@@ -28,6 +28,7 @@ import type {
   TokenDelta,
   TopToken,
 } from '../results';
+import { unescapeTokenInput } from '../tokenizer';
 import { l2, STEER_POINT_NAMES } from './vectors';
 
 export type { GeneratedText, GenerationComparison, GenerationSettings, NextTokenEffect, SteeringSpec, SweepResult };
@@ -459,7 +460,7 @@ export async function sweep(
   const P = ids.length;
   let target: SweepResult['target'];
   if (s.targetText !== undefined) {
-    const t = model.tokenizer.encode(s.targetText).ids;
+    const t = model.tokenizer.encode(unescapeTokenInput(s.targetText)).ids;
     if (t.length === 0) throw new ResidualError('the target text produced no tokens', 'target');
     target = { id: t[0], text: tokText(model, t[0]) };
   }
