@@ -34,6 +34,10 @@ export type ToActivations =
   | { type: 'patching/progress'; done: number; total: number }
   | { type: 'patching/result'; result: PatchingResult; notes: string[] }
   | { type: 'patching/error'; message: string }
+  /** A corrupted prompt to start from (undefined: no word or number could be swapped at the same token length). */
+  | { type: 'patching/suggestion'; forText: string; suggestion?: { corrupted: string; change: string; changesPrediction: boolean } }
+  /** How many tokens a prompt has (the patching form shows both counts). */
+  | { type: 'patching/count'; text: string; tokens: number }
   /** Two analyses side by side (A = the earlier, B = the newer selection). */
   | { type: 'compare/result'; a: Analysis; b: Analysis; layers: LayerComparison[]; fileA?: string; fileB?: string };
 
@@ -51,6 +55,10 @@ export type FromActivations =
   /** Run activation patching with the analysed text as the clean prompt. */
   | { type: 'patching/run'; corrupted: string; cleanAnswer?: string; corruptedAnswer?: string; point: 'hook_resid_pre' | 'hook_resid_mid' | 'hook_resid_post' }
   | { type: 'patching/cancel' }
+  /** Suggest a corrupted prompt for the analysed text. */
+  | { type: 'patching/suggest' }
+  /** Count the tokens of a prompt as the model will see it. */
+  | { type: 'patching/count'; text: string }
   /** Colour the analysed tokens in the editor by a measure at a layer (or clear it). */
   | { type: 'heat/show'; measure: HeatMeasure | 'mlp_active' | 'target_prob'; layer: number }
   | { type: 'heat/clear' };

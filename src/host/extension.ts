@@ -7,7 +7,7 @@
 import * as vscode from 'vscode';
 import { analyze, DEFAULT_LENS_GFLOP } from '../engine/analysis';
 import { compareAnalyses } from '../engine/depth/compare';
-import { activationPatching } from '../engine/depth/patching';
+import { activationPatching, suggestCorruption } from '../engine/depth/patching';
 import { isCancelled, ResidualError } from '../engine/errors';
 import { hookName } from '../engine/hooks';
 import { featureVector } from '../engine/steering/vectors';
@@ -202,6 +202,16 @@ export function activate(context: vscode.ExtensionContext): void {
           break;
         case 'patching/cancel':
           patching?.cancel();
+          break;
+        case 'patching/suggest': {
+          if (!last) break;
+          const forText = last.analysis.text;
+          const suggestion = await suggestCorruption(await models.get(), forText);
+          panel.post({ type: 'patching/suggestion', forText, suggestion });
+          break;
+        }
+        case 'patching/count':
+          panel.post({ type: 'patching/count', text: m.text, tokens: (await models.get()).tokenizer.encodeForModel(m.text).ids.length });
           break;
       }
     } catch (e) {

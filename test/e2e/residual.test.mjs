@@ -278,8 +278,16 @@ describe('Residual in a real VS Code', { skip: ext ? false : 'RESIDUAL_VSIX / RE
     const differs = clean.findIndex((t, i) => t !== corr[i]);
     await wv.locator('vscode-panel-tab#tab-patching').click();
     await wv.locator('#corrupted').waitFor();
+    // The form starts from a suggested corruption with the same token count, and shows both counts.
+    await wv.locator('.patching .hint', { hasText: /Suggested corruption: ".+" → ".+"|No word or number could be swapped/ }).waitFor({ timeout: 30_000 });
+    const suggestion = await wv.locator('#corrupted').evaluate((el) => el.value);
+    assert.notEqual(suggestion, text, 'the corrupted prompt starts from a suggestion, not a copy');
+    await wv.locator('#patch-counts', { hasText: `clean: ${clean.length} tokens · corrupted: ${clean.length} tokens` }).waitFor();
     const setValue = (sel, v) => wv.locator(sel).evaluate((el, x) => { el.value = x; el.dispatchEvent(new Event('input')); }, v);
+    await setValue('#corrupted', `${text} and more`);
+    await wv.locator('#patch-counts', { hasText: 'must be equal' }).waitFor();
     await setValue('#corrupted', corrupted);
+    await wv.locator('#patch-counts', { hasText: `corrupted: ${clean.length} tokens` }).waitFor();
     // Explicit answers: the two prompts may well predict the same token, which the panel reports as an error.
     await setValue('#clean-answer', ')');
     await setValue('#corrupted-answer', ',');
@@ -288,6 +296,7 @@ describe('Residual in a real VS Code', { skip: ext ? false : 'RESIDUAL_VSIX / RE
     assert.equal(await wv.locator('#patch-grid tr[data-layer]').count(), L);
     const v = Number(await wv.locator('#patch-grid tr[data-layer="0"] td.cell').nth(differs).getAttribute('data-value'));
     assert.ok(Math.abs(v - 1) < 1e-3, `patching the differing token at block 0 restores ${v}`);
+    await wv.locator('#patch-counts', { hasText: `corrupted: ${clean.length} tokens` }).waitFor();
     await screenshot(page, 'residual-patching.png');
 
     // Compare with a second selection.

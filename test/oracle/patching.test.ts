@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { Gpt2Config } from '../../src/engine/checkpoint/config';
-import { activationPatching, type PatchPoint } from '../../src/engine/depth/patching';
+import { activationPatching, suggestCorruption, type PatchPoint } from '../../src/engine/depth/patching';
 import type { HookName } from '../../src/engine/hooks';
 import { Model } from '../../src/engine/model';
 import { referenceForward, type Weights } from '../../src/engine/reference/gpt2-reference';
@@ -171,5 +171,25 @@ describe('activationPatching', () => {
       /cancelled/,
     );
     assert.equal(calls, 4);
+  });
+
+  it('suggests a corruption: the last word or number swapped for one of the same token length; none when there is nothing to swap', async () => {
+    const top = async (text: string) => {
+      const r = await model.run({ ids: ids(text), hooks: ['logits'] });
+      const V = model.config.vocabSize;
+      const last = r.activations.get('logits')!.data.subarray((ids(text).length - 1) * V, ids(text).length * V);
+      return last.indexOf(Math.max(...last));
+    };
+    for (const clean of [CLEAN, 'total = 10 + 25', 'Mary gave the book to John because']) {
+      const s = await suggestCorruption(model, clean);
+      assert.ok(s, `a suggestion for ${JSON.stringify(clean)}`);
+      assert.equal(ids(s.corrupted).length, ids(clean).length, 'same number of tokens');
+      assert.notEqual(s.corrupted, clean);
+      // Exactly one word or number differs, and the change names it.
+      const [from, to] = s.change.split(' → ').map((x) => JSON.parse(x) as string);
+      assert.ok(clean.includes(from) && s.corrupted.includes(to));
+      assert.equal(s.changesPrediction, (await top(s.corrupted)) !== (await top(clean)));
+    }
+    assert.equal(await suggestCorruption(model, '!!! ...'), undefined);
   });
 });

@@ -43,6 +43,8 @@ window.addEventListener('message', (ev: MessageEvent<ToActivations>) => {
     case 'patching/progress':
     case 'patching/result':
     case 'patching/error':
+    case 'patching/suggestion':
+    case 'patching/count':
       patchingMessage(m);
       break;
     case 'compare/result':

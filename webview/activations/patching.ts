@@ -3,7 +3,7 @@
  * the clean residual vector is patched into the corrupted run, and the heatmap shows how much of the logit
  * difference between the two answers it restores (1 = all of it, 0 = none).
  */
-import type { Analysis, PatchingResult } from '../../src/protocol';
+import type { Analysis, PatchingResult, ToActivations } from '../../src/protocol';
 import { button, dropdown, el, divergingHeat, showToken, spinner, textArea, textField } from '../ui';
 import { section } from './overview';
 import { getState, host, update } from './store';
@@ -15,7 +15,27 @@ let result: { result: PatchingResult; notes: string[] } | undefined;
 let error = '';
 let point: Point = 'hook_resid_pre';
 
-export function patchingMessage(m: { type: 'patching/progress'; done: number; total: number } | { type: 'patching/result'; result: PatchingResult; notes: string[] } | { type: 'patching/error'; message: string }): void {
+/** The suggestion for the analysed text (asked once per text), and token counts by text. */
+let suggested: { forText: string; suggestion?: { corrupted: string; change: string; changesPrediction: boolean } } | undefined;
+let askedFor = '';
+const counts = new Map<string, number>();
+let countTimer: ReturnType<typeof setTimeout> | undefined;
+
+type PatchingMessage = Extract<ToActivations, { type: `patching/${string}` }>;
+
+export function patchingMessage(m: PatchingMessage): void {
+  if (m.type === 'patching/suggestion') {
+    suggested = m;
+    // The suggestion fills the form unless the user has written a corrupted prompt already.
+    if (m.suggestion && getState().analysis?.text === m.forText && getState().corrupted === undefined) update({ corrupted: m.suggestion.corrupted });
+    else update({});
+    return;
+  }
+  if (m.type === 'patching/count') {
+    counts.set(m.text, m.tokens);
+    showCounts();
+    return;
+  }
   if (m.type === 'patching/progress') {
     progress = `${m.done} / ${m.total} runs`;
     const p = document.getElementById('patch-progress');
@@ -35,9 +55,33 @@ export function patchingView(a: Analysis): HTMLElement {
   const form = el('div', 'form');
   form.append(el('label', undefined, 'Clean prompt (the analysed text):'), el('pre', 'preview', a.text));
   form.append(el('label', undefined, 'Corrupted prompt (edit it; it must have the same number of tokens):'));
+  if (askedFor !== a.text) {
+    askedFor = a.text;
+    host.post({ type: 'patching/suggest' });
+  }
   const corrupted = textArea(getState().corrupted ?? a.text, 'corrupted', 3);
-  corrupted.addEventListener('input', () => update({ corrupted: corrupted.value }, false));
+  corrupted.addEventListener('input', () => {
+    update({ corrupted: corrupted.value }, false);
+    requestCount(corrupted.value);
+  });
   form.append(corrupted);
+  const info = el('div', 'hint');
+  info.id = 'patch-counts';
+  info.dataset.clean = String(a.tokens.length);
+  form.append(info);
+  requestCount(corrupted.value);
+  if (suggested?.forText === a.text) {
+    const sg = suggested.suggestion;
+    form.append(
+      el(
+        'div',
+        'hint',
+        sg
+          ? `Suggested corruption: ${sg.change}${sg.changesPrediction ? ' (it changes the top prediction)' : ' (same token count; the top prediction stays the same — try another edit for a stronger contrast)'}.`
+          : 'No word or number could be swapped at the same token length: edit the corrupted prompt by hand.',
+      ),
+    );
+  }
   const answers = el('div', 'row');
   const cleanAns = textField('', 'clean answer (default: its top prediction)', 'clean-answer');
   const corrAns = textField('', 'corrupted answer (default: its top prediction)', 'corrupted-answer');
@@ -113,4 +157,26 @@ function resultView(r: PatchingResult, notes: string[]): HTMLElement {
   sc.append(table);
   wrap.append(sc, el('p', 'hint', 'Red: restores the clean behaviour; blue: pushes further towards the corrupted answer. Columns whose tokens differ between the prompts are underlined.'));
   return wrap;
+}
+
+/** Asks the host for the corrupted prompt's token count (debounced while typing). */
+function requestCount(text: string): void {
+  if (counts.has(text)) {
+    // The form may not be in the page yet (a redraw builds it first).
+    requestAnimationFrame(showCounts);
+    return;
+  }
+  if (countTimer) clearTimeout(countTimer);
+  countTimer = setTimeout(() => host.post({ type: 'patching/count', text }), 250);
+}
+
+/** "clean: 9 tokens · corrupted: 9 tokens", marked when they differ. */
+function showCounts(): void {
+  const info = document.getElementById('patch-counts');
+  const field = document.getElementById('corrupted') as (HTMLElement & { value: string }) | null;
+  if (!info || !field) return;
+  const clean = Number(info.dataset.clean);
+  const n = counts.get(field.value);
+  info.textContent = `clean: ${clean} tokens · corrupted: ${n === undefined ? '…' : `${n} tokens`}${n !== undefined && n !== clean ? ' — must be equal' : ''}`;
+  info.classList.toggle('error-text', n !== undefined && n !== clean);
 }

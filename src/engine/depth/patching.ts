@@ -160,3 +160,57 @@ function argmax(a: Float32Array): number {
   for (let i = 1; i < a.length; i++) if (a[i] > a[best]) best = i;
   return best;
 }
+
+/** Replacement words tried for a word of the clean prompt (capitalised ones for names, others for identifiers). */
+const NAME_SWAPS = ['Mary', 'John', 'Alice', 'Bob', 'Paris', 'London', 'Tom', 'Anna'];
+const WORD_SWAPS = ['x', 'y', 'j', 'k', 'value', 'item', 'count', 'total', 'name', 'data', 'cat', 'dog', 'red', 'blue'];
+/** At most this many candidates are run through the model (the rest are checked by token count only). */
+const SUGGEST_RUNS = 8;
+
+export interface CorruptionSuggestion {
+  corrupted: string;
+  /** What was replaced, e.g. `"10" → "11"`. */
+  change: string;
+  /** Whether the model's top next token differs between the two (a pair patching can say something about). */
+  changesPrediction: boolean;
+}
+
+/**
+ * A corrupted prompt to start from: the last number or word of `clean` replaced by another one of the same token
+ * length (positions must line up), preferring a replacement that changes the model's next-token prediction.
+ * Undefined when no replacement keeps the token count.
+ */
+export async function suggestCorruption(model: Model, clean: string, cancel?: CancelToken): Promise<CorruptionSuggestion | undefined> {
+  const tok = model.tokenizer;
+  const P = tok.encodeForModel(clean).ids.length;
+  if (P === 0) return undefined;
+  const spans = [...clean.matchAll(/\d+|[A-Za-z_][A-Za-z0-9_]*/g)].reverse().slice(0, 12);
+  const candidates: CorruptionSuggestion[] = [];
+  for (const m of spans) {
+    const word = m[0];
+    const at = m.index!;
+    const options = /^\d+$/.test(word)
+      ? [1, 2, 3, -1, 5, 7].map((d) => String(Number(word) + d)).filter((w) => w.length === word.length && !w.startsWith('-'))
+      : (/^[A-Z]/.test(word) ? NAME_SWAPS : WORD_SWAPS).filter((w) => w !== word);
+    for (const w of options) {
+      const corrupted = clean.slice(0, at) + w + clean.slice(at + word.length);
+      if (tok.encodeForModel(corrupted).ids.length === P) candidates.push({ corrupted, change: `${JSON.stringify(word)} → ${JSON.stringify(w)}`, changesPrediction: false });
+    }
+    if (candidates.length >= SUGGEST_RUNS) break;
+  }
+  if (candidates.length === 0) return undefined;
+  const top = async (text: string) => {
+    const ids = tok.encodeForModel(text).ids;
+    const run = await model.run({ ids, hooks: ['logits'], logitPositions: [ids.length - 1], cancel });
+    const logits = run.activations.get('logits')!.data.subarray(0, model.config.vocabSize);
+    let best = 0;
+    for (let v = 1; v < logits.length; v++) if (logits[v] > logits[best]) best = v;
+    return best;
+  };
+  const cleanTop = await top(clean);
+  for (const c of candidates.slice(0, SUGGEST_RUNS)) {
+    throwIfCancelled(cancel);
+    if ((await top(c.corrupted)) !== cleanTop) return { ...c, changesPrediction: true };
+  }
+  return candidates[0];
+}
