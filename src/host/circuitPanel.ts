@@ -31,6 +31,8 @@ interface Live {
   nodeThreshold: number;
   edgeThreshold: number;
   ms: number;
+  /** Names this graph (export, and the panel's zoom and card belong to it) for as long as it is shown. */
+  slug: string;
 }
 
 export class CircuitPanel implements vscode.Disposable {
@@ -152,6 +154,7 @@ export class CircuitPanel implements vscode.Disposable {
         nodeThreshold: node,
         edgeThreshold: edge,
         ms: performance.now() - t0,
+        slug: `residual-${Date.now().toString(36)}`,
       };
       this.imported = undefined;
       this.outputs.clear();
@@ -204,7 +207,7 @@ export class CircuitPanel implements vscode.Disposable {
     const l = this.live;
     if (!l) throw new ResidualError('no graph yet: run “Residual: Trace Circuit for Selection” first', 'circuit');
     const json = toGraphJson(l.graph, l.prune, {
-      slug: `residual-${Date.now().toString(36)}`,
+      slug: l.slug,
       scan: l.set.scan,
       promptTokens: l.tokens,
       prompt: l.prompt,

@@ -307,6 +307,11 @@ describe('Residual in a real VS Code', { skip: ext ? false : 'RESIDUAL_VSIX / RE
     await wv.locator('#compare-table').waitFor({ timeout: 60_000 });
     assert.equal(await wv.locator('#compare-table tr[data-layer]').count(), L);
     await screenshot(page, 'residual-compare.png');
+    // A new analysis leaves the Compare tab (its pair is the old one).
+    await openFile(page, 'prompt.py');
+    await selectLines(page, line2);
+    await runCommand(page, 'Residual: Analyze Selection');
+    await wv.locator('vscode-panels[activeid="tab-overview"]').waitFor({ timeout: 60_000 });
     await runCommand(page, 'Residual: Clear Token Heat');
     await wv.locator('vscode-panel-tab#tab-overview').click();
   });
@@ -408,8 +413,20 @@ describe('Residual in a real VS Code', { skip: ext ? false : 'RESIDUAL_VSIX / RE
     // Bad input: a strength that is not a number is refused, and the results stay.
     await wv.locator('#strength').evaluate((el) => { el.value = 'lots'; el.dispatchEvent(new Event('input')); });
     await wv.locator('vscode-button', { hasText: 'Next-token effect' }).click();
-    await wv.locator('#steer-error', { hasText: 'strength must be a number' }).waitFor();
+    await wv.locator('#steer-error', { hasText: 'strength must be a number, got "lots"' }).waitFor();
     assert.ok(await wv.locator('#effect-table').count());
+    assert.equal(await wv.locator('#strength').evaluate((el) => el.value), 'lots', 'the field keeps what was typed');
+    // The feature row names the feature the vector came from (not layer 0).
+    const [, vLayer, vIndex] = /^L(\d+)\/(\d+)/.exec(await wv.locator('#vector-info').textContent());
+    assert.equal(await wv.locator('#feature-layer').evaluate((el) => el.value), vLayer);
+    assert.equal(await wv.locator('#feature-index').evaluate((el) => el.value), vIndex);
+    // A new prompt clears the old results and the old error.
+    await openFile(page, 'prompt.py');
+    await selectLines(page, LINES.findIndex((l) => l.startsWith('numbers =')) + 1);
+    await wv.locator('vscode-button', { hasText: 'Use current selection' }).click();
+    await wv.locator('#steer-prompt', { hasText: 'numbers =' }).waitFor({ timeout: 30_000 });
+    assert.equal(await wv.locator('#effect-table').count(), 0, 'old results cleared');
+    assert.equal(await wv.locator('#steer-error').count(), 0, 'old error cleared');
   });
 
   it('a long selection shows its cost first: Cancel stops it, Start traces it, and a partial graph says what it covers', async () => {

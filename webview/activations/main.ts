@@ -22,7 +22,8 @@ window.addEventListener('message', (ev: MessageEvent<ToActivations>) => {
       break;
     case 'analysis/result':
       app.dataset.request = String(m.requestId);
-      update({ analysis: m.analysis, file: m.file, position: m.analysis.tokens.length - 1, customTarget: undefined, corrupted: undefined });
+      // A new analysis: the Compare tab's pair is the old one, so it does not stay on screen.
+      update({ analysis: m.analysis, file: m.file, position: m.analysis.tokens.length - 1, customTarget: undefined, corrupted: undefined, ...(getState().tab === 'compare' ? { tab: 'overview' as const } : {}) });
       // After the next frame the panel is painted: report it, so the host can log command-to-panel latency.
       requestAnimationFrame(() => host.post({ type: 'analysis/rendered', requestId: m.requestId }));
       break;

@@ -58,6 +58,12 @@ window.addEventListener('message', (ev: MessageEvent<ToCircuit>) => {
       busy = '';
       estimate = undefined;
       error = '';
+      // Another graph (a new trace or an imported file): the old card, intervention and selection belong to the old one.
+      if (view && view.slug !== m.view.slug) {
+        card = undefined;
+        intervention = undefined;
+        selected = undefined;
+      }
       view = m.view;
       if (m.view.pinned?.length || m.view.supernodes?.length) p = { ...p, pinned: m.view.pinned ?? [], groups: m.view.supernodes ?? [] };
       break;

@@ -12,6 +12,8 @@ interface Persisted {
   gen: { maxNewTokens: number; temperature: number; topP: number; seed: number };
   sweep: { strengths: string; target: string; neutral: string };
   feature: { layer: number; index: string };
+  /** The strength field as typed. */
+  strengthText?: string;
 }
 
 const host = hostBridge<FromSteering, Persisted>();
@@ -35,10 +37,26 @@ const save = () => host.setState(p);
 window.addEventListener('message', (ev: MessageEvent<ToSteering>) => {
   const m = ev.data;
   switch (m.type) {
-    case 'steer/state':
+    case 'steer/state': {
+      const before = state;
       state = m.state;
-      if (m.state.vector && !generation && !effect) p.settings = { ...p.settings, layer: m.state.vector.layer, point: m.state.vector.point };
+      const newVector = !!m.state.vector && JSON.stringify(m.state.vector) !== JSON.stringify(before.vector);
+      // Results belong to one prompt and one vector: a new one of either clears them (and any old error).
+      if (newVector || (before.prompt !== undefined && m.state.prompt !== before.prompt)) {
+        effect = undefined;
+        generation = undefined;
+        sweep = undefined;
+        error = '';
+      }
+      if (newVector && m.state.vector) {
+        p.settings = { ...p.settings, layer: m.state.vector.layer, point: m.state.vector.point };
+        // The feature row shows the feature the vector came from.
+        const index = m.state.vector.provenance.index;
+        if (m.state.vector.source === 'feature') p.feature = { layer: m.state.vector.layer, index: typeof index === 'number' ? String(index) : p.feature.index };
+        save();
+      }
       break;
+    }
     case 'steer/busy':
       busy = m.what;
       progress = '';
@@ -92,6 +110,18 @@ function render(): void {
   app.append(vectorSection(), whereSection(), promptSection(), effectSection(), generationSection(), sweepSection());
 }
 
+/** Whether the form's numbers are numbers; otherwise says which is not (the results on screen stay). */
+function checked(): boolean {
+  const text = (p.strengthText ?? String(p.settings.strength)).trim();
+  if (text === '' || !Number.isFinite(Number(text))) {
+    error = `strength must be a number, got ${JSON.stringify(text)}`;
+    render();
+    return false;
+  }
+  p.settings.strength = Number(text);
+  return true;
+}
+
 function section(title: string, ...children: (HTMLElement | string)[]): HTMLElement {
   const s = el('section');
   s.append(el('h2', undefined, title), ...children);
@@ -131,8 +161,13 @@ function whereSection(): HTMLElement {
   const s = p.settings;
   const L = state.model?.nLayers ?? 1;
   const row = el('div', 'row');
-  const strength = textField(String(s.strength), 'strength', 'strength');
-  strength.addEventListener('input', () => ((s.strength = Number(strength.value)), save()));
+  // Kept as typed, so a mistake stays visible to correct (a number field would show NaN).
+  const strength = textField(p.strengthText ?? String(s.strength), 'strength', 'strength');
+  strength.addEventListener('input', () => {
+    p.strengthText = strength.value;
+    s.strength = Number(strength.value);
+    save();
+  });
   const positions = textField(s.positions, 'all | from:N | 3,4,5', 'positions');
   positions.addEventListener('input', () => ((s.positions = positions.value), save()));
   row.append(
@@ -158,7 +193,7 @@ function promptSection(): HTMLElement {
 
 function effectSection(): HTMLElement {
   const row = el('div', 'row');
-  row.append(button('Next-token effect', () => host.post({ type: 'steer/effect', settings: p.settings }), 'primary'));
+  row.append(button('Next-token effect', () => checked() && host.post({ type: 'steer/effect', settings: p.settings }), 'primary'));
   const body = el('div');
   if (effect) {
     const e = effect.effect;
@@ -191,7 +226,7 @@ function generationSection(): HTMLElement {
     button('Generate', () => {
       p.gen = { maxNewTokens: Number(n.value), temperature: Number(t.value), topP: Number(tp.value), seed: Number(seed.value) };
       save();
-      host.post({ type: 'steer/generate', settings: p.settings, ...p.gen });
+      if (checked()) host.post({ type: 'steer/generate', settings: p.settings, ...p.gen });
     }, 'primary'),
   );
   const body = el('div', 'pair');
@@ -228,7 +263,7 @@ function sweepSection(): HTMLElement {
       save();
       const list = strengths.value.split(',').map((x) => Number(x.trim())).filter((x) => Number.isFinite(x));
       const L = state.model?.nLayers ?? 1;
-      host.post({ type: 'steer/sweep', settings: p.settings, layers: Array.from({ length: L }, (_, i) => i), strengths: list, target: target.value, neutral: neutral.value });
+      if (checked()) host.post({ type: 'steer/sweep', settings: p.settings, layers: Array.from({ length: L }, (_, i) => i), strengths: list, target: target.value, neutral: neutral.value });
     }, 'primary'),
   );
   const body = el('div');
