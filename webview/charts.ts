@@ -22,6 +22,8 @@ const live = new Map<string, Chart>();
 /** Draws `config` into `canvas`, replacing the chart previously drawn under the same id. */
 export function drawChart(canvas: HTMLCanvasElement, config: ChartConfiguration): Chart {
   live.get(canvas.id)?.destroy();
+  // The theme colour the chart was drawn with (charts copy colours when drawn; see onThemeChange).
+  canvas.dataset.fg = colours().fg;
   const chart = new Chart(canvas, config);
   live.set(canvas.id, chart);
   return chart;

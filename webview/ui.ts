@@ -97,6 +97,19 @@ export function themeColor(name: string, fallback: string): string {
   return v || fallback;
 }
 
+/**
+ * Calls `redraw` when VS Code switches the colour theme (it changes the body's class and the --vscode-* variables),
+ * so charts and canvases, which copy colours when drawn, follow at once.
+ */
+export function onThemeChange(redraw: () => void): void {
+  let theme = document.body.className;
+  new MutationObserver(() => {
+    if (document.body.className === theme) return;
+    theme = document.body.className;
+    redraw();
+  }).observe(document.body, { attributes: true, attributeFilter: ['class'] });
+}
+
 /** Token text with whitespace made visible. */
 export function showToken(text: string): string {
   return text.replace(/ /g, '·').replace(/\n/g, '↵').replace(/\t/g, '→').replace(/\r/g, '␍') || '∅';

@@ -483,11 +483,14 @@ describe('Residual in a real VS Code', { skip: ext ? false : 'RESIDUAL_VSIX / RE
     const wv = await activations();
     const colour = () => wv.locator('body').evaluate((b) => getComputedStyle(b).color);
     const light = await colour();
+    const chartFg = () => wv.locator('canvas[data-fg]').first().getAttribute('data-fg');
+    const lightChart = await chartFg();
     const settingsFile = path.join(vs.workspace, '.vscode', 'settings.json');
     fs.writeFileSync(settingsFile, JSON.stringify({ 'workbench.colorTheme': 'Default Dark Modern' }));
     const end = Date.now() + 20_000;
-    while ((await colour()) === light && Date.now() < end) await new Promise((r) => setTimeout(r, 250));
+    while (((await colour()) === light || (await chartFg()) === lightChart) && Date.now() < end) await new Promise((r) => setTimeout(r, 250));
     assert.notEqual(await colour(), light, 'webview text colour follows the theme');
+    assert.notEqual(await chartFg(), lightChart, 'charts are redrawn in the new theme without a re-run');
     await screenshot(page, 'residual-dark.png');
   });
 

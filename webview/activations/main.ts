@@ -3,7 +3,7 @@
  * trajectory), Attention, Layers (update size, MLP sparsity, massive activations, spectra), Patching, Compare.
  */
 import type { Analysis, ActivationsTab, ToActivations } from '../../src/protocol';
-import { el, spinner, tabs } from '../ui';
+import { el, spinner, tabs, onThemeChange } from '../ui';
 import { attentionView } from './attention';
 import { compareView, hasComparison, setComparison } from './compare';
 import { layersView } from './layers';
@@ -98,5 +98,6 @@ function render(): void {
 }
 
 onRender(render);
+onThemeChange(render);
 render();
 host.post({ type: 'ready' });

@@ -5,7 +5,7 @@
  * graph-layout library is needed: nodes sharing a cell are spread by importance.
  */
 import type { CircuitEstimateView, CircuitNode, CircuitView, FeatureCard, FromCircuit, InterventionRow, ToCircuit } from '../../src/protocol';
-import { button, el, hostBridge, showToken, spinner, textField } from '../ui';
+import { button, el, hostBridge, showToken, spinner, textField, onThemeChange } from '../ui';
 import { graphView, type Edge, type GraphViewState } from './graphView';
 
 interface Persisted {
@@ -445,5 +445,6 @@ function pct(x: number): string {
   return `${(x * 100).toFixed(2)}%`;
 }
 
+onThemeChange(render);
 render();
 host.post({ type: 'ready' });

@@ -5,7 +5,7 @@
  */
 import type { FromSteering, GenerationComparison, NextTokenEffect, SteerSettings, SteeringState, SweepResult, ToSteering } from '../../src/protocol';
 import { colours, drawChart } from '../charts';
-import { button, dropdown, el, hostBridge, showToken, spinner, textArea, textField } from '../ui';
+import { button, dropdown, el, hostBridge, showToken, spinner, textArea, textField, onThemeChange } from '../ui';
 
 interface Persisted {
   settings: SteerSettings;
@@ -316,5 +316,6 @@ function pct(x: number): string {
   return Number.isFinite(x) ? `${(x * 100).toFixed(2)}%` : '—';
 }
 
+onThemeChange(render);
 render();
 host.post({ type: 'ready' });
