@@ -69,6 +69,8 @@ export interface ActivationsState {
   file?: string;
   position?: number;
   measure?: HeatMeasure;
+  /** Heatmap colour scale: each row from its own min to max (default), or one scale for the whole map. */
+  heatScale?: 'row' | 'global';
   tab?: ActivationsTab;
   attention?: { layer: number; head: number; metric: 'entropy' | 'prevToken' | 'firstToken' | 'self' };
   spectralReadout?: number;

@@ -141,6 +141,18 @@ describe('Residual in a real VS Code', { skip: ext ? false : 'RESIDUAL_VSIX / RE
     // Per-block statistics: one row per block.
     const L = Number(await wv.locator('#lens-grid tr[data-layer]').count()) - 1;
     assert.equal(await wv.locator('#heatmap tr[data-layer]').count(), L);
+    // Colour per row by default: every row's largest value gets the strongest colour, and a colour bar explains it.
+    const strongest = async () => wv.locator('#heatmap tr[data-layer]').evaluateAll((rows) => rows.map((r) => [...r.querySelectorAll('td.cell')].filter((td) => td.style.background.includes(' 85%')).length));
+    assert.ok((await strongest()).every((n) => n >= 1), 'each row reaches the top of its own scale');
+    await wv.locator('#heat-colour-bar', { hasText: 'row max' }).waitFor();
+    // One range for all rows: only the row with the overall maximum reaches it.
+    await wv.locator('#heat-scale').click();
+    await wv.locator('vscode-option', { hasText: 'one range for all rows' }).click();
+    await wv.locator('#heat-colour-bar:not(:has-text("row max"))').waitFor();
+    assert.ok((await strongest()).filter((n) => n >= 1).length >= 1);
+    await wv.locator('#heat-scale').click();
+    await wv.locator('vscode-option', { hasText: 'each row its own range' }).click();
+    await wv.locator('#heat-colour-bar', { hasText: 'row max' }).waitFor();
   });
 
   it('the palette command analyses the new selection; a second request replaces the first', async () => {

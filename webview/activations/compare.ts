@@ -83,6 +83,12 @@ export function compareView(rerender: () => void): HTMLElement {
   chartWrap.append(box);
   root.append(section('Chart', chartWrap));
   const { fg, grid, blue, orange } = colours();
+  // Values spanning orders of magnitude (the first block's update is often 10× the rest) go on a log axis, so the
+  // later blocks are not flattened to nothing.
+  const shown = layers.flatMap((c) => [c.a[metric], c.b[metric]]).filter((v) => Number.isFinite(v));
+  const positive = shown.length > 0 && shown.every((v) => v > 0);
+  const logAxis = positive && Math.max(...shown) / Math.min(...shown) > 30;
+  canvas.dataset.axis = logAxis ? 'log' : 'linear';
   requestAnimationFrame(() =>
     drawChart(canvas, {
       type: 'bar',
@@ -93,7 +99,7 @@ export function compareView(rerender: () => void): HTMLElement {
           { label: 'B', data: layers.map((c) => c.b[metric]), backgroundColor: orange },
         ],
       },
-      options: { animation: false, maintainAspectRatio: false, plugins: { legend: { labels: { color: fg } } }, scales: { x: { ticks: { color: fg }, grid: { color: grid } }, y: { ticks: { color: fg }, grid: { color: grid } } } },
+      options: { animation: false, maintainAspectRatio: false, plugins: { legend: { labels: { color: fg } } }, scales: { x: { ticks: { color: fg }, grid: { color: grid } }, y: { type: logAxis ? 'logarithmic' : 'linear', ticks: { color: fg }, grid: { color: grid }, title: { display: logAxis, text: 'log scale', color: fg } } } },
     }),
   );
   return root;

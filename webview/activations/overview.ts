@@ -83,16 +83,35 @@ function heatmapView(a: Analysis, pos: number): HTMLElement {
   const pick = dropdown(MEASURES.map((m) => ({ value: m.value, label: m.label })), measure, (v) => {
     update({ measure: v as HeatMeasure });
   }, 'measure');
+  // Per row by default: one block (often the first) can be orders of magnitude above the others, and one global scale
+  // then shows only that block.
+  const scaleMode = getState().heatScale ?? 'row';
+  const scalePick = dropdown(
+    [
+      { value: 'row', label: 'colour: each row its own range' },
+      { value: 'global', label: 'colour: one range for all rows' },
+    ],
+    scaleMode,
+    (v) => update({ heatScale: v as 'row' | 'global' }),
+    'heat-scale',
+  );
   const bar = el('div', 'row');
-  bar.append(pick, button('Clear editor heat', () => host.post({ type: 'heat/clear' })));
+  bar.append(pick, scalePick, button('Clear editor heat', () => host.post({ type: 'heat/clear' })));
   wrap.append(bar);
   const { labels, values } = heatValues(a, measure);
   const flat = values.flat().filter(Number.isFinite);
   const lo = Math.min(...flat);
   const hi = Math.max(...flat);
-  // Norms span orders of magnitude (the first block's update dwarfs the rest): colour on a log scale then.
-  const logScale = lo > 0 && hi / lo > 30;
-  const scale = (v: number) => (hi <= lo ? 0.5 : logScale ? Math.log(v / lo) / Math.log(hi / lo) : (v - lo) / (hi - lo));
+  // A global range that spans orders of magnitude is coloured on a log scale.
+  const logScale = scaleMode === 'global' && lo > 0 && hi / lo > 30;
+  const rowRange = values.map((row) => {
+    const xs = row.filter(Number.isFinite);
+    return [Math.min(...xs), Math.max(...xs)] as const;
+  });
+  const scaleOf = (r: number) => {
+    const [a0, b0] = scaleMode === 'row' ? rowRange[r] : [lo, hi];
+    return (v: number) => (b0 <= a0 ? 0.5 : logScale ? Math.log(v / a0) / Math.log(b0 / a0) : (v - a0) / (b0 - a0));
+  };
   const table = el('table', 'grid heat');
   table.id = 'heatmap';
   table.dataset.layers = String(labels.length);
@@ -105,6 +124,8 @@ function heatmapView(a: Analysis, pos: number): HTMLElement {
     th.title = 'Click: colour the analysed text in the editor by this row';
     th.addEventListener('click', () => host.post({ type: 'heat/show', measure, layer: r }));
     tr.append(th);
+    const scale = scaleOf(r);
+    th.title += scaleMode === 'row' ? `\nthis row: ${rowRange[r][0].toPrecision(3)} (faint) to ${rowRange[r][1].toPrecision(3)} (strong)` : '';
     values[r].forEach((v, p) => {
       const td = el('td', p === pos ? 'cell selected' : 'cell');
       heat(td, scale(v));
@@ -115,8 +136,31 @@ function heatmapView(a: Analysis, pos: number): HTMLElement {
     });
     table.append(tr);
   });
-  wrap.append(scroller(table), el('p', 'hint', `colour${logScale ? ' (log scale)' : ''}: ${lo.toPrecision(3)} (light) to ${hi.toPrecision(3)} (dark); hover a cell for its value; click a row name to show it in the editor`));
+  wrap.append(scroller(table), colourBar(scaleMode === 'row' ? ['row min', 'row max'] : [lo.toPrecision(3), hi.toPrecision(3)]));
+  wrap.append(
+    el(
+      'p',
+      'hint',
+      scaleMode === 'row'
+        ? `Each row is coloured from its own minimum (faint) to its maximum (strong): compare positions within a layer; hover a row name for its range, a cell for its value. Overall ${lo.toPrecision(3)} to ${hi.toPrecision(3)}. Click a row name to show it in the editor.`
+        : `One colour range for all rows${logScale ? ' (log scale: the values span orders of magnitude)' : ''}: ${lo.toPrecision(3)} (faint) to ${hi.toPrecision(3)} (strong); hover a cell for its value; click a row name to show it in the editor.`,
+    ),
+  );
   return wrap;
+}
+
+/** A colour bar for `heat`: the colour from 0 (faint) to 1 (strong), with its two ends named. */
+function colourBar([low, high]: [string, string]): HTMLElement {
+  const bar = el('div', 'colour-bar');
+  bar.id = 'heat-colour-bar';
+  const ramp = el('div', 'ramp');
+  for (let i = 0; i <= 10; i++) {
+    const step = el('span');
+    heat(step, i / 10);
+    ramp.append(step);
+  }
+  bar.append(el('span', 'muted', low), ramp, el('span', 'muted', high));
+  return bar;
 }
 
 function lensView(a: Analysis, pos: number): HTMLElement {
