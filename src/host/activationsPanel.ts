@@ -3,6 +3,7 @@
  * It replays the last message when its webview (re)connects, so nothing is lost if the panel was hidden.
  */
 import * as vscode from 'vscode';
+import { residualColumn, trackPanel } from './panelColumn';
 import type { FromActivations, ToActivations } from '../protocol';
 import { webviewHtml, webviewOptions } from './webviewHtml';
 
@@ -33,7 +34,7 @@ export class ActivationsPanel implements vscode.Disposable {
     const panel = vscode.window.createWebviewPanel(
       ACTIVATIONS_VIEW_TYPE,
       'Residual: Activations',
-      { viewColumn: vscode.ViewColumn.Beside, preserveFocus },
+      { viewColumn: residualColumn(), preserveFocus },
       { ...webviewOptions(this.extensionUri), retainContextWhenHidden: true },
     );
     this.adopt(panel);
@@ -41,6 +42,7 @@ export class ActivationsPanel implements vscode.Disposable {
 
   private adopt(panel: vscode.WebviewPanel): void {
     this.panel = panel;
+    trackPanel(panel);
     panel.iconPath = vscode.Uri.joinPath(this.extensionUri, 'media', 'residual.svg');
     panel.webview.options = { ...webviewOptions(this.extensionUri) };
     panel.webview.html = webviewHtml(panel.webview, this.extensionUri, 'activations', 'Residual: Activations');

@@ -6,6 +6,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
+import { residualColumn, trackPanel } from './panelColumn';
 import { Attributor, type AttributionGraph } from '../engine/circuits/attribution';
 import { parseGraphJson, toGraphJson, type GraphJson, type ImportedGraph } from '../engine/circuits/graph-json';
 import { defaultCircuitBudget, DEFAULT_CIRCUIT_MAX_TOKENS, describeEstimate, mb } from '../engine/circuits/estimate';
@@ -71,7 +72,7 @@ export class CircuitPanel implements vscode.Disposable {
     if (this.panel) this.panel.reveal(undefined, true);
     else
       this.adopt(
-        vscode.window.createWebviewPanel(CIRCUIT_VIEW_TYPE, 'Residual: Circuit', { viewColumn: vscode.ViewColumn.Beside, preserveFocus: true }, {
+        vscode.window.createWebviewPanel(CIRCUIT_VIEW_TYPE, 'Residual: Circuit', { viewColumn: residualColumn(), preserveFocus: true }, {
           ...webviewOptions(this.context.extensionUri),
           retainContextWhenHidden: true,
         }),
@@ -80,6 +81,7 @@ export class CircuitPanel implements vscode.Disposable {
 
   private adopt(panel: vscode.WebviewPanel): void {
     this.panel = panel;
+    trackPanel(panel);
     panel.iconPath = vscode.Uri.joinPath(this.context.extensionUri, 'media', 'residual.svg');
     panel.webview.options = webviewOptions(this.context.extensionUri);
     panel.webview.html = webviewHtml(panel.webview, this.context.extensionUri, 'circuit', 'Residual: Circuit');

@@ -5,6 +5,7 @@
  */
 import * as path from 'node:path';
 import * as vscode from 'vscode';
+import { residualColumn, trackPanel } from './panelColumn';
 import { isCancelled, ResidualError } from '../engine/errors';
 import type { SteeringSpec, SteeringVector } from '../engine/results';
 import { compareGeneration, nextTokenEffect, parsePositions, sweep } from '../engine/steering/steer';
@@ -44,7 +45,7 @@ export class SteeringPanel implements vscode.Disposable {
     if (vector) this.vector = vector;
     if (this.panel) this.panel.reveal(undefined, false);
     else {
-      const panel = vscode.window.createWebviewPanel(STEERING_VIEW_TYPE, 'Residual: Steering', vscode.ViewColumn.Beside, {
+      const panel = vscode.window.createWebviewPanel(STEERING_VIEW_TYPE, 'Residual: Steering', residualColumn(), {
         ...webviewOptions(this.context.extensionUri),
         retainContextWhenHidden: true,
       });
@@ -55,6 +56,7 @@ export class SteeringPanel implements vscode.Disposable {
 
   private adopt(panel: vscode.WebviewPanel): void {
     this.panel = panel;
+    trackPanel(panel);
     panel.iconPath = vscode.Uri.joinPath(this.context.extensionUri, 'media', 'residual.svg');
     panel.webview.options = webviewOptions(this.context.extensionUri);
     panel.webview.html = webviewHtml(panel.webview, this.context.extensionUri, 'steering', 'Residual: Steering');

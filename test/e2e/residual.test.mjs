@@ -439,6 +439,15 @@ describe('Residual in a real VS Code', { skip: ext ? false : 'RESIDUAL_VSIX / RE
     await wv.locator('#steer-prompt', { hasText: 'numbers =' }).waitFor({ timeout: 30_000 });
     assert.equal(await wv.locator('#effect-table').count(), 0, 'old results cleared');
     assert.equal(await wv.locator('#steer-error').count(), 0, 'old error cleared');
+    // Every label sits on the line of its own field, however narrow the column.
+    const split = await wv.locator('.field').evaluateAll((fields) => fields.filter((f) => {
+      const [label, control] = f.children;
+      return Math.abs(label.getBoundingClientRect().top - control.getBoundingClientRect().top) > 12;
+    }).length);
+    assert.equal(split, 0, 'no label wrapped away from its field');
+    // The Activations, Circuit and Steering panels share one editor group instead of a new column each.
+    const groups = page.locator('.part.editor .editor-group-container').filter({ has: page.locator('.tab[aria-label^="Residual: "]') });
+    assert.equal(await groups.count(), 1, 'Residual panels in one editor group');
   });
 
   it('a long selection shows its cost first: Cancel stops it, Start traces it, and a partial graph says what it covers', async () => {

@@ -110,6 +110,13 @@ function render(): void {
   app.append(vectorSection(), whereSection(), promptSection(), effectSection(), generationSection(), sweepSection());
 }
 
+/** A label and its controls that wrap as one piece, so a narrow panel never puts a label beside another field. */
+function field(label: string, ...controls: HTMLElement[]): HTMLElement {
+  const f = el('span', 'field');
+  f.append(el('span', 'field-label', label), ...controls);
+  return f;
+}
+
 /** Whether the form's numbers are numbers; otherwise says which is not (the results on screen stay). */
 function checked(): boolean {
   const text = (p.strengthText ?? String(p.settings.strength)).trim();
@@ -171,14 +178,17 @@ function whereSection(): HTMLElement {
   const positions = textField(s.positions, 'all | from:N | 3,4,5', 'positions');
   positions.addEventListener('input', () => ((s.positions = positions.value), save()));
   row.append(
-    el('span', undefined, 'Layer'),
-    dropdown(layerOptions(L), String(s.layer), (x) => ((s.layer = Number(x)), save()), 'steer-layer'),
-    dropdown(['hook_resid_pre', 'hook_resid_mid', 'hook_resid_post'].map((x) => ({ value: x, label: x })), s.point, (x) => ((s.point = x as SteerSettings['point']), save()), 'steer-point'),
-    el('span', undefined, 'Strength'),
-    strength,
-    dropdown([{ value: 'abs', label: '× vector as stored' }, { value: 'rel', label: '× mean residual norm (unit vector)' }], s.relative ? 'rel' : 'abs', (x) => ((s.relative = x === 'rel'), save()), 'strength-kind'),
-    el('span', undefined, 'Positions'),
-    positions,
+    field(
+      'Layer',
+      dropdown(layerOptions(L), String(s.layer), (x) => ((s.layer = Number(x)), save()), 'steer-layer'),
+      dropdown(['hook_resid_pre', 'hook_resid_mid', 'hook_resid_post'].map((x) => ({ value: x, label: x })), s.point, (x) => ((s.point = x as SteerSettings['point']), save()), 'steer-point'),
+    ),
+    field(
+      'Strength',
+      strength,
+      dropdown([{ value: 'abs', label: '× vector as stored' }, { value: 'rel', label: '× mean residual norm (unit vector)' }], s.relative ? 'rel' : 'abs', (x) => ((s.relative = x === 'rel'), save()), 'strength-kind'),
+    ),
+    field('Positions', positions),
   );
   return section('Where and how much', row);
 }
@@ -221,7 +231,7 @@ function generationSection(): HTMLElement {
   const t = textField(String(g.temperature), 'temperature (0 = greedy)', 'gen-temperature');
   const tp = textField(String(g.topP), 'top-p', 'gen-top-p');
   const seed = textField(String(g.seed), 'seed', 'gen-seed');
-  row.append(el('span', undefined, 'Tokens'), n, el('span', undefined, 'Temperature'), t, el('span', undefined, 'Top-p'), tp, el('span', undefined, 'Seed'), seed);
+  row.append(field('Tokens', n), field('Temperature', t), field('Top-p', tp), field('Seed', seed));
   row.append(
     button('Generate', () => {
       p.gen = { maxNewTokens: Number(n.value), temperature: Number(t.value), topP: Number(tp.value), seed: Number(seed.value) };
@@ -254,7 +264,7 @@ function sweepSection(): HTMLElement {
   const row = el('div', 'row');
   const strengths = textField(s.strengths, 'strengths, comma-separated', 'sweep-strengths');
   const target = textField(s.target, 'target token (optional), e.g. " def" or \\n', 'sweep-target');
-  row.append(el('span', undefined, 'Strengths'), strengths, el('span', undefined, 'Target'), target);
+  row.append(field('Strengths', strengths), field('Target', target));
   const neutral = textArea(s.neutral, 'sweep-neutral', 3);
   const go = el('div', 'row');
   go.append(
