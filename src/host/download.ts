@@ -215,13 +215,24 @@ async function downloadModel(context: vscode.ExtensionContext, models: ModelMana
 /** Points `residual.modelPath` at the folder and reloads, as Select Model… does. */
 async function useModel(models: ModelManager, dir: string): Promise<void> {
   if (!fs.existsSync(path.join(dir, 'config.json'))) return;
-  const target = vscode.workspace.workspaceFolders ? vscode.ConfigurationTarget.Workspace : vscode.ConfigurationTarget.Global;
-  await vscode.workspace.getConfiguration('residual').update('modelPath', dir, target);
-  await models.unload();
+  await models.setModelPath(dir);
   try {
     await models.get();
     void vscode.window.showInformationMessage(`Residual: loaded ${models.current?.info.name} on ${models.current?.provider}.`);
   } catch (e) {
     void vscode.window.showErrorMessage(`Residual: ${e instanceof Error ? e.message : String(e)}`);
+  }
+}
+
+/** Model folders Download Model… has written into the extension's storage (those with a config.json). */
+export function downloadedModels(context: vscode.ExtensionContext): string[] {
+  const root = vscode.Uri.joinPath(context.globalStorageUri, 'models').fsPath;
+  try {
+    return fs
+      .readdirSync(root, { withFileTypes: true })
+      .filter((e) => e.isDirectory() && fs.existsSync(path.join(root, e.name, 'config.json')))
+      .map((e) => path.join(root, e.name));
+  } catch {
+    return [];
   }
 }

@@ -4,6 +4,7 @@
  * Everything created here goes into `context.subscriptions`. The engine does the work; this file connects it to
  * VS Code.
  */
+import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { analyze, DEFAULT_LENS_GFLOP } from '../engine/analysis';
 import { compareAnalyses } from '../engine/depth/compare';
@@ -16,7 +17,7 @@ import type { Analysis } from '../engine/results';
 import type { FromActivations } from '../protocol';
 import { ActivationsPanel } from './activationsPanel';
 import { COMMANDS } from './commandIds';
-import { registerDownloadCommands } from './download';
+import { downloadedModels, registerDownloadCommands } from './download';
 import { EditorHeat, type TextSource } from './editorHeat';
 import { InspectorViewProvider, INSPECTOR_VIEW_ID } from './inspectorView';
 import { ModelManager } from './modelManager';
@@ -128,7 +129,7 @@ export function activate(context: vscode.ExtensionContext): void {
         logError(`[${id}] failed`, e);
         panel.post({ type: 'analysis/error', requestId: id, message: errorText(e) });
         if (models.state.status === 'running') models.patchState({ status: models.current ? 'ready' : 'error', error: errorText(e) });
-        void vscode.window.showErrorMessage(`Residual: ${errorText(e)}`, 'Show Log').then((a) => a && log.show());
+        void offerRecovery(e);
       }
       return undefined;
     } finally {
@@ -291,23 +292,57 @@ export function activate(context: vscode.ExtensionContext): void {
     await circuit.trace(text);
   }
 
+  /**
+   * Select Model…: the bundled model, models loaded before, models downloaded with Download Model…, or a folder to
+   * browse for. The choice goes to the user settings (or the workspace's, when the workspace already sets it).
+   */
   async function selectModel(): Promise<void> {
-    const picked = await vscode.window.showOpenDialog({
-      canSelectFolders: true,
-      canSelectFiles: false,
-      openLabel: 'Use this model',
-      title: 'Residual: choose a Hugging Face checkpoint folder (config.json, model.safetensors, tokenizer.json)',
-    });
-    if (!picked?.[0]) return;
-    const target = vscode.workspace.workspaceFolders ? vscode.ConfigurationTarget.Workspace : vscode.ConfigurationTarget.Global;
-    await vscode.workspace.getConfiguration('residual').update('modelPath', picked[0].fsPath, target);
-    await models.unload();
+    type Item = vscode.QuickPickItem & { dir?: string; action?: 'bundled' | 'browse' };
+    const current = models.modelDir();
+    const mark = (dir: string) => (dir === current ? ' (current)' : '');
+    const items: Item[] = [{ label: '$(package) Bundled demo model', description: mark(models.bundledDir()), detail: models.bundledDir(), action: 'bundled' }];
+    const seen = new Set<string>([models.bundledDir()]);
+    const add = (dirs: string[], kind: string) => {
+      const fresh = dirs.filter((d) => !seen.has(d));
+      if (fresh.length) items.push({ label: kind, kind: vscode.QuickPickItemKind.Separator });
+      for (const d of fresh) {
+        seen.add(d);
+        items.push({ label: `$(symbol-folder) ${path.basename(d)}`, description: mark(d), detail: d, dir: d });
+      }
+    };
+    add(models.recent(), 'recent');
+    add(downloadedModels(context), 'downloaded');
+    items.push({ label: '', kind: vscode.QuickPickItemKind.Separator }, { label: '$(folder-opened) Browse…', detail: 'a Hugging Face checkpoint folder: config.json, model.safetensors, tokenizer.json', action: 'browse' });
+    const pick = await vscode.window.showQuickPick(items, { title: 'Residual: Select Model', placeHolder: 'the model Residual analyses', matchOnDetail: true });
+    if (!pick) return;
+    let dir = pick.dir;
+    if (pick.action === 'browse') {
+      const picked = await vscode.window.showOpenDialog({ canSelectFolders: true, canSelectFiles: false, openLabel: 'Use this model', title: 'Residual: choose a Hugging Face checkpoint folder (config.json, model.safetensors, tokenizer.json)' });
+      if (!picked?.[0]) return;
+      dir = picked[0].fsPath;
+    }
+    await useModel(dir);
+  }
+
+  /** Loads `dir` (undefined: the bundled model) and says how it went; a failure offers the way back. */
+  async function useModel(dir: string | undefined): Promise<void> {
+    await models.setModelPath(dir);
     try {
       await models.get();
       void vscode.window.showInformationMessage(`Residual: loaded ${models.current?.info.name} on ${models.current?.provider}.`);
     } catch (e) {
-      void vscode.window.showErrorMessage(`Residual: ${errorText(e)}`);
+      void offerRecovery(e);
     }
+  }
+
+  /** An error message that, when the configured model is what failed, offers the bundled model or another one. */
+  async function offerRecovery(e: unknown): Promise<void> {
+    const modelFailed = !models.current && models.configured;
+    const actions = modelFailed ? ['Use Bundled Model', 'Select Model…', 'Show Log'] : ['Show Log'];
+    const a = await vscode.window.showErrorMessage(`Residual: ${errorText(e)}`, ...actions);
+    if (a === 'Show Log') log.show();
+    else if (a === 'Use Bundled Model') await useModel(undefined);
+    else if (a === 'Select Model…') await selectModel();
   }
 
   context.subscriptions.push(

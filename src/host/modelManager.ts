@@ -9,6 +9,8 @@ import { Model } from '../engine/model';
 import { silenceOrt } from '../engine/runtime/session';
 import type { InspectorState } from '../protocol';
 
+const RECENT_KEY = 'residual.recentModels';
+
 export class ModelManager implements vscode.Disposable {
   private loading: Promise<Model> | undefined;
   private model: Model | undefined;
@@ -42,6 +44,11 @@ export class ModelManager implements vscode.Disposable {
       const ws = vscode.workspace.workspaceFolders?.[0]?.uri.fsPath;
       return ws && !configured.startsWith('/') && !/^[A-Za-z]:[\\/]/.test(configured) ? vscode.Uri.joinPath(vscode.Uri.file(ws), configured).fsPath : configured;
     }
+    return this.bundledDir();
+  }
+
+  /** The model that ships with the extension: the trained demo model, else the random fallback. */
+  bundledDir(): string {
     for (const name of ['demo', 'tiny-gpt2']) {
       const dir = vscode.Uri.joinPath(this.context.extensionUri, 'models', name).fsPath;
       if (fs.existsSync(`${dir}/config.json`)) return dir;
@@ -112,6 +119,7 @@ export class ModelManager implements vscode.Disposable {
           }),
       );
       this.model = model;
+      this.remember(dir);
       this.log.appendLine(`model ${model.info.name} ready on ${model.provider} in ${model.loadMs.toFixed(0)} ms`);
       this.status.text = `$(pulse) ${model.provider.toUpperCase()}`;
       this.status.tooltip = `Residual: ${model.info.name} on the ${model.provider} execution provider\n${model.attempts
@@ -127,6 +135,32 @@ export class ModelManager implements vscode.Disposable {
       this.setState({ status: 'error', modelDir: dir, error: message });
       throw e;
     }
+  }
+
+  /** Model folders loaded before, most recent first (for Select Model…). */
+  recent(): string[] {
+    return this.context.globalState.get<string[]>(RECENT_KEY, []).filter((d) => fs.existsSync(`${d}/config.json`));
+  }
+
+  private remember(dir: string): void {
+    const list = [dir, ...this.context.globalState.get<string[]>(RECENT_KEY, []).filter((d) => d !== dir)].slice(0, 8);
+    void this.context.globalState.update(RECENT_KEY, list);
+  }
+
+  /** Whether the model folder comes from residual.modelPath (else it is the bundled model). */
+  get configured(): boolean {
+    return vscode.workspace.getConfiguration('residual').get<string>('modelPath', '').trim() !== '';
+  }
+
+  /**
+   * Sets residual.modelPath (`undefined`: the bundled model) where it takes effect: in the user settings, unless the
+   * workspace sets it (a workspace value would override the user's), then there.
+   */
+  async setModelPath(dir: string | undefined): Promise<void> {
+    const cfg = vscode.workspace.getConfiguration('residual');
+    const inWorkspace = cfg.inspect<string>('modelPath')?.workspaceValue !== undefined;
+    await cfg.update('modelPath', dir, inWorkspace ? vscode.ConfigurationTarget.Workspace : vscode.ConfigurationTarget.Global);
+    await this.unload();
   }
 
   async unload(): Promise<void> {

@@ -65,8 +65,10 @@ describe('Download Model… in a real VS Code', { skip: ext ? false : 'RESIDUAL_
     const dir = /into (\S+)/.exec(log)?.[1];
     assert.ok(dir && dir.endsWith(path.join('models', 'acme--e2e-model')), log);
     for (const [name, bytes] of served) assert.equal(sha(fs.readFileSync(path.join(dir, name))), sha(bytes), name);
-    const settings = JSON.parse(fs.readFileSync(path.join(vs.workspace, '.vscode', 'settings.json'), 'utf8'));
+    // The choice goes to the user settings (the workspace's stay untouched: using the product dirties no project file).
+    const settings = JSON.parse(fs.readFileSync(path.join(vs.userData, 'User', 'settings.json'), 'utf8'));
     assert.equal(settings['residual.modelPath'], dir);
+    assert.ok(!fs.existsSync(path.join(vs.workspace, '.vscode', 'settings.json')) || !('residual.modelPath' in JSON.parse(fs.readFileSync(path.join(vs.workspace, '.vscode', 'settings.json'), 'utf8'))));
     const cdn = hub.requests.filter((r) => r.path.startsWith('/cdn/'));
     assert.equal(cdn.length, 2, JSON.stringify(cdn));
     assert.match(cdn[1].range ?? '', /^bytes=[1-9]\d*-$/);

@@ -204,10 +204,15 @@ describe('Residual in a real VS Code', { skip: ext ? false : 'RESIDUAL_VSIX / RE
     await page.locator('.notifications-toasts .notification-list-item-message', { hasText: 'selection is empty' }).first().waitFor({ timeout: 15_000 });
   });
 
-  it('a missing model folder is named in the error; fixing the setting recovers', async () => {
+  it('a missing model folder is named in the error, which offers the bundled model; Select Model… lists it', async () => {
     const { page } = vs;
     const line = LINES.findIndex((l) => l.startsWith('total = sum')) + 1;
     const wv = await activations();
+    const settingsFile = path.join(vs.workspace, '.vscode', 'settings.json');
+    const loaded = async () => ((await vs.outputLog('Residual')).match(/ready on \w+ in \d+ ms/g) ?? []).length;
+    const waitLoaded = async (n) => {
+      for (const end = Date.now() + 60_000; (await loaded()) <= n; await new Promise((r) => setTimeout(r, 200))) if (Date.now() > end) throw new Error('no model loaded');
+    };
     try {
       await writeSettings({ 'residual.modelPath': '/nonexistent/model-folder' });
       await openFile(page, 'prompt.py');
@@ -215,9 +220,23 @@ describe('Residual in a real VS Code', { skip: ext ? false : 'RESIDUAL_VSIX / RE
       await runCommand(page, 'Residual: Analyze Selection');
       await wv.locator('#notice.error', { hasText: '/nonexistent/model-folder' }).waitFor({ timeout: 30_000 });
       await screenshot(page, 'residual-error.png');
+      // The error's own way back: the bundled model, with the setting removed where it was set.
+      const n = await loaded();
+      const toast = page.locator('.notifications-toasts .notification-list-item', { hasText: '/nonexistent/model-folder' }).first();
+      await toast.locator('.monaco-button', { hasText: 'Use Bundled Model' }).click();
+      await waitLoaded(n);
+      assert.ok(!('residual.modelPath' in JSON.parse(fs.readFileSync(settingsFile, 'utf8'))), 'the broken setting is gone');
     } finally {
-      await writeSettings({});
+      if ('residual.modelPath' in JSON.parse(fs.readFileSync(settingsFile, 'utf8'))) await writeSettings({});
     }
+    // Select Model…: the bundled model, recent and downloaded ones, and Browse….
+    const n = await loaded();
+    await runCommand(page, 'Residual: Select Model…');
+    const rows = page.locator('.quick-input-widget .quick-input-list .monaco-list-row');
+    await rows.filter({ hasText: 'Browse…' }).waitFor();
+    await rows.filter({ hasText: 'Bundled demo model' }).click();
+    await waitLoaded(n);
+    assert.ok(!fs.existsSync(settingsFile) || !('residual.modelPath' in JSON.parse(fs.readFileSync(settingsFile, 'utf8'))), 'the workspace settings stay clean');
     await openFile(page, 'prompt.py');
     await selectLines(page, line);
     await runCommand(page, 'Residual: Analyze Selection');
