@@ -10,9 +10,14 @@ PORT="${PORT:-8080}"
 HOME_DIR="${RESIDUAL_HOME:-$HOME/.residual-vscode}"
 export E2E_HOME="${E2E_HOME:-/tmp/vscode-e2e}"
 
+step() { printf '\n[residual] %s (%ss)\n' "$1" "$SECONDS"; }
+step "1/4 npm packages (first run: a minute or two)"
 [ -d node_modules ] || npm ci --no-audit --no-fund
+step "2/4 build"
 npm run -s build
+step "3/4 code-server and Chromium (apt-get as root when missing; npm code-server@4.100.3)"
 bash scripts/e2e/install.sh
+step "4/4 package Residual and install it into code-server"
 mkdir -p "$HOME_DIR"/{user-data/User,extensions,xdg}
 npx vsce package --no-dependencies --allow-missing-repository --skip-license --out "$HOME_DIR/residual.vsix" </dev/null >/dev/null
 SETTINGS="$HOME_DIR/user-data/User/settings.json"
@@ -25,8 +30,15 @@ CS="$E2E_HOME/code-server/node_modules/.bin/code-server"
 COMMON=(--config "$HOME_DIR/config.yaml" --user-data-dir "$HOME_DIR/user-data" --extensions-dir "$HOME_DIR/extensions")
 export XDG_CONFIG_HOME="$HOME_DIR/xdg/config" XDG_DATA_HOME="$HOME_DIR/xdg/data" XDG_CACHE_HOME="$HOME_DIR/xdg/cache" EXTENSIONS_GALLERY='{}'
 "$CS" "${COMMON[@]}" --install-extension "$HOME_DIR/residual.vsix" --force >/dev/null
+URL="http://127.0.0.1:$PORT/?folder=$ROOT/demo-workspace"
 echo
-echo "Residual is installed. Open http://127.0.0.1:$PORT/?folder=$ROOT/demo-workspace"
-echo "then open prompt.py, select a line, right-click → Analyze Selection. Ctrl+C stops the server."
+echo "================================================================================"
+echo "  Residual is running in VS Code (code-server). Open in your browser:"
+echo
+echo "    $URL"
+echo
+echo "  then open prompt.py, select a line, right-click → Analyze Selection."
+echo "  Ctrl+C stops the server."
+echo "================================================================================"
 exec "$CS" "${COMMON[@]}" --bind-addr "127.0.0.1:$PORT" --auth none --disable-telemetry --disable-update-check \
   --disable-workspace-trust --disable-getting-started-override "$ROOT/demo-workspace"
