@@ -113,7 +113,15 @@ export class CircuitPanel implements vscode.Disposable {
       const maxTokens = settings.get<number>('circuitMaxTokens', DEFAULT_CIRCUIT_MAX_TOKENS);
       const ids = model.tokenizer.encodeForModel(text).ids;
       if (ids.length === 0) throw new ResidualError('the selection produced no tokens', 'input');
-      if (ids.length > maxTokens) throw new ResidualError(`the selection has ${ids.length} tokens; attribution graphs are limited to residual.circuitMaxTokens = ${maxTokens} (select less, or raise the setting)`, 'input');
+      // Unlike Analyze (which keeps the last residual.maxTokens tokens), a graph is not cut silently: which tokens it
+      // starts from changes every edge, and its cost grows with the length (the estimate shows how much).
+      if (ids.length > maxTokens) {
+        throw new ResidualError(
+          `the selection has ${ids.length} tokens; attribution graphs are limited to residual.circuitMaxTokens = ${maxTokens} ` +
+            '(select less, or raise the setting: the panel shows the time and memory it will take before it starts)',
+          'input',
+        );
+      }
       // The cost first: a graph expected to take long, or to exceed the memory budget, waits for Start.
       const memoryMB = settings.get<number>('circuitMemoryMB', 0);
       const budget = memoryMB > 0 ? memoryMB * 1e6 : defaultCircuitBudget();
