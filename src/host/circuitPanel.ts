@@ -7,13 +7,13 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { residualColumn, trackPanel } from './panelColumn';
-import { Attributor, type AttributionGraph } from '../engine/circuits/attribution';
+import { activeActivation, Attributor, type AttributionGraph } from '../engine/circuits/attribution';
 import { parseGraphJson, toGraphJson, type GraphJson, type ImportedGraph } from '../engine/circuits/graph-json';
 import { defaultCircuitBudget, DEFAULT_CIRCUIT_MAX_TOKENS, describeEstimate, mb } from '../engine/circuits/estimate';
 import { intervene } from '../engine/circuits/interventions';
 import { pruneGraph, type PruneResult } from '../engine/circuits/prune';
 import { loadTranscoders, type TranscoderSet } from '../engine/circuits/transcoders';
-import { isCancelled, ResidualError } from '../engine/errors';
+import { isCancelled, ResidualError, throwIfCancelled } from '../engine/errors';
 import type { Model } from '../engine/model';
 import type { CircuitView, FeatureCard, FromCircuit, ToCircuit } from '../protocol';
 import type { ModelManager } from './modelManager';
@@ -42,6 +42,10 @@ export class CircuitPanel implements vscode.Disposable {
   private imported: ImportedGraph | undefined;
   private attributor: { key: string; value: Attributor } | undefined;
   private running: vscode.CancellationTokenSource | undefined;
+  /** Settles when the last trace has finished (cancelled or not). */
+  private traceDone: Promise<void> = Promise.resolve();
+  /** Counts views built, so a view labelled late never replaces a newer one. */
+  private viewSeq = 0;
   /** Set while a traced graph waits for the panel's Start. */
   private startGate: (() => void) | undefined;
   private budgetMB = 0;
@@ -89,6 +93,8 @@ export class CircuitPanel implements vscode.Disposable {
       panel.webview.onDidReceiveMessage((m: FromCircuit) => void this.onMessage(m)),
       panel.onDidDispose(() => {
         this.panel = undefined;
+        // Nobody can press Start or see the result any more.
+        this.running?.cancel();
         subs.forEach((d) => d.dispose());
       }),
     ];
@@ -102,11 +108,20 @@ export class CircuitPanel implements vscode.Disposable {
   /** Attribution graph of `text`'s next-token prediction. */
   async trace(text: string): Promise<void> {
     this.show();
+    // One trace at a time: the previous one is cancelled and finishes (its sessions are shared) before this starts,
+    // and only the current trace may talk to the panel (a cancelled one's late messages would hide this one's Start).
     this.running?.cancel();
+    const previous = this.traceDone;
     const cts = new vscode.CancellationTokenSource();
     this.running = cts;
+    let finished!: () => void;
+    this.traceDone = new Promise((resolve) => (finished = resolve));
+    const current = () => this.running === cts;
+    const post = (m: ToCircuit) => current() && this.post(m);
     try {
-      this.post({ type: 'circuit/busy', what: 'Loading the model and transcoders' });
+      await previous;
+      throwIfCancelled(cts.token);
+      post({ type: 'circuit/busy', what: 'Loading the model and transcoders' });
       const model = await this.models.get();
       const attributor = this.attributorFor(model);
       const settings = vscode.workspace.getConfiguration('residual');
@@ -128,7 +143,7 @@ export class CircuitPanel implements vscode.Disposable {
       const est = attributor.estimate(ids.length);
       const awaitingStart = est.seconds > settings.get<number>('circuitConfirmSeconds', 20) || est.peakBytes > budget;
       this.log.appendLine(`circuit: ${ids.length} tokens, estimate ${describeEstimate(est)}, budget ${mb(budget)}${awaitingStart ? ', waiting for Start' : ''}`);
-      this.post({
+      post({
         type: 'circuit/estimate',
         estimate: { tokens: ids.length, seconds: est.seconds, peakMB: est.peakBytes / 1e6, budgetMB: budget / 1e6, activeFeatures: est.activeFeatures, featureRows: est.featureRows, awaitingStart },
       });
@@ -145,11 +160,12 @@ export class CircuitPanel implements vscode.Disposable {
             progress: (message, fraction) => {
               progress.report({ message, increment: Math.max(0, fraction * 100 - last) });
               last = fraction * 100;
-              this.post({ type: 'circuit/busy', what: message, fraction });
+              post({ type: 'circuit/busy', what: message, fraction });
             },
           });
         },
       );
+      throwIfCancelled(cts.token);
       this.budgetMB = budget / 1e6;
       const node = this.live?.nodeThreshold ?? 0.8;
       const edge = this.live?.edgeThreshold ?? 0.98;
@@ -174,10 +190,12 @@ export class CircuitPanel implements vscode.Disposable {
       );
       await this.postView();
     } catch (e) {
-      this.fail('trace', e);
+      if (current()) this.fail('trace', e);
+      else this.log.appendLine(`circuit trace replaced by a newer one (${isCancelled(e) ? 'cancelled' : e instanceof Error ? e.message : String(e)})`);
     } finally {
-      if (this.running === cts) this.running = undefined;
+      if (current()) this.running = undefined;
       cts.dispose();
+      finished();
     }
   }
 
@@ -232,6 +250,7 @@ export class CircuitPanel implements vscode.Disposable {
 
   /** Posts the current view, its feature nodes labelled with their top output tokens. */
   private async postView(): Promise<void> {
+    const seq = ++this.viewSeq;
     const view = this.view();
     try {
       await this.labelOutputs(view);
@@ -239,7 +258,7 @@ export class CircuitPanel implements vscode.Disposable {
       // Labels are a convenience: the graph is shown without them, and the log says why.
       this.log.appendLine(`circuit: output-token labels unavailable (${e instanceof Error ? e.message : String(e)})`);
     }
-    this.post({ type: 'circuit/view', view });
+    if (seq === this.viewSeq) this.post({ type: 'circuit/view', view });
   }
 
   /** Sets `output` on the view's feature nodes: the token W_dec·W_U pushes up most (one pass over the unembedding). */
@@ -400,8 +419,8 @@ export class CircuitPanel implements vscode.Disposable {
     const t = l.set.layers[layer];
     if (!t || !(index >= 0 && index < t.dSae)) throw new ResidualError(`no feature ${index} in layer ${layer}`, l.set.dir);
     const g = l.graph;
-    const activations = new Array<number>(g.nPos).fill(0);
-    for (let n = 0; n < g.nFeatures; n++) if (g.featLayer[n] === layer && g.featIndex[n] === index) activations[g.featPos[n]] = g.featAct[n];
+    // Every position where it fires, also those whose node the (partial) graph did not keep.
+    const activations = Array.from({ length: g.nPos }, (_, p) => activeActivation(g, layer, p, index));
     const entry = this.indexEntry(t.source, layer, index);
     // The output tokens always come from the weights (W_dec · W_U), shown byte-exact; the index's strings lose bytes.
     const logits = await l.attributor.decoderLogits(layer, index, 10);

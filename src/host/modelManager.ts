@@ -154,12 +154,19 @@ export class ModelManager implements vscode.Disposable {
 
   /**
    * Sets residual.modelPath (`undefined`: the bundled model) where it takes effect: in the user settings, unless the
-   * workspace sets it (a workspace value would override the user's), then there.
+   * workspace sets it (a workspace value would override the user's), then there. (A per-folder value in a multi-root
+   * workspace is left alone.)
    */
   async setModelPath(dir: string | undefined): Promise<void> {
     const cfg = vscode.workspace.getConfiguration('residual');
-    const inWorkspace = cfg.inspect<string>('modelPath')?.workspaceValue !== undefined;
-    await cfg.update('modelPath', dir, inWorkspace ? vscode.ConfigurationTarget.Workspace : vscode.ConfigurationTarget.Global);
+    const set = cfg.inspect<string>('modelPath');
+    if (dir === undefined) {
+      // Back to the bundled model: remove the setting wherever it is set, or the other value would take over.
+      if (set?.workspaceValue !== undefined) await cfg.update('modelPath', undefined, vscode.ConfigurationTarget.Workspace);
+      if (set?.globalValue !== undefined) await cfg.update('modelPath', undefined, vscode.ConfigurationTarget.Global);
+    } else {
+      await cfg.update('modelPath', dir, set?.workspaceValue !== undefined ? vscode.ConfigurationTarget.Workspace : vscode.ConfigurationTarget.Global);
+    }
     await this.unload();
   }
 

@@ -143,13 +143,15 @@ describe('Residual in a real VS Code', { skip: ext ? false : 'RESIDUAL_VSIX / RE
     assert.equal(await wv.locator('#heatmap tr[data-layer]').count(), L);
     // Colour per row by default: every row's largest value gets the strongest colour, and a colour bar explains it.
     const strongest = async () => wv.locator('#heatmap tr[data-layer]').evaluateAll((rows) => rows.map((r) => [...r.querySelectorAll('td.cell')].filter((td) => td.style.background.includes(' 85%')).length));
-    assert.ok((await strongest()).every((n) => n >= 1), 'each row reaches the top of its own scale');
+    const perRow = await strongest();
+    assert.ok(perRow.every((n) => n >= 1), 'each row reaches the top of its own scale');
     await wv.locator('#heat-colour-bar', { hasText: 'row max' }).waitFor();
     // One range for all rows: only the row with the overall maximum reaches it.
     await wv.locator('#heat-scale').click();
     await wv.locator('vscode-option', { hasText: 'one range for all rows' }).click();
     await wv.locator('#heat-colour-bar:not(:has-text("row max"))').waitFor();
-    assert.ok((await strongest()).filter((n) => n >= 1).length >= 1);
+    const globalRows = (await strongest()).filter((n) => n >= 1).length;
+    assert.ok(globalRows >= 1 && globalRows < perRow.length, `one range: ${globalRows} of ${perRow.length} rows reach the top`);
     await wv.locator('#heat-scale').click();
     await wv.locator('vscode-option', { hasText: 'each row its own range' }).click();
     await wv.locator('#heat-colour-bar', { hasText: 'row max' }).waitFor();
@@ -310,7 +312,7 @@ describe('Residual in a real VS Code', { skip: ext ? false : 'RESIDUAL_VSIX / RE
     await wv.locator('vscode-panel-tab#tab-patching').click();
     await wv.locator('#corrupted').waitFor();
     // The form starts from a suggested corruption with the same token count, and shows both counts.
-    await wv.locator('.patching .hint', { hasText: /Suggested corruption: ".+" → ".+"|No word or number could be swapped/ }).waitFor({ timeout: 30_000 });
+    await wv.locator('.patching .hint', { hasText: /Suggested corruption: ".+" → ".+"/ }).waitFor({ timeout: 30_000 });
     const suggestion = await wv.locator('#corrupted').evaluate((el) => el.value);
     assert.notEqual(suggestion, text, 'the corrupted prompt starts from a suggestion, not a copy');
     await wv.locator('#patch-counts', { hasText: `clean: ${clean.length} tokens · corrupted: ${clean.length} tokens` }).waitFor();

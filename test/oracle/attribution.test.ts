@@ -22,7 +22,7 @@ import type { HookName } from '../../src/engine/hooks';
 import { Model } from '../../src/engine/model';
 import { referenceForward } from '../../src/engine/reference/gpt2-reference';
 import { silenceOrt } from '../../src/engine/runtime/session';
-import { Attributor, type AttributionGraph, errorNode, logitNode, tokenNode } from '../../src/engine/circuits/attribution';
+import { activeActivation, Attributor, type AttributionGraph, errorNode, logitNode, tokenNode } from '../../src/engine/circuits/attribution';
 import { loadTranscoders } from '../../src/engine/circuits/transcoders';
 import {
   randomTranscoderWeights,
@@ -457,6 +457,16 @@ describe('graph export, interventions and the graph command on a fixture', () =>
     const kept = new Set(fullOf.slice(0, cut.nFeatures));
     const top10 = rank.slice(0, 10).filter((n) => kept.has(n)).length;
     assert.ok(top10 >= 8, `${top10} of the full graph's 10 most influential features kept`);
+    // A feature the cut graph dropped is still active: its activation is known, and an intervention on it changes the
+    // real model exactly as on the full graph (from its real activation, not from 0).
+    const dropped = Array.from({ length: full.nFeatures }, (_, n) => n).find((n) => !kept.has(n))!;
+    const [l, p, f] = [full.featLayer[dropped], full.featPos[dropped], full.featIndex[dropped]];
+    assert.equal(activeActivation(cut, l, p, f), full.featAct[dropped]);
+    assert.equal(activeActivation(cut, l, p, (f + 1) % F === f ? f : -1), 0);
+    const iv = [{ layer: l, pos: p, feature: f, value: 0 }];
+    const [onCut, onFull] = [await intervene(fx.attributor, cut, iv), await intervene(fx.attributor, full, iv)];
+    assert.equal(onCut.notInGraph.length, 1);
+    onCut.logits.forEach((c, i) => assert.ok(Math.abs(c.actualDemeaned - onFull.logits[i].actualDemeaned) <= 1e-6, `logit ${c.id}`));
   });
 
   it('topOutputTokens and decoderLogits: W_dec[f] · W_U over the vocabulary, as a plain loop gives it', async () => {

@@ -99,14 +99,16 @@ function heatmapView(a: Analysis, pos: number): HTMLElement {
   bar.append(pick, scalePick, button('Clear editor heat', () => host.post({ type: 'heat/clear' })));
   wrap.append(bar);
   const { labels, values } = heatValues(a, measure);
-  const flat = values.flat().filter(Number.isFinite);
-  const lo = Math.min(...flat);
-  const hi = Math.max(...flat);
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (const row of values) for (const v of row) if (Number.isFinite(v)) (lo = Math.min(lo, v)), (hi = Math.max(hi, v));
   // A global range that spans orders of magnitude is coloured on a log scale.
   const logScale = scaleMode === 'global' && lo > 0 && hi / lo > 30;
   const rowRange = values.map((row) => {
-    const xs = row.filter(Number.isFinite);
-    return [Math.min(...xs), Math.max(...xs)] as const;
+    let a0 = Infinity;
+    let b0 = -Infinity;
+    for (const v of row) if (Number.isFinite(v)) (a0 = Math.min(a0, v)), (b0 = Math.max(b0, v));
+    return [a0, b0] as const;
   });
   const scaleOf = (r: number) => {
     const [a0, b0] = scaleMode === 'row' ? rowRange[r] : [lo, hi];

@@ -63,9 +63,11 @@ window.addEventListener('message', (ev: MessageEvent<ToCircuit>) => {
         card = undefined;
         intervention = undefined;
         selected = undefined;
-      }
+        // Pins and groups name nodes of the old graph: a new graph starts with its own (an imported file's, or none).
+        p = { ...p, pinned: m.view.pinned ?? [], groups: m.view.supernodes ?? [] };
+        save();
+      } else if (m.view.pinned?.length || m.view.supernodes?.length) p = { ...p, pinned: m.view.pinned ?? [], groups: m.view.supernodes ?? [] };
       view = m.view;
-      if (m.view.pinned?.length || m.view.supernodes?.length) p = { ...p, pinned: m.view.pinned ?? [], groups: m.view.supernodes ?? [] };
       break;
     case 'circuit/card':
       busy = '';
@@ -426,7 +428,7 @@ function cardView(c: FeatureCard): HTMLElement {
 function interventionView(r: { description: string; rows: InterventionRow[]; notInGraph: number }): HTMLElement {
   const s = el('section');
   s.id = 'intervention';
-  s.append(el('h2', undefined, 'Intervention'), el('p', 'hint', `${r.description}. Predicted from the graph (direct edges, and all paths through active features with attention frozen) next to the real model's change of each logit (minus the mean logit).`));
+  s.append(el('h2', undefined, 'Intervention'), el('p', 'hint', `${r.description}. Predicted from the graph (direct edges, and all paths through the graph's features with attention frozen) next to the real model's change of each logit (minus the mean logit).`));
   const table = el('table', 'grid plain');
   const hr = el('tr');
   for (const h of ['token', 'p before', 'p after', 'actual Δ', 'graph: direct', 'graph: paths']) hr.append(el('th', undefined, h));

@@ -92,6 +92,8 @@ export interface AttributionGraph {
   influenceCovered: number;
   /** True when the memory budget, not `maxFeatureNodes`, set how many feature rows were computed. */
   memoryLimited: boolean;
+  /** Every active feature of every layer (kept or not), for activations outside the kept graph (see activeActivation). */
+  active?: LayerActivations[];
   featLayer: Int32Array;
   featPos: Int32Array;
   featIndex: Int32Array;
@@ -124,6 +126,24 @@ export function tokenNode(g: { nFeatures: number; nPos: number; nLayers: number 
 export function logitNode(g: { nFeatures: number; nPos: number; nLayers: number }, i: number): number {
   return g.nFeatures + g.nLayers * g.nPos + g.nPos + i;
 }
+/** The activation of a feature at a position on the graph's prompt, kept in the graph or not (0 when inactive). */
+export function activeActivation(g: AttributionGraph, layer: number, pos: number, feature: number): number {
+  const la = g.active?.[layer];
+  if (la) {
+    // Features ascend within a position: binary search.
+    let lo = la.start[pos];
+    let hi = la.start[pos + 1];
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (la.feature[mid] < feature) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo < la.start[pos + 1] && la.feature[lo] === feature ? la.act[lo] : 0;
+  }
+  for (let n = 0; n < g.nFeatures; n++) if (g.featLayer[n] === layer && g.featPos[n] === pos && g.featIndex[n] === feature) return g.featAct[n];
+  return 0;
+}
+
 export type NodeKind = 'feature' | 'error' | 'token' | 'logit';
 export function nodeKind(g: AttributionGraph, n: number): NodeKind {
   if (n < g.nFeatures) return 'feature';
@@ -607,6 +627,7 @@ export class Attributor {
       nActiveFeatures: nActive,
       influenceCovered,
       memoryLimited: plan.memoryLimited,
+      active: layers,
       featLayer,
       featPos,
       featIndex,

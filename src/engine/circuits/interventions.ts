@@ -8,7 +8,7 @@
  */
 import { ResidualError } from '../errors';
 import type { SteerAdd } from '../model';
-import { logitNode, type AttributionGraph, type Attributor } from './attribution';
+import { activeActivation, logitNode, type AttributionGraph, type Attributor } from './attribution';
 import { readRows } from './transcoders';
 
 export interface FeatureIntervention {
@@ -38,7 +38,7 @@ export interface LogitChange {
 
 export interface InterventionResult {
   logits: LogitChange[];
-  /** Interventions on features that are not active in the graph (no prediction for them; the rerun includes them). */
+  /** Interventions on features that are not in the graph (inactive, or active but not kept): no prediction for them; the rerun includes them. */
   notInGraph: FeatureIntervention[];
 }
 
@@ -58,7 +58,8 @@ export async function intervene(attributor: Attributor, g: AttributionGraph, int
     if (!(iv.feature >= 0 && iv.feature < tc.dSae)) throw new ResidualError(`feature ${iv.feature} is outside 0..${tc.dSae - 1}`, tc.source);
     if (!Number.isFinite(iv.value)) throw new ResidualError('the new activation must be a finite number', 'intervention');
     const n = nodeOf.get(`${iv.layer}:${iv.pos}:${iv.feature}`);
-    const old = n === undefined ? 0 : g.featAct[n];
+    // A feature outside the kept graph may still be active: the rerun changes it from its real activation.
+    const old = n === undefined ? activeActivation(g, iv.layer, iv.pos, iv.feature) : g.featAct[n];
     if (n === undefined) notInGraph.push(iv);
     else delta[n] = iv.value - old;
     const row = readRows(tc.wDec, [iv.feature]);
