@@ -32,6 +32,8 @@ export interface GraphViewState {
   box?: ViewBox;
   /** The viewport's height in pixels when fitting shrank it to the content (a wide graph). */
   height?: number;
+  /** The view came from fitting, not from the user's zoom or pan: a resized panel fits again. */
+  auto?: boolean;
   /** How many of the strongest edges to draw (0 = all). */
   edges: number;
 }
@@ -257,10 +259,11 @@ export function graphView(v: CircuitView, initial: GraphViewState, cb: GraphCall
     const contentPx = (H * rect.width) / w;
     const height = contentPx < rect.height ? Math.max(240, Math.ceil(contentPx) + 24) : undefined;
     if (height) box.style.height = `${height}px`;
-    state = { ...state, height };
+    state = { ...state, height, auto: true };
     set({ x: W - w, y: 0, w, h: H });
   };
   const zoom = (factor: number, cx?: number, cy?: number) => {
+    state = { ...state, auto: false };
     const { rect, scale, dy } = geometry();
     const px = cx ?? rect.width / 2;
     const py = cy ?? rect.height / 2;
@@ -285,6 +288,7 @@ export function graphView(v: CircuitView, initial: GraphViewState, cb: GraphCall
   svg.addEventListener('pointerdown', (ev) => {
     if ((ev.target as Element).closest('.node')) return;
     drag = { x: ev.clientX, y: ev.clientY, vb };
+    state = { ...state, auto: false };
     svg.setPointerCapture(ev.pointerId);
     svg.classList.add('dragging');
   });
@@ -301,7 +305,7 @@ export function graphView(v: CircuitView, initial: GraphViewState, cb: GraphCall
   svg.addEventListener('pointercancel', endDrag);
 
   // Laid out once the box is in the page; refitted when the panel is resized and the view was never moved.
-  let moved = !!state.box;
+  let moved = !!state.box && !state.auto;
   new ResizeObserver(() => {
     if (!moved) fit();
     else apply();
@@ -314,8 +318,10 @@ export function graphView(v: CircuitView, initial: GraphViewState, cb: GraphCall
     b.id = id;
     b.title = title;
     b.textContent = label;
+    // Any button is the user's choice of view (Fit included): a resize keeps it rather than refitting.
     b.addEventListener('click', () => {
-      moved = id !== 'graph-fit';
+      moved = true;
+      state = { ...state, auto: false };
       fn();
     });
     return b;
