@@ -43,7 +43,7 @@ describe('Download Model… in a real VS Code', { skip: ext ? false : 'RESIDUAL_
     const { page } = vs;
     const input = page.locator('.quick-input-widget input.input');
     const t0 = Date.now();
-    await runCommand(page, 'Residual: Download Model…');
+    await runCommand(page, 'Residual: Download Model…', { opensQuickInput: true });
     await input.waitFor();
     await page.keyboard.type('not a repo');
     await page.locator('.quick-input-widget .quick-input-message', { hasText: 'owner/name' }).waitFor();

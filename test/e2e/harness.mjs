@@ -337,12 +337,15 @@ async function quickOpen(page, text, timeout) {
 }
 
 /**
- * Quick Open (Ctrl+P) a workspace file by name or relative path; resolves when its tab is the active tab
- * of the active editor group and its editor has focus. (Tabs are matched by file name, so avoid opening two
+ * Quick Open (Ctrl+P) a workspace file by name or relative path, in the first editor group; resolves when its tab is
+ * the active tab of the active editor group and its editor has focus. (Tabs are matched by file name, so avoid opening two
  * files with the same name at once.)
  */
 export async function openFile(page, name, { timeout = UI_TIMEOUT_MS } = {}) {
   const base = path.posix.basename(name.replace(/\\/g, '/'));
+  // Quick Open opens the file in the active group. After a click in a panel, that is the panels' group, where the
+  // file would cover the panel; the first group is where files live.
+  if (await page.locator('.part.editor .editor-group-container').count() > 1) await runCommand(page, 'View: Focus First Editor Group', { timeout });
   await quickOpen(page, name, timeout);
   await quickRows(page).filter({ has: page.locator('.label-name', { hasText: exactText(base) }) }).first().waitFor({ timeout });
   await page.keyboard.press('Enter');
@@ -362,8 +365,9 @@ export async function openFile(page, name, { timeout = UI_TIMEOUT_MS } = {}) {
 /**
  * Runs a command from the command palette by its palette title ("Category: Title"), matched exactly.
  * Retries with a fresh palette while the command is not registered yet (extension still activating).
+ * `opensQuickInput`: the command shows a quick pick or input box of its own (see below).
  */
-export async function runCommand(page, paletteTitle, { timeout = UI_TIMEOUT_MS } = {}) {
+export async function runCommand(page, paletteTitle, { timeout = UI_TIMEOUT_MS, opensQuickInput = false } = {}) {
   const end = Date.now() + timeout;
   for (;;) {
     await quickOpen(page, `>${paletteTitle}`, timeout);
@@ -376,7 +380,10 @@ export async function runCommand(page, paletteTitle, { timeout = UI_TIMEOUT_MS }
       continue;
     }
     await row.click();
-    await page.locator('.quick-input-widget').waitFor({ state: 'hidden', timeout });
+    // A command that asks for input (a quick pick, an input box) reuses the widget at once, so it may never be hidden
+    // in between: then the palette's row going away is the sign the command ran.
+    if (opensQuickInput) await row.waitFor({ state: 'detached', timeout });
+    else await page.locator('.quick-input-widget').waitFor({ state: 'hidden', timeout });
     return;
   }
 }

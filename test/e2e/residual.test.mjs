@@ -233,7 +233,7 @@ describe('Residual in a real VS Code', { skip: ext ? false : 'RESIDUAL_VSIX / RE
     }
     // Select Model…: the bundled model, recent and downloaded ones, and Browse….
     const n = await loaded();
-    await runCommand(page, 'Residual: Select Model…');
+    await runCommand(page, 'Residual: Select Model…', { opensQuickInput: true });
     const rows = page.locator('.quick-input-widget .quick-input-list .monaco-list-row');
     await rows.filter({ hasText: 'Browse…' }).waitFor();
     await rows.filter({ hasText: 'Bundled demo model' }).click();
