@@ -664,14 +664,14 @@ export function displayBytes(bytes: Uint8Array): string {
 
 /**
  * A token as a person types it into a field: `\n`, `\t`, `\r` and `\\` are the characters they name, and the glyphs
- * the panels draw for them (⏎ or ↵ for a newline, → for a tab) are read back as those characters, so the newline a
- * model predicts can be typed. Anything else is taken as written.
+ * the panels draw for them (⏎ or ↵ for a newline, → for a tab, ␍ for a carriage return) are read back as those
+ * characters, so the newline a model predicts can be typed. Anything else is taken as written.
  */
 export function unescapeTokenInput(text: string): string {
-  return text.replace(/\\([ntr\\])|[⏎↵→]/g, (m, esc: string | undefined) => {
+  return text.replace(/\\([ntr\\])|[⏎↵→␍]/g, (m, esc: string | undefined) => {
     if (esc === 'n' || m === '⏎' || m === '↵') return '\n';
     if (esc === 't' || m === '→') return '\t';
-    if (esc === 'r') return '\r';
+    if (esc === 'r' || m === '␍') return '\r';
     return '\\';
   });
 }

@@ -492,6 +492,7 @@ test('typed tokens: \\n, \\t, \\r, \\\\ and the panels\' glyphs ⏎ ↵ → are 
   assert.equal(unescapeTokenInput('↵↵'), '\n\n');
   assert.equal(unescapeTokenInput('\\t x'), '\t x');
   assert.equal(unescapeTokenInput('→'), '\t');
+  assert.equal(unescapeTokenInput('␍↵'), '\r\n', 'the glyphs showToken draws read back');
   assert.equal(unescapeTokenInput('a\\\\n'), 'a\\n', 'an escaped backslash stays one backslash');
   assert.equal(unescapeTokenInput('\\q'), '\\q', 'unknown escapes are kept');
   assert.equal(unescapeTokenInput(' the'), ' the');
