@@ -54,8 +54,7 @@ export function activationBytes(ckpt: Checkpoint, P: number): number {
 }
 
 export function estimateMemory(ckpt: Checkpoint, opts: { tokens?: number; available?: number } = {}): MemoryEstimate {
-  let params = 0;
-  for (const e of ckpt.tensors.values()) params += e.shape.reduce((a, b) => a * b, 1);
+  const params = checkpointParams(ckpt);
   const tokens = Math.min(ckpt.config.nCtx, opts.tokens ?? 256);
   const perParam = ckpt.config.family ? CPU_BYTES_PER_PARAM.family : CPU_BYTES_PER_PARAM.gpt2;
   const cpuBytes = BASE_BYTES + perParam * params + activationBytes(ckpt, tokens);
@@ -72,7 +71,17 @@ export function estimateMemory(ckpt: Checkpoint, opts: { tokens?: number; availa
   };
 }
 
-const gb = (b: number) => (b >= 1e9 ? `${(b / 1e9).toFixed(1)} GB` : `${Math.ceil(b / 1e6)} MB`);
+/** Bytes for people: "1.3 GB", "420 MB". */
+export function formatBytes(b: number): string {
+  return b >= 1e9 ? `${(b / 1e9).toFixed(1)} GB` : `${Math.ceil(b / 1e6)} MB`;
+}
+
+/** Parameters of every tensor in the checkpoint. */
+export function checkpointParams(ckpt: Checkpoint): number {
+  let params = 0;
+  for (const e of ckpt.tensors.values()) params += e.shape.reduce((a, b) => a * b, 1);
+  return params;
+}
 
 export function formatParams(n: number): string {
   if (n >= 1e9) return `${(n / 1e9).toFixed(2)}B`;
@@ -82,8 +91,8 @@ export function formatParams(n: number): string {
 /** The message when a model does not fit in the memory the CPU provider would use. */
 export function memoryAdvice(e: MemoryEstimate): string {
   return (
-    `${e.name} (${formatParams(e.params)} parameters) needs about ${gb(e.cpuBytes)} of memory on the CPU and ${gb(e.availableBytes)} is available. ` +
-    `On a GPU its weights take about ${gb(e.gpuBytes.float32)} of GPU memory, or ${gb(e.gpuBytes.float16)} in half precision (residual.precision "float16"); ` +
+    `${e.name} (${formatParams(e.params)} parameters) needs about ${formatBytes(e.cpuBytes)} of memory on the CPU and ${formatBytes(e.availableBytes)} is available. ` +
+    `On a GPU its weights take about ${formatBytes(e.gpuBytes.float32)} of GPU memory, or ${formatBytes(e.gpuBytes.float16)} in half precision (residual.precision "float16"); ` +
     `on the CPU half precision saves little (ONNX Runtime computes in float32 there). Choose a smaller model, free memory, or load anyway.`
   );
 }

@@ -9,7 +9,8 @@ import * as vscode from 'vscode';
 import { residualColumn, trackPanel } from './panelColumn';
 import { activeActivation, Attributor, type AttributionGraph } from '../engine/circuits/attribution';
 import { parseGraphJson, toGraphJson, type GraphJson, type ImportedGraph } from '../engine/circuits/graph-json';
-import { defaultCircuitBudget, DEFAULT_CIRCUIT_MAX_TOKENS, describeEstimate, mb } from '../engine/circuits/estimate';
+import { defaultCircuitBudget, DEFAULT_CIRCUIT_MAX_TOKENS, describeEstimate } from '../engine/circuits/estimate';
+import { formatBytes } from '../engine/memory';
 import { intervene } from '../engine/circuits/interventions';
 import { pruneGraph, type PruneResult } from '../engine/circuits/prune';
 import { loadTranscoders, type TranscoderSet } from '../engine/circuits/transcoders';
@@ -142,7 +143,7 @@ export class CircuitPanel implements vscode.Disposable {
       const budget = memoryMB > 0 ? memoryMB * 1e6 : defaultCircuitBudget();
       const est = attributor.estimate(ids.length);
       const awaitingStart = est.seconds > settings.get<number>('circuitConfirmSeconds', 20) || est.peakBytes > budget;
-      this.log.appendLine(`circuit: ${ids.length} tokens, estimate ${describeEstimate(est)}, budget ${mb(budget)}${awaitingStart ? ', waiting for Start' : ''}`);
+      this.log.appendLine(`circuit: ${ids.length} tokens, estimate ${describeEstimate(est)}, budget ${formatBytes(budget)}${awaitingStart ? ', waiting for Start' : ''}`);
       post({
         type: 'circuit/estimate',
         estimate: { tokens: ids.length, seconds: est.seconds, peakMB: est.peakBytes / 1e6, budgetMB: budget / 1e6, activeFeatures: est.activeFeatures, featureRows: est.featureRows, awaitingStart },
@@ -186,7 +187,7 @@ export class CircuitPanel implements vscode.Disposable {
       this.outputs.clear();
       this.log.appendLine(
         `circuit: ${graph.nFeatures} of ${graph.nActiveFeatures} active features kept (${(100 * graph.influenceCovered).toFixed(1)}% of their influence${graph.memoryLimited ? ', limited by the memory budget' : ''}), ` +
-          `N = ${graph.N}, ${this.live.ms.toFixed(0)} ms, peak RSS ${mb(process.resourceUsage().maxRSS * 1024)} (${JSON.stringify(graph.timings_ms)})`,
+          `N = ${graph.N}, ${this.live.ms.toFixed(0)} ms, peak RSS ${formatBytes(process.resourceUsage().maxRSS * 1024)} (${JSON.stringify(graph.timings_ms)})`,
       );
       await this.postView();
     } catch (e) {

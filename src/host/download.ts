@@ -12,7 +12,6 @@ import { isCancelled, ResidualError } from '../engine/errors';
 import { downloadFromHub, mb, resolveEndpoint, type DownloadSummary, type HubSource } from '../engine/hub/download';
 import { checkRepoPath, checkRevision, modelFolderName, repoIdProblem } from '../engine/hub/files';
 import { COMMANDS } from './commandIds';
-import type { ModelManager } from './modelManager';
 
 const TOKEN_KEY = 'residual.hubToken';
 
@@ -25,9 +24,10 @@ export interface DownloadArgs {
   use?: boolean;
 }
 
-export function registerDownloadCommands(context: vscode.ExtensionContext, models: ModelManager, log: vscode.OutputChannel): vscode.Disposable[] {
+/** `useModel` is Select Model…'s own way of switching to a folder (settings, reload, messages, recovery). */
+export function registerDownloadCommands(context: vscode.ExtensionContext, useModel: (dir: string) => Promise<void>, log: vscode.OutputChannel): vscode.Disposable[] {
   return [
-    vscode.commands.registerCommand(COMMANDS.downloadModel, (args?: DownloadArgs) => downloadModel(context, models, log, args)),
+    vscode.commands.registerCommand(COMMANDS.downloadModel, (args?: DownloadArgs) => downloadModel(context, useModel, log, args)),
     vscode.commands.registerCommand(COMMANDS.setHubToken, () => setToken(context)),
   ];
 }
@@ -130,7 +130,7 @@ function subfolderProblem(v: string, repo: string): string | undefined {
   }
 }
 
-async function downloadModel(context: vscode.ExtensionContext, models: ModelManager, log: vscode.OutputChannel, given?: DownloadArgs): Promise<DownloadSummary | undefined> {
+async function downloadModel(context: vscode.ExtensionContext, useModel: (dir: string) => Promise<void>, log: vscode.OutputChannel, given?: DownloadArgs): Promise<DownloadSummary | undefined> {
   const args = given && typeof given.repo === 'string' ? given : await ask();
   if (!args) return undefined;
   const problem = repoIdProblem(args.repo);
@@ -197,7 +197,7 @@ async function downloadModel(context: vscode.ExtensionContext, models: ModelMana
           `Residual: downloaded ${what} (${summary.files.length} files, ${mb(summary.totalBytes)}, checksums verified) to ${modelDir}.${transcodersNote}`,
           'Use this model',
         );
-    if (use === 'Use this model') await useModel(models, modelDir);
+    if (use === 'Use this model' && fs.existsSync(path.join(modelDir, 'config.json'))) await useModel(modelDir);
     return summary;
   } catch (e) {
     if (isCancelled(e)) {
@@ -209,18 +209,6 @@ async function downloadModel(context: vscode.ExtensionContext, models: ModelMana
       void vscode.window.showErrorMessage(`Residual: ${msg}`, 'Show Log').then((a) => a && log.show());
     }
     return undefined;
-  }
-}
-
-/** Points `residual.modelPath` at the folder and reloads, as Select Model… does. */
-async function useModel(models: ModelManager, dir: string): Promise<void> {
-  if (!fs.existsSync(path.join(dir, 'config.json'))) return;
-  await models.setModelPath(dir);
-  try {
-    await models.get();
-    void vscode.window.showInformationMessage(`Residual: loaded ${models.current?.info.name} on ${models.current?.provider}.`);
-  } catch (e) {
-    void vscode.window.showErrorMessage(`Residual: ${e instanceof Error ? e.message : String(e)}`);
   }
 }
 

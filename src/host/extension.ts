@@ -370,7 +370,7 @@ export function activate(context: vscode.ExtensionContext): void {
     }),
     vscode.commands.registerCommand(COMMANDS.clearHeat, () => heat.clear()),
     vscode.commands.registerCommand(COMMANDS.showLog, () => log.show()),
-    ...registerDownloadCommands(context, models, log),
+    ...registerDownloadCommands(context, useModel, log),
   );
   log.appendLine(`Residual activated; model folder: ${models.modelDir()}`);
 }

@@ -6,7 +6,7 @@
  * token they push up; only the strongest edges are drawn (a node's own edges appear on hover).
  */
 import type { CircuitNode, CircuitView } from '../../src/protocol';
-import { showToken } from '../ui';
+import { button, el, showToken } from '../ui';
 
 const SVG = 'http://www.w3.org/2000/svg';
 /** Content units per position column and per layer row. */
@@ -80,8 +80,8 @@ export function graphView(v: CircuitView, initial: GraphViewState, cb: GraphCall
   svg.setAttribute('preserveAspectRatio', 'xMinYMid meet');
   svg.dataset.nodeThreshold = String(v.nodeThreshold);
   svg.dataset.edgeThreshold = String(v.edgeThreshold);
-  const rowLabels = div('row-labels');
-  const posLabels = div('pos-labels');
+  const rowLabels = el('div', 'row-labels');
+  const posLabels = el('div', 'pos-labels');
   box.append(svg, rowLabels, posLabels);
 
   for (let r = -1; r <= L; r++) svg.append(svgEl('line', { x1: 0, x2: W, y1: rowY(r), y2: rowY(r), class: 'guide' }));
@@ -185,12 +185,12 @@ export function graphView(v: CircuitView, initial: GraphViewState, cb: GraphCall
   // Sticky labels: row names on the left, tokens along the bottom, placed from the current viewBox.
   const rows: { el: HTMLElement; y: number }[] = [];
   for (let r = -1; r <= L; r++) {
-    const e = div('row-label', r === -1 ? 'tokens' : r === L ? 'logits' : `L${r}`);
+    const e = el('div', 'row-label', r === -1 ? 'tokens' : r === L ? 'logits' : `L${r}`);
     rowLabels.append(e);
     rows.push({ el: e, y: rowY(r) });
   }
   const cols: { el: HTMLElement; x: number }[] = v.tokens.map((t, pos) => {
-    const e = div('pos-label', showToken(t));
+    const e = el('div', 'pos-label', showToken(t));
     e.title = `position ${pos}: ${JSON.stringify(t)}`;
     posLabels.append(e);
     return { el: e, x: colX(pos) };
@@ -311,19 +311,16 @@ export function graphView(v: CircuitView, initial: GraphViewState, cb: GraphCall
     else apply();
   }).observe(box);
 
-  const toolbar = div('graph-toolbar');
+  const toolbar = el('div', 'graph-toolbar');
   const tool = (label: string, title: string, id: string, fn: () => void) => {
-    const b = document.createElement('vscode-button');
-    b.setAttribute('appearance', 'icon');
-    b.id = id;
-    b.title = title;
-    b.textContent = label;
     // Any button is the user's choice of view (Fit included): a resize keeps it rather than refitting.
-    b.addEventListener('click', () => {
+    const b = button(label, () => {
       moved = true;
       state = { ...state, auto: false };
       fn();
-    });
+    }, 'icon');
+    b.id = id;
+    b.title = title;
     return b;
   };
   const edgesSelect = document.createElement('select');
@@ -349,12 +346,12 @@ export function graphView(v: CircuitView, initial: GraphViewState, cb: GraphCall
     tool('+', 'Zoom in (or use the mouse wheel)', 'graph-zoom-in', () => zoom(1 / 1.5)),
     tool('−', 'Zoom out', 'graph-zoom-out', () => zoom(1.5)),
     edgesSelect,
-    div('muted', `${shown.length.toLocaleString('en-US')} of ${all.length.toLocaleString('en-US')} edges drawn · drag to pan, wheel to zoom`),
+    el('div', 'muted', `${shown.length.toLocaleString('en-US')} of ${all.length.toLocaleString('en-US')} edges drawn · drag to pan, wheel to zoom`),
   );
   svg.addEventListener('wheel', () => (moved = true), { passive: true });
   svg.addEventListener('pointerdown', () => (moved = true));
 
-  const legend = div('graph-legend');
+  const legend = el('div', 'graph-legend');
   legend.id = 'graph-legend';
   legend.append(
     legendItem('feature', '● feature (size: influence; label: the token it pushes up)'),
@@ -363,7 +360,7 @@ export function graphView(v: CircuitView, initial: GraphViewState, cb: GraphCall
     legendItem('pos', '— excites'),
     legendItem('neg', '— inhibits (width: |weight|)'),
   );
-  const wrap = div('graph-wrap');
+  const wrap = el('div', 'graph-wrap');
   wrap.append(toolbar, box, legend);
   if (!state.box) requestAnimationFrame(() => (box.isConnected ? fit() : undefined));
   else requestAnimationFrame(apply);
@@ -371,14 +368,7 @@ export function graphView(v: CircuitView, initial: GraphViewState, cb: GraphCall
 }
 
 function legendItem(kind: string, text: string): HTMLElement {
-  return div(`legend-item ${kind}`, text);
-}
-
-function div(cls: string, text?: string): HTMLElement {
-  const e = document.createElement('div');
-  e.className = cls;
-  if (text !== undefined) e.textContent = text;
-  return e;
+  return el('div', `legend-item ${kind}`, text);
 }
 
 function svgEl(tag: string, attrs: Record<string, string | number>): SVGElement {

@@ -15,7 +15,8 @@ import { ResidualError } from '../errors';
 import { Model } from '../model';
 import { silenceOrt } from '../runtime/session';
 import { Attributor } from './attribution';
-import { defaultCircuitBudget, DEFAULT_CIRCUIT_MAX_TOKENS, describeEstimate, mb } from './estimate';
+import { defaultCircuitBudget, DEFAULT_CIRCUIT_MAX_TOKENS, describeEstimate } from './estimate';
+import { formatBytes } from '../memory';
 import { toGraphJson } from './graph-json';
 import { pruneGraph } from './prune';
 import { loadTranscoders } from './transcoders';
@@ -141,7 +142,7 @@ export async function graphCommand(args: string[]): Promise<number> {
     const s = ((performance.now() - t0) / 1000).toFixed(2);
     const partial =
       g.nFeatures < g.nActiveFeatures
-        ? `; ${g.nFeatures} of ${g.nActiveFeatures} active features kept${g.memoryLimited ? ` (memory budget ${mb(budget)})` : ''}, ${(100 * g.influenceCovered).toFixed(1)}% of their influence`
+        ? `; ${g.nFeatures} of ${g.nActiveFeatures} active features kept${g.memoryLimited ? ` (memory budget ${formatBytes(budget)})` : ''}, ${(100 * g.influenceCovered).toFixed(1)}% of their influence`
         : '';
     process.stdout.write(
       `${outFile}: ${json.nodes.length} nodes, ${json.links.length} links (of ${g.nActiveFeatures} active features, ${g.logitIds.length} logits; ` +

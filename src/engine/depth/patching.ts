@@ -202,10 +202,7 @@ export async function suggestCorruption(model: Model, clean: string, cancel?: Ca
   const top = async (text: string) => {
     const ids = tok.encodeForModel(text).ids;
     const run = await model.run({ ids, hooks: ['logits'], logitPositions: [ids.length - 1], cancel });
-    const logits = run.activations.get('logits')!.data.subarray(0, model.config.vocabSize);
-    let best = 0;
-    for (let v = 1; v < logits.length; v++) if (logits[v] > logits[best]) best = v;
-    return best;
+    return argmax(run.activations.get('logits')!.data.subarray(0, model.config.vocabSize));
   };
   const cleanTop = await top(clean);
   for (const c of candidates.slice(0, SUGGEST_RUNS)) {
