@@ -24,6 +24,15 @@ describe('planFeatureRows', () => {
     assert.ok(need(301, rowBytes) > budget);
   });
 
+  it('target directions held at once count against the budget', () => {
+    const rowBytes = Array.from({ length: base.nActive }, () => 8 * base.nSources);
+    const directionBytes = (F: number) => 4 * 768 * F;
+    const budget = need(300, rowBytes) + directionBytes(300) + 1;
+    const plan = planFeatureRows({ ...base, budgetBytes: budget, rowBytesDescending: rowBytes, directionBytes });
+    assert.equal(plan.featureRows, 300);
+    assert.ok(need(301, rowBytes) + directionBytes(301) > budget);
+  });
+
   it('a budget below the logit rows is refused with the numbers', () => {
     assert.throws(() => planFeatureRows({ ...base, budgetBytes: base.usedBytes + 1e6 }), (e: Error) => {
       assert.match(e.message, /memory budget of 1\.0 GB is too small even for the logit rows: 1\.0 GB is in use already and the graph needs at least \d+ MB more \(10000 active features, 12000 sources\)/);

@@ -23,6 +23,7 @@ import { FeatureEncoder, type LayerActivations } from './features';
 import { centerRows, constantForward, normFrozen, readFrozenWeights, type FrozenState, type FrozenWeights } from './frozen';
 import { newSparseRow, pushSource, rowsInfluence, type SparseRow } from './prune';
 import { ASSUMED_ACTIVE_PER_TOKEN, backwardWorkBytes, defaultBatchRows, estimateCircuit, planFeatureRows, type CircuitEstimate } from './estimate';
+import { checkpointParams } from '../memory';
 import { readEncoderColumns, readRows, readVector, type TranscoderSet } from './transcoders';
 
 export interface AttributionOptions {
@@ -258,12 +259,6 @@ export class Attributor {
     const nSources = N - nLogits;
     const constAll = new Float64Array(N);
     const actualAll = new Float64Array(N);
-    /** Node (full numbering) of the j-th active feature of layer l, and back. */
-    const featLayerOf = (n: number) => {
-      let l = 0;
-      while (featStart[l + 1] <= n) l++;
-      return l;
-    };
 
     // 3. Source vectors per layer: U_l [P, D, K_l], column 0 = the error, 1 + j = j-th active feature (act × W_dec row).
     const t3 = performance.now();
@@ -426,9 +421,16 @@ export class Attributor {
       workBytes: backwardWorkBytes(batchRows, D, w.X, Math.max(...K)),
       budgetBytes: opts.maxMemoryBytes,
       usedBytes: process.memoryUsage().rss,
+      // Directions (float32, D each) exist for the features of one propagate call: a round, or every feature at once.
+      directionBytes: (F) => 4 * D * (F >= nActive ? F : Math.min(F, opts.featureBatch ?? DEFAULT_FEATURE_BATCH)),
       rowBytesDescending: opts.maxMemoryBytes === undefined ? undefined : Float64Array.from(featureTargets, (t) => 8 * rowCapacity(t)).sort().reverse(),
     });
     const maxFeatures = plan.featureRows;
+    const keptNodes = maxFeatures + L * P + P + nLogits;
+    // The kept graph is one dense float32 array; refused here, before the backward work, when it cannot be one.
+    if (keptNodes * keptNodes >= 2 ** 32) {
+      throw new ResidualError(`a graph of ${keptNodes} nodes is too large for a dense adjacency matrix; lower the feature rows (maxFeatureNodes, --max-feature-nodes) or shorten the prompt`, 'attribution');
+    }
 
     // 6. Backward propagation, one level at a time; each batch walks down every block below its level.
     const t5 = performance.now();
@@ -609,11 +611,11 @@ export class Attributor {
     const featIndex = new Int32Array(nFeatures);
     const featAct = new Float32Array(nFeatures);
     keptAll.forEach((n, i) => {
-      const l = featLayerOf(n);
+      const { level: l, q } = featureTargets[n];
       const la = layers[l];
       const j = n - featStart[l];
       featLayer[i] = l;
-      featPos[i] = featureTargets[n].q;
+      featPos[i] = q;
       featIndex[i] = la.feature[j];
       featAct[i] = la.act[j];
     });
@@ -732,8 +734,6 @@ export class Attributor {
   estimate(tokens: number, opts: Pick<AttributionOptions, 'maxFeatureNodes' | 'maxNLogits'> = {}): CircuitEstimate {
     const c = this.model.config;
     const t0 = this.transcoders.layers[0];
-    let params = 0;
-    for (const e of this.model.checkpoint.tensors.values()) params += e.shape.reduce((a, b) => a * b, 1);
     return estimateCircuit({
       nLayers: c.nLayers,
       dModel: c.dModel,
@@ -741,7 +741,7 @@ export class Attributor {
       dAttn: this.weights.X,
       dMlp: c.dMlp,
       vocabSize: c.vocabSize,
-      params,
+      params: checkpointParams(this.model.checkpoint),
       tokens,
       dSae: this.transcoders.dSae,
       transcoderElemBytes: t0.wEnc.dtype === 'F32' ? 4 : 2,

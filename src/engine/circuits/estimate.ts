@@ -16,7 +16,7 @@
  */
 import * as os from 'node:os';
 import { ResidualError } from '../errors';
-import { availableMemory } from '../memory';
+import { availableMemory, formatBytes } from '../memory';
 
 /**
  * Rates measured by bench:circuits on 2 cores (CPU provider; bench/results/circuits.json), scaled by the core count up
@@ -59,7 +59,7 @@ export function defaultCircuitBudget(): number {
   return process.memoryUsage().rss + 0.9 * availableMemory();
 }
 
-/** Rows (targets × positions) per backward batch: the gradient tensor stays near 64 MB whatever the width. */
+/** Rows (targets × positions) per backward batch: the gradient tensor stays near 16 MB whatever the width. */
 export function defaultBatchRows(D: number, X: number): number {
   return Math.max(256, Math.min(16384, Math.floor(16e6 / (4 * Math.max(D, X)))));
 }
@@ -92,13 +92,15 @@ export function planFeatureRows(p: {
   usedBytes: number;
   /** Bytes of one computed row, largest first (default: every row can have every source). */
   rowBytesDescending?: ArrayLike<number>;
+  /** Bytes of the target directions held at once when F feature rows are computed (default none). */
+  directionBytes?: (F: number) => number;
 }): FeatureRowPlan {
   const logitRowBytes = 8 * p.nSources;
   const need = (F: number) => {
     let rows = p.nLogits * logitRowBytes;
     if (p.rowBytesDescending) for (let i = 0; i < F; i++) rows += p.rowBytesDescending[i];
     else rows += F * 8 * p.nSources;
-    return p.usedBytes + rows + Math.max(p.workBytes, keptGraphBytes(F, p.errorsAndTokens, p.nLogits));
+    return p.usedBytes + rows + (p.directionBytes?.(F) ?? 0) + Math.max(p.workBytes, keptGraphBytes(F, p.errorsAndTokens, p.nLogits));
   };
   const requested = Math.min(p.requested, p.nActive);
   if (p.budgetBytes === undefined || need(requested) <= p.budgetBytes) {
@@ -106,8 +108,8 @@ export function planFeatureRows(p: {
   }
   if (need(0) > p.budgetBytes) {
     throw new ResidualError(
-      `the memory budget of ${mb(p.budgetBytes)} is too small even for the logit rows: ${mb(p.usedBytes)} is in use already and ` +
-        `the graph needs at least ${mb(need(0) - p.usedBytes)} more (${p.nActive} active features, ${p.nSources} sources); ` +
+      `the memory budget of ${formatBytes(p.budgetBytes)} is too small even for the logit rows: ${formatBytes(p.usedBytes)} is in use already and ` +
+        `the graph needs at least ${formatBytes(need(0) - p.usedBytes)} more (${p.nActive} active features, ${p.nSources} sources); ` +
         `raise the budget (residual.circuitMemoryMB, --max-memory) or shorten the prompt`,
       'attribution',
       'memory',
@@ -235,12 +237,8 @@ export function estimateCircuit(c: CircuitShape): CircuitEstimate {
   return { seconds, peakBytes, activeFeatures, featureRows, parts };
 }
 
-export function mb(bytes: number): string {
-  return bytes >= 1e9 ? `${(bytes / 1e9).toFixed(1)} GB` : `${Math.ceil(bytes / 1e6)} MB`;
-}
-
 /** One line for people: "about 12 s and 2.1 GB peak (1,034 rows of 86,016 active features)". */
 export function describeEstimate(e: CircuitEstimate): string {
   const s = e.seconds < 10 ? e.seconds.toFixed(1) : Math.round(e.seconds).toString();
-  return `about ${s} s and ${mb(e.peakBytes)} peak (${e.featureRows.toLocaleString('en-US')} feature rows of ~${e.activeFeatures.toLocaleString('en-US')} active features)`;
+  return `about ${s} s and ${formatBytes(e.peakBytes)} peak (${e.featureRows.toLocaleString('en-US')} feature rows of ~${e.activeFeatures.toLocaleString('en-US')} active features)`;
 }
