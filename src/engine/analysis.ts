@@ -6,7 +6,7 @@ import type { CancelToken } from './errors';
 import { ResidualError, throwIfCancelled } from './errors';
 import { hookName, type HookName } from './hooks';
 import { row, type Model } from './model';
-import { depthHooks, depthStats, type DepthStatsOptions } from './depth/stats';
+import { depthHooks, depthStats, type DepthStatsOptions } from './layers/stats';
 import type { Analysis, LayerStats, Readout, TopToken } from './results';
 
 export type { Analysis, LayerStats, Readout, TopToken };

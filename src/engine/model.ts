@@ -7,7 +7,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import type * as ortTypes from 'onnxruntime-common';
 import { openCheckpoint, type Checkpoint } from './checkpoint/load';
-import { kvHeads, type Gpt2Config } from './checkpoint/config';
+import { kvHeads, type ModelConfig } from './checkpoint/config';
 import { assertDims, numel, type Tensor32 } from './dims';
 import { ResidualError, throwIfCancelled, type CancelToken } from './errors';
 import { HOOK_DIMS, parseHookName, suggestHooks, type HookName } from './hooks';
@@ -145,7 +145,7 @@ export class Model {
     return new Model(ckpt, tokenizer, created.session, createLensSession, created.provider, created.attempts, performance.now() - t0, hooks, precision, embedEntry);
   }
 
-  get config(): Gpt2Config {
+  get config(): ModelConfig {
     return this.checkpoint.config;
   }
 
@@ -322,7 +322,7 @@ export class Model {
   }
 }
 
-export function dimSizes(c: Gpt2Config, P: number) {
+export function dimSizes(c: ModelConfig, P: number) {
   return { B: 1, P, Q: P, S: P, D: c.dModel, H: c.nHeads, G: kvHeads(c), E: c.dHead, M: c.dMlp, V: c.vocabSize };
 }
 

@@ -7,8 +7,8 @@
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { analyze, DEFAULT_LENS_GFLOP } from '../engine/analysis';
-import { compareAnalyses } from '../engine/depth/compare';
-import { activationPatching, suggestCorruption } from '../engine/depth/patching';
+import { compareAnalyses } from '../engine/layers/compare';
+import { activationPatching, suggestCorruption } from '../engine/layers/patching';
 import { isCancelled, ResidualError } from '../engine/errors';
 import { hookName } from '../engine/hooks';
 import { featureVector } from '../engine/steering/vectors';

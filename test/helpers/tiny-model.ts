@@ -5,12 +5,12 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import type { Gpt2Config } from '../../src/engine/checkpoint/config';
+import type { ModelConfig } from '../../src/engine/checkpoint/config';
 import { openCheckpoint } from '../../src/engine/checkpoint/load';
 import { writeRandomGpt2, type RandomGpt2Options, type RandomGpt2Shape } from '../../src/engine/checkpoint/random';
 import { readTensorF32 } from '../../src/engine/checkpoint/safetensors';
 import { Model } from '../../src/engine/model';
-import type { Weights } from '../../src/engine/reference/gpt2-reference';
+import type { Weights } from '../reference/gpt2-reference';
 import { silenceOrt } from '../../src/engine/runtime/session';
 import { gpt2TokenizerJSON } from '../../tools/gpt2-tokenizer';
 
@@ -18,7 +18,7 @@ export interface TinyModel {
   dir: string;
   model: Model;
   weights: Weights;
-  cfg: Gpt2Config;
+  cfg: ModelConfig;
   /** Releases the sessions and deletes the temporary folder. */
   dispose(): Promise<void>;
 }

@@ -13,14 +13,14 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import type { Gpt2Config } from '../../src/engine/checkpoint/config';
+import type { ModelConfig } from '../../src/engine/checkpoint/config';
 import { openCheckpoint } from '../../src/engine/checkpoint/load';
 import { writeRandomGpt2 } from '../../src/engine/checkpoint/random';
 import { readTensorF32 } from '../../src/engine/checkpoint/safetensors';
 import type { Tensor32 } from '../../src/engine/dims';
 import type { HookName } from '../../src/engine/hooks';
 import { Model } from '../../src/engine/model';
-import { referenceForward } from '../../src/engine/reference/gpt2-reference';
+import { referenceForward } from '../reference/gpt2-reference';
 import { silenceOrt } from '../../src/engine/runtime/session';
 import { activeActivation, Attributor, type AttributionGraph, errorNode, logitNode, tokenNode } from '../../src/engine/circuits/attribution';
 import { loadTranscoders } from '../../src/engine/circuits/transcoders';
@@ -33,7 +33,7 @@ import {
 } from '../../src/engine/circuits/transcoders-write';
 import { gpt2TokenizerJSON } from '../../tools/gpt2-tokenizer';
 import Ajv from 'ajv';
-import { graphCommand } from '../../src/engine/circuits/cli-graph';
+import { graphCommand } from '../../src/cli/graph';
 import { importedToJson, parseGraphJson, toGraphJson, type GraphJson } from '../../src/engine/circuits/graph-json';
 import { intervene } from '../../src/engine/circuits/interventions';
 import { pruneGraph } from '../../src/engine/circuits/prune';
@@ -53,7 +53,7 @@ after(async () => {
 });
 
 interface Fixture {
-  cfg: Gpt2Config;
+  cfg: ModelConfig;
   W: Map<string, Float32Array>;
   tc: TranscoderWeights[];
   ref: Map<HookName, Tensor32>;

@@ -17,8 +17,8 @@ import { readTensorF32 } from '../../src/engine/checkpoint/safetensors';
 import type { Tensor32 } from '../../src/engine/dims';
 import type { HookName } from '../../src/engine/hooks';
 import { Model, type SteerAdd } from '../../src/engine/model';
-import { referenceDecoderForward } from '../../src/engine/reference/decoder-reference';
-import type { ReferenceSteer } from '../../src/engine/reference/gpt2-reference';
+import { referenceDecoderForward } from '../reference/decoder-reference';
+import type { ReferenceSteer } from '../reference/gpt2-reference';
 import { silenceOrt } from '../../src/engine/runtime/session';
 import { gpt2TokenizerJSON } from '../../tools/gpt2-tokenizer';
 import { assertMatches, closeness } from '../helpers/closeness';
@@ -209,7 +209,7 @@ describe('rotary families through the rest of the engine', () => {
     const model = await Model.load(dir, { providers: ['cpu'], cacheDir });
     loaded.push(model);
     const { analyze } = await import('../../src/engine/analysis');
-    const { activationPatching } = await import('../../src/engine/depth/patching');
+    const { activationPatching } = await import('../../src/engine/layers/patching');
     const { nextTokenEffect, compareGeneration } = await import('../../src/engine/steering/steer');
 
     const text = 'The cat sat on the';

@@ -6,16 +6,16 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import type { Gpt2Config } from '../../src/engine/checkpoint/config';
-import { activationPatching, suggestCorruption, type PatchPoint } from '../../src/engine/depth/patching';
+import type { ModelConfig } from '../../src/engine/checkpoint/config';
+import { activationPatching, suggestCorruption, type PatchPoint } from '../../src/engine/layers/patching';
 import type { HookName } from '../../src/engine/hooks';
 import { Model } from '../../src/engine/model';
-import { referenceForward, type Weights } from '../../src/engine/reference/gpt2-reference';
+import { referenceForward, type Weights } from '../reference/gpt2-reference';
 import { loadTinyModel, type TinyModel } from '../helpers/tiny-model';
 
 let model: Model;
 let weights: Weights;
-let cfg: Gpt2Config;
+let cfg: ModelConfig;
 
 const CLEAN = 'The cat sat on the mat and';
 const CORRUPTED = 'The dog sat on the mat and';

@@ -5,9 +5,9 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import type { Gpt2Config } from '../../src/engine/checkpoint/config';
+import type { ModelConfig } from '../../src/engine/checkpoint/config';
 import { Model } from '../../src/engine/model';
-import { referenceForward, type Weights } from '../../src/engine/reference/gpt2-reference';
+import { referenceForward, type Weights } from '../reference/gpt2-reference';
 import type { GenerationSettings, SteeringSpec, SteerPointName } from '../../src/engine/results';
 import { generate, meanResidNorm, nextTokenEffectIds, steerAdds, sweep } from '../../src/engine/steering/steer';
 import { contrastiveVector } from '../../src/engine/steering/vectors';
@@ -16,7 +16,7 @@ import { loadTinyModel, type TinyModel } from '../helpers/tiny-model';
 const TOL = 1e-4;
 let model: Model;
 let W: Weights;
-let cfg: Gpt2Config;
+let cfg: ModelConfig;
 
 let tiny: TinyModel;
 before(async () => {

@@ -5,14 +5,14 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { analyze } from '../../src/engine/analysis';
-import type { Gpt2Config } from '../../src/engine/checkpoint/config';
+import type { ModelConfig } from '../../src/engine/checkpoint/config';
 import { Model } from '../../src/engine/model';
-import { referenceForward, type Weights } from '../../src/engine/reference/gpt2-reference';
+import { referenceForward, type Weights } from '../reference/gpt2-reference';
 import { loadTinyModel, type TinyModel } from '../helpers/tiny-model';
 
 let model: Model;
 let weights: Weights;
-let cfg: Gpt2Config;
+let cfg: ModelConfig;
 
 let tiny: TinyModel;
 before(async () => {

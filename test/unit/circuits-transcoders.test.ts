@@ -6,14 +6,14 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, describe, it } from 'node:test';
-import type { Gpt2Config } from '../../src/engine/checkpoint/config';
+import type { ModelConfig } from '../../src/engine/checkpoint/config';
 import { loadTranscoders, readEncoderColumns } from '../../src/engine/circuits/transcoders';
 import { randomTranscoderWeights, writeCircuitTracerTranscoders, writeSaeLensTranscoders } from '../../src/engine/circuits/transcoders-write';
 import { parseSimpleYaml } from '../../src/engine/circuits/yaml';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'residual-tc-'));
 after(() => fs.rmSync(root, { recursive: true, force: true }));
-const cfg = { nLayers: 2, dModel: 8, nHeads: 2, dHead: 4, dMlp: 32, nCtx: 16, vocabSize: 100, lnEps: 1e-5, act: 'gelu_new', name: 't', architecture: 'gpt2' } as Gpt2Config;
+const cfg = { nLayers: 2, dModel: 8, nHeads: 2, dHead: 4, dMlp: 32, nCtx: 16, vocabSize: 100, lnEps: 1e-5, act: 'gelu_new', name: 't', architecture: 'gpt2' } as ModelConfig;
 const W = randomTranscoderWeights(2, 8, 12, { seed: 1 });
 
 describe('transcoder loading', () => {

@@ -5,17 +5,17 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { analyze } from '../../src/engine/analysis';
-import type { Gpt2Config } from '../../src/engine/checkpoint/config';
-import { compareAnalyses } from '../../src/engine/depth/compare';
-import { depthHooks, depthStats } from '../../src/engine/depth/stats';
+import type { ModelConfig } from '../../src/engine/checkpoint/config';
+import { compareAnalyses } from '../../src/engine/layers/compare';
+import { depthHooks, depthStats } from '../../src/engine/layers/stats';
 import { Model } from '../../src/engine/model';
-import { referenceForward, type Weights } from '../../src/engine/reference/gpt2-reference';
+import { referenceForward, type Weights } from '../reference/gpt2-reference';
 import type { Analysis } from '../../src/engine/results';
 import { loadTinyModel, type TinyModel } from '../helpers/tiny-model';
 
 let model: Model;
 let weights: Weights;
-let cfg: Gpt2Config;
+let cfg: ModelConfig;
 
 let tiny: TinyModel;
 before(async () => {

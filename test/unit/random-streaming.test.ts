@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import type { Gpt2Config } from '../../src/engine/checkpoint/config';
+import type { ModelConfig } from '../../src/engine/checkpoint/config';
 import { expectedFamilyShapes, familyPrefixes, parseFamilyConfig } from '../../src/engine/checkpoint/families';
 import { openCheckpoint } from '../../src/engine/checkpoint/load';
 import { gaussian, mulberry32, NormalStream, STREAM_CHUNK, writeRandomFamily, type RandomFamilyShape } from '../../src/engine/checkpoint/random';
@@ -158,7 +158,7 @@ describe('streamed random checkpoints', () => {
 describe('streamed random transcoders', () => {
   // 64 × 20000 = 1.28M values: the encoder spans two chunks and two blocks of its transpose.
   const [L, D, F] = [2, 64, 20000];
-  const cfg = { nLayers: L, dModel: D } as Gpt2Config;
+  const cfg = { nLayers: L, dModel: D } as ModelConfig;
   const cases: [string, Omit<RandomTranscoderSetOptions, 'seed'>][] = [
     ['saelens-topk-f32', { layout: 'saelens', activation: 'topk', k: 8 }],
     ['saelens-jumprelu-bf16', { layout: 'saelens', activation: 'jumprelu', dtype: 'BF16', input: 'mlp.hook_in' }],

@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { writeRandomGpt2 } from '../../src/engine/checkpoint/random';
 import { ResidualError } from '../../src/engine/errors';
-import { steerCommand } from '../../src/engine/steering/cli-steer';
+import { steerCommand } from '../../src/cli/steer';
 import { saveVectorFile } from '../../src/engine/steering/vectors';
 import { gpt2TokenizerJSON } from '../../tools/gpt2-tokenizer';
 

@@ -52,7 +52,8 @@ export interface FamilyConfig {
   tiedEmbeddings: boolean;
 }
 
-export interface Gpt2Config {
+/** The engine's model configuration, for every supported family (GPT-2's fields, plus `family` for the others). */
+export interface ModelConfig {
   architecture: Architecture;
   nLayers: number;
   dModel: number;
@@ -69,9 +70,6 @@ export interface Gpt2Config {
   /** Absent for GPT-2. */
   family?: FamilyConfig;
 }
-
-/** The engine's model configuration; `Gpt2Config` is its historical name. */
-export type ModelConfig = Gpt2Config;
 
 export function kvHeads(c: ModelConfig): number {
   return c.nKvHeads ?? c.nHeads;

@@ -6,14 +6,14 @@
 import * as fs from 'fs';
 import * as nodePath from 'path';
 import { ResidualError } from '../errors';
-import { parseConfig, type Gpt2Config, type ModelConfig } from './config';
+import { parseConfig, type ModelConfig } from './config';
 import { expectedFamilyShapes, FAMILY_IGNORED_BUFFER, familyPrefixes, familyWeightNames } from './families';
 import { FLOAT_DTYPES, isPlainObject, readSafetensorsHeader, type TensorEntry } from './safetensors';
 
 export interface Checkpoint {
   /** Absolute path of the model folder. */
   dir: string;
-  config: Gpt2Config;
+  config: ModelConfig;
   /** Canonical names (without the `transformer.` / `model.` / `gpt_neox.` prefix) → where each weight lives. Only the weights the model uses. */
   tensors: Map<string, TensorEntry>;
   /** Absolute paths of the safetensors files read, sorted. */
@@ -83,7 +83,7 @@ function weightSpec(cfg: ModelConfig): WeightSpec {
 }
 
 /** Shape every GPT-2 weight must have under `cfg`, canonical name → shape. lm_head.weight is optional. */
-export function expectedGpt2Shapes(cfg: Gpt2Config): Map<string, number[]> {
+export function expectedGpt2Shapes(cfg: ModelConfig): Map<string, number[]> {
   const D = cfg.dModel;
   const M = cfg.dMlp;
   const m = new Map<string, number[]>();

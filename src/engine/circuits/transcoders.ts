@@ -7,7 +7,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { Gpt2Config } from '../checkpoint/config';
+import type { ModelConfig } from '../checkpoint/config';
 import { readRows, isPlainObject, readSafetensorsHeader, readTensorF32, type TensorEntry } from '../checkpoint/safetensors';
 import { ResidualError } from '../errors';
 import { parseSimpleYaml } from './yaml';
@@ -52,7 +52,7 @@ export interface TranscoderSet {
 }
 
 /** Loads every layer's transcoder from `dir` and checks it against the model. */
-export function loadTranscoders(dir: string, cfg: Gpt2Config): TranscoderSet {
+export function loadTranscoders(dir: string, cfg: ModelConfig): TranscoderSet {
   const abs = path.resolve(dir);
   if (!fs.existsSync(abs)) throw new ResidualError('transcoders folder not found', abs, 'missing');
   if (!fs.statSync(abs).isDirectory()) throw new ResidualError('expected a folder of transcoders', abs);
@@ -261,7 +261,7 @@ function finish(dir: string, format: TranscoderSet['format'], layers: Transcoder
   return { dir, format, layers, dSae, scan };
 }
 
-function validate(set: TranscoderSet, cfg: Gpt2Config): void {
+function validate(set: TranscoderSet, cfg: ModelConfig): void {
   const D = cfg.dModel;
   for (let l = 0; l < Math.max(set.layers.length, cfg.nLayers); l++) {
     const t = set.layers[l];

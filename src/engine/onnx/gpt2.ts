@@ -6,7 +6,7 @@
  * resid [B,P,D]; q/k/v/z [B,P,H,E]; scores/pattern
  * [B,H,Q,S]; LN scales [B,P,1]; logits [B,K,V] for the K positions in the `logit_positions` input.
  */
-import type { Gpt2Config } from '../checkpoint/config';
+import type { ModelConfig } from '../checkpoint/config';
 import type { TensorEntry } from '../checkpoint/safetensors';
 import { hookName, type BlockHook, type HookName } from '../hooks';
 import { GraphBuilder, tensorAttrF32, type Dim, type ElemType } from './builder';
@@ -44,7 +44,7 @@ export interface GraphOptions {
  * `locate(absPath)` returns the `location` string to write for an external file; the runtime decides how ONNX Runtime
  * will find it (beside the .onnx, or passed as external data bytes).
  */
-export function buildGpt2Graph(cfg: Gpt2Config, tensors: Map<string, TensorEntry>, locate: (file: string) => string, opts: GraphOptions = {}): BuiltGraph {
+export function buildGpt2Graph(cfg: ModelConfig, tensors: Map<string, TensorEntry>, locate: (file: string) => string, opts: GraphOptions = {}): BuiltGraph {
   const g = new GraphBuilder(`residual-gpt2-${cfg.name}`);
   const { nLayers: L, dModel: D, nHeads: H, dHead: E, vocabSize: V } = cfg;
   const externalFiles = new Map<string, string>();
@@ -228,7 +228,7 @@ export function weightAccess(g: GraphBuilder, tensors: Map<string, TensorEntry>,
   };
 }
 
-export function activation(g: GraphBuilder, act: Gpt2Config['act'], x: string): string {
+export function activation(g: GraphBuilder, act: ModelConfig['act'], x: string): string {
   switch (act) {
     case 'gelu_new':
     case 'gelu_fast':

@@ -8,9 +8,9 @@
  */
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import { ResidualError } from '../errors';
-import { downloadFromHub, mb, resolveEndpoint, type DownloadProgress, type HubSource } from './download';
-import { checkRepoId, modelFolderName, parseTranscoderSpec } from './files';
+import { ResidualError } from '../engine/errors';
+import { downloadFromHub, mb, resolveEndpoint, type DownloadProgress, type HubSource } from '../engine/hub/download';
+import { checkRepoId, modelFolderName, parseTranscoderSpec } from '../engine/hub/files';
 
 const WHAT = 'residual download';
 

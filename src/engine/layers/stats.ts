@@ -11,7 +11,7 @@
  *   has mean update 0 and is not flagged.
  */
 import { EigenvalueDecomposition, Matrix } from 'ml-matrix';
-import type { Gpt2Config } from '../checkpoint/config';
+import type { ModelConfig } from '../checkpoint/config';
 import type { Tensor32 } from '../dims';
 import { ResidualError } from '../errors';
 import { hookName, type HookName } from '../hooks';
@@ -46,7 +46,7 @@ export function depthHooks(nLayers: number): HookName[] {
   return [...out, ...readoutHooks(nLayers)];
 }
 
-export function depthStats(act: Map<HookName, Tensor32>, cfg: Gpt2Config, stats: LayerStats[], opts: DepthStatsOptions = {}): DepthStats {
+export function depthStats(act: Map<HookName, Tensor32>, cfg: ModelConfig, stats: LayerStats[], opts: DepthStatsOptions = {}): DepthStats {
   const L = cfg.nLayers;
   const H = cfg.nHeads;
   const D = cfg.dModel;

@@ -11,15 +11,15 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import { ResidualError } from '../errors';
-import { Model } from '../model';
-import { silenceOrt } from '../runtime/session';
-import { Attributor } from './attribution';
-import { defaultCircuitBudget, DEFAULT_CIRCUIT_MAX_TOKENS, describeEstimate } from './estimate';
-import { formatBytes } from '../memory';
-import { toGraphJson } from './graph-json';
-import { pruneGraph } from './prune';
-import { loadTranscoders } from './transcoders';
+import { ResidualError } from '../engine/errors';
+import { Model } from '../engine/model';
+import { silenceOrt } from '../engine/runtime/session';
+import { Attributor } from '../engine/circuits/attribution';
+import { defaultCircuitBudget, DEFAULT_CIRCUIT_MAX_TOKENS, describeEstimate } from '../engine/circuits/estimate';
+import { formatBytes } from '../engine/memory';
+import { toGraphJson } from '../engine/circuits/graph-json';
+import { pruneGraph } from '../engine/circuits/prune';
+import { loadTranscoders } from '../engine/circuits/transcoders';
 
 const WHAT = 'residual graph';
 

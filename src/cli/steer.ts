@@ -11,13 +11,13 @@
  */
 import * as fs from 'node:fs';
 import { parseArgs } from 'node:util';
-import { ResidualError } from '../errors';
-import { hookName } from '../hooks';
-import { Model } from '../model';
-import type { SteeringSpec, SteeringVector, SteerPointName, TopToken } from '../results';
-import { silenceOrt } from '../runtime/session';
-import { compareGeneration, nextTokenEffect, parsePositions } from './steer';
-import { featureVector, l2, loadVectorFile } from './vectors';
+import { ResidualError } from '../engine/errors';
+import { hookName } from '../engine/hooks';
+import { Model } from '../engine/model';
+import type { SteeringSpec, SteeringVector, SteerPointName, TopToken } from '../engine/results';
+import { silenceOrt } from '../engine/runtime/session';
+import { compareGeneration, nextTokenEffect, parsePositions } from '../engine/steering/steer';
+import { featureVector, l2, loadVectorFile } from '../engine/steering/vectors';
 
 const WHAT = 'residual steer';
 

@@ -5,10 +5,10 @@
  * Weight names are spelled out here per family rather than taken from families.ts, so a mistake in either is caught
  * by the oracle tests. Slow; for tiny configs.
  */
-import type { ModelConfig } from '../checkpoint/config';
-import type { Tensor32 } from '../dims';
-import type { HookName } from '../hooks';
-import type { SteerPoint } from '../onnx/gpt2';
+import type { ModelConfig } from '../../src/engine/checkpoint/config';
+import type { Tensor32 } from '../../src/engine/dims';
+import type { HookName } from '../../src/engine/hooks';
+import type { SteerPoint } from '../../src/engine/onnx/gpt2';
 import { act, type ReferenceSteer, type Weights } from './gpt2-reference';
 
 /**

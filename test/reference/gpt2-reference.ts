@@ -3,17 +3,17 @@
  * (not from the ONNX graph). It is slow and meant for tiny configs: the oracle tests compare every hook of the ONNX
  * graph against it. Accumulates in float64 so its own rounding error is far below the tolerance under test.
  */
-import type { Gpt2Config } from '../checkpoint/config';
-import type { Tensor32 } from '../dims';
-import type { HookName } from '../hooks';
-import type { SteerPoint } from '../onnx/gpt2';
+import type { ModelConfig } from '../../src/engine/checkpoint/config';
+import type { Tensor32 } from '../../src/engine/dims';
+import type { HookName } from '../../src/engine/hooks';
+import type { SteerPoint } from '../../src/engine/onnx/gpt2';
 
 export type Weights = Map<string, Float32Array>;
 
 /** Additive inputs: key `${layer}:${point}`, value [P,D] or [D] (broadcast over positions). */
 export type ReferenceSteer = Map<string, Float32Array>;
 
-export function referenceForward(cfg: Gpt2Config, W: Weights, ids: number[], steer: ReferenceSteer = new Map()): Map<HookName, Tensor32> {
+export function referenceForward(cfg: ModelConfig, W: Weights, ids: number[], steer: ReferenceSteer = new Map()): Map<HookName, Tensor32> {
   const { dModel: D, nHeads: H, dHead: E, dMlp: M, vocabSize: V, nLayers: L } = cfg;
   const P = ids.length;
   const out = new Map<HookName, Tensor32>();
@@ -161,7 +161,7 @@ export function referenceForward(cfg: Gpt2Config, W: Weights, ids: number[], ste
   return out;
 }
 
-export function act(kind: Gpt2Config['act'], x: number): number {
+export function act(kind: ModelConfig['act'], x: number): number {
   switch (kind) {
     case 'relu':
       return Math.max(0, x);
