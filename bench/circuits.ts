@@ -33,7 +33,7 @@ import { pruneGraph } from '../src/engine/circuits/prune';
 import { loadTranscoders } from '../src/engine/circuits/transcoders';
 import { writeRandomTranscoders, type RandomTranscoderSetOptions } from '../src/engine/circuits/transcoders-write';
 import { Model } from '../src/engine/model';
-import type { WeightPrecision } from '../src/engine/onnx/gpt2';
+import type { WeightPrecision } from '../src/engine/onnx/ops';
 import { silenceOrt } from '../src/engine/runtime/session';
 import { gpt2TokenizerJSON } from '../tools/gpt2-tokenizer';
 

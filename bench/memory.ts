@@ -11,7 +11,7 @@ import { openCheckpoint } from '../src/engine/checkpoint/load';
 import { writeRandomFamily, writeRandomGpt2 } from '../src/engine/checkpoint/random';
 import { estimateMemory } from '../src/engine/memory';
 import { Model } from '../src/engine/model';
-import type { WeightPrecision } from '../src/engine/onnx/gpt2';
+import type { WeightPrecision } from '../src/engine/onnx/ops';
 import { silenceOrt } from '../src/engine/runtime/session';
 import { gpt2TokenizerJSON } from '../tools/gpt2-tokenizer';
 

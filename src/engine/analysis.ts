@@ -6,7 +6,8 @@ import type { CancelToken } from './errors';
 import { ResidualError, throwIfCancelled } from './errors';
 import { hookName, type HookName } from './hooks';
 import { row, type Model } from './model';
-import { depthHooks, depthStats, type DepthStatsOptions } from './layers/stats';
+import { layerDetailHooks, layerDetail, type LayerDetailOptions } from './layers/stats';
+import { topK } from './numeric';
 import type { Analysis, LayerStats, Readout, TopToken } from './results';
 
 export type { Analysis, LayerStats, Readout, TopToken };
@@ -14,7 +15,7 @@ export type { Analysis, LayerStats, Readout, TopToken };
 export interface AnalyzeOptions {
   maxTokens?: number;
   /** Also compute attention, MLP sparsity, massive activations, spectra and voids (default true). */
-  depth?: boolean | DepthStatsOptions;
+  perLayer?: boolean | LayerDetailOptions;
   topK?: number;
   lensK?: number;
   /**
@@ -62,8 +63,8 @@ export async function analyze(model: Model, text: string, opts: AnalyzeOptions =
   readouts.push({ layer: L, hook: hookName(L - 1, 'hook_resid_post') });
   const hooks: HookName[] = ['logits', ...readouts.map((r) => r.hook)];
   for (let l = 0; l < L; l++) hooks.push(hookName(l, 'hook_attn_out'), hookName(l, 'hook_mlp_out'));
-  const wantDepth = opts.depth !== false;
-  if (wantDepth) for (const h of depthHooks(L)) if (!hooks.includes(h)) hooks.push(h);
+  const wantPerLayer = opts.perLayer !== false;
+  if (wantPerLayer) for (const h of layerDetailHooks(L)) if (!hooks.includes(h)) hooks.push(h);
 
   // Real logits only at the last position (the prediction the panels are about): the unembedding over every position
   // is the largest product of the forward pass, and the per-position predictions come from the lens below.
@@ -95,7 +96,7 @@ export async function analyze(model: Model, text: string, opts: AnalyzeOptions =
     stats.push(s);
   }
 
-  const depth = wantDepth ? depthStats(act, c, stats, typeof opts.depth === 'object' ? opts.depth : {}) : undefined;
+  const perLayer = wantPerLayer ? layerDetail(act, c, stats, typeof opts.perLayer === 'object' ? opts.perLayer : {}) : undefined;
 
   // Logit lens over the read-outs × positions within the budget.
   const t1 = performance.now();
@@ -168,26 +169,9 @@ export async function analyze(model: Model, text: string, opts: AnalyzeOptions =
     lensFrom,
     target: { ids: targetIds, texts: targetIds.map((i) => (i < 0 ? '' : model.tokenizer.tokenText(i))), prob, rank },
     stats,
-    depth,
+    perLayer,
     timings: { tokenizeMs, forwardMs: run.ms, lensMs, totalMs: performance.now() - t0 },
   };
-}
-
-/** Top-k of a logit row with softmax probabilities (max-subtracted, float64 sum). */
-export function topK(logits: Float32Array, k: number): { id: number; logit: number; prob: number }[] {
-  let max = -Infinity;
-  for (const x of logits) if (x > max) max = x;
-  let sum = 0;
-  for (const x of logits) sum += Math.exp(x - max);
-  const best: number[] = [];
-  for (let i = 0; i < logits.length; i++) {
-    if (best.length < k || logits[i] > logits[best[best.length - 1]]) {
-      best.push(i);
-      best.sort((a, b) => logits[b] - logits[a] || a - b);
-      if (best.length > k) best.pop();
-    }
-  }
-  return best.map((id) => ({ id, logit: logits[id], prob: Math.exp(logits[id] - max) / sum }));
 }
 
 function dot(a: Float32Array, b: Float32Array): number {

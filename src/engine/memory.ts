@@ -14,7 +14,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import type { Checkpoint } from './checkpoint/load';
-import type { WeightPrecision } from './onnx/gpt2';
+import type { WeightPrecision } from './onnx/ops';
 
 /** CPU: process bytes per parameter (measured, see above). */
 export const CPU_BYTES_PER_PARAM = { gpt2: 7.0, family: 5.3 } as const;

@@ -13,10 +13,11 @@ import { ResidualError, throwIfCancelled, type CancelToken } from './errors';
 import { HOOK_DIMS, parseHookName, suggestHooks, type HookName } from './hooks';
 import { buildDecoderGraph } from './onnx/decoder';
 import { readRows, type TensorEntry } from './checkpoint/safetensors';
-import { buildGpt2Graph, EMBEDDINGS_INPUT, STEER_POINTS, steerInputName, type SteerPoint, type WeightPrecision } from './onnx/gpt2';
+import { buildGpt2Graph } from './onnx/gpt2';
 import { estimateMemory, memoryAdvice } from './memory';
 import { halfPrecisionTensors } from './checkpoint/half-copy';
 import { buildLensGraph } from './onnx/lens';
+import { EMBEDDINGS_INPUT, STEER_POINTS, steerInputName, type SteerPoint, type WeightPrecision } from './onnx/ops';
 import { createSession, ort, type ProviderAttempt, type SessionOptions } from './runtime/session';
 import type { ModelInfo } from './results';
 import { Tokenizer } from './tokenizer';
@@ -131,7 +132,7 @@ export class Model {
     const graphOpts = { precision };
     const main = ckpt.config.family
       ? buildDecoderGraph(ckpt.config, tensors, ckpt.unembedName, locate, graphOpts)
-      : buildGpt2Graph(ckpt.config, tensors, locate, graphOpts);
+      : buildGpt2Graph(ckpt.config, tensors, ckpt.unembedName, locate, graphOpts);
     const ident = `${ckpt.dir}|${ckpt.config.name}|${precision}`;
     const created = await createSession(main.bytes, main.externalFiles, `${ckpt.config.architecture}|${ident}`, opts);
     // The lens graph runs on the provider that won; no second round of fallbacks.

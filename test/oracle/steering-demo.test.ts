@@ -20,7 +20,8 @@ import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Model } from '../../src/engine/model';
 import { silenceOrt } from '../../src/engine/runtime/session';
-import { logSoftmax, steerAdds } from '../../src/engine/steering/steer';
+import { logSoftmax } from '../../src/engine/numeric';
+import { steerAdds } from '../../src/engine/steering/steer';
 import { contrastiveVector, parsePairs } from '../../src/engine/steering/vectors';
 
 const DEMO = path.join(__dirname, '..', '..', 'models', 'demo');

@@ -8,7 +8,7 @@
 import type { ModelConfig } from '../../src/engine/checkpoint/config';
 import type { Tensor32 } from '../../src/engine/dims';
 import type { HookName } from '../../src/engine/hooks';
-import type { SteerPoint } from '../../src/engine/onnx/gpt2';
+import type { SteerPoint } from '../../src/engine/onnx/ops';
 import { act, type ReferenceSteer, type Weights } from './gpt2-reference';
 
 /**

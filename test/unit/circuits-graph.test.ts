@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
 import Ajv from 'ajv';
-import type { AttributionGraph } from '../../src/engine/circuits/attribution';
+import type { AttributionGraph } from '../../src/engine/circuits/graph';
 import { cantor, cantorUnpair, importedToJson, parseGraphJson, toGraphJson } from '../../src/engine/circuits/graph-json';
 import { absRows, computeInfluence, findThreshold, findThresholdOfNonzeros, normalizeMatrix, normalizeRows, pruneGraph, sparseInfluence } from '../../src/engine/circuits/prune';
 

@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, test } from 'node:test';
-import { parseConfig } from '../../src/engine/checkpoint/config';
+import { parseConfig } from '../../src/engine/checkpoint/parse-config';
 import { ropeInvFreq } from '../../src/engine/checkpoint/families';
 import { openCheckpoint } from '../../src/engine/checkpoint/load';
 import { writeRandomFamily, type RandomFamilyShape } from '../../src/engine/checkpoint/random';

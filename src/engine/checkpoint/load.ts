@@ -6,7 +6,8 @@
 import * as fs from 'fs';
 import * as nodePath from 'path';
 import { ResidualError } from '../errors';
-import { parseConfig, type ModelConfig } from './config';
+import type { ModelConfig } from './config';
+import { parseConfig } from './parse-config';
 import { expectedFamilyShapes, FAMILY_IGNORED_BUFFER, familyPrefixes, familyWeightNames } from './families';
 import { FLOAT_DTYPES, isPlainObject, readSafetensorsHeader, type TensorEntry } from './safetensors';
 

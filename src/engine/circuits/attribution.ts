@@ -21,9 +21,11 @@ import type { SessionOptions } from '../runtime/session';
 import { AttentionBackward } from './backward';
 import { FeatureEncoder, type LayerActivations } from './features';
 import { centerRows, constantForward, normFrozen, readFrozenWeights, type FrozenState, type FrozenWeights } from './frozen';
+import { errorNode, logitNode, tokenNode, type AttributionGraph } from './graph';
 import { newSparseRow, pushSource, rowsInfluence, type SparseRow } from './prune';
 import { ASSUMED_ACTIVE_PER_TOKEN, backwardWorkBytes, defaultBatchRows, estimateCircuit, planFeatureRows, type CircuitEstimate } from './estimate';
 import { checkpointParams } from '../memory';
+import { softmax } from '../numeric';
 import { readEncoderColumns, readRows, readVector, type TranscoderSet } from './transcoders';
 
 export interface AttributionOptions {
@@ -67,91 +69,6 @@ export const DEFAULT_MAX_FEATURE_NODES = 1024;
 export const KEEP_ENCODERS_BYTES = 256e6;
 /** Features chosen per influence round (circuit-tracer's `batch_size` is 512). */
 export const DEFAULT_FEATURE_BATCH = 512;
-
-/**
- * The graph as plain data (circuit-tracer's `Graph`). It holds the features whose incoming edges were computed (all
- * active features when they fit `maxFeatureNodes` and the memory budget; else the most influential, chosen as
- * circuit-tracer does), every error and token node and the logit targets. Node order, which is also the row/column
- * order of `adjacency_NN` (rows = targets, columns = sources):
- *   [0, nFeatures)                      kept features, sorted by (layer, position, feature index)
- *   nFeatures + layer·P + pos           error nodes (layer-major)
- *   nFeatures + L·P + pos               token embeddings (token + position embedding)
- *   nFeatures + L·P + P + i             logit targets, most likely first
- */
-export interface AttributionGraph {
-  ids: number[];
-  nLayers: number;
-  nPos: number;
-  dSae: number;
-  nFeatures: number;
-  /** Active features at this prompt (every layer and position); `nFeatures` of them are in the graph. */
-  nActiveFeatures: number;
-  /**
-   * Share of the active features' influence on the logits (estimated from the computed rows) that the kept features
-   * carry; 1 when every active feature is kept.
-   */
-  influenceCovered: number;
-  /** True when the memory budget, not `maxFeatureNodes`, set how many feature rows were computed. */
-  memoryLimited: boolean;
-  /** Every active feature of every layer (kept or not), for activations outside the kept graph (see activeActivation). */
-  active?: LayerActivations[];
-  featLayer: Int32Array;
-  featPos: Int32Array;
-  featIndex: Int32Array;
-  /** Post-activation value of each feature (the source scale of its outgoing edges). */
-  featAct: Float32Array;
-  logitIds: number[];
-  logitProbs: Float32Array;
-  /** Real logits (not demeaned) of the logit targets at the last position. */
-  logitValues: Float32Array;
-  N: number;
-  adjacency_NN: Float32Array;
-  /**
-   * Target constant term: what the target reads when every source is zero (biases of LayerNorms, attention, the
-   * transcoders' b_dec and b_enc; for logits the ln_final bias through the demeaned unembedding). 0 for non-targets.
-   */
-  constant_N: Float64Array;
-  /** The target's value in the real model: a feature's pre-activation, a logit minus the mean logit. */
-  actual_N: Float64Array;
-  /** 1 where the node's incoming edges were computed (every feature and logit; errors and tokens are sources only). */
-  rowComputed: Uint8Array;
-  timings_ms: Record<string, number>;
-}
-
-export function errorNode(g: { nFeatures: number; nPos: number }, layer: number, pos: number): number {
-  return g.nFeatures + layer * g.nPos + pos;
-}
-export function tokenNode(g: { nFeatures: number; nPos: number; nLayers: number }, pos: number): number {
-  return g.nFeatures + g.nLayers * g.nPos + pos;
-}
-export function logitNode(g: { nFeatures: number; nPos: number; nLayers: number }, i: number): number {
-  return g.nFeatures + g.nLayers * g.nPos + g.nPos + i;
-}
-/** The activation of a feature at a position on the graph's prompt, kept in the graph or not (0 when inactive). */
-export function activeActivation(g: AttributionGraph, layer: number, pos: number, feature: number): number {
-  const la = g.active?.[layer];
-  if (la) {
-    // Features ascend within a position: binary search.
-    let lo = la.start[pos];
-    let hi = la.start[pos + 1];
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (la.feature[mid] < feature) lo = mid + 1;
-      else hi = mid;
-    }
-    return lo < la.start[pos + 1] && la.feature[lo] === feature ? la.act[lo] : 0;
-  }
-  for (let n = 0; n < g.nFeatures; n++) if (g.featLayer[n] === layer && g.featPos[n] === pos && g.featIndex[n] === feature) return g.featAct[n];
-  return 0;
-}
-
-export type NodeKind = 'feature' | 'error' | 'token' | 'logit';
-export function nodeKind(g: AttributionGraph, n: number): NodeKind {
-  if (n < g.nFeatures) return 'feature';
-  if (n < g.nFeatures + g.nLayers * g.nPos) return 'error';
-  if (n < g.nFeatures + g.nLayers * g.nPos + g.nPos) return 'token';
-  return 'logit';
-}
 
 /** A row to compute: a feature's pre-activation (level = its layer) or a logit (level = L), at position q. */
 interface Target {
@@ -768,17 +685,14 @@ export class Attributor {
 
 /** Most likely tokens first until their probabilities reach `desired`, at most `max`. */
 export function pickLogits(logits_V: Float32Array, max: number, desired: number): { logitIds: number[]; logitProbs: Float32Array } {
-  let m = -Infinity;
-  for (const x of logits_V) m = Math.max(m, x);
-  let z = 0;
-  for (const x of logits_V) z += Math.exp(x - m);
+  const probs_V = softmax(logits_V);
   const order = Array.from(logits_V.keys()).sort((a, b) => logits_V[b] - logits_V[a]);
   const logitIds: number[] = [];
   const probs: number[] = [];
   let cum = 0;
   for (const id of order) {
     if (logitIds.length >= max || cum >= desired) break;
-    const p = Math.exp(logits_V[id] - m) / z;
+    const p = probs_V[id];
     logitIds.push(id);
     probs.push(p);
     cum += p;

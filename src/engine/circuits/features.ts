@@ -6,7 +6,8 @@
 import * as path from 'node:path';
 import type * as ortTypes from 'onnxruntime-common';
 import { ResidualError } from '../errors';
-import { GraphBuilder, type ElemType } from '../onnx/builder';
+import { GraphBuilder } from '../onnx/builder';
+import { weightAccess } from '../onnx/ops';
 import { createSession, ort, type SessionOptions } from '../runtime/session';
 import type { TensorEntry } from '../checkpoint/safetensors';
 import type { Transcoder, TranscoderSet } from './transcoders';
@@ -21,18 +22,14 @@ export interface LayerActivations {
   act: Float32Array;
 }
 
-const ELEM: Record<string, ElemType> = { F32: 'float32', F16: 'float16', BF16: 'bfloat16' };
-
 /** Builds the encoder graph of one transcoder: input `x` [P, d_in]; outputs `acts` [P, F] or `values`/`indices` [P, k]. */
 export function buildEncoderGraph(t: Transcoder): { bytes: Uint8Array; externalFiles: Map<string, string> } {
   const g = new GraphBuilder(`residual-transcoder-${t.layer}`);
   const externalFiles = new Map<string, string>();
-  const w = (e: TensorEntry): string => {
-    const location = path.basename(e.file);
-    externalFiles.set(location, e.file);
-    const raw = g.external(`w.${e.name}`, ELEM[e.dtype], e.shape, { location, offset: e.dataOffset, length: e.byteLength });
-    return e.dtype === 'F32' ? raw : g.op('Cast', [raw], { to: 1 });
-  };
+  // The weights stay in the transcoder's files (located beside the graph by base name), read as float32.
+  const entries = new Map([t.wEnc, t.bEnc, t.threshold].filter((e) => e !== undefined).map((e) => [e.name, e]));
+  const weights = weightAccess(g, entries, (file) => path.basename(file), externalFiles, 'float32');
+  const w = (e: TensorEntry): string => weights.f32(e.name);
   const x = g.input('x', 'float32', ['pos', t.dIn]);
   const pre = g.op('Gemm', [x, w(t.wEnc), w(t.bEnc)], { transB: t.encLayout === 'FD' ? 1 : 0 });
   const a = t.activation;

@@ -4,7 +4,7 @@
  * the kind comes from `feature_type`; old and new error ids and Neuronpedia's converter ids are all accepted).
  */
 import { ResidualError } from '../errors';
-import { errorNode, logitNode, tokenNode, type AttributionGraph } from './attribution';
+import { errorNode, logitNode, tokenNode, type AttributionGraph } from './graph';
 import type { PruneResult } from './prune';
 
 export interface GraphJsonNode {

@@ -8,7 +8,9 @@
  */
 import { ResidualError } from '../errors';
 import type { SteerAdd } from '../model';
-import { activeActivation, logitNode, type AttributionGraph, type Attributor } from './attribution';
+import { softmax } from '../numeric';
+import type { Attributor } from './attribution';
+import { activeActivation, logitNode, type AttributionGraph } from './graph';
 import { readRows } from './transcoders';
 
 export interface FeatureIntervention {
@@ -76,12 +78,9 @@ export async function intervene(attributor: Attributor, g: AttributionGraph, int
   const b = last(base);
   const a = last(after);
   const stats = (x: Float32Array) => {
-    let m = -Infinity;
     let mean = 0;
-    for (const v of x) (m = Math.max(m, v)), (mean += v / V);
-    let z = 0;
-    for (const v of x) z += Math.exp(v - m);
-    return { m, z, mean };
+    for (const v of x) mean += v / V;
+    return { probs: softmax(x), mean };
   };
   const sb = stats(b);
   const sa = stats(a);
@@ -107,8 +106,8 @@ export async function intervene(attributor: Attributor, g: AttributionGraph, int
       id,
       baseLogit: b[id],
       newLogit: a[id],
-      baseProb: Math.exp(b[id] - sb.m) / sb.z,
-      newProb: Math.exp(a[id] - sa.m) / sa.z,
+      baseProb: sb.probs[id],
+      newProb: sa.probs[id],
       actualDemeaned: a[id] - sa.mean - (b[id] - sb.mean),
       predictedDirect: direct,
       predictedPaths: viaPaths,

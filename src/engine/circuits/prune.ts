@@ -1,10 +1,10 @@
 /**
  * Influence and pruning exactly as circuit-tracer's `graph.py` (reference/formats.md §2): node influence by repeated
  * wᵀÂ on the row-normalised |A|, `find_threshold` on cumulative fractions, node mask, edge scores on the pruned
- * matrix, and the clean-up loop. Works on any adjacency in the node order of attribution.ts.
+ * matrix, and the clean-up loop. Works on any adjacency in the node order of graph.ts.
  */
 import { ResidualError } from '../errors';
-import { logitNode, tokenNode, type AttributionGraph } from './attribution';
+import { logitNode, tokenNode, type AttributionGraph } from './graph';
 
 export interface PruneResult {
   nodeMask: Uint8Array;
@@ -38,18 +38,7 @@ export function normalizeMatrix(A: Float32Array, N: number): Float32Array {
 
 /** I = Σ_{k≥1} wᵀÂᵏ, iterated until the vector is all zero (the graph is acyclic). */
 export function computeInfluence(Ahat: Float32Array, w: Float64Array, N: number): Float64Array {
-  let c = new Float64Array(N);
-  matvecT(Ahat, w, N, c);
-  const total = Float64Array.from(c);
-  for (let iter = 0; ; iter++) {
-    if (!c.some((x) => x !== 0)) break;
-    if (iter >= 1000) throw new ResidualError('influence did not converge after 1000 iterations (is the graph acyclic?)', 'pruning', 'numeric');
-    const next = new Float64Array(N);
-    matvecT(Ahat, c, N, next);
-    for (let i = 0; i < N; i++) total[i] += next[i];
-    c = next;
-  }
-  return total;
+  return powerSeries(N, w, (v, out) => matvecT(Ahat, v, N, out));
 }
 
 /** out[s] = Σ_t v[t] · M[t,s], skipping rows whose weight is zero. */

@@ -12,7 +12,8 @@ import type { CancelToken } from '../errors';
 import { ResidualError, throwIfCancelled } from '../errors';
 import { hookName, type HookName } from '../hooks';
 import type { Model } from '../model';
-import { STEER_POINTS, type SteerPoint } from '../onnx/gpt2';
+import { argmax } from '../numeric';
+import { STEER_POINTS, type SteerPoint } from '../onnx/ops';
 import type { PatchingResult } from '../results';
 
 export type PatchPoint = SteerPoint;
@@ -153,12 +154,6 @@ export async function activationPatching(model: Model, req: PatchingRequest, opt
     ms: performance.now() - t0,
     notes,
   };
-}
-
-function argmax(a: Float32Array): number {
-  let best = 0;
-  for (let i = 1; i < a.length; i++) if (a[i] > a[best]) best = i;
-  return best;
 }
 
 /** Replacement words tried for a word of the clean prompt (capitalised ones for names, others for identifiers). */

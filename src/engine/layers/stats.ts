@@ -1,5 +1,5 @@
 /**
- * Per-layer depth statistics of one forward pass (issue 6): attention head summaries, MLP sparsity, massive
+ * Per-layer detail of one forward pass: attention head summaries, MLP sparsity, massive
  * activations, spectra of the read-outs against a Marchenko–Pastur baseline, and candidate "voids". Pure functions of
  * the activations (no model calls), so they are cheap and testable on any activation map.
  *
@@ -15,9 +15,10 @@ import type { ModelConfig } from '../checkpoint/config';
 import type { Tensor32 } from '../dims';
 import { ResidualError } from '../errors';
 import { hookName, type HookName } from '../hooks';
-import type { DepthStats, HeadSummary, LayerStats, MassiveHit, SpectralLayer } from '../results';
+import { entropy } from '../numeric';
+import type { LayerDetail, HeadSummary, LayerStats, MassiveHit, SpectralLayer } from '../results';
 
-export interface DepthStatsOptions {
+export interface LayerDetailOptions {
   /** A neuron is active where its MLP post-activation exceeds this (default 0.1). */
   mlpThreshold?: number;
   /** A value is massive where |x| exceeds this many times the read-out's median |x| (default 100). */
@@ -39,14 +40,14 @@ export function readoutHooks(nLayers: number): HookName[] {
   return out;
 }
 
-/** Every hook `depthStats` reads: attention patterns, MLP post-activations and the residual read-outs. */
-export function depthHooks(nLayers: number): HookName[] {
+/** Every hook `layerDetail` reads: attention patterns, MLP post-activations and the residual read-outs. */
+export function layerDetailHooks(nLayers: number): HookName[] {
   const out: HookName[] = [];
   for (let l = 0; l < nLayers; l++) out.push(hookName(l, 'attn.hook_pattern'), hookName(l, 'mlp.hook_post'));
   return [...out, ...readoutHooks(nLayers)];
 }
 
-export function depthStats(act: Map<HookName, Tensor32>, cfg: ModelConfig, stats: LayerStats[], opts: DepthStatsOptions = {}): DepthStats {
+export function layerDetail(act: Map<HookName, Tensor32>, cfg: ModelConfig, stats: LayerStats[], opts: LayerDetailOptions = {}): LayerDetail {
   const L = cfg.nLayers;
   const H = cfg.nHeads;
   const D = cfg.dModel;
@@ -56,7 +57,7 @@ export function depthStats(act: Map<HookName, Tensor32>, cfg: ModelConfig, stats
   const voidThreshold = opts.voidThreshold ?? 0.05;
   const need = (name: HookName): Tensor32 => {
     const t = act.get(name);
-    if (!t) throw new ResidualError('activation missing: depthStats needs every hook of depthHooks(nLayers)', name);
+    if (!t) throw new ResidualError('activation missing: layerDetail needs every hook of layerDetailHooks(nLayers)', name);
     return t;
   };
   const P = need(hookName(0, 'hook_resid_pre')).dims[1];
@@ -86,7 +87,7 @@ export function depthStats(act: Map<HookName, Tensor32>, cfg: ModelConfig, stats
   }
 
   // Massive activations and spectra, per read-out.
-  const massive: DepthStats['massive']['layers'] = [];
+  const massive: LayerDetail['massive']['layers'] = [];
   const spectral: SpectralLayer[] = [];
   for (const hook of readoutHooks(L)) {
     const x = need(hook);
@@ -101,7 +102,7 @@ export function depthStats(act: Map<HookName, Tensor32>, cfg: ModelConfig, stats
   const voidLayers: number[] = [];
   for (let l = 0; l < L; l++) {
     const s = stats[l];
-    if (!s) throw new ResidualError(`layer statistics missing for block ${l}`, 'depthStats');
+    if (!s) throw new ResidualError(`layer statistics missing for block ${l}`, 'layerDetail');
     const finite = s.update_norm.filter(Number.isFinite);
     const mean = finite.length ? finite.reduce((a, b) => a + b, 0) / finite.length : 0;
     meanUpdate.push(mean);
@@ -120,22 +121,17 @@ export function depthStats(act: Map<HookName, Tensor32>, cfg: ModelConfig, stats
 
 /** Summary of one head's [P,P] pattern (query × key). Entropy uses 0·ln 0 = 0; prevToken is 0 when P = 1. */
 export function headSummary(pattern_QS: ArrayLike<number>, P: number): Omit<HeadSummary, 'layer' | 'head'> {
-  let entropy = 0;
+  let entropySum = 0;
   let prev = 0;
   let first = 0;
   let self = 0;
   for (let q = 0; q < P; q++) {
-    let e = 0;
-    for (let s = 0; s < P; s++) {
-      const a = pattern_QS[q * P + s];
-      if (a > 0) e -= a * Math.log(a);
-    }
-    entropy += e;
+    entropySum += entropy(pattern_QS, q * P, (q + 1) * P);
     if (q > 0) prev += pattern_QS[q * P + q - 1];
     first += pattern_QS[q * P];
     self += pattern_QS[q * P + q];
   }
-  return { entropy: entropy / P, prevToken: P > 1 ? prev / (P - 1) : 0, firstToken: first / P, self: self / P };
+  return { entropy: entropySum / P, prevToken: P > 1 ? prev / (P - 1) : 0, firstToken: first / P, self: self / P };
 }
 
 /**
@@ -189,19 +185,15 @@ export function spectralStats(x_PD: ArrayLike<number>, P: number, D: number, hoo
   const max = lambda[0] ?? 0;
   const positive = max > 0 ? lambda.filter((v) => v > max * 1e-10) : [];
   const total = positive.reduce((a, b) => a + b, 0);
-  let entropy = 0;
-  for (const v of positive) {
-    const pi = v / total;
-    entropy -= pi * Math.log(pi);
-  }
-  const normalizedEntropy = positive.length > 1 ? entropy / Math.log(positive.length) : 0;
+  const spectralEntropy = entropy(positive.map((v) => v / total));
+  const normalizedEntropy = positive.length > 1 ? spectralEntropy / Math.log(positive.length) : 0;
   const sigma2 = P * D > 0 ? sumSq / (P * D) : 0;
   const gamma = P / D;
   const mpEdge = sigma2 * (1 + Math.sqrt(gamma)) ** 2;
   return {
     hook,
     eigenvalues: lambda.slice(0, MAX_EIGENVALUES),
-    entropy,
+    entropy: spectralEntropy,
     normalizedEntropy,
     mpEdge,
     sigma2,

@@ -5,8 +5,13 @@
 import { onnx } from 'onnx-proto';
 
 const { DataType } = onnx.TensorProto;
+/** Element types as onnxruntime names them (its Tensor type strings). */
 export type ElemType = 'float32' | 'float16' | 'bfloat16' | 'int64' | 'bool';
-const ELEM: Record<ElemType, number> = {
+/**
+ * The ONNX TensorProto data type of each element type (what initializers, value infos and Cast's `to` hold), the one
+ * place the protobuf enum values are read.
+ */
+const TENSOR_TYPE: Readonly<Record<ElemType, number>> = {
   float32: DataType.FLOAT,
   float16: DataType.FLOAT16,
   bfloat16: DataType.BFLOAT16,
@@ -52,21 +57,21 @@ export class GraphBuilder {
 
   constF32(prefix: string, dims: number[], data: ArrayLike<number>): string {
     const name = this.fresh(prefix);
-    this.initializers.push({ name, dataType: DataType.FLOAT, dims, rawData: f32Bytes(Float32Array.from(data)) });
+    this.initializers.push({ name, dataType: TENSOR_TYPE.float32, dims, rawData: f32Bytes(Float32Array.from(data)) });
     return name;
   }
 
   constI64(prefix: string, values: number[]): string {
     const name = this.fresh(prefix);
     const buf = new BigInt64Array(values.map((v) => BigInt(v)));
-    this.initializers.push({ name, dataType: DataType.INT64, dims: [values.length], rawData: new Uint8Array(buf.buffer) });
+    this.initializers.push({ name, dataType: TENSOR_TYPE.int64, dims: [values.length], rawData: new Uint8Array(buf.buffer) });
     return name;
   }
 
   scalarI64(prefix: string, value: number): string {
     const name = this.fresh(prefix);
     const buf = new BigInt64Array([BigInt(value)]);
-    this.initializers.push({ name, dataType: DataType.INT64, dims: [], rawData: new Uint8Array(buf.buffer) });
+    this.initializers.push({ name, dataType: TENSOR_TYPE.int64, dims: [], rawData: new Uint8Array(buf.buffer) });
     return name;
   }
 
@@ -74,7 +79,7 @@ export class GraphBuilder {
   external(name: string, type: ElemType, dims: number[], ref: ExternalRef): string {
     this.initializers.push({
       name,
-      dataType: ELEM[type],
+      dataType: TENSOR_TYPE[type],
       dims,
       dataLocation: onnx.TensorProto.DataLocation.EXTERNAL,
       externalData: [
@@ -117,6 +122,11 @@ export class GraphBuilder {
     return this.node(opType, inputs, { attrs, outputs: outName ? [outName] : undefined })[0];
   }
 
+  /** `x` converted to element type `to`. */
+  cast(x: string, to: ElemType): string {
+    return this.op('Cast', [x], { to: TENSOR_TYPE[to] });
+  }
+
   encode(opset = 20): Uint8Array {
     const model = onnx.ModelProto.create({
       irVersion: 9,
@@ -143,7 +153,7 @@ function valueInfo(name: string, type: ElemType, dims: Dim[]): onnx.IValueInfoPr
     name,
     type: {
       tensorType: {
-        elemType: ELEM[type],
+        elemType: TENSOR_TYPE[type],
         shape: { dim: dims.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) },
       },
     },
@@ -166,5 +176,5 @@ function f32Bytes(a: Float32Array): Uint8Array {
 
 /** A one-element tensor attribute value (for ConstantOfShape). */
 export function tensorAttrF32(value: number): onnx.ITensorProto {
-  return { dataType: DataType.FLOAT, dims: [1], rawData: f32Bytes(new Float32Array([value])) };
+  return { dataType: TENSOR_TYPE.float32, dims: [1], rawData: f32Bytes(new Float32Array([value])) };
 }

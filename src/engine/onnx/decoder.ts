@@ -19,17 +19,26 @@ import type { ModelConfig } from '../checkpoint/config';
 import { familyWeightNames, ropeInvFreq } from '../checkpoint/families';
 import type { TensorEntry } from '../checkpoint/safetensors';
 import { hookName, type HookName } from '../hooks';
-import { GraphBuilder, tensorAttrF32, type Dim } from './builder';
-import { activation, EMBEDDINGS_INPUT, hookPoints, logitRows, weightAccess, type BuiltGraph, type GraphOptions } from './gpt2';
-
-const onnx_BOOL = 9;
+import { GraphBuilder, type Dim } from './builder';
+import {
+  activation,
+  cachePositions,
+  EMBEDDINGS_INPUT,
+  hookPoints,
+  logitsOutput,
+  modelNorm,
+  softcap,
+  weightAccess,
+  type BuiltGraph,
+  type GraphOptions,
+} from './ops';
 
 export function buildDecoderGraph(cfg: ModelConfig, tensors: Map<string, TensorEntry>, unembedName: string, locate: (file: string) => string, opts: GraphOptions = {}): BuiltGraph {
   const f = cfg.family;
   if (!f) throw new Error('internal: buildDecoderGraph needs a family config');
   const names = familyWeightNames(cfg);
   const g = new GraphBuilder(`residual-${cfg.architecture}-${cfg.name}`);
-  const { nLayers: L, dModel: D, nHeads: H, dHead: E, vocabSize: V, dMlp: M } = cfg;
+  const { nLayers: L, dModel: D, nHeads: H, dHead: E, dMlp: M } = cfg;
   const G = cfg.nKvHeads ?? H;
   const R = f.rope.dims;
   const externalFiles = new Map<string, string>();
@@ -48,32 +57,25 @@ export function buildDecoderGraph(cfg: ModelConfig, tensors: Map<string, TensorE
     return bias ? g.op('Add', [y, w(bias)]) : y;
   };
   const { hook, blockHook, steer } = hookPoints(g, outputs, D);
+  const norm = modelNorm(g, cfg, w, hook, [B, P]);
 
-  const ones_D = g.constF32('ones_D', [D], new Float32Array(D).fill(1));
-  const zeros_D = g.constF32('zeros_D', [D], new Float32Array(D));
-  const axis0 = g.constI64('axis0', [0]);
-  const axisLast = g.constI64('axis_last', [-1]);
-  const idx1 = g.constI64('idx1', [1]);
   const shapeBPHE = g.constI64('shape_BPHE', [0, 0, H, E]);
   const shapeBPGE = g.constI64('shape_BPGE', [0, 0, G, E]);
   const shapeBPX = g.constI64('shape_BPX', [0, 0, H * E]);
   const negInf = g.constF32('neg_inf', [], [-Infinity]);
-  const eps = g.constF32('eps', [], [cfg.lnEps]);
 
   // Token embeddings arrive as rows read by the engine, Gemma's √d_model scale applied (see gpt2.ts).
   const embeds = g.input(EMBEDDINGS_INPUT, 'float32', [B, P, D]);
   const bpShape = g.op('Shape', [embeds], { start: 0, end: 2 }); // [B, P]
-  const nPos = g.op('Gather', [g.op('Shape', [embeds]), idx1], { axis: 0 }); // [1]
   const pastKey = (l: number) => g.input(`past_key.${l}`, 'float32', [B, G, 'past', E]);
   const pastValue = (l: number) => g.input(`past_value.${l}`, 'float32', [B, G, 'past', E]);
   const past0 = pastKey(0);
-  const nPast = g.op('Gather', [g.op('Shape', [past0]), g.constI64('idx2', [2])], { axis: 0 }); // [1]
-  const start = g.op('Squeeze', [nPast, axis0]);
-  const stop = g.op('Add', [start, g.op('Squeeze', [nPos, axis0])]);
+  // Positions after the cached ones, and the attention masks (causal; sliding layers also i − j < window).
+  const positions = cachePositions(g, embeds, past0);
 
   // Rotary tables for absolute positions S_past .. S_past+P−1: angle[p, i] = pos · invFreq[i], duplicated over the
   // two halves (rotate-half layout), shaped [1, P, 1, R] to broadcast over batch and heads.
-  const posF = g.op('Cast', [g.op('Range', [start, stop, g.scalarI64('one', 1)])], { to: 1 }); // [P]
+  const posF = g.cast(positions.ids, 'float32'); // [P]
   const invFreq = ropeInvFreq(f.rope);
   const angles = g.op('Mul', [g.op('Unsqueeze', [posF, g.constI64('axis1', [1])]), g.constF32('inv_freq', [1, R / 2], invFreq)]); // [P, R/2]
   const angles2 = g.op('Concat', [angles, angles], { axis: 1 }); // [P, R]
@@ -89,55 +91,13 @@ export function buildDecoderGraph(cfg: ModelConfig, tensors: Map<string, TensorE
     return R === E ? rotated : g.op('Concat', [rotated, parts[1]], { axis: -1 });
   };
 
-  // Masks [P, S_past+P]: causal (key j ≤ query's absolute position i) and, for sliding layers, i − j < window.
-  const ps = g.op('Concat', [nPos, g.op('Add', [nPast, nPos])], { axis: 0 });
-  const onesPS = g.op('ConstantOfShape', [ps], { value: tensorAttrF32(1) });
-  const causal = g.op('Cast', [g.op('Trilu', [onesPS, start], { upper: 0 })], { to: onnx_BOOL });
-  const masks = new Map<number, string>();
-  const maskFor = (window: number): string => {
-    if (!window) return causal;
-    let m = masks.get(window);
-    if (!m) {
-      const tooFar = g.op('Cast', [g.op('Trilu', [onesPS, g.op('Sub', [start, g.scalarI64('window', window)])], { upper: 0 })], { to: onnx_BOOL });
-      m = g.op('And', [causal, g.op('Not', [tooFar])]);
-      masks.set(window, m);
-    }
-    return m;
-  };
-
-  /** LayerNorm or RMSNorm over the last axis, exposing TransformerLens's scale and (optionally) normalized hooks. */
-  const norm = (x: string, weight: string, bias: string | undefined, scaleHook: HookName, normHook: HookName | null): string => {
-    let normalized: string;
-    if (f.norm === 'layernorm') {
-      const [n, , invStd] = g.node('LayerNormalization', [x, ones_D, zeros_D], { nOut: 3, attrs: { axis: -1, epsilon: { float: cfg.lnEps } } });
-      hook(scaleHook, g.op('Reciprocal', [invStd]), [B, P, 1]);
-      normalized = n;
-    } else {
-      const scale = hook(scaleHook, g.op('Sqrt', [g.op('Add', [g.op('ReduceMean', [g.op('Mul', [x, x]), axisLast], { keepdims: 1 }), eps])]), [B, P, 1]);
-      normalized = g.op('Div', [x, scale]);
-    }
-    const n = normHook ? hook(normHook, normalized, [B, P, D]) : normalized;
-    const gain = f.normOffset ? g.op('Add', [w(weight), g.constF32('norm_offset', [], [f.normOffset])]) : w(weight);
-    const y = g.op('Mul', [n, gain]);
-    return bias ? g.op('Add', [y, w(bias)]) : y;
-  };
-  /** RMSNorm of each head's vector (Qwen3 q_norm/k_norm), weight [E]. */
-  const headNorm = (x: string, weight: string): string => {
-    const ms = g.op('ReduceMean', [g.op('Mul', [x, x]), axisLast], { keepdims: 1 });
-    return g.op('Mul', [g.op('Div', [x, g.op('Sqrt', [g.op('Add', [ms, eps])])]), w(weight)]);
-  };
-  const softcap = (x: string, cap: number): string => {
-    const c = g.constF32('softcap', [], [cap]);
-    return g.op('Mul', [g.op('Tanh', [g.op('Div', [x, c])]), c]);
-  };
-
   let resid = embeds;
 
   const attnScale = g.constF32('attn_scale', [], [f.attnScale]);
   for (let l = 0; l < L; l++) {
     const n = names.block(l);
     resid = blockHook(l, 'hook_resid_pre', steer(l, 'hook_resid_pre', resid), [B, P, D]);
-    const x1 = norm(resid, n.ln1, n.ln1Bias, hookName(l, 'ln1.hook_scale'), hookName(l, 'ln1.hook_normalized'));
+    const x1 = norm(resid, n.ln1, n.ln1Bias, { scale: hookName(l, 'ln1.hook_scale'), normalized: hookName(l, 'ln1.hook_normalized') });
 
     let qf: string, kf: string, vf: string;
     if (n.qkv) {
@@ -153,8 +113,9 @@ export function buildDecoderGraph(cfg: ModelConfig, tensors: Map<string, TensorE
     let k = blockHook(l, 'attn.hook_k', kf, [B, P, G, E]);
     const v = blockHook(l, 'attn.hook_v', vf, [B, P, G, E]);
     if (n.qNorm && n.kNorm) {
-      q = headNorm(q, n.qNorm);
-      k = headNorm(k, n.kNorm);
+      // Qwen3: the family's RMSNorm of each head's vector (weight [E]).
+      q = norm(q, n.qNorm, undefined);
+      k = norm(k, n.kNorm, undefined);
     }
     const qRot = blockHook(l, 'attn.hook_rot_q', rotate(q), [B, P, H, E]);
     const kRot = blockHook(l, 'attn.hook_rot_k', rotate(k), [B, P, G, E]);
@@ -176,16 +137,16 @@ export function buildDecoderGraph(cfg: ModelConfig, tensors: Map<string, TensorE
     const kH = expandKv(kAll);
     const vH = expandKv(vAll);
     let scores = g.op('Mul', [g.op('MatMul', [qT, g.op('Transpose', [kH], { perm: [0, 1, 3, 2] })]), attnScale]);
-    if (f.attnSoftcap) scores = softcap(scores, f.attnSoftcap);
-    const masked = blockHook(l, 'attn.hook_attn_scores', g.op('Where', [maskFor(f.window[l]), scores, negInf]), [B, H, P, 'total']);
+    if (f.attnSoftcap) scores = softcap(g, scores, f.attnSoftcap);
+    const masked = blockHook(l, 'attn.hook_attn_scores', g.op('Where', [positions.mask(f.window[l]), scores, negInf]), [B, H, P, 'total']);
     const pattern = blockHook(l, 'attn.hook_pattern', g.op('Softmax', [masked], { axis: -1 }), [B, H, P, 'total']);
     const z = blockHook(l, 'attn.hook_z', g.op('Transpose', [g.op('MatMul', [pattern, vH])], { perm: [0, 2, 1, 3] }), [B, P, H, E]);
     let attnOut = linear(g.op('Reshape', [z, shapeBPX]), n.o, n.oBias);
-    if (n.postAttnNorm) attnOut = norm(attnOut, n.postAttnNorm, undefined, hookName(l, 'ln1_post.hook_scale'), null);
+    if (n.postAttnNorm) attnOut = norm(attnOut, n.postAttnNorm, undefined, { scale: hookName(l, 'ln1_post.hook_scale') });
     attnOut = blockHook(l, 'hook_attn_out', attnOut, [B, P, D]);
 
     const mid = blockHook(l, 'hook_resid_mid', steer(l, 'hook_resid_mid', g.op('Add', [resid, attnOut])), [B, P, D]);
-    const x2 = blockHook(l, 'mlp.hook_in', norm(f.parallel ? resid : mid, n.ln2, n.ln2Bias, hookName(l, 'ln2.hook_scale'), hookName(l, 'ln2.hook_normalized')), [B, P, D]);
+    const x2 = blockHook(l, 'mlp.hook_in', norm(f.parallel ? resid : mid, n.ln2, n.ln2Bias, { scale: hookName(l, 'ln2.hook_scale'), normalized: hookName(l, 'ln2.hook_normalized') }), [B, P, D]);
     let post: string;
     if (n.gate) {
       const pre = blockHook(l, 'mlp.hook_pre', linear(x2, n.gate, n.gateBias), [B, P, M]);
@@ -197,16 +158,13 @@ export function buildDecoderGraph(cfg: ModelConfig, tensors: Map<string, TensorE
     }
     post = blockHook(l, 'mlp.hook_post', post, [B, P, M]);
     let mlpOut = linear(post, n.down, n.downBias);
-    if (n.postMlpNorm) mlpOut = norm(mlpOut, n.postMlpNorm, undefined, hookName(l, 'ln2_post.hook_scale'), null);
+    if (n.postMlpNorm) mlpOut = norm(mlpOut, n.postMlpNorm, undefined, { scale: hookName(l, 'ln2_post.hook_scale') });
     mlpOut = blockHook(l, 'hook_mlp_out', mlpOut, [B, P, D]);
     resid = blockHook(l, 'hook_resid_post', steer(l, 'hook_resid_post', g.op('Add', [mid, mlpOut])), [B, P, D]);
   }
 
-  const xf = norm(resid, names.finalNorm, names.finalNormBias, 'ln_final.hook_scale', null);
-  const sel = logitRows(g, xf, D, V);
-  let logits2 = weights.gemmT(sel.rows, unembedName);
-  if (f.finalSoftcap) logits2 = softcap(logits2, f.finalSoftcap);
-  hook('logits', g.op('Reshape', [logits2, sel.shape]), [B, 'logit_pos', V]);
+  const xf = norm.final(resid, { scale: 'ln_final.hook_scale' });
+  logitsOutput(g, cfg, weights, hook, xf, unembedName);
 
   return { bytes: g.encode(), outputs, externalFiles };
 }

@@ -12,24 +12,25 @@
  *    included); 'set' = exactly those positions (in generation: only those inside the prompt).
  *  - a steered run whose additions or outputs are not finite is reported (`nonFinite`), never thrown.
  */
-import { topK } from '../analysis';
 import { mulberry32 } from '../checkpoint/random';
 import { ResidualError, throwIfCancelled, type CancelToken } from '../errors';
 import { hookName, type HookName } from '../hooks';
 import type { KvCache, Model, SteerAdd } from '../model';
-import type {
-  GeneratedText,
-  GenerationComparison,
-  GenerationSettings,
-  NextTokenEffect,
-  SteeringSpec,
-  SteerPointName,
-  SweepResult,
-  TokenDelta,
-  TopToken,
+import { argmax, klDivergence, logSoftmax, softmaxWeights, topK } from '../numeric';
+import {
+  RESID_POINTS,
+  type GeneratedText,
+  type GenerationComparison,
+  type GenerationSettings,
+  type NextTokenEffect,
+  type SteeringSpec,
+  type SteerPointName,
+  type SweepResult,
+  type TokenDelta,
+  type TopToken,
 } from '../results';
 import { unescapeTokenInput } from '../tokenizer';
-import { l2, STEER_POINT_NAMES } from './vectors';
+import { l2 } from './vectors';
 
 export type { GeneratedText, GenerationComparison, GenerationSettings, NextTokenEffect, SteeringSpec, SweepResult };
 
@@ -81,7 +82,7 @@ function validateSpec(spec: SteeringSpec): void {
   if (!(spec.vector instanceof Float32Array) || spec.vector.length === 0) throw new ResidualError('the steering vector is empty', 'steering');
   if (!spec.vector.every(Number.isFinite)) throw new ResidualError('the steering vector contains NaN or Inf', 'steering');
   if (!Number.isInteger(spec.layer) || spec.layer < 0) throw new ResidualError(`layer must be a non-negative integer, got ${spec.layer}`, 'steering');
-  if (!STEER_POINT_NAMES.includes(spec.point)) throw new ResidualError(`unknown point "${spec.point}"; use ${STEER_POINT_NAMES.join(', ')}`, 'steering');
+  if (!RESID_POINTS.includes(spec.point)) throw new ResidualError(`unknown point "${spec.point}"; use ${RESID_POINTS.join(', ')}`, 'steering');
   const p = spec.positions;
   if (p.kind === 'from' && !(Number.isInteger(p.pos) && p.pos >= 0)) throw new ResidualError(`positions from ${p.pos}: expected a non-negative integer`, 'steering');
   if (p.kind === 'set' && !p.positions.every((x) => Number.isInteger(x) && x >= 0)) {
@@ -120,31 +121,6 @@ export async function meanResidNorm(model: Model, ids: number[], layer: number, 
 }
 
 // ---- Distributions -----------------------------------------------------------------------------------------------
-
-/** log softmax of one logit row in float64; undefined when the row is not finite. */
-export function logSoftmax(logits: Float32Array): Float64Array | undefined {
-  let max = -Infinity;
-  for (const x of logits) {
-    if (!Number.isFinite(x)) return undefined;
-    if (x > max) max = x;
-  }
-  let sum = 0;
-  for (const x of logits) sum += Math.exp(x - max);
-  const lse = max + Math.log(sum);
-  const out = new Float64Array(logits.length);
-  for (let i = 0; i < logits.length; i++) out[i] = logits[i] - lse;
-  return out;
-}
-
-/** KL(p ‖ q) in nats from log-probabilities (terms with p = 0 contribute 0). */
-export function klDivergence(logP: Float64Array, logQ: Float64Array): number {
-  let kl = 0;
-  for (let i = 0; i < logP.length; i++) {
-    const p = Math.exp(logP[i]);
-    if (p > 0) kl += p * (logP[i] - logQ[i]);
-  }
-  return Math.max(0, kl);
-}
 
 /** Mean over positions 0…P−2 of −log p(ids[p+1] | ≤ p), from [P,V] logits; NaN when any row is not finite. */
 export function meanNextTokenLoss(logits: Float32Array, ids: number[], V: number): number {
@@ -273,18 +249,10 @@ export function validateSettings(s: GenerationSettings): void {
  */
 export function sampleToken(logits: Float32Array, temperature: number, topP: number, rng: () => number): number {
   const N = logits.length;
-  if (temperature === 0) {
-    let best = 0;
-    for (let i = 1; i < N; i++) if (logits[i] > logits[best]) best = i;
-    return best;
-  }
+  if (temperature === 0) return argmax(logits);
   let inNucleus: Uint8Array | undefined;
   if (topP < 1) {
-    let max = -Infinity;
-    for (const x of logits) if (x > max) max = x;
-    const w = new Float64Array(N);
-    let total = 0;
-    for (let i = 0; i < N; i++) total += w[i] = Math.exp((logits[i] - max) / temperature);
+    const { weights: w, sum: total } = softmaxWeights(logits, temperature);
     const order = Array.from({ length: N }, (_, i) => i).sort((a, b) => w[b] - w[a] || a - b);
     inNucleus = new Uint8Array(N);
     let cum = 0;
