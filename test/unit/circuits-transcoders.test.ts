@@ -1,5 +1,6 @@
 /**
- * Transcoder loading: both layouts, both SAELens cfg flavours, the YAML subset, and refusals that name the file.
+ * Transcoder loading: both layouts, both SAELens cfg flavours, the YAML subset, and refusals that name the file;
+ * attribution and steering reading every layout variant alike.
  */
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
@@ -7,9 +8,11 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, describe, it } from 'node:test';
 import type { ModelConfig } from '../../src/engine/checkpoint/config';
-import { loadTranscoders, readEncoderColumns } from '../../src/engine/circuits/transcoders';
+import { writeSafetensors } from '../../src/engine/checkpoint/write';
+import { loadTranscoders, readEncoderColumns, readRows } from '../../src/engine/circuits/transcoders';
 import { randomTranscoderWeights, writeCircuitTracerTranscoders, writeSaeLensTranscoders } from '../../src/engine/circuits/transcoders-write';
 import { parseSimpleYaml } from '../../src/engine/circuits/yaml';
+import { featureVector } from '../../src/engine/steering/vectors';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'residual-tc-'));
 after(() => fs.rmSync(root, { recursive: true, force: true }));
@@ -88,5 +91,259 @@ describe('circuit-tracer configs naming their files on the Hub', () => {
     assert.throws(() => loadTranscoders(dir, cfg), /is on the Hugging Face Hub and not in this folder; fetch the transcoder set with "Residual: Download Model…"/);
     fs.writeFileSync(path.join(dir, 'config.yaml'), yaml + 'transcoders:\n  - hf://mntss/transcoder-test/../../etc/passwd\n');
     assert.throws(() => loadTranscoders(dir, cfg), /outside the transcoder folder/);
+  });
+});
+
+/**
+ * Attribution (`loadTranscoders`) and steering (`featureVector`) read transcoder folders through one loader: every
+ * layout variant either accepted before is accepted by both and gives the same decoder row, and a bad folder gives
+ * both the same message.
+ */
+describe('one loader for attribution and steering', () => {
+  const shared = path.join(root, 'shared');
+  const cfg1 = { ...cfg, nLayers: 1 } as ModelConfig;
+  /** The message `f` throws (fails the test if it returns). */
+  const messageOf = (f: () => unknown): string => {
+    try {
+      f();
+    } catch (e) {
+      return (e as Error).message;
+    }
+    assert.fail('expected an error');
+  };
+  const variants: { name: string; model: ModelConfig; write: (dir: string) => void }[] = [
+    { name: 'SAELens v6 subfolders', model: cfg, write: (d) => writeSaeLensTranscoders(d, W, { activation: 'jumprelu' }) },
+    { name: 'SAELens pre-6 subfolders', model: cfg, write: (d) => writeSaeLensTranscoders(d, W, { activation: 'topk', k: 3, cfgVersion: 'pre6' }) },
+    { name: 'SAELens, F16 weights', model: cfg, write: (d) => writeSaeLensTranscoders(d, W, { activation: 'relu', dtype: 'F16' }) },
+    {
+      name: 'SAELens subfolders with sae.safetensors',
+      model: cfg,
+      write: (d) => {
+        writeSaeLensTranscoders(d, W, { activation: 'relu' });
+        for (const l of [0, 1]) fs.renameSync(path.join(d, `layer_${l}`, 'sae_weights.safetensors'), path.join(d, `layer_${l}`, 'sae.safetensors'));
+      },
+    },
+    {
+      name: 'one SAELens folder',
+      model: cfg1,
+      write: (d) => {
+        writeSaeLensTranscoders(`${d}.tmp`, W.slice(0, 1), { activation: 'relu' });
+        fs.renameSync(path.join(`${d}.tmp`, 'layer_0'), d);
+        fs.rmSync(`${d}.tmp`, { recursive: true });
+      },
+    },
+    { name: 'circuit-tracer layer_<i> files', model: cfg, write: (d) => writeCircuitTracerTranscoders(d, W, { activation: 'jumprelu' }) },
+    {
+      name: 'circuit-tracer, files listed in config.yaml',
+      model: cfg,
+      write: (d) => {
+        writeCircuitTracerTranscoders(d, W, { activation: 'relu' });
+        fs.renameSync(path.join(d, 'layer_0.safetensors'), path.join(d, 'first.safetensors'));
+        fs.renameSync(path.join(d, 'layer_1.safetensors'), path.join(d, 'second.safetensors'));
+        fs.appendFileSync(path.join(d, 'config.yaml'), 'transcoders:\n  - first.safetensors\n  - "second.safetensors"\n');
+      },
+    },
+    {
+      name: 'circuit-tracer, hf:// files downloaded',
+      model: cfg,
+      write: (d) => {
+        writeCircuitTracerTranscoders(d, W, { activation: 'relu' });
+        fs.appendFileSync(path.join(d, 'config.yaml'), 'transcoders:\n  - hf://mntss/tc/layer_0.safetensors\n  - hf://mntss/tc/layer_1.safetensors\n');
+      },
+    },
+    {
+      name: 'circuit-tracer, old format ({id, layer, filepath}, no model_kind)',
+      model: cfg,
+      write: (d) => {
+        writeCircuitTracerTranscoders(d, W, { activation: 'relu' });
+        const yaml = fs.readFileSync(path.join(d, 'config.yaml'), 'utf8').replace('model_kind: transcoder_set\n', '');
+        const list = 'transcoders:\n  - id: b\n    layer: 1\n    filepath: layer_1.safetensors\n  - id: a\n    layer: 0\n    filepath: layer_0.safetensors\n';
+        fs.writeFileSync(path.join(d, 'config.yaml'), yaml + list);
+      },
+    },
+  ];
+  for (const v of variants) {
+    it(`${v.name}: both accept it and read the same decoder rows`, () => {
+      const dir = path.join(shared, v.name.replace(/[^a-z0-9]+/gi, '-'));
+      v.write(dir);
+      const set = loadTranscoders(dir, v.model);
+      for (let l = 0; l < v.model.nLayers; l++) {
+        for (const i of [0, 5, 11]) {
+          const steer = featureVector(dir, l, i);
+          assert.deepEqual(steer.vector, readRows(set.layers[l].wDec, [i]));
+          assert.equal(steer.provenance.file, set.layers[l].wDec.file);
+          if (!v.name.includes('F16')) assert.deepEqual(steer.vector, W[l].wDec_FD.subarray(i * 8, (i + 1) * 8));
+        }
+      }
+      assert.match(messageOf(() => featureVector(dir, 0, 12)), /feature 12 does not exist: the layer-0 transcoder has features 0\.\.11/);
+    });
+  }
+
+  /** Each writes a folder whose layer 1 (or whole layout) is at fault, and the message both must give. */
+  const faults: { name: string; write: (dir: string) => void; message: RegExp }[] = [
+    { name: 'no folder', write: () => undefined, message: /transcoders folder not found/ },
+    { name: 'a file, not a folder', write: (d) => fs.writeFileSync(d, 'x'), message: /expected a folder of transcoders/ },
+    { name: 'an empty folder', write: (d) => fs.mkdirSync(d), message: /no transcoders found: expected subfolders with cfg\.json/ },
+    {
+      name: 'cfg.json not JSON',
+      write: (d) => {
+        writeSaeLensTranscoders(d, W, { activation: 'relu' });
+        fs.writeFileSync(path.join(d, 'layer_1', 'cfg.json'), '{"d_in": 8,');
+      },
+      message: /layer_1\/cfg\.json: cannot read JSON/,
+    },
+    {
+      name: 'cfg.json without a layer',
+      write: (d) => {
+        writeSaeLensTranscoders(d, W, { activation: 'relu' });
+        fs.writeFileSync(path.join(d, 'layer_1', 'cfg.json'), JSON.stringify({ d_in: 8, d_sae: 12 }));
+      },
+      message: /layer_1\/cfg\.json: cannot tell the layer: no hook_name like "blocks\.<l>\.…" and no hook_layer/,
+    },
+    {
+      name: 'two subfolders for one layer',
+      write: (d) => {
+        writeSaeLensTranscoders(d, W, { activation: 'relu' });
+        fs.cpSync(path.join(d, 'layer_1'), path.join(d, 'layer_1_copy'), { recursive: true });
+      },
+      message: /layer 1 has two transcoders \(.*layer_1\/cfg\.json and .*layer_1_copy\/cfg\.json\)/,
+    },
+    {
+      name: 'a subfolder without weights',
+      write: (d) => {
+        writeSaeLensTranscoders(d, W, { activation: 'relu' });
+        fs.rmSync(path.join(d, 'layer_1', 'sae_weights.safetensors'));
+      },
+      message: /layer_1: sae_weights\.safetensors not found beside cfg\.json/,
+    },
+    {
+      name: 'weights without W_dec',
+      write: (d) => {
+        writeSaeLensTranscoders(d, W, { activation: 'relu' });
+        writeSafetensors(path.join(d, 'layer_1', 'sae_weights.safetensors'), [{ name: 'W_enc', shape: [8, 12], data: W[1].wEnc_DF }], 'F32');
+      },
+      message: /layer_1\/sae_weights\.safetensors: tensor "W_dec" is missing \(has W_enc\)/,
+    },
+    {
+      name: 'W_dec and W_enc of different widths',
+      write: (d) => {
+        writeSaeLensTranscoders(d, W, { activation: 'relu' });
+        const w = { ...W[1], dSae: 6, wDec_FD: W[1].wDec_FD.subarray(0, 48) };
+        writeSafetensors(path.join(d, 'layer_1', 'sae_weights.safetensors'), [
+          { name: 'W_enc', shape: [8, 12], data: w.wEnc_DF },
+          { name: 'b_enc', shape: [12], data: w.bEnc_F },
+          { name: 'W_dec', shape: [6, 8], data: w.wDec_FD },
+          { name: 'b_dec', shape: [8], data: w.bDec_D },
+        ], 'F32');
+      },
+      message: /dictionary sizes disagree: W_enc \[8, 12\], W_dec \[6, 8\], b_enc \[12\]/,
+    },
+    {
+      name: 'a circuit-tracer file in the SAELens orientation',
+      write: (d) => {
+        writeCircuitTracerTranscoders(d, W, { activation: 'relu' });
+        writeSafetensors(path.join(d, 'layer_1.safetensors'), [
+          { name: 'W_enc', shape: [8, 12], data: W[1].wEnc_DF },
+          { name: 'W_dec', shape: [12, 8], data: W[1].wDec_FD },
+          { name: 'b_enc', shape: [12], data: W[1].bEnc_F },
+          { name: 'b_dec', shape: [8], data: W[1].bDec_D },
+        ], 'F32');
+      },
+      message: /layer_1\.safetensors: dictionary sizes disagree: W_enc \[8, 12\], W_dec \[12, 8\]/,
+    },
+    {
+      name: 'a truncated weights file',
+      write: (d) => {
+        writeCircuitTracerTranscoders(d, W, { activation: 'relu' });
+        const f = path.join(d, 'layer_1.safetensors');
+        fs.writeFileSync(f, new Uint8Array(fs.readFileSync(f).subarray(0, 20)));
+      },
+      message: /layer_1\.safetensors: .*/,
+    },
+    {
+      name: 'a cross-layer transcoder',
+      write: (d) => {
+        writeCircuitTracerTranscoders(d, W, { activation: 'relu' });
+        fs.writeFileSync(path.join(d, 'config.yaml'), fs.readFileSync(path.join(d, 'config.yaml'), 'utf8').replace('transcoder_set', 'cross_layer_transcoder'));
+      },
+      message: /config\.yaml: model_kind "cross_layer_transcoder" is not supported; only per-layer transcoders/,
+    },
+    {
+      name: 'config.yaml without layer files',
+      write: (d) => {
+        writeCircuitTracerTranscoders(d, W, { activation: 'relu' });
+        for (const l of [0, 1]) fs.rmSync(path.join(d, `layer_${l}.safetensors`));
+      },
+      message: /no layer_<i>\.safetensors files beside config\.yaml/,
+    },
+    {
+      name: 'a layer listed twice',
+      write: (d) => {
+        writeCircuitTracerTranscoders(d, W, { activation: 'relu' });
+        fs.appendFileSync(path.join(d, 'config.yaml'), 'transcoders:\n  - filepath: layer_0.safetensors\n    layer: 1\n  - filepath: layer_1.safetensors\n    layer: 1\n');
+      },
+      message: /config\.yaml: layer 1 is listed twice/,
+    },
+    {
+      name: 'a listed file that is not there',
+      write: (d) => {
+        writeCircuitTracerTranscoders(d, W, { activation: 'relu' });
+        fs.appendFileSync(path.join(d, 'config.yaml'), 'transcoders:\n  - layer_0.safetensors\n  - elsewhere.safetensors\n');
+      },
+      message: /elsewhere\.safetensors: weights file not found/,
+    },
+    {
+      name: 'an hf:// file not downloaded',
+      write: (d) => {
+        writeCircuitTracerTranscoders(d, W, { activation: 'relu' });
+        fs.appendFileSync(path.join(d, 'config.yaml'), 'transcoders:\n  - hf://mntss/tc/layer_0.safetensors\n  - hf://mntss/tc/sub/layer_1.safetensors\n');
+      },
+      message: /config\.yaml: "hf:\/\/mntss\/tc\/sub\/layer_1\.safetensors" is on the Hugging Face Hub and not in this folder/,
+    },
+    {
+      name: 'an hf:// path outside the folder',
+      write: (d) => {
+        writeCircuitTracerTranscoders(d, W, { activation: 'relu' });
+        fs.appendFileSync(path.join(d, 'config.yaml'), 'transcoders:\n  - hf://mntss/tc/layer_0.safetensors\n  - hf://mntss/tc/../../x.safetensors\n');
+      },
+      message: /config\.yaml: "hf:\/\/mntss\/tc\/\.\.\/\.\.\/x\.safetensors" points outside the transcoder folder/,
+    },
+  ];
+  for (const f of faults) {
+    it(`${f.name}: both refuse it with the same message`, () => {
+      const dir = path.join(shared, `bad-${f.name.replace(/[^a-z0-9]+/gi, '-')}`);
+      f.write(dir);
+      const attribution = messageOf(() => loadTranscoders(dir, cfg));
+      const steering = messageOf(() => featureVector(dir, 1, 0));
+      assert.match(attribution, f.message);
+      assert.equal(steering, attribution);
+    });
+  }
+
+  it('what only attribution needs (hooks it reads, no skip connection, every layer) refuses with attribution named', () => {
+    // Steering adds a decoder row; attribution also encodes, so it needs the input hook and the activation.
+    const sae = path.join(shared, 'resid-sae');
+    writeSaeLensTranscoders(sae, W, { activation: 'relu' });
+    for (const l of [0, 1]) {
+      const f = path.join(sae, `layer_${l}`, 'cfg.json');
+      fs.writeFileSync(f, fs.readFileSync(f, 'utf8').replace('ln2.hook_normalized', 'hook_resid_pre'));
+    }
+    assert.equal(featureVector(sae, 1, 2).vector.length, 8);
+    assert.match(messageOf(() => loadTranscoders(sae, cfg)), /input hook "blocks\.0\.hook_resid_pre" is not supported; transcoders must read/);
+    const skip = path.join(shared, 'skip');
+    writeCircuitTracerTranscoders(skip, W, { activation: 'relu' });
+    writeSafetensors(path.join(skip, 'layer_0.safetensors'), [
+      { name: 'W_enc', shape: [12, 8], data: new Float32Array(96) },
+      { name: 'W_dec', shape: [12, 8], data: W[0].wDec_FD },
+      { name: 'b_enc', shape: [12], data: W[0].bEnc_F },
+      { name: 'b_dec', shape: [8], data: W[0].bDec_D },
+      { name: 'W_skip', shape: [8, 8], data: new Float32Array(64) },
+    ], 'F32');
+    assert.deepEqual(featureVector(skip, 0, 3).vector, W[0].wDec_FD.subarray(24, 32));
+    assert.match(messageOf(() => loadTranscoders(skip, cfg)), /layer_0\.safetensors: W_skip \(skip connection\) is not supported for attribution/);
+    const partial = path.join(shared, 'partial');
+    writeSaeLensTranscoders(partial, W.slice(0, 1), { activation: 'relu' });
+    assert.match(messageOf(() => featureVector(partial, 1, 0)), /no transcoder for layer 1 \(found layers 0\)/);
+    assert.match(messageOf(() => loadTranscoders(partial, cfg)), /no transcoder for layer 1; attribution needs one per layer \(found layers 0\)/);
   });
 });

@@ -10,7 +10,8 @@ import { after, describe, it } from 'node:test';
 import { writeSafetensors } from '../../src/engine/checkpoint/write';
 import { mulberry32 } from '../../src/engine/checkpoint/random';
 import type { SteeringVector } from '../../src/engine/results';
-import { klDivergence, logSoftmax, meanNextTokenLoss, parsePositions, sampleToken, steerAdds } from '../../src/engine/steering/steer';
+import { klDivergence, logSoftmax } from '../../src/engine/numeric';
+import { meanNextTokenLoss, parsePositions, sampleToken, steerAdds } from '../../src/engine/steering/steer';
 import { featureVector, loadVectorFile, parsePairs, saveVectorFile, vectorFilePaths } from '../../src/engine/steering/vectors';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'residual-steer-unit-'));
@@ -131,8 +132,9 @@ describe('transcoder decoder rows', () => {
   const dSae = 6;
   const dModel = 4;
   const wDec = (layer: number) => Float32Array.from({ length: dSae * dModel }, (_, i) => layer * 100 + i);
-  const tensors = (layer: number) => [
-    { name: 'W_enc', shape: [dModel, dSae], data: new Float32Array(dModel * dSae) },
+  // W_enc is [d_model, d_sae] in SAELens files and [d_sae, d_model] in circuit-tracer's.
+  const tensors = (layer: number, layout: 'saelens' | 'circuit-tracer' = 'saelens') => [
+    { name: 'W_enc', shape: layout === 'saelens' ? [dModel, dSae] : [dSae, dModel], data: new Float32Array(dModel * dSae) },
     { name: 'b_enc', shape: [dSae], data: new Float32Array(dSae) },
     { name: 'W_dec', shape: [dSae, dModel], data: wDec(layer) },
     { name: 'b_dec', shape: [dModel], data: new Float32Array(dModel) },
@@ -160,7 +162,7 @@ describe('transcoder decoder rows', () => {
     const dir = path.join(root, 'ct');
     fs.mkdirSync(dir, { recursive: true });
     fs.writeFileSync(path.join(dir, 'config.yaml'), 'model_kind: transcoder_set\nfeature_input_hook: hook_resid_mid\nfeature_output_hook: hook_mlp_out\n');
-    for (const layer of [0, 1, 2]) writeSafetensors(path.join(dir, `layer_${layer}.safetensors`), tensors(layer), 'F32');
+    for (const layer of [0, 1, 2]) writeSafetensors(path.join(dir, `layer_${layer}.safetensors`), tensors(layer, 'circuit-tracer'), 'F32');
     assert.deepEqual([...featureVector(dir, 2, 1).vector], [204, 205, 206, 207]);
     assert.throws(() => featureVector(dir, 5, 0), /layer_5\.safetensors is missing \(found layers 0, 1, 2\)/);
     fs.writeFileSync(path.join(dir, 'config.yaml'), 'model_kind: transcoder_set\ntranscoders:\n  - layer_2.safetensors\n  - "layer_0.safetensors"\n');

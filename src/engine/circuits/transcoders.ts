@@ -1,9 +1,20 @@
 /**
- * Per-layer transcoders (MLP input → MLP output) from disk, in either layout reference/formats.md describes:
- *  - SAELens: a folder of subfolders, each `cfg.json` + `sae_weights.safetensors` (pre-6 flat cfg or v6 with
- *    `metadata.hook_name`/`hook_name_out`); W_enc [d_in, d_sae], W_dec [d_sae, d_out].
- *  - circuit-tracer: `config.yaml` + `layer_<i>.safetensors`; W_enc [d_sae, d_model] (transposed).
- * Only headers are read here; weights are read on demand (`readVector`, `readRows`, `readEncoderColumns`).
+ * Transcoder folders, read one way for every feature that uses them (attribution graphs, feature cards, steering by
+ * a feature's decoder row), in either layout reference/formats.md describes:
+ *  - SAELens: a folder of subfolders, each `cfg.json` + `sae_weights.safetensors` (or `sae.safetensors`), or one
+ *    such folder; pre-6 flat cfg or v6 with `metadata.hook_name`/`hook_name_out`; W_enc [d_in, d_sae],
+ *    W_dec [d_sae, d_out]. A subfolder's layer is its hook name's `blocks.<l>.`, else cfg's hook_layer.
+ *  - circuit-tracer: `config.yaml` + `layer_<i>.safetensors` (or the files its `transcoders:` list names, hf:// paths
+ *    included); W_enc [d_sae, d_model] (transposed).
+ *
+ * Three steps, so a caller that needs one layer reads one layer's header:
+ *  - `openTranscoderFolder(dir)`: the layout and the files of each layer (`layerFiles`), from the config files alone.
+ *  - `readStoredTranscoder(folder, layer)`: that layer's safetensors header, checked (the decoder is there, the
+ *    tensors' sizes agree). Steering reads one decoder row from it.
+ *  - `loadTranscoders(dir, cfg)`: every layer, plus what attribution needs on top: hooks it can read, an activation
+ *    it can compute, no skip connection, one transcoder per model layer, d_model wide.
+ * A fault of the folder or of a layer's files gives the same message whichever feature reads it. Only headers are
+ * read; weights are read on demand (`readVector`, `readRows`, `readEncoderColumns`).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -23,6 +34,48 @@ export type TranscoderActivation =
   /** Keep the k largest pre-activations; `relu` as SAELens does (circuit-tracer's TopK has none). */
   | { kind: 'topk'; k: number; relu: boolean };
 
+export type TranscoderFormat = 'saelens' | 'circuit-tracer';
+
+/** Where one layer's transcoder is, as the folder's configs say (no weights read yet). */
+export interface TranscoderFiles {
+  layer: number;
+  /** The config describing it: its cfg.json (SAELens) or the folder's config.yaml (circuit-tracer). */
+  config: string;
+  /** The safetensors file with its weights (checked when the layer is read). */
+  weights: string;
+  /** The hf:// path config.yaml gave, when it named a Hub file. */
+  hubPath?: string;
+  /** Hook names the config gives (`blocks.{l}.…`), when it gives them. */
+  hookIn?: string;
+  hookOut?: string;
+  /** The config itself: cfg.json's object, or config.yaml's mapping. */
+  settings: Record<string, unknown>;
+}
+
+/** A transcoder folder's layout and the files of each layer. */
+export interface TranscoderFolder {
+  dir: string;
+  format: TranscoderFormat;
+  /** Id for graph metadata (`scan`): the folder name, or config.yaml's scan or model_name. */
+  scan: string;
+  /** Every layer the folder has, ascending. */
+  layers: TranscoderFiles[];
+  /** circuit-tracer: config.yaml lists the files (else `layer_<i>.safetensors` were found beside it). */
+  listed: boolean;
+}
+
+/** One layer's files with its tensor headers, checked: W_dec is there and the sizes of the tensors present agree. */
+export interface StoredTranscoder extends TranscoderFiles {
+  format: TranscoderFormat;
+  tensors: Map<string, TensorEntry>;
+  /** [d_sae, d_out] in both layouts. */
+  wDec: TensorEntry;
+  dSae: number;
+  dOut: number;
+  /** Input width, from W_enc (undefined when the file has no W_enc, e.g. a decoder-only file). */
+  dIn?: number;
+}
+
 export interface Transcoder {
   layer: number;
   input: TranscoderInput;
@@ -37,13 +90,13 @@ export interface Transcoder {
   wDec: TensorEntry;
   bDec: TensorEntry;
   threshold?: TensorEntry;
-  /** The config file that described this layer (for messages). */
+  /** The config file that described this layer (SAELens) or its weights file (circuit-tracer), for messages. */
   source: string;
 }
 
 export interface TranscoderSet {
   dir: string;
-  format: 'saelens' | 'circuit-tracer';
+  format: TranscoderFormat;
   /** Index = layer; every model layer has one. */
   layers: Transcoder[];
   dSae: number;
@@ -51,21 +104,23 @@ export interface TranscoderSet {
   scan: string;
 }
 
-/** Loads every layer's transcoder from `dir` and checks it against the model. */
-export function loadTranscoders(dir: string, cfg: ModelConfig): TranscoderSet {
+// ---- The layout ------------------------------------------------------------------------------------------------
+
+/** Finds the layout of `dir` and the files of each layer, reading the config files only. */
+export function openTranscoderFolder(dir: string): TranscoderFolder {
   const abs = path.resolve(dir);
   if (!fs.existsSync(abs)) throw new ResidualError('transcoders folder not found', abs, 'missing');
   if (!fs.statSync(abs).isDirectory()) throw new ResidualError('expected a folder of transcoders', abs);
-  const set = fs.existsSync(path.join(abs, 'config.yaml')) ? loadCircuitTracer(abs) : loadSaeLens(abs);
-  validate(set, cfg);
-  return set;
+  return fs.existsSync(path.join(abs, 'config.yaml')) ? openCircuitTracer(abs) : openSaeLens(abs);
 }
 
-function loadSaeLens(dir: string): TranscoderSet {
+function openSaeLens(dir: string): TranscoderFolder {
   const subs = fs
     .readdirSync(dir, { withFileTypes: true })
     .filter((e) => e.isDirectory() && fs.existsSync(path.join(dir, e.name, 'cfg.json')))
-    .map((e) => path.join(dir, e.name));
+    .map((e) => path.join(dir, e.name))
+    .sort();
+  // One SAELens folder on its own is a set of one layer.
   if (fs.existsSync(path.join(dir, 'cfg.json'))) subs.push(dir);
   if (subs.length === 0) {
     throw new ResidualError(
@@ -74,80 +129,61 @@ function loadSaeLens(dir: string): TranscoderSet {
       'missing',
     );
   }
-  const layers: Transcoder[] = [];
+  const byLayer = new Map<number, TranscoderFiles>();
   for (const sub of subs) {
-    const t = loadSaeLensOne(sub);
-    if (layers[t.layer]) throw new ResidualError(`layer ${t.layer} has two transcoders (${layers[t.layer].source} and ${t.source})`, dir);
-    layers[t.layer] = t;
+    const config = path.join(sub, 'cfg.json');
+    const cfg = readJson(config);
+    const meta = isPlainObject(cfg.metadata) ? cfg.metadata : {};
+    const hookIn = nonEmpty(meta.hook_name ?? cfg.hook_name ?? cfg.hook_point);
+    const hookOut = nonEmpty(meta.hook_name_out ?? cfg.hook_name_out);
+    const layerOf = (h: string | undefined) => (h ? /^blocks\.(\d+)\./.exec(h)?.[1] : undefined);
+    const raw = layerOf(hookIn) ?? layerOf(hookOut) ?? cfg.hook_layer ?? cfg.hook_point_layer;
+    const layer = Number(raw);
+    if (raw === undefined || raw === null || !Number.isInteger(layer) || layer < 0) {
+      throw new ResidualError('cannot tell the layer: no hook_name like "blocks.<l>.…" and no hook_layer', config);
+    }
+    const prev = byLayer.get(layer);
+    if (prev) throw new ResidualError(`layer ${layer} has two transcoders (${prev.config} and ${config})`, dir);
+    // SAELens saves sae_weights.safetensors; other trainers' SAELens-style folders have sae.safetensors.
+    const weights = ['sae_weights.safetensors', 'sae.safetensors'].map((f) => path.join(sub, f)).find((f) => fs.existsSync(f)) ?? path.join(sub, 'sae_weights.safetensors');
+    byLayer.set(layer, { layer, config, weights, hookIn, hookOut, settings: cfg });
   }
-  return finish(dir, 'saelens', layers, path.basename(dir));
+  return { dir, format: 'saelens', scan: path.basename(dir), layers: [...byLayer.values()].sort((a, b) => a.layer - b.layer), listed: false };
 }
 
-function loadSaeLensOne(sub: string): Transcoder {
-  const cfgPath = path.join(sub, 'cfg.json');
-  const cfg = readJson(cfgPath);
-  const meta = isPlainObject(cfg.metadata) ? cfg.metadata : {};
-  const hookIn = str(meta.hook_name ?? cfg.hook_name ?? cfg.hook_point, cfgPath, 'hook_name');
-  const hookOut = str(meta.hook_name_out ?? cfg.hook_name_out, cfgPath, 'hook_name_out');
-  const { layer, input } = parseHooks(hookIn, hookOut, cfgPath);
-  const arch = String(cfg.architecture ?? (cfg.activation_fn ?? cfg.activation_fn_str) ?? 'standard');
-  if (/skip/.test(arch)) throw new ResidualError(`architecture "${arch}" (skip connection) is not supported for attribution`, cfgPath, 'unsupported');
-  const norm = cfg.normalize_activations;
-  if (norm !== undefined && norm !== null && norm !== 'none' && norm !== false) {
-    throw new ResidualError(`normalize_activations "${String(norm)}" is not supported; fold the scaling into the weights`, cfgPath, 'unsupported');
+function openCircuitTracer(dir: string): TranscoderFolder {
+  const config = path.join(dir, 'config.yaml');
+  const y = parseSimpleYaml(fs.readFileSync(config, 'utf8'), config);
+  // Absent in circuit-tracer's configs from before 2025-08 (they were all per-layer sets).
+  if (y.model_kind !== undefined && y.model_kind !== null && y.model_kind !== 'transcoder_set') {
+    throw new ResidualError(`model_kind "${String(y.model_kind)}" is not supported; only per-layer transcoders ("transcoder_set")`, config, 'unsupported');
   }
-  if (cfg.apply_b_dec_to_input === true) {
-    throw new ResidualError('apply_b_dec_to_input is true, which transcoders do not allow (SAELens refuses it too)', cfgPath, 'unsupported');
+  const { listed, files } = circuitTracerFiles(dir, config, y);
+  if (files.length === 0) throw new ResidualError('no layer_<i>.safetensors files beside config.yaml', dir, 'missing');
+  const inHook = nonEmpty(y.feature_input_hook);
+  const outHook = nonEmpty(y.feature_output_hook);
+  const byLayer = new Map<number, TranscoderFiles>();
+  for (const f of files) {
+    if (byLayer.has(f.layer)) throw new ResidualError(`layer ${f.layer} is listed twice`, config);
+    byLayer.set(f.layer, {
+      layer: f.layer,
+      config,
+      weights: f.file,
+      hubPath: f.hubPath,
+      hookIn: inHook && `blocks.${f.layer}.${inHook}`,
+      hookOut: outHook && `blocks.${f.layer}.${outHook}`,
+      settings: y,
+    });
   }
-  const weightsPath = path.join(sub, 'sae_weights.safetensors');
-  const tensors = entries(weightsPath);
-  const kwargs = isPlainObject(cfg.activation_fn_kwargs) ? cfg.activation_fn_kwargs : {};
-  const actName = String(cfg.activation_fn ?? cfg.activation_fn_str ?? '');
-  let activation: TranscoderActivation;
-  if (arch === 'topk' || actName === 'topk') {
-    const k = Number(cfg.k ?? kwargs.k);
-    if (!Number.isInteger(k) || k <= 0) throw new ResidualError('TopK transcoder without a positive integer "k"', cfgPath);
-    activation = { kind: 'topk', k, relu: true };
-  } else if (/jumprelu/.test(arch) || tensors.has('threshold')) {
-    activation = { kind: 'jumprelu' };
-  } else if (arch === 'standard' || arch === 'transcoder') {
-    activation = { kind: 'relu' };
-  } else {
-    throw new ResidualError(`architecture "${arch}" is not supported (standard, transcoder, jumprelu, jumprelu_transcoder, topk)`, cfgPath, 'unsupported');
-  }
-  if (activation.kind === 'jumprelu' && !tensors.has('threshold')) {
-    throw new ResidualError(`JumpReLU transcoder without a "threshold" tensor`, weightsPath, 'invalid');
-  }
-  const t = (name: string) => need(tensors, name, weightsPath);
-  return {
-    layer,
-    input,
-    activation,
-    dIn: 0,
-    dSae: 0,
-    dOut: 0,
-    encLayout: 'DF',
-    wEnc: t('W_enc'),
-    bEnc: t('b_enc'),
-    wDec: t('W_dec'),
-    bDec: t('b_dec'),
-    threshold: activation.kind === 'jumprelu' ? t('threshold') : undefined,
-    source: cfgPath,
-  };
+  const scan = typeof y.scan === 'string' ? y.scan : typeof y.model_name === 'string' ? `${y.model_name}/${path.basename(dir)}` : path.basename(dir);
+  return { dir, format: 'circuit-tracer', scan, layers: [...byLayer.values()].sort((a, b) => a.layer - b.layer), listed };
 }
 
-export interface CircuitTracerFile {
+interface CircuitTracerFile {
   layer: number;
   file: string;
   /** The hf:// path config.yaml gave, when it named a Hub file. */
   hubPath?: string;
-}
-
-/** Throws, saying how to fetch it, when a file config.yaml names on the Hub is not in the folder. */
-export function requireDownloaded(f: CircuitTracerFile, cfgPath: string): void {
-  if (f.hubPath && !fs.existsSync(f.file)) {
-    throw new ResidualError(`"${f.hubPath}" is on the Hugging Face Hub and not in this folder; fetch the transcoder set with "Residual: Download Model…" (or residual download --transcoders)`, cfgPath, 'missing');
-  }
 }
 
 /**
@@ -156,7 +192,7 @@ export function requireDownloaded(f: CircuitTracerFile, cfgPath: string): void {
  * published configs name their files on the Hub (hf://owner/name/path); after a download of the repository
  * (Residual: Download Model…) they are the same paths inside this folder.
  */
-export function circuitTracerFiles(dir: string, cfgPath: string, y: Record<string, unknown>): { listed: boolean; files: CircuitTracerFile[] } {
+function circuitTracerFiles(dir: string, cfgPath: string, y: Record<string, unknown>): { listed: boolean; files: CircuitTracerFile[] } {
   const hub = (p: string): string | undefined => {
     const m = /^hf:\/\/[^/]+\/[^/]+\/(.+)$/.exec(p);
     if (!m) {
@@ -185,80 +221,150 @@ export function circuitTracerFiles(dir: string, cfgPath: string, y: Record<strin
   return { listed: false, files };
 }
 
-function loadCircuitTracer(dir: string): TranscoderSet {
-  const cfgPath = path.join(dir, 'config.yaml');
-  const y = parseSimpleYaml(fs.readFileSync(cfgPath, 'utf8'), cfgPath);
-  if (y.model_kind !== undefined && y.model_kind !== 'transcoder_set') {
-    throw new ResidualError(`model_kind "${String(y.model_kind)}" is not supported; only per-layer transcoders ("transcoder_set")`, cfgPath, 'unsupported');
-  }
-  const inHook = str(y.feature_input_hook, cfgPath, 'feature_input_hook');
-  const outHook = str(y.feature_output_hook, cfgPath, 'feature_output_hook');
-  const { files } = circuitTracerFiles(dir, cfgPath, y);
-  if (files.length === 0) throw new ResidualError('no layer_<i>.safetensors files beside config.yaml', dir, 'missing');
-  const layers: Transcoder[] = [];
-  for (const f of files) requireDownloaded(f, cfgPath);
-  for (const { layer, file } of files) {
-    const { input } = parseHooks(`blocks.${layer}.${inHook}`, `blocks.${layer}.${outHook}`, cfgPath);
-    const tensors = entries(file);
-    const thr = tensors.get('activation_function.threshold') ?? tensors.get('threshold');
-    if (tensors.has('W_skip')) throw new ResidualError('W_skip (skip connection) is not supported for attribution', file, 'unsupported');
-    let activation: TranscoderActivation;
-    if (y.activation === 'topk') {
-      const k = Number(y.k);
-      if (!Number.isInteger(k) || k <= 0) throw new ResidualError('activation "topk" needs a positive integer "k"', cfgPath);
-      activation = { kind: 'topk', k, relu: false };
-    } else if (y.activation === 'relu') activation = { kind: 'relu' };
-    else if (y.activation === undefined || y.activation === null || y.activation === 'jumprelu') activation = thr ? { kind: 'jumprelu' } : { kind: 'relu' };
-    else throw new ResidualError(`activation "${String(y.activation)}" is not supported (relu, topk, or none = JumpReLU when a threshold exists)`, cfgPath, 'unsupported');
-    const t = (name: string) => need(tensors, name, file);
-    if (layers[layer]) throw new ResidualError(`layer ${layer} is listed twice`, cfgPath);
-    layers[layer] = {
-      layer,
-      input,
-      activation,
-      dIn: 0,
-      dSae: 0,
-      dOut: 0,
-      encLayout: 'FD',
-      wEnc: t('W_enc'),
-      bEnc: t('b_enc'),
-      wDec: t('W_dec'),
-      bDec: t('b_dec'),
-      threshold: activation.kind === 'jumprelu' ? thr : undefined,
-      source: file,
-    };
-  }
-  const scan = typeof y.scan === 'string' ? y.scan : typeof y.model_name === 'string' ? `${y.model_name}/${path.basename(dir)}` : path.basename(dir);
-  return finish(dir, 'circuit-tracer', layers, scan);
+/** The files of `layer`, or a message saying which layers the folder has. */
+export function layerFiles(folder: TranscoderFolder, layer: number): TranscoderFiles {
+  const found = folder.layers.find((f) => f.layer === layer);
+  if (found) return found;
+  const have = folder.layers.map((f) => f.layer).join(', ') || 'none';
+  if (folder.format === 'saelens') throw new ResidualError(`no transcoder for layer ${layer} (found layers ${have})`, folder.dir, 'missing');
+  const config = path.join(folder.dir, 'config.yaml');
+  if (folder.listed) throw new ResidualError(`no transcoder for layer ${layer}: the transcoders list has ${folder.layers.length} entries`, config, 'missing');
+  throw new ResidualError(`no transcoder for layer ${layer}: layer_${layer}.safetensors is missing (found layers ${have})`, folder.dir, 'missing');
 }
 
-/** Fills the sizes from the tensor shapes and checks each layer is self-consistent. */
-function finish(dir: string, format: TranscoderSet['format'], layers: Transcoder[], scan: string): TranscoderSet {
-  let dSae = 0;
-  for (const t of layers) {
-    if (!t) continue;
-    const file = t.wEnc.file;
-    const shape = (e: TensorEntry, rank: number) => {
-      if (e.shape.length !== rank) throw new ResidualError(`tensor "${e.name}" should have ${rank} dims, has [${e.shape.join(', ')}]`, file);
-      return e.shape;
-    };
-    const [a, b] = shape(t.wEnc, 2);
-    const [dIn, F] = t.encLayout === 'DF' ? [a, b] : [b, a];
-    const [F2, dOut] = shape(t.wDec, 2);
-    const [F3] = shape(t.bEnc, 1);
-    const [dOut2] = shape(t.bDec, 1);
-    if (F2 !== F || F3 !== F) {
-      throw new ResidualError(`dictionary sizes disagree: W_enc [${t.wEnc.shape.join(', ')}], W_dec [${t.wDec.shape.join(', ')}], b_enc [${F3}]`, file);
-    }
-    if (dOut2 !== dOut) throw new ResidualError(`b_dec has ${dOut2} values but W_dec writes ${dOut}`, file);
-    if (t.threshold && (t.threshold.shape.length !== 1 || t.threshold.shape[0] !== F)) {
-      throw new ResidualError(`threshold should be [${F}], is [${t.threshold.shape.join(', ')}]`, file);
-    }
-    if (t.activation.kind === 'topk' && t.activation.k > F) throw new ResidualError(`k = ${t.activation.k} exceeds d_sae = ${F}`, t.source);
-    Object.assign(t, { dIn, dSae: F, dOut });
-    dSae = Math.max(dSae, F);
+// ---- One layer's tensors ---------------------------------------------------------------------------------------
+
+/** Reads and checks the safetensors header of `layer`'s transcoder (no weights). */
+export function readStoredTranscoder(folder: TranscoderFolder, layer: number): StoredTranscoder {
+  const files = layerFiles(folder, layer);
+  const file = files.weights;
+  if (files.hubPath && !fs.existsSync(file)) {
+    throw new ResidualError(`"${files.hubPath}" is on the Hugging Face Hub and not in this folder; fetch the transcoder set with "Residual: Download Model…" (or residual download --transcoders)`, files.config, 'missing');
   }
-  return { dir, format, layers, dSae, scan };
+  if (!fs.existsSync(file)) {
+    if (folder.format === 'saelens') throw new ResidualError('sae_weights.safetensors not found beside cfg.json', path.dirname(files.config), 'missing');
+    throw new ResidualError('weights file not found', file, 'missing');
+  }
+  const tensors = new Map(readSafetensorsHeader(file).entries.map((e) => [e.name, e]));
+  const wDec = need(tensors, 'W_dec', file);
+  const wEnc = tensors.get('W_enc');
+  const bEnc = tensors.get('b_enc');
+  const bDec = tensors.get('b_dec');
+  const shape = (e: TensorEntry, rank: number) => {
+    if (e.shape.length !== rank) throw new ResidualError(`tensor "${e.name}" should have ${rank} dims, has [${e.shape.join(', ')}]`, file);
+    return e.shape;
+  };
+  let dIn: number | undefined;
+  let fEnc: number | undefined;
+  if (wEnc) {
+    const [a, b] = shape(wEnc, 2);
+    [dIn, fEnc] = folder.format === 'saelens' ? [a, b] : [b, a];
+  }
+  const [F, dOut] = shape(wDec, 2);
+  const fBias = bEnc && shape(bEnc, 1)[0];
+  if ((fEnc !== undefined && fEnc !== F) || (fBias !== undefined && fBias !== F)) {
+    const parts = [wEnc && `W_enc [${wEnc.shape.join(', ')}]`, `W_dec [${wDec.shape.join(', ')}]`, bEnc && `b_enc [${fBias}]`].filter(Boolean);
+    throw new ResidualError(`dictionary sizes disagree: ${parts.join(', ')}`, file);
+  }
+  if (bDec) {
+    const [dOut2] = shape(bDec, 1);
+    if (dOut2 !== dOut) throw new ResidualError(`b_dec has ${dOut2} values but W_dec writes ${dOut}`, file);
+  }
+  for (const e of [wEnc, bEnc, wDec, bDec]) {
+    if (e && !['F32', 'F16', 'BF16'].includes(e.dtype)) throw new ResidualError(`tensor "${e.name}" has dtype ${e.dtype}; expected F32, F16 or BF16`, e.file, 'unsupported');
+  }
+  return { ...files, format: folder.format, tensors, wDec, dSae: F, dOut, dIn };
+}
+
+// ---- What attribution needs ------------------------------------------------------------------------------------
+
+/** Loads every layer's transcoder from `dir` and checks it against the model. */
+export function loadTranscoders(dir: string, cfg: ModelConfig): TranscoderSet {
+  const folder = openTranscoderFolder(dir);
+  const layers: Transcoder[] = [];
+  let dSae = 0;
+  for (const { layer } of folder.layers) {
+    const stored = readStoredTranscoder(folder, layer);
+    const t = folder.format === 'saelens' ? saeLensTranscoder(stored) : circuitTracerTranscoder(stored);
+    layers[layer] = t;
+    dSae = Math.max(dSae, t.dSae);
+  }
+  const set: TranscoderSet = { dir: folder.dir, format: folder.format, layers, dSae, scan: folder.scan };
+  validate(set, cfg);
+  return set;
+}
+
+function saeLensTranscoder(s: StoredTranscoder): Transcoder {
+  const cfg = s.settings;
+  const cfgPath = s.config;
+  const { input } = parseHooks(str(s.hookIn, cfgPath, 'hook_name'), str(s.hookOut, cfgPath, 'hook_name_out'), s.layer, cfgPath);
+  const arch = String(cfg.architecture ?? (cfg.activation_fn ?? cfg.activation_fn_str) ?? 'standard');
+  if (/skip/.test(arch)) throw new ResidualError(`architecture "${arch}" (skip connection) is not supported for attribution`, cfgPath, 'unsupported');
+  const norm = cfg.normalize_activations;
+  if (norm !== undefined && norm !== null && norm !== 'none' && norm !== false) {
+    throw new ResidualError(`normalize_activations "${String(norm)}" is not supported; fold the scaling into the weights`, cfgPath, 'unsupported');
+  }
+  if (cfg.apply_b_dec_to_input === true) {
+    throw new ResidualError('apply_b_dec_to_input is true, which transcoders do not allow (SAELens refuses it too)', cfgPath, 'unsupported');
+  }
+  const kwargs = isPlainObject(cfg.activation_fn_kwargs) ? cfg.activation_fn_kwargs : {};
+  const actName = String(cfg.activation_fn ?? cfg.activation_fn_str ?? '');
+  let activation: TranscoderActivation;
+  if (arch === 'topk' || actName === 'topk') {
+    const k = Number(cfg.k ?? kwargs.k);
+    if (!Number.isInteger(k) || k <= 0) throw new ResidualError('TopK transcoder without a positive integer "k"', cfgPath);
+    activation = { kind: 'topk', k, relu: true };
+  } else if (/jumprelu/.test(arch) || s.tensors.has('threshold')) {
+    activation = { kind: 'jumprelu' };
+  } else if (arch === 'standard' || arch === 'transcoder') {
+    activation = { kind: 'relu' };
+  } else {
+    throw new ResidualError(`architecture "${arch}" is not supported (standard, transcoder, jumprelu, jumprelu_transcoder, topk)`, cfgPath, 'unsupported');
+  }
+  if (activation.kind === 'jumprelu' && !s.tensors.has('threshold')) {
+    throw new ResidualError(`JumpReLU transcoder without a "threshold" tensor`, s.weights, 'invalid');
+  }
+  return transcoder(s, input, activation, 'DF', activation.kind === 'jumprelu' ? s.tensors.get('threshold') : undefined, cfgPath);
+}
+
+function circuitTracerTranscoder(s: StoredTranscoder): Transcoder {
+  const y = s.settings;
+  const cfgPath = s.config;
+  const file = s.weights;
+  const { input } = parseHooks(str(s.hookIn, cfgPath, 'feature_input_hook'), str(s.hookOut, cfgPath, 'feature_output_hook'), s.layer, cfgPath);
+  const thr = s.tensors.get('activation_function.threshold') ?? s.tensors.get('threshold');
+  if (s.tensors.has('W_skip')) throw new ResidualError('W_skip (skip connection) is not supported for attribution', file, 'unsupported');
+  let activation: TranscoderActivation;
+  if (y.activation === 'topk') {
+    const k = Number(y.k);
+    if (!Number.isInteger(k) || k <= 0) throw new ResidualError('activation "topk" needs a positive integer "k"', cfgPath);
+    activation = { kind: 'topk', k, relu: false };
+  } else if (y.activation === 'relu') activation = { kind: 'relu' };
+  else if (y.activation === undefined || y.activation === null || y.activation === 'jumprelu') activation = thr ? { kind: 'jumprelu' } : { kind: 'relu' };
+  else throw new ResidualError(`activation "${String(y.activation)}" is not supported (relu, topk, or none = JumpReLU when a threshold exists)`, cfgPath, 'unsupported');
+  return transcoder(s, input, activation, 'FD', activation.kind === 'jumprelu' ? thr : undefined, file);
+}
+
+/** The attribution view of a checked layer: the encoder tensors it needs, the threshold's and k's sizes. */
+function transcoder(
+  s: StoredTranscoder,
+  input: TranscoderInput,
+  activation: TranscoderActivation,
+  encLayout: Transcoder['encLayout'],
+  threshold: TensorEntry | undefined,
+  source: string,
+): Transcoder {
+  const t = (name: string) => need(s.tensors, name, s.weights);
+  const [wEnc, bEnc, bDec] = [t('W_enc'), t('b_enc'), t('b_dec')];
+  const F = s.dSae;
+  if (threshold && (threshold.shape.length !== 1 || threshold.shape[0] !== F)) {
+    throw new ResidualError(`threshold should be [${F}], is [${threshold.shape.join(', ')}]`, s.weights);
+  }
+  if (threshold && !['F32', 'F16', 'BF16'].includes(threshold.dtype)) {
+    throw new ResidualError(`tensor "${threshold.name}" has dtype ${threshold.dtype}; expected F32, F16 or BF16`, threshold.file, 'unsupported');
+  }
+  if (activation.kind === 'topk' && activation.k > F) throw new ResidualError(`k = ${activation.k} exceeds d_sae = ${F}`, source);
+  return { layer: s.layer, input, activation, dIn: s.dIn!, dSae: F, dOut: s.dOut, encLayout, wEnc, bEnc, wDec: s.wDec, bDec, threshold, source };
 }
 
 function validate(set: TranscoderSet, cfg: ModelConfig): void {
@@ -277,24 +383,20 @@ function validate(set: TranscoderSet, cfg: ModelConfig): void {
     if (t.dIn !== D || t.dOut !== D) {
       throw new ResidualError(`d_in ${t.dIn} / d_out ${t.dOut} do not match the model's d_model ${D}`, t.source);
     }
-    for (const e of [t.wEnc, t.bEnc, t.wDec, t.bDec, t.threshold]) {
-      if (e && !['F32', 'F16', 'BF16'].includes(e.dtype)) throw new ResidualError(`tensor "${e.name}" has dtype ${e.dtype}; expected F32, F16 or BF16`, e.file, 'unsupported');
-    }
   }
 }
 
-function parseHooks(hookIn: string, hookOut: string, file: string): { layer: number; input: TranscoderInput } {
+function parseHooks(hookIn: string, hookOut: string, layer: number, file: string): { input: TranscoderInput } {
   const m = /^blocks\.(\d+)\.(.+)$/.exec(hookIn);
   const supported = SUPPORTED_INPUTS.map((h) => `blocks.{l}.${h}`).join(' or ');
-  if (!m || !(SUPPORTED_INPUTS as readonly string[]).includes(m[2])) {
+  if (!m || Number(m[1]) !== layer || !(SUPPORTED_INPUTS as readonly string[]).includes(m[2])) {
     throw new ResidualError(`input hook "${hookIn}" is not supported; transcoders must read ${supported}`, file, 'unsupported');
   }
-  const layer = Number(m[1]);
   // circuit-tracer names the MLP's output `mlp.hook_out`; it is TransformerLens's hook_mlp_out.
   if (hookOut !== `blocks.${layer}.hook_mlp_out` && hookOut !== `blocks.${layer}.mlp.hook_out`) {
     throw new ResidualError(`output hook "${hookOut}" is not supported; expected blocks.${layer}.hook_mlp_out (same layer as the input)`, file, 'unsupported');
   }
-  return { layer, input: m[2] as TranscoderInput };
+  return { input: m[2] as TranscoderInput };
 }
 
 function readJson(file: string): Record<string, unknown> {
@@ -308,14 +410,13 @@ function readJson(file: string): Record<string, unknown> {
   return v;
 }
 
+function nonEmpty(v: unknown): string | undefined {
+  return typeof v === 'string' && v ? v : undefined;
+}
+
 function str(v: unknown, file: string, key: string): string {
   if (typeof v !== 'string' || !v) throw new ResidualError(`"${key}" is missing or not a string`, file);
   return v;
-}
-
-function entries(file: string): Map<string, TensorEntry> {
-  if (!fs.existsSync(file)) throw new ResidualError('weights file not found', file, 'missing');
-  return new Map(readSafetensorsHeader(file).entries.map((e) => [e.name, e]));
 }
 
 function need(tensors: Map<string, TensorEntry>, name: string, file: string): TensorEntry {

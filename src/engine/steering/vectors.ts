@@ -25,118 +25,40 @@ import * as path from 'node:path';
 import { isPlainObject, readSafetensorsHeader, readTensorF32 } from '../checkpoint/safetensors';
 import { writeSafetensors } from '../checkpoint/write';
 import { ResidualError, throwIfCancelled, type CancelToken } from '../errors';
-import { circuitTracerFiles, readRows, requireDownloaded } from '../circuits/transcoders';
-import { parseSimpleYaml } from '../circuits/yaml';
+import { openTranscoderFolder, readRows, readStoredTranscoder } from '../circuits/transcoders';
 import { hookName } from '../hooks';
 import type { Model } from '../model';
-import type { SteerPointName, SteeringVector } from '../results';
+import { RESID_POINTS, type SteerPointName, type SteeringVector } from '../results';
 
 export type { SteeringVector, SteerPointName };
 
-export const STEER_POINT_NAMES: readonly SteerPointName[] = ['hook_resid_pre', 'hook_resid_mid', 'hook_resid_post'];
+
 
 // ---- Transcoder features ---------------------------------------------------------------------------------------
 
 /**
  * The decoder direction of feature `index` of the layer-`layer` transcoder in `transcodersDir`: row `index` of
  * W_dec [d_sae, d_model], as stored. The vector's default point is the block's hook_resid_post (the transcoder
- * replaces the MLP, whose output lands there). `transcodersDir` is a folder of SAELens subfolders (`cfg.json` +
- * `sae_weights.safetensors`, the layer read from the hook names in cfg.json), one SAELens folder, or a
- * circuit-tracer folder (`config.yaml` + `layer_<i>.safetensors`).
+ * replaces the MLP, whose output lands there). The folder is read by the same loader as attribution's
+ * (`openTranscoderFolder`: SAELens subfolders or one SAELens folder, or a circuit-tracer folder), so a folder's
+ * faults read the same here and in Trace Circuit; only this layer's header and the one row are read.
  */
 export function featureVector(transcodersDir: string, layer: number, index: number): SteeringVector {
-  const dir = path.resolve(transcodersDir);
-  if (!fs.existsSync(dir)) throw new ResidualError('transcoders folder not found', dir, 'missing');
-  if (!fs.statSync(dir).isDirectory()) throw new ResidualError('expected a folder of transcoders', dir);
-  if (!Number.isInteger(layer) || layer < 0) throw new ResidualError(`layer must be a non-negative integer, got ${layer}`, dir);
-  if (!Number.isInteger(index) || index < 0) throw new ResidualError(`feature index must be a non-negative integer, got ${index}`, dir);
-  const found = fs.existsSync(path.join(dir, 'config.yaml')) ? findCircuitTracer(dir, layer) : findSaeLens(dir, layer);
-  const header = readSafetensorsHeader(found.file);
-  const wDec = header.entries.find((e) => e.name === found.tensor);
-  if (!wDec) throw new ResidualError(`no tensor "${found.tensor}" (the decoder) in the file`, found.file);
-  if (wDec.shape.length !== 2) throw new ResidualError(`${found.tensor} has shape [${wDec.shape.join(', ')}]; expected [d_sae, d_model]`, found.file);
-  const [dSae] = wDec.shape;
-  if (index >= dSae) throw new ResidualError(`feature ${index} does not exist: the layer-${layer} transcoder has features 0..${dSae - 1}`, found.file);
-  const vector = readRows(wDec, [index]);
-  if (!vector.every(Number.isFinite)) throw new ResidualError(`decoder row ${index} contains NaN or Inf`, found.file);
+  const folder = openTranscoderFolder(transcodersDir);
+  if (!Number.isInteger(layer) || layer < 0) throw new ResidualError(`layer must be a non-negative integer, got ${layer}`, folder.dir);
+  if (!Number.isInteger(index) || index < 0) throw new ResidualError(`feature index must be a non-negative integer, got ${index}`, folder.dir);
+  const t = readStoredTranscoder(folder, layer);
+  if (index >= t.dSae) throw new ResidualError(`feature ${index} does not exist: the layer-${layer} transcoder has features 0..${t.dSae - 1}`, t.weights);
+  const vector = readRows(t.wDec, [index]);
+  if (!vector.every(Number.isFinite)) throw new ResidualError(`decoder row ${index} contains NaN or Inf`, t.weights);
   return {
     vector,
     layer,
     point: 'hook_resid_post',
     label: `L${layer}/${index}`,
     source: 'feature',
-    provenance: { kind: 'transcoder feature', file: found.file, config: found.config, tensor: found.tensor, layer, index, d_sae: dSae, hook_out: found.hookOut },
+    provenance: { kind: 'transcoder feature', file: t.weights, config: t.config, tensor: t.wDec.name, layer, index, d_sae: t.dSae, hook_out: t.hookOut },
   };
-}
-
-interface FoundDecoder {
-  file: string;
-  config: string;
-  tensor: string;
-  hookOut?: string;
-}
-
-function findSaeLens(dir: string, layer: number): FoundDecoder {
-  const candidates = fs.existsSync(path.join(dir, 'cfg.json'))
-    ? [dir]
-    : fs
-        .readdirSync(dir, { withFileTypes: true })
-        .filter((e) => e.isDirectory() && fs.existsSync(path.join(dir, e.name, 'cfg.json')))
-        .map((e) => path.join(dir, e.name))
-        .sort();
-  if (candidates.length === 0) {
-    throw new ResidualError(
-      'no transcoders found: expected subfolders with cfg.json + sae_weights.safetensors (SAELens) or config.yaml + layer_<i>.safetensors (circuit-tracer)',
-      dir,
-      'missing',
-    );
-  }
-  const layers: number[] = [];
-  for (const sub of candidates) {
-    const cfgPath = path.join(sub, 'cfg.json');
-    let cfg: unknown;
-    try {
-      cfg = JSON.parse(fs.readFileSync(cfgPath, 'utf8'));
-    } catch (e) {
-      throw new ResidualError(`cannot read as JSON: ${(e as Error).message}`, cfgPath);
-    }
-    if (!isPlainObject(cfg)) throw new ResidualError('not a JSON object', cfgPath);
-    const meta = isPlainObject(cfg.metadata) ? cfg.metadata : {};
-    const hookIn = meta.hook_name ?? cfg.hook_name ?? cfg.hook_point;
-    const hookOut = meta.hook_name_out ?? cfg.hook_name_out;
-    const layerOf = (h: unknown) => (typeof h === 'string' ? /^blocks\.(\d+)\./.exec(h)?.[1] : undefined);
-    const raw = layerOf(hookIn) ?? layerOf(hookOut) ?? cfg.hook_layer ?? cfg.hook_point_layer;
-    const l = Number(raw);
-    if (raw === undefined || !Number.isInteger(l)) throw new ResidualError('cannot tell the layer: no hook_name like "blocks.<l>.…" and no hook_layer', cfgPath);
-    layers.push(l);
-    if (l !== layer) continue;
-    const weights = ['sae_weights.safetensors', 'sae.safetensors'].map((f) => path.join(sub, f)).find((f) => fs.existsSync(f));
-    if (!weights) throw new ResidualError('sae_weights.safetensors not found beside cfg.json', sub, 'missing');
-    return { file: weights, config: cfgPath, tensor: 'W_dec', hookOut: typeof hookOut === 'string' ? hookOut : undefined };
-  }
-  const have = [...new Set(layers)].sort((a, b) => a - b);
-  throw new ResidualError(`no transcoder for layer ${layer} (found layers ${have.join(', ')})`, dir, 'missing');
-}
-
-function findCircuitTracer(dir: string, layer: number): FoundDecoder {
-  const cfgPath = path.join(dir, 'config.yaml');
-  const y = parseSimpleYaml(fs.readFileSync(cfgPath, 'utf8'), cfgPath);
-  const kind = typeof y.model_kind === 'string' ? y.model_kind : undefined;
-  if (kind && kind !== 'transcoder_set') {
-    throw new ResidualError(`model_kind "${kind}" is not supported; only per-layer transcoders ("transcoder_set")`, cfgPath, 'unsupported');
-  }
-  const hookOut = typeof y.feature_output_hook === 'string' ? y.feature_output_hook : undefined;
-  // The same file list the circuit loader reads (config.yaml's list, hf:// paths included, else layer_<i> files).
-  const { listed, files } = circuitTracerFiles(dir, cfgPath, y);
-  const entry = files.find((f) => f.layer === layer);
-  if (!entry) {
-    if (listed) throw new ResidualError(`no transcoder for layer ${layer}: the transcoders list has ${files.length} entries`, cfgPath, 'missing');
-    const have = files.map((f) => f.layer).sort((a, b) => a - b);
-    throw new ResidualError(`no transcoder for layer ${layer}: layer_${layer}.safetensors is missing (found layers ${have.join(', ') || 'none'})`, dir, 'missing');
-  }
-  requireDownloaded(entry, cfgPath);
-  const file = entry.file;
-  return { file, config: cfgPath, tensor: 'W_dec', hookOut: hookOut ? `blocks.${layer}.${hookOut}` : undefined };
 }
 
 // ---- Contrastive pairs -----------------------------------------------------------------------------------------
@@ -219,7 +141,7 @@ export async function contrastiveVector(
   if (!Number.isInteger(layer) || layer < 0 || layer >= c.nLayers) {
     throw new ResidualError(`layer ${layer} does not exist (the model has layers 0..${c.nLayers - 1})`, 'steering');
   }
-  if (!STEER_POINT_NAMES.includes(point)) throw new ResidualError(`unknown point "${point}"; use ${STEER_POINT_NAMES.join(', ')}`, 'steering');
+  if (!RESID_POINTS.includes(point)) throw new ResidualError(`unknown point "${point}"; use ${RESID_POINTS.join(', ')}`, 'steering');
   const position = opts.position ?? 'last';
   const hook = hookName(layer, point);
   const D = c.dModel;
@@ -310,7 +232,7 @@ export function saveVectorFile(file: string, v: SteeringVector, modelName?: stri
   const paths = vectorFilePaths(file);
   if (v.vector.length === 0) throw new ResidualError('the vector is empty', paths.tensor);
   if (!v.vector.every(Number.isFinite)) throw new ResidualError('the vector contains NaN or Inf; not saving it', paths.tensor, 'numeric');
-  if (!STEER_POINT_NAMES.includes(v.point)) throw new ResidualError(`unknown point "${v.point}"`, paths.json);
+  if (!RESID_POINTS.includes(v.point)) throw new ResidualError(`unknown point "${v.point}"`, paths.json);
   const dir = path.dirname(paths.json);
   if (!fs.existsSync(dir)) throw new ResidualError('the folder does not exist', dir, 'missing');
   const name = modelName ?? (typeof v.provenance.model === 'string' ? v.provenance.model : null);
@@ -368,7 +290,7 @@ export function loadVectorFile(file: string, modelOrWidth?: number | { dModel: n
   const layer = raw.layer;
   if (typeof layer !== 'number' || !Number.isInteger(layer) || layer < 0) throw new ResidualError(`"layer" must be a non-negative integer, got ${JSON.stringify(layer)}`, paths.json);
   const point = raw.point as SteerPointName;
-  if (!STEER_POINT_NAMES.includes(point)) throw new ResidualError(`"point" is ${JSON.stringify(point)}; expected one of ${STEER_POINT_NAMES.join(', ')}`, paths.json);
+  if (!RESID_POINTS.includes(point)) throw new ResidualError(`"point" is ${JSON.stringify(point)}; expected one of ${RESID_POINTS.join(', ')}`, paths.json);
   const source = raw.source as SteeringVector['source'];
   const m = isPlainObject(raw.model) ? raw.model : {};
   const jsonWidth = typeof m.d_model === 'number' ? m.d_model : undefined;
