@@ -30,23 +30,6 @@ provideVSCodeDesignSystem().register(
   vsCodeTextArea(),
 );
 
-interface VsCodeApi<S> {
-  postMessage(message: unknown): void;
-  getState(): S | undefined;
-  setState(state: S): void;
-}
-declare function acquireVsCodeApi<S>(): VsCodeApi<S>;
-
-/** The typed bridge to the extension host. */
-export function hostBridge<Out, S>() {
-  const api = acquireVsCodeApi<S>();
-  return {
-    post: (m: Out) => api.postMessage(m),
-    getState: () => api.getState(),
-    setState: (s: S) => api.setState(s),
-  };
-}
-
 /** Creates an element with a class and text (always textContent: model output is never parsed as HTML). */
 export function el<K extends keyof HTMLElementTagNameMap>(tag: K, cls?: string, text?: string): HTMLElementTagNameMap[K] {
   const e = document.createElement(tag);

@@ -2,7 +2,7 @@
  * The `residual` command line (shape: ../shared/CLI.md). Errors are one line on stderr naming the file and the
  * problem, with exit status 2; stdout then holds nothing half-written.
  */
-import { ResidualError } from '../engine/errors';
+import { errorMessage, ResidualError } from '../engine/errors';
 import { analyzeCommand } from './analyze';
 import { downloadCommand } from './download';
 import { graphCommand } from './graph';
@@ -37,7 +37,7 @@ async function main(argv: string[]): Promise<number> {
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (e) => {
-    const msg = e instanceof ResidualError ? e.message : e instanceof Error ? `internal error: ${e.message}` : String(e);
+    const msg = errorMessage(e);
     process.stderr.write(`residual: ${msg}\n`);
     process.exit(2);
   },

@@ -14,7 +14,7 @@ import { parseArgs } from 'node:util';
 import { ResidualError } from '../engine/errors';
 import { hookName } from '../engine/hooks';
 import { Model } from '../engine/model';
-import type { SteeringSpec, SteeringVector, SteerPointName, TopToken } from '../engine/results';
+import { RESID_POINTS, type SteeringSpec, type SteeringVector, type SteerPointName, type TopToken } from '../engine/results';
 import { silenceOrt } from '../engine/runtime/session';
 import { compareGeneration, nextTokenEffect, parsePositions } from '../engine/steering/steer';
 import { featureVector, l2, loadVectorFile } from '../engine/steering/vectors';
@@ -60,8 +60,8 @@ export async function steerCommand(args: string[]): Promise<number> {
   if (values.feature && !values.transcoders) throw new ResidualError('--feature needs --transcoders DIR', WHAT);
   if (values.strength === undefined) throw new ResidualError('--strength S is required', WHAT);
   const strength = num(values.strength, '--strength');
-  const point = (`hook_${values.hook}` as SteerPointName);
-  if (!['hook_resid_pre', 'hook_resid_mid', 'hook_resid_post'].includes(point)) {
+  const point = `hook_${values.hook}` as SteerPointName;
+  if (!RESID_POINTS.includes(point)) {
     throw new ResidualError(`--hook must be resid_pre, resid_mid or resid_post, got "${values.hook}"`, WHAT);
   }
   const positions = parsePositions(values.positions ?? 'all');

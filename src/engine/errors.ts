@@ -34,3 +34,13 @@ export interface CancelToken {
 export function throwIfCancelled(token: CancelToken | undefined): void {
   if (token?.isCancellationRequested) throw new ResidualError('cancelled', undefined, 'cancelled');
 }
+
+/**
+ * The one line to show for an error: a ResidualError's own message, "Cancelled." for a cancellation, and anything
+ * else marked as an internal error (a bug, not the user's input).
+ */
+export function errorMessage(e: unknown): string {
+  if (isCancelled(e)) return 'Cancelled.';
+  if (e instanceof ResidualError) return e.message;
+  return `internal error: ${e instanceof Error ? e.message : String(e)}`;
+}

@@ -1,74 +1,237 @@
 /**
- * The Activations webview panel: one at a time, revived after a reload by its serializer, fed with typed messages.
- * It replays the last message when its webview (re)connects, so nothing is lost if the panel was hidden.
+ * The Activations panel's controller: Analyze Selection and Compare (jobs the host starts, cancellable from the
+ * panel by id), and the panel's requests — a lens target, activation patching, a corruption suggestion, token
+ * counts. It shows the analysis as heat over its text and hands the prompt to Steering.
  */
 import * as vscode from 'vscode';
-import { residualColumn, trackPanel } from './panelColumn';
-import type { FromActivations, ToActivations } from '../protocol';
-import { webviewHtml, webviewOptions } from './webviewHtml';
+import { analyze, DEFAULT_LENS_GFLOP } from '../engine/analysis';
+import { errorMessage, isCancelled, ResidualError, throwIfCancelled } from '../engine/errors';
+import { compareAnalyses } from '../engine/layers/compare';
+import { activationPatching, suggestCorruption } from '../engine/layers/patching';
+import { trackLensTarget } from '../engine/lensTarget';
+import type { Analysis } from '../engine/results';
+import type { ActivationsEvent, ActivationsNotification, ActivationsRequests, ToActivations } from '../protocol';
+import { unreachable } from '../protocol';
+import { EditorHeat, type TextSource } from './editorHeat';
+import type { ModelManager } from './modelManager';
+import { PanelHost } from './panelHost';
+import type { EditorSelection, SelectedText } from './selection';
 
 export const ACTIVATIONS_VIEW_TYPE = 'residual.activations';
 
-export class ActivationsPanel implements vscode.Disposable {
-  private panel: vscode.WebviewPanel | undefined;
-  private last: ToActivations | undefined;
-  private readonly disposables: vscode.Disposable[] = [];
+const ANALYSIS = 'analysis';
+
+interface Analysed {
+  /** The analysis job that made it. */
+  requestId: number;
+  analysis: Analysis;
+  source: TextSource;
+  file: string;
+}
+
+export class ActivationsPanel extends PanelHost<ActivationsRequests, ActivationsEvent, ActivationsNotification> {
+  private last: Analysed | undefined;
+  /** The last analysis event, replayed to a (re)connected webview. */
+  private lastEvent: ToActivations | undefined;
+  /** When each analysis job's command started (for the command-to-rendered-panel latency in the log). */
+  private readonly commandStart = new Map<number, number>();
+  private readonly heat = new EditorHeat();
 
   constructor(
-    private readonly extensionUri: vscode.Uri,
-    private readonly onMessage: (m: FromActivations) => void,
+    context: vscode.ExtensionContext,
+    private readonly models: ModelManager,
+    log: vscode.OutputChannel,
+    private readonly selection: EditorSelection,
+    /** Called with each new analysis' text (Steering takes it as its prompt). */
+    private readonly onAnalysed: (text: string) => void,
+    /** Shows an error with the ways out (another model, the log). */
+    private readonly offerRecovery: (e: unknown) => Promise<void>,
   ) {
-    this.disposables.push(
-      vscode.window.registerWebviewPanelSerializer(ACTIVATIONS_VIEW_TYPE, {
-        deserializeWebviewPanel: async (panel) => this.adopt(panel),
-      }),
-    );
+    super(context, log, { viewType: ACTIVATIONS_VIEW_TYPE, title: 'Residual: Activations', entry: 'activations' }, {
+      'lens/target': { scope: 'lens', run: async (p) => trackLensTarget(await this.models.get(), this.need().analysis, p.position, p.text) },
+      'patching/run': {
+        scope: 'patching',
+        run: async (p, job) => {
+          const a = this.need().analysis;
+          const model = await this.models.get();
+          const { notes, ...result } = await activationPatching(
+            model,
+            { clean: a.text.slice(a.truncated?.firstChar ?? 0), corrupted: p.corrupted, cleanAnswer: p.cleanAnswer, corruptedAnswer: p.corruptedAnswer, point: p.point },
+            { cancel: job.token, onProgress: (done, total) => job.progress(done, total) },
+          );
+          this.log.appendLine(`patching: ${result.restored.length}×${result.restored[0]?.length ?? 0} runs in ${result.ms.toFixed(0)} ms`);
+          return { result, notes };
+        },
+      },
+      'patching/suggest': {
+        scope: 'suggest',
+        run: async () => {
+          const forText = this.need().analysis.text;
+          return { forText, suggestion: await suggestCorruption(await this.models.get(), forText) };
+        },
+      },
+      'patching/count': { scope: 'count', run: async (p) => ({ tokens: (await this.models.get()).tokenizer.encodeForModel(p.text).ids.length }) },
+    });
+    this.disposables.push(this.heat);
   }
 
-  /** Shows the panel beside the editor, creating it if needed. */
-  show(preserveFocus = true): void {
-    if (this.panel) {
-      this.panel.reveal(undefined, preserveFocus);
+  private need(): Analysed {
+    if (!this.last) throw new ResidualError('no analysis yet: run Analyze Selection first', 'activations');
+    return this.last;
+  }
+
+  protected replay(): ToActivations[] {
+    return this.lastEvent ? [this.lastEvent] : [];
+  }
+
+  protected override post(m: ToActivations): void {
+    if (m.type === 'analysis/result' || m.type === 'analysis/error' || !this.lastEvent) this.lastEvent = m;
+    super.post(m);
+  }
+
+  protected async notified(m: ActivationsNotification): Promise<void> {
+    switch (m.type) {
+      case 'ready':
+        break;
+      case 'analysis/rendered': {
+        const t0 = this.commandStart.get(m.requestId);
+        this.commandStart.delete(m.requestId);
+        if (t0 !== undefined) this.log.appendLine(`[${m.requestId}] command to rendered panel: ${(performance.now() - t0).toFixed(0)} ms`);
+        break;
+      }
+      case 'token/reveal':
+        if (this.last) await revealRange(this.last.source, m.start, m.end);
+        break;
+      case 'analysis/rerun':
+        await this.rerun();
+        break;
+      case 'heat/show':
+        if (this.last) vscode.window.setStatusBarMessage(`Residual: editor heat shows ${this.heat.show(this.last.source, this.last.analysis, m.measure, m.layer)}`, 5000);
+        break;
+      case 'heat/clear':
+        this.heat.clear();
+        break;
+      default:
+        unreachable(m);
+    }
+  }
+
+  /** Analyze Selection: the selection (else the current line) of the current editor. */
+  async analyzeSelection(): Promise<void> {
+    const t0 = performance.now();
+    const sel = this.selection.take('analyse');
+    if (!sel) return;
+    const r = await this.analyzeText(sel, t0);
+    if (r) this.present(r);
+  }
+
+  /** Compare with Previous: analyses the selection and shows it beside the last analysis. */
+  async compareSelection(): Promise<void> {
+    const a = this.last;
+    if (!a) {
+      void vscode.window.showWarningMessage('Residual: analyse a first selection (Analyze Selection), then compare a second one with it.');
       return;
     }
-    const panel = vscode.window.createWebviewPanel(
-      ACTIVATIONS_VIEW_TYPE,
-      'Residual: Activations',
-      { viewColumn: residualColumn(), preserveFocus },
-      { ...webviewOptions(this.extensionUri), retainContextWhenHidden: true },
-    );
-    this.adopt(panel);
+    const t0 = performance.now();
+    const sel = this.selection.take('analyse');
+    if (!sel) return;
+    const b = await this.analyzeText(sel, t0);
+    if (!b) return;
+    this.present(b);
+    this.post({ type: 'compare/result', a: a.analysis, b: b.analysis, layers: compareAnalyses(a.analysis, b.analysis), fileA: a.file, fileB: b.file });
   }
 
-  private adopt(panel: vscode.WebviewPanel): void {
-    this.panel = panel;
-    trackPanel(panel);
-    panel.iconPath = vscode.Uri.joinPath(this.extensionUri, 'media', 'residual.svg');
-    panel.webview.options = { ...webviewOptions(this.extensionUri) };
-    panel.webview.html = webviewHtml(panel.webview, this.extensionUri, 'activations', 'Residual: Activations');
-    const subs = [
-      panel.webview.onDidReceiveMessage((m: FromActivations) => {
-        if (m.type === 'ready' && this.last) void panel.webview.postMessage(this.last);
-        this.onMessage(m);
-      }),
-      panel.onDidDispose(() => {
-        this.panel = undefined;
-        subs.forEach((d) => d.dispose());
-      }),
-    ];
+  /** Cancels the running analysis and patching (the Cancel Analysis command). */
+  cancel(): void {
+    this.router.cancelScope(ANALYSIS);
+    this.router.cancelScope('patching');
   }
 
-  post(message: ToActivations): void {
-    if (message.type === 'analysis/result' || message.type === 'analysis/error' || !this.last) this.last = message;
-    void this.panel?.webview.postMessage(message);
+  clearHeat(): void {
+    this.heat.clear();
   }
 
-  get visible(): boolean {
-    return !!this.panel;
+  /** Re-runs the shown text (the panel has focus, so there is no active editor to take a selection from). */
+  private async rerun(): Promise<void> {
+    const last = this.last;
+    if (!last) return;
+    const doc = await vscode.workspace.openTextDocument(last.source.uri);
+    const start = doc.positionAt(last.source.baseOffset);
+    const range = new vscode.Range(start, doc.positionAt(last.source.baseOffset + last.analysis.text.length));
+    const r = await this.analyzeText({ doc, range, text: doc.getText(range) }, performance.now());
+    if (r) this.present(r);
   }
 
-  dispose(): void {
-    this.panel?.dispose();
-    this.disposables.forEach((d) => d.dispose());
+  /** Analyses `sel` as a job of the analysis scope: a new analysis cancels the previous one. */
+  private async analyzeText({ doc, range, text }: SelectedText, t0: number): Promise<Analysed | undefined> {
+    const job = this.router.begin(ANALYSIS);
+    const id = job.id;
+    this.commandStart.set(id, t0);
+    for (const k of this.commandStart.keys()) if (k < id - 10) this.commandStart.delete(k); // superseded, never drawn
+    const file = vscode.workspace.asRelativePath(doc.uri);
+    const preview = text.length > 60 ? `${text.slice(0, 57)}…` : text;
+    this.show();
+    this.post({ type: 'analysis/started', requestId: id, preview, file });
+    void vscode.commands.executeCommand('setContext', 'residual.running', true);
+    this.models.patchState({ status: 'running' });
+    this.log.appendLine(`[${id}] analysing ${text.length} characters of ${file}`);
+    try {
+      const analysis = await vscode.window.withProgress(
+        { location: vscode.ProgressLocation.Notification, title: 'Residual: analysing selection', cancellable: true },
+        async (_progress, token) => {
+          token.onCancellationRequested(() => job.cancel());
+          const model = await this.models.get();
+          const settings = vscode.workspace.getConfiguration('residual');
+          const maxTokens = settings.get<number>('maxTokens', 256);
+          const lensGflop = settings.get<number>('lensGflop', DEFAULT_LENS_GFLOP);
+          return analyze(model, text, { maxTokens, lensFlops: lensGflop > 0 ? lensGflop * 1e9 : Infinity, cancel: job.token });
+        },
+      );
+      throwIfCancelled(job.token); // superseded while the result was on its way
+      const t = analysis.truncated;
+      const truncatedNote = t ? `analysed only the last ${t.kept} tokens${t.total ? ` of ${t.total}` : ''} (limit: residual.maxTokens or the model context)` : undefined;
+      if (truncatedNote) void vscode.window.showInformationMessage(`Residual: ${truncatedNote}.`);
+      this.log.appendLine(`[${id}] ${analysis.tokens.length} tokens on ${analysis.provider} in ${analysis.timings.totalMs.toFixed(0)} ms; next: ${analysis.top.map((x) => JSON.stringify(x.text)).join(' ')}`);
+      this.models.patchState({
+        status: 'ready',
+        last: { preview, file, tokens: analysis.tokens.length, top: analysis.top.map((x) => ({ text: x.text, prob: x.prob })), ms: analysis.timings.totalMs, truncated: truncatedNote },
+      });
+      return { requestId: id, analysis, source: { uri: doc.uri, baseOffset: doc.offsetAt(range.start), version: doc.version }, file };
+    } catch (e) {
+      if (isCancelled(e) || !job.current) {
+        this.log.appendLine(`[${id}] cancelled`);
+        this.post({ type: 'analysis/cancelled', requestId: id });
+      } else {
+        this.router.logError(`[${id}] failed`, e);
+        this.post({ type: 'analysis/error', requestId: id, message: errorMessage(e) });
+        if (this.models.state.status === 'running') this.models.patchState({ status: this.models.current ? 'ready' : 'error', error: errorMessage(e) });
+        void this.offerRecovery(e);
+      }
+      return undefined;
+    } finally {
+      job.finish();
+      if (!this.router.busy(ANALYSIS)) void vscode.commands.executeCommand('setContext', 'residual.running', false);
+    }
   }
+
+  /** Shows an analysis in the panel and, by default, as heat over its text (the last block's relative update). */
+  private present(r: Analysed): void {
+    this.last = r;
+    this.post({ type: 'analysis/result', requestId: r.requestId, analysis: r.analysis, file: r.file });
+    this.onAnalysed(r.analysis.text.slice(r.analysis.truncated?.firstChar ?? 0));
+    if (vscode.workspace.getConfiguration('residual').get<boolean>('tokenHeat', true)) {
+      this.heat.show(r.source, r.analysis, 'update_norm', r.analysis.stats.length - 1);
+    }
+  }
+}
+
+async function revealRange(source: TextSource, start: number, end: number): Promise<void> {
+  const doc = await vscode.workspace.openTextDocument(source.uri);
+  if (doc.version !== source.version) {
+    void vscode.window.showInformationMessage('Residual: the file changed since it was analysed; token positions may be off.');
+  }
+  const editor = await vscode.window.showTextDocument(doc, { preserveFocus: false, preview: false, viewColumn: vscode.ViewColumn.One });
+  const range = new vscode.Range(doc.positionAt(source.baseOffset + start), doc.positionAt(source.baseOffset + end));
+  editor.selection = new vscode.Selection(range.start, range.end);
+  editor.revealRange(range, vscode.TextEditorRevealType.InCenterIfOutsideViewport);
 }

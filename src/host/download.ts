@@ -8,7 +8,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
-import { isCancelled, ResidualError } from '../engine/errors';
+import { errorMessage, isCancelled } from '../engine/errors';
 import { downloadFromHub, mb, resolveEndpoint, type DownloadSummary, type HubSource } from '../engine/hub/download';
 import { checkRepoPath, checkRevision, modelFolderName, repoIdProblem } from '../engine/hub/files';
 import { COMMANDS } from './commandIds';
@@ -204,7 +204,7 @@ async function downloadModel(context: vscode.ExtensionContext, useModel: (dir: s
       log.appendLine(`download: ${(e as Error).message}`);
       void vscode.window.showInformationMessage('Residual: download cancelled. Partial files are kept; run Download Model… again to resume.');
     } else {
-      const msg = e instanceof ResidualError ? e.message : `internal error: ${e instanceof Error ? e.message : String(e)}`;
+      const msg = errorMessage(e);
       log.appendLine(`download failed: ${msg}`);
       void vscode.window.showErrorMessage(`Residual: ${msg}`, 'Show Log').then((a) => a && log.show());
     }

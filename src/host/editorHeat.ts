@@ -34,7 +34,7 @@ export function measureValues(a: Analysis, measure: EditorMeasure, layer: number
     case 'target_prob':
       return a.target.prob[layer];
     case 'mlp_active':
-      return a.depth?.mlpSparsity.activeFraction[layer];
+      return a.perLayer?.mlpSparsity.activeFraction[layer];
     default:
       return a.stats[layer]?.[measure];
   }
@@ -116,7 +116,7 @@ export class EditorHeat implements vscode.Disposable {
     md.appendMarkdown('| block | ‖Δ‖/‖x‖ | drift cos | attn ‖out‖ | MLP ‖out‖ | MLP active | lens top-1 (after block) |\n|---|---|---|---|---|---|---|\n');
     for (const s of a.stats) {
       const top = a.lens[s.layer + 1]?.[i]?.[0];
-      const active = a.depth?.mlpSparsity.activeFraction[s.layer]?.[i];
+      const active = a.perLayer?.mlpSparsity.activeFraction[s.layer]?.[i];
       md.appendMarkdown(
         `| ${s.layer} | ${fmt(s.update_norm[i])} | ${fmt(s.drift_cos[i])} | ${fmt(s.attn_norm[i])} | ${fmt(s.mlp_norm[i])} | ${active === undefined ? '—' : `${(active * 100).toFixed(1)}%`} | ${top ? `\`${JSON.stringify(top.text)}\` ${(top.prob * 100).toFixed(1)}%` : '—'} |\n`,
       );

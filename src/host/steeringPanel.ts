@@ -1,37 +1,103 @@
 /**
  * The Steering panel's host side: holds the current vector (its values never cross to the webview), builds vectors
- * from a transcoder feature, contrastive pairs in the active editor, or a saved file, and runs the next-token effect,
- * generation and sweeps on the loaded model. One request at a time; a new one cancels the old.
+ * from a transcoder feature, contrastive pairs in an editor, or a saved file, and runs the next-token effect,
+ * generation and sweeps on the loaded model. Runs share one cancellation scope (a new run cancels the previous run),
+ * building a vector another; taking the selection or saving cancels nothing.
  */
 import * as path from 'node:path';
 import * as vscode from 'vscode';
-import { residualColumn, trackPanel } from './panelColumn';
-import { isCancelled, ResidualError } from '../engine/errors';
+import { ResidualError } from '../engine/errors';
 import type { SteeringSpec, SteeringVector } from '../engine/results';
 import { compareGeneration, nextTokenEffect, parsePositions, sweep } from '../engine/steering/steer';
 import { contrastiveVector, featureVector, loadVectorFile, parsePairs, saveVectorFile } from '../engine/steering/vectors';
-import type { FromSteering, SteerSettings, SteeringState, ToSteering } from '../protocol';
+import type { SteerSettings, SteeringEvent, SteeringRequests, SteeringState, ToSteering } from '../protocol';
 import type { ModelManager } from './modelManager';
-import { webviewHtml, webviewOptions } from './webviewHtml';
+import { PanelHost } from './panelHost';
+import type { EditorSelection } from './selection';
 
 export const STEERING_VIEW_TYPE = 'residual.steering';
 
-export class SteeringPanel implements vscode.Disposable {
-  private panel: vscode.WebviewPanel | undefined;
+export class SteeringPanel extends PanelHost<SteeringRequests, SteeringEvent, { type: 'ready' }> {
   private vector: SteeringVector | undefined;
   private prompt: string | undefined;
-  private running: vscode.CancellationTokenSource | undefined;
-  private readonly disposables: vscode.Disposable[] = [];
 
   constructor(
-    private readonly context: vscode.ExtensionContext,
+    context: vscode.ExtensionContext,
     private readonly models: ModelManager,
-    private readonly log: vscode.OutputChannel,
+    log: vscode.OutputChannel,
+    private readonly selection: EditorSelection,
   ) {
-    this.disposables.push(
-      vscode.window.registerWebviewPanelSerializer(STEERING_VIEW_TYPE, { deserializeWebviewPanel: async (p) => this.adopt(p) }),
-      models.onDidChange(() => this.pushState()),
-    );
+    super(context, log, { viewType: STEERING_VIEW_TYPE, title: 'Residual: Steering', entry: 'steering' }, {
+      'steer/useSelection': {
+        run: async () => {
+          const r = this.selection.read('steer with');
+          if ('problem' in r) throw new ResidualError(r.problem, 'steering');
+          this.setPrompt(r.text);
+        },
+      },
+      'steer/vectorFromFeature': {
+        scope: 'vector',
+        run: async (p) => {
+          const dir = this.transcodersDir();
+          if (!dir) throw new ResidualError('no transcoders folder: set residual.transcodersPath', 'steering');
+          this.useVector(featureVector(dir, p.layer, p.index));
+        },
+      },
+      'steer/vectorFromPairs': {
+        scope: 'vector',
+        run: async (p, job) => {
+          const model = await this.models.get();
+          const ed = vscode.window.visibleTextEditors.find((e) => /^\s*[+-]\s/m.test(e.document.getText())) ?? this.selection.editor();
+          if (!ed) throw new ResidualError('open a pairs file in an editor (lines "+ positive prompt" and "- negative prompt")', 'steering');
+          const file = vscode.workspace.asRelativePath(ed.document.uri);
+          const pairs = parsePairs(ed.document.getText(), file);
+          job.progress(0, pairs.length, `Averaging ${pairs.length} pairs`);
+          const v = await contrastiveVector(model, pairs, p.layer, p.point, { cancel: job.token });
+          if (!job.current) return;
+          this.useVector({ ...v, provenance: { ...v.provenance, file } }, ` from ${file}`);
+        },
+      },
+      'steer/openVector': {
+        run: async () => {
+          const model = await this.models.get();
+          const picked = await vscode.window.showOpenDialog({ canSelectMany: false, filters: { 'Steering vectors': ['json', 'safetensors'] }, title: 'Residual: open a saved steering vector' });
+          if (picked?.[0]) this.useVector(loadVectorFile(picked[0].fsPath, model.config.dModel));
+        },
+      },
+      'steer/saveVector': { run: () => this.saveVector() },
+      'steer/effect': {
+        scope: 'run',
+        run: async (p, job) => {
+          const model = await this.models.get();
+          return { effect: await nextTokenEffect(model, this.needPrompt(), this.spec(p.settings), 10, { cancel: job.token }), settings: p.settings };
+        },
+      },
+      'steer/generate': {
+        scope: 'run',
+        run: async (p, job) => {
+          const model = await this.models.get();
+          const spec = this.spec(p.settings);
+          const result = await compareGeneration(model, this.needPrompt(), { maxNewTokens: p.maxNewTokens, temperature: p.temperature, topP: p.topP, seed: p.seed }, spec, { cancel: job.token });
+          return { result, settings: p.settings };
+        },
+      },
+      'steer/sweep': {
+        scope: 'run',
+        run: async (p, job) => {
+          const model = await this.models.get();
+          const spec = this.spec(p.settings);
+          if (!p.strengths.length) throw new ResidualError('give at least one strength (comma-separated numbers)', 'steering');
+          return sweep(
+            model,
+            this.needPrompt(),
+            spec.vector,
+            { layers: p.layers, strengths: p.strengths, point: spec.point, relative: spec.relative ?? false, targetText: p.target || undefined, neutralText: p.neutral, positions: spec.positions },
+            { cancel: job.token, onProgress: (done, total) => job.progress(done, total) },
+          );
+        },
+      },
+    });
+    this.disposables.push(models.onDidChange(() => this.pushState()));
   }
 
   /** The text steering runs on (set from the last analysis or the current selection). */
@@ -41,43 +107,31 @@ export class SteeringPanel implements vscode.Disposable {
   }
 
   /** Opens the panel; with `vector`, makes it the current one (e.g. from a feature card). */
-  show(vector?: SteeringVector): void {
+  open(vector?: SteeringVector): void {
     if (vector) this.vector = vector;
-    if (this.panel) this.panel.reveal(undefined, false);
-    else {
-      const panel = vscode.window.createWebviewPanel(STEERING_VIEW_TYPE, 'Residual: Steering', residualColumn(), {
-        ...webviewOptions(this.context.extensionUri),
-        retainContextWhenHidden: true,
-      });
-      this.adopt(panel);
-    }
+    this.show(false);
     this.pushState();
   }
 
-  private adopt(panel: vscode.WebviewPanel): void {
-    this.panel = panel;
-    trackPanel(panel);
-    panel.iconPath = vscode.Uri.joinPath(this.context.extensionUri, 'media', 'residual.svg');
-    panel.webview.options = webviewOptions(this.context.extensionUri);
-    panel.webview.html = webviewHtml(panel.webview, this.context.extensionUri, 'steering', 'Residual: Steering');
-    const subs = [
-      panel.webview.onDidReceiveMessage((m: FromSteering) => void this.onMessage(m)),
-      panel.onDidDispose(() => {
-        this.panel = undefined;
-        this.running?.cancel();
-        subs.forEach((d) => d.dispose());
-      }),
-    ];
+  private useVector(v: SteeringVector, from = ''): void {
+    this.vector = v;
+    this.log.appendLine(`steering vector: ${v.label}${from}`);
+    this.pushState();
   }
 
-  private post(m: ToSteering): void {
-    void this.panel?.webview.postMessage(m);
+  protected replay(): ToSteering[] {
+    return [{ type: 'steer/state', state: this.state() }];
   }
 
-  private pushState(): void {
+  protected async notified(m: { type: 'ready' }): Promise<void> {
+    // Load the model so the panel can show its layers.
+    if (m.type === 'ready') void this.models.get().then(() => this.pushState(), () => this.pushState());
+  }
+
+  private state(): SteeringState {
     const m = this.models.current;
     const v = this.vector;
-    const state: SteeringState = {
+    return {
       model: m ? { name: m.info.name, nLayers: m.config.nLayers, dModel: m.config.dModel } : undefined,
       prompt: this.prompt,
       transcoders: this.transcodersDir(),
@@ -91,7 +145,10 @@ export class SteeringPanel implements vscode.Disposable {
         provenance: v.provenance,
       },
     };
-    this.post({ type: 'steer/state', state });
+  }
+
+  private pushState(): void {
+    this.post({ type: 'steer/state', state: this.state() });
   }
 
   /** The transcoders folder: the setting, else `transcoders/` beside the model. */
@@ -101,106 +158,15 @@ export class SteeringPanel implements vscode.Disposable {
     return path.join(this.models.modelDir(), 'transcoders');
   }
 
-  private async onMessage(m: FromSteering): Promise<void> {
-    if (m.type === 'ready') {
-      // Load the model so the panel can show its layers.
-      void this.models.get().then(() => this.pushState(), () => this.pushState());
-      this.pushState();
-      return;
-    }
-    if (m.type === 'steer/cancel') {
-      this.running?.cancel();
-      return;
-    }
-    this.running?.cancel();
-    const cts = new vscode.CancellationTokenSource();
-    this.running = cts;
-    try {
-      const model = await this.models.get();
-      switch (m.type) {
-        case 'steer/useSelection': {
-          const ed = vscode.window.visibleTextEditors.find((e) => !e.selection.isEmpty) ?? vscode.window.activeTextEditor;
-          if (!ed) throw new ResidualError('no editor is open: select the prompt text in an editor first', 'steering');
-          this.setPrompt(ed.selection.isEmpty ? ed.document.lineAt(ed.selection.active.line).text : ed.document.getText(ed.selection));
-          break;
-        }
-        case 'steer/vectorFromFeature': {
-          const dir = this.transcodersDir();
-          if (!dir) throw new ResidualError('no transcoders folder: set residual.transcodersPath', 'steering');
-          this.vector = featureVector(dir, m.layer, m.index);
-          this.log.appendLine(`steering vector: ${this.vector.label}`);
-          this.pushState();
-          break;
-        }
-        case 'steer/vectorFromPairs': {
-          const ed = vscode.window.visibleTextEditors.find((e) => /^\s*[+-]\s/m.test(e.document.getText())) ?? vscode.window.activeTextEditor;
-          if (!ed) throw new ResidualError('open a pairs file in an editor (lines "+ positive prompt" and "- negative prompt")', 'steering');
-          const file = vscode.workspace.asRelativePath(ed.document.uri);
-          const pairs = parsePairs(ed.document.getText(), file);
-          this.post({ type: 'steer/busy', what: `Averaging ${pairs.length} pairs` });
-          this.vector = await contrastiveVector(model, pairs, m.layer, m.point);
-          this.vector.provenance = { ...this.vector.provenance, file };
-          this.log.appendLine(`steering vector: ${this.vector.label} from ${file}`);
-          this.post({ type: 'steer/busy', what: '' });
-          this.pushState();
-          break;
-        }
-        case 'steer/openVector': {
-          const picked = await vscode.window.showOpenDialog({ canSelectMany: false, filters: { 'Steering vectors': ['json', 'safetensors'] }, title: 'Residual: open a saved steering vector' });
-          if (!picked?.[0]) return;
-          this.vector = loadVectorFile(picked[0].fsPath, model.config.dModel);
-          this.pushState();
-          break;
-        }
-        case 'steer/saveVector': {
-          if (!this.vector) throw new ResidualError('no vector to save yet: build one first', 'steering');
-          const ws = vscode.workspace.workspaceFolders?.[0]?.uri;
-          const defaultUri = ws ? vscode.Uri.joinPath(ws, '.residual', 'vectors', `${this.vector.label.replace(/[^\w.-]+/g, '_')}.json`) : undefined;
-          const target = await vscode.window.showSaveDialog({ defaultUri, filters: { 'Steering vector (JSON + safetensors)': ['json'] }, title: 'Residual: save the steering vector' });
-          if (!target) return;
-          saveVectorFile(target.fsPath, { ...this.vector, provenance: { ...this.vector.provenance, model: model.info.name } });
-          void vscode.window.showInformationMessage(`Residual: saved ${path.basename(target.fsPath)} and its .safetensors beside it.`);
-          break;
-        }
-        case 'steer/effect': {
-          const spec = this.spec(m.settings);
-          this.post({ type: 'steer/busy', what: 'Computing the next-token effect' });
-          const effect = await nextTokenEffect(model, this.needPrompt(), spec);
-          this.post({ type: 'steer/effect', effect, settings: m.settings });
-          break;
-        }
-        case 'steer/generate': {
-          const spec = this.spec(m.settings);
-          this.post({ type: 'steer/busy', what: 'Generating' });
-          const result = await compareGeneration(model, this.needPrompt(), { maxNewTokens: m.maxNewTokens, temperature: m.temperature, topP: m.topP, seed: m.seed }, spec, {
-            cancel: cts.token,
-          });
-          this.post({ type: 'steer/generation', result, settings: m.settings });
-          break;
-        }
-        case 'steer/sweep': {
-          const spec = this.spec(m.settings);
-          if (!m.strengths.length) throw new ResidualError('give at least one strength (comma-separated numbers)', 'steering');
-          this.post({ type: 'steer/busy', what: 'Sweeping' });
-          const result = await sweep(
-            model,
-            this.needPrompt(),
-            spec.vector,
-            { layers: m.layers, strengths: m.strengths, point: spec.point, relative: spec.relative ?? false, targetText: m.target || undefined, neutralText: m.neutral, positions: spec.positions },
-            { cancel: cts.token, onProgress: (done, total) => this.post({ type: 'steer/progress', done, total }) },
-          );
-          this.post({ type: 'steer/sweep', result });
-          break;
-        }
-      }
-    } catch (e) {
-      const message = isCancelled(e) ? 'Cancelled.' : e instanceof ResidualError ? e.message : `internal error: ${e instanceof Error ? e.message : String(e)}`;
-      this.log.appendLine(`steering ${m.type}: ${message}`);
-      this.post({ type: 'steer/error', message });
-    } finally {
-      if (this.running === cts) this.running = undefined;
-      cts.dispose();
-    }
+  private async saveVector(): Promise<void> {
+    const model = await this.models.get();
+    if (!this.vector) throw new ResidualError('no vector to save yet: build one first', 'steering');
+    const ws = vscode.workspace.workspaceFolders?.[0]?.uri;
+    const defaultUri = ws ? vscode.Uri.joinPath(ws, '.residual', 'vectors', `${this.vector.label.replace(/[^\w.-]+/g, '_')}.json`) : undefined;
+    const target = await vscode.window.showSaveDialog({ defaultUri, filters: { 'Steering vector (JSON + safetensors)': ['json'] }, title: 'Residual: save the steering vector' });
+    if (!target) return;
+    saveVectorFile(target.fsPath, { ...this.vector, provenance: { ...this.vector.provenance, model: model.info.name } });
+    void vscode.window.showInformationMessage(`Residual: saved ${path.basename(target.fsPath)} and its .safetensors beside it.`);
   }
 
   private spec(s: SteerSettings): SteeringSpec {
@@ -212,11 +178,5 @@ export class SteeringPanel implements vscode.Disposable {
   private needPrompt(): string {
     if (!this.prompt) throw new ResidualError('no prompt: analyse a selection first, or press "Use current selection"', 'steering');
     return this.prompt;
-  }
-
-  dispose(): void {
-    this.running?.cancel();
-    this.panel?.dispose();
-    this.disposables.forEach((d) => d.dispose());
   }
 }

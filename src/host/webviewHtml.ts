@@ -12,7 +12,10 @@ export function webviewOptions(extensionUri: vscode.Uri): vscode.WebviewOptions 
   };
 }
 
-export function webviewHtml(webview: vscode.Webview, extensionUri: vscode.Uri, entry: 'activations' | 'inspector' | 'steering' | 'circuit', title: string): string {
+/** The webview bundles scripts/build.mjs makes (dist/webview/<entry>.js). */
+export type WebviewEntry = 'activations' | 'inspector' | 'steering' | 'circuit';
+
+export function webviewHtml(webview: vscode.Webview, extensionUri: vscode.Uri, entry: WebviewEntry, title: string): string {
   const nonce = crypto.randomBytes(16).toString('base64');
   const script = webview.asWebviewUri(vscode.Uri.joinPath(extensionUri, 'dist', 'webview', `${entry}.js`));
   const style = webview.asWebviewUri(vscode.Uri.joinPath(extensionUri, 'media', 'webview.css'));

@@ -358,7 +358,7 @@ describe('hub download', () => {
   it('residual download (CLI): JSON summary on stdout, progress on stderr, one-line error with exit 2', async () => {
     const cli = (args: string[], env: Record<string, string> = {}) =>
       new Promise<{ code: number | null; out: string; err: string }>((resolve) => {
-        const c = spawn(process.execPath, ['--import', 'tsx', path.join(__dirname, '..', '..', 'src', 'cli.ts'), 'download', ...args], { env: { ...process.env, HF_TOKEN: '', HF_ENDPOINT: '', ...env } });
+        const c = spawn(process.execPath, ['--import', 'tsx', path.join(__dirname, '..', '..', 'src', 'cli', 'main.ts'), 'download', ...args], { env: { ...process.env, HF_TOKEN: '', HF_ENDPOINT: '', ...env } });
         let out = '';
         let err = '';
         c.stdout.on('data', (d) => (out += d));

@@ -14,7 +14,7 @@ const METRICS: { value: Metric; label: string; hint: string }[] = [
 
 export function attentionView(a: Analysis): HTMLElement {
   const root = el('div', 'attention');
-  const d = a.depth;
+  const d = a.perLayer;
   if (!d) {
     root.append(el('p', 'empty', 'Attention patterns were not computed for this analysis.'));
     return root;

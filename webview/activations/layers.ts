@@ -10,7 +10,7 @@ import { getState, update } from './store';
 
 export function layersView(a: Analysis): HTMLElement {
   const root = el('div', 'layers');
-  const d = a.depth;
+  const d = a.perLayer;
   if (!d) {
     root.append(el('p', 'empty', 'Layer statistics were not computed for this analysis.'));
     return root;
@@ -23,7 +23,7 @@ export function layersView(a: Analysis): HTMLElement {
 }
 
 function voidsView(a: Analysis): HTMLElement {
-  const d = a.depth!;
+  const d = a.perLayer!;
   const wrap = el('div');
   const flagged = d.voids.layers;
   const p = el('p', flagged.length ? 'notice warning' : 'hint', flagged.length ? `Candidate voids: ${flagged.map((l) => `blocks.${l}`).join(', ')}` : 'No block is below the threshold.');
@@ -41,7 +41,7 @@ function voidsView(a: Analysis): HTMLElement {
 }
 
 function sparsityView(a: Analysis): HTMLElement {
-  const d = a.depth!;
+  const d = a.perLayer!;
   const table = el('table', 'grid heat');
   table.id = 'sparsity';
   const hr = el('tr');
@@ -66,7 +66,7 @@ function sparsityView(a: Analysis): HTMLElement {
 }
 
 function massiveView(a: Analysis): HTMLElement {
-  const d = a.depth!;
+  const d = a.perLayer!;
   const table = el('table', 'grid plain');
   table.id = 'massive';
   const hr = el('tr');
@@ -98,7 +98,7 @@ function massiveView(a: Analysis): HTMLElement {
 }
 
 function spectralView(a: Analysis): HTMLElement {
-  const d = a.depth!;
+  const d = a.perLayer!;
   const wrap = el('div');
   const table = el('table', 'grid plain');
   table.id = 'spectral';

@@ -2,72 +2,55 @@
  * The Activations panel: a header, then tabs — Overview (tokens, prediction, residual heatmap, logit lens,
  * trajectory), Attention, Layers (update size, MLP sparsity, massive activations, spectra), Patching, Compare.
  */
-import type { Analysis, ActivationsTab, ToActivations } from '../../src/protocol';
-import { el, spinner, tabs, onThemeChange } from '../ui';
+import { unreachable, type Analysis, type ActivationsTab } from '../../src/protocol';
+import { el, tabs, onThemeChange } from '../ui';
 import { attentionView } from './attention';
 import { compareView, hasComparison, setComparison } from './compare';
 import { layersView } from './layers';
 import { header, overview } from './overview';
-import { patchingMessage, patchingView } from './patching';
-import { getState, host, onRender, update } from './store';
+import { patchingView } from './patching';
+import { getState, host, notice, onRender, update } from './store';
 
 const app = document.getElementById('app')!;
 
-window.addEventListener('message', (ev: MessageEvent<ToActivations>) => {
-  const m = ev.data;
+/** The analysis job the panel is waiting for: a superseded job's late cancel or error says nothing. */
+let waitingFor: number | undefined;
+
+host.onEvent((m) => {
   switch (m.type) {
     case 'analysis/started':
+      waitingFor = m.requestId;
       app.dataset.state = 'running';
-      notice('running', `Analysing “${m.preview}”${m.file ? ` from ${m.file}` : ''}…`, true);
+      notice('running', `Analysing “${m.preview}”${m.file ? ` from ${m.file}` : ''}…`, true, () => host.cancelJob(m.requestId));
       break;
     case 'analysis/result':
+      waitingFor = undefined;
       app.dataset.request = String(m.requestId);
       // A new analysis: the Compare tab's pair is the old one, so it does not stay on screen.
       update({ analysis: m.analysis, file: m.file, position: m.analysis.tokens.length - 1, customTarget: undefined, corrupted: undefined, ...(getState().tab === 'compare' ? { tab: 'overview' as const } : {}) });
       // After the next frame the panel is painted: report it, so the host can log command-to-panel latency.
-      requestAnimationFrame(() => host.post({ type: 'analysis/rendered', requestId: m.requestId }));
+      requestAnimationFrame(() => host.notify({ type: 'analysis/rendered', requestId: m.requestId }));
       break;
     case 'analysis/error':
+      if (waitingFor !== undefined && m.requestId !== waitingFor) break;
+      waitingFor = undefined;
       app.dataset.state = 'error';
       notice('error', m.message);
       break;
     case 'analysis/cancelled':
+      if (waitingFor !== undefined && m.requestId !== waitingFor) break;
+      waitingFor = undefined;
       app.dataset.state = getState().analysis ? 'ready' : 'empty';
       notice('info', 'Analysis cancelled.');
-      break;
-    case 'lens/targetResult':
-      update({ customTarget: { position: m.position, text: m.text, tokenId: m.tokenId, tokenText: m.tokenText, prob: m.prob, rank: m.rank, note: m.note } });
-      break;
-    case 'lens/targetError':
-      notice('error', m.message);
-      break;
-    case 'patching/progress':
-    case 'patching/result':
-    case 'patching/error':
-    case 'patching/suggestion':
-    case 'patching/count':
-      patchingMessage(m);
       break;
     case 'compare/result':
       setComparison(m);
       update({ tab: 'compare' });
       break;
+    default:
+      unreachable(m);
   }
 });
-
-function notice(kind: 'running' | 'error' | 'info' | 'warning', text: string, busy = false): void {
-  let n = document.getElementById('notice');
-  if (!n) {
-    n = el('div');
-    n.id = 'notice';
-    app.prepend(n);
-  }
-  n.className = `notice ${kind}`;
-  n.replaceChildren();
-  if (busy) n.append(spinner());
-  n.append(el('span', 'notice-text', text));
-  if (!getState().analysis && kind !== 'running') app.dataset.state = kind === 'error' ? 'error' : 'empty';
-}
 
 function render(): void {
   const s = getState();
@@ -100,4 +83,4 @@ function render(): void {
 onRender(render);
 onThemeChange(render);
 render();
-host.post({ type: 'ready' });
+host.notify({ type: 'ready' });

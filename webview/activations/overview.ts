@@ -1,7 +1,8 @@
 /** Overview tab: tokens, next-token prediction, residual heatmap, logit lens and the prediction trajectory. */
 import type { Analysis, HeatMeasure } from '../../src/protocol';
 import { badge, button, dropdown, el, heat, showToken, textField } from '../ui';
-import { getState, host, update } from './store';
+import { failureText } from '../host';
+import { getState, host, notice, update } from './store';
 import { drawTrajectory } from './trajectory';
 
 const MEASURES: { value: HeatMeasure; label: string }[] = [
@@ -38,7 +39,7 @@ export function header(a: Analysis, file?: string): HTMLElement {
   const prov = badge(a.provider.toUpperCase());
   prov.id = 'provider';
   meta.append(prov, el('span', 'muted', ` ${a.tokens.length} tokens · ${a.timings.totalMs.toFixed(0)} ms${file ? ` · ${file}` : ''} `));
-  meta.append(button('Re-run', () => host.post({ type: 'analysis/rerun' })));
+  meta.append(button('Re-run', () => host.notify({ type: 'analysis/rerun' })));
   h.append(title, meta);
   return h;
 }
@@ -51,7 +52,7 @@ function tokensView(a: Analysis, pos: number): HTMLElement {
     chip.dataset.pos = String(i);
     chip.title = `position ${i} · id ${t.id} · chars ${t.start}–${t.end}\nnext: ${a.target.texts[i] === undefined ? '' : JSON.stringify(a.target.texts[i])}`;
     chip.addEventListener('click', () => setPosition(i));
-    chip.addEventListener('dblclick', () => host.post({ type: 'token/reveal', start: t.start, end: t.end }));
+    chip.addEventListener('dblclick', () => host.notify({ type: 'token/reveal', start: t.start, end: t.end }));
     box.append(chip);
   });
   return box;
@@ -96,7 +97,7 @@ function heatmapView(a: Analysis, pos: number): HTMLElement {
     'heat-scale',
   );
   const bar = el('div', 'row');
-  bar.append(pick, scalePick, button('Clear editor heat', () => host.post({ type: 'heat/clear' })));
+  bar.append(pick, scalePick, button('Clear editor heat', () => host.notify({ type: 'heat/clear' })));
   wrap.append(bar);
   const { labels, values } = heatValues(a, measure);
   let lo = Infinity;
@@ -124,7 +125,7 @@ function heatmapView(a: Analysis, pos: number): HTMLElement {
     tr.dataset.layer = String(r);
     const th = el('th', 'rowlabel clickable', label);
     th.title = 'Click: colour the analysed text in the editor by this row';
-    th.addEventListener('click', () => host.post({ type: 'heat/show', measure, layer: r }));
+    th.addEventListener('click', () => host.notify({ type: 'heat/show', measure, layer: r }));
     tr.append(th);
     const scale = scaleOf(r);
     th.title += scaleMode === 'row' ? `\nthis row: ${rowRange[r][0].toPrecision(3)} (faint) to ${rowRange[r][1].toPrecision(3)} (strong)` : '';
@@ -215,7 +216,11 @@ function trajectoryView(a: Analysis, pos: number): HTMLElement {
   );
   const form = el('div', 'row');
   const field = textField(useCustom ? custom.text : '', 'any token, e.g. " the" or \\n', 'target-input');
-  const go = () => host.post({ type: 'lens/target', position: pos, text: field.value });
+  const go = () =>
+    host.request('lens/target', { position: pos, text: field.value }).result.then(
+      (customTarget) => update({ customTarget }),
+      (e) => notice('error', failureText(e, 'Tracking')),
+    );
   field.addEventListener('keydown', (e) => (e as KeyboardEvent).key === 'Enter' && go());
   form.append(field, button('Track token', go));
   if (useCustom) form.append(button('Back to the prediction', () => update({ customTarget: undefined })));
@@ -259,6 +264,3 @@ export function setPosition(p: number): void {
   update({ position: p });
 }
 
-export function columnHeaderFor(a: Analysis, pos: number): HTMLElement {
-  return columnHeader(a, pos);
-}

@@ -3,51 +3,51 @@
  * the clean residual vector is patched into the corrupted run, and the heatmap shows how much of the logit
  * difference between the two answers it restores (1 = all of it, 0 = none).
  */
-import type { Analysis, PatchingResult, ToActivations } from '../../src/protocol';
+import { RESID_POINTS, type Analysis, type CorruptionSuggestion, type PatchingResult, type ResidPoint } from '../../src/protocol';
+import { failureText, RequestError, type Pending } from '../host';
 import { button, dropdown, el, divergingHeat, showToken, spinner, textArea, textField } from '../ui';
 import { section } from './overview';
 import { getState, host, update } from './store';
 
-type Point = 'hook_resid_pre' | 'hook_resid_mid' | 'hook_resid_post';
 let running = false;
 let progress = '';
 let result: { result: PatchingResult; notes: string[] } | undefined;
 let error = '';
-let point: Point = 'hook_resid_pre';
+let point: ResidPoint = 'hook_resid_pre';
 
 /** The suggestion for the analysed text (asked once per text), and token counts by text. */
-let suggested: { forText: string; suggestion?: { corrupted: string; change: string; changesPrediction: boolean } } | undefined;
+let suggested: { forText: string; suggestion?: CorruptionSuggestion } | undefined;
 let askedFor = '';
 const counts = new Map<string, number>();
 let countTimer: ReturnType<typeof setTimeout> | undefined;
 
-type PatchingMessage = Extract<ToActivations, { type: `patching/${string}` }>;
+/** The running patching request (its Cancel button cancels it by id). */
+let pending: Pending<unknown> | undefined;
 
-export function patchingMessage(m: PatchingMessage): void {
-  if (m.type === 'patching/suggestion') {
-    suggested = m;
-    // The suggestion fills the form unless the user has written a corrupted prompt already.
-    if (m.suggestion && getState().analysis?.text === m.forText && getState().corrupted === undefined) update({ corrupted: m.suggestion.corrupted });
-    else update({});
-    return;
-  }
-  if (m.type === 'patching/count') {
-    counts.set(m.text, m.tokens);
-    showCounts();
-    return;
-  }
-  if (m.type === 'patching/progress') {
-    progress = `${m.done} / ${m.total} runs`;
-    const p = document.getElementById('patch-progress');
-    if (p) p.textContent = progress;
-    return;
-  }
+function finished(outcome: { result: { result: PatchingResult; notes: string[] } } | { error: unknown }): void {
   running = false;
-  if (m.type === 'patching/result') {
-    result = m;
+  pending = undefined;
+  if ('result' in outcome) {
+    result = outcome.result;
     error = '';
-  } else error = m.message;
+  } else error = failureText(outcome.error, 'Patching');
   update({ tab: 'patching' });
+}
+
+function askSuggestion(): void {
+  host.request('patching/suggest', {}).result.then(
+    (m) => {
+      suggested = m;
+      // The suggestion fills the form unless the user has written a corrupted prompt already.
+      if (m.suggestion && getState().analysis?.text === m.forText && getState().corrupted === undefined) update({ corrupted: m.suggestion.corrupted });
+      else update({});
+    },
+    (e) => {
+      if (e instanceof RequestError && e.cancelled) return;
+      error = failureText(e);
+      update({});
+    },
+  );
 }
 
 export function patchingView(a: Analysis): HTMLElement {
@@ -57,7 +57,7 @@ export function patchingView(a: Analysis): HTMLElement {
   form.append(el('label', undefined, 'Corrupted prompt (edit it; it must have the same number of tokens):'));
   if (askedFor !== a.text) {
     askedFor = a.text;
-    host.post({ type: 'patching/suggest' });
+    askSuggestion();
   }
   const corrupted = textArea(getState().corrupted ?? a.text, 'corrupted', 3);
   corrupted.addEventListener('input', () => {
@@ -91,23 +91,32 @@ export function patchingView(a: Analysis): HTMLElement {
   controls.append(
     el('span', undefined, 'Patch at'),
     dropdown(
-      (['hook_resid_pre', 'hook_resid_mid', 'hook_resid_post'] as Point[]).map((p) => ({ value: p, label: `blocks.*.${p}` })),
+      RESID_POINTS.map((p) => ({ value: p, label: `blocks.*.${p}` })),
       point,
-      (v) => (point = v as Point),
+      (v) => (point = v as ResidPoint),
       'patch-point',
     ),
   );
   if (running) {
     const p = el('span', 'muted', progress);
     p.id = 'patch-progress';
-    controls.append(spinner(), p, button('Cancel', () => host.post({ type: 'patching/cancel' })));
+    controls.append(spinner(), p, button('Cancel', () => pending?.cancel()));
   } else {
     controls.append(
       button('Run patching', () => {
         running = true;
         progress = 'starting…';
         error = '';
-        host.post({ type: 'patching/run', corrupted: corrupted.value, cleanAnswer: cleanAns.value || undefined, corruptedAnswer: corrAns.value || undefined, point });
+        const run = host.request('patching/run', { corrupted: corrupted.value, cleanAnswer: cleanAns.value || undefined, corruptedAnswer: corrAns.value || undefined, point }, (m) => {
+          progress = `${m.done} / ${m.total} runs`;
+          const p = document.getElementById('patch-progress');
+          if (p) p.textContent = progress;
+        });
+        pending = run;
+        run.result.then(
+          (r) => finished({ result: r }),
+          (e) => finished({ error: e }),
+        );
         update({ corrupted: corrupted.value });
       }, 'primary'),
     );
@@ -167,7 +176,17 @@ function requestCount(text: string): void {
     return;
   }
   if (countTimer) clearTimeout(countTimer);
-  countTimer = setTimeout(() => host.post({ type: 'patching/count', text }), 250);
+  countTimer = setTimeout(
+    () =>
+      host.request('patching/count', { text }).result.then(
+        (r) => {
+          counts.set(text, r.tokens);
+          showCounts();
+        },
+        () => undefined, // superseded by a newer count, or the model failed (the run will say so)
+      ),
+    250,
+  );
 }
 
 /** "clean: 9 tokens · corrupted: 9 tokens", marked when they differ. */

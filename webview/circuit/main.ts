@@ -4,8 +4,9 @@
  * group pinned nodes, thresholds live, interventions. The layout is fixed by (layer, position), so no general
  * graph-layout library is needed: nodes sharing a cell are spread by importance.
  */
-import type { CircuitEstimateView, CircuitNode, CircuitView, FeatureCard, FromCircuit, InterventionRow, ToCircuit } from '../../src/protocol';
-import { button, el, hostBridge, showToken, spinner, textField, onThemeChange } from '../ui';
+import { CIRCUIT_STATE_VERSION, unreachable, type CircuitEstimateView, type CircuitEvent, type CircuitNode, type CircuitNotification, type CircuitRequests, type CircuitView, type FeatureCard, type InterventionResult, type Method, type ParamsOf, type ResultOf } from '../../src/protocol';
+import { failureText, hostClient, RequestError } from '../host';
+import { button, el, showToken, spinner, textField, onThemeChange } from '../ui';
 import { graphView, type Edge, type GraphViewState } from './graphView';
 
 interface Persisted {
@@ -13,14 +14,18 @@ interface Persisted {
   groups: string[][];
   onlyPinned: boolean;
 }
-const host = hostBridge<FromCircuit, Persisted>();
+const host = hostClient<CircuitRequests, CircuitEvent, CircuitNotification, Persisted>(CIRCUIT_STATE_VERSION);
 const app = document.getElementById('app')!;
 
 let view: CircuitView | undefined;
 let card: FeatureCard | undefined;
-let intervention: { description: string; rows: InterventionRow[]; notInGraph: number } | undefined;
+let intervention: InterventionResult | undefined;
 let busy = '';
 let busyFraction: number | undefined;
+/** Cancels what the busy notice shows: the trace job, or the card or intervention request. */
+let cancelBusy: (() => void) | undefined;
+/** The trace job the notices belong to (Start and Cancel name it). */
+let traceJob: number | undefined;
 let error = '';
 /** The estimate of the graph being traced (or waiting for Start); cleared when its graph or an error arrives. */
 let estimate: CircuitEstimateView | undefined;
@@ -32,10 +37,11 @@ let clampFactor = 3;
 /** Zoom, pan and edge count of the graph on screen; kept across re-renders (clicks, pins), reset for a new graph. */
 let graphState: GraphViewState = { slug: '', edges: 400 };
 
-window.addEventListener('message', (ev: MessageEvent<ToCircuit>) => {
-  const m = ev.data;
+host.onEvent((m) => {
   switch (m.type) {
     case 'circuit/busy':
+      traceJob = m.jobId;
+      cancelBusy = () => host.cancelJob(m.jobId);
       busy = m.what;
       busyFraction = m.fraction;
       error = '';
@@ -50,6 +56,7 @@ window.addEventListener('message', (ev: MessageEvent<ToCircuit>) => {
       }
       break;
     case 'circuit/estimate':
+      traceJob = m.jobId;
       estimate = m.estimate;
       busy = m.estimate.awaitingStart ? '' : busy;
       error = '';
@@ -69,23 +76,49 @@ window.addEventListener('message', (ev: MessageEvent<ToCircuit>) => {
       } else if (m.view.pinned?.length || m.view.supernodes?.length) p = { ...p, pinned: m.view.pinned ?? [], groups: m.view.supernodes ?? [] };
       view = m.view;
       break;
-    case 'circuit/card':
-      busy = '';
-      card = m.card;
-      intervention = undefined;
-      break;
-    case 'circuit/intervention':
-      busy = '';
-      intervention = m;
-      break;
     case 'circuit/error':
       busy = '';
       estimate = undefined;
       error = m.message;
       break;
+    default:
+      unreachable(m);
   }
   render();
 });
+
+/**
+ * Sends a request; with `busyText`, shows it as busy (its Cancel cancels the request) until the reply. A failure
+ * shows in the error notice; a cancellation clears the busy notice only.
+ */
+function ask<M extends Method<CircuitRequests>>(method: M, params: ParamsOf<CircuitRequests, M>, busyText: string | undefined, onResult: (r: ResultOf<CircuitRequests, M>) => void = () => undefined): void {
+  const req = host.request(method, params);
+  if (busyText) {
+    busy = busyText;
+    busyFraction = undefined;
+    cancelBusy = req.cancel;
+    error = '';
+    render();
+  }
+  const settle = () => {
+    if (busyText && cancelBusy === req.cancel) {
+      busy = '';
+      cancelBusy = undefined;
+    }
+  };
+  req.result.then(
+    (r) => {
+      settle();
+      onResult(r);
+      render();
+    },
+    (e) => {
+      settle();
+      if (!(e instanceof RequestError && e.cancelled)) error = failureText(e);
+      render();
+    },
+  );
+}
 
 function save(): void {
   host.setState(p);
@@ -105,9 +138,9 @@ function render(): void {
         estimate = { ...estimate!, awaitingStart: false };
         busy = 'Starting';
         render();
-        host.post({ type: 'circuit/start' });
+        if (traceJob !== undefined) host.notify({ type: 'circuit/start', jobId: traceJob });
       }, 'primary'), 'circuit-start'),
-      withId(button('Cancel', () => host.post({ type: 'circuit/cancel' })), 'circuit-cancel-start'),
+      withId(button('Cancel', () => traceJob !== undefined && host.cancelJob(traceJob)), 'circuit-cancel-start'),
     );
     app.append(n);
     // The graph on screen is another prompt's: only the decision is shown, at the top.
@@ -126,7 +159,7 @@ function render(): void {
       if (busyFraction !== undefined) bar.value = busyFraction;
       n.append(bar);
     }
-    n.append(button('Cancel', () => host.post({ type: 'circuit/cancel' })));
+    n.append(button('Cancel', () => cancelBusy?.()));
     if (estimate) n.append(el('span', 'muted', ` Estimated: ${estimateText(estimate)}.`));
     app.append(n);
   }
@@ -136,7 +169,7 @@ function render(): void {
     app.append(e);
   }
   if (!view) {
-    app.append(el('p', 'empty', 'Select a prompt in an editor and run “Residual: Trace Circuit for Selection”, or open a graph JSON file.'), button('Open graph JSON…', () => host.post({ type: 'circuit/import' })));
+    app.append(el('p', 'empty', 'Select a prompt in an editor and run “Residual: Trace Circuit for Selection”, or open a graph JSON file.'), button('Open graph JSON…', () => ask('circuit/import', {}, undefined)));
     return;
   }
   app.append(header(view), controls(view));
@@ -210,7 +243,7 @@ function controls(v: CircuitView): HTMLElement {
       thresholdTimer = setTimeout(() => {
         const node = Number((document.getElementById('node-threshold') as HTMLInputElement).value);
         const edge = Number((document.getElementById('edge-threshold') as HTMLInputElement).value);
-        host.post({ type: 'circuit/thresholds', node, edge });
+        ask('circuit/thresholds', { node, edge }, undefined);
       }, 250);
     });
     const wrap = el('label', 'slider');
@@ -224,8 +257,8 @@ function controls(v: CircuitView): HTMLElement {
   row.append(
     nodeSlider,
     edgeSlider,
-    button('Export JSON…', () => host.post({ type: 'circuit/export', pinned: p.pinned, supernodes: p.groups })),
-    button('Open JSON…', () => host.post({ type: 'circuit/import' })),
+    button('Export JSON…', () => ask('circuit/export', { pinned: p.pinned, supernodes: p.groups }, undefined)),
+    button('Open JSON…', () => ask('circuit/import', {}, undefined)),
   );
   if (!v.live) row.append(el('span', 'muted', 'Imported: thresholds, cards and interventions need a graph traced here.'));
   const help = el('div', 'hint', 'Node threshold: the share of the total influence on the logits that the kept nodes carry. Edge threshold: the share of the edge influence that the kept edges carry. Higher values keep more.');
@@ -252,8 +285,10 @@ function drawGraph(v: CircuitView): HTMLElement {
       }
       selected = n.id;
       if (n.kind === 'feature' && n.index !== null && v.live) {
-        busy = 'Loading the feature card';
-        host.post({ type: 'circuit/card', layer: n.layer, index: n.index });
+        ask('circuit/card', { layer: n.layer, index: n.index }, 'Loading the feature card', (c) => {
+          card = c;
+          intervention = undefined;
+        });
       }
       render();
     },
@@ -401,9 +436,7 @@ function cardView(c: FeatureCard): HTMLElement {
   const row = el('div', 'row');
   row.append(
     button('Ablate on this prompt', () => {
-      busy = 'Intervening';
-      host.post({ type: 'circuit/intervene', description: `ablate feature ${c.index} of layer ${c.layer} at ${active.length} positions`, items: active.map(([, pos]) => ({ layer: c.layer, pos, feature: c.index, value: 0 })) });
-      render();
+      ask('circuit/intervene', { description: `ablate feature ${c.index} of layer ${c.layer} at ${active.length} positions`, items: active.map(([, pos]) => ({ layer: c.layer, pos, feature: c.index, value: 0 })) }, 'Rerunning the model with the intervention', (r) => (intervention = r));
     }),
     clampField,
     button('Clamp', () => {
@@ -414,18 +447,16 @@ function cardView(c: FeatureCard): HTMLElement {
         return;
       }
       clampFactor = factor;
-      busy = 'Intervening';
-      host.post({ type: 'circuit/intervene', description: `clamp feature ${c.index} of layer ${c.layer} to ${factor}× its activation`, items: active.map(([a, pos]) => ({ layer: c.layer, pos, feature: c.index, value: factor * a })) });
-      render();
+      ask('circuit/intervene', { description: `clamp feature ${c.index} of layer ${c.layer} to ${factor}× its activation`, items: active.map(([a, pos]) => ({ layer: c.layer, pos, feature: c.index, value: factor * a })) }, 'Rerunning the model with the intervention', (r) => (intervention = r));
     }),
-    button('Steer with this feature…', () => host.post({ type: 'circuit/steer', layer: c.layer, index: c.index })),
+    button('Steer with this feature…', () => ask('circuit/steer', { layer: c.layer, index: c.index }, undefined)),
   );
   if (!active.length) row.append(el('span', 'muted', '(not active on this prompt: ablating changes nothing)'));
   s.append(row);
   return s;
 }
 
-function interventionView(r: { description: string; rows: InterventionRow[]; notInGraph: number }): HTMLElement {
+function interventionView(r: InterventionResult): HTMLElement {
   const s = el('section');
   s.id = 'intervention';
   s.append(el('h2', undefined, 'Intervention'), el('p', 'hint', `${r.description}. Predicted from the graph (direct edges, and all paths through the graph's features with attention frozen) next to the real model's change of each logit (minus the mean logit).`));
@@ -449,4 +480,4 @@ function pct(x: number): string {
 
 onThemeChange(render);
 render();
-host.post({ type: 'ready' });
+host.notify({ type: 'ready' });

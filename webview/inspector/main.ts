@@ -1,14 +1,19 @@
 /** The Inspector side-bar view: model, provider (with every fallback attempt) and the last analysis. */
-import type { FromInspector, InspectorState, ToInspector } from '../../src/protocol';
-import { badge, button, divider, el, hostBridge, showToken, spinner } from '../ui';
+import { INSPECTOR_STATE_VERSION, unreachable, type InspectorCommand, type InspectorEvent, type InspectorRequests, type InspectorState } from '../../src/protocol';
+import { failureText, hostClient } from '../host';
+import { badge, button, divider, el, showToken, spinner } from '../ui';
 
-const host = hostBridge<FromInspector, InspectorState>();
+const host = hostClient<InspectorRequests, InspectorEvent, { type: 'ready' }, InspectorState>(INSPECTOR_STATE_VERSION);
 const app = document.getElementById('app')!;
 
-window.addEventListener('message', (ev: MessageEvent<ToInspector>) => {
-  if (ev.data.type === 'inspector/state') {
-    host.setState(ev.data.state);
-    render(ev.data.state);
+host.onEvent((m) => {
+  switch (m.type) {
+    case 'inspector/state':
+      host.setState(m.state);
+      render(m.state);
+      break;
+    default:
+      unreachable(m.type);
   }
 });
 
@@ -70,10 +75,16 @@ function render(s: InspectorState): void {
   app.append(last);
 }
 
-function run(command: Extract<FromInspector, { type: 'command/run' }>['command']): void {
-  host.post({ type: 'command/run', command });
+/** Runs one of the commands the Inspector may run; a failure shows under the buttons. */
+function run(command: InspectorCommand): void {
+  host.request('command/run', { command }).result.catch((e) => {
+    const n = el('div', 'notice error', failureText(e));
+    n.id = 'inspector-error';
+    document.getElementById('inspector-error')?.remove();
+    app.append(n);
+  });
 }
 
 const saved = host.getState();
 if (saved) render(saved);
-host.post({ type: 'ready' });
+host.notify({ type: 'ready' });

@@ -3,9 +3,10 @@
  * much to add it, and see the next-token effect, baseline vs steered generation, and a layer × strength sweep.
  * Results stay on screen when a later request fails, so the baseline never disappears.
  */
-import type { FromSteering, GenerationComparison, NextTokenEffect, SteerSettings, SteeringState, SweepResult, ToSteering } from '../../src/protocol';
+import { RESID_POINTS, STEERING_STATE_VERSION, unreachable, type GenerationComparison, type Method, type NextTokenEffect, type ParamsOf, type ResultOf, type SteerSettings, type SteeringEvent, type SteeringRequests, type SteeringState, type SweepResult } from '../../src/protocol';
+import { failureText, hostClient } from '../host';
 import { colours, drawChart } from '../charts';
-import { button, dropdown, el, hostBridge, showToken, spinner, textArea, textField, onThemeChange } from '../ui';
+import { button, dropdown, el, showToken, spinner, textArea, textField, onThemeChange } from '../ui';
 
 interface Persisted {
   settings: SteerSettings;
@@ -16,16 +17,18 @@ interface Persisted {
   strengthText?: string;
 }
 
-const host = hostBridge<FromSteering, Persisted>();
+const host = hostClient<SteeringRequests, SteeringEvent, { type: 'ready' }, Persisted>(STEERING_STATE_VERSION);
 const app = document.getElementById('app')!;
 let state: SteeringState = {};
-let p: Persisted = host.getState() ?? {
+const p: Persisted = host.getState() ?? {
   settings: { layer: 0, point: 'hook_resid_pre', strength: 4, relative: false, positions: 'all' },
   gen: { maxNewTokens: 24, temperature: 0, topP: 0.9, seed: 1 },
   sweep: { strengths: '-16, -8, -4, -2, 0, 2, 4, 8, 16', target: '', neutral: 'The quick brown fox jumps over the lazy dog.\nfor i in range(10):\n    print(i)\n' },
   feature: { layer: 0, index: '0' },
 };
 let busy = '';
+/** Cancels the request the busy notice shows. */
+let cancelBusy: (() => void) | undefined;
 let progress = '';
 let error = '';
 let effect: { effect: NextTokenEffect; settings: SteerSettings } | undefined;
@@ -34,8 +37,7 @@ let sweep: SweepResult | undefined;
 
 const save = () => host.setState(p);
 
-window.addEventListener('message', (ev: MessageEvent<ToSteering>) => {
-  const m = ev.data;
+host.onEvent((m) => {
   switch (m.type) {
     case 'steer/state': {
       const before = state;
@@ -57,37 +59,48 @@ window.addEventListener('message', (ev: MessageEvent<ToSteering>) => {
       }
       break;
     }
-    case 'steer/busy':
-      busy = m.what;
-      progress = '';
-      error = '';
-      break;
-    case 'steer/progress':
-      progress = `${m.done} / ${m.total}`;
-      {
-        const el2 = document.getElementById('steer-progress');
-        if (el2) el2.textContent = progress;
-      }
-      return;
-    case 'steer/effect':
-      busy = '';
-      effect = m;
-      break;
-    case 'steer/generation':
-      busy = '';
-      generation = m;
-      break;
-    case 'steer/sweep':
-      busy = '';
-      sweep = m.result;
-      break;
-    case 'steer/error':
-      busy = '';
-      error = m.message;
-      break;
+    default:
+      unreachable(m.type);
   }
   render();
 });
+
+/**
+ * Sends a request; with `busyText`, shows it as busy (its Cancel cancels this request) until the reply. A failure or
+ * cancellation shows in the error notice; earlier results stay on screen.
+ */
+function ask<M extends Method<SteeringRequests>>(method: M, params: ParamsOf<SteeringRequests, M>, busyText: string | undefined, onResult: (r: ResultOf<SteeringRequests, M>) => void = () => undefined): void {
+  const req = host.request(method, params, (pr) => {
+    progress = `${pr.done} / ${pr.total}`;
+    const el2 = document.getElementById('steer-progress');
+    if (el2) el2.textContent = progress;
+  });
+  if (busyText) {
+    busy = busyText;
+    progress = '';
+    cancelBusy = req.cancel;
+  }
+  error = '';
+  render();
+  const settle = () => {
+    if (cancelBusy === req.cancel) {
+      busy = '';
+      cancelBusy = undefined;
+    }
+  };
+  req.result.then(
+    (r) => {
+      settle();
+      onResult(r);
+      render();
+    },
+    (e) => {
+      settle();
+      error = failureText(e);
+      render();
+    },
+  );
+}
 
 function render(): void {
   app.replaceChildren();
@@ -99,7 +112,7 @@ function render(): void {
     const n = el('div', 'notice running');
     const pr = el('span', 'muted', progress);
     pr.id = 'steer-progress';
-    n.append(spinner(), el('span', undefined, `${busy}… `), pr, button('Cancel', () => host.post({ type: 'steer/cancel' })));
+    n.append(spinner(), el('span', undefined, `${busy}… `), pr, button('Cancel', () => cancelBusy?.()));
     app.append(n);
   }
   if (error) {
@@ -149,18 +162,18 @@ function vectorSection(): HTMLElement {
     button('Use feature', () => {
       p.feature.index = fIndex.value;
       save();
-      host.post({ type: 'steer/vectorFromFeature', layer: p.feature.layer, index: Number(fIndex.value) });
+      ask('steer/vectorFromFeature', { layer: p.feature.layer, index: Number(fIndex.value) }, undefined);
     }),
   );
   if (state.transcoders) feature.append(el('span', 'muted', state.transcoders));
   const pairs = el('div', 'row');
   pairs.append(
     el('span', undefined, 'Contrastive pairs:'),
-    button('From the active editor', () => host.post({ type: 'steer/vectorFromPairs', layer: p.settings.layer, point: p.settings.point })),
+    button('From the active editor', () => ask('steer/vectorFromPairs', { layer: p.settings.layer, point: p.settings.point }, 'Averaging the pairs')),
     el('span', 'muted', `(mean difference at blocks.${p.settings.layer}.${p.settings.point}; lines "+ positive" / "- negative", a blank line between pairs)`),
   );
   const files = el('div', 'row');
-  files.append(el('span', undefined, 'Saved vector:'), button('Open…', () => host.post({ type: 'steer/openVector' })), button('Save…', () => host.post({ type: 'steer/saveVector' })));
+  files.append(el('span', undefined, 'Saved vector:'), button('Open…', () => ask('steer/openVector', {}, undefined)), button('Save…', () => ask('steer/saveVector', {}, undefined)));
   return section('Vector', info, feature, pairs, files);
 }
 
@@ -181,7 +194,7 @@ function whereSection(): HTMLElement {
     field(
       'Layer',
       dropdown(layerOptions(L), String(s.layer), (x) => ((s.layer = Number(x)), save()), 'steer-layer'),
-      dropdown(['hook_resid_pre', 'hook_resid_mid', 'hook_resid_post'].map((x) => ({ value: x, label: x })), s.point, (x) => ((s.point = x as SteerSettings['point']), save()), 'steer-point'),
+      dropdown(RESID_POINTS.map((x) => ({ value: x, label: x })), s.point, (x) => ((s.point = x as SteerSettings['point']), save()), 'steer-point'),
     ),
     field(
       'Strength',
@@ -197,13 +210,13 @@ function promptSection(): HTMLElement {
   const pre = el('pre', 'preview', state.prompt ?? 'No prompt: analyse a selection, or use the current selection.');
   pre.id = 'steer-prompt';
   const row = el('div', 'row');
-  row.append(button('Use current selection', () => host.post({ type: 'steer/useSelection' })));
+  row.append(button('Use current selection', () => ask('steer/useSelection', {}, undefined)));
   return section('Prompt', pre, row);
 }
 
 function effectSection(): HTMLElement {
   const row = el('div', 'row');
-  row.append(button('Next-token effect', () => checked() && host.post({ type: 'steer/effect', settings: p.settings }), 'primary'));
+  row.append(button('Next-token effect', () => checked() && ask('steer/effect', { settings: p.settings }, 'Computing the next-token effect', (r) => (effect = r)), 'primary'));
   const body = el('div');
   if (effect) {
     const e = effect.effect;
@@ -236,7 +249,7 @@ function generationSection(): HTMLElement {
     button('Generate', () => {
       p.gen = { maxNewTokens: Number(n.value), temperature: Number(t.value), topP: Number(tp.value), seed: Number(seed.value) };
       save();
-      if (checked()) host.post({ type: 'steer/generate', settings: p.settings, ...p.gen });
+      if (checked()) ask('steer/generate', { settings: p.settings, ...p.gen }, 'Generating', (r) => (generation = r));
     }, 'primary'),
   );
   const body = el('div', 'pair');
@@ -273,7 +286,7 @@ function sweepSection(): HTMLElement {
       save();
       const list = strengths.value.split(',').map((x) => Number(x.trim())).filter((x) => Number.isFinite(x));
       const L = state.model?.nLayers ?? 1;
-      if (checked()) host.post({ type: 'steer/sweep', settings: p.settings, layers: Array.from({ length: L }, (_, i) => i), strengths: list, target: target.value, neutral: neutral.value });
+      if (checked()) ask('steer/sweep', { settings: p.settings, layers: Array.from({ length: L }, (_, i) => i), strengths: list, target: target.value, neutral: neutral.value }, 'Sweeping', (r) => (sweep = r));
     }, 'primary'),
   );
   const body = el('div');
@@ -328,4 +341,4 @@ function pct(x: number): string {
 
 onThemeChange(render);
 render();
-host.post({ type: 'ready' });
+host.notify({ type: 'ready' });

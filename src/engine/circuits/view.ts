@@ -1,0 +1,111 @@
+/**
+ * The Circuit panel's view of a graph, made in the engine: a live graph (pruned at the user's thresholds) goes through
+ * the same graph JSON as an export, so what the panel shows is what a file would hold; an imported file is shown as
+ * read. Feature nodes are labelled with the token their decoder pushes up most (W_dec · W_U).
+ */
+import type { CircuitView } from '../../protocol';
+import { ResidualError } from '../errors';
+import type { Model } from '../model';
+import type { Attributor } from './attribution';
+import type { AttributionGraph } from './graph';
+import { parseGraphJson, toGraphJson, type GraphJson, type ImportedGraph } from './graph-json';
+import type { PruneResult } from './prune';
+
+/** A graph computed here, with what the panel set on it. */
+export interface LiveGraph {
+  model: Model;
+  attributor: Attributor;
+  graph: AttributionGraph;
+  prune: PruneResult;
+  prompt: string;
+  tokens: string[];
+  nodeThreshold: number;
+  edgeThreshold: number;
+  ms: number;
+  /** The memory budget the graph was computed under (MB). */
+  budgetMB: number;
+  /** Names this graph (export, and the panel's zoom and card belong to it) for as long as it is shown. */
+  slug: string;
+}
+
+/** The graph JSON of a live graph at its current thresholds, with the panel's pins and supernodes. */
+export function liveGraphJson(l: LiveGraph, pinned: string[] = [], supernodes: string[][] = []): GraphJson {
+  const json = toGraphJson(l.graph, l.prune, {
+    slug: l.slug,
+    scan: l.attributor.transcoders.scan,
+    promptTokens: l.tokens,
+    prompt: l.prompt,
+    tokenText: (id) => l.model.tokenizer.tokenText(id),
+    nodeThreshold: l.nodeThreshold,
+    edgeThreshold: l.edgeThreshold,
+    info: { description: `Residual attribution graph (${l.model.config.name}, transcoders ${l.attributor.transcoders.dir})` },
+  });
+  json.qParams = { pinnedIds: pinned, supernodes, linkType: 'both', clickedId: '', sg_pos: '' };
+  return json;
+}
+
+/** An imported file's JSON with the panel's pins and supernodes. */
+export function importedGraphJson(g: ImportedGraph, pinned: string[] = [], supernodes: string[][] = []): GraphJson {
+  return { ...g.json, qParams: { ...g.json.qParams, pinnedIds: pinned, supernodes } };
+}
+
+/** The view of a live graph (`live`) or an imported one. */
+export function circuitView(source: { live: LiveGraph } | { imported: ImportedGraph }): CircuitView {
+  const live = 'live' in source ? source.live : undefined;
+  const g = live ? parseGraphJson(liveGraphJson(live)) : (source as { imported: ImportedGraph }).imported;
+  const json = g.json;
+  const L = live?.graph.nLayers ?? Math.max(0, ...g.nodes.filter((n) => n.kind === 'feature' || n.kind === 'error').map((n) => (n.layer ?? 0) + 1));
+  const graph = live?.graph;
+  return {
+    slug: json.metadata.slug,
+    prompt: json.metadata.prompt,
+    tokens: json.metadata.prompt_tokens,
+    nLayers: L,
+    nodes: g.nodes.map((n) => ({
+      id: n.id,
+      kind: n.kind,
+      layer: n.kind === 'token' ? -1 : n.kind === 'logit' ? L : (n.layer ?? 0),
+      pos: n.pos,
+      index: n.index,
+      activation: n.activation,
+      influence: n.influence,
+      prob: n.tokenProb,
+      label: n.kind === 'feature' ? `L${n.layer} #${n.index}` : n.kind === 'error' ? `err L${n.layer}` : n.clerp || json.metadata.prompt_tokens[n.pos] || n.id,
+    })),
+    links: g.links.map((k) => ({ s: k.source, t: k.target, w: k.weight })),
+    nodeThreshold: live?.nodeThreshold ?? Number(json.metadata.node_threshold ?? 0.8),
+    edgeThreshold: live?.edgeThreshold ?? 0.98,
+    live: !!live,
+    scores: live ? { replacement: live.prune.replacementScore, completeness: live.prune.completenessScore } : undefined,
+    counts: { activeFeatures: graph ? graph.nActiveFeatures : g.nodes.filter((n) => n.kind === 'feature').length, nodes: g.nodes.length, links: g.links.length },
+    coverage:
+      live && graph && graph.nFeatures < graph.nActiveFeatures
+        ? { keptFeatures: graph.nFeatures, activeFeatures: graph.nActiveFeatures, influenceCovered: graph.influenceCovered, memoryLimited: graph.memoryLimited, budgetMB: live.budgetMB }
+        : undefined,
+    ms: live?.ms,
+    pinned: (json.qParams.pinnedIds as string[] | undefined) ?? [],
+    supernodes: (json.qParams.supernodes as string[][] | undefined) ?? [],
+  };
+}
+
+/**
+ * Sets `output` on the view's feature nodes: the token W_dec · W_U pushes up most (one pass over the unembedding for
+ * the features not in `known`, which is updated: "layer:index" → token text).
+ */
+export async function labelFeatureOutputs(view: CircuitView, live: LiveGraph, known: Map<string, string>): Promise<void> {
+  const missing: { layer: number; index: number }[] = [];
+  const wanted = new Set<string>();
+  for (const n of view.nodes) {
+    if (n.kind !== 'feature' || n.index === null) continue;
+    const key = `${n.layer}:${n.index}`;
+    if (known.has(key) || wanted.has(key)) continue;
+    wanted.add(key);
+    missing.push({ layer: n.layer, index: n.index });
+  }
+  if (missing.length) {
+    const ids = await live.attributor.topOutputTokens(missing);
+    if (ids.length !== missing.length) throw new ResidualError(`${ids.length} output tokens for ${missing.length} features`, 'feature labels');
+    missing.forEach((m, i) => known.set(`${m.layer}:${m.index}`, live.model.tokenizer.tokenDisplay(ids[i])));
+  }
+  for (const n of view.nodes) if (n.kind === 'feature' && n.index !== null) n.output = known.get(`${n.layer}:${n.index}`);
+}

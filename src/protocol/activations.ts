@@ -1,0 +1,79 @@
+/** The Activations panel: analyses, logit-lens targets, activation patching and comparison. */
+import type { Analysis, LayerComparison, LensTarget, PatchingResult, ResidPoint } from './results';
+import type { HostMessage, WebviewMessage } from './requests';
+
+export interface PatchingRequest {
+  corrupted: string;
+  cleanAnswer?: string;
+  corruptedAnswer?: string;
+  point: ResidPoint;
+}
+
+export interface CorruptionSuggestion {
+  corrupted: string;
+  change: string;
+  changesPrediction: boolean;
+}
+
+/** What the panel can ask the host (see requests.ts for the contract). */
+export type ActivationsRequests = {
+  /** Probability and rank of a typed token at every read-out, at one position of the shown analysis. */
+  'lens/target': { params: { position: number; text: string }; result: LensTarget };
+  /** Activation patching with the analysed text as the clean prompt (progress: runs done). */
+  'patching/run': { params: PatchingRequest; result: { result: PatchingResult; notes: string[] } };
+  /** A corrupted prompt to start from (undefined: no word or number could be swapped at the same token length). */
+  'patching/suggest': { params: Record<string, never>; result: { forText: string; suggestion?: CorruptionSuggestion } };
+  /** How many tokens a prompt has as the model will see it. */
+  'patching/count': { params: { text: string }; result: { tokens: number } };
+};
+
+export type ActivationsEvent =
+  /** Analysis job `requestId` began; the panel keeps the previous result visible, greyed, until it lands. */
+  | { type: 'analysis/started'; requestId: number; preview: string; file?: string }
+  /** The result of job `requestId`. */
+  | { type: 'analysis/result'; requestId: number; analysis: Analysis; file?: string }
+  /** The job failed; `message` names the file/hook and the problem. */
+  | { type: 'analysis/error'; requestId: number; message: string }
+  /** The job was cancelled (by the user or by a newer one). */
+  | { type: 'analysis/cancelled'; requestId: number }
+  /** Two analyses side by side (A = the earlier, B = the newer selection). */
+  | { type: 'compare/result'; a: Analysis; b: Analysis; layers: LayerComparison[]; fileA?: string; fileB?: string };
+
+export type ActivationsNotification =
+  /** The webview's script is up and can take messages (the host then replays the last state). */
+  | { type: 'ready' }
+  /** Select the token's text in the editor it came from. */
+  | { type: 'token/reveal'; start: number; end: number }
+  /** The result of job `requestId` is drawn (the host logs the time from the command to this point). */
+  | { type: 'analysis/rendered'; requestId: number }
+  /** Re-run the analysis of the shown text. */
+  | { type: 'analysis/rerun' }
+  /** Colour the analysed tokens in the editor by a measure at a layer (or clear it). */
+  | { type: 'heat/show'; measure: HeatMeasure | 'mlp_active' | 'target_prob'; layer: number }
+  | { type: 'heat/clear' };
+
+export type ToActivations = HostMessage<ActivationsEvent>;
+export type FromActivations = WebviewMessage<ActivationsRequests, ActivationsNotification>;
+
+/** Bumped when `ActivationsState` changes shape: a panel restored with an older state starts empty. */
+export const ACTIVATIONS_STATE_VERSION = 2;
+
+/** State the panel persists through `setState` so a restored panel shows its last analysis at once. */
+export interface ActivationsState {
+  analysis?: Analysis;
+  file?: string;
+  position?: number;
+  measure?: HeatMeasure;
+  /** Heatmap colour scale: each row from its own min to max (default), or one scale for the whole map. */
+  heatScale?: 'row' | 'global';
+  tab?: ActivationsTab;
+  attention?: { layer: number; head: number; metric: 'entropy' | 'prevToken' | 'firstToken' | 'self' };
+  spectralReadout?: number;
+  corrupted?: string;
+  /** A typed target token tracked through the lens at `position`. */
+  customTarget?: LensTarget;
+}
+
+export type ActivationsTab = 'overview' | 'attention' | 'layers' | 'patching' | 'compare';
+
+export type HeatMeasure = 'resid_norm' | 'update_norm' | 'drift_cos' | 'attn_norm' | 'mlp_norm';

@@ -1,0 +1,123 @@
+/**
+ * The Circuit panel: attribution graphs pruned in the host, feature cards, interventions, graph JSON export/import.
+ * A trace is a job the host starts (Trace Circuit for Selection); the panel starts it past the cost gate and cancels it.
+ */
+import type { HostMessage, WebviewMessage } from './requests';
+
+export type CircuitNodeKind = 'feature' | 'error' | 'token' | 'logit' | 'other';
+
+export interface CircuitNode {
+  id: string;
+  kind: CircuitNodeKind;
+  /** Feature/error layer; −1 for embeddings; nLayers for logits. */
+  layer: number;
+  pos: number;
+  /** Feature index (features), vocabulary id (logits). */
+  index: number | null;
+  activation: number | null;
+  /** Cumulative influence (smaller = more important), as circuit-tracer writes it. */
+  influence: number | null;
+  /** Features: the output token the decoder pushes up most (from the feature index, else W_dec·W_U), when known. */
+  output?: string;
+  prob: number | null;
+  label: string;
+}
+
+export interface CircuitView {
+  slug: string;
+  prompt: string;
+  tokens: string[];
+  nLayers: number;
+  nodes: CircuitNode[];
+  /** Links by node index: s → t with the signed direct effect w. */
+  links: { s: number; t: number; w: number }[];
+  nodeThreshold: number;
+  edgeThreshold: number;
+  /** False for an imported file: thresholds, cards and interventions need the live graph. */
+  live: boolean;
+  scores?: { replacement: number; completeness: number };
+  counts: { activeFeatures: number; nodes: number; links: number };
+  /**
+   * A live graph that keeps fewer features than are active (the feature-row limit or the memory budget): how many,
+   * and the share of the active features' influence they carry.
+   */
+  coverage?: { keptFeatures: number; activeFeatures: number; influenceCovered: number; memoryLimited: boolean; budgetMB: number };
+  ms?: number;
+  pinned?: string[];
+  supernodes?: string[][];
+}
+
+export interface FeatureCard {
+  layer: number;
+  index: number;
+  /** The token the decoder pushes up most (the feature's label when none is given). */
+  output?: string;
+  /** Activation at every position of this prompt. */
+  activations: number[];
+  tokens: string[];
+  /** Direct effect of the decoder row on the logits (W_dec·W_U): strongest up- and down-weighted tokens. */
+  top: [string, number][];
+  bottom: [string, number][];
+  /** Top activating contexts from the feature index, when there is one. */
+  contexts?: { before: string; peak: string; after: string; act: number }[];
+  frequency?: number;
+  maxAct?: number;
+  source: string;
+}
+
+export interface InterventionRow {
+  token: string;
+  baseProb: number;
+  newProb: number;
+  actual: number;
+  predictedDirect: number;
+  predictedPaths: number;
+}
+
+/** What a graph will cost, shown before it starts (and kept on screen while it runs). */
+export interface CircuitEstimateView {
+  tokens: number;
+  seconds: number;
+  peakMB: number;
+  budgetMB: number;
+  activeFeatures: number;
+  featureRows: number;
+  /** True when the panel waits for Start (the estimate is above residual.circuitConfirmSeconds or over the budget). */
+  awaitingStart: boolean;
+}
+
+export interface InterventionResult {
+  description: string;
+  rows: InterventionRow[];
+  /** Intervened features the graph does not hold (their effect is measured, not predicted). */
+  notInGraph: number;
+}
+
+export type CircuitRequests = {
+  /** Re-prunes the live graph; the new view follows as an event. */
+  'circuit/thresholds': { params: { node: number; edge: number }; result: void };
+  'circuit/card': { params: { layer: number; index: number }; result: FeatureCard };
+  'circuit/intervene': { params: { items: { layer: number; pos: number; feature: number; value: number }[]; description: string }; result: InterventionResult };
+  /** Resolves false when the user dismissed the dialog. */
+  'circuit/export': { params: { pinned: string[]; supernodes: string[][] }; result: boolean };
+  'circuit/import': { params: Record<string, never>; result: boolean };
+  'circuit/steer': { params: { layer: number; index: number }; result: void };
+};
+
+export type CircuitEvent =
+  /** Trace job `jobId` is running (cancel it by that id). */
+  | { type: 'circuit/busy'; jobId: number; what: string; fraction?: number }
+  | { type: 'circuit/estimate'; jobId: number; estimate: CircuitEstimateView }
+  | { type: 'circuit/view'; view: CircuitView }
+  /** A trace or an import failed (or was cancelled); the previous view stays. */
+  | { type: 'circuit/error'; message: string };
+
+export type CircuitNotification =
+  | { type: 'ready' }
+  /** Go past the cost gate of trace job `jobId`. */
+  | { type: 'circuit/start'; jobId: number };
+
+export type ToCircuit = HostMessage<CircuitEvent>;
+export type FromCircuit = WebviewMessage<CircuitRequests, CircuitNotification>;
+
+export const CIRCUIT_STATE_VERSION = 1;

@@ -1,0 +1,50 @@
+/** The Inspector view in the side bar: the model, the provider in use and the last analysis; buttons run commands. */
+import type { ModelInfo, ProviderAttempt } from './results';
+import type { HostMessage, WebviewMessage } from './requests';
+
+
+export interface InspectorState {
+  status: 'idle' | 'loading' | 'ready' | 'error' | 'running';
+  modelDir?: string;
+  model?: ModelInfo;
+  provider?: string;
+  attempts?: ProviderAttempt[];
+  loadMs?: number;
+  error?: string;
+  last?: {
+    preview: string;
+    file?: string;
+    tokens: number;
+    top: { text: string; prob: number }[];
+    ms: number;
+    truncated?: string;
+  };
+}
+
+export type InspectorEvent = { type: 'inspector/state'; state: InspectorState };
+
+export type InspectorRequests = {
+  /** Runs one of the extension's commands (only the ones listed: the webview cannot run arbitrary commands). */
+  'command/run': { params: { command: InspectorCommand }; result: void };
+};
+
+export type ToInspector = HostMessage<InspectorEvent>;
+export type FromInspector = WebviewMessage<InspectorRequests, { type: 'ready' }>;
+
+export const INSPECTOR_STATE_VERSION = 1;
+
+export type InspectorCommand =
+  | 'residual.analyzeSelection'
+  | 'residual.traceCircuit'
+  | 'residual.selectModel'
+  | 'residual.showActivations'
+  | 'residual.openSteering'
+  | 'residual.showLog';
+export const INSPECTOR_COMMANDS: readonly InspectorCommand[] = [
+  'residual.analyzeSelection',
+  'residual.traceCircuit',
+  'residual.selectModel',
+  'residual.showActivations',
+  'residual.openSteering',
+  'residual.showLog',
+];

@@ -1,0 +1,246 @@
+/**
+ * The engine's results that cross to the webviews, as plain data. No imports here (and so no Node types): the
+ * webviews type-check these without seeing the engine, and the engine re-exports them (src/engine/results.ts).
+ */
+
+/** A token and the exact range of the analysed text it covers (JavaScript string indices). */
+export interface TokenSpan {
+  id: number;
+  text: string;
+  start: number;
+  end: number;
+}
+
+export interface ModelInfo {
+  name: string;
+  architecture: string;
+  n_layers: number;
+  d_model: number;
+  n_heads: number;
+  vocab_size: number;
+  n_ctx: number;
+  /** Storage dtype of the checkpoint's weights (F32, F16, BF16). */
+  dtype: string;
+  dir: string;
+  /** Key/value heads (grouped-query attention); equal to n_heads otherwise. */
+  n_kv_heads?: number;
+  /** The weights' precision inside ONNX Runtime: float32, or float16 when loaded in half precision. */
+  precision?: string;
+}
+
+export interface ProviderAttempt {
+  provider: string;
+  ok: boolean;
+  reason?: string;
+  ms: number;
+}
+
+export interface TopToken {
+  id: number;
+  text: string;
+  prob: number;
+  logit?: number;
+}
+
+/** A residual-stream read-out point: resid_pre of every block, then resid_post of the last. */
+export interface Readout {
+  layer: number;
+  hook: string;
+}
+
+export interface LayerStats {
+  layer: number;
+  /** ‖resid_post − resid_pre‖₂ / ‖resid_pre‖₂ per position. */
+  update_norm: number[];
+  /** cos(resid_pre, resid_post) per position. */
+  drift_cos: number[];
+  /** ‖hook_attn_out‖₂ and ‖hook_mlp_out‖₂ per position. */
+  attn_norm: number[];
+  mlp_norm: number[];
+}
+
+export interface Analysis {
+  model: ModelInfo;
+  provider: string;
+  text: string;
+  tokens: TokenSpan[];
+  /**
+   * Set when the text had more tokens than allowed: only the last `kept` tokens, starting at character `firstChar`,
+   * were analysed. `total` is the full token count when it was computed (very long texts are cut before tokenizing).
+   */
+  truncated?: { kept: number; firstChar: number; total?: number };
+  top: TopToken[];
+  readouts: Readout[];
+  /** ‖resid‖₂ per readout and position: [readout][pos]. */
+  residNorm: number[][];
+  /** Logit-lens top tokens: [readout][pos][k]; empty at positions outside `lensFrom..P−1`. */
+  lens: TopToken[][][];
+  /**
+   * The first position the lens was computed for (0: all). Every read-out × position costs an unembedding
+   * (2·d_model·vocab FLOPs), so for large vocabularies the lens covers the last positions within a FLOP budget.
+   */
+  lensFrom: number;
+  /**
+   * The final prediction at each position (the last read-out through ln_final and the unembedding, i.e. the real
+   * logits' argmax) and its prob/rank at every readout; id −1 and NaN outside the lens positions.
+   */
+  target: { ids: number[]; texts: string[]; prob: number[][]; rank: number[][] };
+  stats: LayerStats[];
+  /** Attention, MLP sparsity, massive activations, spectra, voids (absent when not requested). */
+  perLayer?: LayerDetail;
+  timings: { tokenizeMs: number; forwardMs: number; lensMs: number; totalMs: number };
+}
+
+/** A typed target token tracked through the logit lens at one position. */
+export interface LensTarget {
+  position: number;
+  text: string;
+  tokenId: number;
+  tokenText: string;
+  /** Probability and rank at every read-out (the order of `Analysis.readouts`). */
+  prob: number[];
+  rank: number[];
+  note?: string;
+}
+
+// ---- Per-layer detail ---------------------------------------------------------------------------------
+
+/** Mean/peak summaries of one attention head over the prompt's query positions. */
+export interface HeadSummary {
+  layer: number;
+  head: number;
+  /** Mean over queries of the pattern row's entropy, in nats. */
+  entropy: number;
+  /** Mean attention from each query to the previous position (queries 1..P-1). */
+  prevToken: number;
+  /** Mean attention to position 0. */
+  firstToken: number;
+  /** Mean attention of each query to itself. */
+  self: number;
+}
+
+export interface MassiveHit {
+  pos: number;
+  dim: number;
+  value: number;
+  /** |value| / median |x| over that read-out's positions and dims. */
+  ratio: number;
+}
+
+export interface SpectralLayer {
+  hook: string;
+  /** Eigenvalues of the read-out's Gram matrix X Xᵀ / D (X = [P, D], rows centred over d), largest first (at most 16). */
+  eigenvalues: number[];
+  /** −Σ pᵢ ln pᵢ with pᵢ = λᵢ / Σλ, over all eigenvalues; and that divided by ln(rank). */
+  entropy: number;
+  normalizedEntropy: number;
+  /** Marchenko–Pastur upper edge σ²(1+√γ)² for an i.i.d. matrix of the same shape and entry variance σ², γ = P/D. */
+  mpEdge: number;
+  sigma2: number;
+  gamma: number;
+  /** How many eigenvalues exceed the MP edge. */
+  aboveEdge: number;
+}
+
+export interface LayerDetail {
+  /** Attention patterns of every layer and head, [L, H, P, P] row-major (query × key). */
+  attention: { dims: number[]; data: Float32Array };
+  heads: HeadSummary[];
+  /** Fraction of MLP neurons with post-activation > threshold, [layer][pos]. */
+  mlpSparsity: { threshold: number; activeFraction: number[][] };
+  /** Per read-out (same order as Analysis.readouts): median |x| and the hits above `ratio` × median. */
+  massive: { ratio: number; layers: { hook: string; median: number; hits: MassiveHit[] }[] };
+  spectral: SpectralLayer[];
+  /** Blocks whose mean relative update ‖Δ‖/‖x‖ over positions is below `threshold`: candidate "voids". */
+  voids: { threshold: number; layers: number[]; meanUpdate: number[] };
+}
+
+export interface PatchingResult {
+  hook: string;
+  clean: { text: string; tokens: TokenSpan[] };
+  corrupted: { text: string; tokens: TokenSpan[] };
+  /** The answer tokens whose logit difference is measured at the last position. */
+  answers: { clean: { id: number; text: string }; corrupted: { id: number; text: string } };
+  /** logit[clean answer] − logit[corrupted answer] on the clean and on the corrupted run. */
+  ldClean: number;
+  ldCorrupted: number;
+  /** (LD_patched − LD_corrupted) / (LD_clean − LD_corrupted) for each block's hook and position: [layer][pos]. */
+  restored: number[][];
+  ms: number;
+}
+
+export interface LayerComparison {
+  layer: number;
+  a: { updateNorm: number; driftCos: number; residNorm: number; mlpActive: number; targetProb: number };
+  b: { updateNorm: number; driftCos: number; residNorm: number; mlpActive: number; targetProb: number };
+}
+
+// ---- Steering (issue 5) ----------------------------------------------------------------------------------------
+
+/** The residual-stream points a direction can be added at or patched into (TransformerLens hook names). */
+export type ResidPoint = 'hook_resid_pre' | 'hook_resid_mid' | 'hook_resid_post';
+export const RESID_POINTS: readonly ResidPoint[] = ['hook_resid_pre', 'hook_resid_mid', 'hook_resid_post'];
+/** Steering's name for a residual point (the same three). */
+export type SteerPointName = ResidPoint;
+
+export interface TokenDelta {
+  id: number;
+  text: string;
+  base: number;
+  steered: number;
+}
+
+export interface NextTokenEffect {
+  baseline: TopToken[];
+  steered: TopToken[];
+  /** KL(baseline ‖ steered) of the next-token distributions at the last position, in nats. */
+  kl: number;
+  /** The union of both top-k lists with both probabilities. */
+  deltas: TokenDelta[];
+  /** The absolute multiplier that was applied to the vector (= strength, or strength × mean norm / ‖v‖). */
+  scale: number;
+  /** True when the steered model produced NaN/Inf (then `steered` is empty and the baseline stands). */
+  nonFinite: boolean;
+}
+
+export interface GenerationSettings {
+  maxNewTokens: number;
+  /** 0 = greedy. */
+  temperature: number;
+  topP: number;
+  seed: number;
+}
+
+export interface GeneratedText {
+  ids: number[];
+  tokens: string[];
+  text: string;
+  /** Stopped early because the model produced NaN/Inf. */
+  nonFinite?: boolean;
+}
+
+export interface GenerationComparison {
+  prompt: string;
+  baseline: GeneratedText;
+  steered: GeneratedText;
+  settings: GenerationSettings;
+  tokensPerSecond: number;
+}
+
+export interface SweepResult {
+  layers: number[];
+  strengths: number[];
+  point: SteerPointName;
+  relative: boolean;
+  /** [layer index][strength index] */
+  kl: number[][];
+  /** Probability of `target` at the last position (NaN when no target). */
+  targetProb: number[][];
+  /** Mean next-token loss (nats) of the steered model on the neutral text: how much it degrades. */
+  neutralLoss: number[][];
+  baselineNeutralLoss: number;
+  baselineTargetProb: number;
+  target?: { id: number; text: string };
+  neutralText: string;
+  ms: number;
+}
