@@ -27,7 +27,7 @@ describe('bundled demo model', () => {
     assert.ok(expected.completions.length >= 10);
     for (const c of expected.completions) {
       assert.deepEqual(model.tokenizer.encode(c.prompt).ids, c.prompt_ids, `tokens of ${JSON.stringify(c.prompt)}`);
-      const a = await analyze(model, c.prompt, { depth: false });
+      const a = await analyze(model, c.prompt, { perLayer: false });
       assert.equal(a.top[0].id, c.greedy_ids[0], `greedy next token after ${JSON.stringify(c.prompt)}`);
       assert.ok(Math.abs(a.top[0].prob - c.first_prob) < 1e-3, `probability ${a.top[0].prob} vs ${c.first_prob}`);
     }
@@ -44,7 +44,7 @@ describe('bundled demo model', () => {
   ];
   for (const [prompt, want] of CASES) {
     it(`completes ${JSON.stringify(prompt)}`, async () => {
-      const a = await analyze(model, prompt, { depth: false });
+      const a = await analyze(model, prompt, { perLayer: false });
       assert.match(a.top[0].text, want, `top-1 after ${JSON.stringify(prompt)} was ${JSON.stringify(a.top[0].text)}`);
     });
   }

@@ -213,7 +213,7 @@ describe('rotary families through the rest of the engine', () => {
     const { nextTokenEffect, compareGeneration } = await import('../../src/engine/steering/steer');
 
     const text = 'The cat sat on the';
-    const a = await analyze(model, text, { depth: true });
+    const a = await analyze(model, text, { perLayer: true });
     assert.equal(a.tokens[0].id, EOT, 'BOS first');
     assert.deepEqual([a.tokens[0].start, a.tokens[0].end], [0, 0]);
     assert.equal(a.tokens.length, 1 + model.tokenizer.encode(text).ids.length);
@@ -224,7 +224,7 @@ describe('rotary families through the rest of the engine', () => {
     for (let t = 1; t < V; t++) if (last[t] > last[arg]) arg = t;
     assert.equal(a.top[0].id, arg, 'top prediction is the logits argmax of the BOS-prefixed run');
     assert.equal(a.lens.length, model.config.nLayers + 1);
-    assert.deepEqual(a.depth?.attention.dims, [model.config.nLayers, model.config.nHeads, a.tokens.length, a.tokens.length]);
+    assert.deepEqual(a.perLayer?.attention.dims, [model.config.nLayers, model.config.nHeads, a.tokens.length, a.tokens.length]);
 
     const patch = await activationPatching(model, { clean: 'The cat sat on the', corrupted: 'The dog sat on the' });
     assert.equal(patch.restored.length, model.config.nLayers);

@@ -10,7 +10,7 @@ type Side = LayerComparison['a'];
  * One row per block l (0..L−1), each side the mean over that analysis's positions of:
  * - `updateNorm`, `driftCos`: the block's LayerStats.update_norm and drift_cos;
  * - `residNorm`: ‖resid‖₂ at the block's own read-out (blocks.{l}.hook_resid_pre);
- * - `mlpActive`: the block's MLP active fraction from `depth.mlpSparsity`; NaN when the analysis has no `depth`;
+ * - `mlpActive`: the block's MLP active fraction from `perLayer.mlpSparsity`; NaN when the analysis has no `perLayer`;
  * and `targetProb`: the logit-lens probability, at the block's resid_pre read-out, of the final prediction at the
  * last position (target.prob[l][P−1]).
  * The two analyses must come from models with the same number of blocks (else a ResidualError).
@@ -31,7 +31,7 @@ function side(x: Analysis, l: number): Side {
     updateNorm: mean(x.stats[l].update_norm),
     driftCos: mean(x.stats[l].drift_cos),
     residNorm: mean(x.residNorm[l]),
-    mlpActive: x.depth ? mean(x.depth.mlpSparsity.activeFraction[l]) : NaN,
+    mlpActive: x.perLayer ? mean(x.perLayer.mlpSparsity.activeFraction[l]) : NaN,
     targetProb: x.target.prob[l][P - 1],
   };
 }

@@ -1,5 +1,5 @@
 /**
- * depthStats(): attention head summaries, MLP sparsity, massive activations, spectra and voids, each checked against
+ * layerDetail(): attention head summaries, MLP sparsity, massive activations, spectra and voids, each checked against
  * a straightforward loop over the plain-loop reference forward's activations, on a tiny random GPT-2 with a planted
  * massive value (wpe[3][5] = 1000) and a planted void (block 1 writes nothing to the residual stream).
  */
@@ -13,12 +13,12 @@ import type { ModelConfig } from '../../src/engine/checkpoint/config';
 import { openCheckpoint } from '../../src/engine/checkpoint/load';
 import { gaussian, mulberry32, writeRandomGpt2 } from '../../src/engine/checkpoint/random';
 import { readTensorF32 } from '../../src/engine/checkpoint/safetensors';
-import { depthHooks, depthStats, spectralStats } from '../../src/engine/layers/stats';
+import { layerDetailHooks, layerDetail, spectralStats } from '../../src/engine/layers/stats';
 import type { Tensor32 } from '../../src/engine/dims';
 import type { HookName } from '../../src/engine/hooks';
 import { Model } from '../../src/engine/model';
 import { referenceForward, type Weights } from '../reference/gpt2-reference';
-import type { DepthStats } from '../../src/engine/results';
+import type { LayerDetail } from '../../src/engine/results';
 import { silenceOrt } from '../../src/engine/runtime/session';
 import { gpt2TokenizerJSON } from '../../tools/gpt2-tokenizer';
 
@@ -75,10 +75,10 @@ const close = (got: number, want: number, tol: number, what: string) =>
 
 const readouts = () => [...Array.from({ length: cfg.nLayers }, (_, l) => `blocks.${l}.hook_resid_pre`), `blocks.${cfg.nLayers - 1}.hook_resid_post`] as HookName[];
 
-/** depthStats of the reference activations, with the analysis's own layer statistics. */
-async function refDepth(opts?: Parameters<typeof depthStats>[3]): Promise<DepthStats> {
+/** layerDetail of the reference activations, with the analysis's own layer statistics. */
+async function refDepth(opts?: Parameters<typeof layerDetail>[3]): Promise<LayerDetail> {
   const a = await analyze(model, TEXT);
-  return depthStats(ref, cfg, a.stats, opts);
+  return layerDetail(ref, cfg, a.stats, opts);
 }
 
 /** Every number anywhere in `v` is finite (typed arrays included). */
@@ -89,15 +89,15 @@ function assertAllFinite(v: unknown, where: string): void {
   else if (v && typeof v === 'object') for (const [k, x] of Object.entries(v)) assertAllFinite(x, `${where}.${k}`);
 }
 
-describe('depthStats', () => {
-  it('depthHooks lists exactly what it reads, and model.run with them matches the reference', async () => {
-    const hooks = depthHooks(cfg.nLayers);
+describe('layerDetail', () => {
+  it('layerDetailHooks lists exactly what it reads, and model.run with them matches the reference', async () => {
+    const hooks = layerDetailHooks(cfg.nLayers);
     assert.equal(new Set(hooks).size, hooks.length);
     assert.equal(hooks.length, 3 * cfg.nLayers + 1);
     const run = await model.run({ ids, hooks });
     const a = await analyze(model, TEXT);
-    const got = depthStats(run.activations, cfg, a.stats);
-    const want = depthStats(ref, cfg, a.stats);
+    const got = layerDetail(run.activations, cfg, a.stats);
+    const want = layerDetail(ref, cfg, a.stats);
     assert.deepEqual(got.attention.dims, want.attention.dims);
     for (let i = 0; i < want.attention.data.length; i++) close(got.attention.data[i], want.attention.data[i], 1e-4, `attention[${i}]`);
     for (const [i, h] of want.heads.entries()) close(got.heads[i].entropy, h.entropy, 1e-4, `entropy ${i}`);
@@ -284,8 +284,8 @@ describe('depthStats', () => {
   it('one and two positions give finite values everywhere (prevToken 0 for one position)', async () => {
     for (const text of ['Hello', 'Hello world']) {
       const a = await analyze(model, text);
-      const run = await model.run({ ids: a.tokens.map((t) => t.id), hooks: depthHooks(cfg.nLayers) });
-      const d = depthStats(run.activations, cfg, a.stats);
+      const run = await model.run({ ids: a.tokens.map((t) => t.id), hooks: layerDetailHooks(cfg.nLayers) });
+      const d = layerDetail(run.activations, cfg, a.stats);
       assertAllFinite(d, text);
       if (a.tokens.length === 1) {
         for (const h of d.heads) assert.deepEqual([h.entropy, h.prevToken, h.firstToken, h.self], [0, 0, 1, 1]);
@@ -303,6 +303,6 @@ describe('depthStats', () => {
   it('refuses an activation map without the hooks it needs, naming the hook', () => {
     const partial = new Map(ref);
     partial.delete('blocks.1.mlp.hook_post');
-    assert.throws(() => depthStats(partial, cfg, []), /blocks\.1\.mlp\.hook_post.*depthHooks/);
+    assert.throws(() => layerDetail(partial, cfg, []), /blocks\.1\.mlp\.hook_post.*layerDetailHooks/);
   });
 });

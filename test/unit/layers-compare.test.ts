@@ -7,7 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import { analyze } from '../../src/engine/analysis';
 import type { ModelConfig } from '../../src/engine/checkpoint/config';
 import { compareAnalyses } from '../../src/engine/layers/compare';
-import { depthHooks, depthStats } from '../../src/engine/layers/stats';
+import { layerDetailHooks, layerDetail } from '../../src/engine/layers/stats';
 import { Model } from '../../src/engine/model';
 import { referenceForward, type Weights } from '../reference/gpt2-reference';
 import type { Analysis } from '../../src/engine/results';
@@ -26,8 +26,8 @@ after(() => tiny?.dispose());
 
 async function analyzeWithDepth(text: string): Promise<Analysis> {
   const a = await analyze(model, text);
-  const run = await model.run({ ids: a.tokens.map((t) => t.id), hooks: depthHooks(cfg.nLayers) });
-  return { ...a, depth: depthStats(run.activations, cfg, a.stats) };
+  const run = await model.run({ ids: a.tokens.map((t) => t.id), hooks: layerDetailHooks(cfg.nLayers) });
+  return { ...a, perLayer: layerDetail(run.activations, cfg, a.stats) };
 }
 
 /** Expected comparison side for block l of `text`, from the reference forward with plain loops. */
@@ -104,8 +104,8 @@ describe('compareAnalyses', () => {
     }
   });
 
-  it('mlpActive is NaN without depth statistics; analyses of different depths are refused', async () => {
-    const plain: Analysis = { ...(await analyzeWithDepth(A)), depth: undefined };
+  it('mlpActive is NaN without per-layer detail; analyses of different depths are refused', async () => {
+    const plain: Analysis = { ...(await analyzeWithDepth(A)), perLayer: undefined };
     const rows = compareAnalyses(plain, await analyzeWithDepth(A));
     for (const r of rows) {
       assert.ok(Number.isNaN(r.a.mlpActive));
