@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# All tests, in layers: type-check, unit + oracle (plain Node), then end-to-end in a real VS Code (code-server).
+# All tests, in layers: type-check, lint, unit + oracle (plain Node), then end-to-end in a real VS Code (code-server).
 # Installs what it needs (npm packages; Chromium and code-server for the end-to-end test) and is safe to re-run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +12,8 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
 fi
 step "type-check"
 npm run -s typecheck
+step "lint"
+npm run -s lint
 step "build"
 npm run -s build
 step "unit and oracle tests"

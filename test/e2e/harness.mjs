@@ -374,7 +374,7 @@ export async function runCommand(page, paletteTitle, { timeout = UI_TIMEOUT_MS, 
     const row = quickRows(page).filter({ has: page.locator('.label-name', { hasText: exactText(paletteTitle) }) }).first();
     try {
       await row.waitFor({ timeout: Math.max(1000, Math.min(5000, end - Date.now())) });
-    } catch (e) {
+    } catch {
       await page.keyboard.press('Escape');
       if (Date.now() >= end) throw new Error(`command "${paletteTitle}" not found in the palette within ${timeout} ms`);
       continue;
@@ -442,7 +442,7 @@ export async function contextMenu(page, itemTitle, { timeout = UI_TIMEOUT_MS } =
     try {
       await menu.waitFor({ state: 'hidden', timeout: 1500 });
       return;
-    } catch (e) {
+    } catch {
       if (attempt >= 4) throw new Error(`context menu entry "${itemTitle}" did not run (menu stayed open)`);
     }
   }
@@ -467,7 +467,7 @@ export async function selectLines(page, from, to = from, { timeout = UI_TIMEOUT_
     try {
       await cursorAt.first().waitFor({ timeout: 3000 });
       break;
-    } catch (e) {
+    } catch {
       if (attempt >= 4) throw new Error(`selectLines: the cursor did not move to line ${from}`);
     }
   }

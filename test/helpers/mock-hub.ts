@@ -164,7 +164,7 @@ export class MockHub {
     }
 
     if (seg[0] === 'cdn') {
-      for (const [repo, r] of this.repos) {
+      for (const r of this.repos.values()) {
         for (const [p, b] of r.files) if (this.isLfs(r, p) && sha256(b) === seg[1]) return this.serveBytes(req, res, rec, p, b);
       }
       rec.status = 404;

@@ -17,7 +17,8 @@ import type { FamilyModelType } from '../../src/engine/checkpoint/families';
 import { openCheckpoint } from '../../src/engine/checkpoint/load';
 import { writeRandomFamily, type RandomFamilyShape } from '../../src/engine/checkpoint/random';
 import { readTensorF32 } from '../../src/engine/checkpoint/safetensors';
-import { Attributor, errorNode, logitNode, tokenNode, type AttributionGraph } from '../../src/engine/circuits/attribution';
+import { Attributor } from '../../src/engine/circuits/attribution';
+import { errorNode, logitNode, tokenNode, type AttributionGraph } from '../../src/engine/circuits/graph';
 import { loadTranscoders, type TranscoderInput } from '../../src/engine/circuits/transcoders';
 import { randomTranscoderWeights, writeCircuitTracerTranscoders, writeSaeLensTranscoders, type TranscoderWeights, type WriteActivation } from '../../src/engine/circuits/transcoders-write';
 import type { Tensor32 } from '../../src/engine/dims';
@@ -147,7 +148,6 @@ function frozenForward(fx: Fx, emb: Float64Array, mlp: Float64Array[]) {
 function targetValues(fx: Fx, g: AttributionGraph, r: ReturnType<typeof frozenForward>): Float64Array {
   const { cfg, W, tc } = fx;
   const D = cfg.dModel;
-  const P = IDS.length;
   const out = new Float64Array(g.N);
   for (let n = 0; n < g.nFeatures; n++) {
     const [l, p, f] = [g.featLayer[n], g.featPos[n], g.featIndex[n]];

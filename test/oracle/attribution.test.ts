@@ -22,7 +22,8 @@ import type { HookName } from '../../src/engine/hooks';
 import { Model } from '../../src/engine/model';
 import { referenceForward } from '../reference/gpt2-reference';
 import { silenceOrt } from '../../src/engine/runtime/session';
-import { activeActivation, Attributor, type AttributionGraph, errorNode, logitNode, tokenNode } from '../../src/engine/circuits/attribution';
+import { Attributor } from '../../src/engine/circuits/attribution';
+import { activeActivation, type AttributionGraph, errorNode, logitNode, tokenNode } from '../../src/engine/circuits/graph';
 import { loadTranscoders } from '../../src/engine/circuits/transcoders';
 import {
   randomTranscoderWeights,
@@ -387,7 +388,6 @@ describe('graph export, interventions and the graph command on a fixture', () =>
   it('interventions: the rerun matches the reference forward with the reconstruction delta; predictions match the frozen model', async () => {
     const fx = await fixture('intervene-relu', 'relu', 'saelens');
     const g = fx.graph;
-    const L = fx.cfg.nLayers;
     const D = fx.cfg.dModel;
     const V = fx.cfg.vocabSize;
     const P = IDS.length;

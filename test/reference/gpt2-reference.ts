@@ -6,7 +6,7 @@
 import type { ModelConfig } from '../../src/engine/checkpoint/config';
 import type { Tensor32 } from '../../src/engine/dims';
 import type { HookName } from '../../src/engine/hooks';
-import type { SteerPoint } from '../../src/engine/onnx/gpt2';
+import type { SteerPoint } from '../../src/engine/onnx/ops';
 
 export type Weights = Map<string, Float32Array>;
 
@@ -36,7 +36,7 @@ export function referenceForward(cfg: ModelConfig, W: Weights, ids: number[], st
     }
   put('hook_embed', [P, D], embed);
   put('hook_pos_embed', [P, D], pos);
-  let resid = new Float64Array(P * D);
+  const resid = new Float64Array(P * D);
   for (let i = 0; i < P * D; i++) resid[i] = embed[i] + pos[i];
 
   const addSteer = (l: number, point: SteerPoint, x: Float64Array) => {

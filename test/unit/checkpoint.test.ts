@@ -16,7 +16,7 @@ import {
 } from '../../src/engine/checkpoint/half';
 import { readSafetensorsHeader, readTensorF32, type SafeDtype } from '../../src/engine/checkpoint/safetensors';
 import { writeSafetensors } from '../../src/engine/checkpoint/write';
-import { parseConfig } from '../../src/engine/checkpoint/config';
+import { parseConfig } from '../../src/engine/checkpoint/parse-config';
 import { openCheckpoint } from '../../src/engine/checkpoint/load';
 import { writeRandomGpt2, type RandomGpt2Shape } from '../../src/engine/checkpoint/random';
 
@@ -69,7 +69,7 @@ function rawSafetensors(file: string, header: object | string, data: Uint8Array,
 }
 
 /** Re-writes a safetensors file with its header changed by `mutate`, keeping the data section byte for byte. */
-function rewriteHeader(file: string, mutate: (h: Record<string, any>) => void): void {
+function rewriteHeader(file: string, mutate: (h: Record<string, { dtype: string; shape: number[]; data_offsets: [number, number] }>) => void): void {
   const bytes = new Uint8Array(fs.readFileSync(file));
   const n = Number(new DataView(bytes.buffer, bytes.byteOffset).getBigUint64(0, true));
   const header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + n)));

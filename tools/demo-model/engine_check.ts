@@ -18,7 +18,7 @@ function readSafetensors(file: string): Record<string, { shape: number[]; data: 
   const n = Number(buf.readBigUInt64LE(0));
   const header = JSON.parse(buf.subarray(8, 8 + n).toString('utf8'));
   const out: Record<string, { shape: number[]; data: Float32Array }> = {};
-  for (const [name, info] of Object.entries<any>(header)) {
+  for (const [name, info] of Object.entries<{ dtype: string; shape: number[]; data_offsets: [number, number] }>(header)) {
     if (name === '__metadata__') continue;
     if (info.dtype !== 'F32') throw new Error(`${name}: dtype ${info.dtype}`);
     const [b, e] = info.data_offsets;

@@ -12,13 +12,6 @@ import { f32ArrayToF16 } from './half';
 import { readSafetensorsHeader, readTensorF32, type TensorEntry } from './safetensors';
 import { writeSafetensorsFile } from './write';
 
-/** Bytes a float16 copy of these tensors adds on disk (0 when all are F16 already). */
-export function halfCopyBytes(tensors: Map<string, TensorEntry>): number {
-  let n = 0;
-  for (const e of tensors.values()) if (e.dtype !== 'F16') n += numel(e.shape) * 2;
-  return n;
-}
-
 /**
  * The same tensors, every one F16: F16 entries as they are, the others from the cache file in `cacheDir` (written
  * now if missing, atomically). Throws when a weight does not fit float16's range (|x| > 65504).

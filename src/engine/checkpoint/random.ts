@@ -10,7 +10,7 @@ import { ResidualError } from '../errors';
 import type { Gpt2Activation } from './config';
 import { expectedFamilyShapes, familyPrefixes, familyWeightNames, parseFamilyConfig, type FamilyModelType } from './families';
 import type { SafeDtype } from './safetensors';
-import { heldTensor, writeStreamedSafetensors, type StreamedTensor, type TensorToWrite } from './write';
+import { heldTensor, writeStreamedSafetensors, type StreamedTensor } from './write';
 
 export { heldTensor, writeStreamedSafetensors, type StreamedTensor };
 
@@ -265,18 +265,10 @@ export function writeRandomGpt2(dir: string, cfg: RandomGpt2Shape, opts: RandomG
 }
 
 /**
- * Writes `tensors` as model.safetensors, or as `shards` files model-0000i-of-0000n.safetensors plus
- * model.safetensors.index.json (split in order into groups of roughly equal size), as transformers saves them.
+ * Writes streamed `tensors` as model.safetensors, or as `shards` files model-0000i-of-0000n.safetensors plus
+ * model.safetensors.index.json (split in order into groups of roughly equal size, from the shapes alone), as
+ * transformers saves them.
  */
-export function writeShards(dir: string, tensors: TensorToWrite[], dtype: SafeDtype, shards: number): void {
-  for (const t of tensors) {
-    const count = t.shape.reduce((a, b) => a * b, 1);
-    if (count !== t.data.length) throw new ResidualError(`tensor "${t.name}": shape [${t.shape.join(', ')}] holds ${count} values but data has ${t.data.length}`, dir);
-  }
-  writeStreamedShards(dir, tensors.map(heldTensor), dtype, shards);
-}
-
-/** `writeShards` for streamed tensors: the shard split and index come from the shapes alone. */
 export function writeStreamedShards(dir: string, tensors: StreamedTensor[], dtype: SafeDtype, shards: number, progress?: (message: string, fraction: number) => void): void {
   if (!Number.isSafeInteger(shards) || shards < 1) throw new ResidualError(`shards must be a positive integer, got ${shards}`, dir);
   const counts = tensors.map((t) => t.shape.reduce((a, b) => a * b, 1));

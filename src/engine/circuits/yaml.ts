@@ -70,7 +70,7 @@ function stripComment(line: string): string {
 }
 
 function splitKeyValue(s: string): [string, string] | undefined {
-  const m = /^([A-Za-z_][\w.\-]*)\s*:(?:\s+(.*)|$)/.exec(s);
+  const m = /^([A-Za-z_][\w.-]*)\s*:(?:\s+(.*)|$)/.exec(s);
   return m ? [m[1], (m[2] ?? '').trim()] : undefined;
 }
 
