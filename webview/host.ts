@@ -89,3 +89,39 @@ export function failureText(e: unknown, what?: string): string {
   if (e instanceof RequestError) return e.cancelled && what ? `${what} cancelled.` : e.message;
   return e instanceof Error ? e.message : String(e);
 }
+
+/**
+ * What a panel's busy notice shows: one piece of work at a time (a request or a host job), its text and the Cancel
+ * for it. A newer piece takes the notice over; an older one ending then leaves the notice alone.
+ */
+export class BusyNotice {
+  text = '';
+  private owner: object | undefined;
+  private cancelFn: (() => void) | undefined;
+
+  /** Shows `text` (with `cancel` behind the Cancel button); returns the token that `clear` takes. */
+  show(text: string, cancel?: () => void): object {
+    this.text = text;
+    this.cancelFn = cancel;
+    this.owner = {};
+    return this.owner;
+  }
+
+  /** Clears the notice; with `owner`, only if that piece of work still holds it. */
+  clear(owner?: object): void {
+    if (owner !== undefined && owner !== this.owner) return;
+    this.text = '';
+    this.cancelFn = undefined;
+    this.owner = undefined;
+  }
+
+  cancel(): void {
+    this.cancelFn?.();
+  }
+
+  /** Shows `text` until `pending` settles (its Cancel cancels that request); returns its result. */
+  track<T>(pending: Pending<T>, text: string): Promise<T> {
+    const owner = this.show(text, pending.cancel);
+    return pending.result.finally(() => this.clear(owner));
+  }
+}

@@ -5,7 +5,7 @@
  * graph-layout library is needed: nodes sharing a cell are spread by importance.
  */
 import { CIRCUIT_STATE_VERSION, unreachable, type CircuitEstimateView, type CircuitEvent, type CircuitNode, type CircuitNotification, type CircuitRequests, type CircuitView, type FeatureCard, type InterventionResult, type Method, type ParamsOf, type ResultOf } from '../../src/protocol';
-import { failureText, hostClient, RequestError } from '../host';
+import { BusyNotice, failureText, hostClient, RequestError } from '../host';
 import { button, el, showToken, spinner, textField, onThemeChange } from '../ui';
 import { graphView, type Edge, type GraphViewState } from './graphView';
 
@@ -20,10 +20,8 @@ const app = document.getElementById('app')!;
 let view: CircuitView | undefined;
 let card: FeatureCard | undefined;
 let intervention: InterventionResult | undefined;
-let busy = '';
+const busy = new BusyNotice();
 let busyFraction: number | undefined;
-/** Cancels what the busy notice shows: the trace job, or the card or intervention request. */
-let cancelBusy: (() => void) | undefined;
 /** The trace job the notices belong to (Start and Cancel name it). */
 let traceJob: number | undefined;
 let error = '';
@@ -41,12 +39,11 @@ host.onEvent((m) => {
   switch (m.type) {
     case 'circuit/busy':
       traceJob = m.jobId;
-      cancelBusy = () => host.cancelJob(m.jobId);
-      busy = m.what;
+      busy.show(m.what, () => host.cancelJob(m.jobId));
       busyFraction = m.fraction;
       error = '';
       if (document.getElementById('busy')) {
-        document.getElementById('busy')!.textContent = `${busy}…`;
+        document.getElementById('busy')!.textContent = `${busy.text}…`;
         const bar = document.getElementById('busy-progress') as HTMLProgressElement | null;
         if (bar && m.fraction !== undefined) {
           bar.value = m.fraction;
@@ -58,11 +55,11 @@ host.onEvent((m) => {
     case 'circuit/estimate':
       traceJob = m.jobId;
       estimate = m.estimate;
-      busy = m.estimate.awaitingStart ? '' : busy;
+      if (m.estimate.awaitingStart) busy.clear();
       error = '';
       break;
     case 'circuit/view':
-      busy = '';
+      busy.clear();
       estimate = undefined;
       error = '';
       // Another graph (a new trace or an imported file): the old card, intervention and selection belong to the old one.
@@ -77,7 +74,7 @@ host.onEvent((m) => {
       view = m.view;
       break;
     case 'circuit/error':
-      busy = '';
+      busy.clear();
       estimate = undefined;
       error = m.message;
       break;
@@ -93,27 +90,18 @@ host.onEvent((m) => {
  */
 function ask<M extends Method<CircuitRequests>>(method: M, params: ParamsOf<CircuitRequests, M>, busyText: string | undefined, onResult: (r: ResultOf<CircuitRequests, M>) => void = () => undefined): void {
   const req = host.request(method, params);
+  const result = busyText ? busy.track(req, busyText) : req.result;
   if (busyText) {
-    busy = busyText;
     busyFraction = undefined;
-    cancelBusy = req.cancel;
     error = '';
     render();
   }
-  const settle = () => {
-    if (busyText && cancelBusy === req.cancel) {
-      busy = '';
-      cancelBusy = undefined;
-    }
-  };
-  req.result.then(
+  result.then(
     (r) => {
-      settle();
       onResult(r);
       render();
     },
     (e) => {
-      settle();
       if (!(e instanceof RequestError && e.cancelled)) error = failureText(e);
       render();
     },
@@ -126,8 +114,8 @@ function save(): void {
 
 function render(): void {
   app.replaceChildren();
-  const awaiting = !busy && !error && estimate?.awaitingStart;
-  app.dataset.state = awaiting ? 'awaiting-start' : busy ? 'running' : error ? 'error' : view ? 'ready' : 'empty';
+  const awaiting = !busy.text && !error && estimate?.awaitingStart;
+  app.dataset.state = awaiting ? 'awaiting-start' : busy.text ? 'running' : error ? 'error' : view ? 'ready' : 'empty';
   if (awaiting && estimate) {
     const n = el('div', 'notice estimate');
     n.id = 'circuit-estimate';
@@ -136,7 +124,7 @@ function render(): void {
       el('span', undefined, `${estimateText(estimate)}.${over ? ` That is over the memory budget of ${mbText(estimate.budgetMB)}: fewer feature rows will be computed, and the graph will say how much of the influence they cover.` : ''} `),
       withId(button('Start', () => {
         estimate = { ...estimate!, awaitingStart: false };
-        busy = 'Starting';
+        busy.show('Starting', () => traceJob !== undefined && host.cancelJob(traceJob));
         render();
         if (traceJob !== undefined) host.notify({ type: 'circuit/start', jobId: traceJob });
       }, 'primary'), 'circuit-start'),
@@ -147,9 +135,9 @@ function render(): void {
     window.scrollTo(0, 0);
     return;
   }
-  if (busy) {
+  if (busy.text) {
     const n = el('div', 'notice running');
-    const t = el('span', undefined, `${busy}…`);
+    const t = el('span', undefined, `${busy.text}…`);
     t.id = 'busy';
     n.append(spinner(), t);
     if (busyFraction !== undefined || estimate) {
@@ -159,7 +147,7 @@ function render(): void {
       if (busyFraction !== undefined) bar.value = busyFraction;
       n.append(bar);
     }
-    n.append(button('Cancel', () => cancelBusy?.()));
+    n.append(button('Cancel', () => busy.cancel()));
     if (estimate) n.append(el('span', 'muted', ` Estimated: ${estimateText(estimate)}.`));
     app.append(n);
   }

@@ -4,7 +4,7 @@
  * Results stay on screen when a later request fails, so the baseline never disappears.
  */
 import { RESID_POINTS, STEERING_STATE_VERSION, unreachable, type GenerationComparison, type Method, type NextTokenEffect, type ParamsOf, type ResultOf, type SteerSettings, type SteeringEvent, type SteeringRequests, type SteeringState, type SweepResult } from '../../src/protocol';
-import { failureText, hostClient } from '../host';
+import { BusyNotice, failureText, hostClient } from '../host';
 import { colours, drawChart } from '../charts';
 import { button, dropdown, el, showToken, spinner, textArea, textField, onThemeChange } from '../ui';
 
@@ -26,9 +26,7 @@ const p: Persisted = host.getState() ?? {
   sweep: { strengths: '-16, -8, -4, -2, 0, 2, 4, 8, 16', target: '', neutral: 'The quick brown fox jumps over the lazy dog.\nfor i in range(10):\n    print(i)\n' },
   feature: { layer: 0, index: '0' },
 };
-let busy = '';
-/** Cancels the request the busy notice shows. */
-let cancelBusy: (() => void) | undefined;
+const busy = new BusyNotice();
 let progress = '';
 let error = '';
 let effect: { effect: NextTokenEffect; settings: SteerSettings } | undefined;
@@ -75,27 +73,16 @@ function ask<M extends Method<SteeringRequests>>(method: M, params: ParamsOf<Ste
     const el2 = document.getElementById('steer-progress');
     if (el2) el2.textContent = progress;
   });
-  if (busyText) {
-    busy = busyText;
-    progress = '';
-    cancelBusy = req.cancel;
-  }
+  const result = busyText ? busy.track(req, busyText) : req.result;
+  progress = '';
   error = '';
   render();
-  const settle = () => {
-    if (cancelBusy === req.cancel) {
-      busy = '';
-      cancelBusy = undefined;
-    }
-  };
-  req.result.then(
+  result.then(
     (r) => {
-      settle();
       onResult(r);
       render();
     },
     (e) => {
-      settle();
       error = failureText(e);
       render();
     },
@@ -104,15 +91,15 @@ function ask<M extends Method<SteeringRequests>>(method: M, params: ParamsOf<Ste
 
 function render(): void {
   app.replaceChildren();
-  app.dataset.state = busy ? 'running' : error ? 'error' : 'ready';
+  app.dataset.state = busy.text ? 'running' : error ? 'error' : 'ready';
   const head = el('header', 'summary');
   head.append(el('strong', undefined, 'Steering'), el('span', 'muted', state.model ? ` ${state.model.name} · ${state.model.nLayers} layers · d_model ${state.model.dModel}` : ' model not loaded yet'));
   app.append(head);
-  if (busy) {
+  if (busy.text) {
     const n = el('div', 'notice running');
     const pr = el('span', 'muted', progress);
     pr.id = 'steer-progress';
-    n.append(spinner(), el('span', undefined, `${busy}… `), pr, button('Cancel', () => cancelBusy?.()));
+    n.append(spinner(), el('span', undefined, `${busy.text}… `), pr, button('Cancel', () => busy.cancel()));
     app.append(n);
   }
   if (error) {
