@@ -1,48 +1,53 @@
 /**
  * `residual analyze`: logit lens, residual statistics and per-layer detail of one text (JSON fields: CLI.md).
  */
-import * as fs from 'node:fs';
-import { parseArgs } from 'node:util';
 import { analyze, type Analysis } from '../engine/analysis';
-import { ResidualError } from '../engine/errors';
-import { Model } from '../engine/model';
-import { silenceOrt } from '../engine/runtime/session';
+import { parseFlags, usageOf, type CommandSpec, type Flags } from './args';
+import { loadModel, MODEL_FLAGS, processIo, readText, type Io } from './common';
 
-export async function analyzeCommand(args: string[]): Promise<number> {
-  const { values } = parseArgs({
-    args,
-    options: {
-      model: { type: 'string' },
-      text: { type: 'string' },
-      json: { type: 'boolean', default: false },
-      'max-tokens': { type: 'string' },
-      providers: { type: 'string' },
-      top: { type: 'string', default: '5' },
-      precision: { type: 'string', default: 'float32' },
-      'check-memory': { type: 'boolean', default: false },
-      'lens-gflop': { type: 'string' },
-    },
-    strict: true,
-  });
-  if (!values.model) throw new ResidualError('--model DIR is required', 'residual analyze');
-  if (values.precision !== 'float32' && values.precision !== 'float16') throw new ResidualError(`--precision must be float32 or float16, got "${values.precision}"`, 'residual analyze');
-  if (values.text === undefined) throw new ResidualError('--text TEXT is required (use --text - for standard input)', 'residual analyze');
-  const text = values.text === '-' ? fs.readFileSync(0, 'utf8') : values.text;
-  silenceOrt();
-  const model = await Model.load(values.model, {
-    providers: values.providers?.split(',').map((s) => s.trim()),
-    precision: values.precision,
-    memoryCheck: values['check-memory'],
-  });
+export const ANALYZE: CommandSpec = {
+  name: 'analyze',
+  synopsis: '--model DIR --text TEXT [--json] [flags]',
+  summary: 'Runs the text through the model: tokens, the next-token prediction, per-layer statistics and the logit lens (JSON fields: CLI.md).',
+  flags: {
+    model: MODEL_FLAGS.model,
+    text: MODEL_FLAGS.text,
+    json: { help: 'print the JSON of CLI.md instead of a text summary' },
+    'max-tokens': { value: 'N', help: 'analyse at most the last N tokens (default: the model context)' },
+    top: { value: 'K', help: 'next tokens and logit-lens tokens per position to show (default 5)' },
+    'lens-gflop': { value: 'G', help: 'compute budget of the per-position logit lens in GFLOP (0: no limit); beyond it the lens covers the last positions only' },
+    precision: { value: 'float32|float16', help: 'weight precision inside ONNX Runtime (default float32)' },
+    providers: MODEL_FLAGS.providers,
+    'skip-memory-check': MODEL_FLAGS['skip-memory-check'],
+    'check-memory': MODEL_FLAGS['check-memory'],
+  },
+};
+
+export async function analyzeCommand(args: string[], io: Io = processIo()): Promise<number> {
+  const parsed = parseFlags(ANALYZE, args);
+  if (parsed === 'help') {
+    io.out(usageOf(ANALYZE));
+    return 0;
+  }
+  const f: Flags = parsed;
+  f.required('model');
+  const maxTokens = f.int('max-tokens', { min: 1 });
+  const k = f.int('top', { min: 1 }) ?? 5;
+  const lensGflop = f.num('lens-gflop', { min: 0, note: '0: no limit' });
+  const precision = f.choice('precision', ['float32', 'float16'] as const) ?? 'float32';
+  const text = readText(f, io);
+  const model = await loadModel(f, io, { precision });
   try {
+    const V = model.config.vocabSize;
+    if (k > V) f.fail(`--top ${k} is more than the model's vocabulary (${V} tokens)`);
     const a = await analyze(model, text, {
-      maxTokens: values['max-tokens'] ? Number(values['max-tokens']) : undefined,
-      topK: Number(values.top),
-      lensK: Number(values.top),
-      lensFlops: values['lens-gflop'] === undefined ? undefined : Number(values['lens-gflop']) > 0 ? Number(values['lens-gflop']) * 1e9 : Infinity,
+      maxTokens,
+      topK: k,
+      lensK: k,
+      lensFlops: lensGflop === undefined ? undefined : lensGflop > 0 ? lensGflop * 1e9 : Infinity,
     });
-    if (a.truncated) process.stderr.write(`residual: analysed only the last ${a.truncated.kept} tokens${a.truncated.total ? ` of ${a.truncated.total}` : ''}, from character ${a.truncated.firstChar} (model context or --max-tokens)\n`);
-    process.stdout.write(values.json ? JSON.stringify(toJson(a), null, 1) + '\n' : toText(a));
+    if (a.truncated) io.err(`residual: analysed only the last ${a.truncated.kept} tokens${a.truncated.total ? ` of ${a.truncated.total}` : ''}, from character ${a.truncated.firstChar} (model context or --max-tokens)\n`);
+    io.out(f.bool('json') ? JSON.stringify(toJson(a), null, 1) + '\n' : toText(a));
   } finally {
     await model.dispose();
   }

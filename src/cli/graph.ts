@@ -7,122 +7,115 @@
  * free), under which fewer feature rows are computed and the summary says so. `--estimate` prints the estimated time
  * and memory (JSON with `--json`) and exits without computing. One summary line on stdout; progress on stderr when it
  * is a terminal; errors are ResidualErrors (the caller prints them). Ctrl-C stops the run and writes nothing.
+ * `--out` is checked before any work (a device, FIFO, socket or folder is refused by name and never replaced; a
+ * missing folder is named; a file must be creatable there) and written atomically (temporary file beside + rename).
+ * Every flag is listed in GRAPH (the usage text is made from it).
  */
-import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { parseArgs } from 'node:util';
 import { ResidualError } from '../engine/errors';
-import { Model } from '../engine/model';
-import { silenceOrt } from '../engine/runtime/session';
+import { checkInputFolder } from '../engine/files';
 import { Attributor } from '../engine/circuits/attribution';
 import { defaultCircuitBudget, DEFAULT_CIRCUIT_MAX_TOKENS, describeEstimate } from '../engine/circuits/estimate';
 import { formatBytes } from '../engine/memory';
-import { toGraphJson } from '../engine/circuits/graph-json';
+import { checkGraphOutput, toGraphJson, writeGraphFiles } from '../engine/circuits/graph-json';
 import { pruneGraph } from '../engine/circuits/prune';
 import { loadTranscoders } from '../engine/circuits/transcoders';
+import { parseFlags, usageOf, type CommandSpec, type Flags } from './args';
+import { checkOutFlag, loadModel, MODEL_FLAGS, processIo, readText, type Io } from './common';
+
+export const GRAPH: CommandSpec = {
+  name: 'graph',
+  synopsis: '--model DIR --transcoders DIR --text TEXT --out FILE [flags]',
+  summary:
+    "Computes the attribution graph of the text's next-token prediction, prunes it and writes it as the circuit-tracer / Neuronpedia graph JSON to FILE (written whole or not at all).",
+  flags: {
+    model: MODEL_FLAGS.model,
+    transcoders: { value: 'DIR', help: 'the transcoder folder (SAELens or circuit-tracer layout) — required' },
+    text: MODEL_FLAGS.text,
+    out: { value: 'FILE', help: 'the graph JSON to write — required unless --estimate; a new file, or a regular file to replace' },
+    'node-threshold': { value: 'X', help: 'keep the nodes that carry this fraction of the influence, 0 to 1 (default 0.8)' },
+    'edge-threshold': { value: 'X', help: 'keep the edges that carry this fraction of the influence, 0 to 1 (default 0.98)' },
+    'max-feature-nodes': { value: 'N|all', help: 'feature rows to compute, most influential first (default: a bound that keeps the run short; all: every active feature)' },
+    'max-memory': { value: 'MB', help: 'peak memory allowed for the attribution (default: what the machine has free)' },
+    'max-tokens': { value: 'N', help: `refuse texts longer than N tokens (default ${DEFAULT_CIRCUIT_MAX_TOKENS}, at most the model context)` },
+    slug: { value: 'NAME', help: "the graph's slug: must equal the --out file's name (the viewer opens <slug>.json)" },
+    estimate: { help: 'print the estimated time and memory and exit without computing' },
+    json: { help: 'with --estimate: print the estimate as JSON' },
+    providers: MODEL_FLAGS.providers,
+    'skip-memory-check': MODEL_FLAGS['skip-memory-check'],
+    'check-memory': MODEL_FLAGS['check-memory'],
+  },
+};
 
 const WHAT = 'residual graph';
 
-export async function graphCommand(args: string[]): Promise<number> {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args,
-      options: {
-        model: { type: 'string' },
-        transcoders: { type: 'string' },
-        text: { type: 'string' },
-        'node-threshold': { type: 'string', default: '0.8' },
-        'edge-threshold': { type: 'string', default: '0.98' },
-        out: { type: 'string' },
-        slug: { type: 'string' },
-        providers: { type: 'string' },
-        'max-tokens': { type: 'string' },
-        'max-feature-nodes': { type: 'string' },
-        'max-memory': { type: 'string' },
-        estimate: { type: 'boolean', default: false },
-        json: { type: 'boolean', default: false },
-      },
-      strict: true,
-    }));
-  } catch (e) {
-    throw new ResidualError((e as Error).message, WHAT);
+export async function graphCommand(args: string[], io: Io = processIo()): Promise<number> {
+  const parsed = parseFlags(GRAPH, args);
+  if (parsed === 'help') {
+    io.out(usageOf(GRAPH));
+    return 0;
   }
-  if (!values.model) throw new ResidualError('--model DIR is required', WHAT);
-  if (!values.transcoders) throw new ResidualError('--transcoders DIR is required', WHAT);
-  if (values.text === undefined) throw new ResidualError('--text TEXT is required (use --text - for standard input)', WHAT);
-  if (!values.out && !values.estimate) throw new ResidualError('--out FILE is required', WHAT);
-  const threshold = (name: 'node-threshold' | 'edge-threshold') => {
-    const v = Number(values[name]);
-    if (!(v >= 0 && v <= 1)) throw new ResidualError(`--${name} must be a number in [0, 1], got "${values[name]}"`, WHAT);
-    return v;
-  };
-  const nodeThreshold = threshold('node-threshold');
-  const edgeThreshold = threshold('edge-threshold');
-  const mfn = values['max-feature-nodes'];
-  const maxFeatureNodes = mfn === undefined ? undefined : mfn === 'all' ? Infinity : Number(mfn);
-  if (maxFeatureNodes !== undefined && !(maxFeatureNodes === Infinity || (Number.isInteger(maxFeatureNodes) && maxFeatureNodes >= 0))) {
-    throw new ResidualError(`--max-feature-nodes must be a whole number or "all", got "${mfn}"`, WHAT);
+  const f: Flags = parsed;
+  f.required('model');
+  const transcoders = f.required('transcoders');
+  const outFile = f.str('out');
+  if (!outFile && !f.bool('estimate')) f.fail('--out FILE is required (or --estimate)');
+  if (f.bool('json') && !f.bool('estimate')) f.fail('--json goes with --estimate (the graph itself is written to --out)');
+  const nodeThreshold = f.num('node-threshold', { min: 0, max: 1 }) ?? 0.8;
+  const edgeThreshold = f.num('edge-threshold', { min: 0, max: 1 }) ?? 0.98;
+  const maxFeatureNodes = f.str('max-feature-nodes') === 'all' ? Infinity : f.int('max-feature-nodes', { min: 0, or: '"all"' });
+  const maxMemoryMb = f.num('max-memory', { min: 0, minExclusive: true, note: 'MB' });
+  const maxMemoryBytes = maxMemoryMb === undefined ? undefined : maxMemoryMb * 1e6;
+  const maxTokensArg = f.int('max-tokens', { min: 1 });
+  const slugArg = f.str('slug');
+  if (outFile && !f.bool('estimate')) {
+    checkOutFlag(f, outFile);
+    // The viewer opens <slug>.json from the folder's graph-metadata.json: the slug is the file's name.
+    const { slug } = checkGraphOutput(outFile);
+    if (slugArg !== undefined && slugArg !== slug) f.fail(`--slug must match the --out file's name ("${slug}"): circuit-tracer's viewer opens <slug>.json`);
   }
-  let maxMemoryBytes: number | undefined;
-  if (values['max-memory'] !== undefined) {
-    const m = Number(values['max-memory']);
-    if (!(Number.isFinite(m) && m > 0)) throw new ResidualError(`--max-memory must be a positive number of MB, got "${values['max-memory']}"`, WHAT);
-    maxMemoryBytes = m * 1e6;
-  }
-  const maxTokensArg = values['max-tokens'];
-  if (maxTokensArg !== undefined && !(Number.isInteger(Number(maxTokensArg)) && Number(maxTokensArg) > 0)) {
-    throw new ResidualError(`--max-tokens must be a positive whole number, got "${maxTokensArg}"`, WHAT);
-  }
-  if (values.out) {
-    const outDir = path.dirname(path.resolve(values.out));
-    if (!fs.existsSync(outDir)) throw new ResidualError('the folder for --out does not exist', outDir, 'missing');
-  }
-  const text = values.text === '-' ? fs.readFileSync(0, 'utf8') : values.text;
-  if (text.length === 0) throw new ResidualError('--text is empty', WHAT);
+  checkInputFolder(transcoders, 'transcoders folder');
+  const text = readText(f, io);
 
-  silenceOrt();
-  const model = await Model.load(values.model, { providers: values.providers?.split(',').map((s) => s.trim()) });
+  const model = await loadModel(f, io);
   let attributor: Attributor | undefined;
   try {
-    const set = loadTranscoders(values.transcoders, model.config);
+    const set = loadTranscoders(transcoders, model.config);
     attributor = new Attributor(model, set);
     const ids = model.tokenizer.encodeForModel(text).ids;
     if (ids.length === 0) throw new ResidualError('the text produced no tokens', WHAT);
-    const max = Math.min(model.config.nCtx, maxTokensArg ? Number(maxTokensArg) : DEFAULT_CIRCUIT_MAX_TOKENS);
+    const max = Math.min(model.config.nCtx, maxTokensArg ?? DEFAULT_CIRCUIT_MAX_TOKENS);
     if (ids.length > max) throw new ResidualError(`the text has ${ids.length} tokens; graphs are limited to ${max} (raise --max-tokens up to ${model.config.nCtx})`, WHAT);
     const estimate = attributor.estimate(ids.length, { maxFeatureNodes });
-    if (values.estimate) {
+    if (f.bool('estimate')) {
       const out = { tokens: ids.length, seconds: estimate.seconds, peak_mb: estimate.peakBytes / 1e6, active_features: estimate.activeFeatures, feature_rows: estimate.featureRows, parts: estimate.parts.map((p) => ({ name: p.name, seconds: p.seconds, mb: p.bytes / 1e6 })) };
-      process.stdout.write(values.json ? JSON.stringify(out) + '\n' : `${ids.length} tokens: ${describeEstimate(estimate)}\n`);
+      io.out(f.bool('json') ? JSON.stringify(out) + '\n' : `${ids.length} tokens: ${describeEstimate(estimate)}\n`);
       return 0;
     }
     const budget = maxMemoryBytes ?? defaultCircuitBudget();
     const cancel = { isCancellationRequested: false };
     const onSigint = () => (cancel.isCancellationRequested = true);
     process.once('SIGINT', onSigint);
-    const tty = process.stderr.isTTY;
+    const tty = io.errIsTTY;
     let lastProgress = 0;
     const progress = (message: string) => {
       if (!tty || performance.now() - lastProgress < 1000) return;
       lastProgress = performance.now();
-      process.stderr.write(`\r${message}\x1b[K`);
+      io.err(`\r${message}\x1b[K`);
     };
-    if (tty) process.stderr.write(`${ids.length} tokens: ${describeEstimate(estimate)}\n`);
+    if (tty) io.err(`${ids.length} tokens: ${describeEstimate(estimate)}\n`);
     const t0 = performance.now();
     let g;
     try {
       g = await attributor.attribute(ids, { maxFeatureNodes, maxMemoryBytes: budget, cancel, progress });
     } finally {
       process.removeListener('SIGINT', onSigint);
-      if (tty) process.stderr.write('\r\x1b[K');
+      if (tty) io.err('\r\x1b[K');
     }
     const pr = pruneGraph(g, nodeThreshold, edgeThreshold);
     const tok = (id: number) => model.tokenizer.tokenText(id);
-    const outFile = values.out!;
-    const slug = values.slug ?? slugOf(path.basename(outFile, '.json'));
     const json = toGraphJson(g, pr, {
-      slug,
+      slug: checkGraphOutput(outFile!).slug,
       scan: set.scan,
       promptTokens: ids.map(tok),
       prompt: text,
@@ -131,21 +124,14 @@ export async function graphCommand(args: string[]): Promise<number> {
       edgeThreshold,
       info: { description: `Residual attribution graph (${model.config.name}, transcoders ${set.dir})` },
     });
-    const tmp = `${outFile}.${process.pid}.tmp`;
-    try {
-      fs.writeFileSync(tmp, JSON.stringify(json));
-      fs.renameSync(tmp, outFile);
-    } catch (e) {
-      fs.rmSync(tmp, { force: true });
-      throw e;
-    }
+    const { metadataFile } = writeGraphFiles(outFile!, json);
     const s = ((performance.now() - t0) / 1000).toFixed(2);
     const partial =
       g.nFeatures < g.nActiveFeatures
         ? `; ${g.nFeatures} of ${g.nActiveFeatures} active features kept${g.memoryLimited ? ` (memory budget ${formatBytes(budget)})` : ''}, ${(100 * g.influenceCovered).toFixed(1)}% of their influence`
         : '';
-    process.stdout.write(
-      `${outFile}: ${json.nodes.length} nodes, ${json.links.length} links (of ${g.nActiveFeatures} active features, ${g.logitIds.length} logits; ` +
+    io.out(
+      `${outFile} (listed in ${path.basename(metadataFile)}): ${json.nodes.length} nodes, ${json.links.length} links (of ${g.nActiveFeatures} active features, ${g.logitIds.length} logits; ` +
         `replacement ${pr.replacementScore.toFixed(3)}, completeness ${pr.completenessScore.toFixed(3)}${partial}) in ${s} s\n`,
     );
   } finally {
@@ -155,6 +141,3 @@ export async function graphCommand(args: string[]): Promise<number> {
   return 0;
 }
 
-function slugOf(name: string): string {
-  return name.replace(/[^a-zA-Z0-9_.-]+/g, '-') || 'graph';
-}

@@ -7,115 +7,129 @@
  * baseline and steered continuations with the same seed). JSON: `{hook, strength, baseline: {top, text?}, steered:
  * {top, text?}, kl}` plus `relative`, `scale`, `positions`, `vector`, `non_finite`, `tokens_per_second`. When the
  * steered model outputs NaN/Inf, `steered.top` is empty, `kl` null, `non_finite` true, a note goes to stderr and the
- * exit status stays 0 (the baseline is still shown). Errors are ResidualErrors (the caller prints them).
+ * exit status stays 0 (the baseline is still shown). Errors are ResidualErrors (the caller prints them). Every
+ * flag is listed in STEER (the usage text is made from it); `--strength -4` is a negative strength.
  */
-import * as fs from 'node:fs';
-import { parseArgs } from 'node:util';
 import { ResidualError } from '../engine/errors';
 import { hookName } from '../engine/hooks';
-import { Model } from '../engine/model';
 import { RESID_POINTS, type SteeringSpec, type SteeringVector, type SteerPointName, type TopToken } from '../engine/results';
-import { silenceOrt } from '../engine/runtime/session';
 import { compareGeneration, nextTokenEffect, parsePositions } from '../engine/steering/steer';
 import { featureVector, l2, loadVectorFile } from '../engine/steering/vectors';
+import { parseFlags, usageOf, type CommandSpec, type Flags } from './args';
+import { checkInputFolder } from '../engine/files';
+import { loadModel, MODEL_FLAGS, processIo, readText, type Io } from './common';
 
 const WHAT = 'residual steer';
 
-export const STEER_USAGE = `residual steer --model DIR --text TEXT (--feature LAYER:INDEX --transcoders DIR | --vector FILE) --layer L --strength S
-               [--hook resid_pre|resid_mid|resid_post] [--relative] [--positions all|from:N|i,j,k]
-               [--generate N] [--seed S] [--temperature T] [--top-p P] [--top K] [--providers LIST] [--json]`;
+export const STEER: CommandSpec = {
+  name: 'steer',
+  synopsis: '--model DIR --text TEXT (--feature LAYER:INDEX --transcoders DIR | --vector FILE) --strength S [--layer L] [flags]',
+  summary:
+    "Adds strength × a vector (a transcoder feature's decoder row, or a saved vector) at blocks.L.hook_<hook> and prints the next-token effect and, with --generate, the baseline and steered continuations (JSON fields: CLI.md).",
+  flags: {
+    model: MODEL_FLAGS.model,
+    text: MODEL_FLAGS.text,
+    feature: { value: 'LAYER:INDEX', help: 'steer along this transcoder feature (with --transcoders)' },
+    transcoders: { value: 'DIR', help: 'the transcoder folder of --feature' },
+    vector: { value: 'FILE', help: 'steer along a saved vector (.json + .safetensors)' },
+    layer: { value: 'L', help: "the block to steer at (default: the feature's layer, or the layer the vector was made for)" },
+    strength: { value: 'S', help: 'how much of the vector to add (any finite number; negative subtracts) — required' },
+    hook: { value: 'resid_pre|resid_mid|resid_post', help: 'where in the block (default resid_pre)' },
+    relative: { help: 'strength is a multiple of the mean residual norm there' },
+    positions: { value: 'all|from:N|i,j', help: 'the positions to steer (default all)' },
+    generate: { value: 'N', help: 'also generate N tokens, baseline and steered, with the same seed' },
+    seed: { value: 'S', help: 'seed of the sampling, 0 to 4294967295 (default 0)' },
+    temperature: { value: 'T', help: 'sampling temperature, ≥ 0 (default 0: greedy)' },
+    'top-p': { value: 'P', help: 'nucleus sampling mass, in (0, 1] (default 1)' },
+    top: { value: 'K', help: 'next tokens to show (default 10)' },
+    json: { help: 'print the JSON of CLI.md instead of a text summary' },
+    providers: MODEL_FLAGS.providers,
+    'skip-memory-check': MODEL_FLAGS['skip-memory-check'],
+    'check-memory': MODEL_FLAGS['check-memory'],
+  },
+};
 
-export async function steerCommand(args: string[]): Promise<number> {
-  let values;
+/** The usage of `residual steer` (kept for callers of the old name). */
+export const STEER_USAGE = usageOf(STEER);
+
+export async function steerCommand(args: string[], io: Io = processIo()): Promise<number> {
+  const parsed = parseFlags(STEER, args);
+  if (parsed === 'help') {
+    io.out(usageOf(STEER));
+    return 0;
+  }
+  const f: Flags = parsed;
+  f.required('model');
+  const feature = f.str('feature');
+  const vectorFile = f.str('vector');
+  const transcoders = f.str('transcoders');
+  if (!feature === !vectorFile) f.fail('give exactly one of --feature LAYER:INDEX (with --transcoders DIR) or --vector FILE');
+  if (feature && !transcoders) f.fail('--feature needs --transcoders DIR');
+  if (vectorFile && transcoders) f.fail('--transcoders goes with --feature, not with --vector');
+  f.required('strength');
+  const strength = f.num('strength')!;
+  const point = `hook_${f.choice('hook', ['resid_pre', 'resid_mid', 'resid_post'] as const) ?? 'resid_pre'}` as SteerPointName;
+  if (!RESID_POINTS.includes(point)) f.fail(`--hook ${point} is not a residual point`);
+  const positionsArg = f.str('positions') ?? 'all';
+  let positions: SteeringSpec['positions'];
   try {
-    ({ values } = parseArgs({
-      args,
-      options: {
-        model: { type: 'string' },
-        text: { type: 'string' },
-        feature: { type: 'string' },
-        transcoders: { type: 'string' },
-        vector: { type: 'string' },
-        layer: { type: 'string' },
-        strength: { type: 'string' },
-        hook: { type: 'string', default: 'resid_pre' },
-        relative: { type: 'boolean', default: false },
-        positions: { type: 'string', default: 'all' },
-        generate: { type: 'string' },
-        seed: { type: 'string', default: '0' },
-        temperature: { type: 'string', default: '0' },
-        'top-p': { type: 'string', default: '1' },
-        top: { type: 'string', default: '10' },
-        providers: { type: 'string' },
-        json: { type: 'boolean', default: false },
-      },
-      strict: true,
-    }));
-  } catch (e) {
-    throw new ResidualError(`${(e as Error).message}\nusage: ${STEER_USAGE}`, WHAT);
+    positions = parsePositions(positionsArg);
+  } catch {
+    f.fail(`--positions must be all, from:N or a list of positions like 0,3,4, got ${JSON.stringify(positionsArg)}`);
   }
-  if (!values.model) throw new ResidualError('--model DIR is required', WHAT);
-  if (values.text === undefined) throw new ResidualError('--text TEXT is required (use --text - for standard input)', WHAT);
-  if (!values.feature === !values.vector) throw new ResidualError('give exactly one of --feature LAYER:INDEX (with --transcoders DIR) or --vector FILE', WHAT);
-  if (values.feature && !values.transcoders) throw new ResidualError('--feature needs --transcoders DIR', WHAT);
-  if (values.strength === undefined) throw new ResidualError('--strength S is required', WHAT);
-  const strength = num(values.strength, '--strength');
-  const point = `hook_${values.hook}` as SteerPointName;
-  if (!RESID_POINTS.includes(point)) {
-    throw new ResidualError(`--hook must be resid_pre, resid_mid or resid_post, got "${values.hook}"`, WHAT);
-  }
-  const positions = parsePositions(values.positions ?? 'all');
-  const k = int(values.top ?? '10', '--top', 1);
-  const generateN = values.generate !== undefined ? int(values.generate, '--generate', 0) : undefined;
+  const k = f.int('top', { min: 1 }) ?? 10;
+  const generateN = f.int('generate', { min: 0 });
+  const layerArg = f.int('layer', { min: 0 });
   const settings = {
     maxNewTokens: generateN ?? 0,
-    temperature: num(values.temperature ?? '0', '--temperature'),
-    topP: num(values['top-p'] ?? '1', '--top-p'),
-    seed: int(values.seed ?? '0', '--seed', 0),
+    temperature: f.num('temperature', { min: 0, note: '0: greedy' }) ?? 0,
+    topP: f.num('top-p', { min: 0, minExclusive: true, max: 1 }) ?? 1,
+    seed: f.int('seed', { min: 0, max: 2 ** 32 - 1 }) ?? 0,
   };
   let featureRef: { layer: number; index: number } | undefined;
-  if (values.feature) {
-    const m = /^(\d+):(\d+)$/.exec(values.feature.trim());
-    if (!m) throw new ResidualError(`--feature must be LAYER:INDEX (e.g. 2:417), got "${values.feature}"`, WHAT);
+  if (feature) {
+    const m = /^(\d+):(\d+)$/.exec(feature.trim());
+    if (!m) f.fail(`--feature must be LAYER:INDEX (e.g. 2:417), got ${JSON.stringify(feature)}`);
     featureRef = { layer: Number(m[1]), index: Number(m[2]) };
+    checkInputFolder(transcoders!, 'transcoders folder');
   }
-  const text = values.text === '-' ? fs.readFileSync(0, 'utf8') : values.text;
-  if (text.length === 0) throw new ResidualError('--text is empty', WHAT);
+  const text = readText(f, io);
 
-  silenceOrt();
-  const model = await Model.load(values.model, { providers: values.providers?.split(',').map((s) => s.trim()) });
+  const model = await loadModel(f, io);
   try {
     const c = model.config;
     let vec: SteeringVector;
     if (featureRef) {
       if (featureRef.layer >= c.nLayers) throw new ResidualError(`--feature layer ${featureRef.layer} does not exist (the model has layers 0..${c.nLayers - 1})`, WHAT);
-      vec = featureVector(values.transcoders!, featureRef.layer, featureRef.index);
+      vec = featureVector(transcoders!, featureRef.layer, featureRef.index);
       if (vec.vector.length !== c.dModel) {
         throw new ResidualError(`the feature's decoder row has ${vec.vector.length} values but the model's d_model is ${c.dModel}`, String(vec.provenance.file));
       }
     } else {
-      const loaded = loadVectorFile(values.vector!, { dModel: c.dModel, nLayers: c.nLayers, name: c.name });
-      for (const w of loaded.warnings) process.stderr.write(`residual: warning: ${w}\n`);
+      const loaded = loadVectorFile(vectorFile!, { dModel: c.dModel, nLayers: c.nLayers, name: c.name });
+      for (const w of loaded.warnings) io.err(`residual: warning: ${w}\n`);
       vec = loaded;
     }
-    const layer = values.layer !== undefined ? int(values.layer, '--layer', 0) : vec.layer;
+    if (k > c.vocabSize) f.fail(`--top ${k} is more than the model's vocabulary (${c.vocabSize} tokens)`);
+    const layer = layerArg ?? vec.layer;
     if (layer >= c.nLayers) throw new ResidualError(`--layer ${layer} does not exist (the model has layers 0..${c.nLayers - 1})`, WHAT);
-    const spec: SteeringSpec = { vector: vec.vector, layer, point, strength, relative: !!values.relative, positions };
+    const spec: SteeringSpec = { vector: vec.vector, layer, point, strength, relative: f.bool('relative'), positions };
     const effect = await nextTokenEffect(model, text, spec, k);
     let gen: Awaited<ReturnType<typeof compareGeneration>> | undefined;
     if (generateN !== undefined) gen = await compareGeneration(model, text, settings, spec);
     const nonFinite = effect.nonFinite || !!gen?.steered.nonFinite;
     if (nonFinite) {
-      process.stderr.write(`residual: the steered model produced NaN or Inf (strength ${strength}${values.relative ? ' relative' : ''}); only the baseline is shown\n`);
+      const why = effect.nonFiniteReason ?? gen?.steered.nonFiniteReason ?? `the steered model produced NaN or Inf (strength ${strength}${f.bool('relative') ? ' relative' : ''})`;
+      io.err(`residual steer: --strength: ${why}; only the baseline is shown\n`);
     }
     const hook = hookName(layer, point);
     const top = (t: TopToken[]) => t.map(({ id, text: s, prob, logit }) => ({ id, text: s, prob, logit }));
     const out = {
       hook,
       strength,
-      relative: values.relative,
+      relative: f.bool('relative'),
       scale: effect.scale,
-      positions: values.positions,
+      positions: positionsArg,
       vector: { label: vec.label, source: vec.source, norm: l2(vec.vector), made_for: { layer: vec.layer, point: vec.point } },
       baseline: { top: top(effect.baseline), ...(gen ? { text: gen.baseline.text } : {}) },
       steered: { top: top(effect.steered), ...(gen ? { text: gen.steered.text } : {}) },
@@ -123,11 +137,11 @@ export async function steerCommand(args: string[]): Promise<number> {
       non_finite: nonFinite,
       ...(gen ? { generation: { ...gen.settings }, tokens_per_second: gen.tokensPerSecond } : {}),
     };
-    if (values.json) process.stdout.write(JSON.stringify(out, null, 1) + '\n');
+    if (f.bool('json')) io.out(JSON.stringify(out, null, 1) + '\n');
     else {
       const fmt = (t: TopToken[]) => (t.length ? t.slice(0, 5).map((x) => `${JSON.stringify(x.text)} ${(x.prob * 100).toFixed(1)}%`).join(', ') : '(NaN/Inf)');
       const lines = [
-        `steering ${vec.label} at ${hook}, strength ${strength}${values.relative ? ' × mean norm' : ''} (scale ${effect.scale.toPrecision(4)}), positions ${values.positions}`,
+        `steering ${vec.label} at ${hook}, strength ${strength}${f.bool('relative') ? ' × mean norm' : ''} (scale ${effect.scale.toPrecision(4)}), positions ${positionsArg}`,
         `baseline: ${fmt(effect.baseline)}`,
         `steered:  ${fmt(effect.steered)}`,
         `KL(baseline ‖ steered) = ${Number.isFinite(effect.kl) ? effect.kl.toFixed(4) : 'n/a'} nats`,
@@ -136,7 +150,7 @@ export async function steerCommand(args: string[]): Promise<number> {
         lines.push(`baseline continuation: ${JSON.stringify(gen.baseline.text)}`, `steered continuation:  ${JSON.stringify(gen.steered.text)}`);
         lines.push(`${gen.tokensPerSecond.toFixed(1)} tokens/s`);
       }
-      process.stdout.write(lines.join('\n') + '\n');
+      io.out(lines.join('\n') + '\n');
     }
   } finally {
     await model.dispose();
@@ -144,14 +158,3 @@ export async function steerCommand(args: string[]): Promise<number> {
   return 0;
 }
 
-function num(s: string, flag: string): number {
-  const v = Number(s);
-  if (s.trim() === '' || !Number.isFinite(v)) throw new ResidualError(`${flag} must be a number, got "${s}"`, WHAT);
-  return v;
-}
-
-function int(s: string, flag: string, min: number): number {
-  const v = Number(s);
-  if (s.trim() === '' || !Number.isInteger(v) || v < min) throw new ResidualError(`${flag} must be an integer ≥ ${min}, got "${s}"`, WHAT);
-  return v;
-}

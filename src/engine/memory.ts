@@ -88,11 +88,20 @@ export function formatParams(n: number): string {
   return n >= 1e6 ? `${(n / 1e6).toFixed(0)}M` : `${(n / 1e3).toFixed(0)}K`;
 }
 
+/** How the message names the ways out: the half-precision setting and the override (they differ by caller). */
+export interface MemoryAdviceHints {
+  /** How to ask for half precision (default the extension's setting); null when the caller has none. */
+  precision?: string | null;
+  /** How to load anyway (default "load anyway", the extension's button). */
+  override?: string;
+}
+
 /** The message when a model does not fit in the memory the CPU provider would use. */
-export function memoryAdvice(e: MemoryEstimate): string {
+export function memoryAdvice(e: MemoryEstimate, hints: MemoryAdviceHints = {}): string {
+  const precision = hints.precision === undefined ? 'residual.precision "float16"' : hints.precision;
   return (
     `${e.name} (${formatParams(e.params)} parameters) needs about ${formatBytes(e.cpuBytes)} of memory on the CPU and ${formatBytes(e.availableBytes)} is available. ` +
-    `On a GPU its weights take about ${formatBytes(e.gpuBytes.float32)} of GPU memory, or ${formatBytes(e.gpuBytes.float16)} in half precision (residual.precision "float16"); ` +
-    `on the CPU half precision saves little (ONNX Runtime computes in float32 there). Choose a smaller model, free memory, or load anyway.`
+    `On a GPU its weights take about ${formatBytes(e.gpuBytes.float32)} of GPU memory, or ${formatBytes(e.gpuBytes.float16)} in half precision${precision ? ` (${precision})` : ''}; ` +
+    `on the CPU half precision saves little (ONNX Runtime computes in float32 there). Choose a smaller model, free memory, or ${hints.override ?? 'load anyway'}.`
   );
 }

@@ -1,4 +1,7 @@
-/** The `residual` command (needs `npm run build`): JSON shape of `analyze`, and one-line errors with exit status 2. */
+/**
+ * The `residual` command (needs `npm run build`): JSON shape of `analyze`, one-line errors with exit status 2, the
+ * memory check and its override, `graph --out` written whole, and the shared flag parser (src/cli/args.ts).
+ */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -6,6 +9,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
 import { writeRandomGpt2 } from '../../src/engine/checkpoint/random';
+import { randomTranscoderWeights, writeSaeLensTranscoders } from '../../src/engine/circuits/transcoders-write';
+import { parseFlags, usageOf, type CommandSpec, type Flags } from '../../src/cli/args';
+import { SPECS } from '../../src/cli/run';
 import { gpt2TokenizerJSON } from '../../tools/gpt2-tokenizer';
 
 const BIN = path.join(__dirname, '..', '..', 'bin', 'residual.js');
@@ -13,8 +19,8 @@ const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'residual-cli-'));
 const model = path.join(dir, 'm');
 writeRandomGpt2(model, { nLayers: 2, dModel: 16, nHeads: 2, dMlp: 32, nCtx: 16, vocabSize: 50257 }, { seed: 5, tokenizerJson: gpt2TokenizerJSON() });
 
-function cli(args: string[], input?: string) {
-  const r = spawnSync(process.execPath, [BIN, ...args], { input, encoding: 'utf8', env: { ...process.env, TMPDIR: dir } });
+function cli(args: string[], input?: string, env: Record<string, string> = {}) {
+  const r = spawnSync(process.execPath, [BIN, ...args], { input, encoding: 'utf8', env: { ...process.env, TMPDIR: dir, ...env } });
   return { code: r.status, out: r.stdout, err: r.stderr };
 }
 
@@ -65,5 +71,88 @@ describe('residual analyze', () => {
     const unknown = cli(['frobnicate']);
     assert.equal(unknown.code, 2);
     assert.match(unknown.err, /unknown subcommand 'frobnicate'/);
+  });
+});
+
+describe('the memory check', () => {
+  const low = { RESIDUAL_AVAILABLE_MEMORY: String(100e6) };
+  it('is on by default in every subcommand that loads a model, and names the estimate, what is available and the override', () => {
+    const r = cli(['analyze', '--model', model, '--text', 'x', '--providers', 'cpu'], undefined, low);
+    assert.equal(r.code, 2);
+    assert.equal(r.out, '');
+    assert.match(r.err, /^residual: .*: random-gpt2-seed5 \(\d+K parameters\) needs about \d+ MB of memory on the CPU and 100 MB is available\. .*pass --skip-memory-check to load anyway\.\n$/);
+  });
+  it('--skip-memory-check loads anyway; --check-memory is still accepted', () => {
+    const r = cli(['analyze', '--model', model, '--text', 'x', '--providers', 'cpu', '--json', '--skip-memory-check'], undefined, low);
+    assert.equal(r.code, 0, r.err);
+    assert.equal(JSON.parse(r.out).tokens.length, 1);
+    const old = cli(['analyze', '--model', model, '--text', 'x', '--providers', 'cpu', '--check-memory']);
+    assert.equal(old.code, 0, old.err);
+  });
+});
+
+describe('residual graph --out', () => {
+  it('writes the graph whole, replaces a regular file, leaves no temporary file', () => {
+    const tc = path.join(dir, 'tc');
+    writeSaeLensTranscoders(tc, randomTranscoderWeights(2, 16, 24, { seed: 3 }), { activation: 'relu' });
+    const outDir = path.join(dir, 'graphs');
+    fs.mkdirSync(outDir);
+    const out = path.join(outDir, 'g.json');
+    fs.writeFileSync(out, 'old');
+    const r = cli(['graph', '--model', model, '--transcoders', tc, '--text', 'The quick brown fox', '--out', out, '--providers', 'cpu']);
+    assert.equal(r.code, 0, r.err);
+    assert.match(r.out, /g\.json \(listed in graph-metadata\.json\): \d+ nodes, \d+ links/);
+    assert.equal(r.err, '');
+    assert.equal(JSON.parse(fs.readFileSync(out, 'utf8')).metadata.slug, 'g');
+    // The graph and the viewer's index of the folder; no temporary file left.
+    assert.deepEqual(fs.readdirSync(outDir).sort(), ['g.json', 'graph-metadata.json']);
+  });
+});
+
+describe('help', () => {
+  it('every subcommand answers --help and -h with its usage on stdout, exit 0; `residual help X` too', () => {
+    for (const [name, spec] of Object.entries(SPECS)) {
+      for (const args of [[name, '--help'], [name, '-h'], ['help', name]]) {
+        const r = cli(args);
+        assert.equal(r.code, 0, `${args.join(' ')}: ${r.err}`);
+        assert.equal(r.err, '');
+        assert.equal(r.out, usageOf(spec));
+      }
+      for (const flag of Object.keys(spec.flags)) assert.ok(usageOf(spec).includes(`--${flag}`), `${name} --${flag}`);
+    }
+    const top = cli(['--help']);
+    assert.equal(top.code, 0);
+    for (const name of Object.keys(SPECS)) assert.match(top.out, new RegExp(`residual ${name} `));
+  });
+});
+
+describe('the flag parser', () => {
+  const spec: CommandSpec = {
+    name: 't',
+    synopsis: '',
+    summary: '',
+    flags: { text: { value: 'TEXT', help: '' }, strength: { value: 'S', help: '' }, n: { value: 'N', help: '' }, json: { help: '' } },
+  };
+  const parse = (args: string[]) => parseFlags(spec, args) as Flags;
+  it('takes a value that starts with a dash, --flag=value, and a value equal to another flag only with =', () => {
+    const f = parse(['--strength', '-4', '--text', '-', '--json']);
+    assert.equal(f.num('strength'), -4);
+    assert.equal(f.str('text'), '-');
+    assert.equal(f.bool('json'), true);
+    assert.equal(parse(['--text=--json']).str('text'), '--json');
+    assert.throws(() => parse(['--text', '--json']), /residual t: --text needs a value \(TEXT\)/);
+  });
+  it('checks numbers strictly: whole numbers, finite decimals, ranges', () => {
+    assert.equal(parse(['--n', '12']).int('n', { min: 1 }), 12);
+    assert.equal(parse(['--strength', '1e-3']).num('strength'), 1e-3);
+    for (const bad of ['1e3', '0x10', '', ' ', '9007199254740993', '-1']) {
+      assert.throws(() => parse([`--n=${bad}`]).int('n', { min: 0 }), /--n (needs a value|must be a whole number ≥ 0)/, bad);
+    }
+    for (const bad of ['NaN', 'Infinity', '1e400', 'abc', '1,5']) {
+      assert.throws(() => parse(['--strength', bad]).num('strength'), /--strength must be a finite number/, bad);
+    }
+  });
+  it('answers help before anything else', () => {
+    assert.equal(parseFlags(spec, ['--frob', '-h']), 'help');
   });
 });

@@ -55,6 +55,22 @@ describe('memory estimate', () => {
     assert.equal(m.info.precision, 'float32');
     await m.dispose();
   });
+
+  it('the check is on by default; memoryCheck: false is the override; the message names the caller\'s ways out', async () => {
+    const dir = path.join(root, 'gpt2-default');
+    writeRandomGpt2(dir, { nLayers: 1, dModel: 16, nHeads: 2, dMlp: 32, nCtx: 16, vocabSize: 50257 }, { seed: 2, tokenizerJson: gpt2TokenizerJSON() });
+    await assert.rejects(Model.load(dir, { providers: ['cpu'], cacheDir: path.join(root, 'c'), availableMemory: 100e6 }), (e: unknown) => {
+      assert.ok(e instanceof ResidualError && e.code === 'memory');
+      assert.match(e.message, /in half precision \(residual\.precision "float16"\);.*or load anyway\.$/);
+      return true;
+    });
+    await assert.rejects(
+      Model.load(dir, { providers: ['cpu'], cacheDir: path.join(root, 'c'), availableMemory: 100e6, memoryAdvice: { precision: null, override: 'pass --skip-memory-check to load anyway' } }),
+      /in half precision; on the CPU.*or pass --skip-memory-check to load anyway\.$/,
+    );
+    const m = await Model.load(dir, { providers: ['cpu'], cacheDir: path.join(root, 'c'), availableMemory: 100e6, memoryCheck: false });
+    await m.dispose();
+  });
 });
 
 describe('half-precision weights', () => {

@@ -72,15 +72,17 @@ describe('residual steer', () => {
     assert.deepEqual(j.steered.top, []);
     assert.equal(j.kl, null);
     assert.equal(j.baseline.top.length, 10);
-    assert.match(r.err, /NaN or Inf/);
+    assert.match(r.err, /residual steer: --strength: strength 1e\+40 overflows float32: .*; only the baseline is shown/);
   });
   const bad: [string, string[], RegExp][] = [
     ['both sources', ['--feature', '0:1', '--transcoders', root, '--strength', '1'], /exactly one of --feature/],
     ['a bad hook', ['--strength', '1', '--hook', 'attn_out'], /--hook must be resid_pre, resid_mid or resid_post/],
-    ['bad positions', ['--strength', '1', '--positions', 'some'], /expected all, from:N/],
-    ['a bad strength', ['--strength', 'lots'], /--strength must be a number/],
+    ['bad positions', ['--strength', '1', '--positions', 'some'], /--positions must be all, from:N or a list of positions like 0,3,4, got "some"/],
+    ['a bad strength', ['--strength', 'lots'], /--strength must be a finite number, got "lots"/],
     ['an unknown layer', ['--strength', '1', '--layer', '5'], /--layer 5 does not exist \(the model has layers 0\.\.1\)/],
-    ['an unknown flag', ['--strength', '1', '--frobnicate'], /Unknown option/],
+    ['an unknown flag', ['--strength', '1', '--frobnicate'], /unknown flag --frobnicate; see residual steer --help/],
+    ['a negative seed', ['--strength', '1', '--seed', '-1'], /--seed must be a whole number from 0 to 4294967295, got "-1"/],
+    ['a --top beyond the vocabulary', ['--strength', '1', '--top', '60000'], /--top 60000 is more than the model's vocabulary \(50257 tokens\)/],
   ];
   for (const [name, extra, re] of bad) {
     it(`refuses ${name}`, async () => {

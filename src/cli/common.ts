@@ -1,0 +1,155 @@
+/**
+ * What every `residual` subcommand shares: where its output goes (`Io`, so tests run a command in-process), the flags
+ * with the same meaning everywhere (`--model`, `--text`, `--providers`, the memory check), reading the text, loading
+ * the model with the memory estimate enforced, and checking an output path before any work is done.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { ResidualError } from '../engine/errors';
+import { checkOutputFile } from '../engine/files';
+import { Model } from '../engine/model';
+import { DEFAULT_PROVIDERS, silenceOrt, type ProviderName } from '../engine/runtime/session';
+import type { WeightPrecision } from '../engine/onnx/ops';
+import type { Flags, FlagSpec } from './args';
+
+/** Where a command's output goes: stdout gets only the result, stderr only Residual's own lines. */
+export interface Io {
+  out(s: string): void;
+  err(s: string): void;
+  /** Whether stderr is a terminal (progress lines are drawn only then). */
+  errIsTTY: boolean;
+  /** All of standard input (for `--text -`). */
+  readStdin(): string;
+  env: NodeJS.ProcessEnv;
+}
+
+export function processIo(): Io {
+  return {
+    out: (s) => void process.stdout.write(s),
+    err: (s) => void process.stderr.write(s),
+    errIsTTY: !!process.stderr.isTTY,
+    readStdin: () => fs.readFileSync(0, 'utf8'),
+    env: process.env,
+  };
+}
+
+export const PROVIDERS: readonly ProviderName[] = ['cuda', 'webgpu', 'cpu', 'dml', 'coreml'];
+
+/** The flags with the same meaning in every subcommand that loads a model. */
+export const MODEL_FLAGS: Record<string, FlagSpec> = {
+  model: { value: 'DIR', help: 'the model folder (config.json, tokenizer.json, *.safetensors) — required' },
+  text: { value: 'TEXT', help: 'the text to run — required; "-" reads standard input' },
+  providers: { value: 'LIST', help: `execution providers to try in order, comma-separated: ${PROVIDERS.join(', ')} (default ${DEFAULT_PROVIDERS.join(',')})` },
+  'skip-memory-check': { help: 'load even when the memory estimate says the model will not fit (the check is on by default)' },
+  'check-memory': { help: 'accepted for older scripts; the memory check is always on unless --skip-memory-check' },
+};
+
+/** `--text TEXT` or `--text -` (standard input); refuses a missing or empty text. */
+export function readText(f: Flags, io: Io): string {
+  const t = f.required('text', ' (use --text - for standard input)');
+  let text = t;
+  if (t === '-') {
+    try {
+      text = io.readStdin();
+    } catch (e) {
+      f.fail(`--text -: cannot read standard input (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    }
+    if (text.length === 0) f.fail('--text -: standard input is empty');
+  }
+  return text;
+}
+
+/** Whether the WebGPU provider can start here: on Linux it needs the Vulkan loader (libvulkan.so.1). */
+function webgpuLoaderMissing(): boolean {
+  if (process.platform !== 'linux') return false;
+  try {
+    // dlopen of a library that is not a Node add-on: "did not self-register" means it loaded, so it is there.
+    (process as unknown as { dlopen(module: object, file: string): void }).dlopen({ exports: {} }, 'libvulkan.so.1');
+    return false;
+  } catch (e) {
+    return /cannot open shared object file/.test((e as Error).message);
+  }
+}
+
+/**
+ * The providers to try. Without a Vulkan loader the WebGPU provider cannot start on Linux and its native library
+ * prints a warning of its own onto stderr, so it is not tried (with a note when `--providers` named it).
+ */
+export function providersOf(f: Flags, io: Io): string[] {
+  const asked = f.list('providers', PROVIDERS);
+  const list: string[] = asked ?? DEFAULT_PROVIDERS;
+  if (!list.includes('webgpu') || !webgpuLoaderMissing()) return list;
+  const rest = list.filter((p) => p !== 'webgpu');
+  if (asked) {
+    if (rest.length === 0) f.fail('--providers webgpu: the WebGPU provider needs the Vulkan loader (libvulkan.so.1), which is not installed; add cpu to the list');
+    io.err('residual: webgpu skipped: the Vulkan loader (libvulkan.so.1) is not installed\n');
+  }
+  return rest;
+}
+
+/** Loads the model with the memory estimate enforced unless `--skip-memory-check`. */
+export async function loadModel(f: Flags, io: Io, opts: { precision?: WeightPrecision } = {}): Promise<Model> {
+  const dir = f.required('model');
+  if (f.bool('check-memory') && f.bool('skip-memory-check')) f.fail('--check-memory and --skip-memory-check contradict each other; give one');
+  const providers = providersOf(f, io);
+  silenceOrt();
+  return Model.load(dir, {
+    providers,
+    precision: opts.precision,
+    memoryCheck: !f.bool('skip-memory-check'),
+    // Lets tests exercise the refusal on a small model (as the extension's RESIDUAL_AVAILABLE_MEMORY does).
+    availableMemory: Number(io.env.RESIDUAL_AVAILABLE_MEMORY) || undefined,
+    memoryAdvice: {
+      override: 'pass --skip-memory-check to load anyway',
+      precision: 'precision' in f.spec.flags ? '--precision float16' : null,
+    },
+  });
+}
+
+/**
+ * Checks `--out FILE` before any work: a new path in an existing folder or a regular file to replace. A device, a
+ * FIFO, a folder (or a path ending in "/") is refused by name and never replaced; a missing folder is named.
+ */
+export function checkOutFlag(f: Flags, file: string): void {
+  if (file === '-') f.fail('--out -: writing to standard output is not supported; give the path of a file');
+  if (/[/\\]$/.test(file)) f.fail(`--out ${file} ends with "/", which names a folder; give the path of a file`);
+  checkOutputFile(file, '--out');
+  // Before minutes of work: can a file be created there? (Permissions, read-only file systems: root passes access().)
+  const target = fs.existsSync(file) ? fs.realpathSync(file) : path.resolve(file);
+  const probe = path.join(path.dirname(target), `.${path.basename(target)}.${process.pid}.probe.tmp`);
+  try {
+    fs.closeSync(fs.openSync(probe, 'wx'));
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    const why = code === 'EACCES' || code === 'EPERM' ? 'permission denied' : code === 'EROFS' ? 'a read-only file system' : code === 'ENOSPC' ? 'the disk is full' : (code ?? (e as Error).message);
+    throw new ResidualError(`--out cannot be written in ${path.dirname(target)} (${why})`, file);
+  } finally {
+    fs.rmSync(probe, { force: true });
+  }
+}
+
+/** Checks `--out DIR` for a folder to write into: an existing folder or a new path; anything else is refused. */
+export function checkOutFolder(dir: string): void {
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(dir);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') {
+      let lst: fs.Stats | undefined;
+      try {
+        lst = fs.lstatSync(dir);
+      } catch {
+        lst = undefined;
+      }
+      if (lst?.isSymbolicLink()) throw new ResidualError('--out is a symbolic link to a missing target; give the real path', dir);
+      return; // a new folder
+    }
+    if (code === 'ENOTDIR') throw new ResidualError(`--out: a parent of ${path.resolve(dir)} is a file, not a folder`, dir);
+    throw new ResidualError(`--out cannot be used (${code ?? (e as Error).message})`, dir);
+  }
+  if (!st.isDirectory()) {
+    const kind = st.isFile() ? 'a regular file' : st.isFIFO() ? 'a FIFO (named pipe)' : st.isCharacterDevice() ? 'a character device' : st.isBlockDevice() ? 'a block device' : st.isSocket() ? 'a socket' : 'not a folder';
+    throw new ResidualError(`--out is ${kind}, not a folder: give a folder to download into (it is never replaced)`, dir);
+  }
+}
