@@ -13,4 +13,5 @@ export const COMMANDS = {
   showLog: 'residual.showLog',
   downloadModel: 'residual.downloadModel',
   setHubToken: 'residual.setHubToken',
+  clearCache: 'residual.clearCache',
 } as const;

@@ -7,6 +7,7 @@ import * as vscode from 'vscode';
 import { errorMessage } from '../engine/errors';
 import { featureVector } from '../engine/steering/vectors';
 import { ActivationsPanel } from './activationsPanel';
+import { clearCacheCommand } from './cache';
 import { CircuitPanel } from './circuitPanel';
 import { COMMANDS } from './commandIds';
 import { registerDownloadCommands } from './download';
@@ -62,6 +63,7 @@ export function activate(context: vscode.ExtensionContext): void {
     vscode.commands.registerCommand(COMMANDS.cancelAnalysis, () => activations.cancel()),
     vscode.commands.registerCommand(COMMANDS.clearHeat, () => activations.clearHeat()),
     vscode.commands.registerCommand(COMMANDS.showLog, () => log.show()),
+    vscode.commands.registerCommand(COMMANDS.clearCache, () => clearCacheCommand(context, log)),
     ...registerDownloadCommands(context, (dir) => modelCommands.useModel(dir), log),
   );
   log.appendLine(`Residual activated; model folder: ${models.modelDir()}`);

@@ -7,6 +7,7 @@ import * as vscode from 'vscode';
 import { ResidualError } from '../engine/errors';
 import { Model } from '../engine/model';
 import { silenceOrt } from '../engine/runtime/session';
+import { useExtensionCache } from './cache';
 import type { InspectorState } from '../protocol';
 
 const RECENT_KEY = 'residual.recentModels';
@@ -18,11 +19,14 @@ export class ModelManager implements vscode.Disposable {
   private readonly changed = new vscode.EventEmitter<void>();
   readonly onDidChange = this.changed.event;
   state: InspectorState = { status: 'idle' };
+  /** Residual's cache in the extension's global storage (graphs and float16 copies; see src/host/cache.ts). */
+  readonly cacheDir: string;
 
   constructor(
     private readonly context: vscode.ExtensionContext,
     private readonly log: vscode.OutputChannel,
   ) {
+    this.cacheDir = useExtensionCache(context, log);
     this.status = vscode.window.createStatusBarItem('residual.provider', vscode.StatusBarAlignment.Right, 100);
     this.status.name = 'Residual: execution provider';
     this.status.command = 'residual.openInspector';
@@ -110,7 +114,7 @@ export class ModelManager implements vscode.Disposable {
           Model.load(dir, {
             providers,
             threads: cfg.get<number>('threads', 0),
-            cacheDir: vscode.Uri.joinPath(this.context.globalStorageUri, 'onnx').fsPath,
+            cacheDir: this.cacheDir,
             precision: cfg.get<'float32' | 'float16'>('precision', 'float32'),
             memoryCheck: !this.memoryOverride.has(dir),
             // Lets end-to-end tests exercise the refusal on a small model.

@@ -197,6 +197,21 @@ describe('Residual in a real VS Code', { skip: ext ? false : 'RESIDUAL_VSIX / RE
     await openViewContainer(page, 'Explorer');
   });
 
+  it('Clear Cache empties the cache, keeps what the loaded model uses, and analysis still works', async () => {
+    const { page } = vs;
+    await runCommand(page, 'Residual: Clear Cache');
+    // The loaded model's graphs are in use: they are kept (and said to be), whatever else was removed.
+    const toast = page.locator('.notifications-toasts .notification-list-item-message', { hasText: /Residual: (cleared the cache: \d+ entr(y|ies) removed, .* freed|the cache is already empty)\. \d+ in use by the loaded model were kept/ });
+    await toast.first().waitFor({ timeout: 15_000 });
+    assert.match(await vs.outputLog('Residual'), /Residual: (cleared the cache|the cache is already empty).*\(.*cache\)/);
+    const line = LINES.findIndex((l) => l.startsWith('numbers')) + 1;
+    const expected = cliAnalyze(LINES[line - 1]);
+    await openFile(page, 'prompt.py');
+    await selectLines(page, line);
+    await runCommand(page, 'Residual: Analyze Selection');
+    await waitForTokens(await activations(), expected);
+  });
+
   it('an empty line gives a clear message and nothing breaks', async () => {
     const { page } = vs;
     const empty = LINES.findIndex((l) => l === '') + 1;

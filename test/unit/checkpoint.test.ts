@@ -1,5 +1,6 @@
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -594,5 +595,38 @@ describe('openCheckpoint', () => {
     fs.writeFileSync(indexFile, JSON.stringify(index));
     fs.rmSync(path.join(d, 'model-00002-of-00002.safetensors'));
     throwsResidual(() => openCheckpoint(d), 'missing', indexFile, 'model-00002-of-00002.safetensors');
+  });
+
+  test('inputs that are not regular files are named before anything opens them (a FIFO never hangs a read)', () => {
+    const make = (opts: Partial<Parameters<typeof writeRandomGpt2>[2]> = {}): string => {
+      const d = tmpDir();
+      writeRandomGpt2(d, SMALL, { seed: 1, tokenizerJson: TOKENIZER, ...opts });
+      return d;
+    };
+    const replace = (d: string, name: string, how: 'fifo' | 'folder' | 'dangling') => {
+      const p = path.join(d, name);
+      fs.rmSync(p, { force: true });
+      if (how === 'fifo') execFileSync('mkfifo', [p]);
+      else if (how === 'folder') fs.mkdirSync(p);
+      else fs.symlinkSync('nowhere', p);
+      return p;
+    };
+    for (const name of ['model.safetensors', 'config.json', 'tokenizer.json']) {
+      let d = make();
+      throwsResidual(() => openCheckpoint(d), 'invalid', replace(d, name, 'fifo'), `${name} is a FIFO (named pipe), not a regular file`);
+      d = make();
+      throwsResidual(() => openCheckpoint(d), 'invalid', replace(d, name, 'folder'), `${name} is a folder, not a regular file`);
+      d = make();
+      throwsResidual(() => openCheckpoint(d), 'missing', replace(d, name, 'dangling'), `${name} is a symbolic link to a file that does not exist (nowhere)`);
+    }
+    let d = make({ shards: 2 });
+    throwsResidual(() => openCheckpoint(d), 'invalid', replace(d, 'model.safetensors.index.json', 'fifo'), 'is a FIFO');
+    d = make({ shards: 2 });
+    throwsResidual(() => openCheckpoint(d), 'invalid', replace(d, 'model-00001-of-00002.safetensors', 'folder'), 'shard "model-00001-of-00002.safetensors" is a folder');
+    const pipe = path.join(tmpDir(), 'pipe');
+    execFileSync('mkfifo', [pipe]);
+    throwsResidual(() => openCheckpoint(pipe), 'invalid', pipe, 'model folder is a FIFO (named pipe), not a folder');
+    throwsResidual(() => readSafetensorsHeader(pipe), 'invalid', pipe, 'is a FIFO');
+    throwsResidual(() => parseConfig(pipe), 'invalid', pipe, 'is a FIFO');
   });
 });

@@ -19,6 +19,14 @@ describe('package.json contributions', () => {
     for (const t of ['Residual: Analyze Selection', 'Residual: Open Inspector', 'Residual: Select Model…']) assert.ok(titles.includes(t), t);
   });
 
+  it('has Residual: Clear Cache (issue 14), registered as residual.clearCache', () => {
+    const c = pkg.contributes.commands.find((x: { command: string }) => x.command === COMMANDS.clearCache);
+    assert.equal(COMMANDS.clearCache, 'residual.clearCache');
+    assert.equal(`${c?.category}: ${c?.title}`, 'Residual: Clear Cache');
+    const ext = fs.readFileSync(path.join(__dirname, '..', '..', 'src', 'host', 'extension.ts'), 'utf8');
+    assert.match(ext, /registerCommand\(COMMANDS\.clearCache,/);
+  });
+
   it('menus and the inspector only reference declared commands', () => {
     const ids = new Set(Object.values(COMMANDS));
     for (const items of Object.values(pkg.contributes.menus) as { command: string }[][]) for (const m of items) assert.ok(ids.has(m.command as never), m.command);

@@ -4,8 +4,10 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
+import * as crypto from 'node:crypto';
+import { clearCache, pruneCache } from '../../src/engine/cache';
 import { allHookNames, hookName, parseHookName, suggestHooks } from '../../src/engine/hooks';
-import { Model } from '../../src/engine/model';
+import { Model, type ModelLoadOptions } from '../../src/engine/model';
 import { writeRandomGpt2 } from '../../src/engine/checkpoint/random';
 import { silenceOrt } from '../../src/engine/runtime/session';
 
@@ -70,5 +72,127 @@ describe('execution providers', () => {
       await a.dispose();
       await b.dispose();
     }
+  });
+});
+
+describe('symlinked checkpoints and the Hugging Face cache layout', () => {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'residual-links-'));
+  const plain = path.join(root, 'plain');
+  writeRandomGpt2(plain, { nLayers: 1, dModel: 8, nHeads: 2, dMlp: 16, nCtx: 8, vocabSize: 16 }, { seed: 4, tokenizerJson: { model: { type: 'BPE', vocab: { a: 0, b: 1 }, merges: [] } } });
+  silenceOrt();
+  let n = 0;
+  const logits = async (dir: string, opts: ModelLoadOptions = {}) => {
+    const m = await Model.load(dir, { providers: ['cpu'], cacheDir: path.join(root, `cache-${++n}`), ...opts });
+    try {
+      return (await m.run({ ids: [0, 1, 1, 0], hooks: ['logits'] })).activations.get('logits')!.data.slice();
+    } finally {
+      await m.dispose();
+    }
+  };
+
+  /** models--org--tiny/{blobs/<sha256>, snapshots/<rev>/<file> -> ../../blobs/<sha256>, refs/main}, as huggingface_hub writes it. */
+  const hubRepo = (name: string, absolute: boolean) => {
+    const repo = path.join(root, name, 'models--org--tiny');
+    const snap = path.join(repo, 'snapshots', 'f00dfeedf00dfeedf00dfeedf00dfeedf00dfeed');
+    fs.mkdirSync(path.join(repo, 'blobs'), { recursive: true });
+    fs.mkdirSync(snap, { recursive: true });
+    fs.mkdirSync(path.join(repo, 'refs'));
+    fs.writeFileSync(path.join(repo, 'refs', 'main'), path.basename(snap));
+    for (const f of fs.readdirSync(plain)) {
+      const bytes = new Uint8Array(fs.readFileSync(path.join(plain, f)));
+      const blob = path.join(repo, 'blobs', crypto.createHash('sha256').update(bytes).digest('hex'));
+      fs.writeFileSync(blob, bytes);
+      fs.symlinkSync(absolute ? blob : path.relative(snap, blob), path.join(snap, f));
+    }
+    return { repo, snap };
+  };
+
+  it('a snapshot folder of the Hub cache (relative symlinks into blobs/) loads, in both external-data modes, with the logits of the plain copy', async () => {
+    const want = await logits(plain);
+    const { repo, snap } = hubRepo('hub', false);
+    assert.equal(fs.readlinkSync(path.join(snap, 'model.safetensors')).startsWith('../../blobs/'), true);
+    assert.deepEqual(await logits(snap), want, 'hard-linked (the real blob is linked, not the relative symlink)');
+    assert.deepEqual(await logits(snap, { externalMode: 'buffer' }), want, 'in-memory external data');
+    assert.deepEqual(await logits(repo), want, "the repository folder stands for refs/main's snapshot");
+  });
+
+  it('absolute symlinks and a symlinked model folder load with the same logits', async () => {
+    const want = await logits(plain);
+    assert.deepEqual(await logits(hubRepo('abs', true).snap), want);
+    const linked = path.join(root, 'linked');
+    fs.symlinkSync(plain, linked);
+    assert.deepEqual(await logits(linked), want);
+  });
+
+  it('a float16 copy is made from a symlinked checkpoint', async () => {
+    const got = await logits(hubRepo('half', false).snap, { precision: 'float16' });
+    assert.ok(got.every(Number.isFinite));
+  });
+});
+
+describe('the ONNX graph cache', () => {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'residual-cache-'));
+  const model = path.join(root, 'model');
+  writeRandomGpt2(model, { nLayers: 1, dModel: 8, nHeads: 2, dMlp: 16, nCtx: 8, vocabSize: 16 }, { seed: 5, tokenizerJson: { model: { type: 'BPE', vocab: { a: 0, b: 1 }, merges: [] } } });
+  silenceOrt();
+  const entries = (cache: string) => fs.readdirSync(path.join(cache, 'onnx')).filter((e) => /^[0-9a-f]{24}$/.test(e)).map((e) => path.join(cache, 'onnx', e));
+  const run = async (m: Model) => (await m.run({ ids: [0, 1], hooks: ['logits'] })).activations.get('logits')!.data.slice();
+
+  it('a damaged cached graph and a hard link to the wrong inode are repaired, not reused', async () => {
+    const cache = path.join(root, 'c1');
+    const first = await Model.load(model, { providers: ['cpu'], cacheDir: cache });
+    const want = await run(first);
+    await first.dispose();
+    const [entry] = entries(cache);
+    fs.truncateSync(path.join(entry, 'model.onnx'), 10);
+    const link = path.join(entry, 'model.safetensors');
+    const bytes = new Uint8Array(fs.readFileSync(link));
+    fs.rmSync(link);
+    fs.writeFileSync(link, bytes); // a copy: another inode
+    const logs: string[] = [];
+    const again = await Model.load(model, { providers: ['cpu'], cacheDir: cache, log: (l) => logs.push(l) });
+    assert.deepEqual(await run(again), want);
+    await again.dispose();
+    assert.ok(logs.some((l) => /model\.onnx was damaged .*; rebuilt/.test(l)), logs.join('\n'));
+    assert.ok(logs.some((l) => /no longer links to .*; relinked/.test(l)), logs.join('\n'));
+    assert.equal(fs.statSync(link).ino, fs.statSync(path.join(model, 'model.safetensors')).ino);
+    assert.deepEqual(entries(cache), [entry]);
+  });
+
+  it('an entry in use is never removed; once released, the entry of a deleted model is (no hard link keeps its bytes)', async () => {
+    const cache = path.join(root, 'c2');
+    const dir = path.join(root, 'doomed');
+    fs.cpSync(model, dir, { recursive: true });
+    const m = await Model.load(dir, { providers: ['cpu'], cacheDir: cache });
+    const [entry] = entries(cache);
+    assert.deepEqual(clearCache(cache).inUse, [entry], 'Clear Cache keeps what a loaded model uses');
+    assert.deepEqual(pruneCache(cache, { limit: 0 }).removed, [], 'so does the size limit');
+    assert.equal((await run(m)).length, 2 * 16, 'and the model still runs');
+    fs.rmSync(dir, { recursive: true });
+    assert.deepEqual(pruneCache(cache).removed, [], 'a deleted model still loaded keeps its entry');
+    await m.dispose();
+    const r = pruneCache(cache);
+    assert.deepEqual(r.removed.map((x) => x.path), [entry]);
+    assert.match(r.removed[0].reason, /doomed\/model\.safetensors was deleted/);
+    assert.ok(r.freedBytes > 1000, 'the last link to the weights was in the cache');
+    assert.equal(fs.existsSync(entry), false);
+  });
+
+  it('over the size limit, least recently used entries go first', async () => {
+    const cache = path.join(root, 'c3');
+    const made: string[] = [];
+    for (const seed of [1, 2, 3]) {
+      const dir = path.join(root, `m${seed}`);
+      writeRandomGpt2(dir, { nLayers: 1, dModel: 8, nHeads: 2, dMlp: 16, nCtx: 8, vocabSize: 16 }, { seed, tokenizerJson: { model: { type: 'BPE', vocab: { a: 0, b: 1 }, merges: [] } } });
+      await (await Model.load(dir, { providers: ['cpu'], cacheDir: cache })).dispose();
+      made.push(entries(cache).find((e) => !made.includes(e))!);
+      const t = new Date(Date.now() - (10 - seed) * 60_000);
+      fs.utimesSync(`${made.at(-1)}.entry.json`, t, t);
+    }
+    const size = fs.statSync(path.join(made[0], 'model.onnx')).size;
+    const r = pruneCache(cache, { limit: 2 * size + 100 });
+    assert.deepEqual(r.removed.map((x) => x.path), [made[0]]);
+    assert.match(r.removed[0].reason, /least recently used/);
+    assert.deepEqual(entries(cache).sort(), made.slice(1).sort());
   });
 });

@@ -6,8 +6,9 @@
 import * as fs from 'fs';
 import * as nodePath from 'path';
 import { ResidualError } from '../errors';
+import { checkInputFile, checkInputFolder } from '../files';
 import type { ModelConfig } from './config';
-import { parseConfig } from './parse-config';
+import { lexists, parseConfig } from './parse-config';
 import { expectedFamilyShapes, FAMILY_IGNORED_BUFFER, familyPrefixes, familyWeightNames } from './families';
 import { FLOAT_DTYPES, isPlainObject, readSafetensorsHeader, type TensorEntry } from './safetensors';
 
@@ -111,17 +112,23 @@ export function expectedGpt2Shapes(cfg: ModelConfig): Map<string, number[]> {
 }
 
 export function openCheckpoint(dir: string): Checkpoint {
-  const root = nodePath.resolve(dir);
+  let root = nodePath.resolve(dir);
   let stat: fs.Stats;
   try {
     stat = fs.statSync(root);
-  } catch {
+  } catch (e) {
+    if (isSymlink(root)) {
+      throw new ResidualError(`model folder is a symbolic link to ${fs.readlinkSync(root)}, which does not exist`, root, 'missing');
+    }
+    if ((e as NodeJS.ErrnoException).code === 'ELOOP') throw new ResidualError('model folder is a symbolic link that loops', root);
     throw new ResidualError('model folder not found; check the path (it should hold config.json, model.safetensors and tokenizer.json)', root, 'missing');
   }
-  if (!stat.isDirectory()) {
+  if (stat.isFile()) {
     throw new ResidualError('is a file, not a model folder; pass the folder that holds config.json, model.safetensors and tokenizer.json', root);
   }
-  const names = fs.readdirSync(root);
+  checkInputFolder(root, 'model folder'); // a FIFO, a device, … named as such
+  root = hubSnapshot(root);
+  const names = listFolder(root);
 
   // 1. Which weight files.
   const warnings: string[] = [];
@@ -154,15 +161,18 @@ export function openCheckpoint(dir: string): Checkpoint {
   }
 
   // 2. Config and tokenizer.
-  const config = parseConfig(nodePath.join(root, 'config.json'));
+  const configPath = nodePath.join(root, 'config.json');
+  if (lexists(configPath)) checkInputFile(configPath, 'config.json'); // a folder or FIFO by that name, named as such
+  const config = parseConfig(configPath);
   const tokenizerPath = nodePath.join(root, 'tokenizer.json');
-  if (!fs.existsSync(tokenizerPath)) {
+  if (!lexists(tokenizerPath)) {
     throw new ResidualError(
       'tokenizer.json not found; download tokenizer.json from the model page (for GPT-2 checkpoints the gpt2 tokenizer.json works) and put it in the model folder',
       tokenizerPath,
       'missing',
     );
   }
+  checkInputFile(tokenizerPath, 'tokenizer.json'); // a FIFO would hang the tokenizer's read; a folder, a dangling link
 
   // 3. Headers → stored name → entry.
   const stored = new Map<string, TensorEntry>();
@@ -278,6 +288,7 @@ export function openCheckpoint(dir: string): Checkpoint {
 
 /** Reads model.safetensors.index.json → stored tensor name → absolute shard path (validated to stay in `root`). */
 function readIndex(root: string, indexPath: string): Map<string, string> {
+  checkInputFile(indexPath, INDEX_FILE);
   let raw: unknown;
   try {
     raw = JSON.parse(fs.readFileSync(indexPath, 'utf8'));
@@ -305,17 +316,70 @@ function readIndex(root: string, indexPath: string): Map<string, string> {
       throw new ResidualError(`weight_map sends tensor "${name}" to "${shard}", outside the model folder`, indexPath);
     }
     if (!checked.has(abs)) {
-      if (!fs.existsSync(abs)) {
+      if (!lexists(abs)) {
         throw new ResidualError(
           `shard "${shard}" (holding tensor "${name}") is missing from the model folder; download all shards`,
           indexPath,
           'missing',
         );
       }
+      checkInputFile(abs, `shard "${shard}"`); // a FIFO, a folder or a dangling symlink, named before any read
       checked.add(abs);
     }
     out.set(name, abs);
   }
   if (out.size === 0) throw new ResidualError('weight_map is empty', indexPath);
   return out;
+}
+
+function isSymlink(p: string): boolean {
+  try {
+    return fs.lstatSync(p).isSymbolicLink();
+  } catch {
+    return false;
+  }
+}
+
+function statOrUndefined(p: string): fs.Stats | undefined {
+  try {
+    return fs.statSync(p);
+  } catch {
+    return undefined;
+  }
+}
+
+function listFolder(root: string): string[] {
+  try {
+    return fs.readdirSync(root);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new ResidualError(`model folder cannot be read (${code === 'EACCES' || code === 'EPERM' ? 'permission denied' : (code ?? (e as Error).message)})`, root);
+  }
+}
+
+/**
+ * A repository folder of the Hugging Face cache (`models--org--name/` with `refs/`, `snapshots/<revision>/` and
+ * `blobs/`) stands for its snapshot: the one `refs/main` names, else its only snapshot. Any other folder is itself.
+ */
+export function hubSnapshot(root: string): string {
+  const snapshots = nodePath.join(root, 'snapshots');
+  if (lexists(nodePath.join(root, 'config.json')) || !statOrUndefined(snapshots)?.isDirectory()) return root;
+  const revs = listFolder(snapshots).sort().filter((r) => statOrUndefined(nodePath.join(snapshots, r))?.isDirectory());
+  const refMain = nodePath.join(root, 'refs', 'main');
+  let rev: string | undefined;
+  if (statOrUndefined(refMain)?.isFile()) {
+    const named = fs.readFileSync(refMain, 'utf8').trim();
+    if (/^[A-Za-z0-9._-]+$/.test(named) && named !== '.' && named !== '..' && revs.includes(named)) rev = named;
+  }
+  if (!rev && revs.length === 1) rev = revs[0];
+  if (!rev) {
+    throw new ResidualError(
+      revs.length === 0
+        ? 'is a Hugging Face cache folder with no snapshots; download the model again'
+        : `is a Hugging Face cache folder with ${revs.length} snapshots (${revs.slice(0, 4).join(', ')}${revs.length > 4 ? ', …' : ''}) and no refs/main naming one; pass the folder snapshots/<revision> you want`,
+      root,
+      'missing',
+    );
+  }
+  return nodePath.join(snapshots, rev);
 }

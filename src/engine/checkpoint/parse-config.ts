@@ -5,6 +5,7 @@
 import * as fs from 'fs';
 import * as nodePath from 'path';
 import { ResidualError } from '../errors';
+import { checkInputFile } from '../files';
 import type { Gpt2Activation, ModelConfig } from './config';
 import { FAMILY_MODEL_TYPES, parseFamilyConfig } from './families';
 import { isPlainObject } from './safetensors';
@@ -23,19 +24,21 @@ export function parseConfig(path: string): ModelConfig {
   } catch {
     // fall through: reported as missing below
   }
+  if (!lexists(file)) {
+    throw new ResidualError(
+      'config.json not found; a Hugging Face model folder needs its config.json next to the weights (download it from the model page)',
+      file,
+      'missing',
+    );
+  }
+  // A FIFO would block the read forever, a folder fails it; a dangling symlink is named as one.
+  checkInputFile(file, nodePath.basename(file));
   let text: string;
   try {
     text = fs.readFileSync(file, 'utf8');
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
-    if (err.code === 'ENOENT') {
-      throw new ResidualError(
-        'config.json not found; a Hugging Face model folder needs its config.json next to the weights (download it from the model page)',
-        file,
-        'missing',
-      );
-    }
-    throw new ResidualError(`cannot read: ${err.message}`, file);
+    throw new ResidualError(`cannot read: ${err.code === 'EACCES' ? 'permission denied' : err.message}`, file);
   }
   let raw: unknown;
   try {
@@ -124,4 +127,14 @@ export function parseConfig(path: string): ModelConfig {
     act: act as Gpt2Activation,
     name,
   };
+}
+
+/** Whether anything (a file, a folder, a symlink even if it dangles) is at `p`. */
+export function lexists(p: string): boolean {
+  try {
+    fs.lstatSync(p);
+    return true;
+  } catch {
+    return false;
+  }
 }

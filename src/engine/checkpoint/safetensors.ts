@@ -6,6 +6,7 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import { ResidualError } from '../errors';
+import { checkInputFile } from '../files';
 import { f16Lookup } from './half';
 
 export type SafeDtype = 'F32' | 'F16' | 'BF16';
@@ -60,6 +61,8 @@ const LITTLE_ENDIAN_HOST = os.endianness() === 'LE';
 
 /** Reads and validates the header of a .safetensors file, without reading any tensor data. */
 export function readSafetensorsHeader(path: string): SafetensorsHeader {
+  // A FIFO would block the open forever, a folder fails the read: refused by name first (symlinks followed).
+  checkInputFile(path);
   let fd: number;
   try {
     fd = fs.openSync(path, 'r');
@@ -243,7 +246,22 @@ function readHalves(fd: number, entry: TensorEntry, out: Float32Array): void {
 
 const HALF_CHUNK = 8 << 20;
 
+/**
+ * Before a tensor read: a path that now holds a FIFO or a folder is refused by name (a FIFO would block the open);
+ * a missing file is left to the open, whose message (and the callers' handling of it) names the tensor.
+ */
+function checkStillRegular(file: string): void {
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(file);
+  } catch {
+    return;
+  }
+  if (!st.isFile()) checkInputFile(file);
+}
+
 function openForTensor(entry: TensorEntry): number {
+  checkStillRegular(entry.file);
   try {
     return fs.openSync(entry.file, 'r');
   } catch (e) {
@@ -321,6 +339,7 @@ export function readRows(e: TensorEntry, rows: ArrayLike<number>): Float32Array 
   let hi = -Infinity;
   for (let i = 0; i < rows.length; i++) (lo = Math.min(lo, rows[i])), (hi = Math.max(hi, rows[i]));
   const buf = new Uint8Array(Math.max(rowBytes, Math.min(MAX, (hi - lo + 1) * rowBytes)) + 8);
+  checkStillRegular(e.file);
   const fd = fs.openSync(e.file, 'r');
   try {
     for (let i0 = 0; i0 < order.length; ) {

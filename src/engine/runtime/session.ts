@@ -3,15 +3,20 @@
  * weights that point into the checkpoint's own safetensors files.
  *
  * ONNX Runtime resolves an external-data `location` relative to the .onnx file and refuses paths that escape its
- * folder, so the graph is written into a cache folder beside hard links to the safetensors files (no bytes copied).
- * Where a hard link is impossible (another file system), the files are handed over as in-memory external data.
+ * folder (symlinks resolved), so the graph is written into a cache entry (cache.ts: `<root>/onnx/<id>/`) beside hard
+ * links to the real files behind the safetensors paths (no bytes copied; a Hugging Face cache snapshot's symlinks
+ * into `blobs/` are resolved first). Where a hard link is impossible (another file system), the files are handed
+ * over as in-memory external data. A cached entry is checked before it is reused (the .onnx must hold exactly this
+ * graph, each link must be the source file's inode) and repaired when it is not; it is marked in use until its
+ * session is released.
  */
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import type * as ortTypes from 'onnxruntime-common';
+import { cacheLimitBytes, defaultCacheDir, maybePrune, ONNX_KIND, recordEntry, sourceRecord, useEntry, type SourceRecord } from '../cache';
 import { ResidualError } from '../errors';
+import { checkInputFile } from '../files';
 import type { ProviderAttempt } from '../results';
 
 // onnxruntime-node is loaded lazily: the native binding costs time and some hosts (tests of pure maths) never need it.
@@ -33,7 +38,10 @@ export type { ProviderAttempt };
 export interface SessionOptions {
   /** Providers in order of preference; the first that creates a session wins. */
   providers?: readonly string[];
-  /** Folder for generated .onnx files (the extension passes its global storage). */
+  /**
+   * Root of Residual's cache (cache.ts): graphs go to `<cacheDir>/onnx/`. Default: the host's folder (the
+   * extension's global storage), else $RESIDUAL_CACHE_DIR, else ~/.cache/residual.
+   */
   cacheDir?: string;
   /** Called for every provider attempt and other notable events. */
   log?: (message: string) => void;
@@ -70,10 +78,19 @@ export async function createSession(
   const log = opts.log ?? (() => undefined);
   const attempts: ProviderAttempt[] = [];
   let mode = opts.externalMode ?? 'link';
+  // Every weights file is a regular file (or a link to one) before anything opens it: a FIFO would hang the read.
+  for (const [location, file] of externalFiles) checkInputFile(file, `weights file ${location}`);
+  const root = opts.cacheDir ?? defaultCacheDir();
+  cacheLimitBytes(); // a malformed $RESIDUAL_CACHE_LIMIT_GB is refused by name before anything is written
   let onnxPath: string | undefined;
+  let release: () => void = () => undefined;
   if (mode === 'link') {
-    onnxPath = prepareLinkedFolder(graphBytes, externalFiles, key, opts.cacheDir, log);
-    if (!onnxPath) mode = 'buffer';
+    const prepared = prepareLinkedFolder(graphBytes, externalFiles, key, root, log);
+    if (prepared) {
+      onnxPath = prepared.onnxPath;
+      release = prepared.release;
+      maybePrune(root, prepared.wrote, log);
+    } else mode = 'buffer';
   }
   for (const provider of providers) {
     const t0 = performance.now();
@@ -95,6 +112,15 @@ export async function createSession(
       const ms = performance.now() - t0;
       attempts.push({ provider, ok: true, ms });
       log(`provider ${provider}: session created in ${ms.toFixed(0)} ms (${mode})`);
+      // The cache entry stays in use (never pruned or cleared) until the session is released.
+      const releaseSession = session.release.bind(session);
+      session.release = async () => {
+        try {
+          await releaseSession();
+        } finally {
+          release();
+        }
+      };
       return { session, provider, attempts, externalMode: mode, onnxPath };
     } catch (e) {
       const reason = cleanReason(e);
@@ -102,6 +128,7 @@ export async function createSession(
       log(`provider ${provider} unavailable: ${reason}`);
     }
   }
+  release();
   throw new ResidualError(
     `no execution provider could run the model (tried ${attempts.map((a) => `${a.provider}: ${a.reason}`).join('; ')})`,
     'residual.providers',
@@ -109,43 +136,104 @@ export async function createSession(
   );
 }
 
-/** Writes `<cache>/<hash>/model.onnx` and hard-links each external file beside it; undefined when linking fails. */
+interface PreparedFolder {
+  onnxPath: string;
+  /** Ends this process's use of the entry. */
+  release: () => void;
+  /** Whether anything was written (a new or repaired entry). */
+  wrote: boolean;
+}
+
+/**
+ * Makes (or checks and reuses) `<root>/onnx/<id>/`: model.onnx holding exactly `graphBytes`, and beside it a hard
+ * link named by each external `location` to the real file behind its path. Undefined when linking is impossible.
+ */
 function prepareLinkedFolder(
   graphBytes: Uint8Array,
   externalFiles: Map<string, string>,
   key: string,
-  cacheDir: string | undefined,
+  root: string,
   log: (m: string) => void,
-): string | undefined {
-  const root = cacheDir ?? path.join(os.tmpdir(), 'residual-onnx-cache');
+): PreparedFolder | undefined {
+  const sources = new Map<string, SourceRecord>();
   const h = crypto.createHash('sha256').update(key).update(graphBytes);
   for (const [loc, file] of [...externalFiles].sort()) {
-    const st = fs.statSync(file);
-    // The link shares the inode, so identity (inode, size, mtime) keys the folder; a replaced file gets a new one.
-    h.update(`${loc}\0${st.ino}\0${st.size}\0${st.mtimeMs}\0`);
+    // Real path: a symlink (the Hub cache's snapshots/<rev>/model.safetensors -> ../../blobs/<sha>, an absolute
+    // link, a linked model folder) is resolved, so the link in the entry is to the file itself, not to a relative
+    // symlink that would dangle there. The identity (device, inode, size, mtime) keys the entry: a replaced file
+    // gets a new one.
+    const src = sourceRecord(file);
+    sources.set(loc, src);
+    h.update(`${loc}\0${src.dev}\0${src.ino}\0${src.size}\0${src.mtimeMs}\0`);
   }
-  const dir = path.join(root, h.digest('hex').slice(0, 24));
+  const dir = path.join(root, ONNX_KIND, h.digest('hex').slice(0, 24));
   const onnxPath = path.join(dir, 'model.onnx');
+  let release: () => void = () => undefined;
   try {
+    release = useEntry(dir); // before looking: no pruning in any process removes it from now on
+    let wrote = false;
     fs.mkdirSync(dir, { recursive: true });
-    for (const [loc, file] of externalFiles) {
+    for (const [loc, src] of sources) {
       const link = path.join(dir, loc);
       if (path.dirname(link) !== dir) throw new Error(`external location ${loc} must be a plain file name`);
-      if (fs.existsSync(link)) {
-        if (fs.statSync(link).ino === fs.statSync(file).ino) continue;
-        fs.unlinkSync(link);
+      if (linkMatches(link, src)) continue;
+      if (fs.existsSync(link) || isSymlink(link)) {
+        log(`cache: ${link} no longer links to ${src.path}; relinked`);
+        fs.rmSync(link, { recursive: true, force: true });
       }
-      fs.linkSync(file, link);
+      try {
+        fs.linkSync(src.path, link);
+      } catch (e) {
+        // Another process made the same link meanwhile: fine if it is the right file.
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || !linkMatches(link, src)) throw e;
+      }
+      wrote = true;
     }
-    if (!fs.existsSync(onnxPath)) {
+    if (!holdsExactly(onnxPath, graphBytes)) {
+      if (fs.existsSync(onnxPath) || isSymlink(onnxPath)) log(`cache: ${onnxPath} was damaged (not the graph it should hold); rebuilt`);
       const tmp = `${onnxPath}.${process.pid}.tmp`;
+      fs.rmSync(onnxPath, { recursive: true, force: true }); // a folder or link in its place
       fs.writeFileSync(tmp, graphBytes);
       fs.renameSync(tmp, onnxPath);
+      wrote = true;
     }
-    return onnxPath;
+    recordEntry(dir, key, [...sources.values()]);
+    return { onnxPath, release, wrote };
   } catch (e) {
+    release();
     log(`cannot hard-link weights into ${dir} (${(e as Error).message}); passing them as in-memory external data`);
     return undefined;
+  }
+}
+
+function isSymlink(p: string): boolean {
+  try {
+    return fs.lstatSync(p).isSymbolicLink();
+  } catch {
+    return false;
+  }
+}
+
+/** Whether `link` is a regular file sharing the source's inode (a hard link to it, not a copy, not a symlink). */
+function linkMatches(link: string, src: SourceRecord): boolean {
+  try {
+    const st = fs.lstatSync(link);
+    return st.isFile() && st.ino === src.ino && st.dev === src.dev && st.size === src.size;
+  } catch {
+    return false;
+  }
+}
+
+/** Whether `file` is a regular file with exactly these bytes (a truncated or altered cached graph is not). */
+function holdsExactly(file: string, bytes: Uint8Array): boolean {
+  try {
+    const st = fs.lstatSync(file);
+    if (!st.isFile() || st.size !== bytes.byteLength) return false;
+    const onDisk = new Uint8Array(fs.readFileSync(file));
+    for (let i = 0; i < onDisk.length; i++) if (onDisk[i] !== bytes[i]) return false;
+    return true;
+  } catch {
+    return false;
   }
 }
 
