@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { errorMessage, isCancelled } from '../engine/errors';
-import { downloadFromHub, mb, resolveEndpoint, type DownloadSummary, type HubSource } from '../engine/hub/download';
+import { describeWaiting, downloadFromHub, mb, resolveEndpoint, type DownloadSummary, type HubSource } from '../engine/hub/download';
 import { checkRepoPath, checkRevision, modelFolderName, repoIdProblem } from '../engine/hub/files';
 import { COMMANDS } from './commandIds';
 
@@ -161,11 +161,22 @@ async function downloadModel(context: vscode.ExtensionContext, useModel: (dir: s
         const ac = new AbortController();
         const sub = ct.onCancellationRequested(() => ac.abort());
         let reported = 0;
+        let loggedWait = 0;
+        progress.report({ message: `asking ${hub} for ${args.repo}…` });
         try {
           return await downloadFromHub(sources, {
             endpoint: hub,
             token,
             signal: ac.signal,
+            lockLabel: `VS Code, Residual: Download Model ${args.repo}`,
+            // Nothing from the Hub for a few seconds: say so (with the deadline) instead of a frozen bar.
+            onWaiting: (w) => {
+              if (performance.now() - loggedWait > 10_000) {
+                loggedWait = performance.now();
+                log.appendLine(`download: ${describeWaiting(w)}`);
+              }
+              progress.report({ message: describeWaiting(w) });
+            },
             onProgress: (p) => {
               const frac = p.overallTotal ? p.overallBytes / p.overallTotal : 1;
               const increment = Math.max(0, 100 * frac - reported);

@@ -7,12 +7,17 @@
  *   GET|HEAD /cdn/SHA256                               the LFS bytes
  * with the Hub's error shapes (`X-Error-Code: RepoNotFound | RevisionNotFound | EntryNotFound | GatedRepo`), Range
  * requests (206 + Content-Range), and faults to inject: a connection dropped after N bytes, a stalled connection,
- * Range ignored (200), corrupted bytes, a hostile listing. Every request is recorded.
+ * Range ignored (200), corrupted bytes, a hostile listing; a request never answered, or answered then stalled; an
+ * answer held until the test lets it go; redirects anywhere (loops, file://); the connection closed without an
+ * answer; a canned answer (a captive portal's HTML); a listing whose next page is itself. `new MockHub(repos,
+ * { tls: true })` serves HTTPS with a self-signed certificate (which a client must refuse). Every request is recorded.
  */
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
+import * as https from 'node:https';
 import type { AddressInfo } from 'node:net';
+import * as net from 'node:net';
 import * as path from 'node:path';
 
 export interface MockRepo {
@@ -45,7 +50,30 @@ export interface Faults {
   corrupt: Set<string>;
   /** Rewrites the listing (to inject hostile paths). */
   listing?: (entries: TreeEntry[]) => TreeEntry[];
+  /**
+   * Kind of request → never answered (-1: the connection stays open, no status line), or answered with this many body
+   * bytes and then nothing (0: headers only). Every such request, not once.
+   */
+  hang: Map<RouteKind, number>;
+  /** repo path → every transfer of it stops at this byte offset and holds (a resume from there gets nothing). */
+  stallAt: Map<string, number>;
+  /** Request path (as sent, without the query) → answered `302 Location: <value>` (any scheme, any loop). */
+  redirects: Map<string, string>;
+  /** Kinds of request whose connection is closed at once, without an answer. */
+  close: Set<RouteKind>;
+  /** Kinds of request answered only once the promise settles (to hold a download in flight). */
+  hold: Map<RouteKind, Promise<unknown>>;
+  /**
+   * Kinds of request answered with this instead (a captive portal's HTML page, a 503); `thenHang`: the body is sent
+   * but never ended.
+   */
+  answer: Map<RouteKind, { status: number; headers?: Record<string, string>; body: string; thenHang?: boolean }>;
+  /** The listing's `Link` header names this page as the next one (a listing that never ends). */
+  listingLinksToItself: boolean;
 }
+
+/** What a request asks for: model info, a listing, a file (resolve), LFS bytes (cdn), anything else. */
+export type RouteKind = 'info' | 'tree' | 'resolve' | 'cdn' | 'other';
 
 export interface TreeEntry {
   type: 'file' | 'directory';
@@ -71,19 +99,44 @@ export function readTree(dir: string, prefix = ''): Map<string, Uint8Array> {
 
 export class MockHub {
   readonly requests: RecordedRequest[] = [];
-  readonly faults: Faults = { dropAfter: new Map(), stallAfter: new Map(), ignoreRange: false, corrupt: new Set() };
+  readonly faults: Faults = {
+    dropAfter: new Map(),
+    stallAfter: new Map(),
+    ignoreRange: false,
+    corrupt: new Set(),
+    hang: new Map(),
+    stallAt: new Map(),
+    redirects: new Map(),
+    close: new Set(),
+    hold: new Map(),
+    answer: new Map(),
+    listingLinksToItself: false,
+  };
   private server: http.Server;
   private stalled: http.ServerResponse[] = [];
   url = '';
 
-  constructor(readonly repos: Map<string, MockRepo>) {
-    this.server = http.createServer((req, res) => this.handle(req, res));
+  constructor(
+    readonly repos: Map<string, MockRepo>,
+    readonly opts: { tls?: boolean } = {},
+  ) {
+    const handler = (req: http.IncomingMessage, res: http.ServerResponse) => void this.handle(req, res);
+    this.server = opts.tls ? https.createServer({ key: MOCK_TLS_KEY, cert: MOCK_TLS_CERT }, handler) : http.createServer(handler);
   }
 
   async start(): Promise<this> {
     await new Promise<void>((resolve) => this.server.listen(0, '127.0.0.1', resolve));
-    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+    this.url = `${this.opts.tls ? 'https' : 'http'}://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
     return this;
+  }
+
+  /** What a request path asks for. */
+  static kind(pathname: string): RouteKind {
+    const seg = pathname.split('/').slice(1);
+    if (seg[0] === 'api' && seg[1] === 'models') return seg[4] === 'revision' ? 'info' : seg[4] === 'tree' ? 'tree' : 'other';
+    if (seg[0] === 'cdn') return 'cdn';
+    if (seg[2] === 'resolve') return 'resolve';
+    return 'other';
   }
 
   async close(): Promise<void> {
@@ -128,8 +181,9 @@ export class MockHub {
     return this.faults.listing ? this.faults.listing(entries) : entries;
   }
 
-  private handle(req: http.IncomingMessage, res: http.ServerResponse): void {
+  private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const u = new URL(req.url ?? '/', this.url);
+    const kind = MockHub.kind(u.pathname);
     const rec: RecordedRequest = {
       method: req.method ?? 'GET',
       path: decodeURIComponent(u.pathname) + (u.searchParams.get('file') ? `?file=${encodeURIComponent(u.searchParams.get('file')!)}` : ''),
@@ -139,11 +193,48 @@ export class MockHub {
       sent: 0,
     };
     this.requests.push(rec);
-    const json = (status: number, body: unknown, code?: string) => {
+    const json = (status: number, body: unknown, code?: string, headers: Record<string, string> = {}) => {
       rec.status = status;
-      res.writeHead(status, { 'Content-Type': 'application/json', ...(code ? { 'X-Error-Code': code } : {}) });
-      res.end(JSON.stringify(body));
+      const text = Buffer.from(JSON.stringify(body));
+      res.writeHead(status, { 'Content-Type': 'application/json', ...(code ? { 'X-Error-Code': code } : {}), ...headers });
+      const hang = this.faults.hang.get(kind);
+      if (hang !== undefined && hang >= 0 && hang < text.length) {
+        rec.sent = hang;
+        res.write(text.subarray(0, hang));
+        this.stalled.push(res);
+        return;
+      }
+      res.end(text);
     };
+
+    const to = this.faults.redirects.get(u.pathname);
+    if (to !== undefined) {
+      rec.status = 302;
+      res.writeHead(302, { Location: to }).end();
+      return;
+    }
+    if (this.faults.close.has(kind)) {
+      req.socket.destroy();
+      return;
+    }
+    if (this.faults.hang.get(kind) === -1) {
+      this.stalled.push(res);
+      return;
+    }
+    const held = this.faults.hold.get(kind);
+    if (held) await held.catch(() => undefined);
+    const canned = this.faults.answer.get(kind);
+    if (canned) {
+      rec.status = canned.status;
+      res.writeHead(canned.status, canned.headers ?? {});
+      if (canned.thenHang) {
+        res.write(canned.body);
+        this.stalled.push(res);
+      } else {
+        res.end(canned.body);
+      }
+      return;
+    }
     const seg = u.pathname.split('/').slice(1).map(decodeURIComponent);
 
     if (seg[0] === 'api' && seg[1] === 'models') {
@@ -158,7 +249,7 @@ export class MockHub {
       if (seg[4] === 'tree') {
         const list = this.tree(repo, seg.slice(6).join('/'));
         if (!list) return json(404, { error: 'Entry not found' }, 'EntryNotFound');
-        return json(200, list);
+        return json(200, list, undefined, this.faults.listingLinksToItself ? { Link: `<${this.url}${req.url}>; rel="next"` } : {});
       }
       return json(404, { error: 'not found' });
     }
@@ -226,7 +317,11 @@ export class MockHub {
       return;
     }
     const drop = this.faults.dropAfter.get(p);
-    const stall = this.faults.stallAfter.get(p);
+    let stall = this.faults.stallAfter.get(p);
+    const stallAt = this.faults.stallAt.get(p);
+    const hang = this.faults.hang.get(MockHub.kind(new URL(req.url ?? '/', this.url).pathname));
+    if (stallAt !== undefined) stall = Math.max(0, stallAt - start);
+    else if (hang !== undefined && hang >= 0) stall = hang;
     if (drop !== undefined && drop < b.length) {
       this.faults.dropAfter.delete(p);
       rec.sent = drop;
@@ -237,7 +332,8 @@ export class MockHub {
     if (stall !== undefined && stall < b.length) {
       this.faults.stallAfter.delete(p);
       rec.sent = stall;
-      res.write(b.subarray(0, stall));
+      if (stall > 0) res.write(b.subarray(0, stall));
+      else res.flushHeaders();
       this.stalled.push(res);
       return;
     }
@@ -254,3 +350,44 @@ export async function closedPort(): Promise<number> {
   await new Promise<void>((resolve) => s.close(() => resolve()));
   return port;
 }
+
+/**
+ * A server that accepts TCP connections and never says a word (no TLS handshake, no HTTP answer): what a black-holed
+ * proxy looks like. Returns its port and a close function.
+ */
+export async function silentServer(): Promise<{ port: number; close: () => Promise<void> }> {
+  const sockets = new Set<net.Socket>();
+  const s = net.createServer((sock) => {
+    sockets.add(sock);
+    sock.on('error', () => undefined);
+    sock.on('close', () => sockets.delete(sock));
+  });
+  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (s.address() as AddressInfo).port,
+    close: async () => {
+      for (const sock of sockets) sock.destroy();
+      await new Promise<void>((resolve) => s.close(() => resolve()));
+    },
+  };
+}
+
+/** A self-signed certificate for 127.0.0.1 (test only; valid to 2126): a client that trusts the system CAs refuses it. */
+export const MOCK_TLS_KEY = `-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgYK9c4dN7aerpetiC
+pxDLUje3OODRjVggeWtwYCPjiMWhRANCAATYVSb7bqprJbJPJzQULqhF6M58eYRg
+pUsHy7KOsc4czqJldvuIa4PppAF640sz7xLoC5Ylc1aKES9DtMZzPQjX
+-----END PRIVATE KEY-----
+`;
+export const MOCK_TLS_CERT = `-----BEGIN CERTIFICATE-----
+MIIBoDCCAUagAwIBAgIUYpzPwiegOHA+gd8VL9lcOayVsXswCgYIKoZIzj0EAwIw
+HDEaMBgGA1UEAwwRcmVzaWR1YWwtbW9jay1odWIwIBcNMjYxMTMwMDQxOTM1WhgP
+MjEyNjExMDYwNDE5MzVaMBwxGjAYBgNVBAMMEXJlc2lkdWFsLW1vY2staHViMFkw
+EwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE2FUm+26qayWyTyc0FC6oRejOfHmEYKVL
+B8uyjrHOHM6iZXb7iGuD6aQBeuNLM+8S6AuWJXNWihEvQ7TGcz0I16NkMGIwHQYD
+VR0OBBYEFL1P42YND/iBXKtTBXoS3nWuZfOCMB8GA1UdIwQYMBaAFL1P42YND/iB
+XKtTBXoS3nWuZfOCMA8GA1UdEwEB/wQFMAMBAf8wDwYDVR0RBAgwBocEfwAAATAK
+BggqhkjOPQQDAgNIADBFAiAaH9IEaEDMA4ZSTAfl7AOeMEBT2blF5907mRMJ5vW5
+dAIhAL1Rlfca9lY+gzhVAZDxWewKIjPNRG8Dm9RAsXpcMitI
+-----END CERTIFICATE-----
+`;

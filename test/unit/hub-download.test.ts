@@ -4,7 +4,7 @@
  * gated repositories, offline, hostile listings, cancellation, transcoder sets, and the CLI.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -15,7 +15,8 @@ import { writeRandomGpt2 } from '../../src/engine/checkpoint/random';
 import { loadTranscoders } from '../../src/engine/circuits/transcoders';
 import { randomTranscoderWeights, writeSaeLensTranscoders } from '../../src/engine/circuits/transcoders-write';
 import { isCancelled } from '../../src/engine/errors';
-import { downloadFromHub, downloadRepo, type DownloadProgress } from '../../src/engine/hub/download';
+import { lockPath } from '../../src/engine/files';
+import { DEFAULT_ANSWER_TIMEOUT_S, DEFAULT_STALL_TIMEOUT_S, downloadFromHub, downloadRepo, hubTimeouts, type DownloadProgress, type WaitingProgress } from '../../src/engine/hub/download';
 import { HubError } from '../../src/engine/hub/errors';
 import { gpt2TokenizerJSON } from '../../tools/gpt2-tokenizer';
 import { closedPort, MockHub, readTree } from '../helpers/mock-hub';
@@ -92,6 +93,13 @@ beforeEach(() => {
   hub.faults.corrupt.clear();
   hub.faults.ignoreRange = false;
   hub.faults.listing = undefined;
+  hub.faults.hang.clear();
+  hub.faults.stallAt.clear();
+  hub.faults.redirects.clear();
+  hub.faults.close.clear();
+  hub.faults.hold.clear();
+  hub.faults.answer.clear();
+  hub.faults.listingLinksToItself = false;
 });
 
 describe('hub download', () => {
@@ -227,12 +235,12 @@ describe('hub download', () => {
     assert.ok(resolves.every((r) => r.authorization === `Bearer ${TOKEN}`), 'every file request carries the token');
   });
 
-  it('offline (nothing listens on the port) says so and changes nothing', async () => {
+  it('a refused connection (nothing listens on the port) says so, not "offline", and changes nothing', async () => {
     const dest = freshDir();
     const port = await closedPort();
     await assert.rejects(
       downloadRepo({ kind: 'model', repo: MODEL, destDir: dest }, { endpoint: `http://127.0.0.1:${port}` }),
-      expectHub('offline', new RegExp(`cannot reach http://127\\.0\\.0\\.1:${port} \\(ECONNREFUSED\\): you appear to be offline; nothing was changed`)),
+      expectHub('refused', new RegExp(`^127\\.0\\.0\\.1:${port} refused the connection \\(ECONNREFUSED\\): no server is listening there.*; nothing was changed`)),
     );
     assert.equal(fs.existsSync(dest), false);
   });
@@ -251,7 +259,7 @@ describe('hub download', () => {
     };
     await assert.rejects(
       downloadRepo({ kind: 'model', repo: MODEL, destDir: dest }, { endpoint: hub.url, fetch: flaky }),
-      expectHub('offline', /you appear to be offline\. Files already complete are kept, partial files \(\.part\) are kept/),
+      expectHub('refused', /refused the connection \(ECONNREFUSED\).*\. Files already complete are kept, partial files \(\.part\) are kept/),
     );
     assert.ok(fs.statSync(path.join(dest, WEIGHTS + '.part')).size > 0);
   });
@@ -379,5 +387,93 @@ describe('hub download', () => {
     assert.equal(bad.code, 2);
     assert.equal(bad.out, '');
     assert.match(bad.err.trim().split('\n').at(-1)!, /^residual: .*gated-gpt2 is gated: accept the licence .*HF_TOKEN/);
+  });
+
+  it('two residual download processes into one folder: the second is refused naming the first, whose files verify', async () => {
+    const dest = freshDir();
+    let letGo = () => {};
+    hub.faults.hold.set('cdn', new Promise<void>((r) => (letGo = r)));
+    const cli = (args: string[]) => {
+      const c = spawn(process.execPath, ['--import', 'tsx', path.join(__dirname, '..', '..', 'src', 'cli', 'main.ts'), 'download', ...args], {
+        env: { ...process.env, HF_TOKEN: '', HF_ENDPOINT: hub.url },
+      });
+      let out = '';
+      let err = '';
+      c.stdout.on('data', (d) => (out += d));
+      c.stderr.on('data', (d) => (err += d));
+      return { pid: c.pid!, done: new Promise<{ code: number | null; out: string; err: string }>((resolve) => c.on('close', (code) => resolve({ code, out, err }))) };
+    };
+    const first = cli(['--repo', MODEL, '--out', dest, '--json']);
+    // The first holds the lock and waits for the weights' bytes (held by the mock) when the second starts.
+    while (!hub.requests.some((r) => r.path.startsWith('/cdn/'))) await new Promise((r) => setTimeout(r, 20));
+    const second = await cli(['--repo', MODEL, '--out', dest]).done;
+    letGo();
+    const a = await first.done;
+    assert.equal(second.code, 2, second.err);
+    assert.equal(second.out, '');
+    assert.match(second.err.trim(), new RegExp(`^residual: ${dest.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: is being written by process ${first.pid} on .* \\(residual download ${MODEL}, since \\d{4}-`));
+    assert.equal(a.code, 0, a.err);
+    assert.equal(JSON.parse(a.out).files.length, modelFiles.size);
+    sameBytes(dest, modelFiles);
+    assert.equal(fs.existsSync(lockPath(dest)), false, 'the lock is released');
+  });
+
+  it('a lock file naming a process that is gone is taken over', async () => {
+    const dest = freshDir();
+    const dead = spawnSync(process.execPath, ['-e', '']).pid;
+    fs.writeFileSync(lockPath(dest), JSON.stringify({ pid: dead, host: os.hostname(), what: `residual download ${MODEL}`, since: '2025-01-01T00:00:00.000Z' }));
+    const s = await downloadRepo({ kind: 'model', repo: MODEL, destDir: dest }, { endpoint: hub.url });
+    assert.equal(s.files.length, modelFiles.size);
+    sameBytes(dest, modelFiles);
+    assert.equal(fs.existsSync(lockPath(dest)), false);
+  });
+
+  it('a redirect to another origin does not carry the token; same-origin requests do', async () => {
+    const other = new MockHub(new Map([[GATED, { files: new Map(modelFiles), sha: 'b'.repeat(40) }]]));
+    await other.start();
+    try {
+      const w = modelFiles.get(WEIGHTS)!;
+      hub.faults.redirects.set(`/cdn/${sha(w)}`, `${other.url}/cdn/${sha(w)}`);
+      const dest = freshDir();
+      await downloadRepo({ kind: 'model', repo: GATED, destDir: dest }, { endpoint: hub.url, token: TOKEN });
+      sameBytes(dest, modelFiles);
+      assert.ok(other.requests.length > 0, 'the other origin was asked');
+      assert.ok(other.requests.every((r) => r.authorization === undefined), JSON.stringify(other.requests));
+      assert.ok(hub.requests.filter((r) => r.path.includes('/resolve/')).every((r) => r.authorization === `Bearer ${TOKEN}`));
+    } finally {
+      await other.close();
+    }
+  });
+
+  it('a model-info request never answered fails after the answer deadline, saying so while it waits', async () => {
+    hub.faults.hang.set('info', -1);
+    const waits: WaitingProgress[] = [];
+    const t0 = performance.now();
+    await assert.rejects(
+      downloadRepo({ kind: 'model', repo: MODEL, destDir: freshDir() }, { endpoint: hub.url, answerTimeoutMs: 1200, idleTimeoutMs: 1000, waitNoticeMs: 100, onWaiting: (w) => waits.push(w) }),
+      expectHub('timeout', /did not answer the model-info request for acme\/tiny-gpt2 within 1\.2 s/),
+    );
+    const ms = performance.now() - t0;
+    assert.ok(ms >= 1100 && ms < 3000, `${ms} ms`);
+    assert.ok(waits.length >= 1 && waits.every((w) => w.kind === 'answer' && w.file === MODEL && w.giveUpMs === 1200), JSON.stringify(waits));
+  });
+
+  it('a transfer that keeps stalling at the same byte fails as stalled after one resume, keeping the .part', async () => {
+    const dest = freshDir();
+    hub.faults.stallAt.set(WEIGHTS, 500_000);
+    await assert.rejects(
+      downloadRepo({ kind: 'model', repo: MODEL, destDir: dest }, { endpoint: hub.url, idleTimeoutMs: 400 }),
+      expectHub('stalled', /model\.safetensors: the transfer stalled: no data from .* for 0\.4 s after 500000 of \d+ bytes/),
+    );
+    assert.equal(hub.fileRequests(WEIGHTS).filter((r) => r.path.startsWith('/cdn/')).length, 2, 'one resume, then it gives up');
+    assert.equal(fs.statSync(path.join(dest, WEIGHTS + '.part')).size, 500_000);
+    hub.faults.stallAt.clear();
+    await resumesFrom(dest, 500_000);
+  });
+
+  it('deadlines come from HF_HUB_ETAG_TIMEOUT and HF_HUB_DOWNLOAD_TIMEOUT (seconds), default 20 s and 30 s', () => {
+    assert.deepEqual(hubTimeouts({}), { answerMs: DEFAULT_ANSWER_TIMEOUT_S * 1000, stallMs: DEFAULT_STALL_TIMEOUT_S * 1000 });
+    assert.deepEqual(hubTimeouts({ HF_HUB_ETAG_TIMEOUT: '2.5', HF_HUB_DOWNLOAD_TIMEOUT: ' 60 ' }), { answerMs: 2500, stallMs: 60_000 });
+    for (const bad of ['abc', '-1', '0', 'Infinity', '1e9']) assert.throws(() => hubTimeouts({ HF_HUB_ETAG_TIMEOUT: bad }), /HF_HUB_ETAG_TIMEOUT: must be a number of seconds/);
   });
 });

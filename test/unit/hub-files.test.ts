@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
-import { HubError } from '../../src/engine/hub/errors';
+import { connectError, HubError } from '../../src/engine/hub/errors';
 import { resolveEndpoint } from '../../src/engine/hub/download';
 import { checkListEntry, checkRepoPath, checkRevision, repoIdProblem, resolveInside, selectModelFiles, selectTranscoderFiles, type ListedFile } from '../../src/engine/hub/files';
 
@@ -87,5 +87,38 @@ describe('hub: which files', () => {
     assert.equal(resolveEndpoint(undefined, {}), 'https://huggingface.co');
     assert.throws(() => resolveEndpoint('file:///etc', {}), /http/);
     assert.throws(() => resolveEndpoint('not a url', {}), /not a URL/);
+  });
+});
+
+describe('hub: the true cause of a failed connection', () => {
+  // undici wraps the socket error: TypeError('fetch failed', { cause: Error{ code } }).
+  const failed = (code: string, message = code) => new TypeError('fetch failed', { cause: Object.assign(new Error(message), { code }) });
+  const url = 'https://hub.example:8443/api/models/a/b/revision/main';
+  const cases: [string, string, RegExp][] = [
+    ['ENOTFOUND', 'dns', /^cannot resolve the host name hub\.example \(ENOTFOUND: no such host in DNS\)/],
+    ['EAI_AGAIN', 'offline', /^cannot resolve the host name hub\.example \(EAI_AGAIN: the name server did not answer\): you appear to be offline/],
+    ['ECONNREFUSED', 'refused', /^hub\.example:8443 refused the connection \(ECONNREFUSED\): no server is listening there/],
+    ['ENETUNREACH', 'offline', /^cannot reach hub\.example:8443 \(ENETUNREACH: the network has no route to it\): you appear to be offline/],
+    ['EHOSTUNREACH', 'offline', /you appear to be offline/],
+    ['UND_ERR_CONNECT_TIMEOUT', 'timeout', /^could not connect to hub\.example:8443 \(UND_ERR_CONNECT_TIMEOUT\): the host does not answer, or a firewall drops the connection/],
+    ['CERT_HAS_EXPIRED', 'tls', /^TLS with hub\.example:8443 failed: its certificate is not trusted \(CERT_HAS_EXPIRED\b.*NODE_EXTRA_CA_CERTS/],
+    ['UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'tls', /certificate is not trusted \(UNABLE_TO_GET_ISSUER_CERT_LOCALLY/],
+    ['ERR_TLS_CERT_ALTNAME_INVALID', 'tls', /certificate is not trusted \(ERR_TLS_CERT_ALTNAME_INVALID/],
+    ['ERR_SSL_WRONG_VERSION_NUMBER', 'tls', /^TLS handshake with hub\.example:8443 failed \(ERR_SSL_WRONG_VERSION_NUMBER\); if the endpoint is a plain-HTTP server, write it as http:\/\//],
+    ['ECONNRESET', 'closed', /^hub\.example:8443 closed the connection without answering \(ECONNRESET\)/],
+    ['UND_ERR_SOCKET', 'closed', /closed the connection without answering \(UND_ERR_SOCKET: other side closed\)/],
+    ['EWEIRD', 'offline', /^cannot reach hub\.example:8443 \(EWEIRD: something odd\)/],
+  ];
+  for (const [code, reason, re] of cases) {
+    it(`${code} → ${reason}`, () => {
+      const e = connectError(failed(code, code === 'UND_ERR_SOCKET' ? 'other side closed' : code === 'EWEIRD' ? 'something odd' : code), url, 'https://hub.example:8443', false);
+      assert.equal(e.reason, reason);
+      assert.match(e.message, re);
+      assert.match(e.message, /; nothing was changed, partial files are kept/);
+      assert.doesNotMatch(e.message, reason === 'offline' ? /^$/ : /offline/, 'only an unreachable network is called offline');
+    });
+  }
+  it('says what is kept once something was written', () => {
+    assert.match(connectError(failed('ECONNREFUSED'), url, url, true).message, /\. Files already complete are kept, partial files \(\.part\) are kept/);
   });
 });

@@ -5,8 +5,16 @@
 import { ResidualError, type ResidualErrorCode } from '../errors';
 
 export type HubFailure =
-  | 'offline' // no connection to the endpoint at all (DNS, refused, unreachable, timeout)
-  | 'interrupted' // the connection broke or stalled in the middle of a file
+  | 'offline' // the network is unreachable (no route, the name server does not answer)
+  | 'dns' // the endpoint's host name does not exist
+  | 'refused' // nothing listens at the endpoint
+  | 'tls' // the certificate is not trusted, or the TLS handshake failed
+  | 'timeout' // no answer within the answer deadline (connect + headers)
+  | 'closed' // the server closed the connection without answering
+  | 'stalled' // the answer started, then no data came for the stall deadline
+  | 'redirect' // a redirect loop, or too many redirects
+  | 'interrupted' // the connection broke in the middle of a file
+  | 'busy' // another process is writing the destination
   | 'gated' // 401/403 on a gated repository
   | 'unauthorized' // 401 with a token the Hub refused
   | 'not-found' // repository, revision, folder or file does not exist (or is private)
@@ -19,7 +27,15 @@ export type HubFailure =
 
 const CODES: Record<HubFailure, ResidualErrorCode> = {
   offline: 'missing',
+  dns: 'missing',
+  refused: 'missing',
+  tls: 'invalid',
+  timeout: 'missing',
+  closed: 'missing',
+  stalled: 'missing',
+  redirect: 'invalid',
   interrupted: 'missing',
+  busy: 'invalid',
   gated: 'unsupported',
   unauthorized: 'unsupported',
   'not-found': 'missing',
@@ -99,16 +115,20 @@ export async function httpError(res: Response, ctx: ErrorContext, file?: string)
   return new HubError('http', `HTTP ${s} ${res.statusText} from ${ctx.endpoint}${detail ? `: ${detail}` : ''}`, where);
 }
 
-const OFFLINE_CODES = new Set([
-  'ECONNREFUSED',
-  'ENOTFOUND',
-  'EAI_AGAIN',
-  'ENETUNREACH',
-  'EHOSTUNREACH',
-  'ENETDOWN',
-  'ETIMEDOUT',
-  'UND_ERR_CONNECT_TIMEOUT',
+/** Certificate problems (the server's certificate is not trusted here). */
+const CERT_CODES = new Set([
   'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'CERT_REVOKED',
+  'CERT_UNTRUSTED',
+  'CERT_REJECTED',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+  'HOSTNAME_MISMATCH',
 ]);
 
 /** The innermost `code` of a fetch failure (`TypeError: fetch failed` wraps the socket error in `cause`). */
@@ -120,17 +140,85 @@ export function causeCode(e: unknown): string | undefined {
   return undefined;
 }
 
-/** A fetch that failed before any answer came: the endpoint is unreachable. */
-export function offlineError(e: unknown, endpoint: string, changed: boolean): HubError {
+/** The innermost message of a fetch failure, on one line. */
+function causeMessage(e: unknown): string {
+  let msg = '';
+  for (let x: unknown = e, i = 0; x && i < 5; x = (x as { cause?: unknown }).cause, i++) {
+    if (x instanceof Error && x.message) msg = x.message;
+    else if (typeof x === 'string') msg = x;
+  }
+  return msg.replace(/\s+/g, ' ').trim().slice(0, 200);
+}
+
+/** What is kept after a failure, for the end of a message. */
+export function keptNote(changed: boolean): string {
+  return changed
+    ? '. Files already complete are kept, partial files (.part) are kept and the download resumes where it stopped next time'
+    : '; nothing was changed, partial files are kept and the download resumes next time';
+}
+
+/**
+ * A request that failed before any answer came, with its true cause: the host name does not resolve, the connection
+ * is refused, TLS fails (certificate or protocol), the connection closes or times out, or the network is unreachable
+ * (the only case called offline). `url` is the address asked, `endpoint` the Hub's.
+ */
+export function connectError(e: unknown, url: string, endpoint: string, changed: boolean): HubError {
   const code = causeCode(e);
-  const why = code && !OFFLINE_CODES.has(code) ? `${code}` : code ?? (e instanceof Error ? e.message : String(e));
+  const detail = causeMessage(e);
+  let host = endpoint;
+  try {
+    host = new URL(url).host;
+  } catch {
+    // keep the endpoint
+  }
+  const tail = keptNote(changed);
+  const why = code ? (detail && !detail.includes(code) ? `${code}: ${detail}` : code) : detail || String(e);
+  if (code === 'ENOTFOUND') {
+    return new HubError('dns', `cannot resolve the host name ${new URL(url).hostname} (ENOTFOUND: no such host in DNS): check the endpoint's spelling (HF_ENDPOINT, --endpoint or residual.hub.endpoint) and your DNS` + tail);
+  }
+  if (code === 'EAI_AGAIN') {
+    return new HubError('offline', `cannot resolve the host name ${new URL(url).hostname} (EAI_AGAIN: the name server did not answer): you appear to be offline, or DNS is down` + tail);
+  }
+  if (code === 'ECONNREFUSED') {
+    return new HubError('refused', `${host} refused the connection (ECONNREFUSED): no server is listening there; check the endpoint, or the server is down` + tail);
+  }
+  if (code && CERT_CODES.has(code)) {
+    return new HubError(
+      'tls',
+      `TLS with ${host} failed: its certificate is not trusted (${why}); behind a proxy that inspects TLS, set NODE_EXTRA_CA_CERTS to the proxy's CA certificate` + tail,
+    );
+  }
+  if (code && (code.startsWith('ERR_SSL_') || code.startsWith('ERR_TLS_') || code === 'EPROTO')) {
+    // OpenSSL's own text (a record of file names and line numbers) says nothing more than the code.
+    return new HubError('tls', `TLS handshake with ${host} failed (${code}); if the endpoint is a plain-HTTP server, write it as http://` + tail);
+  }
+  if (code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'ETIMEDOUT') {
+    return new HubError('timeout', `could not connect to ${host} (${code}): the host does not answer, or a firewall drops the connection` + tail);
+  }
+  if (code === 'ENETUNREACH' || code === 'EHOSTUNREACH' || code === 'ENETDOWN' || code === 'EHOSTDOWN') {
+    return new HubError('offline', `cannot reach ${host} (${code}: the network has no route to it): you appear to be offline` + tail);
+  }
+  if (code === 'ECONNRESET' || code === 'UND_ERR_SOCKET' || code === 'EPIPE' || code === 'UND_ERR_CLOSED') {
+    return new HubError('closed', `${host} closed the connection without answering (${why}); a proxy or firewall may be cutting it, or the server is failing` + tail);
+  }
+  return new HubError('offline', `cannot reach ${host} (${why})` + tail);
+}
+
+/**
+ * No answer within the deadline. `what` names the request ("the model-info request for owner/name", "the request for
+ * owner/name/model.safetensors"), `variable` the setting that lengthens the deadline.
+ */
+export function timeoutError(endpoint: string, what: string, seconds: number, variable: string, changed: boolean): HubError {
   return new HubError(
-    'offline',
-    `cannot reach ${endpoint} (${why}): you appear to be offline` +
-      (changed
-        ? '. Files already complete are kept, partial files (.part) are kept and the download resumes where it stopped next time'
-        : '; nothing was changed, partial files are kept and the download resumes next time'),
+    'timeout',
+    `${endpoint} did not answer ${what} within ${fmtSeconds(seconds)}: the Hub is down or overloaded, or a proxy or firewall holds the connection; ` +
+      `try again later (set ${variable} to wait longer)` +
+      keptNote(changed),
   );
+}
+
+export function fmtSeconds(s: number): string {
+  return `${Number.isInteger(s) ? s : s.toFixed(1)} s`;
 }
 
 export function diskError(e: unknown, file: string): HubError {
