@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { Attributor } from '../engine/circuits/attribution';
 import { FeatureIndex, featureCard } from '../engine/circuits/featureCard';
-import { parseGraphJson, type GraphJson, type ImportedGraph } from '../engine/circuits/graph-json';
+import { GRAPH_METADATA_FILE, parseGraphJson, writeGraphFiles, type GraphJson, type ImportedGraph } from '../engine/circuits/graph-json';
 import { defaultCircuitBudget, DEFAULT_CIRCUIT_MAX_TOKENS, describeEstimate } from '../engine/circuits/estimate';
 import { intervene } from '../engine/circuits/interventions';
 import { pruneGraph } from '../engine/circuits/prune';
@@ -287,8 +287,16 @@ export class CircuitPanel extends PanelHost<CircuitRequests, CircuitEvent, Circu
       title: 'Residual: export the attribution graph',
     });
     if (!target) return false;
-    await vscode.workspace.fs.writeFile(target, new TextEncoder().encode(JSON.stringify(json)));
-    void vscode.window.showInformationMessage(`Residual: wrote ${path.basename(target.fsPath)} (${json.nodes.length} nodes, ${json.links.length} links).`);
+    if (target.scheme === 'file') {
+      // Beside it, circuit-tracer's graph-metadata.json lists the folder's graphs, so the folder opens in its viewer.
+      const { slug } = writeGraphFiles(target.fsPath, json);
+      void vscode.window.showInformationMessage(
+        `Residual: wrote ${path.basename(target.fsPath)} (${json.nodes.length} nodes, ${json.links.length} links; graph "${slug}" listed in ${GRAPH_METADATA_FILE}).`,
+      );
+    } else {
+      await vscode.workspace.fs.writeFile(target, new TextEncoder().encode(JSON.stringify(json)));
+      void vscode.window.showInformationMessage(`Residual: wrote ${path.basename(target.fsPath)} (${json.nodes.length} nodes, ${json.links.length} links).`);
+    }
     return true;
   }
 

@@ -4,6 +4,7 @@
  * generation and sweeps on the loaded model. Runs share one cancellation scope (a new run cancels the previous run),
  * building a vector another; taking the selection or saving cancels nothing.
  */
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { ResidualError } from '../engine/errors';
@@ -162,9 +163,27 @@ export class SteeringPanel extends PanelHost<SteeringRequests, SteeringEvent, { 
     const model = await this.models.get();
     if (!this.vector) throw new ResidualError('no vector to save yet: build one first', 'steering');
     const ws = vscode.workspace.workspaceFolders?.[0]?.uri;
+    const vectorsDir = ws?.scheme === 'file' ? path.join(ws.fsPath, '.residual', 'vectors') : undefined;
     const defaultUri = ws ? vscode.Uri.joinPath(ws, '.residual', 'vectors', `${this.vector.label.replace(/[^\w.-]+/g, '_')}.json`) : undefined;
+    // A new workspace has no .residual/vectors/: it is made so the dialog opens in it (a read-only workspace still
+    // lets the user pick another folder), and made again if the save goes there.
+    const makeVectorsDir = () => fs.mkdirSync(vectorsDir!, { recursive: true });
+    if (vectorsDir) {
+      try {
+        makeVectorsDir();
+      } catch {
+        // reported below if the user saves there
+      }
+    }
     const target = await vscode.window.showSaveDialog({ defaultUri, filters: { 'Steering vector (JSON + safetensors)': ['json'] }, title: 'Residual: save the steering vector' });
     if (!target) return;
+    if (vectorsDir && path.resolve(path.dirname(target.fsPath)) === path.resolve(vectorsDir)) {
+      try {
+        makeVectorsDir();
+      } catch (e) {
+        throw new ResidualError(`cannot create the folder for steering vectors (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, vectorsDir);
+      }
+    }
     saveVectorFile(target.fsPath, { ...this.vector, provenance: { ...this.vector.provenance, model: model.info.name } });
     void vscode.window.showInformationMessage(`Residual: saved ${path.basename(target.fsPath)} and its .safetensors beside it.`);
   }

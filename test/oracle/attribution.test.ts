@@ -529,10 +529,14 @@ describe('graph export, interventions and the graph command on a fixture', () =>
     } finally {
       process.stdout.write = write;
     }
-    assert.match(said, /g\.json: \d+ nodes, \d+ links/);
+    assert.match(said, /g\.json \(listed in graph-metadata\.json\): \d+ nodes, \d+ links/);
     const json = JSON.parse(fs.readFileSync(out, 'utf8'));
     assert.equal(json.metadata.slug, 'g');
     assert.equal(json.metadata.prompt, 'The quick brown fox');
+    // circuit-tracer's viewer lists a folder's graphs from graph-metadata.json and opens <slug>.json.
+    const index = JSON.parse(fs.readFileSync(path.join(path.dirname(out), 'graph-metadata.json'), 'utf8'));
+    assert.deepEqual(index.graphs.map((g: { slug: string }) => g.slug), ['g']);
+    assert.equal(index.graphs[0].prompt, 'The quick brown fox');
     await assert.rejects(graphCommand([...args, '--node-threshold', '2']), /--node-threshold must be a number in \[0, 1\]/);
     await assert.rejects(graphCommand(args.slice(2)), /--model DIR is required/);
     await assert.rejects(graphCommand([...args.slice(0, 2), '--transcoders', path.join(dir, 'nope'), ...args.slice(4)]), /transcoders folder not found/);

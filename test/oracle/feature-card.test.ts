@@ -10,13 +10,18 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { openCheckpoint } from '../../src/engine/checkpoint/load';
+import { writeRandomFamily } from '../../src/engine/checkpoint/random';
+import { readTensorF32 } from '../../src/engine/checkpoint/safetensors';
 import { Attributor } from '../../src/engine/circuits/attribution';
 import { FeatureIndex, featureCard } from '../../src/engine/circuits/featureCard';
 import type { AttributionGraph } from '../../src/engine/circuits/graph';
 import { loadTranscoders } from '../../src/engine/circuits/transcoders';
-import { randomTranscoderWeights, writeSaeLensTranscoders, type TranscoderWeights } from '../../src/engine/circuits/transcoders-write';
+import { randomTranscoderWeights, writeCircuitTracerTranscoders, writeSaeLensTranscoders, type TranscoderWeights } from '../../src/engine/circuits/transcoders-write';
 import { ResidualError } from '../../src/engine/errors';
 import type { HookName } from '../../src/engine/hooks';
+import { Model } from '../../src/engine/model';
+import { gpt2TokenizerJSON } from '../../tools/gpt2-tokenizer';
 import { loadTinyModel, type TinyModel } from '../helpers/tiny-model';
 import { referenceForward } from '../reference/gpt2-reference';
 
@@ -181,5 +186,58 @@ describe('feature card', () => {
     await refuses(1.5, 0, /no feature 0 in layer 1\.5: the transcoder set has layers 0\.\.2/);
     await refuses(1, F, new RegExp(`no feature ${F} in layer 1$`));
     await refuses(1, 2.5, /no feature 2\.5 in layer 1$/);
+  });
+});
+
+describe('feature card of a tied-embedding Llama (no lm_head.weight, no feature index)', () => {
+  // The card once looked for lm_head.weight / wte.weight by name and failed ("reading 'dtype'") on tied Llama, Qwen3
+  // and Gemma-2 checkpoints; it reads the checkpoint's own unembedding, here model.embed_tokens.weight.
+  const dir = path.join(root, 'tied-llama');
+  let model: Model;
+  let llama: Attributor;
+  let tied: TranscoderWeights[];
+  let embed: Float32Array;
+  before(async () => {
+    const D = 16;
+    writeRandomFamily(
+      path.join(dir, 'model'),
+      'llama',
+      { num_hidden_layers: 2, hidden_size: D, num_attention_heads: 4, intermediate_size: 24, max_position_embeddings: 32, vocab_size: 50257, tie_word_embeddings: true },
+      { seed: 13, tokenizerJson: gpt2TokenizerJSON(), std: 0.3 },
+    );
+    const ckpt = openCheckpoint(path.join(dir, 'model'));
+    assert.ok(ckpt.tiedUnembed && !ckpt.tensors.has('lm_head.weight'));
+    embed = readTensorF32(ckpt.tensors.get(ckpt.embedName)!);
+    tied = randomTranscoderWeights(2, D, F, { seed: 8, bEncMean: -0.6 });
+    writeCircuitTracerTranscoders(path.join(dir, 'tc'), tied, { activation: 'relu', input: 'mlp.hook_in' });
+    model = await Model.load(path.join(dir, 'model'), { providers: ['cpu'], cacheDir: path.join(root, 'cache') });
+    llama = new Attributor(model, loadTranscoders(path.join(dir, 'tc'), model.config), { cacheDir: path.join(root, 'cache') });
+  });
+  after(async () => {
+    await llama?.dispose();
+    await model?.dispose();
+  });
+
+  it('top and bottom tokens and the output labels: a plain-loop W_dec·W_E over the whole vocabulary', async () => {
+    const D = 16;
+    const g = await llama.attribute(IDS.slice(0, 6));
+    const feats = [3, 17];
+    const z = feats.map((f) => {
+      const row = tied[1].wDec_FD.subarray(f * D, (f + 1) * D);
+      return Array.from({ length: 50257 }, (_, v) => {
+        let s = 0;
+        for (let d = 0; d < D; d++) s += row[d] * embed[v * D + d];
+        return s;
+      });
+    });
+    const card = await featureCard(llama, g, 1, feats[0], { topK: 5, index: new FeatureIndex() });
+    const order = Array.from(z[0].keys()).sort((a, b) => z[0][b] - z[0][a]);
+    const tok = (v: number) => model.tokenizer.tokenDisplay(v);
+    assert.deepEqual(card.top.map((x) => x[0]), order.slice(0, 5).map(tok));
+    assert.deepEqual(card.bottom.map((x) => x[0]), order.slice(-5).reverse().map(tok));
+    card.top.forEach(([, y], i) => assert.ok(near(y, z[0][order[i]], 1e-3), `${y} vs ${z[0][order[i]]}`));
+    assert.equal(card.source, 'decoder × unembedding (no feature index)');
+    const argmax = (a: number[]) => a.reduce((best, x, i) => (x > a[best] ? i : best), 0);
+    assert.deepEqual(await llama.topOutputTokens(feats.map((index) => ({ layer: 1, index }))), z.map(argmax));
   });
 });

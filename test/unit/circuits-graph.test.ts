@@ -10,6 +10,7 @@ import { describe, it } from 'node:test';
 import Ajv from 'ajv';
 import type { AttributionGraph } from '../../src/engine/circuits/graph';
 import { cantor, cantorUnpair, importedToJson, parseGraphJson, toGraphJson } from '../../src/engine/circuits/graph-json';
+import { circuitView, liveGraphJson, type LiveGraph } from '../../src/engine/circuits/view';
 import { absRows, computeInfluence, findThreshold, findThresholdOfNonzeros, normalizeMatrix, normalizeRows, pruneGraph, sparseInfluence } from '../../src/engine/circuits/prune';
 
 const schema = JSON.parse(fs.readFileSync(path.join(__dirname, '../../src/engine/circuits/graph-schema.json'), 'utf8'));
@@ -171,5 +172,40 @@ describe('graph JSON', () => {
     assert.equal(old.links.length, 1);
     assert.equal(old.droppedLinks, 1);
     assert.throws(() => parseGraphJson({ nodes: [], links: [] }, 'g.json'), /g\.json: missing top-level "metadata"/);
+  });
+});
+
+describe('control characters: the file has the viewer’s glyphs, the panel the raw tokens', () => {
+  const g = { ...toyGraph(), settings: { maxNLogits: 10, desiredLogitProb: 0.95, maxFeatureNodes: null, featureBatch: 512 } };
+  const live = {
+    model: { tokenizer: { tokenText: () => '\n' }, config: { name: 'toy' } },
+    attributor: { transcoders: { scan: 'org/toy-2l//sub', dir: '/t' } },
+    graph: g,
+    prune: pruneGraph(g, 1, 1),
+    prompt: '<bos>\t\n',
+    tokens: ['<bos>\t', '\n'],
+    nodeThreshold: 1,
+    edgeThreshold: 1,
+    ms: 1,
+    budgetMB: 1,
+    slug: 'toy',
+  } as unknown as LiveGraph;
+
+  it('export: ⏎ → in prompt_tokens and the logit label, scan safe for Neuronpedia with the id in info, settings not counts; valid', () => {
+    const json = liveGraphJson(live);
+    assert.deepEqual(json.metadata.prompt_tokens, ['<bos>→', '⏎']);
+    assert.equal(json.nodes.find((n) => n.feature_type === 'logit')!.clerp, 'Output "⏎" (p=0.625)');
+    assert.equal(json.metadata.scan, 'org-toy-2l-sub');
+    assert.equal((json.metadata.info as Record<string, unknown>).transcoder_set, 'org/toy-2l//sub');
+    assert.deepEqual(json.metadata.generation_settings, { max_n_logits: 10, desired_logit_prob: 0.95, batch_size: 512 });
+    assert.ok(validate(JSON.parse(JSON.stringify(json))), JSON.stringify(validate.errors));
+  });
+
+  it('the panel’s view of a live graph keeps the raw tokens (it draws its own glyphs)', () => {
+    const v = circuitView({ live });
+    assert.deepEqual(v.tokens, ['<bos>\t', '\n']);
+    assert.equal(v.nodes.find((n) => n.kind === 'logit')!.label, 'Output "\n" (p=0.625)');
+    // An imported file is shown as written.
+    assert.deepEqual(circuitView({ imported: parseGraphJson(JSON.parse(JSON.stringify(liveGraphJson(live)))) }).tokens, ['<bos>→', '⏎']);
   });
 });

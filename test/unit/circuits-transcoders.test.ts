@@ -182,7 +182,7 @@ describe('one loader for attribution and steering', () => {
   /** Each writes a folder whose layer 1 (or whole layout) is at fault, and the message both must give. */
   const faults: { name: string; write: (dir: string) => void; message: RegExp }[] = [
     { name: 'no folder', write: () => undefined, message: /transcoders folder not found/ },
-    { name: 'a file, not a folder', write: (d) => fs.writeFileSync(d, 'x'), message: /expected a folder of transcoders/ },
+    { name: 'a file, not a folder', write: (d) => fs.writeFileSync(d, 'x'), message: /transcoders folder is a regular file, not a folder/ },
     { name: 'an empty folder', write: (d) => fs.mkdirSync(d), message: /no transcoders found: expected subfolders with cfg\.json/ },
     {
       name: 'cfg.json not JSON',
@@ -306,7 +306,7 @@ describe('one loader for attribution and steering', () => {
         writeCircuitTracerTranscoders(d, W, { activation: 'relu' });
         fs.appendFileSync(path.join(d, 'config.yaml'), 'transcoders:\n  - hf://mntss/tc/layer_0.safetensors\n  - hf://mntss/tc/../../x.safetensors\n');
       },
-      message: /config\.yaml: "hf:\/\/mntss\/tc\/\.\.\/\.\.\/x\.safetensors" points outside the transcoder folder/,
+      message: /config\.yaml: transcoders\[1\] "hf:\/\/mntss\/tc\/\.\.\/\.\.\/x\.safetensors" points outside the transcoder folder/,
     },
   ];
   for (const f of faults) {

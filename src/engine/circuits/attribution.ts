@@ -26,7 +26,7 @@ import { newSparseRow, pushSource, rowsInfluence, type SparseRow } from './prune
 import { ASSUMED_ACTIVE_PER_TOKEN, backwardWorkBytes, defaultBatchRows, estimateCircuit, planFeatureRows, type CircuitEstimate } from './estimate';
 import { checkpointParams } from '../memory';
 import { softmax } from '../numeric';
-import { readEncoderColumns, readRows, readVector, type TranscoderSet } from './transcoders';
+import { readDecoderRows, readEncoderColumns, readFiniteVector, readRows, type TranscoderSet } from './transcoders';
 
 export interface AttributionOptions {
   /** At most this many logit targets (default 10). */
@@ -186,8 +186,8 @@ export class Attributor {
       throwIfCancelled(opts.cancel);
       const tc = this.transcoders.layers[l];
       const la = layers[l];
-      const dec = readRows(tc.wDec, la.feature); // [n_l, D]
-      const bd = readVector(tc.bDec);
+      const dec = readDecoderRows(tc, la.feature); // [n_l, D]
+      const bd = readFiniteVector(l, tc.bDec);
       bDec.push(bd);
       let kMax = 0;
       for (let p = 0; p < P; p++) kMax = Math.max(kMax, la.start[p + 1] - la.start[p]);
@@ -546,6 +546,12 @@ export class Attributor {
       nActiveFeatures: nActive,
       influenceCovered,
       memoryLimited: plan.memoryLimited,
+      settings: {
+        maxNLogits: opts.maxNLogits ?? 10,
+        desiredLogitProb: opts.desiredLogitProb ?? 0.95,
+        maxFeatureNodes: Number.isFinite(opts.maxFeatureNodes ?? DEFAULT_MAX_FEATURE_NODES) ? (opts.maxFeatureNodes ?? DEFAULT_MAX_FEATURE_NODES) : null,
+        featureBatch: opts.featureBatch ?? DEFAULT_FEATURE_BATCH,
+      },
       active: layers,
       featLayer,
       featPos,
@@ -567,7 +573,7 @@ export class Attributor {
   /** b_enc of layer l (read once: it is small and every target reads it). */
   private bEnc(l: number): Float32Array {
     let b = this.bEncCache.get(l);
-    if (!b) this.bEncCache.set(l, (b = readVector(this.transcoders.layers[l].bEnc)));
+    if (!b) this.bEncCache.set(l, (b = readFiniteVector(l, this.transcoders.layers[l].bEnc)));
     return b;
   }
 
@@ -612,7 +618,7 @@ export class Attributor {
       list.push(i);
     });
     for (const [l, idx] of byLayer) {
-      const rows = readRows(this.transcoders.layers[l].wDec, idx.map((i) => features[i].index));
+      const rows = readDecoderRows(this.transcoders.layers[l], idx.map((i) => features[i].index));
       idx.forEach((i, j) => X.set(rows.subarray(j * D, (j + 1) * D), i * D));
     }
     const U = this.weights.unembed;

@@ -18,8 +18,10 @@ import * as path from 'node:path';
 import type { FeatureCard } from '../../protocol';
 import { isPlainObject } from '../checkpoint/safetensors';
 import { ResidualError } from '../errors';
+import { checkInputFile } from '../files';
 import type { Tokenizer } from '../tokenizer';
 import type { Attributor } from './attribution';
+import { checkContained } from './contain';
 import { activeActivation, type AttributionGraph } from './graph';
 import type { Transcoder } from './transcoders';
 
@@ -47,6 +49,16 @@ export interface FeatureIndexFile {
 /** Where the feature index of transcoder `t` is: beside the config file that described it. */
 export function featureIndexPath(t: Pick<Transcoder, 'source'>): string {
   return path.join(path.dirname(t.source), FEATURE_INDEX_FILE);
+}
+
+/** Whether anything (a file, a dangling link) is at `p`. */
+function exists(p: string): boolean {
+  try {
+    fs.lstatSync(p);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** Reads a feature index; throws (a plain Error with the reason) when it is not one. */
@@ -85,15 +97,20 @@ export class FeatureIndex {
   private readonly warned = new Set<string>();
 
   /** The entry of feature `index` of transcoder `t`, when its folder has a usable feature index listing it. */
-  entry(t: Pick<Transcoder, 'source' | 'layer'>, index: number, onWarning?: (message: string) => void): FeatureIndexEntry | undefined {
+  entry(t: Pick<Transcoder, 'source' | 'layer' | 'root'>, index: number, onWarning?: (message: string) => void): FeatureIndexEntry | undefined {
     const file = featureIndexPath(t);
     let read = this.files.get(file);
     if (read === undefined) {
       read = null;
       try {
-        if (fs.existsSync(file)) read = readFeatureIndex(file);
+        if (exists(file)) {
+          // Read only when it is a regular file inside the transcoder folder (a link out of it is refused).
+          checkInputFile(file, FEATURE_INDEX_FILE);
+          checkContained(t.root ?? path.dirname(file), file, FEATURE_INDEX_FILE);
+          read = readFeatureIndex(file);
+        }
       } catch (e) {
-        onWarning?.(`feature index ${file} unreadable (${(e as Error).message}); cards use the decoder instead`);
+        onWarning?.(e instanceof ResidualError ? `${e.message}; cards use the decoder instead` : `feature index ${file} unreadable (${(e as Error).message}); cards use the decoder instead`);
       }
       this.files.set(file, read);
     }

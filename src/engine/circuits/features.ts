@@ -10,7 +10,7 @@ import { GraphBuilder } from '../onnx/builder';
 import { weightAccess } from '../onnx/ops';
 import { createSession, ort, type SessionOptions } from '../runtime/session';
 import type { TensorEntry } from '../checkpoint/safetensors';
-import type { Transcoder, TranscoderSet } from './transcoders';
+import { checkFiniteTensor, firstNonFinite, readFiniteVector, type Transcoder, type TranscoderSet } from './transcoders';
 
 /** Active features of one layer, position-major (CSR): features of position p are `start[p]..start[p+1]`. */
 export interface LayerActivations {
@@ -22,7 +22,11 @@ export interface LayerActivations {
   act: Float32Array;
 }
 
-/** Builds the encoder graph of one transcoder: input `x` [P, d_in]; outputs `acts` [P, F] or `values`/`indices` [P, k]. */
+/**
+ * Builds the encoder graph of one transcoder: input `x` [P, d_in]; outputs `acts` [P, F] or `values`/`indices` [P, k],
+ * and `pre_sum`, the sum of every pre-activation: not finite when W_enc, b_enc or the input holds NaN/Inf (which the
+ * activation would otherwise hide as zeros).
+ */
 export function buildEncoderGraph(t: Transcoder): { bytes: Uint8Array; externalFiles: Map<string, string> } {
   const g = new GraphBuilder(`residual-transcoder-${t.layer}`);
   const externalFiles = new Map<string, string>();
@@ -32,6 +36,8 @@ export function buildEncoderGraph(t: Transcoder): { bytes: Uint8Array; externalF
   const w = (e: TensorEntry): string => weights.f32(e.name);
   const x = g.input('x', 'float32', ['pos', t.dIn]);
   const pre = g.op('Gemm', [x, w(t.wEnc), w(t.bEnc)], { transB: t.encLayout === 'FD' ? 1 : 0 });
+  g.op('ReduceSum', [pre], { keepdims: 0 }, 'pre_sum');
+  g.output('pre_sum', 'float32', []);
   const a = t.activation;
   if (a.kind === 'topk') {
     const [values, indices] = g.node('TopK', [pre, g.constI64('k', [a.k])], { nOut: 2, attrs: { axis: -1, largest: 1, sorted: 1 } });
@@ -62,6 +68,9 @@ export class FeatureEncoder {
     let s = this.sessions.get(layer);
     if (!s) {
       const t = this.set.layers[layer];
+      // The small tensors the encoder reads are checked whole (W_enc through the pre-activations, see encode).
+      readFiniteVector(t.layer, t.bEnc);
+      if (t.threshold) readFiniteVector(t.layer, t.threshold);
       const { bytes, externalFiles } = buildEncoderGraph(t);
       s = createSession(bytes, externalFiles, `transcoder|${t.source}|${t.layer}`, this.opts).then((c) => c.session);
       this.sessions.set(layer, s);
@@ -75,6 +84,7 @@ export class FeatureEncoder {
     if (x_PD.length !== P * t.dIn) throw new ResidualError(`input has ${x_PD.length} values, expected ${P}×${t.dIn}`, t.source);
     const s = await this.session(layer);
     const out = await s.run({ x: new (ort().Tensor)('float32', x_PD, [P, t.dIn]) });
+    if (!Number.isFinite((out.pre_sum.data as Float32Array)[0])) throw this.nonFinite(t, x_PD);
     const feature: number[] = [];
     const act: number[] = [];
     const start = new Int32Array(P + 1);
@@ -101,6 +111,25 @@ export class FeatureEncoder {
       }
     }
     return { layer, start, feature: Int32Array.from(feature), act: Float32Array.from(act) };
+  }
+
+  /** Why the pre-activations of `t` on `x_PD` are not finite: the model's input, or which weight holds NaN/Inf. */
+  private nonFinite(t: Transcoder, x_PD: Float32Array): ResidualError {
+    const i = firstNonFinite(x_PD);
+    if (i >= 0) {
+      return new ResidualError(
+        `the model's activations hold ${x_PD[i]} at position ${Math.floor(i / t.dIn)} (the layer-${t.layer} transcoder's input); the model's weights or this prompt give NaN/Inf`,
+        `blocks.${t.layer}.${t.input}`,
+        'numeric',
+      );
+    }
+    try {
+      readFiniteVector(t.layer, t.bEnc);
+      checkFiniteTensor(t.layer, t.wEnc);
+    } catch (e) {
+      return e as ResidualError;
+    }
+    return new ResidualError(`layer ${t.layer} transcoder: the pre-activations overflow float32 on this prompt (weights too large)`, t.source, 'numeric');
   }
 
   /** Releases one layer's session (its float32 encoder copy); the next `encode` of that layer creates it again. */

@@ -3,7 +3,11 @@
  * §1): export from an AttributionGraph + PruneResult, and import of such files (any generator: node ids are opaque,
  * the kind comes from `feature_type`; old and new error ids and Neuronpedia's converter ids are all accepted).
  */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { ResidualError } from '../errors';
+import { acquireLock, checkInputFile, checkOutputFile, writeFileAtomic } from '../files';
+import { isPlainObject } from '../checkpoint/safetensors';
 import { errorNode, logitNode, tokenNode, type AttributionGraph } from './graph';
 import type { PruneResult } from './prune';
 
@@ -76,6 +80,26 @@ export interface ExportOptions {
   info?: Record<string, unknown>;
 }
 
+/**
+ * A token as circuit-tracer's viewer can show it: a newline, tab or carriage return is drawn as ⏎, → or ↵ (the viewer
+ * shows the raw characters as blanks; circuit-tracer wrote its files with these glyphs until 2025-08 and its newer
+ * viewer maps prompt tokens the same way), any other control character as its Unicode control picture (␀ … ␟, ␡).
+ */
+export function viewerToken(text: string): string {
+  return text.replace(/[\u0000-\u001f\u007f]/g, (c) => {
+    if (c === '\n') return '⏎';
+    if (c === '\t') return '→';
+    if (c === '\r') return '↵';
+    const code = c.charCodeAt(0);
+    return code === 0x7f ? '␡' : String.fromCharCode(0x2400 + code);
+  });
+}
+
+/** `scan` as Neuronpedia accepts it ([a-zA-Z0-9_.-]; circuit-tracer's `owner/name//subfolder` ids lose their slashes). */
+export function scanSlug(id: string): string {
+  return id.replace(/[^a-zA-Z0-9_.-]+/g, '-').replace(/^-+|-+$/g, '') || 'transcoders';
+}
+
 /** Builds the JSON object (write it with JSON.stringify). Nodes: kept nodes with a kept edge, plus all tokens and logits. */
 export function toGraphJson(g: AttributionGraph, pr: PruneResult, o: ExportOptions): GraphJson {
   const { N, nLayers: L, nPos: P } = g;
@@ -115,7 +139,7 @@ export function toGraphJson(g: AttributionGraph, pr: PruneResult, o: ExportOptio
     const n = logitNode(g, i);
     ids[n] = `${L + 1}_${id}_${P - 1}`;
     const prob = g.logitProbs[i];
-    const x = node(ids[n]!, id, String(L + 1), P - 1, 'logit', `L_${id}-${P - 1}`, `Output "${o.tokenText(id)}" (p=${prob.toFixed(3)})`, null, null);
+    const x = node(ids[n]!, id, String(L + 1), P - 1, 'logit', `L_${id}-${P - 1}`, `Output "${viewerToken(o.tokenText(id))}" (p=${prob.toFixed(3)})`, null, null);
     x.token_prob = round(prob);
     x.is_target_logit = i === 0;
     nodes.push(x);
@@ -133,15 +157,24 @@ export function toGraphJson(g: AttributionGraph, pr: PruneResult, o: ExportOptio
   return {
     metadata: {
       slug: o.slug,
-      scan: o.scan.replace(/[^a-zA-Z0-9_.-]+/g, '-'),
-      prompt_tokens: o.promptTokens,
+      scan: scanSlug(o.scan),
+      prompt_tokens: o.promptTokens.map(viewerToken),
       prompt: o.prompt,
       transcoder_list: o.transcoderList ?? [],
       node_threshold: o.nodeThreshold,
       schema_version: 1,
       feature_details: o.featureDetails ?? {},
-      info: { ...o.info, generator: { name: 'residual', version: '1', url: '', email: '' }, create_time_ms: Date.now() },
-      generation_settings: { max_n_logits: g.logitIds.length, desired_logit_prob: 0.95, batch_size: 0, max_feature_nodes: g.nFeatures },
+      info: { ...o.info, transcoder_set: o.scan, generator: { name: 'residual', version: '1', url: '', email: '' }, create_time_ms: Date.now() },
+      // The settings asked for (circuit-tracer's attribute() arguments), not the counts they gave; no
+      // max_feature_nodes when every active feature was asked for (circuit-tracer's None).
+      generation_settings: g.settings
+        ? {
+            max_n_logits: g.settings.maxNLogits,
+            desired_logit_prob: g.settings.desiredLogitProb,
+            batch_size: g.settings.featureBatch,
+            ...(g.settings.maxFeatureNodes === null ? {} : { max_feature_nodes: g.settings.maxFeatureNodes }),
+          }
+        : {},
       pruning_settings: { node_threshold: o.nodeThreshold, edge_threshold: o.edgeThreshold },
     },
     qParams: { pinnedIds: [], supernodes: [], linkType: 'both', clickedId: '', sg_pos: '' },
@@ -252,4 +285,73 @@ export function importedToJson(g: ImportedGraph): GraphJson {
     nodes: g.nodes.map((n) => ({ ...n.raw })),
     links: g.links.map((l) => ({ source: g.nodes[l.source].id, target: g.nodes[l.target].id, weight: l.weight })),
   };
+}
+
+// ---- A folder of graphs, as circuit-tracer's viewer opens it -------------------------------------------------------
+
+/** circuit-tracer's index of a folder of graphs: `{"graphs": [<metadata of each graph>, …]}`. */
+export const GRAPH_METADATA_FILE = 'graph-metadata.json';
+
+export interface GraphMetadataIndex {
+  graphs: Record<string, unknown>[];
+  [extra: string]: unknown;
+}
+
+/** Reads a folder's graph-metadata.json (absent: an empty index); a file that is not one is refused by name. */
+export function readGraphMetadata(file: string): GraphMetadataIndex {
+  try {
+    fs.lstatSync(file);
+  } catch {
+    return { graphs: [] };
+  }
+  checkInputFile(file, `${GRAPH_METADATA_FILE} (the viewer's index of this folder's graphs)`);
+  let j: unknown;
+  try {
+    j = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw new ResidualError(`not valid JSON (${(e as Error).message}); it is circuit-tracer's index of the graphs in this folder: fix or remove it`, file);
+  }
+  if (!isPlainObject(j) || !Array.isArray(j.graphs) || !j.graphs.every(isPlainObject)) {
+    throw new ResidualError('not a graph index: circuit-tracer\'s viewer expects {"graphs": [<graph metadata>, …]} here; fix or remove it', file);
+  }
+  return j as GraphMetadataIndex;
+}
+
+/**
+ * The folder's index and the slug a graph written to `file` gets: circuit-tracer's viewer opens `<slug>.json`, so the
+ * slug is the file's name (without `.json`). Checks both paths can be written, before any work is done.
+ */
+export function checkGraphOutput(file: string): { metadataFile: string; slug: string } {
+  checkOutputFile(file, 'graph file');
+  const abs = path.resolve(file);
+  if (path.basename(abs) === GRAPH_METADATA_FILE) throw new ResidualError(`the graph cannot be written to ${GRAPH_METADATA_FILE}: that is the viewer's index of the folder`, file);
+  const metadataFile = path.join(path.dirname(abs), GRAPH_METADATA_FILE);
+  readGraphMetadata(metadataFile);
+  checkOutputFile(metadataFile, GRAPH_METADATA_FILE);
+  const name = path.basename(abs).replace(/\.json$/i, '');
+  if (!/^[a-zA-Z0-9_.-]+$/.test(name)) {
+    throw new ResidualError(`the file name "${path.basename(abs)}" cannot be a graph's slug (letters, digits, _ . - only); circuit-tracer's viewer opens <slug>.json`, file);
+  }
+  return { metadataFile, slug: name };
+}
+
+/**
+ * Writes graph `json` to `file` (its slug set to the file's name) and adds it to graph-metadata.json beside it,
+ * replacing an entry with the same slug, as circuit-tracer's `create_graph_files` does; so a folder of exported graphs
+ * opens in its viewer as it is. Both files are written atomically under a lock on the index; a damaged index is
+ * refused before anything is written. Returns the index's path and the slug.
+ */
+export function writeGraphFiles(file: string, json: GraphJson): { metadataFile: string; slug: string } {
+  const { metadataFile, slug } = checkGraphOutput(file);
+  const lock = acquireLock(metadataFile, `residual: writing graph ${slug}`);
+  try {
+    const index = readGraphMetadata(metadataFile);
+    const out: GraphJson = { ...json, metadata: { ...json.metadata, slug } };
+    writeFileAtomic(file, JSON.stringify(out), 'graph file');
+    index.graphs = [...index.graphs.filter((g) => g.slug !== slug), out.metadata];
+    writeFileAtomic(metadataFile, JSON.stringify(index, null, 2) + '\n', GRAPH_METADATA_FILE);
+  } finally {
+    lock.release();
+  }
+  return { metadataFile, slug };
 }

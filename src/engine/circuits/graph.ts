@@ -29,6 +29,11 @@ export interface AttributionGraph {
   influenceCovered: number;
   /** True when the memory budget, not `maxFeatureNodes`, set how many feature rows were computed. */
   memoryLimited: boolean;
+  /**
+   * The settings the graph was made with (what circuit-tracer records as `generation_settings`): the limits asked
+   * for, not the counts they gave (`maxFeatureNodes` null = every active feature).
+   */
+  settings?: { maxNLogits: number; desiredLogitProb: number; maxFeatureNodes: number | null; featureBatch: number };
   /** Every active feature of every layer (kept or not), for activations outside the kept graph (see activeActivation). */
   active?: LayerActivations[];
   featLayer: Int32Array;

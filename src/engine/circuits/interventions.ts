@@ -11,7 +11,7 @@ import type { SteerAdd } from '../model';
 import { softmax } from '../numeric';
 import type { Attributor } from './attribution';
 import { activeActivation, logitNode, type AttributionGraph } from './graph';
-import { readRows } from './transcoders';
+import { readDecoderRows } from './transcoders';
 
 export interface FeatureIntervention {
   layer: number;
@@ -64,7 +64,7 @@ export async function intervene(attributor: Attributor, g: AttributionGraph, int
     const old = n === undefined ? activeActivation(g, iv.layer, iv.pos, iv.feature) : g.featAct[n];
     if (n === undefined) notInGraph.push(iv);
     else delta[n] = iv.value - old;
-    const row = readRows(tc.wDec, [iv.feature]);
+    const row = readDecoderRows(tc, [iv.feature]);
     let add = adds.get(iv.layer);
     if (!add) adds.set(iv.layer, (add = new Float32Array(P * D)));
     for (let d = 0; d < D; d++) add[iv.pos * D + d] += (iv.value - old) * row[d];

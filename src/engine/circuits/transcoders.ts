@@ -14,13 +14,18 @@
  *  - `loadTranscoders(dir, cfg)`: every layer, plus what attribution needs on top: hooks it can read, an activation
  *    it can compute, no skip connection, one transcoder per model layer, d_model wide.
  * A fault of the folder or of a layer's files gives the same message whichever feature reads it. Only headers are
- * read; weights are read on demand (`readVector`, `readRows`, `readEncoderColumns`).
+ * read; weights are read on demand (`readVector`, `readRows`, `readEncoderColumns`), and the readers attribution,
+ * cards and interventions use refuse NaN/Inf naming the layer, tensor and element (`readFiniteVector`,
+ * `readDecoderRows`, `readEncoderColumns`; W_enc is checked through the encoder's pre-activations, features.ts).
+ * Every file the folder leads to stays inside it (contain.ts): config.yaml's paths, linked subfolders and files.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ModelConfig } from '../checkpoint/config';
 import { readRows, isPlainObject, readSafetensorsHeader, readTensorF32, type TensorEntry } from '../checkpoint/safetensors';
 import { ResidualError } from '../errors';
+import { checkInputFile, checkInputFolder } from '../files';
+import { checkContained, resolveContained } from './contain';
 import { parseSimpleYaml } from './yaml';
 
 /** What the transcoder reads: TransformerLens hook names (without the `blocks.{l}.` prefix). */
@@ -39,6 +44,8 @@ export type TranscoderFormat = 'saelens' | 'circuit-tracer';
 /** Where one layer's transcoder is, as the folder's configs say (no weights read yet). */
 export interface TranscoderFiles {
   layer: number;
+  /** The transcoder folder every file of the set must stay inside. */
+  root: string;
   /** The config describing it: its cfg.json (SAELens) or the folder's config.yaml (circuit-tracer). */
   config: string;
   /** The safetensors file with its weights (checked when the layer is read). */
@@ -56,7 +63,7 @@ export interface TranscoderFiles {
 export interface TranscoderFolder {
   dir: string;
   format: TranscoderFormat;
-  /** Id for graph metadata (`scan`): the folder name, or config.yaml's scan or model_name. */
+  /** The transcoder set's id, for graph metadata (`scan`): see `transcoderSetId`. */
   scan: string;
   /** Every layer the folder has, ascending. */
   layers: TranscoderFiles[];
@@ -92,6 +99,8 @@ export interface Transcoder {
   threshold?: TensorEntry;
   /** The config file that described this layer (SAELens) or its weights file (circuit-tracer), for messages. */
   source: string;
+  /** The transcoder folder (files read beside `source`, such as a feature index, must stay inside it). */
+  root?: string;
 }
 
 export interface TranscoderSet {
@@ -100,7 +109,7 @@ export interface TranscoderSet {
   /** Index = layer; every model layer has one. */
   layers: Transcoder[];
   dSae: number;
-  /** Id for graph metadata (`scan`): the folder name, or config's model_name/scan. */
+  /** The transcoder set's id, for graph metadata (`scan`): see `transcoderSetId`. */
   scan: string;
 }
 
@@ -109,15 +118,15 @@ export interface TranscoderSet {
 /** Finds the layout of `dir` and the files of each layer, reading the config files only. */
 export function openTranscoderFolder(dir: string): TranscoderFolder {
   const abs = path.resolve(dir);
-  if (!fs.existsSync(abs)) throw new ResidualError('transcoders folder not found', abs, 'missing');
-  if (!fs.statSync(abs).isDirectory()) throw new ResidualError('expected a folder of transcoders', abs);
+  checkInputFolder(abs, 'transcoders folder');
   return fs.existsSync(path.join(abs, 'config.yaml')) ? openCircuitTracer(abs) : openSaeLens(abs);
 }
 
 function openSaeLens(dir: string): TranscoderFolder {
+  // Subfolders with a cfg.json; a linked subfolder counts too, when it stays inside the folder.
   const subs = fs
     .readdirSync(dir, { withFileTypes: true })
-    .filter((e) => e.isDirectory() && fs.existsSync(path.join(dir, e.name, 'cfg.json')))
+    .filter((e) => (e.isDirectory() || (e.isSymbolicLink() && isFolder(path.join(dir, e.name)))) && fs.existsSync(path.join(dir, e.name, 'cfg.json')))
     .map((e) => path.join(dir, e.name))
     .sort();
   // One SAELens folder on its own is a set of one layer.
@@ -132,6 +141,7 @@ function openSaeLens(dir: string): TranscoderFolder {
   const byLayer = new Map<number, TranscoderFiles>();
   for (const sub of subs) {
     const config = path.join(sub, 'cfg.json');
+    checkContained(dir, config, sub === dir ? 'cfg.json' : `${path.basename(sub)}/cfg.json`, config);
     const cfg = readJson(config);
     const meta = isPlainObject(cfg.metadata) ? cfg.metadata : {};
     const hookIn = nonEmpty(meta.hook_name ?? cfg.hook_name ?? cfg.hook_point);
@@ -146,13 +156,34 @@ function openSaeLens(dir: string): TranscoderFolder {
     if (prev) throw new ResidualError(`layer ${layer} has two transcoders (${prev.config} and ${config})`, dir);
     // SAELens saves sae_weights.safetensors; other trainers' SAELens-style folders have sae.safetensors.
     const weights = ['sae_weights.safetensors', 'sae.safetensors'].map((f) => path.join(sub, f)).find((f) => fs.existsSync(f)) ?? path.join(sub, 'sae_weights.safetensors');
-    byLayer.set(layer, { layer, config, weights, hookIn, hookOut, settings: cfg });
+    checkContained(dir, weights, path.relative(dir, weights), config);
+    byLayer.set(layer, { layer, root: dir, config, weights, hookIn, hookOut, settings: cfg });
   }
-  return { dir, format: 'saelens', scan: path.basename(dir), layers: [...byLayer.values()].sort((a, b) => a.layer - b.layer), listed: false };
+  const layers = [...byLayer.values()].sort((a, b) => a.layer - b.layer);
+  return { dir, format: 'saelens', scan: transcoderSetId(dir, 'saelens', layers.map((l) => l.settings)), layers, listed: false };
+}
+
+/** `%2e%2e`-style escapes decoded (an hf:// path is a URL), so they cannot hide a climb out of the folder. */
+function decodeURIComponentSafe(s: string): string {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return s;
+  }
+}
+
+function isFolder(p: string): boolean {
+  try {
+    return fs.statSync(p).isDirectory();
+  } catch {
+    return false;
+  }
 }
 
 function openCircuitTracer(dir: string): TranscoderFolder {
   const config = path.join(dir, 'config.yaml');
+  checkInputFile(config, 'config.yaml');
+  checkContained(dir, config, 'config.yaml', config);
   const y = parseSimpleYaml(fs.readFileSync(config, 'utf8'), config);
   // Absent in circuit-tracer's configs from before 2025-08 (they were all per-layer sets).
   if (y.model_kind !== undefined && y.model_kind !== null && y.model_kind !== 'transcoder_set') {
@@ -167,6 +198,7 @@ function openCircuitTracer(dir: string): TranscoderFolder {
     if (byLayer.has(f.layer)) throw new ResidualError(`layer ${f.layer} is listed twice`, config);
     byLayer.set(f.layer, {
       layer: f.layer,
+      root: dir,
       config,
       weights: f.file,
       hubPath: f.hubPath,
@@ -175,7 +207,8 @@ function openCircuitTracer(dir: string): TranscoderFolder {
       settings: y,
     });
   }
-  const scan = typeof y.scan === 'string' ? y.scan : typeof y.model_name === 'string' ? `${y.model_name}/${path.basename(dir)}` : path.basename(dir);
+  const hubRepo = files.map((f) => f.hubPath && /^hf:\/\/([^/]+\/[^/]+)\//.exec(f.hubPath)?.[1]).find((r) => !!r);
+  const scan = transcoderSetId(dir, 'circuit-tracer', [hubRepo ? { ...y, hub_repo: hubRepo } : y]);
   return { dir, format: 'circuit-tracer', scan, layers: [...byLayer.values()].sort((a, b) => a.layer - b.layer), listed };
 }
 
@@ -193,23 +226,20 @@ interface CircuitTracerFile {
  * (Residual: Download Model…) they are the same paths inside this folder.
  */
 function circuitTracerFiles(dir: string, cfgPath: string, y: Record<string, unknown>): { listed: boolean; files: CircuitTracerFile[] } {
-  const hub = (p: string): string | undefined => {
-    const m = /^hf:\/\/[^/]+\/[^/]+\/(.+)$/.exec(p);
-    if (!m) {
-      if (p.startsWith('hf://')) throw new ResidualError(`"${p}" is not an hf://owner/name/file path`, cfgPath, 'invalid');
-      return undefined;
-    }
-    const local = path.resolve(dir, m[1]);
-    if (path.relative(dir, local).startsWith('..') || path.isAbsolute(m[1])) throw new ResidualError(`"${p}" points outside the transcoder folder`, cfgPath, 'invalid');
-    return local;
-  };
   if (Array.isArray(y.transcoders) && y.transcoders.length > 0) {
     const files = y.transcoders.map((item, i) => {
-      const p = typeof item === 'string' ? item : isPlainObject(item) ? String(item.filepath ?? '') : '';
+      const key = isPlainObject(item) ? `transcoders[${i}].filepath` : `transcoders[${i}]`;
+      const p = typeof item === 'string' ? item : isPlainObject(item) && typeof item.filepath === 'string' ? item.filepath : '';
       const layer = isPlainObject(item) && typeof item.layer === 'number' ? item.layer : i;
-      if (!p) throw new ResidualError(`transcoders[${i}] has no file path`, cfgPath, 'invalid');
-      const local = hub(p);
-      return { layer, file: local ?? path.resolve(dir, p), hubPath: local ? p : undefined };
+      if (!p) throw new ResidualError(`${key} has no file path`, cfgPath, 'invalid');
+      if (p.startsWith('hf://')) {
+        // hf://owner/name/path[?revision=…]: after a download of the repository, the same path inside this folder.
+        const m = /^hf:\/\/[^/?#]+\/[^/?#]+\/([^?#]+)(?:[?#].*)?$/.exec(p);
+        if (!m) throw new ResidualError(`${key} "${p}" is not an hf://owner/name/file path`, cfgPath, 'invalid');
+        return { layer, file: resolveContained(dir, decodeURIComponentSafe(m[1]), key, cfgPath, p), hubPath: p };
+      }
+      if (/^[a-z][a-z0-9+.-]*:\/\//i.test(p)) throw new ResidualError(`${key} "${p}" is a URL; only paths inside the folder and hf:// paths are read`, cfgPath, 'unsupported');
+      return { layer, file: resolveContained(dir, p, key, cfgPath) };
     });
     return { listed: true, files };
   }
@@ -218,6 +248,7 @@ function circuitTracerFiles(dir: string, cfgPath: string, y: Record<string, unkn
     .map((f) => /^layer_(\d+)\.safetensors$/.exec(f))
     .filter((m): m is RegExpExecArray => !!m)
     .map((m) => ({ layer: Number(m[1]), file: path.join(dir, m[0]) }));
+  for (const f of files) checkContained(dir, f.file, path.basename(f.file), f.file);
   return { listed: false, files };
 }
 
@@ -230,6 +261,51 @@ export function layerFiles(folder: TranscoderFolder, layer: number): TranscoderF
   const config = path.join(folder.dir, 'config.yaml');
   if (folder.listed) throw new ResidualError(`no transcoder for layer ${layer}: the transcoders list has ${folder.layers.length} entries`, config, 'missing');
   throw new ResidualError(`no transcoder for layer ${layer}: layer_${layer}.safetensors is missing (found layers ${have})`, folder.dir, 'missing');
+}
+
+/** Folder names that say nothing about which set they hold. */
+const GENERIC_FOLDER = /^(?:transcoders?|saes?|weights|snapshots?|[0-9a-f]{40})$/i;
+
+/**
+ * The transcoder set's id, as circuit-tracer puts it in a graph's `metadata.scan` (the viewer's title and the key of
+ * its saved labels), from what the configs say, in this order:
+ *  - circuit-tracer: config.yaml's `scan`, else its `repo_id` (+ `//subfolder`, `@revision`, as circuit-tracer's
+ *    loader writes them), else the Hub repository its `hf://` paths name;
+ *  - SAELens: cfg.json's `release` or `sae_set` (top level or in `metadata`), else the source set of its
+ *    `neuronpedia_id` (`<model>/<layer>-<set>` → `<model>/<set>`);
+ *  - then the Hub repository when the folder is a Hub cache snapshot (`models--owner--name/snapshots/<rev>`);
+ *  - then circuit-tracer's `model_name` (with the folder's name when that says more than "transcoders");
+ *  - else the folder's name, with its parent's when it is a generic one ("transcoders" → "gpt2-small-transcoders").
+ * The export makes it safe for Neuronpedia (`[a-zA-Z0-9_.-]`); this is the id as read.
+ */
+export function transcoderSetId(dir: string, format: TranscoderFormat, configs: Record<string, unknown>[]): string {
+  const abs = path.resolve(dir);
+  const base = path.basename(abs);
+  const str = (v: unknown) => (typeof v === 'string' && v.trim() ? v.trim() : undefined);
+  const first = <T>(f: (c: Record<string, unknown>) => T | undefined) => configs.map(f).find((v) => v !== undefined);
+  if (format === 'circuit-tracer') {
+    const y = configs[0] ?? {};
+    const repo = str(y.repo_id);
+    const id =
+      str(y.scan) ??
+      (repo && `${repo}${str(y.subfolder) ? `//${str(y.subfolder)}` : ''}${str(y.revision) && y.revision !== 'main' ? `@${str(y.revision)}` : ''}`) ??
+      str(y.hub_repo);
+    if (id) return id;
+  } else {
+    const meta = (c: Record<string, unknown>) => (isPlainObject(c.metadata) ? c.metadata : {});
+    const id = first((c) => str(c.release) ?? str(meta(c).release) ?? str(c.sae_set) ?? str(meta(c).sae_set));
+    if (id) return id;
+    const np = first((c) => str(meta(c).neuronpedia_id) ?? str(c.neuronpedia_id));
+    const m = np && /^([^/]+)\/(?:\d+-)?(.+)$/.exec(np);
+    if (m) return `${m[1]}/${m[2]}`;
+  }
+  const hub = /[\\/](?:models|datasets)--([^\\/]+?)--([^\\/]+)[\\/]snapshots[\\/][^\\/]+((?:[\\/][^\\/]+)*)$/.exec(abs);
+  if (hub) return `${hub[1]}/${hub[2]}${hub[3] ? `//${hub[3].slice(1).replace(/\\/g, '/')}` : ''}`;
+  const parent = path.basename(path.dirname(abs));
+  const named = GENERIC_FOLDER.test(base) && parent ? `${parent}-${base}` : base;
+  const modelName = format === 'circuit-tracer' ? str(configs[0]?.model_name) : undefined;
+  if (modelName) return GENERIC_FOLDER.test(base) ? modelName : `${modelName}/${base}`;
+  return named;
 }
 
 // ---- One layer's tensors ---------------------------------------------------------------------------------------
@@ -245,6 +321,8 @@ export function readStoredTranscoder(folder: TranscoderFolder, layer: number): S
     if (folder.format === 'saelens') throw new ResidualError('sae_weights.safetensors not found beside cfg.json', path.dirname(files.config), 'missing');
     throw new ResidualError('weights file not found', file, 'missing');
   }
+  checkInputFile(file, path.basename(file));
+  checkContained(files.root, file, path.relative(files.root, file) || path.basename(file), files.config);
   const tensors = new Map(readSafetensorsHeader(file).entries.map((e) => [e.name, e]));
   const wDec = need(tensors, 'W_dec', file);
   const wEnc = tensors.get('W_enc');
@@ -364,14 +442,19 @@ function transcoder(
     throw new ResidualError(`tensor "${threshold.name}" has dtype ${threshold.dtype}; expected F32, F16 or BF16`, threshold.file, 'unsupported');
   }
   if (activation.kind === 'topk' && activation.k > F) throw new ResidualError(`k = ${activation.k} exceeds d_sae = ${F}`, source);
-  return { layer: s.layer, input, activation, dIn: s.dIn!, dSae: F, dOut: s.dOut, encLayout, wEnc, bEnc, wDec: s.wDec, bDec, threshold, source };
+  return { layer: s.layer, input, activation, dIn: s.dIn!, dSae: F, dOut: s.dOut, encLayout, wEnc, bEnc, wDec: s.wDec, bDec, threshold, source, root: s.root };
 }
 
 function validate(set: TranscoderSet, cfg: ModelConfig): void {
   const D = cfg.dModel;
-  for (let l = 0; l < Math.max(set.layers.length, cfg.nLayers); l++) {
+  // A layer the model does not have first: it names the file, not a gap below it.
+  const beyond = set.layers.find((t, l) => t && l >= cfg.nLayers);
+  if (beyond) {
+    const n = cfg.nLayers;
+    throw new ResidualError(`a transcoder for layer ${beyond.layer}, but the model (${cfg.name}) has ${n} layer${n === 1 ? '' : 's'} (0..${n - 1}); use the transcoder set made for this model`, beyond.source);
+  }
+  for (let l = 0; l < cfg.nLayers; l++) {
     const t = set.layers[l];
-    if (l >= cfg.nLayers) throw new ResidualError(`a transcoder for layer ${l}, but the model has layers 0..${cfg.nLayers - 1}`, t.source);
     if (!t) {
       const have = set.layers.map((x, i) => (x ? i : -1)).filter((i) => i >= 0);
       throw new ResidualError(
@@ -400,6 +483,7 @@ function parseHooks(hookIn: string, hookOut: string, layer: number, file: string
 }
 
 function readJson(file: string): Record<string, unknown> {
+  checkInputFile(file, path.basename(file));
   let v: unknown;
   try {
     v = JSON.parse(fs.readFileSync(file, 'utf8'));
@@ -433,10 +517,74 @@ export function readVector(e: TensorEntry): Float32Array {
   return readTensorF32(e);
 }
 
+// ---- NaN and Inf in the weights ----------------------------------------------------------------------------------
+// A transcoder with NaN/Inf weights gives no usable features (a NaN pre-activation never passes ReLU or a threshold),
+// so a graph would silently lose them. Each read that attribution, cards and interventions make is checked: the small
+// vectors whole, decoder rows and encoder columns as they are read, W_enc through the encoder's pre-activations.
+
+/** Index of the first NaN or ±Inf in `v`, or −1. */
+export function firstNonFinite(v: ArrayLike<number>): number {
+  for (let i = 0; i < v.length; i++) if (!Number.isFinite(v[i])) return i;
+  return -1;
+}
+
+/** The refusal for a non-finite value of tensor `e` of layer `layer`'s transcoder, at element `at` ([row, col] or [i]). */
+export function nonFiniteWeight(layer: number, e: TensorEntry, at: number[], value: number): ResidualError {
+  return new ResidualError(
+    `layer ${layer} transcoder: tensor "${e.name}" [${e.shape.join(', ')}] holds ${value} at [${at.join(', ')}]; ` +
+      'NaN/Inf weights would silently drop features from every graph (the file is damaged, or was saved from a diverged training run)',
+    e.file,
+    'numeric',
+  );
+}
+
+/** A whole 1-D tensor of `layer`'s transcoder, refused when it holds NaN or Inf. */
+export function readFiniteVector(layer: number, e: TensorEntry): Float32Array {
+  const v = readTensorF32(e);
+  const i = firstNonFinite(v);
+  if (i >= 0) throw nonFiniteWeight(layer, e, [i], v[i]);
+  return v;
+}
+
+/** Decoder rows of `features` ([n, d_out]), refused when one holds NaN or Inf (named by its feature). */
+export function readDecoderRows(t: Pick<Transcoder, 'layer' | 'wDec'>, features: ArrayLike<number>): Float32Array {
+  const rows = readRows(t.wDec, features);
+  const i = firstNonFinite(rows);
+  if (i >= 0) {
+    const D = t.wDec.shape[1];
+    throw nonFiniteWeight(t.layer, t.wDec, [features[Math.floor(i / D)], i % D], rows[i]);
+  }
+  return rows;
+}
+
+/**
+ * Scans every value of `e` (in blocks of rows, a few MB at a time) and throws at the first NaN or Inf. For finding
+ * which tensor is bad once something is, not for every read.
+ */
+export function checkFiniteTensor(layer: number, e: TensorEntry): void {
+  if (e.shape.length !== 2) {
+    readFiniteVector(layer, e);
+    return;
+  }
+  const [R, C] = e.shape;
+  const per = Math.max(1, Math.floor((4 * 1024 * 1024) / (4 * Math.max(1, C))));
+  for (let r0 = 0; r0 < R; r0 += per) {
+    const n = Math.min(per, R - r0);
+    const rows = readRows(e, Array.from({ length: n }, (_, i) => r0 + i));
+    const i = firstNonFinite(rows);
+    if (i >= 0) throw nonFiniteWeight(layer, e, [r0 + Math.floor(i / C), i % C], rows[i]);
+  }
+}
+
 
 /** Encoder directions of `features` → [features.length, d_in] (a column of W_enc in SAELens layout). */
 export function readEncoderColumns(t: Transcoder, features: ArrayLike<number>): Float32Array {
-  if (t.encLayout === 'FD') return readRows(t.wEnc, features);
+  if (t.encLayout === 'FD') {
+    const rows = readRows(t.wEnc, features);
+    const bad = firstNonFinite(rows);
+    if (bad >= 0) throw nonFiniteWeight(t.layer, t.wEnc, [features[Math.floor(bad / t.dIn)], bad % t.dIn], rows[bad]);
+    return rows;
+  }
   // [D, F]: read blocks of whole rows (a few MB each, into one reused buffer) and gather the requested columns.
   const D = t.dIn;
   const F = t.dSae;
@@ -470,5 +618,7 @@ export function readEncoderColumns(t: Transcoder, features: ArrayLike<number>): 
   } finally {
     if (fd >= 0) fs.closeSync(fd);
   }
+  const bad = firstNonFinite(out);
+  if (bad >= 0) throw nonFiniteWeight(t.layer, t.wEnc, [bad % D, features[Math.floor(bad / D)]], out[bad]);
   return out;
 }

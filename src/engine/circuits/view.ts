@@ -56,10 +56,14 @@ export function circuitView(source: { live: LiveGraph } | { imported: ImportedGr
   const json = g.json;
   const L = live?.graph.nLayers ?? Math.max(0, ...g.nodes.filter((n) => n.kind === 'feature' || n.kind === 'error').map((n) => (n.layer ?? 0) + 1));
   const graph = live?.graph;
+  // A live graph shows its tokens raw (the panel draws its own glyphs); the file has the viewer's (⏎ → ↵).
+  const tokens = live ? live.tokens : json.metadata.prompt_tokens;
+  const logitLabel = (n: ImportedGraph['nodes'][number]) =>
+    live && n.index !== null && n.tokenProb !== null ? `Output "${live.model.tokenizer.tokenText(n.index)}" (p=${n.tokenProb.toFixed(3)})` : n.clerp;
   return {
     slug: json.metadata.slug,
     prompt: json.metadata.prompt,
-    tokens: json.metadata.prompt_tokens,
+    tokens,
     nLayers: L,
     nodes: g.nodes.map((n) => ({
       id: n.id,
@@ -70,7 +74,7 @@ export function circuitView(source: { live: LiveGraph } | { imported: ImportedGr
       activation: n.activation,
       influence: n.influence,
       prob: n.tokenProb,
-      label: n.kind === 'feature' ? `L${n.layer} #${n.index}` : n.kind === 'error' ? `err L${n.layer}` : n.clerp || json.metadata.prompt_tokens[n.pos] || n.id,
+      label: n.kind === 'feature' ? `L${n.layer} #${n.index}` : n.kind === 'error' ? `err L${n.layer}` : (n.kind === 'logit' ? logitLabel(n) : n.clerp) || tokens[n.pos] || n.id,
     })),
     links: g.links.map((k) => ({ s: k.source, t: k.target, w: k.weight })),
     nodeThreshold: live?.nodeThreshold ?? Number(json.metadata.node_threshold ?? 0.8),
