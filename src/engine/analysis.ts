@@ -33,9 +33,15 @@ export async function analyze(model: Model, text: string, opts: AnalyzeOptions =
   const t0 = performance.now();
   const c = model.config;
   if (text.length === 0) throw new ResidualError('the selection is empty: select some text, or put the cursor on a non-empty line', 'input');
+  // Numbers from the panels and the command line reach here as numbers: NaN or Infinity must not become a silent 0.
+  if (opts.maxTokens !== undefined && !(opts.maxTokens >= 1)) throw new ResidualError(`maxTokens must be a number ≥ 1, got ${opts.maxTokens}`, 'analysis');
+  for (const [name, v] of [['topK', opts.topK], ['lensK', opts.lensK]] as const) {
+    if (v !== undefined && !(Number.isInteger(v) && v >= 1)) throw new ResidualError(`${name} must be a positive integer, got ${v}`, 'analysis');
+  }
+  if (opts.lensFlops !== undefined && !(opts.lensFlops > 0)) throw new ResidualError(`the logit-lens budget must be a positive number of FLOPs (Infinity: no limit), got ${opts.lensFlops}`, 'analysis');
   // The beginning-of-sequence token (when the tokenizer adds one) takes one position of the context.
   const bos = model.tokenizer.prependsBos ? 1 : 0;
-  const limit = Math.max(1, Math.min(opts.maxTokens ?? c.nCtx, c.nCtx) - bos);
+  const limit = Math.max(1, Math.floor(Math.min(opts.maxTokens ?? c.nCtx, c.nCtx)) - bos);
   // A huge selection is cut before tokenizing (no token is longer than this many characters in practice); the
   // first token of the cut text may be a fragment, so it is dropped.
   const maxChars = limit * 64;
@@ -74,10 +80,13 @@ export async function analyze(model: Model, text: string, opts: AnalyzeOptions =
   const logits = act.get('logits')!;
   const V = c.vocabSize;
   const lastLogits = logits.data.subarray(0, V);
-  if (!lastLogits.every(Number.isFinite)) throw new ResidualError('the model produced NaN or Inf logits', 'logits', 'numeric');
+  // NaN/Inf anywhere is a broken model (or one that overflows): say where it starts and which weight, not garbage.
+  if (!lastLogits.every(Number.isFinite)) throw await model.nonFiniteError(ids, 'logits', opts.cancel);
+  // Ids the tokenizer lacks (padded embedding rows) read as `<unused N>` (tokenText); they never stop the analysis.
   const top = topK(lastLogits, opts.topK ?? 5).map(({ id, logit, prob }) => ({ id, text: model.tokenizer.tokenText(id), prob, logit }));
 
   const residNorm = readouts.map((r) => range(P).map((p) => norm(row(act.get(r.hook)!, p))));
+  if (!residNorm.every((r) => r.every(Number.isFinite))) throw await model.nonFiniteError(ids, 'activations', opts.cancel);
   const stats: LayerStats[] = [];
   for (let l = 0; l < L; l++) {
     const pre = act.get(readouts[l].hook)!;

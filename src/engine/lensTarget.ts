@@ -15,11 +15,13 @@ export async function trackLensTarget(model: Model, analysis: Analysis, position
     throw new ResidualError(`position ${position} is outside the analysed text (0–${analysis.tokens.length - 1})`, 'lens target');
   }
   const hooks = analysis.readouts.map((r) => r.hook as HookName);
-  const run = await model.run({ ids: analysis.tokens.map((t) => t.id), hooks });
+  const analysed = analysis.tokens.map((t) => t.id);
+  const run = await model.run({ ids: analysed, hooks });
   const D = model.config.dModel;
   const resid_ND = new Float32Array(hooks.length * D);
   hooks.forEach((h, i) => resid_ND.set(run.activations.get(h)!.data.subarray(position * D, (position + 1) * D), i * D));
   const lens = await model.lens({ resid_ND, targets: hooks.map(() => ids[0]), k: 1 });
+  if (!lens.targetProb_N.every(Number.isFinite)) throw await model.nonFiniteError(analysed, 'logit-lens read-outs');
   const tokenText = model.tokenizer.tokenDisplay(ids[0]);
   return {
     position,

@@ -3,7 +3,6 @@
  * small logit-lens graph). `run` is the one call everything else builds on; runs are queued so two requests never
  * race on one session.
  */
-import * as os from 'node:os';
 import * as path from 'node:path';
 import type * as ortTypes from 'onnxruntime-common';
 import { openCheckpoint, type Checkpoint } from './checkpoint/load';
@@ -12,10 +11,11 @@ import { assertDims, numel, type Tensor32 } from './dims';
 import { ResidualError, throwIfCancelled, type CancelToken } from './errors';
 import { HOOK_DIMS, parseHookName, suggestHooks, type HookName } from './hooks';
 import { buildDecoderGraph } from './onnx/decoder';
-import { readRows, type TensorEntry } from './checkpoint/safetensors';
+import { readRows, readTensorF32, type TensorEntry } from './checkpoint/safetensors';
 import { buildGpt2Graph } from './onnx/gpt2';
-import { estimateMemory, memoryAdvice } from './memory';
-import { halfPrecisionTensors } from './checkpoint/half-copy';
+import { estimateMemory, memoryAdvice, type MemoryAdviceHints } from './memory';
+import { halfPrecisionCopy } from './checkpoint/half-copy';
+import { defaultCacheDir, HALF_KIND } from './cache';
 import { buildLensGraph } from './onnx/lens';
 import { EMBEDDINGS_INPUT, STEER_POINTS, steerInputName, type SteerPoint, type WeightPrecision } from './onnx/ops';
 import { createSession, ort, type ProviderAttempt, type SessionOptions } from './runtime/session';
@@ -43,11 +43,14 @@ export interface ModelLoadOptions extends SessionOptions {
   precision?: WeightPrecision;
   /**
    * Estimate the memory needed from the checkpoint's header (memory.ts) and refuse, with code 'memory', when it
-   * will not fit in the memory the CPU provider would use; the host then offers to load anyway.
+   * will not fit in the memory the CPU provider would use; the host then offers to load anyway, the CLI names
+   * --skip-memory-check. On unless `false` (the explicit override).
    */
   memoryCheck?: boolean;
   /** Bytes of memory to assume available for memoryCheck (default: what the system reports). */
   availableMemory?: number;
+  /** How the refusal names half precision and the override (default: the extension's setting and button). */
+  memoryAdvice?: MemoryAdviceHints;
 }
 
 export interface RunRequest {
@@ -114,9 +117,9 @@ export class Model {
     const ckpt = openCheckpoint(dir);
     const precision = opts.precision ?? 'float32';
     // Before any weight is read: refuse a model that will not fit, with the numbers and what would fit.
-    if (opts.memoryCheck) {
+    if (opts.memoryCheck !== false) {
       const est = estimateMemory(ckpt, { available: opts.availableMemory });
-      if (!est.fitsCpu) throw new ResidualError(memoryAdvice(est), ckpt.dir, 'memory');
+      if (!est.fitsCpu) throw new ResidualError(memoryAdvice(est, opts.memoryAdvice), ckpt.dir, 'memory');
     }
     const tokenizer = await Tokenizer.fromFile(ckpt.tokenizerPath);
     if (tokenizer.vocabSize > ckpt.config.vocabSize) {
@@ -127,24 +130,34 @@ export class Model {
     }
     // Each external file gets a plain, unique location name (shards keep their own names).
     const locate = (file: string) => path.basename(file);
-    const tensors =
-      precision === 'float16' ? halfPrecisionTensors(ckpt.tensors, path.join(opts.cacheDir ?? path.join(os.tmpdir(), 'residual-cache'), 'half'), opts.log) : ckpt.tensors;
+    // The float16 copy lives in the cache (<root>/half/) and stays marked in use while this model reads it.
+    const cacheDir = opts.cacheDir ?? defaultCacheDir();
+    const half = precision === 'float16' ? halfPrecisionCopy(ckpt.tensors, path.join(cacheDir, HALF_KIND), opts.log) : undefined;
+    const tensors = half?.tensors ?? ckpt.tensors;
     const graphOpts = { precision };
     const main = ckpt.config.family
       ? buildDecoderGraph(ckpt.config, tensors, ckpt.unembedName, locate, graphOpts)
       : buildGpt2Graph(ckpt.config, tensors, ckpt.unembedName, locate, graphOpts);
     const ident = `${ckpt.dir}|${ckpt.config.name}|${precision}`;
-    const created = await createSession(main.bytes, main.externalFiles, `${ckpt.config.architecture}|${ident}`, opts);
+    const created = await createSession(main.bytes, main.externalFiles, `${ckpt.config.architecture}|${ident}`, { ...opts, cacheDir }).catch((e: unknown) => {
+      half?.release();
+      throw e;
+    });
     // The lens graph runs on the provider that won; no second round of fallbacks.
     const createLensSession = async () => {
       const lens = buildLensGraph(ckpt.config, tensors, ckpt.unembedName, locate, graphOpts);
-      return (await createSession(lens.bytes, lens.externalFiles, `lens|${ident}`, { ...opts, providers: [created.provider] })).session;
+      return (await createSession(lens.bytes, lens.externalFiles, `lens|${ident}`, { ...opts, cacheDir, providers: [created.provider] })).session;
     };
     // hook_embed is the graph's input (the rows run() reads), not one of its outputs.
     const hooks = new Set<HookName>(['hook_embed', ...main.outputs.keys()]);
     const embedEntry = tensors.get(ckpt.embedName)!;
-    return new Model(ckpt, tokenizer, created.session, createLensSession, created.provider, created.attempts, performance.now() - t0, hooks, precision, embedEntry);
+    const model = new Model(ckpt, tokenizer, created.session, createLensSession, created.provider, created.attempts, performance.now() - t0, hooks, precision, embedEntry);
+    model.releaseCache = half?.release ?? (() => undefined);
+    return model;
   }
+
+  /** Ends this model's use of its cache entries (the float16 copy) on dispose. */
+  private releaseCache: () => void = () => undefined;
 
   get config(): ModelConfig {
     return this.checkpoint.config;
@@ -200,7 +213,7 @@ export class Model {
     try {
       embeds_PD = readRows(this.embedEntry, req.ids);
     } catch (e) {
-      if (e instanceof ResidualError) throw e;
+      if (e instanceof ResidualError && e.code !== 'missing') throw e;
       // The rows are read from the checkpoint on every run: say so when its file went away after loading.
       throw new ResidualError(`cannot read the token embeddings (${(e as Error).message}); the weights file was moved or deleted after the model was loaded — select the model again`, this.embedEntry.file, 'missing');
     }
@@ -314,17 +327,132 @@ export class Model {
     return job;
   }
 
+  /**
+   * Why a run of `ids` gave NaN or Inf (`what`: what went non-finite, e.g. "logits"), as an error to throw: the first
+   * point of the forward pass where the residual stream stops being finite — read from the norms' scales, one number
+   * per position, so this costs one unsteered forward and no large fetch — and the weight tensor that made it so when
+   * the checkpoint holds a NaN/Inf there (the token's embedding row, that block's weights, or the final norm and the
+   * unembedding row of the token that went non-finite). Called only after a run went non-finite, so a healthy model
+   * pays nothing.
+   */
+  async nonFiniteError(ids: number[], what: string, cancel?: CancelToken): Promise<ResidualError> {
+    const c = this.config;
+    const L = c.nLayers;
+    const order = [...this.hooks].filter((h) => h === 'hook_embed' || h === 'hook_pos_embed' || h.endsWith('.hook_scale'));
+    let run: RunResult;
+    try {
+      run = await this.run({ ids, hooks: [...order, 'logits'], cancel });
+    } catch (e) {
+      if (e instanceof ResidualError) return e;
+      throw e;
+    }
+    const badRow = (t: Tensor32): number => {
+      const width = numel(t.dims.slice(2));
+      const i = t.data.findIndex((x) => !Number.isFinite(x));
+      return i < 0 ? -1 : Math.floor(i / width);
+    };
+    const tokenAt = (p: number) => `position ${p}, token ${JSON.stringify(this.tokenizer.tokenDisplay(ids[p]))}`;
+    const weightsHint = this.precision === 'float16' ? '; in float16 precision, values beyond ±65504 overflow — load the model in float32' : '';
+    const stored = (name: string) => this.checkpoint.tensors.get(name);
+    const scan = (names: string[]): string | undefined => {
+      for (const n of names) {
+        const e = stored(n);
+        const bad = e ? firstNonFiniteValue(e) : undefined;
+        if (bad) return `tensor "${e!.name}" holds ${bad.value} (element ${bad.index} of [${e!.shape.join(', ')}], ${path.basename(e!.file)}): the checkpoint is damaged — download it again`;
+      }
+      return undefined;
+    };
+    const blockTensors = (l: number) => [...this.checkpoint.tensors.keys()].filter((n) => new RegExp(`(^|\\.)(h|layers|layer|blocks)\\.${l}\\.`).test(n));
+    const make = (where: string, culprit: string | undefined) =>
+      new ResidualError(
+        `the model produced NaN or Inf ${what}: the values first stop being finite ${where}; ${culprit ?? `no weight read there holds NaN or Inf, so the values overflowed float32 (weights or inputs far too large)${weightsHint}`}`,
+        this.checkpoint.dir,
+        'numeric',
+      );
+    for (const hook of order) {
+      const t = run.activations.get(hook)!;
+      const p = badRow(t);
+      if (p < 0) continue;
+      if (hook === 'hook_embed') {
+        const row = stored(this.checkpoint.embedName) ? readRows(stored(this.checkpoint.embedName)!, [ids[p]]) : undefined;
+        const bad = row?.findIndex((x) => !Number.isFinite(x)) ?? -1;
+        const e = stored(this.checkpoint.embedName)!;
+        return make(
+          `at hook_embed (${tokenAt(p)})`,
+          bad >= 0 ? `row ${ids[p]} of tensor "${e.name}" holds ${Number.isNaN(row![bad]) ? 'NaN' : 'Inf'} (${path.basename(e.file)}): the checkpoint is damaged — download it again` : undefined,
+        );
+      }
+      if (hook === 'hook_pos_embed') return make(`at hook_pos_embed (${tokenAt(p)})`, scan([...this.checkpoint.tensors.keys()].filter((n) => /(^|\.)wpe\./.test(n))));
+      const m = /^blocks\.(\d+)\.(\w+)\.hook_scale$/.exec(hook);
+      if (m) {
+        const l = Number(m[1]);
+        const norm = m[2];
+        // ln1 reads the block's input (the previous block's output); every later norm of a block reads what this
+        // block has computed so far.
+        const from = norm === 'ln1' ? l - 1 : l;
+        const where =
+          norm === 'ln1' ? `at blocks.${l}.hook_resid_pre (${tokenAt(p)}), the output of ${l === 0 ? 'the embeddings' : `block ${l - 1}`}` : `inside block ${l}, at the input of its ${norm} norm (${hook}, ${tokenAt(p)})`;
+        return make(where, from >= 0 ? scan(blockTensors(from)) : scan([this.checkpoint.embedName]));
+      }
+      if (hook === 'ln_final.hook_scale') return make(`at blocks.${L - 1}.hook_resid_post (${tokenAt(p)}), the output of the last block`, scan(blockTensors(L - 1)));
+    }
+    // The residual stream stays finite: the final norm or the unembedding row of the first non-finite logit.
+    const logits = run.activations.get('logits')!.data;
+    const V = c.vocabSize;
+    const i = logits.findIndex((x) => !Number.isFinite(x));
+    if (i < 0) return make('nowhere on a rerun (the NaN/Inf came from what was added to the run, not from the model)', undefined);
+    const id = i % V;
+    const p = Math.floor(i / V);
+    // The final norm: whatever belongs to no block and is neither an embedding nor the unembedding.
+    const { embedName, unembedName } = this.checkpoint;
+    const finals = [...this.checkpoint.tensors.keys()].filter((n) => n !== unembedName && n !== embedName && !/(^|\.)((h|layers|layer|blocks)\.\d+|wpe)\./.test(n));
+    let culprit = scan(finals);
+    const u = stored(this.checkpoint.unembedName);
+    if (!culprit && u) {
+      const row = readRows(u, [id]);
+      const bad = row.findIndex((x) => !Number.isFinite(x));
+      if (bad >= 0) culprit = `row ${id} of tensor "${u.name}" (the unembedding) holds ${Number.isNaN(row[bad]) ? 'NaN' : 'Inf'} (${path.basename(u.file)}): the checkpoint is damaged — download it again`;
+    }
+    return make(`at the logits (${tokenAt(p)}, token id ${id}), after the final norm and the unembedding`, culprit);
+  }
+
   async dispose(): Promise<void> {
     if (this.disposed) return;
     this.disposed = true;
     await this.queue;
-    await this.session.release();
-    if (this.lensSession) await (await this.lensSession.catch(() => undefined))?.release();
+    try {
+      await this.session.release();
+      if (this.lensSession) await (await this.lensSession.catch(() => undefined))?.release();
+    } finally {
+      this.releaseCache();
+    }
   }
 }
 
 export function dimSizes(c: ModelConfig, P: number) {
   return { B: 1, P, Q: P, S: P, D: c.dModel, H: c.nHeads, G: kvHeads(c), E: c.dHead, M: c.dMlp, V: c.vocabSize };
+}
+
+/**
+ * The first NaN or ±Inf stored in a tensor, read a slice at a time (2-D tensors a block of rows at a time, so a large
+ * matrix never sits in memory whole); undefined when every value is finite or the dtype is not a float.
+ */
+export function firstNonFiniteValue(e: TensorEntry): { index: number; value: 'NaN' | 'Inf' | '-Inf' } | undefined {
+  if (e.dtype !== 'F32' && e.dtype !== 'F16' && e.dtype !== 'BF16') return undefined;
+  const found = (data: Float32Array, offset: number) => {
+    const i = data.findIndex((x) => !Number.isFinite(x));
+    if (i < 0) return undefined;
+    return { index: offset + i, value: Number.isNaN(data[i]) ? ('NaN' as const) : data[i] > 0 ? ('Inf' as const) : ('-Inf' as const) };
+  };
+  if (e.shape.length !== 2) return found(readTensorF32(e), 0);
+  const [R, C] = e.shape;
+  const step = Math.max(1, Math.floor((1 << 20) / Math.max(1, C)));
+  for (let r = 0; r < R; r += step) {
+    const rows = Array.from({ length: Math.min(step, R - r) }, (_, k) => r + k);
+    const hit = found(readRows(e, rows), r * C);
+    if (hit) return hit;
+  }
+  return undefined;
 }
 
 /** Row `p` of a [1,P,X] tensor, as a view. */

@@ -22,9 +22,12 @@
  * an empty span (start === end). So spans are contiguous, never overlap, cover the whole text, and
  * `span.text === input.slice(span.start, span.end)` always holds.
  */
+import { lstatSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 import { ResidualError } from './errors';
+import { checkInputFile } from './files';
+import { checkTokenizerPatterns } from './regexSafety';
 
 export interface TokenSpan {
   id: number;
@@ -316,8 +319,13 @@ export class Tokenizer {
     if (bos !== undefined && bos < this.vocabSize) this.bosId = bos;
   }
 
-  /** Reads a Hugging Face `tokenizer.json`. */
+  /** Reads a Hugging Face `tokenizer.json` (checked first to be a regular file, or a link to one). */
   static async fromFile(path: string): Promise<Tokenizer> {
+    // Checked before the read: a FIFO would block it forever, a folder or a dangling symlink is named as such.
+    if (lexists(path)) {
+      if (lstatSync(path).isDirectory()) throw new ResidualError('is a folder; give the path of its tokenizer.json', path, 'invalid');
+      checkInputFile(path);
+    }
     let raw: string;
     try {
       raw = await readFile(path, 'utf8');
@@ -353,6 +361,8 @@ export class Tokenizer {
     const type = modelType(json.model, source);
     validateModel(json.model, type, source);
     const added = validateAddedTokens(json.added_tokens, source);
+    // Before the library builds anything: building already runs the normalizer (on the added tokens).
+    checkTokenizerPatterns(json, source);
 
     // The library requires these keys to be present (null allowed); old files may omit some.
     const config = {
@@ -448,34 +458,58 @@ export class Tokenizer {
     return { ids: ids.slice(), tokens };
   }
 
-  /** The text of a sequence of ids (special tokens written out, no clean-up of spaces, so it round-trips). */
+  /**
+   * The text of a sequence of ids (special tokens written out, no clean-up of spaces, so it round-trips). An id the
+   * tokenizer has no token for (see `unusedText`) is written `<unused N>` in its place.
+   */
   decode(ids: number[]): string {
     if (!Array.isArray(ids)) throw new ResidualError(`decode expects an array of ids, got ${describe(ids)}`, this.source, 'invalid');
     for (const id of ids) this.checkId(id);
-    if (ids.length === 0) return '';
-    return this.hf.decode(ids, { skip_special_tokens: false, clean_up_tokenization_spaces: false });
+    let out = '';
+    for (let i = 0; i < ids.length; ) {
+      if (!this.hasToken(ids[i])) {
+        out += unusedText(ids[i++]);
+        continue;
+      }
+      let j = i;
+      while (j < ids.length && this.hasToken(ids[j])) j++;
+      out += this.hf.decode(ids.slice(i, j), { skip_special_tokens: false, clean_up_tokenization_spaces: false });
+      i = j;
+    }
+    return out;
+  }
+
+  /**
+   * Whether the tokenizer has a token for `id`. Many checkpoints pad their embedding beyond the tokenizer (Pythia:
+   * 50,304 rows for 50,277 tokens; Qwen2.5: 151,936 for about 151,665), and a vocabulary may leave gaps; a model can
+   * still predict those ids, and the logit lens can land on them.
+   */
+  hasToken(id: number): boolean {
+    return Number.isInteger(id) && id >= 0 && id < this.vocabSize && this.hf.model!.vocab[id] !== undefined;
   }
 
   /**
    * The text one token stands for, for display: leading spaces kept, `▁` shown as a space, special tokens as
-   * written; bytes of a multi-byte character cut by the token boundary show as U+FFFD.
+   * written; bytes of a multi-byte character cut by the token boundary show as U+FFFD. An id the tokenizer has no
+   * token for (`hasToken`) is `<unused N>`.
    */
   tokenText(id: number): string {
     this.checkId(id);
     const piece = this.hf.model!.vocab[id];
-    if (piece === undefined) return '';
+    if (piece === undefined) return unusedText(id);
     const surface = this.surfaceOf(id, piece);
     return surface === null ? piece : utf8Decoder.decode(surface);
   }
 
   /**
    * The token for people to read: its text where its bytes are whole UTF-8 characters, and each byte that is not
-   * (a piece of a character cut by the token boundary) as `<0xNN>`, as byte-fallback vocabularies write them.
+   * (a piece of a character cut by the token boundary) as `<0xNN>`, as byte-fallback vocabularies write them; an id
+   * without a token as `<unused N>`.
    */
   tokenDisplay(id: number): string {
     this.checkId(id);
     const piece = this.hf.model!.vocab[id];
-    if (piece === undefined) return '';
+    if (piece === undefined) return unusedText(id);
     const surface = this.surfaceOf(id, piece);
     return surface === null ? piece : displayBytes(surface);
   }
@@ -485,10 +519,9 @@ export class Tokenizer {
     return this.hf.token_to_id(tokenString);
   }
 
+  /** A token id must be a non-negative integer; one past the tokenizer's vocabulary is an unused id, not an error. */
   private checkId(id: number): void {
-    if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize) {
-      throw new ResidualError(`token id ${id} is outside the vocabulary (0 to ${this.vocabSize - 1})`, this.source, 'invalid');
-    }
+    if (!Number.isInteger(id) || id < 0) throw new ResidualError(`token id ${id} is not a valid id (a non-negative integer)`, this.source, 'invalid');
   }
 
   /** The input bytes a token covers, or null when unknown (an `<unk>`, or a piece we cannot map). Cached by id. */
@@ -635,6 +668,14 @@ export class Tokenizer {
 }
 
 /**
+ * How an id the tokenizer has no token for is shown (`tokenText`, `tokenDisplay`, `decode`): `<unused N>`, as
+ * padded embedding rows are usually described.
+ */
+export function unusedText(id: number): string {
+  return `<unused ${id}>`;
+}
+
+/**
  * UTF-8 bytes as text, with every byte that is not part of a well-formed character, and every control character
  * but tab, newline and carriage return, written as `<0xNN>`.
  */
@@ -674,4 +715,13 @@ export function unescapeTokenInput(text: string): string {
     if (esc === 'r' || m === '␍') return '\r';
     return '\\';
   });
+}
+
+function lexists(path: string): boolean {
+  try {
+    lstatSync(path);
+    return true;
+  } catch {
+    return false;
+  }
 }

@@ -201,6 +201,8 @@ export interface NextTokenEffect {
   scale: number;
   /** True when the steered model produced NaN/Inf (then `steered` is empty and the baseline stands). */
   nonFinite: boolean;
+  /** Why, when `nonFinite`: the strength, the norm it added and where the steered model overflowed. */
+  nonFiniteReason?: string;
 }
 
 export interface GenerationSettings {
@@ -217,6 +219,8 @@ export interface GeneratedText {
   text: string;
   /** Stopped early because the model produced NaN/Inf. */
   nonFinite?: boolean;
+  /** Why, when `nonFinite`. */
+  nonFiniteReason?: string;
 }
 
 export interface GenerationComparison {

@@ -143,6 +143,34 @@ describe('activationPatching', () => {
     assert.match(r.notes[0], /clean answer " purringly" is \d tokens; only its first token " pur+" is measured/);
   });
 
+  it('says the restored fractions are meaningless when the clean–corrupted gap is near zero next to the logits', async () => {
+    const V = cfg.vocabSize;
+    const lastRow = (text: string) => referenceForward(cfg, weights, ids(text)).get('logits')!.data.slice(-V);
+    const a = lastRow(CLEAN);
+    const b = lastRow(CORRUPTED);
+    const mean = a.reduce((x, y) => x + y, 0) / V;
+    const spread = Math.sqrt(a.reduce((x, y) => x + (y - mean) ** 2, 0) / V);
+    // Two single-token words whose logit difference moves by a hair between the prompts (but not by nothing).
+    const words = [];
+    for (let id = 300; id < 6000; id++) {
+      const t = model.tokenizer.tokenText(id);
+      if (/^ [a-z]{3,}$/.test(t) && firstId(t) === id && ids(t).length === 1) words.push({ id, t, d: a[id] - b[id] });
+    }
+    words.sort((x, y) => x.d - y.d);
+    let pair: [typeof words[0], typeof words[0]] | undefined;
+    for (let i = 1; i < words.length && !pair; i++) {
+      const gap = Math.abs(words[i].d - words[i - 1].d);
+      if (gap > 1e-4 && gap < 0.01 * spread) pair = [words[i], words[i - 1]];
+    }
+    assert.ok(pair, 'a pair of answers with a near-zero gap');
+    const r = await activationPatching(model, { clean: CLEAN, corrupted: CORRUPTED, cleanAnswer: pair[0].t, corruptedAnswer: pair[1].t });
+    assert.ok(Math.abs(r.ldClean - r.ldCorrupted) < 0.05 * spread);
+    assert.equal(r.notes.length, 1, r.notes.join('\n'));
+    assert.match(r.notes[0], /the logit difference barely changes between the prompts \(clean -?\d+\.\d+, corrupted -?\d+\.\d+: a gap of -?\d+\.\d+, next to a spread of \d+\.\d+ in the logits\).*meaningless/);
+    // An ordinary pair gets no such note.
+    assert.deepEqual((await activationPatching(model, { clean: CLEAN, corrupted: CORRUPTED, ...ANSWERS })).notes, []);
+  });
+
   it('refuses prompts of different token counts, naming both counts', async () => {
     const corrupted = 'The hippopotamus sat on the mat and';
     const n = ids(corrupted).length;

@@ -9,7 +9,7 @@ import type { ModelConfig } from '../../src/engine/checkpoint/config';
 import { Model } from '../../src/engine/model';
 import { referenceForward, type Weights } from '../reference/gpt2-reference';
 import type { GenerationSettings, SteeringSpec, SteerPointName } from '../../src/engine/results';
-import { generate, meanResidNorm, nextTokenEffectIds, steerAdds, sweep } from '../../src/engine/steering/steer';
+import { generate, meanResidNorm, nextTokenEffectIds, sampleToken, steerAdds, sweep } from '../../src/engine/steering/steer';
 import { contrastiveVector } from '../../src/engine/steering/vectors';
 import { loadTinyModel, type TinyModel } from '../helpers/tiny-model';
 
@@ -147,11 +147,33 @@ describe('next-token effect', () => {
     assert.deepEqual(e.steered, []);
     assert.ok(Number.isNaN(e.kl));
     assert.equal(e.baseline.length, 10);
-    // 1e30 is finite in float32 after scaling; ORT's LayerNorm keeps such a model finite, so this is a normal result.
-    const big = await nextTokenEffectIds(model, IDS, { vector: vec(1), layer: 1, point: 'hook_resid_pre', strength: 1e30, positions: { kind: 'all' } });
-    assert.equal(big.baseline.length, 10);
-    if (big.nonFinite) assert.deepEqual(big.steered, []);
-    else assert.ok(big.kl >= 0);
+    assert.match(e.nonFiniteReason!, /strength 1e\+40 overflows float32/);
+  });
+
+  it('a strength whose addition overflows the norms (finite logits, but every later layer sees zeros) is nonFinite, naming the norm — not an ordinary result', async () => {
+    // 1e30 is finite in float32 after scaling, and ORT's LayerNorm then divides by Inf: the logits stay finite.
+    for (const strength of [1e20, 1e30, -1e30]) {
+      const big = await nextTokenEffectIds(model, IDS, { vector: vec(1), layer: 1, point: 'hook_resid_pre', strength, positions: { kind: 'all' } });
+      assert.equal(big.nonFinite, true, `strength ${strength}`);
+      assert.deepEqual(big.steered, []);
+      assert.ok(Number.isNaN(big.kl));
+      assert.equal(big.baseline.length, 10);
+      assert.match(big.nonFiniteReason!, /strength -?1e\+(20|30) adds a vector of norm .* which overflows the model's normalisation at blocks\.1\.ln1/);
+    }
+    // Large but representable: an ordinary result (the vector drowns the residual, which is a legitimate effect).
+    const large = await nextTokenEffectIds(model, IDS, { vector: vec(1), layer: 1, point: 'hook_resid_pre', strength: 1e15, positions: { kind: 'all' } });
+    assert.equal(large.nonFinite, false);
+    assert.ok(large.kl > 0);
+  });
+
+  it('positions past the end of the prompt are refused, naming them and the prompt length (they would steer nothing)', async () => {
+    const base = { vector: vec(1), layer: 1, point: 'hook_resid_pre' as const, strength: 2 };
+    await assert.rejects(nextTokenEffectIds(model, IDS, { ...base, positions: { kind: 'set', positions: [50] } }), /positions 50: past the end of the prompt, which has 10 tokens \(positions 0–9\)/);
+    await assert.rejects(nextTokenEffectIds(model, IDS, { ...base, positions: { kind: 'set', positions: [2, 10, 12] } }), /positions 2,10,12: positions 10,12 past the end of the prompt/);
+    await assert.rejects(nextTokenEffectIds(model, IDS, { ...base, positions: { kind: 'from', pos: 99 } }), /positions from:99 start past the end of the prompt, which has 10 tokens/);
+    await assert.rejects(nextTokenEffectIds(model, IDS, { ...base, positions: { kind: 'from', pos: 10 } }), /from:10/);
+    // The last position is fine.
+    assert.equal((await nextTokenEffectIds(model, IDS, { ...base, positions: { kind: 'from', pos: 9 } })).nonFinite, false);
   });
 });
 
@@ -199,7 +221,7 @@ describe('generation with the KV cache', () => {
     ['unsteered', undefined],
     ['all', { vector: vec(1), layer: 1, point: 'hook_resid_pre', strength: 2, positions: { kind: 'all' } }],
     ['from a generated position', { vector: vec(2), layer: 0, point: 'hook_resid_post', strength: 3, positions: { kind: 'from', pos: 8 } }],
-    ['set of prompt positions', { vector: vec(3), layer: 2, point: 'hook_resid_mid', strength: 3, positions: { kind: 'set', positions: [1, 5, 9] } }],
+    ['set of prompt positions', { vector: vec(3), layer: 2, point: 'hook_resid_mid', strength: 3, positions: { kind: 'set', positions: [1, 3, 5] } }],
     ['relative', { vector: vec(4), layer: 1, point: 'hook_resid_mid', strength: 1, relative: true, positions: { kind: 'all' } }],
   ];
   for (const [name, spec] of specs) {
@@ -246,6 +268,28 @@ describe('generation with the KV cache', () => {
     const g = await generate(model, prompt, greedy, { vector: vec(1), layer: 0, point: 'hook_resid_pre', strength: 1e40, positions: { kind: 'all' } });
     assert.equal(g.nonFinite, true);
     assert.deepEqual(g.ids, []);
+    // Overflowing a norm stops it too, with the reason, instead of generating from zeros.
+    const n = await generate(model, prompt, greedy, { vector: vec(1), layer: 1, point: 'hook_resid_mid', strength: 1e30, positions: { kind: 'all' } });
+    assert.equal(n.nonFinite, true);
+    assert.match(n.nonFiniteReason!, /overflows the model's normalisation at blocks\.1\.ln2/);
+  });
+
+  it('refuses steering positions generation never reads, and temperatures that underflow, naming the setting', async () => {
+    const base = { vector: vec(1), layer: 1, point: 'hook_resid_pre' as const, strength: 2 };
+    // from:N may start among generated tokens (all but the last are read again), not beyond them.
+    await assert.rejects(generate(model, prompt, { ...greedy, maxNewTokens: 4 }, { ...base, positions: { kind: 'from', pos: 9 } }), /from:9 start past the end of the prompt, which has 6 tokens .* generation adds only 3 more/);
+    assert.ok((await generate(model, prompt, { ...greedy, maxNewTokens: 4 }, { ...base, positions: { kind: 'from', pos: 8 } })).ids.length > 0);
+    await assert.rejects(generate(model, prompt, greedy, { ...base, positions: { kind: 'set', positions: [1, 7] } }), /positions 1,7: position 7 past the end of the prompt, which has 6 tokens/);
+    for (const t of [1e-320, 5e-324, 1e-7]) {
+      await assert.rejects(generate(model, prompt, { ...greedy, temperature: t }), /temperature .* is too small to sample with: .*use 0 for greedy/);
+    }
+    for (const [k, v] of [['temperature', NaN], ['temperature', Infinity], ['topP', NaN], ['topP', 0], ['seed', NaN], ['seed', -1], ['seed', 2 ** 32], ['maxNewTokens', Infinity]] as const) {
+      await assert.rejects(generate(model, prompt, { ...greedy, [k]: v }), new RegExp(k === 'topP' ? 'top-p' : k), `${k} = ${v}`);
+    }
+    // A temperature at the threshold still samples; sampleToken itself treats anything below it as greedy.
+    const logits = Float32Array.from({ length: 50 }, (_, i) => Math.sin(i));
+    const arg = logits.indexOf(Math.max(...logits));
+    for (const t of [1e-320, 1e-300, 1e-9]) assert.equal(sampleToken(logits, t, 1, () => 0.5), arg);
   });
 
   it('stops at the context length', async () => {

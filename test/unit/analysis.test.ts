@@ -3,10 +3,17 @@
  * independent float64 computation from the reference forward's activations.
  */
 import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { analyze } from '../../src/engine/analysis';
 import type { ModelConfig } from '../../src/engine/checkpoint/config';
+import { writeRandomGpt2 } from '../../src/engine/checkpoint/random';
+import { ResidualError } from '../../src/engine/errors';
 import { Model } from '../../src/engine/model';
+import { gpt2TokenizerJSON } from '../../tools/gpt2-tokenizer';
+import { pokeTensor, writePaddedLlama } from '../catalogue/numbers.cases';
 import { referenceForward, type Weights } from '../reference/gpt2-reference';
 import { loadTinyModel, type TinyModel } from '../helpers/tiny-model';
 
@@ -169,5 +176,49 @@ describe('analyze', () => {
 
   it('stops with a cancellation error when cancelled', async () => {
     await assert.rejects(analyze(model, TEXT, { cancel: { isCancellationRequested: true } }), /cancelled/);
+  });
+});
+
+describe('analyze on checkpoints that are not healthy (issue 14)', () => {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'residual-analysis-bad-'));
+  const models: Model[] = [];
+  after(async () => {
+    for (const m of models) await m.dispose();
+    fs.rmSync(root, { recursive: true, force: true });
+  });
+  const load = async (dir: string) => {
+    const m = await Model.load(dir, { providers: ['cpu'], cacheDir: path.join(root, 'cache') });
+    models.push(m);
+    return m;
+  };
+
+  it('a model whose embedding is padded past the tokenizer: padded ids read as <unused N> in the prediction and every lens read-out', async () => {
+    const dir = path.join(root, 'padded');
+    const { vocab, tokens } = writePaddedLlama(dir, gpt2TokenizerJSON());
+    const m = await load(dir);
+    assert.equal(m.config.vocabSize, vocab);
+    assert.equal(m.tokenizer.vocabSize, tokens);
+    const a = await analyze(m, TEXT);
+    assert.ok(a.top[0].id >= tokens && a.top[0].id < vocab, `a padded id wins (${a.top[0].id})`);
+    assert.equal(a.top[0].text, `<unused ${a.top[0].id}>`);
+    const last = a.tokens.length - 1;
+    for (const [r, row] of a.lens.entries()) {
+      const top = row[last][0];
+      assert.ok(top.id >= tokens, `read-out ${r}: a padded id`);
+      assert.equal(top.text, `<unused ${top.id}>`);
+    }
+    assert.equal(a.target.texts[last], `<unused ${a.target.ids[last]}>`);
+  });
+
+  it('NaN in a weight: the error names where the values stop being finite and the tensor that holds the NaN', async () => {
+    const dir = path.join(root, 'nan');
+    writeRandomGpt2(dir, { nLayers: 3, dModel: 24, nHeads: 4, dMlp: 64, nCtx: 32, vocabSize: 50257 }, { seed: 7, std: 0.4, tokenizerJson: gpt2TokenizerJSON() });
+    pokeTensor(dir, 'transformer.h.1.mlp.c_proj.weight', (w) => (w[5] = NaN));
+    const m = await load(dir);
+    await assert.rejects(analyze(m, TEXT), (e: unknown) => {
+      assert.ok(e instanceof ResidualError && e.code === 'numeric', String(e));
+      assert.match(e.message, /the model produced NaN or Inf logits: the values first stop being finite at blocks\.2\.hook_resid_pre \(position 0, token "def"\), the output of block 1; tensor "transformer\.h\.1\.mlp\.c_proj\.weight" holds NaN \(element 5 of \[64, 24\], model\.safetensors\)/);
+      return true;
+    });
   });
 });

@@ -161,8 +161,24 @@ test('vocabulary, ids and token text', () => {
   assert.equal(gpt2.tokenText(198), '\n');
   assert.deepEqual(gpt2.encode(''), { ids: [], tokens: [] });
   assert.equal(gpt2.decode([]), '');
-  assert.throws(() => gpt2.decode([50257]), (e: unknown) => e instanceof ResidualError && /outside the vocabulary/.test(e.message));
   assert.throws(() => gpt2.tokenText(-1), ResidualError);
+  assert.throws(() => gpt2.decode([1.5]), (e: unknown) => e instanceof ResidualError && /token id 1\.5 is not a valid id/.test(e.message));
+});
+
+test('ids past the tokenizer (padded embedding rows) read as <unused N> instead of failing', () => {
+  // Pythia pads 50,277 tokens to 50,304 rows: the model can predict 50,280, the tokenizer has nothing for it.
+  assert.equal(gpt2.hasToken(50256), true);
+  assert.equal(gpt2.hasToken(50257), false);
+  assert.equal(gpt2.tokenText(50280), '<unused 50280>');
+  assert.equal(gpt2.tokenDisplay(50280), '<unused 50280>');
+  assert.equal(gpt2.decode([50257]), '<unused 50257>');
+  assert.equal(gpt2.decode([262, 50300, 262, 3290]), ' the<unused 50300> the dog', 'known runs decode as usual around it');
+  // A gap inside the vocabulary reads the same way.
+  const gappy = Tokenizer.fromJSON({ model: { type: 'BPE', vocab: { a: 0, b: 2 }, merges: [] } }, 'gappy/tokenizer.json');
+  assert.equal(gappy.vocabSize, 3);
+  assert.equal(gappy.hasToken(1), false);
+  assert.equal(gappy.tokenText(1), '<unused 1>');
+  assert.equal(gappy.decode([0, 1, 2]), 'a<unused 1>b');
 });
 
 /** mulberry32: a small seeded PRNG so the property test is reproducible. */
@@ -498,4 +514,111 @@ test('typed tokens: \\n, \\t, \\r, \\\\ and the panels\' glyphs ⏎ ↵ → are 
   assert.equal(unescapeTokenInput(' the'), ' the');
   // GPT-2 has a token for a lone newline (id 198): typing \n reaches it.
   assert.equal(gpt2.encode(unescapeTokenInput('\\n')).ids[0], 198);
+});
+
+// ---- Hostile patterns (issue 14, class 9) ----------------------------------------------------------------------
+
+/** The patterns real tokenizers ship (GPT-2, Llama 3, Qwen2, GPT-4o, DeepSeek, BLOOM, …): all accepted. */
+const REAL_PATTERNS = [
+  "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+",
+  "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+  "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+  "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]+[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+  "[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\\r\\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+| ?[\\p{P}\\p{S}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+  "\\p{N}{1,3}",
+  "[一-龥ࠀ-一가-퟿]+",
+  " ?[^(\\s|[.,!?…。，、।۔،])]+",
+  '\\s+$',
+  '^\\s+|\\s+$',
+  '(?:\\s|\\S)+#',
+  '\\d+(?:,\\d{3})*',
+  "(?:'[a-z]+)*",
+  '(ab|ac)+',
+  '\\s*\\s*',
+];
+
+/** Patterns that backtrack catastrophically (exponential, or polynomial of degree ≥ 3), and what the refusal says. */
+const HOSTILE_PATTERNS: [string, RegExp][] = [
+  ['(a+)+$', /"\(a\+\)\+" repeats "a\+", itself a repetition/],
+  ['(x+x+)+y', /"\(x\+x\+\)\+" repeats a part whose "x\+" can take "x"/],
+  ['(\\w+\\s?)*$', /repeats a part whose .* can take/],
+  ['(a|aa)+$', /alternatives "a" and "aa", which can both match "a"/],
+  ['(a?a)*$', /"a\?" can take "a"/],
+  ['(.*)*x', /repeats "\[\^\\n\]\*", itself a repetition/],
+  ['((ab)*)*c', /itself a repetition/],
+  ['(\\d+,?)+x', /exponentially/],
+  ['(?:a+|b)+$', /exponentially/],
+  ['(a{1,10}){1,10}$', /exponentially/],
+  ['(?:[a-c]|[b-d])+!', /alternatives "\[a-c\]" and "\[b-d\]", which can both match "b"/],
+  ['(a++)+$', /"\(a\+\)\+" repeats/],
+  ['b|(?=(a+)+$)a', /"\(a\+\)\+" repeats/],
+  ['\\s*\\s*\\s*x', /follow one another and can all match "\\t", so a long run of it is tried in about n\^4 ways/],
+  ['.*.*.*=', /n\^4/],
+  ['\\s*\\s*x', /and what follows them can fail, so a long run of it is tried in about n\^3 ways/],
+  // Characters outside the fixed sample: the pattern's own characters are sampled, and an atom matching nothing
+  // sampled is taken to overlap with anything.
+  ['(\\u4e01+)+$', /a run of "丁" can be split/],
+  ['(\\p{Script=Linear_B}+)+$', /a run of one same character can be split/],
+  ['([\\u4e01-\\u4e05]|[\\u4e03-\\u4e09])+!', /which can both match "丅"/],
+];
+
+const withSplit = (pattern: string) => ({ ...GPT2_JSON, pre_tokenizer: { type: 'Split', pattern: { Regex: pattern }, behavior: 'Isolated', invert: false } });
+
+test('the pre-tokenizer patterns of real tokenizers pass the backtracking check and tokenise', () => {
+  for (const p of REAL_PATTERNS) {
+    const split = { type: 'Split', pattern: { Regex: p }, behavior: 'Isolated', invert: false };
+    const byteLevel = { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: false };
+    const t = Tokenizer.fromJSON({ ...GPT2_JSON, pre_tokenizer: { type: 'Sequence', pretokenizers: [split, byteLevel] } }, 'real/tokenizer.json');
+    const text = 'Hello world, 12345 日本語\n\n  x';
+    assert.equal(t.encode(text).tokens.map((s) => s.text).join(''), text, p);
+  }
+});
+
+test('patterns that backtrack catastrophically are refused before anything runs, naming where they are and why', () => {
+  for (const [p, why] of HOSTILE_PATTERNS) {
+    assert.throws(
+      () => Tokenizer.fromJSON(withSplit(p), 'hostile/tokenizer.json'),
+      (e: unknown) =>
+        e instanceof ResidualError &&
+        e.code === 'unsupported' &&
+        e.message.startsWith(`hostile/tokenizer.json: "pre_tokenizer.pattern.Regex" ${JSON.stringify(p)} can backtrack catastrophically — `) &&
+        why.test(e.message),
+      p,
+    );
+  }
+  // In a Replace normalizer (which the library runs on added tokens while it loads) and a Replace decoder, too.
+  const added = [{ id: 50257, content: `${'a'.repeat(40)}!`, special: false, normalized: true }];
+  assert.throws(() => Tokenizer.fromJSON({ ...GPT2_JSON, added_tokens: added, normalizer: { type: 'Replace', pattern: { Regex: '(a+)+$' }, content: '' } }, 'n'), /"normalizer\.pattern\.Regex" "\(a\+\)\+\$" can backtrack/);
+  assert.throws(() => Tokenizer.fromJSON({ ...GPT2_JSON, decoder: { type: 'Sequence', decoders: [{ type: 'Replace', pattern: { Regex: '(a|a)*b' }, content: '' }] } }, 'd'), /"decoder\.decoders\[0\]\.pattern\.Regex"/);
+  // Invalid, non-string and absurdly nested: named too.
+  assert.throws(() => Tokenizer.fromJSON(withSplit('(a'), 't'), /"pre_tokenizer\.pattern\.Regex" "\(a" is not a valid regular expression/);
+  let deep: object = { type: 'Lowercase' };
+  for (let i = 0; i < 40; i++) deep = { type: 'Sequence', normalizers: [deep] };
+  assert.throws(() => Tokenizer.fromJSON({ ...GPT2_JSON, normalizer: deep }, 't'), /"normalizer" nests more than 32 levels deep/);
+});
+
+test('a hostile tokenizer.json gets its error within seconds (in a child process with a deadline, so a hang fails the test)', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'residual-hostile-'));
+  try {
+    const file = path.join(dir, 'tokenizer.json');
+    fs.writeFileSync(file, JSON.stringify(withSplit('(a+)+$')));
+    const { spawn } = await import('node:child_process');
+    const t0 = Date.now();
+    const out = await new Promise<string>((resolve) => {
+      const child = spawn(process.execPath, ['--import', 'tsx', path.join(__dirname, '..', 'catalogue', 'numbers.child.ts'), `${'a'.repeat(60)}!`, file]);
+      let text = '';
+      child.stdout.on('data', (d) => (text += d));
+      const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+      child.on('close', () => {
+        clearTimeout(timer);
+        resolve(text);
+      });
+    });
+    assert.ok(out.trim(), `no answer within ${Date.now() - t0} ms: the tokenizer hung`);
+    const r = JSON.parse(out) as { message: string; ms: number };
+    assert.match(r.message, /"pre_tokenizer\.pattern\.Regex" "\(a\+\)\+\$" can backtrack catastrophically/);
+    assert.ok(r.ms < 2000, `answered after ${r.ms} ms`);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });

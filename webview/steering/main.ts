@@ -207,7 +207,7 @@ function effectSection(): HTMLElement {
   const body = el('div');
   if (effect) {
     const e = effect.effect;
-    body.append(el('p', e.nonFinite ? 'notice warning' : 'hint', e.nonFinite ? 'The steered model produced NaN/Inf at this strength: the baseline stands. Lower the strength.' : `KL(baseline ‖ steered) = ${e.kl.toFixed(4)} nats · applied scale ${e.scale.toPrecision(4)} at blocks.${effect.settings.layer}.${effect.settings.point}`));
+    body.append(el('p', e.nonFinite ? 'notice warning' : 'hint', e.nonFinite ? (e.nonFiniteReason ? `The steered model overflowed, so the baseline stands: ${e.nonFiniteReason}.` : 'The steered model produced NaN/Inf at this strength: the baseline stands. Lower the strength.') : `KL(baseline ‖ steered) = ${e.kl.toFixed(4)} nats · applied scale ${e.scale.toPrecision(4)} at blocks.${effect.settings.layer}.${effect.settings.point}`));
     const table = el('table', 'grid plain');
     table.id = 'effect-table';
     const hr = el('tr');

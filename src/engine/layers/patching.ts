@@ -7,6 +7,11 @@
  * patched run sees the clean vector there (up to float32 rounding of corrupted + (clean − corrupted)). Where the two
  * vectors are identical (positions before the first differing token, at every layer: attention is causal) the
  * addition is zero, which changes nothing bit for bit, so that run is skipped and its restored fraction is exactly 0.
+ *
+ * Every restored fraction divides by LD_clean − LD_corrupted. When that gap is small next to the spread of the logits
+ * (under NEAR_ZERO_GAP of their standard deviation), a patch anywhere moves the logit difference by as much as the gap
+ * itself and the fractions land anywhere (2.0, −1.2, …): the report's notes then say the fractions are meaningless, and
+ * fractions far outside 0–1 are pointed out in any case.
  */
 import type { CancelToken } from '../errors';
 import { ResidualError, throwIfCancelled } from '../errors';
@@ -36,6 +41,19 @@ export interface PatchingOptions {
 
 /** `hook` is the patched point of every block (e.g. "hook_resid_pre": `blocks.{l}.hook_resid_pre`). */
 export type PatchingReport = PatchingResult & { notes: string[] };
+
+/** A clean–corrupted gap under this fraction of the logits' standard deviation makes the restored fractions noise. */
+export const NEAR_ZERO_GAP = 0.05;
+
+/** Standard deviation of a logit row, in float64. */
+function logitSpread(row: Float32Array): number {
+  let mean = 0;
+  for (const x of row) mean += x;
+  mean /= row.length;
+  let v = 0;
+  for (const x of row) v += (x - mean) ** 2;
+  return Math.sqrt(v / row.length);
+}
 
 export async function activationPatching(model: Model, req: PatchingRequest, opts: PatchingOptions = {}): Promise<PatchingReport> {
   const t0 = performance.now();
@@ -71,8 +89,8 @@ export async function activationPatching(model: Model, req: PatchingRequest, opt
   const lastRow = (logits: Float32Array) => logits.subarray(0, V);
   const cleanLogits = lastRow(cleanRun.activations.get('logits')!.data);
   const corrLogits = lastRow(corrRun.activations.get('logits')!.data);
-  for (const [name, row] of [['clean', cleanLogits], ['corrupted', corrLogits]] as const) {
-    if (!row.every(Number.isFinite)) throw new ResidualError(`the model produced NaN or Inf logits on the ${name} prompt`, 'patching', 'numeric');
+  for (const [name, row, ids] of [['clean', cleanLogits, clean.ids], ['corrupted', corrLogits, corrupted.ids]] as const) {
+    if (!row.every(Number.isFinite)) throw await model.nonFiniteError(ids, `logits on the ${name} prompt`, opts.cancel);
   }
 
   const notes: string[] = [];
@@ -112,6 +130,15 @@ export async function activationPatching(model: Model, req: PatchingRequest, opt
       'patching',
     );
   }
+  const spread = Math.max(logitSpread(cleanLogits), logitSpread(corrLogits));
+  const f = (x: number) => x.toFixed(4);
+  const gapIsNoise = Math.abs(span) < NEAR_ZERO_GAP * spread;
+  if (gapIsNoise) {
+    notes.push(
+      `the logit difference barely changes between the prompts (clean ${f(ldClean)}, corrupted ${f(ldCorrupted)}: a gap of ${f(span)}, next to a spread of ${f(spread)} in the logits), ` +
+        'and every restored fraction is divided by that gap — the fractions are dominated by noise and meaningless; choose a corrupted prompt (or answers) that change the logit difference more',
+    );
+  }
 
   const restored: number[][] = [];
   const total = L * P;
@@ -142,6 +169,19 @@ export async function activationPatching(model: Model, req: PatchingRequest, opt
     restored.push(rowOut);
   }
   throwIfCancelled(opts.cancel);
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (const r of restored) {
+    for (const x of r) {
+      lo = Math.min(lo, x);
+      hi = Math.max(hi, x);
+    }
+  }
+  if (!gapIsNoise && (lo < -1 || hi > 2)) {
+    notes.push(
+      `restored fractions range from ${lo.toFixed(2)} to ${hi.toFixed(2)}, well outside 0–1: some patches move the logit difference by more than the clean–corrupted gap (${f(span)}) — read them as "overshoots", not as shares of the effect`,
+    );
+  }
 
   return {
     hook: point,

@@ -9,8 +9,15 @@
  *    length × strength × the mean ‖resid‖₂ at that hook on the analysed prompt (positions 1…P−1 — position 0 is left
  *    out because GPT-2-style models keep an outsized norm on the first token; all positions when P = 1).
  *  - positions: 'all' = every position, generated ones included; 'from' = absolute positions ≥ pos (generated ones
- *    included); 'set' = exactly those positions (in generation: only those inside the prompt).
- *  - a steered run whose additions or outputs are not finite is reported (`nonFinite`), never thrown.
+ *    included); 'set' = exactly those positions, all inside the prompt. Positions a call can never reach are refused
+ *    (checkPositions).
+ *  - a steered run whose additions or outputs are not finite, or whose residual stream grows so large that a norm's
+ *    sum of squares overflows float32 (the norm then divides by Inf and every layer after it sees zeros: finite
+ *    numbers, but meaningless), is reported (`nonFinite`, with `nonFiniteReason` naming the strength and the norm),
+ *    never thrown and never shown as an ordinary result.
+ *  - positions the prompt does not have are refused (they would steer nothing and report KL 0); in generation,
+ *    `from:N` may start among the generated tokens that are read again.
+ *  - an unsteered model that outputs NaN/Inf is an error saying where it starts (Model.nonFiniteError).
  */
 import { mulberry32 } from '../checkpoint/random';
 import { ResidualError, throwIfCancelled, type CancelToken } from '../errors';
@@ -33,6 +40,12 @@ import { unescapeTokenInput } from '../tokenizer';
 import { l2 } from './vectors';
 
 export type { GeneratedText, GenerationComparison, GenerationSettings, NextTokenEffect, SteeringSpec, SweepResult };
+
+/** A next-token effect with, when `nonFinite`, why (the strength, and where the steered model overflowed). */
+export type SteerEffect = NextTokenEffect;
+
+/** A continuation with, when it stopped on NaN/Inf, why. */
+export type GeneratedTextReport = GeneratedText;
 
 // ---- Additions ---------------------------------------------------------------------------------------------------
 
@@ -91,6 +104,34 @@ function validateSpec(spec: SteeringSpec): void {
   if (p.kind !== 'all' && p.kind !== 'from' && p.kind !== 'set') throw new ResidualError(`unknown positions kind "${(p as { kind: string }).kind}"`, 'steering');
 }
 
+/** `all`, `from:N` or `i,j,k`, as parsePositions reads them. */
+export function positionsText(p: SteeringSpec['positions']): string {
+  return p.kind === 'all' ? 'all' : p.kind === 'from' ? `from:${p.pos}` : p.positions.join(',');
+}
+
+/**
+ * Refuses positions past the end of a text of P tokens (positions 0…P−1): `from:N` with N ≥ P steers nothing, and so
+ * does a listed position ≥ P. `extra` more positions may follow (generated tokens, which `from` reaches); `what` names
+ * the text.
+ */
+export function checkPositions(spec: SteeringSpec, P: number, what = 'the prompt', extra = 0): void {
+  const p = spec.positions;
+  const end = `the end of ${what}, which has ${P} token${P === 1 ? '' : 's'} (positions 0–${P - 1})`;
+  if (p.kind === 'from' && p.pos >= P + extra) {
+    throw new ResidualError(
+      `positions from:${p.pos} start past ${end}${extra ? `, and generation adds only ${extra} more that are read again` : ''}, so nothing would be steered; start below ${P + extra}`,
+      'steering',
+    );
+  }
+  if (p.kind === 'set') {
+    const past = p.positions.filter((x) => x >= P);
+    if (past.length > 0) {
+      const which = past.length === p.positions.length ? '' : `position${past.length === 1 ? '' : 's'} ${past.slice(0, 8).join(',')}${past.length > 8 ? ',…' : ''} `;
+      throw new ResidualError(`positions ${positionsText(p)}: ${which}past ${end}; a position the text does not have would steer nothing`, 'steering');
+    }
+  }
+}
+
 function checkSpecAgainstModel(model: Model, spec: SteeringSpec): void {
   const c = model.config;
   if (spec.vector.length !== c.dModel) {
@@ -135,8 +176,43 @@ export function meanNextTokenLoss(logits: Float32Array, ids: number[], V: number
   return s / (P - 1);
 }
 
+/** The token's text; an id the tokenizer lacks (a padded embedding row) is `<unused N>`. */
 function tokText(model: Model, id: number): string {
-  return id < model.tokenizer.vocabSize ? model.tokenizer.tokenText(id) : `<${id}>`;
+  return model.tokenizer.tokenText(id);
+}
+
+/**
+ * The norm scales (one number per position: √(var + ε) or √(mean(x²) + ε)) of every norm from block `layer` on and the
+ * final norm. A steered residual so large that its sum of squares overflows float32 makes one of them Inf (the norm
+ * then divides by Inf and outputs zeros, and the logits stay finite but mean nothing), so these tell an overflowing
+ * strength apart from an ordinary result at the cost of P numbers per norm.
+ */
+function normScaleHooks(model: Model, layer: number): HookName[] {
+  return [...model.hooks].filter((h) => {
+    if (h === 'ln_final.hook_scale') return true;
+    const m = /^blocks\.(\d+)\..*\.hook_scale$/.exec(h);
+    return m !== null && Number(m[1]) >= layer;
+  });
+}
+
+/** The first norm scale hook of a steered run whose values are not finite, or undefined. */
+function overflowedNorm(run: { activations: Map<HookName, { data: Float32Array }> }, hooks: readonly HookName[]): HookName | undefined {
+  return hooks.find((h) => !run.activations.get(h)!.data.every(Number.isFinite));
+}
+
+/** Why a steered run is not a result: the strength, what it adds, and where the model overflowed. */
+function overflowReason(spec: SteeringSpec, scale: number, where: HookName | 'additions' | 'logits'): string {
+  const num = (x: number) => (x !== 0 && (Math.abs(x) >= 1e6 || Math.abs(x) < 1e-4) ? x.toExponential() : String(x));
+  const strength = `strength ${num(spec.strength)}${spec.relative ? ' (relative)' : ''}`;
+  const added = l2(spec.vector) * Math.abs(scale);
+  const size = `adds a vector of norm ${added.toPrecision(3)} at blocks.${spec.layer}.${spec.point}`;
+  if (where === 'additions') return `${strength} overflows float32: strength × the vector is not finite (${l2(spec.vector).toPrecision(3)} × ${Math.abs(scale).toPrecision(3)}); lower the strength`;
+  if (where === 'logits') return `${strength} ${size}, and the steered model's logits are NaN or Inf; lower the strength`;
+  const norm = where.replace(/\.hook_scale$/, '');
+  return (
+    `${strength} ${size}, which overflows the model's normalisation at ${norm}: the sum of squares of the steered residual exceeds float32's range (about 3.4e38), ` +
+    'so the norm divides by Inf and every layer after it sees zeros — the steered distribution would be meaningless; lower the strength (an addition of norm above about 1e19 overflows)'
+  );
 }
 
 function topTokens(model: Model, logits: Float32Array, k: number): TopToken[] {
@@ -164,7 +240,7 @@ export async function nextTokenEffect(
   spec: SteeringSpec,
   k = 10,
   opts: { cancel?: CancelToken } = {},
-): Promise<NextTokenEffect> {
+): Promise<SteerEffect> {
   // nextTokenEffectIds validates the spec against the model.
   return nextTokenEffectIds(model, encodePrompt(model, text), spec, k, opts);
 }
@@ -176,34 +252,40 @@ export async function nextTokenEffectIds(
   spec: SteeringSpec,
   k = 10,
   opts: { cancel?: CancelToken } = {},
-): Promise<NextTokenEffect> {
+): Promise<SteerEffect> {
   validateSpec(spec);
   checkSpecAgainstModel(model, spec);
+  if (!(Number.isInteger(k) && k >= 1)) throw new ResidualError(`the number of next tokens to show must be a positive integer, got ${k}`, 'steering');
   const P = ids.length;
+  checkPositions(spec, P);
   const V = model.config.vocabSize;
   const hook = hookName(spec.layer, spec.point);
   const hooks: HookName[] = spec.relative ? ['logits', hook] : ['logits'];
   const base = await model.run({ ids, hooks, logitPositions: [P - 1], cancel: opts.cancel });
   const baseLast = base.activations.get('logits')!.data.subarray(0, V);
   const baseLog = logSoftmax(baseLast);
-  if (!baseLog) throw new ResidualError('the unsteered model produced NaN or Inf logits', 'logits', 'numeric');
+  if (!baseLog) throw await model.nonFiniteError(ids, 'logits (unsteered)', opts.cancel);
   const baseline = topTokens(model, baseLast, k);
   const meanNorm = spec.relative ? meanRowNorm(base.activations.get(hook)!.data, P, model.config.dModel) : undefined;
   const scale = steerScale(spec, meanNorm);
   const adds = steerAdds(spec, 0, P, meanNorm);
-  const broken = (): NextTokenEffect => ({
+  const broken = (where: HookName | 'additions' | 'logits'): SteerEffect => ({
     baseline,
     steered: [],
     kl: NaN,
     deltas: baseline.map((t) => ({ id: t.id, text: t.text, base: t.prob, steered: NaN })),
     scale,
     nonFinite: true,
+    nonFiniteReason: overflowReason(spec, scale, where),
   });
-  if (!addsFinite(adds)) return broken();
-  const st = await model.run({ ids, hooks: ['logits'], steer: adds, logitPositions: [P - 1], cancel: opts.cancel });
+  if (!addsFinite(adds)) return broken('additions');
+  const norms = normScaleHooks(model, spec.layer);
+  const st = await model.run({ ids, hooks: ['logits', ...norms], steer: adds, logitPositions: [P - 1], cancel: opts.cancel });
+  const overflow = overflowedNorm(st, norms);
+  if (overflow) return broken(overflow);
   const stLast = st.activations.get('logits')!.data.subarray(0, V);
   const stLog = logSoftmax(stLast);
-  if (!stLog) return broken();
+  if (!stLog) return broken('logits');
   const steered = topTokens(model, stLast, k);
   const seen = new Set<number>();
   const deltas: TokenDelta[] = [];
@@ -226,18 +308,34 @@ export interface GenerateOptions {
   meanNorm?: number;
 }
 
-export interface GenerationRun extends GeneratedText {
+export interface GenerationRun extends GeneratedTextReport {
   /** Wall time of the generation (forward passes and sampling), ms. */
   ms: number;
   /** Number of forward calls. */
   calls: number;
 }
 
+/**
+ * The smallest temperature sampled with. Below it, logit / T is so large that the draw is the argmax except on exact
+ * ties — and for T under about 1e-300 (denormals included) logit / T overflows to ±Inf, so the "sample" would be the
+ * first token with a positive logit, not the argmax: such temperatures are refused (0 is greedy) rather than giving
+ * something that silently differs from greedy.
+ */
+export const MIN_TEMPERATURE = 1e-6;
+
 export function validateSettings(s: GenerationSettings): void {
   if (!Number.isInteger(s.maxNewTokens) || s.maxNewTokens < 0) throw new ResidualError(`maxNewTokens must be a non-negative integer, got ${s.maxNewTokens}`, 'generation');
-  if (!(Number.isFinite(s.temperature) && s.temperature >= 0)) throw new ResidualError(`temperature must be ≥ 0 (0 = greedy), got ${s.temperature}`, 'generation');
-  if (!(s.topP > 0 && s.topP <= 1)) throw new ResidualError(`top-p must be in (0, 1], got ${s.topP}`, 'generation');
-  if (!Number.isInteger(s.seed)) throw new ResidualError(`seed must be an integer, got ${s.seed}`, 'generation');
+  if (!(Number.isFinite(s.temperature) && s.temperature >= 0)) throw new ResidualError(`temperature must be a finite number ≥ 0 (0 = greedy), got ${s.temperature}`, 'generation');
+  if (s.temperature > 0 && s.temperature < MIN_TEMPERATURE) {
+    throw new ResidualError(
+      `temperature ${s.temperature} is too small to sample with: below ${MIN_TEMPERATURE.toExponential()} the draw is the argmax up to rounding, and logits ÷ ${s.temperature} ${Math.abs(1 / s.temperature) === Infinity || 1 / s.temperature > 1e300 ? 'overflow to Inf (the draw would not even be the argmax)' : 'lose every difference but the largest'}; use 0 for greedy decoding, or a temperature ≥ ${MIN_TEMPERATURE.toExponential()}`,
+      'generation',
+    );
+  }
+  if (!(s.topP > 0 && s.topP <= 1)) throw new ResidualError(`top-p must be a number in (0, 1], got ${s.topP}`, 'generation');
+  if (!(Number.isInteger(s.seed) && s.seed >= 0 && s.seed <= 0xffffffff)) {
+    throw new ResidualError(`seed must be an integer from 0 to 4294967295 (it seeds a 32-bit generator), got ${s.seed}`, 'generation');
+  }
 }
 
 /**
@@ -249,7 +347,8 @@ export function validateSettings(s: GenerationSettings): void {
  */
 export function sampleToken(logits: Float32Array, temperature: number, topP: number, rng: () => number): number {
   const N = logits.length;
-  if (temperature === 0) return argmax(logits);
+  // Below MIN_TEMPERATURE (which validateSettings refuses) the draw would be the argmax, or worse: take the argmax.
+  if (!(temperature >= MIN_TEMPERATURE)) return argmax(logits);
   let inNucleus: Uint8Array | undefined;
   if (topP < 1) {
     const { weights: w, sum: total } = softmaxWeights(logits, temperature);
@@ -309,11 +408,14 @@ export async function generate(
   if (spec) {
     validateSpec(spec);
     checkSpecAgainstModel(model, spec);
-    // 'set' steers prompt positions only; generated positions are left alone.
-    effSpec = spec.positions.kind === 'set' ? { ...spec, positions: { kind: 'set', positions: spec.positions.positions.filter((p) => p < promptLen) } } : spec;
+    // 'set' steers prompt positions only (a listed position past the prompt is refused); 'from' may start in the
+    // generated tokens, as long as one that is read again (all but the last) is reached.
+    checkPositions(spec, promptLen, 'the prompt', Math.max(0, Math.min(settings.maxNewTokens - 1, c.nCtx - promptLen)));
+    effSpec = spec;
     if (spec.relative && meanNorm === undefined) meanNorm = await meanResidNorm(model, promptIds, spec.layer, spec.point, opts.cancel);
   }
   const addsFor = (start: number, P: number) => (effSpec ? steerAdds(effSpec, start, P, meanNorm) : []);
+  const norms = effSpec ? normScaleHooks(model, effSpec.layer) : [];
   const rng = mulberry32(settings.seed >>> 0);
   const seq = [...promptIds];
   const out: number[] = [];
@@ -322,10 +424,17 @@ export async function generate(
   let cache: KvCache | undefined;
   let calls = 0;
   let nonFinite = false;
+  let nonFiniteReason: string | undefined;
   const finish = (): GenerationRun => {
     const tokens = out.map((id) => tokText(model, id));
-    const text = out.every((id) => id < model.tokenizer.vocabSize) ? model.tokenizer.decode(out) : tokens.join('');
-    return { ids: out, tokens, text, ...(nonFinite ? { nonFinite } : {}), ms: performance.now() - t0, calls };
+    // Ids the tokenizer lacks decode as `<unused N>`.
+    const text = model.tokenizer.decode(out);
+    return { ids: out, tokens, text, ...(nonFinite ? { nonFinite, nonFiniteReason } : {}), ms: performance.now() - t0, calls };
+  };
+  const stop = (where: HookName | 'additions' | 'logits'): GenerationRun => {
+    nonFinite = true;
+    nonFiniteReason = overflowReason(effSpec!, steerScale(effSpec!, meanNorm), where);
+    return finish();
   };
   if (settings.maxNewTokens === 0) return finish();
 
@@ -335,13 +444,10 @@ export async function generate(
   for (;;) {
     throwIfCancelled(opts.cancel);
     const adds = useCache ? addsFor(start, feed.length) : addsFor(0, seq.length);
-    if (!addsFinite(adds)) {
-      nonFinite = true;
-      return finish();
-    }
+    if (!addsFinite(adds)) return stop('additions');
     const r = await model.run({
       ids: useCache ? feed : seq,
-      hooks: ['logits'],
+      hooks: ['logits', ...(adds.length ? norms : [])],
       steer: adds,
       past: useCache ? cache : undefined,
       wantCache: useCache,
@@ -350,10 +456,13 @@ export async function generate(
     });
     calls++;
     cache = r.cache;
+    const overflow = adds.length ? overflowedNorm(r, norms) : undefined;
+    if (overflow) return stop(overflow);
     const last = r.activations.get('logits')!.data.subarray(0, V);
     if (!last.every(Number.isFinite)) {
-      nonFinite = true;
-      return finish();
+      // Unsteered, the model itself is broken: say where it goes non-finite. Steered, the strength is to blame.
+      if (!effSpec) throw await model.nonFiniteError(seq, 'logits', opts.cancel);
+      return stop('logits');
     }
     const id = sampleToken(last, settings.temperature, settings.topP, rng);
     if (id === eos) return finish();
@@ -383,7 +492,7 @@ export async function compareGeneration(
   const steered = await generate(model, ids, settings, spec, { ...common, onToken: (i, t, n) => opts.onToken?.('steered', i, t, n) });
   const tokens = baseline.ids.length + steered.ids.length;
   const seconds = (baseline.ms + steered.ms) / 1000;
-  const strip = (g: GenerationRun): GeneratedText => ({ ids: g.ids, tokens: g.tokens, text: g.text, ...(g.nonFinite ? { nonFinite: true } : {}) });
+  const strip = (g: GenerationRun): GeneratedTextReport => ({ ids: g.ids, tokens: g.tokens, text: g.text, ...(g.nonFinite ? { nonFinite: true, nonFiniteReason: g.nonFiniteReason } : {}) });
   return { prompt: text, baseline: strip(baseline), steered: strip(steered), settings, tokensPerSecond: seconds > 0 ? tokens / seconds : 0 };
 }
 
@@ -404,7 +513,8 @@ export interface SweepSettings {
 
 /**
  * KL from the baseline, the target token's probability and the steered model's loss on a neutral text, for every
- * layer × strength, with the vector added at `positions` (default all). Non-finite outputs are recorded as NaN.
+ * layer × strength, with the vector added at `positions` (default all; refused when past the end of the prompt or
+ * the neutral text). Non-finite outputs, and strengths that overflow a norm (see normScaleHooks), are recorded as NaN.
  */
 export async function sweep(
   model: Model,
@@ -426,6 +536,12 @@ export async function sweep(
   const neutral = encodePrompt(model, s.neutralText, 'neutral text');
   if (neutral.length < 2) throw new ResidualError('the neutral text needs at least 2 tokens to measure a loss', 'neutral text');
   const P = ids.length;
+  if (s.positions) {
+    const probe: SteeringSpec = { vector, layer: s.layers[0], point: s.point, strength: 0, positions: s.positions };
+    validateSpec(probe);
+    checkPositions(probe, P);
+    checkPositions(probe, neutral.length, 'the neutral text');
+  }
   let target: SweepResult['target'];
   if (s.targetText !== undefined) {
     const t = model.tokenizer.encode(unescapeTokenInput(s.targetText)).ids;
@@ -435,7 +551,7 @@ export async function sweep(
   const hooks: HookName[] = ['logits', ...(s.relative ? s.layers.map((l) => hookName(l, s.point)) : [])];
   const base = await model.run({ ids, hooks, logitPositions: [P - 1], cancel: opts.cancel });
   const baseLog = logSoftmax(base.activations.get('logits')!.data.subarray(0, V));
-  if (!baseLog) throw new ResidualError('the unsteered model produced NaN or Inf logits', 'logits', 'numeric');
+  if (!baseLog) throw await model.nonFiniteError(ids, 'logits (unsteered)', opts.cancel);
   const baseNeutral = await model.run({ ids: neutral, hooks: ['logits'], cancel: opts.cancel });
   const baselineNeutralLoss = meanNextTokenLoss(baseNeutral.activations.get('logits')!.data, neutral, V);
 
@@ -458,14 +574,16 @@ export async function sweep(
       let tp = NaN;
       let nl = NaN;
       if (addsFinite(adds) && addsFinite(neutralAdds)) {
-        const r = await model.run({ ids, hooks: ['logits'], steer: adds, logitPositions: [P - 1], cancel: opts.cancel });
-        const lg = logSoftmax(r.activations.get('logits')!.data.subarray(0, V));
+        // A norm that overflowed (see normScaleHooks) makes the cell NaN like NaN logits do: not a result.
+        const norms = normScaleHooks(model, layer);
+        const r = await model.run({ ids, hooks: ['logits', ...norms], steer: adds, logitPositions: [P - 1], cancel: opts.cancel });
+        const lg = overflowedNorm(r, norms) ? undefined : logSoftmax(r.activations.get('logits')!.data.subarray(0, V));
         if (lg) {
           k = klDivergence(baseLog, lg);
           if (target) tp = Math.exp(lg[target.id]);
         }
-        const rn = await model.run({ ids: neutral, hooks: ['logits'], steer: neutralAdds, cancel: opts.cancel });
-        nl = meanNextTokenLoss(rn.activations.get('logits')!.data, neutral, V);
+        const rn = await model.run({ ids: neutral, hooks: ['logits', ...norms], steer: neutralAdds, cancel: opts.cancel });
+        if (!overflowedNorm(rn, norms)) nl = meanNextTokenLoss(rn.activations.get('logits')!.data, neutral, V);
       }
       klRow.push(k);
       tpRow.push(tp);

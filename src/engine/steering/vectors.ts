@@ -23,8 +23,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { isPlainObject, readSafetensorsHeader, readTensorF32 } from '../checkpoint/safetensors';
-import { writeSafetensors } from '../checkpoint/write';
 import { ResidualError, throwIfCancelled, type CancelToken } from '../errors';
+import { acquireLock, checkOutputFile, writeFileAtomic } from '../files';
 import { openTranscoderFolder, readRows, readStoredTranscoder } from '../circuits/transcoders';
 import { hookName } from '../hooks';
 import type { Model } from '../model';
@@ -226,7 +226,9 @@ export function vectorFilePaths(file: string): { json: string; tensor: string } 
 
 /**
  * Writes `v` as `<name>.safetensors` + `<name>.json` (`file` may name either or neither extension). `modelName`
- * defaults to `provenance.model` when that is a string. Returns the two paths.
+ * defaults to `provenance.model` when that is a string. Returns the two paths. The pair is locked while it is written
+ * (a second writer is refused, naming the first), both paths are checked before either is written, and each file is
+ * written beside itself and renamed into place, so a reader never sees half a file.
  */
 export function saveVectorFile(file: string, v: SteeringVector, modelName?: string): { json: string; tensor: string } {
   const paths = vectorFilePaths(file);
@@ -250,15 +252,31 @@ export function saveVectorFile(file: string, v: SteeringVector, modelName?: stri
     tensor_file: path.basename(paths.tensor),
     tensor: 'vector',
   };
-  writeSafetensors(paths.tensor, [{ name: 'vector', shape: [v.vector.length], data: Float32Array.from(v.vector) }], 'F32', {
-    format: VECTOR_FORMAT,
-    label: v.label,
-    layer: String(v.layer),
-    point: v.point,
-  });
-  const tmp = `${paths.json}.tmp-${process.pid}`;
-  fs.writeFileSync(tmp, JSON.stringify(json, null, 1) + '\n');
-  fs.renameSync(tmp, paths.json);
+  // The safetensors bytes (as checkpoint/write.ts lays them out): u64 header length, the header padded with spaces
+  // to a multiple of 8, then the F32 values little-endian.
+  const n = v.vector.length;
+  const header = {
+    __metadata__: { format: VECTOR_FORMAT, label: v.label, layer: String(v.layer), point: v.point },
+    vector: { dtype: 'F32', shape: [n], data_offsets: [0, 4 * n] },
+  };
+  const text = new TextEncoder().encode(JSON.stringify(header));
+  const headerLength = Math.ceil(text.length / 8) * 8;
+  const tensorBytes = new Uint8Array(8 + headerLength + 4 * n);
+  const view = new DataView(tensorBytes.buffer);
+  view.setBigUint64(0, BigInt(headerLength), true);
+  tensorBytes.fill(0x20, 8, 8 + headerLength);
+  tensorBytes.set(text, 8);
+  for (let i = 0; i < n; i++) view.setFloat32(8 + headerLength + 4 * i, v.vector[i], true);
+
+  const lock = acquireLock(paths.json.replace(/\.json$/, ''), `saving the steering vector ${path.basename(paths.json, '.json')}`);
+  try {
+    checkOutputFile(paths.tensor, path.basename(paths.tensor));
+    checkOutputFile(paths.json, path.basename(paths.json));
+    writeFileAtomic(paths.tensor, tensorBytes, path.basename(paths.tensor));
+    writeFileAtomic(paths.json, JSON.stringify(json, null, 1) + '\n', path.basename(paths.json));
+  } finally {
+    lock.release();
+  }
   return paths;
 }
 
