@@ -66,6 +66,10 @@ export function hostClient<R extends RequestMap, E extends { type: string }, N e
     else eventHandler(ev.data as E);
   });
 
+  // The first message: the host drops what an earlier webview of this panel asked and replays the state. Sent before
+  // any request (a first render may ask for something) and after the listener above, so the replay is not missed.
+  post({ type: 'ready' } as N);
+
   return {
     request(method, params, onProgress) {
       const id = ++nextId;

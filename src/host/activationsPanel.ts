@@ -31,8 +31,9 @@ interface Analysed {
 
 export class ActivationsPanel extends PanelHost<ActivationsRequests, ActivationsEvent, ActivationsNotification> {
   private last: Analysed | undefined;
-  /** The last analysis event, replayed to a (re)connected webview. */
-  private lastEvent: ToActivations | undefined;
+  /** Replayed to a (re)connected webview: the last result (or error), and the analysis running now. */
+  private lastOutcome: ActivationsEvent | undefined;
+  private runningEvent: ActivationsEvent | undefined;
   /** When each analysis job's command started (for the command-to-rendered-panel latency in the log). */
   private readonly commandStart = new Map<number, number>();
   private readonly heat = new EditorHeat();
@@ -48,7 +49,15 @@ export class ActivationsPanel extends PanelHost<ActivationsRequests, Activations
     private readonly offerRecovery: (e: unknown) => Promise<void>,
   ) {
     super(context, log, { viewType: ACTIVATIONS_VIEW_TYPE, title: 'Residual: Activations', entry: 'activations' }, {
-      'lens/target': { scope: 'lens', run: async (p) => trackLensTarget(await this.models.get(), this.need().analysis, p.position, p.text) },
+      'lens/target': {
+        scope: 'lens',
+        run: async (p) => {
+          const a = this.need().analysis;
+          const model = await this.models.get();
+          if (model.info.dir !== a.model.dir) throw new ResidualError(`the model changed since this analysis (now ${model.info.name}): re-run the analysis first`, 'lens target');
+          return trackLensTarget(model, a, p.position, p.text);
+        },
+      },
       'patching/run': {
         scope: 'patching',
         run: async (p, job) => {
@@ -81,11 +90,16 @@ export class ActivationsPanel extends PanelHost<ActivationsRequests, Activations
   }
 
   protected replay(): ToActivations[] {
-    return this.lastEvent ? [this.lastEvent] : [];
+    return [this.lastOutcome, this.runningEvent].filter((m) => m !== undefined);
   }
 
   protected override post(m: ToActivations): void {
-    if (m.type === 'analysis/result' || m.type === 'analysis/error' || !this.lastEvent) this.lastEvent = m;
+    // Only analysis events are state; replies and progress belong to the webview that asked.
+    if (m.type === 'analysis/started') this.runningEvent = m;
+    else if (m.type === 'analysis/result' || m.type === 'analysis/error' || m.type === 'analysis/cancelled') {
+      if (this.runningEvent?.type === 'analysis/started' && this.runningEvent.requestId === m.requestId) this.runningEvent = undefined;
+      if (m.type !== 'analysis/cancelled') this.lastOutcome = m;
+    }
     super.post(m);
   }
 
@@ -201,6 +215,8 @@ export class ActivationsPanel extends PanelHost<ActivationsRequests, Activations
       if (isCancelled(e) || !job.current) {
         this.log.appendLine(`[${id}] cancelled`);
         this.post({ type: 'analysis/cancelled', requestId: id });
+        // The Inspector shows "running" until an analysis ends; a newer one that is running keeps it so.
+        if (this.models.state.status === 'running' && !this.router.busy(ANALYSIS)) this.models.patchState({ status: this.models.current ? 'ready' : 'idle' });
       } else {
         this.router.logError(`[${id}] failed`, e);
         this.post({ type: 'analysis/error', requestId: id, message: errorMessage(e) });
@@ -216,6 +232,8 @@ export class ActivationsPanel extends PanelHost<ActivationsRequests, Activations
 
   /** Shows an analysis in the panel and, by default, as heat over its text (the last block's relative update). */
   private present(r: Analysed): void {
+    // Requests about the previous analysis would answer for text that is no longer shown.
+    for (const scope of ['lens', 'patching', 'suggest']) this.router.cancelScope(scope);
     this.last = r;
     this.post({ type: 'analysis/result', requestId: r.requestId, analysis: r.analysis, file: r.file });
     this.onAnalysed(r.analysis.text.slice(r.analysis.truncated?.firstChar ?? 0));

@@ -162,6 +162,7 @@ export class CircuitPanel extends PanelHost<CircuitRequests, CircuitEvent, Circu
       };
       this.imported = undefined;
       this.outputs.clear();
+      this.dropGraphRequests();
       this.log.appendLine(
         `circuit: ${graph.nFeatures} of ${graph.nActiveFeatures} active features kept (${(100 * graph.influenceCovered).toFixed(1)}% of their influence${graph.memoryLimited ? ', limited by the memory budget' : ''}), ` +
           `N = ${graph.N}, ${this.live.ms.toFixed(0)} ms, peak RSS ${formatBytes(process.resourceUsage().maxRSS * 1024)} (${JSON.stringify(graph.timings_ms)})`,
@@ -303,28 +304,43 @@ export class CircuitPanel extends PanelHost<CircuitRequests, CircuitEvent, Circu
   private async pickAndImport(): Promise<boolean> {
     const picked = await vscode.window.showOpenDialog({ canSelectMany: false, filters: { 'Attribution graph JSON': ['json'] }, title: 'Residual: open an attribution graph' });
     if (!picked?.[0]) return false;
-    await this.importFile(picked[0]);
+    await this.readGraphFile(picked[0]); // a failure goes back in the reply
     return true;
   }
 
-  /** Opens a circuit-tracer / Neuronpedia graph JSON file (errors are shown in the panel). */
+  /** Opens a circuit-tracer / Neuronpedia graph JSON file (the Open Graph command: errors are shown in the panel). */
   async importFile(uri: vscode.Uri): Promise<void> {
     this.show();
     try {
-      const bytes = await vscode.workspace.fs.readFile(uri);
-      if (bytes.length > 100 * 1024 * 1024) throw new ResidualError('graph files are limited to 100 MiB (as Neuronpedia does)', uri.fsPath);
-      let json: unknown;
-      try {
-        json = JSON.parse(new TextDecoder().decode(bytes));
-      } catch (e) {
-        throw new ResidualError(`not valid JSON (${(e as Error).message})`, uri.fsPath);
-      }
-      this.imported = parseGraphJson(json, uri.fsPath);
-      await this.postView();
+      await this.readGraphFile(uri);
     } catch (e) {
       this.router.logError('circuit import', e);
       this.post({ type: 'circuit/error', message: errorMessage(e) });
     }
+  }
+
+  private async readGraphFile(uri: vscode.Uri): Promise<void> {
+    const bytes = await vscode.workspace.fs.readFile(uri);
+    if (bytes.length > 100 * 1024 * 1024) throw new ResidualError('graph files are limited to 100 MiB (as Neuronpedia does)', uri.fsPath);
+    let json: unknown;
+    try {
+      json = JSON.parse(new TextDecoder().decode(bytes));
+    } catch (e) {
+      throw new ResidualError(`not valid JSON (${(e as Error).message})`, uri.fsPath);
+    }
+    this.imported = parseGraphJson(json, uri.fsPath);
+    this.dropGraphRequests();
+    await this.postView();
+  }
+
+  /** A new graph replaces the shown one: cards, interventions and re-prunes of the old one would answer for it. */
+  private dropGraphRequests(): void {
+    for (const scope of ['card', 'intervene', 'view']) this.router.cancelScope(scope);
+  }
+
+  protected override panelClosed(): void {
+    // Nobody can press Start or see the graph any more.
+    this.router.cancelScope(TRACE);
   }
 
   override dispose(): void {

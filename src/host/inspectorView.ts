@@ -43,6 +43,8 @@ export class InspectorViewProvider implements vscode.WebviewViewProvider, vscode
       if (this.router.handle(m)) return;
       switch (m.type) {
         case 'ready':
+          // A (re)loaded view (hidden views are not retained): what the one before asked is dropped.
+          this.router.reset();
           this.push();
           break;
         default:

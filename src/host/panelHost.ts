@@ -56,13 +56,17 @@ export abstract class PanelHost<R extends RequestMap, Event extends { type: stri
     const subs = [
       panel.webview.onDidReceiveMessage((m: WebviewMessage<R, Notification>) => {
         if (this.router.handle(m)) return;
-        if (m.type === 'ready') for (const r of this.replay()) void panel.webview.postMessage(r);
+        if (m.type === 'ready') {
+          // A (re)loaded webview: requests of the one before it are dropped, then its state is replayed.
+          this.router.reset();
+          for (const r of this.replay()) void panel.webview.postMessage(r);
+        }
         void this.notified(m).catch((e) => this.router.logError(`${this.kind.title} ${m.type}`, e));
       }),
       panel.onDidDispose(() => {
         this.panel = undefined;
-        // Nobody can see the results any more.
-        this.router.cancelAll();
+        this.router.reset();
+        this.panelClosed();
         subs.forEach((d) => d.dispose());
       }),
     ];
@@ -71,6 +75,9 @@ export abstract class PanelHost<R extends RequestMap, Event extends { type: stri
   protected post(m: HostMessage<Event>): void {
     void this.panel?.webview.postMessage(m);
   }
+
+  /** The panel was closed (its requests are already dropped); host jobs that only it could show may stop here. */
+  protected panelClosed(): void {}
 
   /** Messages that bring a (re)connected webview up to date. */
   protected abstract replay(): HostMessage<Event>[];

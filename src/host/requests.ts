@@ -5,6 +5,9 @@
  * No `vscode` import, so the contract is unit-tested in plain Node (test/unit/requests.test.ts).
  */
 
+import { errorMessage, isCancelled, ResidualError, type CancelToken } from '../engine/errors';
+import type { CancelMessage, Method, ParamsOf, ProgressMessage, ReplyMessage, RequestMap, RequestMessage, ResultOf, WebviewMessage } from '../protocol';
+
 /** A cancellation token the engine accepts (CancelToken) that can also notify, like VS Code's. */
 export interface JobToken extends CancelToken {
   onCancellationRequested(listener: () => void): { dispose(): void };
@@ -35,8 +38,6 @@ class Cancellation implements JobToken {
 export interface RequestLog {
   appendLine(line: string): void;
 }
-import { errorMessage, isCancelled, ResidualError, type CancelToken } from '../engine/errors';
-import type { CancelMessage, Method, ParamsOf, ProgressMessage, ReplyMessage, RequestMap, RequestMessage, ResultOf, WebviewMessage } from '../protocol';
 
 /** A running request or host-started job. */
 export interface Job {
@@ -67,6 +68,8 @@ export type Handlers<R extends RequestMap> = { [M in Method<R>]: Handler<R, M> }
 interface Running {
   cts: Cancellation;
   scope?: string;
+  /** Asked by a webview that is gone (reloaded or closed): its reply must not reach the next one. */
+  orphaned?: boolean;
 }
 
 export class RequestRouter<R extends RequestMap> {
@@ -108,17 +111,17 @@ export class RequestRouter<R extends RequestMap> {
       get current() {
         return !entry.cts.isCancellationRequested;
       },
-      progress: (done, total, message) => job.current && this.post({ type: 'progress', id: m.id, done, total, message }),
+      progress: (done, total, message) => job.current && !entry.orphaned && this.post({ type: 'progress', id: m.id, done, total, message }),
     };
     try {
       const result = await handler.run(m.params, job);
       // A request that finished its work although cancelled still reports as cancelled: its caller has moved on.
       if (entry.cts.isCancellationRequested) throw new ResidualError('cancelled', undefined, 'cancelled');
-      this.post({ type: 'reply', id: m.id, ok: true, result });
+      if (!entry.orphaned) this.post({ type: 'reply', id: m.id, ok: true, result });
     } catch (e) {
       const cancelled = isCancelled(e) || entry.cts.isCancellationRequested;
       this.logError(`${this.name} ${m.method}`, e, cancelled);
-      this.post({ type: 'reply', id: m.id, ok: false, message: cancelled ? 'Cancelled.' : errorMessage(e), cancelled });
+      if (!entry.orphaned) this.post({ type: 'reply', id: m.id, ok: false, message: cancelled ? 'Cancelled.' : errorMessage(e), cancelled });
     } finally {
       this.leave(this.running, m.id, entry);
     }
@@ -151,6 +154,18 @@ export class RequestRouter<R extends RequestMap> {
   /** True while a request or job of `scope` runs. */
   busy(scope: string): boolean {
     return [...this.running.values(), ...this.jobs.values()].some((r) => r.scope === scope && !r.cts.isCancellationRequested);
+  }
+
+  /**
+   * The webview that asked is gone (reloaded or closed): its requests are cancelled and their replies dropped, since
+   * a new webview numbers its requests from 1 again. Host jobs run on.
+   */
+  reset(): void {
+    for (const r of this.running.values()) {
+      r.orphaned = true;
+      r.cts.cancel();
+    }
+    this.running.clear();
   }
 
   cancelAll(): void {

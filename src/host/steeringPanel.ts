@@ -59,10 +59,11 @@ export class SteeringPanel extends PanelHost<SteeringRequests, SteeringEvent, { 
         },
       },
       'steer/openVector': {
-        run: async () => {
+        scope: 'vector',
+        run: async (_p, job) => {
           const model = await this.models.get();
           const picked = await vscode.window.showOpenDialog({ canSelectMany: false, filters: { 'Steering vectors': ['json', 'safetensors'] }, title: 'Residual: open a saved steering vector' });
-          if (picked?.[0]) this.useVector(loadVectorFile(picked[0].fsPath, model.config.dModel));
+          if (picked?.[0] && job.current) this.useVector(loadVectorFile(picked[0].fsPath, model.config.dModel));
         },
       },
       'steer/saveVector': { run: () => this.saveVector() },

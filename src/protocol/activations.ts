@@ -1,6 +1,6 @@
 /** The Activations panel: analyses, logit-lens targets, activation patching and comparison. */
 import type { Analysis, LayerComparison, LensTarget, PatchingResult, ResidPoint } from './results';
-import type { HostMessage, WebviewMessage } from './requests';
+import type { HostMessage } from './requests';
 
 export interface PatchingRequest {
   corrupted: string;
@@ -53,7 +53,6 @@ export type ActivationsNotification =
   | { type: 'heat/clear' };
 
 export type ToActivations = HostMessage<ActivationsEvent>;
-export type FromActivations = WebviewMessage<ActivationsRequests, ActivationsNotification>;
 
 /** Bumped when `ActivationsState` changes shape: a panel restored with an older state starts empty. */
 export const ACTIVATIONS_STATE_VERSION = 2;

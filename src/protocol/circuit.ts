@@ -2,7 +2,7 @@
  * The Circuit panel: attribution graphs pruned in the host, feature cards, interventions, graph JSON export/import.
  * A trace is a job the host starts (Trace Circuit for Selection); the panel starts it past the cost gate and cancels it.
  */
-import type { HostMessage, WebviewMessage } from './requests';
+import type { HostMessage } from './requests';
 
 export type CircuitNodeKind = 'feature' | 'error' | 'token' | 'logit' | 'other';
 
@@ -118,6 +118,5 @@ export type CircuitNotification =
   | { type: 'circuit/start'; jobId: number };
 
 export type ToCircuit = HostMessage<CircuitEvent>;
-export type FromCircuit = WebviewMessage<CircuitRequests, CircuitNotification>;
 
 export const CIRCUIT_STATE_VERSION = 1;

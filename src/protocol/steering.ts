@@ -4,7 +4,7 @@
  * previous run only.
  */
 import type { GenerationComparison, NextTokenEffect, SteerPointName, SweepResult } from './results';
-import type { HostMessage, WebviewMessage } from './requests';
+import type { HostMessage } from './requests';
 
 /** What the panel knows about the current vector (the values stay in the host). */
 export interface VectorInfo {
@@ -66,6 +66,5 @@ export type SteeringRequests = {
 export type SteeringEvent = { type: 'steer/state'; state: SteeringState };
 
 export type ToSteering = HostMessage<SteeringEvent>;
-export type FromSteering = WebviewMessage<SteeringRequests, { type: 'ready' }>;
 
 export const STEERING_STATE_VERSION = 1;

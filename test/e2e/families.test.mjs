@@ -64,7 +64,7 @@ describe('a Llama-family model in a real VS Code', { skip: ext ? false : 'RESIDU
   it('the memory estimate refuses before loading; "Load Anyway" loads it and the analysis shows BOS and the CLI\'s prediction', async () => {
     const { page } = vs;
     const cli = JSON.parse(
-      execFileSync(process.execPath, [path.join(REPO_ROOT, 'bin', 'residual.js'), 'analyze', '--model', modelDir, '--text', 'def add(a, b):', '--json', '--providers', 'cpu'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }),
+      execFileSync(process.execPath, [path.join(REPO_ROOT, 'bin', 'residual.js'), 'analyze', '--model', modelDir, '--text', 'def add(a, b):', '--json', '--providers', 'cpu', '--skip-memory-check'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }),
     );
     assert.equal(cli.model.architecture, 'llama');
     assert.equal(cli.tokens[0].text, '', 'the CLI shows the BOS token first');

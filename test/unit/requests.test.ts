@@ -179,3 +179,21 @@ test('host jobs share the scopes: a job cancels the scope’s request, a newer j
   t.waitFor('r').open();
   await t.settled(1);
 });
+
+test('reset (the webview reloaded or closed): its requests are cancelled and their replies dropped; host jobs run on', async () => {
+  const t = setup();
+  t.router.handle({ type: 'request', id: 1, method: 'slow', params: { tag: 'old' } });
+  await new Promise((r) => setImmediate(r));
+  const job = t.router.begin('other-scope');
+  t.router.reset();
+  assert.equal(t.seen.get('old')!.token.isCancellationRequested, true);
+  assert.equal(job.current, true, 'a host job is not the webview’s request');
+  // The new webview numbers its requests from 1 again: only its own reply may arrive for id 1.
+  t.router.handle({ type: 'request', id: 1, method: 'echo', params: { x: 4 } });
+  t.waitFor('old').open();
+  for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+  assert.deepEqual(t.replies(), [{ type: 'reply', id: 1, ok: true, result: 8 }]);
+  t.seen.get('old')!.progress(2, 2);
+  assert.equal(t.sent.filter((m) => m.type === 'progress' && m.done === 2).length, 0, 'no progress from an orphaned request');
+  job.finish();
+});

@@ -8,7 +8,7 @@ import { attentionView } from './attention';
 import { compareView, hasComparison, setComparison } from './compare';
 import { layersView } from './layers';
 import { header, overview } from './overview';
-import { patchingView } from './patching';
+import { patchingView, resetPatching } from './patching';
 import { getState, host, notice, onRender, update } from './store';
 
 const app = document.getElementById('app')!;
@@ -26,6 +26,7 @@ host.onEvent((m) => {
     case 'analysis/result':
       waitingFor = undefined;
       app.dataset.request = String(m.requestId);
+      resetPatching();
       // A new analysis: the Compare tab's pair is the old one, so it does not stay on screen.
       update({ analysis: m.analysis, file: m.file, position: m.analysis.tokens.length - 1, customTarget: undefined, corrupted: undefined, ...(getState().tab === 'compare' ? { tab: 'overview' as const } : {}) });
       // After the next frame the panel is painted: report it, so the host can log command-to-panel latency.
@@ -83,4 +84,3 @@ function render(): void {
 onRender(render);
 onThemeChange(render);
 render();
-host.notify({ type: 'ready' });

@@ -1,7 +1,7 @@
 /** Overview tab: tokens, next-token prediction, residual heatmap, logit lens and the prediction trajectory. */
 import type { Analysis, HeatMeasure } from '../../src/protocol';
 import { badge, button, dropdown, el, heat, showToken, textField } from '../ui';
-import { failureText } from '../host';
+import { failureText, RequestError } from '../host';
 import { getState, host, notice, update } from './store';
 import { drawTrajectory } from './trajectory';
 
@@ -216,11 +216,14 @@ function trajectoryView(a: Analysis, pos: number): HTMLElement {
   );
   const form = el('div', 'row');
   const field = textField(useCustom ? custom.text : '', 'any token, e.g. " the" or \\n', 'target-input');
-  const go = () =>
+  const go = () => {
+    const shown = getState().analysis;
     host.request('lens/target', { position: pos, text: field.value }).result.then(
-      (customTarget) => update({ customTarget }),
-      (e) => notice('error', failureText(e, 'Tracking')),
+      // Only for the analysis it was asked about (a newer analysis or Track replaces it).
+      (customTarget) => getState().analysis === shown && update({ customTarget }),
+      (e) => !(e instanceof RequestError && e.cancelled) && notice('error', failureText(e)),
     );
+  };
   field.addEventListener('keydown', (e) => (e as KeyboardEvent).key === 'Enter' && go());
   form.append(field, button('Track token', go));
   if (useCustom) form.append(button('Back to the prediction', () => update({ customTarget: undefined })));

@@ -24,7 +24,18 @@ let countTimer: ReturnType<typeof setTimeout> | undefined;
 /** The running patching request (its Cancel button cancels it by id). */
 let pending: Pending<unknown> | undefined;
 
-function finished(outcome: { result: { result: PatchingResult; notes: string[] } } | { error: unknown }): void {
+/** A new analysis: the last run, its error and its progress belonged to the previous clean prompt. */
+export function resetPatching(): void {
+  pending?.cancel();
+  pending = undefined;
+  running = false;
+  progress = '';
+  result = undefined;
+  error = '';
+}
+
+function finished(run: Pending<unknown>, outcome: { result: { result: PatchingResult; notes: string[] } } | { error: unknown }): void {
+  if (pending !== run) return; // superseded, or its analysis was replaced
   running = false;
   pending = undefined;
   if ('result' in outcome) {
@@ -114,8 +125,8 @@ export function patchingView(a: Analysis): HTMLElement {
         });
         pending = run;
         run.result.then(
-          (r) => finished({ result: r }),
-          (e) => finished({ error: e }),
+          (r) => finished(run, { result: r }),
+          (e) => finished(run, { error: e }),
         );
         update({ corrupted: corrupted.value });
       }, 'primary'),

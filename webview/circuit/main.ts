@@ -468,4 +468,3 @@ function pct(x: number): string {
 
 onThemeChange(render);
 render();
-host.notify({ type: 'ready' });

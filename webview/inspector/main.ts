@@ -87,4 +87,3 @@ function run(command: InspectorCommand): void {
 
 const saved = host.getState();
 if (saved) render(saved);
-host.notify({ type: 'ready' });

@@ -4,7 +4,7 @@
  * Results stay on screen when a later request fails, so the baseline never disappears.
  */
 import { RESID_POINTS, STEERING_STATE_VERSION, unreachable, type GenerationComparison, type Method, type NextTokenEffect, type ParamsOf, type ResultOf, type SteerSettings, type SteeringEvent, type SteeringRequests, type SteeringState, type SweepResult } from '../../src/protocol';
-import { BusyNotice, failureText, hostClient } from '../host';
+import { BusyNotice, failureText, hostClient, RequestError } from '../host';
 import { colours, drawChart } from '../charts';
 import { button, dropdown, el, showToken, spinner, textArea, textField, onThemeChange } from '../ui';
 
@@ -83,7 +83,8 @@ function ask<M extends Method<SteeringRequests>>(method: M, params: ParamsOf<Ste
       render();
     },
     (e) => {
-      error = failureText(e);
+      // A run replaced by a newer one says nothing: the newer one owns the notice.
+      if (!(e instanceof RequestError && e.cancelled && busy.text)) error = failureText(e);
       render();
     },
   );
@@ -328,4 +329,3 @@ function pct(x: number): string {
 
 onThemeChange(render);
 render();
-host.notify({ type: 'ready' });
