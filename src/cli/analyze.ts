@@ -3,7 +3,7 @@
  */
 import { analyze, type Analysis } from '../engine/analysis';
 import { parseFlags, usageOf, type CommandSpec, type Flags } from './args';
-import { loadModel, MODEL_FLAGS, processIo, readText, type Io } from './common';
+import { loadModel, MODEL_FLAGS, processIo, readText, release, type Io } from './common';
 
 export const ANALYZE: CommandSpec = {
   name: 'analyze',
@@ -37,6 +37,8 @@ export async function analyzeCommand(args: string[], io: Io = processIo()): Prom
   const precision = f.choice('precision', ['float32', 'float16'] as const) ?? 'float32';
   const text = readText(f, io);
   const model = await loadModel(f, io, { precision });
+  // Set once the result is printed: a failure to dispose after that is a warning, not a failed run (common.ts release).
+  let done = false;
   try {
     const V = model.config.vocabSize;
     if (k > V) f.fail(`--top ${k} is more than the model's vocabulary (${V} tokens)`);
@@ -48,8 +50,9 @@ export async function analyzeCommand(args: string[], io: Io = processIo()): Prom
     });
     if (a.truncated) io.err(`residual: analysed only the last ${a.truncated.kept} tokens${a.truncated.total ? ` of ${a.truncated.total}` : ''}, from character ${a.truncated.firstChar} (model context or --max-tokens)\n`);
     io.out(f.bool('json') ? JSON.stringify(toJson(a), null, 1) + '\n' : toText(a));
+    done = true;
   } finally {
-    await model.dispose();
+    await release(io, done, model);
   }
   return 0;
 }

@@ -1,13 +1,18 @@
 /**
  * The one flag parser of the `residual` subcommands, so every subcommand behaves the same (issue 14, class 11):
- * - `--help`/`-h` anywhere prints the subcommand's usage (every flag it accepts, generated from its spec) on stdout;
+ * - `--help`/`-h` in flag position (anywhere but as a flag's value) prints the subcommand's usage (every flag it
+ *   accepts, generated from its spec) on stdout, before any other flag is checked; `--text -h` is the text "-h";
  * - an unknown flag, a missing value, a value given to a switch, a flag given twice or a stray argument is refused in
  *   one line naming the flag;
  * - values are checked where they are read (`int`, `num`, `choice`, `list`): one line naming the flag and what it
  *   accepts, e.g. `--top must be a whole number ≥ 1, got "abc"`.
  *
  * A value may start with a dash (`--strength -4`, `--text -`): the word after a flag that takes a value is its value,
- * unless it is one of the subcommand's own flags (then the value is missing). `--flag=value` always works.
+ * unless it is one of the subcommand's own flags (then the value is missing) or `--help` (then it is help).
+ * `--flag=value` always works.
+ *
+ * Flag names are looked up as own properties of the spec (`Object.hasOwn`), never through `in` or plain indexing, so
+ * `--constructor`, `--toString` or `--__proto__` are unknown flags like any other.
  */
 import { ResidualError } from '../engine/errors';
 
@@ -29,6 +34,33 @@ export interface CommandSpec {
 }
 
 const HELP = new Set(['--help', '-h']);
+
+/** The spec of flag `name`, only when the spec itself declares it (never an Object.prototype member). */
+function flagOf(spec: CommandSpec, name: string): FlagSpec | undefined {
+  return Object.hasOwn(spec.flags, name) ? spec.flags[name] : undefined;
+}
+
+/** `--name` or `--name=…` where `name` is one of the spec's own flags. */
+function isOwnFlag(spec: CommandSpec, a: string): boolean {
+  return a.startsWith('--') && flagOf(spec, a.slice(2).split('=')[0]) !== undefined;
+}
+
+/**
+ * Whether `--help`/`-h` stands in flag position: walks the words as parseFlags does, skipping the value of each flag
+ * that takes one (so `--text -h` is a text), and treating anything it does not know as one word (so help still wins
+ * over an unknown flag or a stray argument before it). `--help` itself is never taken as a value, like the own flags.
+ */
+function asksForHelp(spec: CommandSpec, args: readonly string[]): boolean {
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    if (HELP.has(a)) return true;
+    if (!a.startsWith('--') || a.includes('=')) continue;
+    const f = flagOf(spec, a.slice(2));
+    const next = args[i + 1];
+    if (f?.value && next !== undefined && !isOwnFlag(spec, next) && next !== '--help') i++;
+  }
+  return false;
+}
 
 /** The usage text of a subcommand: synopsis, summary and every flag it accepts. */
 export function usageOf(spec: CommandSpec): string {
@@ -109,7 +141,7 @@ export class Flags {
   /** A value that must be given. */
   required(name: string, hint = ''): string {
     const v = this.str(name);
-    if (v === undefined) this.fail(`--${name} ${this.spec.flags[name].value} is required${hint}`);
+    if (v === undefined) this.fail(`--${name} ${flagOf(this.spec, name)?.value} is required${hint}`);
     return v;
   }
 
@@ -168,7 +200,7 @@ export class Flags {
   }
 
   private known(name: string): void {
-    if (!(name in this.spec.flags)) throw new Error(`flag --${name} is not in the spec of ${this.what}`);
+    if (!flagOf(this.spec, name)) throw new Error(`flag --${name} is not in the spec of ${this.what}`);
   }
 }
 
@@ -177,7 +209,8 @@ function orList(xs: readonly string[]): string {
 }
 
 /**
- * Parses `args` against `spec`: the Flags, or 'help' when `--help`/`-h` was given (the caller prints `usageOf`).
+ * Parses `args` against `spec`: the Flags, or 'help' when `--help`/`-h` was given in flag position (the caller prints
+ * `usageOf`).
  * Throws a one-line ResidualError naming the flag for anything it does not accept.
  */
 export function parseFlags(spec: CommandSpec, args: readonly string[]): Flags | 'help' {
@@ -185,8 +218,7 @@ export function parseFlags(spec: CommandSpec, args: readonly string[]): Flags | 
   const fail = (message: string): never => {
     throw new ResidualError(message, what);
   };
-  if (args.some((a) => HELP.has(a))) return 'help';
-  const isOwnFlag = (a: string) => a.startsWith('--') && a.slice(2).split('=')[0] in spec.flags;
+  if (asksForHelp(spec, args)) return 'help';
   const values = new Map<string, string | true>();
   for (let i = 0; i < args.length; i++) {
     const a = args[i];
@@ -195,7 +227,7 @@ export function parseFlags(spec: CommandSpec, args: readonly string[]): Flags | 
     }
     const eq = a.indexOf('=');
     const name = a.startsWith('--') ? a.slice(2, eq > 0 ? eq : undefined) : a;
-    const f = a.startsWith('--') ? spec.flags[name] : undefined;
+    const f = a.startsWith('--') ? flagOf(spec, name) : undefined;
     if (!f) {
       const shown = a.startsWith('--') ? `--${name}` : a;
       const near = Object.keys(spec.flags)
@@ -213,7 +245,7 @@ export function parseFlags(spec: CommandSpec, args: readonly string[]): Flags | 
       value = a.slice(eq + 1);
     } else {
       const next = args[i + 1];
-      if (next === undefined || isOwnFlag(next)) fail(`--${name} needs a value (${f.value})`);
+      if (next === undefined || isOwnFlag(spec, next)) fail(`--${name} needs a value (${f.value})`);
       value = next;
       i++;
     }

@@ -5,7 +5,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { ResidualError } from '../engine/errors';
+import { errorMessage, ResidualError } from '../engine/errors';
 import { checkOutputFile } from '../engine/files';
 import { Model } from '../engine/model';
 import { DEFAULT_PROVIDERS, silenceOrt, type ProviderName } from '../engine/runtime/session';
@@ -101,7 +101,7 @@ export async function loadModel(f: Flags, io: Io, opts: { precision?: WeightPrec
     availableMemory: Number(io.env.RESIDUAL_AVAILABLE_MEMORY) || undefined,
     memoryAdvice: {
       override: 'pass --skip-memory-check to load anyway',
-      precision: 'precision' in f.spec.flags ? '--precision float16' : null,
+      precision: Object.hasOwn(f.spec.flags, 'precision') ? '--precision float16' : null,
     },
   });
 }
@@ -115,17 +115,43 @@ export function checkOutFlag(f: Flags, file: string): void {
   if (/[/\\]$/.test(file)) f.fail(`--out ${file} ends with "/", which names a folder; give the path of a file`);
   checkOutputFile(file, '--out');
   // Before minutes of work: can a file be created there? (Permissions, read-only file systems: root passes access().)
+  // The probe is removed only when this call created it: a file already under the probe's name (another run's, a
+  // user's) is someone else's, so the next name is tried and that file is left as it was.
   const target = fs.existsSync(file) ? fs.realpathSync(file) : path.resolve(file);
-  const probe = path.join(path.dirname(target), `.${path.basename(target)}.${process.pid}.probe.tmp`);
-  try {
-    fs.closeSync(fs.openSync(probe, 'wx'));
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    const why = code === 'EACCES' || code === 'EPERM' ? 'permission denied' : code === 'EROFS' ? 'a read-only file system' : code === 'ENOSPC' ? 'the disk is full' : (code ?? (e as Error).message);
-    throw new ResidualError(`--out cannot be written in ${path.dirname(target)} (${why})`, file);
-  } finally {
-    fs.rmSync(probe, { force: true });
+  const stem = path.join(path.dirname(target), `.${path.basename(target)}.${process.pid}`);
+  for (let attempt = 0; ; attempt++) {
+    const probe = `${stem}${attempt ? `.${attempt}` : ''}.probe.tmp`;
+    let fd: number;
+    try {
+      fd = fs.openSync(probe, 'wx');
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'EEXIST' && attempt < 100) continue;
+      const why = code === 'EACCES' || code === 'EPERM' ? 'permission denied' : code === 'EROFS' ? 'a read-only file system' : code === 'ENOSPC' ? 'the disk is full' : (code ?? (e as Error).message);
+      throw new ResidualError(`--out cannot be written in ${path.dirname(target)} (${why})`, file);
+    }
+    try {
+      fs.closeSync(fd);
+    } finally {
+      fs.rmSync(probe, { force: true });
+    }
+    return;
   }
+}
+
+/**
+ * What a path is, in words: the same function, word for word, as `kindOf` in src/engine/files.ts (which does not export
+ * it), so `--out` names a FIFO, a socket or a device exactly as every other file check does; test/unit/cli.test.ts
+ * compares the two.
+ */
+function kindOf(st: fs.Stats): string {
+  if (st.isDirectory()) return 'a folder';
+  if (st.isFIFO()) return 'a FIFO (named pipe)';
+  if (st.isSocket()) return 'a socket';
+  if (st.isCharacterDevice()) return 'a character device';
+  if (st.isBlockDevice()) return 'a block device';
+  if (st.isFile()) return 'a regular file';
+  return 'not a regular file';
 }
 
 /** Checks `--out DIR` for a folder to write into: an existing folder or a new path; anything else is refused. */
@@ -149,7 +175,26 @@ export function checkOutFolder(dir: string): void {
     throw new ResidualError(`--out cannot be used (${code ?? (e as Error).message})`, dir);
   }
   if (!st.isDirectory()) {
-    const kind = st.isFile() ? 'a regular file' : st.isFIFO() ? 'a FIFO (named pipe)' : st.isCharacterDevice() ? 'a character device' : st.isBlockDevice() ? 'a block device' : st.isSocket() ? 'a socket' : 'not a folder';
-    throw new ResidualError(`--out is ${kind}, not a folder: give a folder to download into (it is never replaced)`, dir);
+    throw new ResidualError(`--out is ${kindOf(st)}, not a folder: give a folder to download into (it is never replaced)`, dir);
   }
+}
+
+/**
+ * Releases what a command holds (the attributor, then the model), each even when an earlier one fails. Commands call
+ * it from `finally` with `done` true once their result is complete (printed, or written to --out). A failure to
+ * release then does not undo that result: the exit status stays 0 and one `residual: warning:` line (naming every
+ * failure) goes to stderr. Disposing before printing was the other way to keep stdout whole, but it would turn a
+ * cleanup failure into a failed run (exit 2) whose `graph --out` file is already written; the process ends right
+ * after anyway. When the command failed, its own error stays the one line shown, so a release failure is dropped.
+ */
+export async function release(io: Io, done: boolean, ...held: ({ dispose(): Promise<void> } | undefined)[]): Promise<void> {
+  const failed: string[] = [];
+  for (const h of held) {
+    try {
+      await h?.dispose();
+    } catch (e) {
+      failed.push(errorMessage(e).replace(/\s*\n\s*/g, ' '));
+    }
+  }
+  if (done && failed.length) io.err(`residual: warning: the result is complete, but releasing the model's resources failed (${failed.join('; ')})\n`);
 }

@@ -21,7 +21,7 @@ import { checkGraphOutput, toGraphJson, writeGraphFiles } from '../engine/circui
 import { pruneGraph } from '../engine/circuits/prune';
 import { loadTranscoders } from '../engine/circuits/transcoders';
 import { parseFlags, usageOf, type CommandSpec, type Flags } from './args';
-import { checkOutFlag, loadModel, MODEL_FLAGS, processIo, readText, type Io } from './common';
+import { checkOutFlag, loadModel, MODEL_FLAGS, processIo, readText, release, type Io } from './common';
 
 export const GRAPH: CommandSpec = {
   name: 'graph',
@@ -79,6 +79,9 @@ export async function graphCommand(args: string[], io: Io = processIo()): Promis
 
   const model = await loadModel(f, io);
   let attributor: Attributor | undefined;
+  // Set once the result is complete (the estimate printed, or the graph written and its line printed): a failure to
+  // dispose after that is a warning, not a failed run (common.ts release).
+  let done = false;
   try {
     const set = loadTranscoders(transcoders, model.config);
     attributor = new Attributor(model, set);
@@ -90,6 +93,7 @@ export async function graphCommand(args: string[], io: Io = processIo()): Promis
     if (f.bool('estimate')) {
       const out = { tokens: ids.length, seconds: estimate.seconds, peak_mb: estimate.peakBytes / 1e6, active_features: estimate.activeFeatures, feature_rows: estimate.featureRows, parts: estimate.parts.map((p) => ({ name: p.name, seconds: p.seconds, mb: p.bytes / 1e6 })) };
       io.out(f.bool('json') ? JSON.stringify(out) + '\n' : `${ids.length} tokens: ${describeEstimate(estimate)}\n`);
+      done = true;
       return 0;
     }
     const budget = maxMemoryBytes ?? defaultCircuitBudget();
@@ -134,9 +138,9 @@ export async function graphCommand(args: string[], io: Io = processIo()): Promis
       `${outFile} (listed in ${path.basename(metadataFile)}): ${json.nodes.length} nodes, ${json.links.length} links (of ${g.nActiveFeatures} active features, ${g.logitIds.length} logits; ` +
         `replacement ${pr.replacementScore.toFixed(3)}, completeness ${pr.completenessScore.toFixed(3)}${partial}) in ${s} s\n`,
     );
+    done = true;
   } finally {
-    await attributor?.dispose();
-    await model.dispose();
+    await release(io, done, attributor, model);
   }
   return 0;
 }

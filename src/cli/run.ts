@@ -43,7 +43,7 @@ export async function runCommand(argv: readonly string[], io: Io = processIo()):
     if (cmd === 'help') {
       const sub = rest[0];
       if (sub === undefined) io.out(USAGE);
-      else if (COMMANDS[sub]) return await COMMANDS[sub].run(['--help'], io);
+      else if (Object.hasOwn(COMMANDS, sub)) return await COMMANDS[sub].run(['--help'], io);
       else throw new ResidualError(`unknown subcommand '${sub}' (subcommands: ${Object.keys(COMMANDS).join(', ')})`, 'residual help');
       return 0;
     }
@@ -52,7 +52,8 @@ export async function runCommand(argv: readonly string[], io: Io = processIo()):
       return 2;
     }
     if (cmd === 'bench') throw new ResidualError("run benchmarks with `npm run bench` (the 'bench' subcommand is not in this version)", 'residual');
-    const c = COMMANDS[cmd];
+    // Own entries only: 'constructor' or 'toString' is not a subcommand.
+    const c = Object.hasOwn(COMMANDS, cmd) ? COMMANDS[cmd] : undefined;
     if (!c) {
       throw new ResidualError(
         `unknown subcommand '${cmd}' (subcommands: ${Object.keys(COMMANDS).join(', ')}; see residual --help)`,

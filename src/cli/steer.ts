@@ -17,7 +17,7 @@ import { compareGeneration, nextTokenEffect, parsePositions } from '../engine/st
 import { featureVector, l2, loadVectorFile } from '../engine/steering/vectors';
 import { parseFlags, usageOf, type CommandSpec, type Flags } from './args';
 import { checkInputFolder } from '../engine/files';
-import { loadModel, MODEL_FLAGS, processIo, readText, type Io } from './common';
+import { loadModel, MODEL_FLAGS, processIo, readText, release, type Io } from './common';
 
 const WHAT = 'residual steer';
 
@@ -96,6 +96,8 @@ export async function steerCommand(args: string[], io: Io = processIo()): Promis
   const text = readText(f, io);
 
   const model = await loadModel(f, io);
+  // Set once the result is printed: a failure to dispose after that is a warning, not a failed run (common.ts release).
+  let done = false;
   try {
     const c = model.config;
     let vec: SteeringVector;
@@ -152,8 +154,9 @@ export async function steerCommand(args: string[], io: Io = processIo()): Promis
       }
       io.out(lines.join('\n') + '\n');
     }
+    done = true;
   } finally {
-    await model.dispose();
+    await release(io, done, model);
   }
   return 0;
 }

@@ -134,6 +134,30 @@ function pipedCli(args: string[], reader: 'slow' | 'head'): Promise<{ code: numb
   });
 }
 
+/** A listening Unix socket in the fixture folder (made once). */
+async function socket(): Promise<string> {
+  const sock = at('sock');
+  if (!fs.existsSync(sock)) {
+    const server = net.createServer();
+    await new Promise<void>((resolve) => server.listen(sock, resolve));
+    server.unref();
+  }
+  return sock;
+}
+
+/**
+ * A folder holding someone else's file under the name `checkOutFlag` first tries for its probe of `g.json` (the same
+ * process id, as after a crash whose id came round again): the probe must take another name and leave that file be.
+ */
+function probeTaken(): string {
+  const dir = at('probe-taken');
+  if (!fs.existsSync(dir)) {
+    fs.mkdirSync(dir);
+    fs.writeFileSync(path.join(dir, `.g.json.${process.pid}.probe.tmp`), 'not the probe: someone else made this');
+  }
+  return dir;
+}
+
 // ---- class 1: where output goes --------------------------------------------------------------------------------
 
 const output: BadInputCase[] = [
@@ -203,12 +227,7 @@ const output: BadInputCase[] = [
     class: 1,
     name: 'graph --out a Unix socket',
     run: async () => {
-      const sock = at('sock');
-      if (!fs.existsSync(sock)) {
-        const server = net.createServer();
-        await new Promise<void>((resolve) => server.listen(sock, resolve));
-        server.unref();
-      }
+      const sock = await socket();
       const said = await graphOut(sock);
       if (!fs.lstatSync(sock).isSocket()) throw new Error('the socket was replaced');
       return said;
@@ -235,6 +254,20 @@ const output: BadInputCase[] = [
     run: async () => refuse(['download', '--repo', 'openai-community/gpt2', '--out', fx().fifo, '--endpoint', 'http://127.0.0.1:9']),
     expect: /fifo: --out is a FIFO \(named pipe\), not a folder/,
     untouched: () => [at('fifo')],
+  },
+  {
+    class: 1,
+    name: 'graph --out where a file already has the probe\'s name (left as it was)',
+    // --slug other fails after the --out checks, so the run stops there and writes nothing.
+    run: async () => refuse(await graph('--out', path.join(probeTaken(), 'g.json'), '--slug', 'other')),
+    expect: /residual graph: --slug must match the --out file's name \("g"\)/,
+    untouched: () => [probeTaken()],
+  },
+  {
+    class: 1,
+    name: 'download --out a Unix socket (named as every file check names it)',
+    run: async () => refuse(['download', '--repo', 'openai-community/gpt2', '--out', await socket(), '--endpoint', 'http://127.0.0.1:9']),
+    expect: /sock: --out is a socket, not a folder: give a folder to download into \(it is never replaced\)/,
   },
   {
     class: 1,
@@ -326,6 +359,12 @@ const flagCases: Flagged[] = [
   ['analyze with an unknown flag', () => analyze('--frobnicate'), /residual analyze: unknown flag --frobnicate; see residual analyze --help/],
   ['analyze with a misspelt flag', () => analyze('--max-token', '5'), /unknown flag --max-token \(did you mean --max-tokens\?\)/],
   ['analyze with a single-dash flag', () => analyze('-j'), /unknown flag -j; see residual analyze --help/],
+  ['analyze --constructor (an Object.prototype member, not a flag)', () => analyze('--constructor'), /residual analyze: unknown flag --constructor; see residual analyze --help/],
+  ['analyze --toString (an Object.prototype member, not a flag)', () => analyze('--toString'), /residual analyze: unknown flag --toString; see residual analyze --help/],
+  ['analyze --__proto__ (an Object.prototype member, not a flag)', () => analyze('--__proto__'), /residual analyze: unknown flag --__proto__; see residual analyze --help/],
+  ['analyze --__proto__=x', () => analyze('--__proto__=x'), /residual analyze: unknown flag --__proto__; see residual analyze --help/],
+  ['analyze --top -h (-h as a value is not help)', () => analyze('--top', '-h'), /residual analyze: --top must be a whole number ≥ 1, got "-h"/],
+  ['steer --strength -h (-h as a value is not help)', () => steer('--strength', '-h'), /residual steer: --strength must be a finite number, got "-h"/],
   ['analyze --top with its value missing at the end', () => analyze('--top'), /residual analyze: --top needs a value \(K\)/],
   ['analyze --top followed by another flag', () => analyze('--top', '--json'), /--top needs a value \(K\)/],
   ['analyze --json=yes (a value for a switch)', () => analyze('--json=yes'), /--json is a switch and takes no value \(got "--json=yes"\)/],
@@ -369,6 +408,8 @@ const flagCases: Flagged[] = [
   // the command itself
   ['an unknown subcommand', async () => ['frobnicate'], /residual: unknown subcommand 'frobnicate' \(subcommands: analyze, graph, steer, download; see residual --help\)/],
   ['help for an unknown subcommand', async () => ['help', 'frobnicate'], /residual help: unknown subcommand 'frobnicate'/],
+  ['a subcommand named like an object property', async () => ['constructor'], /residual: unknown subcommand 'constructor'/],
+  ['help for a subcommand named like an object property', async () => ['help', 'toString'], /residual help: unknown subcommand 'toString'/],
   ['the bench subcommand of older docs', async () => ['bench'], /run benchmarks with `npm run bench`/],
 ];
 

@@ -7,17 +7,31 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import * as net from 'node:net';
 import { describe, it } from 'node:test';
 import { writeRandomGpt2 } from '../../src/engine/checkpoint/random';
 import { randomTranscoderWeights, writeSaeLensTranscoders } from '../../src/engine/circuits/transcoders-write';
 import { parseFlags, usageOf, type CommandSpec, type Flags } from '../../src/cli/args';
-import { SPECS } from '../../src/cli/run';
+import { checkOutFolder } from '../../src/cli/common';
+import { runCommand, SPECS } from '../../src/cli/run';
+import { checkInputFile } from '../../src/engine/files';
+import { Model } from '../../src/engine/model';
+import { saveVectorFile } from '../../src/engine/steering/vectors';
 import { gpt2TokenizerJSON } from '../../tools/gpt2-tokenizer';
 
 const BIN = path.join(__dirname, '..', '..', 'bin', 'residual.js');
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'residual-cli-'));
 const model = path.join(dir, 'm');
 writeRandomGpt2(model, { nLayers: 2, dModel: 16, nHeads: 2, dMlp: 32, nCtx: 16, vocabSize: 50257 }, { seed: 5, tokenizerJson: gpt2TokenizerJSON() });
+
+/** A steering vector for the model (made once). */
+function vector(): string {
+  const file = path.join(dir, 'v.json');
+  if (!fs.existsSync(file)) {
+    saveVectorFile(file, { vector: new Float32Array(16).fill(0.1), layer: 0, point: 'hook_resid_pre', source: 'contrastive', label: 'v', provenance: { model: 'random-gpt2-seed5' } });
+  }
+  return file;
+}
 
 function cli(args: string[], input?: string, env: Record<string, string> = {}) {
   const r = spawnSync(process.execPath, [BIN, ...args], { input, encoding: 'utf8', env: { ...process.env, TMPDIR: dir, ...env } });
@@ -154,5 +168,109 @@ describe('the flag parser', () => {
   });
   it('answers help before anything else', () => {
     assert.equal(parseFlags(spec, ['--frob', '-h']), 'help');
+    assert.equal(parseFlags(spec, ['stray', '--help']), 'help');
+    assert.equal(parseFlags(spec, ['--n', '3', '-h']), 'help');
+    assert.equal(parseFlags(spec, ['--json', '--help', '--n', 'x']), 'help');
+  });
+  it('takes -h/--help as help only in flag position: as a value it is a value', () => {
+    assert.equal(parse(['--text', '-h']).str('text'), '-h');
+    assert.equal(parse(['--text', '-h', '--n', '-h']).str('n'), '-h');
+    assert.equal(parse(['--text=--help']).str('text'), '--help');
+    // --help is never a value (like the own flags): after a flag that takes one, it still asks for help.
+    assert.equal(parseFlags(spec, ['--text', '--help']), 'help');
+    assert.equal(parseFlags(spec, ['--text', '-h', '-h']), 'help');
+  });
+  it('knows only the flags of the spec, never the members of Object.prototype', () => {
+    for (const name of ['constructor', 'toString', '__proto__', 'hasOwnProperty', 'valueOf']) {
+      assert.throws(() => parseFlags(spec, [`--${name}`]), new RegExp(`residual t: unknown flag --${name}; see residual t --help`), name);
+      assert.throws(() => parseFlags(spec, [`--${name}=1`]), new RegExp(`unknown flag --${name};`), name);
+      // Not a flag of the spec, so a value after --text that is one of them is a value.
+      assert.equal(parse(['--text', `--${name}`]).str('text'), `--${name}`);
+      assert.throws(() => parse([]).has(name), /is not in the spec of residual t/);
+    }
+  });
+});
+
+describe('--out names what a path is as files.ts does', () => {
+  it('a FIFO, a socket and a character device get the same words as an input check', async () => {
+    const fifo = path.join(dir, 'kind-fifo');
+    spawnSync('mkfifo', [fifo]);
+    const sock = path.join(dir, 'kind-sock');
+    const server = net.createServer();
+    await new Promise<void>((resolve) => server.listen(sock, resolve));
+    try {
+      /** The words the message of `check(p)` uses for what `p` is. */
+      const kind = (check: () => void, re: RegExp) => {
+        try {
+          check();
+        } catch (e) {
+          return re.exec((e as Error).message)?.[1];
+        }
+        return undefined;
+      };
+      for (const p of [fifo, sock, '/dev/null']) {
+        const input = kind(() => checkInputFile(p, 'x'), /: x is (.*), not a regular file$/);
+        const out = kind(() => checkOutFolder(p), /: --out is (.*), not a folder/);
+        assert.ok(input, p);
+        assert.equal(out, input, p);
+      }
+    } finally {
+      server.close();
+    }
+  });
+});
+
+/** Runs the command line in-process; what it printed and its status. */
+async function inProcess(argv: string[]) {
+  let out = '';
+  let err = '';
+  const code = await runCommand(argv, { out: (s) => void (out += s), err: (s) => void (err += s), errIsTTY: false, readStdin: () => '', env: process.env });
+  return { code, out, err };
+}
+
+describe('a failure to release the model', () => {
+  /** Runs `body` with Model.dispose releasing the model and then throwing. */
+  async function withFailingDispose<T>(body: () => Promise<T>): Promise<T> {
+    const dispose = Model.prototype.dispose;
+    Model.prototype.dispose = async function (this: Model) {
+      await dispose.call(this);
+      throw new Error('release failed');
+    };
+    try {
+      return await body();
+    } finally {
+      Model.prototype.dispose = dispose;
+    }
+  }
+
+  it('after a complete result is one warning line on stderr; the result stands, exit status 0', async () => {
+    await withFailingDispose(async () => {
+      const a = await inProcess(['analyze', '--model', model, '--text', 'hello', '--json', '--providers', 'cpu']);
+      assert.equal(a.code, 0, a.err);
+      assert.equal(JSON.parse(a.out).tokens.length, 1);
+      assert.match(a.err, /^residual: warning: the result is complete, but releasing the model's resources failed \(.*release failed\)\n$/);
+      const s = await inProcess(['steer', '--model', model, '--text', 'hello', '--vector', vector(), '--strength', '1', '--json', '--providers', 'cpu']);
+      assert.equal(s.code, 0, s.err);
+      assert.equal(typeof JSON.parse(s.out).kl, 'number');
+      assert.match(s.err, /^residual: warning: .*release failed\)\n$/);
+      const tc = path.join(dir, 'tc-release');
+      writeSaeLensTranscoders(tc, randomTranscoderWeights(2, 16, 24, { seed: 3 }), { activation: 'relu' });
+      const out = path.join(dir, 'release', 'g.json');
+      fs.mkdirSync(path.dirname(out), { recursive: true });
+      const g = await inProcess(['graph', '--model', model, '--transcoders', tc, '--text', 'The quick', '--out', out, '--providers', 'cpu']);
+      assert.equal(g.code, 0, g.err);
+      assert.match(g.out, /g\.json \(listed in graph-metadata\.json\)/);
+      assert.equal(JSON.parse(fs.readFileSync(out, 'utf8')).metadata.slug, 'g');
+      assert.match(g.err, /^residual: warning: .*release failed\)\n$/);
+    });
+  });
+
+  it("after a failed command leaves the command's own error the one line", async () => {
+    await withFailingDispose(async () => {
+      const r = await inProcess(['analyze', '--model', model, '--text', 'hello', '--top', '60000', '--providers', 'cpu']);
+      assert.equal(r.code, 2);
+      assert.equal(r.out, '');
+      assert.match(r.err, /^residual analyze: --top 60000 is more than the model's vocabulary \(50257 tokens\)\n$/);
+    });
   });
 });
