@@ -5,14 +5,23 @@
  *   <root>/half/half-<20 hex>.safetensors  a float16 copy of a checkpoint's weights
  *
  * Beside each entry `E`: `E.entry.json`, its record (which source files it was made from, by path, device, inode,
- * size and mtime; its mtime is the entry's last use), and `E.in-use-<pid>`, one marker per process using it.
+ * size and mtime; its mtime is the entry's last use), and `E.in-use-<host>-<pid>`, one marker per process using it
+ * (`E.in-use-<pid>` from older versions). Leftovers of interrupted writes are named after the entry or its record:
+ * `E.tmp-<host>-<pid>`, `E.entry.json.tmp-<host>-<pid>`, `.E.<host>-<pid>.<hex>.tmp` (without `<host>-` from older
+ * writers), and `.E.removing-<host>-<pid>` is an entry being removed.
  *
  * - An entry is checked before it is reused (by its maker: session.ts, half-copy.ts); a damaged one is rebuilt.
  * - An entry whose source file was deleted or replaced is removed, so a hard link never keeps a deleted model's
  *   bytes on disk; so is an entry without a record (left by an older version or a crash).
  * - The cache is kept under a size limit (`cacheLimitBytes`), least recently used entries removed first.
- * - An entry in use (a live marker: a session or model of a running process) is never removed.
- * - Only names of the shapes above are ever removed: a cache folder pointed at the wrong place loses nothing else.
+ * - An entry in use (a live marker: a session or model of a running process) is never removed, nor is a live marker
+ *   (see `removeEntry`). A marker, temporary file or entry being removed is judged by its process only when it names
+ *   this machine; another machine's (a shared cache) is live, or for temporary files stale after an hour, as is one
+ *   that names no machine.
+ * - Only names of the shapes above (`onnx/` and `half/` entries and the files named after them) are ever removed: a
+ *   cache folder pointed at the wrong place loses nothing else.
+ * - Nothing waits: a kind folder another process is pruning is skipped (`PruneReport.skipped`), and marking an entry
+ *   in use takes no lock.
  *
  * The root: the caller's `cacheDir`, else what the host set (`setDefaultCacheDir`: the extension's global storage),
  * else $RESIDUAL_CACHE_DIR, else $XDG_CACHE_HOME/residual or ~/.cache/residual (%LOCALAPPDATA%\residual\cache on
@@ -22,12 +31,16 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { ResidualError } from './errors';
-import { acquireLock, type Lock } from './files';
+import { acquireLock, hostTag, processAlive, processTag, type Lock } from './files';
+import { formatBytes } from './memory';
+
+/** Sizes in messages: memory.ts's one way (re-exported for the host's Clear Cache message). */
+export { formatBytes } from './memory';
 
 export const CACHE_DIR_ENV = 'RESIDUAL_CACHE_DIR';
 export const CACHE_LIMIT_ENV = 'RESIDUAL_CACHE_LIMIT_GB';
 /** The default size limit of the cache: 20 GiB (the float16 copy of a 7B model is ~14 GB). */
-export const DEFAULT_CACHE_LIMIT_BYTES = 20 * 2 ** 30;
+export const DEFAULT_CACHE_LIMIT_BYTES = 20e9;
 
 export const ONNX_KIND = 'onnx';
 export const HALF_KIND = 'half';
@@ -36,9 +49,13 @@ const ENTRY_NAME: Record<string, RegExp> = {
   [HALF_KIND]: /^half-[0-9a-f]{20}\.safetensors$/,
 };
 const RECORD_SUFFIX = '.entry.json';
-const MARKER = /\.in-use-(\d+)$/;
-/** Temporary files of an interrupted write: `<name>.tmp-<pid>` (safetensors) or `.<name>.<pid>.<hex>.tmp` (atomic writes). */
-const TMP = /(\.tmp-(\d+)$)|(^\..*\.(\d+)\.[0-9a-f]+\.tmp$)/;
+/** `<host>-<pid>` (the host as in `hostTag`), or `<pid>` alone from older writers. */
+const OWNER = '(?:([A-Za-z0-9_-]+)-)?(\\d+)';
+/** `<entry>.in-use-<owner>`. */
+const MARKER = new RegExp(`^(.+)\\.in-use-${OWNER}$`);
+/** Leftovers named after an entry or its record (group 1): `<name>.tmp-<owner>` (safetensors, records),
+ * `.<name>.<owner>.<hex>.tmp` (files.ts's atomic writes), `.<name>.removing-<owner>` (an entry being removed). */
+const LEFTOVERS = [new RegExp(`^(.+)\\.tmp-${OWNER}$`), new RegExp(`^\\.(.+)\\.${OWNER}\\.[0-9a-f]+\\.tmp$`), new RegExp(`^\\.(.+)\\.removing-${OWNER}$`)];
 const TMP_MAX_AGE_MS = 3600_000;
 /** Entries without a record younger than this may be being made by an older Residual: left alone by pruning. */
 const UNRECORDED_GRACE_MS = 600_000;
@@ -61,15 +78,15 @@ export function defaultCacheDir(): string {
   return path.join(os.homedir(), '.cache', 'residual');
 }
 
-/** The size limit: $RESIDUAL_CACHE_LIMIT_GB (GiB, may be fractional; 0 keeps only what is in use), else 20 GiB. */
+/** The size limit: $RESIDUAL_CACHE_LIMIT_GB (GB, as sizes are shown; may be fractional; 0 keeps only what is in use), else 20 GB. */
 export function cacheLimitBytes(): number {
   const raw = process.env[CACHE_LIMIT_ENV]?.trim();
   if (!raw) return DEFAULT_CACHE_LIMIT_BYTES;
   const gb = Number(raw);
   if (!/^[0-9]*\.?[0-9]+([eE][+-]?[0-9]+)?$/.test(raw) || !Number.isFinite(gb) || gb < 0) {
-    throw new ResidualError(`must be a number of GiB (0 or more), got ${JSON.stringify(raw)}`, CACHE_LIMIT_ENV);
+    throw new ResidualError(`must be a number of GB (0 or more), got ${JSON.stringify(raw)}`, CACHE_LIMIT_ENV);
   }
-  return Math.floor(gb * 2 ** 30);
+  return Math.floor(gb * 1e9);
 }
 
 // ── Entries in use ────────────────────────────────────────────────────────────────────────────────────────────────
@@ -78,49 +95,37 @@ export function cacheLimitBytes(): number {
 const inProcess = new Map<string, number>();
 let exitHook = false;
 
-function markerPath(entry: string, pid = process.pid): string {
-  return `${entry}.in-use-${pid}`;
-}
-
-function sleep(ms: number): void {
-  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+function markerPath(entry: string): string {
+  return `${entry}.in-use-${processTag()}`;
 }
 
 /**
- * Takes the lock of a kind folder (the lock file sits beside it), waiting up to `waitMs` for another process's
- * short hold; undefined when it cannot be had.
+ * Takes the lock of a kind folder (the lock file sits beside it) if it is free; undefined when another process
+ * holds it (or it cannot be taken). Never waits: the extension host must not block.
  */
-function lockKind(kindDir: string, waitMs: number): Lock | undefined {
-  const until = Date.now() + waitMs;
-  for (;;) {
-    try {
-      return acquireLock(kindDir, 'residual cache');
-    } catch (e) {
-      if (!(e instanceof ResidualError) || !/is being written by/.test(e.message) || Date.now() >= until) return undefined;
-      sleep(25);
-    }
+function lockKind(kindDir: string): Lock | undefined {
+  try {
+    return acquireLock(kindDir, 'residual cache');
+  } catch {
+    return undefined;
   }
 }
 
 /**
  * Marks `entry` in use by this process until the returned function is called (or the process exits): pruning and
  * Clear Cache, in any process, leave it alone. Call before checking or making the entry, so it cannot be removed
- * in between.
+ * in between. Takes no lock: a pruner looks for live markers again after moving an entry aside, and puts it back
+ * when one appeared (`removeEntry`).
  */
 export function useEntry(entry: string): () => void {
   const n = inProcess.get(entry) ?? 0;
   inProcess.set(entry, n + 1);
   if (n === 0) {
-    const kindDir = path.dirname(entry);
-    let lock: Lock | undefined;
     try {
-      fs.mkdirSync(kindDir, { recursive: true });
-      lock = lockKind(kindDir, 5000);
+      fs.mkdirSync(path.dirname(entry), { recursive: true });
       fs.writeFileSync(markerPath(entry), JSON.stringify({ pid: process.pid, host: os.hostname(), since: new Date().toISOString() }));
     } catch {
       // An unwritable cache: the caller's own writes fail and say so. Within this process the entry is protected.
-    } finally {
-      lock?.release();
     }
   }
   if (!exitHook) {
@@ -151,17 +156,12 @@ function removeQuietly(p: string): void {
   }
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-/** Whether a marker's process still runs (a marker from another machine counts as live). */
-function markerLive(file: string, pid: number): boolean {
+/**
+ * Whether a marker's process still runs: `host` is the host in its name (undefined in an older marker's, whose
+ * text may name it). A marker from another machine counts as live.
+ */
+function markerLive(file: string, host: string | undefined, pid: number): boolean {
+  if (host !== undefined) return host !== hostTag() || pid === process.pid || processAlive(pid);
   if (pid === process.pid) return true;
   try {
     const m = JSON.parse(fs.readFileSync(file, 'utf8')) as { host?: string };
@@ -169,7 +169,28 @@ function markerLive(file: string, pid: number): boolean {
   } catch {
     // unreadable: judge by the pid
   }
-  return alive(pid);
+  return processAlive(pid);
+}
+
+/** The live markers of entry `name` in `kindDir` (this process's use counts), read now. */
+function liveMarkers(kindDir: string, name: string): string[] {
+  const live: string[] = [];
+  if (inProcess.has(path.join(kindDir, name))) live.push(markerPath(path.join(kindDir, name)));
+  for (const n of safeReaddir(kindDir)) {
+    const m = MARKER.exec(n);
+    if (m && m[1] === name && markerLive(path.join(kindDir, n), m[2], Number(m[3]))) live.push(path.join(kindDir, n));
+  }
+  return live;
+}
+
+/**
+ * Whether a leftover (temporary file, entry being removed) of `host`/`pid`, last changed `ageMs` ago, is stale:
+ * one of this machine's when its process is gone (or, except for Clear Cache, after an hour); another machine's, or
+ * one naming no machine, only after an hour.
+ */
+function leftoverStale(host: string | undefined, pid: number, ageMs: number, all: boolean): boolean {
+  if (host === hostTag()) return (pid !== process.pid && !processAlive(pid)) || (!all && ageMs > TMP_MAX_AGE_MS);
+  return ageMs > TMP_MAX_AGE_MS;
 }
 
 // ── Records ───────────────────────────────────────────────────────────────────────────────────────────────────────
@@ -225,7 +246,7 @@ function readRecord(entry: string): EntryRecord | undefined {
  */
 export function recordEntry(entry: string, key: string, sources: SourceRecord[]): void {
   const file = entry + RECORD_SUFFIX;
-  const tmp = `${file}.tmp-${process.pid}`;
+  const tmp = `${file}.tmp-${processTag()}`;
   try {
     const old = readRecord(entry);
     const same = old && old.key === key && JSON.stringify(old.sources) === JSON.stringify(sources);
@@ -254,6 +275,8 @@ export interface PruneReport {
   removed: RemovedEntry[];
   /** Entries kept because a running process uses them. */
   inUse: string[];
+  /** Kind folders not pruned because another process was pruning them (nothing waits for it). */
+  skipped: string[];
   /** Bytes the removals freed (files whose last link was in the cache). */
   freedBytes: number;
   /** Bytes the cache still holds on disk (hard links to live weights files count nothing). */
@@ -308,10 +331,63 @@ function safeReaddir(dir: string): string[] {
   }
 }
 
-function removeEntry(e: Scanned): void {
-  fs.rmSync(e.path, { recursive: true, force: true });
-  fs.rmSync(e.path + RECORD_SUFFIX, { force: true });
-  for (const n of safeReaddir(e.kindDir)) if (n.startsWith(`${e.name}.in-use-`)) fs.rmSync(path.join(e.kindDir, n), { force: true });
+/** Puts a moved-aside entry or record back, unless something new was made at its name meanwhile. */
+function restore(aside: string, to: string): void {
+  try {
+    if (fs.lstatSync(aside).isDirectory()) {
+      fs.renameSync(aside, to); // fails onto a folder with files: a new entry
+    } else {
+      try {
+        fs.linkSync(aside, to); // fails onto an existing file: a new entry
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === 'EEXIST' || fs.existsSync(to)) throw e;
+        fs.renameSync(aside, to); // a file system without hard links
+      }
+    }
+  } catch {
+    // gone, or a new one in its place: the new one stays
+  }
+  fs.rmSync(aside, { recursive: true, force: true });
+}
+
+/**
+ * Removes an entry and its record unless it is in use; false when it is (a live marker, looked for right before).
+ * Markers are written without a lock (`useEntry`), so one may appear after that look: the entry is moved aside (a
+ * rename: at once), the markers looked for again, and the entry put back when one appeared. A process that marks
+ * the entry after the second look then finds it missing and makes it again. Only dead markers are removed.
+ */
+function removeEntry(e: Scanned): boolean {
+  if (liveMarkers(e.kindDir, e.name).length) return false;
+  const record = e.path + RECORD_SUFFIX;
+  const aside = path.join(e.kindDir, `.${e.name}.removing-${processTag()}`);
+  const recordAside = path.join(e.kindDir, `.${e.name}${RECORD_SUFFIX}.removing-${processTag()}`);
+  let moved = false;
+  try {
+    fs.renameSync(e.path, aside);
+    moved = true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  let recordMoved = false;
+  try {
+    fs.renameSync(record, recordAside);
+    recordMoved = true;
+  } catch {
+    // no record
+  }
+  if (liveMarkers(e.kindDir, e.name).length) {
+    if (moved) restore(aside, e.path);
+    if (recordMoved) restore(recordAside, record);
+    return false;
+  }
+  fs.rmSync(aside, { recursive: true, force: true });
+  fs.rmSync(recordAside, { force: true });
+  for (const n of safeReaddir(e.kindDir)) {
+    const m = MARKER.exec(n);
+    const file = path.join(e.kindDir, n);
+    if (m && m[1] === e.name && !markerLive(file, m[2], Number(m[3]))) fs.rmSync(file, { force: true });
+  }
+  return true;
 }
 
 export interface PruneOptions {
@@ -330,7 +406,7 @@ export interface PruneOptions {
 export function pruneCache(root: string, opts: PruneOptions = {}): PruneReport {
   const limit = opts.limit ?? cacheLimitBytes();
   const log = opts.log ?? (() => undefined);
-  const report: PruneReport = { removed: [], inUse: [], freedBytes: 0, totalBytes: 0 };
+  const report: PruneReport = { removed: [], inUse: [], skipped: [], freedBytes: 0, totalBytes: 0 };
   const locks: Lock[] = [];
   try {
     const entries: Scanned[] = [];
@@ -343,8 +419,9 @@ export function pruneCache(root: string, opts: PruneOptions = {}): PruneReport {
         continue;
       }
       if (!st.isDirectory()) continue;
-      const lock = lockKind(kindDir, opts.all ? 5000 : 0);
+      const lock = lockKind(kindDir);
       if (!lock) {
+        report.skipped.push(kindDir);
         log(`cache: ${kindDir} is being pruned by another process; skipped`);
         continue;
       }
@@ -372,7 +449,12 @@ export function pruneCache(root: string, opts: PruneOptions = {}): PruneReport {
     const gone = new Set<string>();
     const remove = (e: Scanned, reason: string) => {
       try {
-        removeEntry(e);
+        if (!removeEntry(e)) {
+          e.inUse = true;
+          report.inUse.push(e.path);
+          log(`cache: kept ${e.path} (a process started using it)`);
+          return;
+        }
       } catch (err) {
         log(`cache: cannot remove ${e.path} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); left as it is`);
         return;
@@ -416,10 +498,11 @@ export function pruneCache(root: string, opts: PruneOptions = {}): PruneReport {
   }
 }
 
-/** Lists a kind folder's entries; removes leftovers (dead markers, orphan records, old temporary files). */
+/** Lists a kind folder's entries; removes leftovers (dead markers, orphan records, stale temporary files). */
 function scanKind(kindDir: string, kind: string, all: boolean): Scanned[] {
   const names = safeReaddir(kindDir);
   const isEntry = ENTRY_NAME[kind];
+  const namedAfterEntry = (n: string) => isEntry.test(n) || (n.endsWith(RECORD_SUFFIX) && isEntry.test(n.slice(0, -RECORD_SUFFIX.length)));
   const entries = new Map<string, Scanned>();
   for (const name of names) {
     if (!isEntry.test(name)) continue;
@@ -443,10 +526,10 @@ function scanKind(kindDir: string, kind: string, all: boolean): Scanned[] {
   for (const name of names) {
     const file = path.join(kindDir, name);
     const marker = MARKER.exec(name);
-    if (marker) {
+    if (marker && isEntry.test(marker[1])) {
       // A live marker protects its entry (or one about to be made); a dead process's marker is removed.
-      const owner = entries.get(name.slice(0, marker.index));
-      if (!markerLive(file, Number(marker[1]))) fs.rmSync(file, { force: true });
+      const owner = entries.get(marker[1]);
+      if (!markerLive(file, marker[2], Number(marker[3]))) fs.rmSync(file, { force: true });
       else if (owner) owner.inUse = true;
       continue;
     }
@@ -454,15 +537,15 @@ function scanKind(kindDir: string, kind: string, all: boolean): Scanned[] {
       if (!entries.has(name.slice(0, -RECORD_SUFFIX.length)) && isEntry.test(name.slice(0, -RECORD_SUFFIX.length))) fs.rmSync(file, { force: true });
       continue;
     }
-    const tmp = TMP.exec(name);
-    if (tmp) {
-      const pid = Number(tmp[2] ?? tmp[4]);
+    for (const re of LEFTOVERS) {
+      const m = re.exec(name);
+      if (!m || !namedAfterEntry(m[1])) continue;
       try {
-        const age = Date.now() - fs.lstatSync(file).mtimeMs;
-        if ((pid !== process.pid && !alive(pid)) || (!all && age > TMP_MAX_AGE_MS)) fs.rmSync(file, { force: true });
+        if (leftoverStale(m[2], Number(m[3]), Date.now() - fs.lstatSync(file).mtimeMs, all)) fs.rmSync(file, { recursive: true, force: true });
       } catch {
         // vanished
       }
+      break;
     }
   }
   return [...entries.values()];
@@ -471,14 +554,6 @@ function scanKind(kindDir: string, kind: string, all: boolean): Scanned[] {
 /** Clear Cache: removes every entry no running process uses. */
 export function clearCache(root: string, log?: (message: string) => void): PruneReport {
   return pruneCache(root, { limit: 0, all: true, log });
-}
-
-export function formatBytes(n: number): string {
-  if (!Number.isFinite(n)) return 'unlimited';
-  if (n >= 2 ** 30) return `${(n / 2 ** 30).toFixed(n >= 10 * 2 ** 30 ? 0 : 1)} GiB`;
-  if (n >= 2 ** 20) return `${(n / 2 ** 20).toFixed(1)} MiB`;
-  if (n >= 2 ** 10) return `${(n / 2 ** 10).toFixed(1)} KiB`;
-  return `${n} B`;
 }
 
 // ── Throttled pruning after a session or copy is made ────────────────────────────────────────────────────────────

@@ -38,11 +38,13 @@ export async function clearCacheCommand(context: vscode.ExtensionContext, log: v
   try {
     const r = clearCache(dir, (m) => log.appendLine(m));
     const kept = r.inUse.length ? ` ${r.inUse.length} in use by the loaded model were kept (select another model or reload the window, then clear again to remove them).` : '';
+    const skipped = r.skipped.length ? ` Skipped ${r.skipped.join(', ')}: another process is cleaning it now; clear again in a moment.` : '';
     const text = r.removed.length
       ? `Residual: cleared the cache: ${r.removed.length} entr${r.removed.length === 1 ? 'y' : 'ies'} removed, ${formatBytes(r.freedBytes)} freed.${kept}`
       : `Residual: the cache is already empty.${kept}`;
-    log.appendLine(`${text} (${dir})`);
-    void vscode.window.showInformationMessage(text);
+    const message = text + skipped;
+    log.appendLine(`${message} (${dir})`);
+    void vscode.window.showInformationMessage(message);
   } catch (e) {
     void vscode.window.showErrorMessage(`Residual: ${errorMessage(e)}`);
   }

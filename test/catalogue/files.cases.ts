@@ -12,6 +12,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { CACHE_DIR_ENV, CACHE_LIMIT_ENV, clearCache, HALF_KIND, ONNX_KIND, pruneCache, recordEntry, sourceRecord } from '../../src/engine/cache';
+import { hostTag } from '../../src/engine/files';
 import { openCheckpoint } from '../../src/engine/checkpoint/load';
 import { writeRandomGpt2 } from '../../src/engine/checkpoint/random';
 import { writeSafetensors } from '../../src/engine/checkpoint/write';
@@ -610,11 +611,11 @@ const class5: BadInputCase[] = [
       const oldest = fakeEntry(cache, 1 << 20, 300);
       const middle = fakeEntry(cache, 1 << 20, 200);
       const newest = fakeEntry(cache, 1 << 20, 100);
-      const r = pruneCache(cache, { limit: 2.5 * 2 ** 20 });
+      const r = pruneCache(cache, { limit: 3e6 });
       const left = (['oldest', 'middle', 'newest'] as const).filter((_, i) => fs.existsSync([oldest, middle, newest][i]));
       return `${reasons(r)}; left: ${left.join(', ')}; ${(r.totalBytes / 2 ** 20).toFixed(1)} MiB`;
     },
-    expect: /removed 1: [0-9a-f]{24} \(least recently used; the cache is over its 2\.5 MiB limit\); kept in use 0; left: middle, newest; 2\.0 MiB/,
+    expect: /removed 1: [0-9a-f]{24} \(least recently used; the cache is over its 3 MB limit\); kept in use 0; left: middle, newest; 2\.0 MiB/,
   },
   {
     class: 5,
@@ -672,13 +673,60 @@ const class5: BadInputCase[] = [
     name: 'a temporary file left by an interrupted float16 conversion',
     run: async () => {
       const cache = fresh('cache-tmp');
-      const tmp = path.join(cache, HALF_KIND, `half-${'0'.repeat(20)}.safetensors.tmp-${DEAD_PID}`);
+      const tmp = path.join(cache, HALF_KIND, `half-${'0'.repeat(20)}.safetensors.tmp-${hostTag()}-${DEAD_PID}`);
       fs.mkdirSync(path.dirname(tmp), { recursive: true });
       fs.writeFileSync(tmp, 'partial');
       pruneCache(cache);
       return `temporary file ${fs.existsSync(tmp) ? 'left' : 'removed'}`;
     },
     expect: /temporary file removed/,
+  },
+  {
+    class: 5,
+    name: "a shared cache: another machine's temporary files and markers are not judged by their pid",
+    run: async () => {
+      const cache = fresh('cache-shared');
+      const half = path.join(cache, HALF_KIND);
+      fs.mkdirSync(half, { recursive: true });
+      const base = path.join(half, `half-${'1'.repeat(20)}.safetensors`);
+      const old = new Date(Date.now() - 2 * 3600_000);
+      const files = {
+        'its conversion': `${base}.tmp-build_server_7-${DEAD_PID}`,
+        'its record write': `${base}.entry.json.tmp-build_server_7-${DEAD_PID}`,
+        'its atomic write': path.join(half, `.${path.basename(base)}.build_server_7-${DEAD_PID}.0a1b2c3d.tmp`),
+        'a write naming no machine': `${base}.tmp-${DEAD_PID}`,
+        'an old one of another machine': `${base}.tmp-other-${DEAD_PID}`,
+        'an old one naming no machine': path.join(half, `.${path.basename(base)}.${DEAD_PID}.0a1b2c3d.tmp`),
+      };
+      for (const f of Object.values(files)) fs.writeFileSync(f, 'partial');
+      for (const f of [files['an old one of another machine'], files['an old one naming no machine']]) fs.utimesSync(f, old, old);
+      const e = fakeEntry(cache, 1000, 50);
+      fs.writeFileSync(`${e}.in-use-build_server_7-${DEAD_PID}`, '');
+      const r = pruneCache(cache, { limit: 0 });
+      const left = Object.entries(files).map(([k, f]) => `${k} ${fs.existsSync(f) ? 'kept' : 'removed'}`);
+      return `${left.join(', ')}; ${reasons(r)}`;
+    },
+    expect:
+      /^its conversion kept, its record write kept, its atomic write kept, a write naming no machine kept, an old one of another machine removed, an old one naming no machine removed; removed 0: ; kept in use 1$/,
+  },
+  {
+    class: 5,
+    name: 'files in a cache folder that only look like leftovers (not named after an entry) are left alone',
+    run: async () => {
+      const cache = fresh('cache-lookalikes');
+      const half = path.join(cache, HALF_KIND);
+      fs.mkdirSync(half, { recursive: true });
+      const old = new Date(Date.now() - 2 * 3600_000);
+      const files = [`notes.txt.tmp-${DEAD_PID}`, `.notes.${DEAD_PID}.abcdef.tmp`, `notes.in-use-${DEAD_PID}`, `.notes.removing-${hostTag()}-${DEAD_PID}`].map((n) => path.join(half, n));
+      for (const f of files) {
+        fs.writeFileSync(f, 'keep me');
+        fs.utimesSync(f, old, old);
+      }
+      clearCache(cache);
+      pruneCache(cache);
+      return `${files.filter((f) => fs.existsSync(f)).length} of ${files.length} kept`;
+    },
+    expect: /^4 of 4 kept$/,
   },
   {
     class: 5,
@@ -709,13 +757,13 @@ const class5: BadInputCase[] = [
     class: 5,
     name: 'RESIDUAL_CACHE_LIMIT_GB that is not a number',
     run: async () => withEnv({ [CACHE_LIMIT_ENV]: 'lots' }, async () => (await load(plain())).dispose().then(() => 'loaded')),
-    expect: /RESIDUAL_CACHE_LIMIT_GB: must be a number of GiB \(0 or more\), got "lots"/,
+    expect: /RESIDUAL_CACHE_LIMIT_GB: must be a number of GB \(0 or more\), got "lots"/,
   },
   {
     class: 5,
     name: 'a negative RESIDUAL_CACHE_LIMIT_GB',
     run: async () => withEnv({ [CACHE_LIMIT_ENV]: '-1' }, async () => (await load(plain())).dispose().then(() => 'loaded')),
-    expect: /RESIDUAL_CACHE_LIMIT_GB: must be a number of GiB \(0 or more\), got "-1"/,
+    expect: /RESIDUAL_CACHE_LIMIT_GB: must be a number of GB \(0 or more\), got "-1"/,
   },
   {
     class: 5,

@@ -3,9 +3,13 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { describe, it } from 'node:test';
+import { after, describe, it, mock } from 'node:test';
 import * as crypto from 'node:crypto';
-import { clearCache, pruneCache } from '../../src/engine/cache';
+import realFs from 'node:fs';
+import * as cacheModule from '../../src/engine/cache';
+import { clearCache, pruneCache, recordEntry, sourceRecord, useEntry } from '../../src/engine/cache';
+import { hostTag, lockPath } from '../../src/engine/files';
+import { formatBytes } from '../../src/engine/memory';
 import { allHookNames, hookName, parseHookName, suggestHooks } from '../../src/engine/hooks';
 import { Model, type ModelLoadOptions } from '../../src/engine/model';
 import { writeRandomGpt2 } from '../../src/engine/checkpoint/random';
@@ -194,5 +198,106 @@ describe('the ONNX graph cache', () => {
     assert.deepEqual(r.removed.map((x) => x.path), [made[0]]);
     assert.match(r.removed[0].reason, /least recently used/);
     assert.deepEqual(entries(cache).sort(), made.slice(1).sort());
+  });
+});
+
+describe('cache entries in use, and no waiting for the cache lock', () => {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'residual-cache-use-'));
+  after(() => fs.rmSync(root, { recursive: true, force: true }));
+  const source = path.join(root, 'source.bin');
+  fs.writeFileSync(source, 'weights');
+  /** A process that runs as long as this test does: the test runner. */
+  const LIVE_PID = process.ppid;
+  let n = 0;
+  /** An ONNX entry with a record, last used `ago` s ago. */
+  const fakeEntry = (cache: string, ago = 60) => {
+    const dir = path.join(cache, 'onnx', crypto.randomBytes(12).toString('hex'));
+    fs.mkdirSync(dir, { recursive: true });
+    fs.writeFileSync(path.join(dir, 'model.onnx'), 'graph');
+    recordEntry(dir, 'test', [sourceRecord(source)]);
+    const t = new Date(Date.now() - ago * 1000);
+    fs.utimesSync(`${dir}.entry.json`, t, t);
+    return dir;
+  };
+  const liveMarker = (entry: string) => {
+    const m = `${entry}.in-use-${hostTag()}-${LIVE_PID}`;
+    fs.writeFileSync(m, JSON.stringify({ pid: LIVE_PID, host: os.hostname() }));
+    return m;
+  };
+
+  it('an entry marked in use while Clear Cache runs is kept, and so is its marker', () => {
+    const cache = path.join(root, `c${++n}`);
+    const made = [fakeEntry(cache), fakeEntry(cache)];
+    const markers: string[] = [];
+    // After the first removal, another process starts using the other entry (it was scanned as unused).
+    const r = clearCache(cache, (m) => {
+      if (m.startsWith('cache: removed') && !markers.length) for (const e of made) if (fs.existsSync(e)) markers.push(liveMarker(e));
+    });
+    assert.equal(r.removed.length, 1);
+    const kept = made.find((e) => fs.existsSync(e))!;
+    assert.deepEqual(r.inUse, [kept]);
+    assert.ok(fs.existsSync(path.join(kept, 'model.onnx')) && fs.existsSync(`${kept}.entry.json`), 'entry and record kept');
+    assert.ok(markers.length === 1 && fs.existsSync(markers[0]), 'the live marker is never removed');
+  });
+
+  it('an entry marked in use just as it is being removed is put back whole', () => {
+    const cache = path.join(root, `c${++n}`);
+    const entry = fakeEntry(cache);
+    const renameSync = realFs.renameSync;
+    let marker = '';
+    // The marker appears after the pruner's last look and before it moves the entry away.
+    mock.method(realFs, 'renameSync', (...args: Parameters<typeof realFs.renameSync>) => {
+      if (args[0] === entry && !marker) marker = liveMarker(entry);
+      return renameSync.apply(realFs, args);
+    });
+    let r: ReturnType<typeof clearCache>;
+    try {
+      r = clearCache(cache);
+    } finally {
+      mock.restoreAll();
+    }
+    assert.ok(marker, 'the entry was being removed');
+    assert.deepEqual(r.removed, []);
+    assert.deepEqual(r.inUse, [entry]);
+    assert.equal(fs.readFileSync(path.join(entry, 'model.onnx'), 'utf8'), 'graph');
+    assert.ok(fs.existsSync(`${entry}.entry.json`) && fs.existsSync(marker));
+    assert.deepEqual(fs.readdirSync(path.join(cache, 'onnx')).filter((f) => f.includes('removing')), [], 'nothing left aside');
+  });
+
+  it('marking an entry in use never waits for the cache lock, and is seen by pruning', () => {
+    const cache = path.join(root, `c${++n}`);
+    const entry = fakeEntry(cache);
+    const kindDir = path.dirname(entry);
+    fs.writeFileSync(lockPath(kindDir), JSON.stringify({ pid: LIVE_PID, host: os.hostname(), what: 'residual cache', since: new Date().toISOString() }));
+    const t0 = performance.now();
+    const release = useEntry(entry);
+    assert.ok(performance.now() - t0 < 1000, `useEntry took ${(performance.now() - t0).toFixed(0)} ms`);
+    const marker = `${entry}.in-use-${hostTag()}-${process.pid}`;
+    assert.ok(fs.existsSync(marker), 'the marker names this machine and process');
+    fs.rmSync(lockPath(kindDir));
+    assert.deepEqual(clearCache(cache).inUse, [entry]);
+    release();
+    assert.equal(fs.existsSync(marker), false);
+    assert.equal(clearCache(cache).removed.length, 1);
+  });
+
+  it('Clear Cache and pruning never wait for a cache folder another process holds: it is skipped at once', () => {
+    const cache = path.join(root, `c${++n}`);
+    const entry = fakeEntry(cache);
+    const kindDir = path.dirname(entry);
+    fs.writeFileSync(lockPath(kindDir), JSON.stringify({ pid: LIVE_PID, host: os.hostname(), what: 'residual cache', since: new Date().toISOString() }));
+    const logs: string[] = [];
+    const t0 = performance.now();
+    const r = clearCache(cache, (m) => logs.push(m));
+    assert.ok(performance.now() - t0 < 1000, `Clear Cache took ${(performance.now() - t0).toFixed(0)} ms`);
+    assert.deepEqual(r.skipped, [kindDir]);
+    assert.deepEqual(r.removed, []);
+    assert.ok(fs.existsSync(entry));
+    assert.ok(logs.some((l) => /is being pruned by another process; skipped/.test(l)), logs.join('\n'));
+    assert.deepEqual(pruneCache(cache, { limit: 0 }).skipped, [kindDir]);
+  });
+
+  it("sizes are written by memory.ts's formatBytes (one way for the whole engine)", () => {
+    assert.equal(cacheModule.formatBytes, formatBytes);
   });
 });

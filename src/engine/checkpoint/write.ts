@@ -5,6 +5,7 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import { ResidualError } from '../errors';
+import { processTag } from '../files';
 import { f32ArrayToBf16, f32ArrayToF16 } from './half';
 import type { SafeDtype } from './safetensors';
 
@@ -103,7 +104,7 @@ export function writeSafetensorsFile(path: string, header: Record<string, unknow
   const prefix = new Uint8Array(8);
   new DataView(prefix.buffer).setBigUint64(0, BigInt(json.length), true);
 
-  const tmp = `${path}.tmp-${process.pid}`;
+  const tmp = `${path}.tmp-${processTag()}`; // host and pid: the cache judges leftovers by them
   const fd = fs.openSync(tmp, 'w');
   try {
     writeAll(fd, prefix);
