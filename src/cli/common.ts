@@ -6,7 +6,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { errorMessage, ResidualError } from '../engine/errors';
-import { checkOutputFile } from '../engine/files';
+import { checkOutputFile, kindOf } from '../engine/files';
 import { Model } from '../engine/model';
 import { DEFAULT_PROVIDERS, silenceOrt, type ProviderName } from '../engine/runtime/session';
 import type { WeightPrecision } from '../engine/onnx/ops';
@@ -137,21 +137,6 @@ export function checkOutFlag(f: Flags, file: string): void {
     }
     return;
   }
-}
-
-/**
- * What a path is, in words: the same function, word for word, as `kindOf` in src/engine/files.ts (which does not export
- * it), so `--out` names a FIFO, a socket or a device exactly as every other file check does; test/unit/cli.test.ts
- * compares the two.
- */
-function kindOf(st: fs.Stats): string {
-  if (st.isDirectory()) return 'a folder';
-  if (st.isFIFO()) return 'a FIFO (named pipe)';
-  if (st.isSocket()) return 'a socket';
-  if (st.isCharacterDevice()) return 'a character device';
-  if (st.isBlockDevice()) return 'a block device';
-  if (st.isFile()) return 'a regular file';
-  return 'not a regular file';
 }
 
 /** Checks `--out DIR` for a folder to write into: an existing folder or a new path; anything else is refused. */

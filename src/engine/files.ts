@@ -13,8 +13,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { ResidualError } from './errors';
 
-/** What a non-regular path is, in words. */
-function kindOf(st: fs.Stats): string {
+/** What a path is, in words (every file check names a FIFO, a socket or a device the same way). */
+export function kindOf(st: fs.Stats): string {
   if (st.isDirectory()) return 'a folder';
   if (st.isFIFO()) return 'a FIFO (named pipe)';
   if (st.isSocket()) return 'a socket';

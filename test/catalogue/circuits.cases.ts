@@ -6,7 +6,6 @@
  * by circuits.test.ts) releases them. Nothing is done at import.
  */
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import type { FamilyModelType } from '../../src/engine/checkpoint/families';
 import { writeRandomFamily, writeRandomGpt2 } from '../../src/engine/checkpoint/random';
@@ -21,7 +20,7 @@ import { Model } from '../../src/engine/model';
 import { silenceOrt } from '../../src/engine/runtime/session';
 import { featureVector } from '../../src/engine/steering/vectors';
 import { gpt2TokenizerJSON } from '../../tools/gpt2-tokenizer';
-import { runCli, type BadInputCase } from '../helpers/catalogue';
+import { lazyFixtures, runCli, type BadInputCase } from '../helpers/catalogue';
 
 // ---- Fixtures (lazy, shared) ---------------------------------------------------------------------------------
 
@@ -31,12 +30,8 @@ const L = 2;
 const GPT2 = { nLayers: L, dModel: D, nHeads: 4, dMlp: 32, nCtx: 32, vocabSize: 50257 };
 const IDS = [464, 2068, 7586, 21831, 18045, 625];
 
-let rootDir: string | undefined;
-/** The temporary folder of every fixture. */
-function root(): string {
-  rootDir ??= fs.mkdtempSync(path.join(os.tmpdir(), 'residual-cat-circuits-'));
-  return rootDir;
-}
+const fixtures = lazyFixtures('residual-cat-circuits-');
+const root = () => fixtures.root();
 const cacheDir = () => path.join(root(), 'onnx-cache');
 let counter = 0;
 /** A fresh folder path (not created) under the fixtures' root. */
@@ -47,13 +42,7 @@ function fresh(name: string): string {
 let tokenizer: object | undefined;
 const tokenizerJson = () => (tokenizer ??= gpt2TokenizerJSON());
 
-const disposers: (() => Promise<void>)[] = [];
-const memo = new Map<string, Promise<unknown>>();
-function once<T>(key: string, make: () => Promise<T>): Promise<T> {
-  let p = memo.get(key) as Promise<T> | undefined;
-  if (!p) memo.set(key, (p = make()));
-  return p;
-}
+const once = <T>(key: string, make: () => Promise<T>) => fixtures.once(key, make);
 
 /** The tiny random GPT-2 (2 layers, d_model 16), loaded once. */
 function gpt2(): Promise<{ dir: string; model: Model }> {
@@ -62,7 +51,7 @@ function gpt2(): Promise<{ dir: string; model: Model }> {
     const dir = path.join(root(), 'gpt2');
     writeRandomGpt2(dir, GPT2, { seed: 21, std: 0.3, tokenizerJson: tokenizerJson() });
     const model = await Model.load(dir, { providers: ['cpu'], cacheDir: cacheDir() });
-    disposers.push(() => model.dispose());
+    fixtures.onDispose(() => model.dispose());
     return { dir, model };
   });
 }
@@ -86,7 +75,7 @@ function goodGraph(): Promise<{ attributor: Attributor; graph: AttributionGraph;
     const { model } = await gpt2();
     const set = loadTranscoders(writeSet(path.join(root(), 'good', 'transcoders'), 'saelens'), model.config);
     const attributor = new Attributor(model, set, { cacheDir: cacheDir() });
-    disposers.push(() => attributor.dispose());
+    fixtures.onDispose(() => attributor.dispose());
     const graph = await attributor.attribute(IDS);
     return { attributor, graph, model, set };
   });
@@ -118,9 +107,9 @@ function tiedFamily(type: FamilyModelType): Promise<{ attributor: Attributor; gr
     );
     const model = await Model.load(path.join(dir, 'model'), { providers: ['cpu'], cacheDir: cacheDir() });
     if (!model.checkpoint.tiedUnembed) throw new Error(`the ${type} fixture is not tied`);
-    disposers.push(() => model.dispose());
+    fixtures.onDispose(() => model.dispose());
     const attributor = new Attributor(model, loadTranscoders(writeSet(path.join(dir, 'transcoders'), 'circuit-tracer'), model.config), { cacheDir: cacheDir() });
-    disposers.push(() => attributor.dispose());
+    fixtures.onDispose(() => attributor.dispose());
     const graph = await attributor.attribute(IDS);
     return { attributor, graph, model };
   });
@@ -128,10 +117,7 @@ function tiedFamily(type: FamilyModelType): Promise<{ attributor: Attributor; gr
 
 /** Releases the models and sessions and deletes the fixtures. */
 export async function disposeFixtures(): Promise<void> {
-  for (const d of disposers.splice(0).reverse()) await d();
-  memo.clear();
-  if (rootDir) fs.rmSync(rootDir, { recursive: true, force: true });
-  rootDir = undefined;
+  await fixtures.dispose();
 }
 
 /** A place outside every transcoder folder, with a real transcoder file (so a link to it would load). */

@@ -9,7 +9,6 @@
  */
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { analyze } from '../../src/engine/analysis';
 import { writeRandomFamily, writeRandomGpt2 } from '../../src/engine/checkpoint/random';
@@ -22,7 +21,7 @@ import { silenceOrt } from '../../src/engine/runtime/session';
 import { compareGeneration, generate, nextTokenEffect, sweep } from '../../src/engine/steering/steer';
 import { Tokenizer } from '../../src/engine/tokenizer';
 import { gpt2TokenizerJSON } from '../../tools/gpt2-tokenizer';
-import { runCli, type BadInputCase } from '../helpers/catalogue';
+import { lazyFixtures, runCli, type BadInputCase } from '../helpers/catalogue';
 
 // ---- Fixtures (lazy, shared) ---------------------------------------------------------------------------------
 
@@ -31,11 +30,8 @@ const GPT2 = { nLayers: 2, dModel: D, nHeads: 4, dMlp: 32, nCtx: 32, vocabSize: 
 const TEXT = 'The quick brown fox jumps over the lazy dog';
 const GREEDY: GenerationSettings = { maxNewTokens: 3, temperature: 0, topP: 1, seed: 0 };
 
-let rootDir: string | undefined;
-function root(): string {
-  rootDir ??= fs.mkdtempSync(path.join(os.tmpdir(), 'residual-cat-numbers-'));
-  return rootDir;
-}
+const fixtures = lazyFixtures('residual-cat-numbers-');
+const root = () => fixtures.root();
 const cacheDir = () => path.join(root(), 'onnx-cache');
 /** The CLI's environment: its cache inside the fixtures' folder, not the user's. */
 const cliEnv = () => ({ RESIDUAL_CACHE_DIR: cacheDir() });
@@ -43,20 +39,11 @@ const cliEnv = () => ({ RESIDUAL_CACHE_DIR: cacheDir() });
 let tokenizer: object | undefined;
 const tokenizerJson = () => (tokenizer ??= gpt2TokenizerJSON());
 
-const disposers: (() => Promise<void>)[] = [];
-const memo = new Map<string, Promise<unknown>>();
-function once<T>(key: string, make: () => Promise<T>): Promise<T> {
-  let p = memo.get(key) as Promise<T> | undefined;
-  if (!p) memo.set(key, (p = make()));
-  return p;
-}
+const once = <T>(key: string, make: () => Promise<T>) => fixtures.once(key, make);
 
 export async function disposeFixtures(): Promise<void> {
-  for (const d of disposers.splice(0).reverse()) await d();
-  memo.clear();
+  await fixtures.dispose();
   hostileModel = undefined;
-  if (rootDir) fs.rmSync(rootDir, { recursive: true, force: true });
-  rootDir = undefined;
 }
 
 /** Edits one F32 tensor of a single-file checkpoint in place (`edit` gets its values; what it leaves is written). */
@@ -97,7 +84,7 @@ export function writePaddedLlama(dir: string, tokenizerJson: object, seed = 11):
 async function load(dir: string): Promise<Model> {
   silenceOrt();
   const model = await Model.load(dir, { providers: ['cpu'], cacheDir: cacheDir() });
-  disposers.push(() => model.dispose());
+  fixtures.onDispose(() => model.dispose());
   return model;
 }
 

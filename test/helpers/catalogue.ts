@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { it } from 'node:test';
 
@@ -98,4 +99,34 @@ export function runCli(args: string[], opts: { stdin?: string; env?: Record<stri
     });
     child.stdin.end(opts.stdin ?? '');
   });
+}
+
+/**
+ * The fixtures of one cases file, made lazily (a cases module does no work at import): a temporary root, builders run
+ * once per key, and what to dispose (models, attributors) when its runner is done.
+ */
+export function lazyFixtures(prefix: string) {
+  let rootDir: string | undefined;
+  const memo = new Map<string, Promise<unknown>>();
+  const disposers: (() => Promise<void>)[] = [];
+  return {
+    root(): string {
+      rootDir ??= fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+      return rootDir;
+    },
+    once<T>(key: string, make: () => Promise<T>): Promise<T> {
+      let p = memo.get(key) as Promise<T> | undefined;
+      if (!p) memo.set(key, (p = make()));
+      return p;
+    },
+    onDispose(fn: () => Promise<void>): void {
+      disposers.push(fn);
+    },
+    async dispose(): Promise<void> {
+      for (const d of disposers.splice(0).reverse()) await d();
+      memo.clear();
+      if (rootDir) fs.rmSync(rootDir, { recursive: true, force: true });
+      rootDir = undefined;
+    },
+  };
 }
