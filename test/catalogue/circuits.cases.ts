@@ -360,7 +360,7 @@ const numbers: BadInputCase[] = [
     class: 7,
     name: 'Inf in the decoder row a steering vector is made from',
     run: () => messageOf(() => featureVector(writeSet(fresh('inf-steer'), 'circuit-tracer', {}, poke('wDec_FD', 1, [4 * D + 1], Infinity)), 1, 4)),
-    expect: /layer_1\.safetensors: decoder row 4 contains NaN or Inf/,
+    expect: /layer_1\.safetensors: layer 1 transcoder: tensor "W_dec" \[32, 16\] holds Infinity at \[4, 1\]/,
   },
 ];
 

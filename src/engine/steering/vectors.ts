@@ -25,7 +25,7 @@ import * as path from 'node:path';
 import { isPlainObject, readSafetensorsHeader, readTensorF32 } from '../checkpoint/safetensors';
 import { ResidualError, throwIfCancelled, type CancelToken } from '../errors';
 import { acquireLock, checkOutputFile, writeFileAtomic } from '../files';
-import { openTranscoderFolder, readRows, readStoredTranscoder } from '../circuits/transcoders';
+import { openTranscoderFolder, readDecoderRows, readStoredTranscoder } from '../circuits/transcoders';
 import { hookName } from '../hooks';
 import type { Model } from '../model';
 import { RESID_POINTS, type SteerPointName, type SteeringVector } from '../results';
@@ -49,8 +49,8 @@ export function featureVector(transcodersDir: string, layer: number, index: numb
   if (!Number.isInteger(index) || index < 0) throw new ResidualError(`feature index must be a non-negative integer, got ${index}`, folder.dir);
   const t = readStoredTranscoder(folder, layer);
   if (index >= t.dSae) throw new ResidualError(`feature ${index} does not exist: the layer-${layer} transcoder has features 0..${t.dSae - 1}`, t.weights);
-  const vector = readRows(t.wDec, [index]);
-  if (!vector.every(Number.isFinite)) throw new ResidualError(`decoder row ${index} contains NaN or Inf`, t.weights);
+  // The same check (and message: layer, tensor, element) as attribution's decoder reads.
+  const vector = readDecoderRows({ layer, wDec: t.wDec }, [index]);
   return {
     vector,
     layer,
