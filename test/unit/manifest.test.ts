@@ -43,6 +43,10 @@ describe('package.json contributions', () => {
     assert.deepEqual(pkg.contributes.configuration.properties['residual.providers'].default, ['cuda', 'webgpu', 'cpu']);
   });
 
+  it('runs as a workspace extension (beside the model on a Remote-SSH / Tunnels / Codespaces / code-server host)', () => {
+    assert.deepEqual(pkg.extensionKind, ['workspace']);
+  });
+
   it('keeps engines.vscode within the VS Code the end-to-end test runs (1.100)', () => {
     assert.equal(pkg.engines.vscode, '^1.100.0');
   });
