@@ -49,9 +49,6 @@ export const STEER: CommandSpec = {
   },
 };
 
-/** The usage of `residual steer` (kept for callers of the old name). */
-export const STEER_USAGE = usageOf(STEER);
-
 export async function steerCommand(args: string[], io: Io = processIo()): Promise<number> {
   const parsed = parseFlags(STEER, args);
   if (parsed === 'help') {

@@ -41,12 +41,6 @@ import { l2 } from './vectors';
 
 export type { GeneratedText, GenerationComparison, GenerationSettings, NextTokenEffect, SteeringSpec, SweepResult };
 
-/** A next-token effect with, when `nonFinite`, why (the strength, and where the steered model overflowed). */
-export type SteerEffect = NextTokenEffect;
-
-/** A continuation with, when it stopped on NaN/Inf, why. */
-export type GeneratedTextReport = GeneratedText;
-
 // ---- Additions ---------------------------------------------------------------------------------------------------
 
 /** The absolute multiplier applied to `spec.vector` (strength, or strength × meanNorm / ‖v‖ when relative). */
@@ -240,7 +234,7 @@ export async function nextTokenEffect(
   spec: SteeringSpec,
   k = 10,
   opts: { cancel?: CancelToken } = {},
-): Promise<SteerEffect> {
+): Promise<NextTokenEffect> {
   // nextTokenEffectIds validates the spec against the model.
   return nextTokenEffectIds(model, encodePrompt(model, text), spec, k, opts);
 }
@@ -252,7 +246,7 @@ export async function nextTokenEffectIds(
   spec: SteeringSpec,
   k = 10,
   opts: { cancel?: CancelToken } = {},
-): Promise<SteerEffect> {
+): Promise<NextTokenEffect> {
   validateSpec(spec);
   checkSpecAgainstModel(model, spec);
   if (!(Number.isInteger(k) && k >= 1)) throw new ResidualError(`the number of next tokens to show must be a positive integer, got ${k}`, 'steering');
@@ -269,7 +263,7 @@ export async function nextTokenEffectIds(
   const meanNorm = spec.relative ? meanRowNorm(base.activations.get(hook)!.data, P, model.config.dModel) : undefined;
   const scale = steerScale(spec, meanNorm);
   const adds = steerAdds(spec, 0, P, meanNorm);
-  const broken = (where: HookName | 'additions' | 'logits'): SteerEffect => ({
+  const broken = (where: HookName | 'additions' | 'logits'): NextTokenEffect => ({
     baseline,
     steered: [],
     kl: NaN,
@@ -308,7 +302,7 @@ export interface GenerateOptions {
   meanNorm?: number;
 }
 
-export interface GenerationRun extends GeneratedTextReport {
+export interface GenerationRun extends GeneratedText {
   /** Wall time of the generation (forward passes and sampling), ms. */
   ms: number;
   /** Number of forward calls. */
@@ -492,7 +486,7 @@ export async function compareGeneration(
   const steered = await generate(model, ids, settings, spec, { ...common, onToken: (i, t, n) => opts.onToken?.('steered', i, t, n) });
   const tokens = baseline.ids.length + steered.ids.length;
   const seconds = (baseline.ms + steered.ms) / 1000;
-  const strip = (g: GenerationRun): GeneratedTextReport => ({ ids: g.ids, tokens: g.tokens, text: g.text, ...(g.nonFinite ? { nonFinite: true, nonFiniteReason: g.nonFiniteReason } : {}) });
+  const strip = (g: GenerationRun): GeneratedText => ({ ids: g.ids, tokens: g.tokens, text: g.text, ...(g.nonFinite ? { nonFinite: true, nonFiniteReason: g.nonFiniteReason } : {}) });
   return { prompt: text, baseline: strip(baseline), steered: strip(steered), settings, tokensPerSecond: seconds > 0 ? tokens / seconds : 0 };
 }
 
