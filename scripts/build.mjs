@@ -1,5 +1,6 @@
-// One build: esbuild bundles the extension host, the CLI and the webviews; onnxruntime-node stays a real module
-// (native binding) and is copied, for this platform only, into dist/node_modules so the VSIX carries it.
+// One build: esbuild bundles the extension host, the CLI, the GPU check's child process and the webviews;
+// onnxruntime-node and Dawn's node binding (the `webgpu` package, used by the GPU check only) stay real modules
+// (native bindings) and are copied, for this platform only, into dist/node_modules so the VSIX carries them.
 import * as esbuild from 'esbuild';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -15,6 +16,7 @@ const common = { bundle: true, sourcemap: !prod, minify: prod, logLevel: 'warnin
 const builds = [
   { ...common, entryPoints: ['src/host/extension.ts'], outfile: 'dist/extension.js', platform: 'node', format: 'cjs', target: 'node20', external: ['vscode', 'onnxruntime-node'] },
   { ...common, entryPoints: ['src/cli/main.ts'], outfile: 'dist/cli.js', platform: 'node', format: 'cjs', target: 'node20', external: ['onnxruntime-node'] },
+  { ...common, entryPoints: ['src/engine/runtime/probeWorker.ts'], outfile: 'dist/probe.js', platform: 'node', format: 'cjs', target: 'node20', external: ['onnxruntime-node', 'webgpu'] },
   { ...common, entryPoints: { activations: 'webview/activations/main.ts', inspector: 'webview/inspector/main.ts', steering: 'webview/steering/main.ts', circuit: 'webview/circuit/main.ts' }, outdir: 'dist/webview', platform: 'browser', format: 'iife', target: 'es2022' },
 ];
 
@@ -26,6 +28,10 @@ function copyRuntime() {
   copy('onnxruntime-node/package.json');
   copy('onnxruntime-node/dist');
   copy(`onnxruntime-node/bin/napi-v6/${process.platform}/${process.arch}`);
+  copy('webgpu/package.json');
+  copy('webgpu/LICENSE.md');
+  const dawn = `webgpu/dist/${process.platform}-${process.platform === 'darwin' ? 'universal' : process.arch}`;
+  if (fs.existsSync(path.join(root, 'node_modules', dawn))) copy(dawn);
 }
 
 if (watch) {

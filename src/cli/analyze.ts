@@ -62,6 +62,8 @@ export function toJson(a: Analysis) {
   return {
     model: a.model,
     provider: a.provider,
+    adapter: a.adapter ?? null,
+    attempts: (a.attempts ?? []).map(({ provider, ok, reason, warning }) => ({ provider, ok, ...(reason ? { reason } : {}), ...(warning ? { warning } : {}) })),
     tokens: a.tokens,
     truncated: a.truncated ?? null,
     top: a.top,

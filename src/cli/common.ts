@@ -11,6 +11,7 @@ import { Model } from '../engine/model';
 import { DEFAULT_PROVIDERS, silenceOrt, type ProviderName } from '../engine/runtime/session';
 import type { WeightPrecision } from '../engine/onnx/ops';
 import type { Flags, FlagSpec } from './args';
+import { ERR_FD_ENV, ERR_TTY_ENV, writeErr } from './worker';
 
 /** Where a command's output goes: stdout gets only the result, stderr only Residual's own lines. */
 export interface Io {
@@ -21,15 +22,20 @@ export interface Io {
   /** All of standard input (for `--text -`). */
   readStdin(): string;
   env: NodeJS.ProcessEnv;
+  /** Residual's log lines (not for the user's terminal: the log file, when there is one). */
+  log?: (line: string) => void;
 }
 
 export function processIo(): Io {
+  // In a worker (worker.ts), the user's stderr is the fd named by the environment and fd 2 is the log.
+  const errFd = Number(process.env[ERR_FD_ENV]) || undefined;
   return {
     out: (s) => void process.stdout.write(s),
-    err: (s) => void process.stderr.write(s),
-    errIsTTY: !!process.stderr.isTTY,
+    err: errFd ? (s) => writeErr(errFd, s) : (s) => void process.stderr.write(s),
+    errIsTTY: errFd ? process.env[ERR_TTY_ENV] === '1' : !!process.stderr.isTTY,
     readStdin: () => fs.readFileSync(0, 'utf8'),
     env: process.env,
+    ...(errFd ? { log: (line: string) => void process.stderr.write(`${line}\n`) } : {}),
   };
 }
 
@@ -59,41 +65,30 @@ export function readText(f: Flags, io: Io): string {
   return text;
 }
 
-/** Whether the WebGPU provider can start here: on Linux it needs the Vulkan loader (libvulkan.so.1). */
-function webgpuLoaderMissing(): boolean {
-  if (process.platform !== 'linux') return false;
-  try {
-    // dlopen of a library that is not a Node add-on: "did not self-register" means it loaded, so it is there.
-    (process as unknown as { dlopen(module: object, file: string): void }).dlopen({ exports: {} }, 'libvulkan.so.1');
-    return false;
-  } catch (e) {
-    return /cannot open shared object file/.test((e as Error).message);
-  }
+/** `--providers LIST` as given, or undefined for the default order (where a GPU provider is used only on a real GPU). */
+export function providersOf(f: Flags): string[] | undefined {
+  return f.list('providers', PROVIDERS);
 }
 
 /**
- * The providers to try. Without a Vulkan loader the WebGPU provider cannot start on Linux and its native library
- * prints a warning of its own onto stderr, so it is not tried (with a note when `--providers` named it).
+ * What the user should hear about the providers on stderr: a warning for the one in use (a CPU emulation of a GPU),
+ * and, when `--providers` named them, why the ones before it were not used. The default order's reasons are in the
+ * log and in `analyze --json`'s `attempts`.
  */
-export function providersOf(f: Flags, io: Io): string[] {
-  const asked = f.list('providers', PROVIDERS);
-  const list: string[] = asked ?? DEFAULT_PROVIDERS;
-  if (!list.includes('webgpu') || !webgpuLoaderMissing()) return list;
-  const rest = list.filter((p) => p !== 'webgpu');
-  if (asked) {
-    if (rest.length === 0) f.fail('--providers webgpu: the WebGPU provider needs the Vulkan loader (libvulkan.so.1), which is not installed; add cpu to the list');
-    io.err('residual: webgpu skipped: the Vulkan loader (libvulkan.so.1) is not installed\n');
+export function reportProviders(model: Model, named: boolean, io: Io): void {
+  for (const a of model.attempts) {
+    if (a.ok && a.warning) io.err(`residual: warning: ${a.warning}\n`);
+    else if (!a.ok && named) io.err(`residual: ${a.provider} not used: ${a.reason}\n`);
   }
-  return rest;
 }
 
 /** Loads the model with the memory estimate enforced unless `--skip-memory-check`. */
 export async function loadModel(f: Flags, io: Io, opts: { precision?: WeightPrecision } = {}): Promise<Model> {
   const dir = f.required('model');
   if (f.bool('check-memory') && f.bool('skip-memory-check')) f.fail('--check-memory and --skip-memory-check contradict each other; give one');
-  const providers = providersOf(f, io);
+  const providers = providersOf(f);
   silenceOrt();
-  return Model.load(dir, {
+  const model = await Model.load(dir, {
     providers,
     precision: opts.precision,
     memoryCheck: !f.bool('skip-memory-check'),
@@ -103,7 +98,11 @@ export async function loadModel(f: Flags, io: Io, opts: { precision?: WeightPrec
       override: 'pass --skip-memory-check to load anyway',
       precision: Object.hasOwn(f.spec.flags, 'precision') ? '--precision float16' : null,
     },
+    // Residual's own log (provider checks, cache upkeep): stderr in the worker process, whose stderr is the log file (main.ts).
+    log: io.log,
   });
+  reportProviders(model, !!providers, io);
+  return model;
 }
 
 /**

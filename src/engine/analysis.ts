@@ -168,6 +168,8 @@ export async function analyze(model: Model, text: string, opts: AnalyzeOptions =
   return {
     model: model.info,
     provider: model.provider,
+    ...(model.adapter ? { adapter: model.adapter } : {}),
+    attempts: model.attempts,
     text,
     tokens,
     truncated,

@@ -19,7 +19,7 @@ import { defaultCacheDir, HALF_KIND } from './cache';
 import { buildLensGraph } from './onnx/lens';
 import { EMBEDDINGS_INPUT, STEER_POINTS, steerInputName, type SteerPoint, type WeightPrecision } from './onnx/ops';
 import { createSession, ort, type ProviderAttempt, type SessionOptions } from './runtime/session';
-import type { ModelInfo } from './results';
+import type { AdapterInfo, ModelInfo } from './results';
 import { Tokenizer } from './tokenizer';
 
 export type { ModelInfo };
@@ -154,6 +154,11 @@ export class Model {
     const model = new Model(ckpt, tokenizer, created.session, createLensSession, created.provider, created.attempts, performance.now() - t0, hooks, precision, embedEntry);
     model.releaseCache = half?.release ?? (() => undefined);
     return model;
+  }
+
+  /** The WebGPU adapter the model runs on (webgpu only). */
+  get adapter(): AdapterInfo | undefined {
+    return this.attempts.find((a) => a.ok)?.adapter;
   }
 
   /** Ends this model's use of its cache entries (the float16 copy) on dispose. */

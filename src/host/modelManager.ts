@@ -6,9 +6,9 @@ import * as fs from 'node:fs';
 import * as vscode from 'vscode';
 import { ResidualError } from '../engine/errors';
 import { Model } from '../engine/model';
-import { silenceOrt } from '../engine/runtime/session';
+import { DEFAULT_PROVIDERS, silenceOrt } from '../engine/runtime/session';
 import { useExtensionCache } from './cache';
-import type { InspectorState } from '../protocol';
+import type { InspectorState, ProviderAttempt } from '../protocol';
 
 const RECENT_KEY = 'residual.recentModels';
 
@@ -100,13 +100,17 @@ export class ModelManager implements vscode.Disposable {
 
   private async loadOnce(dir: string): Promise<Model> {
     const cfg = vscode.workspace.getConfiguration('residual');
-    const providers = cfg.get<string[]>('providers', ['cuda', 'webgpu', 'cpu']);
+    // A list the user set is tried as given (webgpu even on a software adapter, with a warning); the default order
+    // uses a GPU provider only on a real GPU (engine/runtime/providerProbe.ts).
+    const inspected = cfg.inspect<string[]>('providers');
+    const named = [inspected?.workspaceFolderValue, inspected?.workspaceValue, inspected?.globalValue].find((v) => v !== undefined);
+    const providers = named?.length ? named : undefined;
     // Loading the native runtime waits until a model is needed, so activation stays quick.
     silenceOrt();
     this.setState({ status: 'loading', modelDir: dir });
     this.status.text = '$(loading~spin) Residual';
     this.status.show();
-    this.log.appendLine(`loading model from ${dir} (providers: ${providers.join(', ')})`);
+    this.log.appendLine(`loading model from ${dir} (providers: ${providers ? providers.join(', ') : `${DEFAULT_PROVIDERS.join(', ')}, the default order`})`);
     try {
       const model = await vscode.window.withProgress(
         { location: vscode.ProgressLocation.Window, title: 'Residual: loading model' },
@@ -125,11 +129,15 @@ export class ModelManager implements vscode.Disposable {
       this.model = model;
       this.remember(dir);
       this.log.appendLine(`model ${model.info.name} ready on ${model.provider} in ${model.loadMs.toFixed(0)} ms`);
-      this.status.text = `$(pulse) ${model.provider.toUpperCase()}`;
-      this.status.tooltip = `Residual: ${model.info.name} on the ${model.provider} execution provider\n${model.attempts
-        .map((a) => `${a.provider}: ${a.ok ? 'ok' : a.reason}`)
-        .join('\n')}`;
-      this.setState({ status: 'ready', modelDir: dir, model: model.info, provider: model.provider, attempts: model.attempts, loadMs: model.loadMs });
+      const adapter = model.adapter;
+      const inUse = model.attempts.find((a) => a.ok);
+      if (inUse?.warning) {
+        this.log.appendLine(`warning: ${inUse.warning}`);
+        void vscode.window.showWarningMessage(`Residual: ${inUse.warning}.`);
+      }
+      this.status.text = `$(pulse) ${model.provider.toUpperCase()}${adapter?.software ? ' (software)' : ''}`;
+      this.status.tooltip = providerTooltip(model.info.name, model.provider, model.attempts);
+      this.setState({ status: 'ready', modelDir: dir, model: model.info, provider: model.provider, adapter, attempts: model.attempts, loadMs: model.loadMs });
       return model;
     } catch (e) {
       const message = e instanceof Error ? e.message : String(e);
@@ -198,4 +206,17 @@ export class ModelManager implements vscode.Disposable {
     this.changed.dispose();
     void this.model?.dispose();
   }
+}
+
+/** The status bar's tooltip: what runs, on which adapter, and why each provider before it did not. */
+export function providerTooltip(model: string, provider: string, attempts: readonly ProviderAttempt[]): string {
+  const lines = [`Residual: ${model} on the ${provider} execution provider`];
+  for (const a of attempts) {
+    if (a.ok) {
+      const ad = a.adapter;
+      lines.push(`${a.provider}: in use${ad ? ` on ${ad.description} (${[ad.vendor, ad.architecture, ad.type].filter(Boolean).join(', ')})` : ''}`);
+      if (a.warning) lines.push(`  warning: ${a.warning}`);
+    } else lines.push(`${a.provider}: ${a.skipped ? 'not tried' : 'failed'}: ${a.reason}`);
+  }
+  return lines.join('\n');
 }

@@ -1,5 +1,5 @@
 /** The Inspector view in the side bar: the model, the provider in use and the last analysis; buttons run commands. */
-import type { ModelInfo, ProviderAttempt } from './results';
+import type { AdapterInfo, ModelInfo, ProviderAttempt } from './results';
 import type { HostMessage, WebviewMessage } from './requests';
 
 
@@ -8,6 +8,8 @@ export interface InspectorState {
   modelDir?: string;
   model?: ModelInfo;
   provider?: string;
+  /** The WebGPU adapter in use (webgpu only). */
+  adapter?: AdapterInfo;
   attempts?: ProviderAttempt[];
   loadMs?: number;
   error?: string;

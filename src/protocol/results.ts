@@ -31,8 +31,28 @@ export interface ModelInfo {
 export interface ProviderAttempt {
   provider: string;
   ok: boolean;
+  /** Why it was not used (a failure, or why it was skipped without being tried). */
   reason?: string;
+  /** Set when it was not tried: the GPU check ruled it out beforehand. */
+  skipped?: boolean;
+  /** What the user should know about the one in use (it runs on a CPU emulation of a GPU). */
+  warning?: string;
+  /** The WebGPU adapter, when the provider is webgpu. */
+  adapter?: AdapterInfo;
   ms: number;
+}
+
+/** A WebGPU adapter as Dawn reports it (the fields of WebGPU's GPUAdapterInfo, plus what Residual reads from them). */
+export interface AdapterInfo {
+  vendor: string;
+  architecture: string;
+  description: string;
+  /** 'cpu' for a software adapter; absent where the driver does not say. */
+  type?: 'cpu';
+  /** A CPU emulation of a GPU (lavapipe/llvmpipe, SwiftShader, WARP): slower than the cpu provider. */
+  software: boolean;
+  /** Whether the adapter offers WebGPU's shader-f16 feature (half-precision arithmetic in shaders). */
+  shaderF16: boolean;
 }
 
 export interface TopToken {
@@ -62,6 +82,10 @@ export interface LayerStats {
 export interface Analysis {
   model: ModelInfo;
   provider: string;
+  /** The WebGPU adapter it ran on (webgpu only). */
+  adapter?: AdapterInfo;
+  /** Every provider considered, in order, with why the ones before it were not used. */
+  attempts?: ProviderAttempt[];
   text: string;
   tokens: TokenSpan[];
   /**

@@ -43,9 +43,20 @@ function render(s: InspectorState): void {
   prov.append(b);
   if (s.loadMs !== undefined) prov.append(el('span', 'muted', ` loaded in ${s.loadMs.toFixed(0)} ms`));
   model.append(prov);
+  if (s.adapter) {
+    const a = s.adapter;
+    const line = el('div', 'muted', `Adapter: ${a.description} (${[a.vendor, a.architecture, a.type].filter(Boolean).join(', ')})${a.shaderF16 ? ' · shader-f16' : ''}`);
+    line.id = 'adapter';
+    model.append(line);
+  }
   if (s.attempts?.length) {
     const ul = el('ul', 'attempts');
-    for (const a of s.attempts) ul.append(el('li', a.ok ? 'ok' : 'failed', `${a.provider}: ${a.ok ? 'in use' : a.reason ?? 'failed'}`));
+    ul.id = 'attempts';
+    for (const a of s.attempts) {
+      const text = a.ok ? 'in use' : `${a.skipped ? 'not tried' : 'failed'}: ${a.reason ?? 'unknown reason'}`;
+      ul.append(el('li', a.ok ? 'ok' : 'failed', `${a.provider}: ${text}`));
+      if (a.ok && a.warning) ul.append(el('li', 'notice warning', a.warning));
+    }
     model.append(ul);
   }
   const actions = el('div', 'actions');

@@ -17,7 +17,8 @@ import type * as ortTypes from 'onnxruntime-common';
 import { cacheLimitBytes, defaultCacheDir, maybePrune, ONNX_KIND, recordEntry, sourceRecord, useEntry, type SourceRecord } from '../cache';
 import { ResidualError } from '../errors';
 import { checkInputFile } from '../files';
-import type { ProviderAttempt } from '../results';
+import type { AdapterInfo, ProviderAttempt } from '../results';
+import { probeProviders, providerDecision } from './providerProbe';
 
 // onnxruntime-node is loaded lazily: the native binding costs time and some hosts (tests of pure maths) never need it.
 let ortModule: typeof import('onnxruntime-node') | undefined;
@@ -36,7 +37,10 @@ export const DEFAULT_PROVIDERS: ProviderName[] = ['cuda', 'webgpu', 'cpu'];
 export type { ProviderAttempt };
 
 export interface SessionOptions {
-  /** Providers in order of preference; the first that creates a session wins. */
+  /**
+   * Providers in order of preference; the first that creates a session wins. Absent: DEFAULT_PROVIDERS, where a GPU
+   * provider is used only on a real GPU; a list given here is the user's choice and is tried as given.
+   */
   providers?: readonly string[];
   /**
    * Root of Residual's cache (cache.ts): graphs go to `<cacheDir>/onnx/`. Default: the host's folder (the
@@ -60,6 +64,8 @@ export interface CreatedSession {
   session: ortTypes.InferenceSession;
   provider: string;
   attempts: ProviderAttempt[];
+  /** The WebGPU adapter the session runs on, when the provider is webgpu. */
+  adapter?: AdapterInfo;
   externalMode: 'link' | 'buffer';
   onnxPath?: string;
 }
@@ -74,7 +80,8 @@ export async function createSession(
   key: string,
   opts: SessionOptions = {},
 ): Promise<CreatedSession> {
-  const providers = opts.providers?.length ? opts.providers : DEFAULT_PROVIDERS;
+  const explicit = !!opts.providers?.length;
+  const providers = explicit ? opts.providers! : DEFAULT_PROVIDERS;
   const log = opts.log ?? (() => undefined);
   const attempts: ProviderAttempt[] = [];
   let mode = opts.externalMode ?? 'link';
@@ -92,7 +99,18 @@ export async function createSession(
       maybePrune(root, prepared.wrote, log);
     } else mode = 'buffer';
   }
+  // GPU providers are checked in a child process first: one that cannot start is not tried here (its native library
+  // would print onto this process's stderr), and the reason recorded is the real cause the child's output gives.
+  const probes = await probeProviders(providers, log);
   for (const provider of providers) {
+    const probe = probes.get(provider);
+    const { skip, warning } = providerDecision(provider, probe, explicit);
+    if (skip) {
+      attempts.push({ provider, ok: false, skipped: true, reason: skip, ms: 0, ...(probe?.adapter ? { adapter: probe.adapter } : {}) });
+      log(`provider ${provider} not tried: ${skip}`);
+      continue;
+    }
+    if (warning) log(`warning: ${warning}`);
     const t0 = performance.now();
     try {
       const sessionOptions: ortTypes.InferenceSession.SessionOptions = {
@@ -110,8 +128,9 @@ export async function createSession(
         session = await ort().InferenceSession.create(graphBytes, { ...sessionOptions, externalData });
       }
       const ms = performance.now() - t0;
-      attempts.push({ provider, ok: true, ms });
-      log(`provider ${provider}: session created in ${ms.toFixed(0)} ms (${mode})`);
+      const adapter = provider === 'webgpu' ? probe?.adapter : undefined;
+      attempts.push({ provider, ok: true, ms, ...(adapter ? { adapter } : {}), ...(warning ? { warning } : {}) });
+      log(`provider ${provider}: session created in ${ms.toFixed(0)} ms (${mode})${adapter ? ` on ${adapter.description} (${adapter.vendor}, ${adapter.architecture})` : ''}`);
       // The cache entry stays in use (never pruned or cleared) until the session is released.
       const releaseSession = session.release.bind(session);
       session.release = async () => {
@@ -121,7 +140,7 @@ export async function createSession(
           release();
         }
       };
-      return { session, provider, attempts, externalMode: mode, onnxPath };
+      return { session, provider, attempts, adapter: provider === 'webgpu' ? probe?.adapter : undefined, externalMode: mode, onnxPath };
     } catch (e) {
       const reason = cleanReason(e);
       attempts.push({ provider, ok: false, reason, ms: performance.now() - t0 });
