@@ -16,7 +16,7 @@ export const ANALYZE: CommandSpec = {
     'max-tokens': { value: 'N', help: 'analyse at most the last N tokens (default: the model context)' },
     top: { value: 'K', help: 'next tokens and logit-lens tokens per position to show (default 5)' },
     'lens-gflop': { value: 'G', help: 'compute budget of the per-position logit lens in GFLOP (0: no limit); beyond it the lens covers the last positions only' },
-    precision: { value: 'float32|float16', help: 'weight precision inside ONNX Runtime (default float32)' },
+    precision: { value: 'auto|float32|float16', help: 'weight precision inside ONNX Runtime (default auto: float16 on a WebGPU adapter with shader-f16, else float32)' },
     providers: MODEL_FLAGS.providers,
     'skip-memory-check': MODEL_FLAGS['skip-memory-check'],
     'check-memory': MODEL_FLAGS['check-memory'],
@@ -34,7 +34,7 @@ export async function analyzeCommand(args: string[], io: Io = processIo()): Prom
   const maxTokens = f.int('max-tokens', { min: 1 });
   const k = f.int('top', { min: 1 }) ?? 5;
   const lensGflop = f.num('lens-gflop', { min: 0, note: '0: no limit' });
-  const precision = f.choice('precision', ['float32', 'float16'] as const) ?? 'float32';
+  const precision = f.choice('precision', ['auto', 'float32', 'float16'] as const) ?? 'auto';
   const text = readText(f, io);
   const model = await loadModel(f, io, { precision });
   // Set once the result is printed: a failure to dispose after that is a warning, not a failed run (common.ts release).

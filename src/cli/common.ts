@@ -83,7 +83,7 @@ export function reportProviders(model: Model, named: boolean, io: Io): void {
 }
 
 /** Loads the model with the memory estimate enforced unless `--skip-memory-check`. */
-export async function loadModel(f: Flags, io: Io, opts: { precision?: WeightPrecision } = {}): Promise<Model> {
+export async function loadModel(f: Flags, io: Io, opts: { precision?: WeightPrecision | 'auto' } = {}): Promise<Model> {
   const dir = f.required('model');
   if (f.bool('check-memory') && f.bool('skip-memory-check')) f.fail('--check-memory and --skip-memory-check contradict each other; give one');
   const providers = providersOf(f);

@@ -77,7 +77,8 @@ export async function graphCommand(args: string[], io: Io = processIo()): Promis
   checkInputFolder(transcoders, 'transcoders folder');
   const text = readText(f, io);
 
-  const model = await loadModel(f, io);
+  // float32 always: the graph's exactness (links summing to the logit) holds for float32 activations.
+  const model = await loadModel(f, io, { precision: 'float32' });
   let attributor: Attributor | undefined;
   // Set once the result is complete (the estimate printed, or the graph written and its line printed): a failure to
   // dispose after that is a warning, not a failed run (common.ts release).

@@ -8,7 +8,7 @@ import type * as ortTypes from 'onnxruntime-common';
 import { openCheckpoint, type Checkpoint } from './checkpoint/load';
 import { kvHeads, type ModelConfig } from './checkpoint/config';
 import { assertDims, numel, type Tensor32 } from './dims';
-import { ResidualError, throwIfCancelled, type CancelToken } from './errors';
+import { errorMessage, ResidualError, throwIfCancelled, type CancelToken } from './errors';
 import { HOOK_DIMS, parseHookName, suggestHooks, type HookName } from './hooks';
 import { buildDecoderGraph } from './onnx/decoder';
 import { readRows, readTensorF32, type TensorEntry } from './checkpoint/safetensors';
@@ -18,7 +18,8 @@ import { halfPrecisionCopy } from './checkpoint/half-copy';
 import { defaultCacheDir, HALF_KIND } from './cache';
 import { buildLensGraph } from './onnx/lens';
 import { EMBEDDINGS_INPUT, STEER_POINTS, steerInputName, type SteerPoint, type WeightPrecision } from './onnx/ops';
-import { createSession, ort, type ProviderAttempt, type SessionOptions } from './runtime/session';
+import { createSession, DEFAULT_PROVIDERS, ort, type ProviderAttempt, type SessionOptions } from './runtime/session';
+import { firstGpuProvider } from './runtime/providerProbe';
 import type { AdapterInfo, ModelInfo } from './results';
 import { Tokenizer } from './tokenizer';
 
@@ -38,9 +39,17 @@ export interface KvCache {
   values: Tensor32[];
 }
 
+/** The prompt the float16 deviation is measured on (precision 'auto'): ordinary prose, numbers, a name. */
+export const FLOAT16_PROBE_TEXT = 'The quick brown fox jumps over the lazy dog. In 1905, Albert Einstein published four papers that';
+/** Above this many bytes of float32 weights the deviation is not measured: the float32 graph would sit beside the float16 one. */
+const FLOAT16_CHECK_MAX_BYTES = 8e9;
+
 export interface ModelLoadOptions extends SessionOptions {
-  /** 'float16' keeps weights in half precision (half the memory; matrix products in float16). Default float32. */
-  precision?: WeightPrecision;
+  /**
+   * 'float16' keeps weights in half precision (half the memory; matrix products in float16). 'auto' (the default):
+   * float16 when the provider that will run is webgpu on an adapter with shader-f16, float32 otherwise.
+   */
+  precision?: WeightPrecision | 'auto';
   /**
    * Estimate the memory needed from the checkpoint's header (memory.ts) and refuse, with code 'memory', when it
    * will not fit in the memory the CPU provider would use; the host then offers to load anyway, the CLI names
@@ -113,9 +122,57 @@ export class Model {
   ) {}
 
   static async load(dir: string, opts: ModelLoadOptions = {}): Promise<Model> {
+    if ((opts.precision ?? 'auto') !== 'auto') return Model.loadAt(dir, { ...opts, precision: opts.precision as WeightPrecision });
+    // 'auto': half precision where a GPU computes it natively (WebGPU's shader-f16): half the memory and bandwidth.
+    const gpu = await firstGpuProvider(opts.providers, DEFAULT_PROVIDERS, opts.log);
+    if (gpu?.provider === 'webgpu' && gpu.adapter?.shaderF16) {
+      const reason = 'auto: the WebGPU adapter has shader-f16';
+      try {
+        const half = await Model.loadAt(dir, { ...opts, precision: 'float16', providers: ['webgpu'] }, gpu.skipped, reason);
+        try {
+          half.float16Deviation = await half.measureFloat16Deviation(opts);
+        } catch (e) {
+          opts.log?.(`float16 deviation not measured: ${errorMessage(e)}`);
+        }
+        return half;
+      } catch (e) {
+        if (e instanceof ResidualError && (e.code === 'memory' || e.code === 'cancelled')) throw e;
+        opts.log?.(`float16 on webgpu failed (${errorMessage(e)}); loading in float32`);
+      }
+    }
+    return Model.loadAt(dir, { ...opts, precision: 'float32' });
+  }
+
+  /**
+   * The largest |logit(float16) − logit(float32)| over a short probe prompt, the float32 graph run on the same
+   * provider for it and released; null when that graph would be too large to hold beside this one.
+   */
+  private async measureFloat16Deviation(opts: ModelLoadOptions): Promise<number | null> {
+    const f32Bytes = [...this.checkpoint.tensors.values()].reduce((n, t) => n + numel(t.shape) * 4, 0);
+    if (f32Bytes > FLOAT16_CHECK_MAX_BYTES) return null;
+    const ids = this.tokenizer.encode(FLOAT16_PROBE_TEXT).ids.slice(0, Math.min(32, this.config.nCtx));
+    const full = await Model.loadAt(this.checkpoint.dir, { ...opts, precision: 'float32', providers: [this.provider], memoryCheck: false });
+    try {
+      const [a, b] = [await this.run({ ids, hooks: ['logits'] }), await full.run({ ids, hooks: ['logits'] })];
+      const x = a.activations.get('logits')!.data;
+      const y = b.activations.get('logits')!.data;
+      let worst = 0;
+      for (let i = 0; i < x.length; i++) worst = Math.max(worst, Math.abs(x[i] - y[i]));
+      opts.log?.(`float16 vs float32 on ${this.provider}: max |Δlogit| ${worst.toPrecision(3)} over ${ids.length} probe tokens`);
+      return worst;
+    } finally {
+      await full.dispose();
+    }
+  }
+
+  /** Set when float16 was chosen automatically (Model.load with precision 'auto'). */
+  private float16Deviation?: number | null;
+  private precisionReason?: string;
+
+  private static async loadAt(dir: string, opts: ModelLoadOptions & { precision: WeightPrecision }, skippedBefore: ProviderAttempt[] = [], precisionReason?: string): Promise<Model> {
     const t0 = performance.now();
     const ckpt = openCheckpoint(dir);
-    const precision = opts.precision ?? 'float32';
+    const precision = opts.precision;
     // Before any weight is read: refuse a model that will not fit, with the numbers and what would fit.
     if (opts.memoryCheck !== false) {
       const est = estimateMemory(ckpt, { available: opts.availableMemory });
@@ -151,8 +208,10 @@ export class Model {
     // hook_embed is the graph's input (the rows run() reads), not one of its outputs.
     const hooks = new Set<HookName>(['hook_embed', ...main.outputs.keys()]);
     const embedEntry = tensors.get(ckpt.embedName)!;
-    const model = new Model(ckpt, tokenizer, created.session, createLensSession, created.provider, created.attempts, performance.now() - t0, hooks, precision, embedEntry);
+    const attempts = [...skippedBefore, ...created.attempts];
+    const model = new Model(ckpt, tokenizer, created.session, createLensSession, created.provider, attempts, performance.now() - t0, hooks, precision, embedEntry);
     model.releaseCache = half?.release ?? (() => undefined);
+    model.precisionReason = precisionReason;
     return model;
   }
 
@@ -182,6 +241,7 @@ export class Model {
       dir: this.checkpoint.dir,
       n_kv_heads: kvHeads(c),
       precision: this.precision,
+      ...(this.precisionReason ? { precision_reason: this.precisionReason, float16_max_abs_dlogit: this.float16Deviation ?? null } : {}),
     };
   }
 

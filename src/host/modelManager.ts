@@ -81,8 +81,8 @@ export class ModelManager implements vscode.Disposable {
     } catch (e) {
       if (!(e instanceof ResidualError) || e.code !== 'memory') throw e;
       // The estimate (from the header, nothing read yet) says it will not fit: say so and let the user decide.
-      const precision = vscode.workspace.getConfiguration('residual').get<string>('precision', 'float32');
-      const choices = ['Load Anyway', ...(precision === 'float32' ? ['Use Half Precision'] : []), 'Choose Another Model…'];
+      const precision = vscode.workspace.getConfiguration('residual').get<string>('precision', 'auto');
+      const choices = ['Load Anyway', ...(precision !== 'float16' ? ['Use Half Precision'] : []), 'Choose Another Model…'];
       const pick = await vscode.window.showWarningMessage(`Residual: ${e.message.replace(`${dir}: `, '')}`, { modal: true }, ...choices);
       if (pick === 'Load Anyway') {
         this.memoryOverride.add(dir);
@@ -119,7 +119,7 @@ export class ModelManager implements vscode.Disposable {
             providers,
             threads: cfg.get<number>('threads', 0),
             cacheDir: this.cacheDir,
-            precision: cfg.get<'float32' | 'float16'>('precision', 'float32'),
+            precision: cfg.get<'auto' | 'float32' | 'float16'>('precision', 'auto'),
             memoryCheck: !this.memoryOverride.has(dir),
             // Lets end-to-end tests exercise the refusal on a small model.
             availableMemory: Number(process.env.RESIDUAL_AVAILABLE_MEMORY) || undefined,

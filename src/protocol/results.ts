@@ -26,6 +26,13 @@ export interface ModelInfo {
   n_kv_heads?: number;
   /** The weights' precision inside ONNX Runtime: float32, or float16 when loaded in half precision. */
   precision?: string;
+  /** Why this precision, when Residual chose it (precision 'auto': float16 on a GPU adapter with shader-f16). */
+  precision_reason?: string;
+  /**
+   * In float16 chosen automatically: the largest |logit(float16) − logit(float32)| over a short probe prompt, both run
+   * on the same provider at load time (null when the float32 graph was too large to measure).
+   */
+  float16_max_abs_dlogit?: number | null;
 }
 
 export interface ProviderAttempt {

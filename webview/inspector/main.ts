@@ -33,6 +33,12 @@ function render(s: InspectorState): void {
     const info = el('div', 'muted', `${m.architecture} · ${m.n_layers} layers · d_model ${m.d_model} · ${heads} · vocab ${m.vocab_size} · ctx ${m.n_ctx} · ${m.dtype}${precision}`);
     info.id = 'model-info';
     model.append(info);
+    if (m.precision_reason) {
+      const dev = m.float16_max_abs_dlogit;
+      const line = el('div', 'muted', `${m.precision} (${m.precision_reason})${dev === undefined ? '' : dev === null ? ' · deviation not measured (model too large)' : ` · max |Δlogit| vs float32 ${dev.toPrecision(2)} on a probe prompt`}`);
+      line.id = 'precision';
+      model.append(line);
+    }
   }
   if (s.modelDir) model.append(el('div', 'path muted', s.modelDir));
   if (s.error) model.append(el('div', 'notice error', s.error));

@@ -7,7 +7,7 @@
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { AdapterInfo } from '../results';
+import type { AdapterInfo, ProviderAttempt } from '../results';
 
 /** What the child reports of Dawn's adapter. */
 export interface ProbedAdapter {
@@ -214,4 +214,27 @@ export function explainFailure(provider: string, error: string, native: readonly
 /** ONNX Runtime colours its log lines for a terminal; the log keeps the text. */
 function stripAnsi(s: string): string {
   return s.replace(/\u001b\[[0-9;]*m/g, '');
+}
+
+/**
+ * The first provider of `providers` (DEFAULT order when absent) that the checks allow, with the attempts of those
+ * ruled out before it; undefined when only the cpu provider is left.
+ */
+export async function firstGpuProvider(
+  providers: readonly string[] | undefined,
+  defaults: readonly string[],
+  log?: (m: string) => void,
+): Promise<{ provider: string; adapter?: AdapterInfo; skipped: ProviderAttempt[] } | undefined> {
+  const explicit = !!providers?.length;
+  const list = explicit ? providers! : defaults;
+  const probes = await probeProviders(list, log);
+  const skipped: ProviderAttempt[] = [];
+  for (const provider of list) {
+    if (provider === 'cpu') return undefined;
+    const probe = probes.get(provider);
+    const { skip } = providerDecision(provider, probe, explicit);
+    if (!skip) return { provider, adapter: probe?.adapter, skipped };
+    skipped.push({ provider, ok: false, skipped: true, reason: skip, ms: 0, ...(probe?.adapter ? { adapter: probe.adapter } : {}) });
+  }
+  return undefined;
 }
