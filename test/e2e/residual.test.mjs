@@ -190,9 +190,16 @@ describe('Residual in a real VS Code', { skip: ext ? false : 'RESIDUAL_VSIX / RE
     await wv.locator('#model-name', { hasText: expected.model.name }).waitFor();
     assert.equal((await wv.locator('#provider').textContent()).trim(), expected.provider.toUpperCase());
     await wv.locator('#last-analysis .preview', { hasText: 'for i in range(10):' }).waitFor();
-    // Every provider tried before the one in use is listed with its reason.
+    // Every provider tried before the one in use is listed with its reason: the same causes, in the same order, as
+    // the CLI finds with the default order on this machine (the GPU check runs in a child of the extension host).
     const attempts = await wv.locator('ul.attempts li').allTextContents();
     assert.ok(attempts.at(-1).startsWith(`${expected.provider}: in use`), attempts.join(' | '));
+    const cliDefault = JSON.parse(execFileSync(process.execPath, [path.join(REPO_ROOT, 'bin', 'residual.js'), 'analyze', '--model', bundledModel, '--text', 'x', '--json'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }));
+    assert.deepEqual(
+      attempts.filter((t) => !t.includes(': in use')),
+      cliDefault.attempts.filter((a) => !a.ok).map((a) => `${a.provider}: not tried: ${a.reason}`),
+    );
+    assert.match(await vs.outputLog('Residual'), /GPU check of cuda, webgpu: \d+ ms/);
     await screenshot(page, 'residual-inspector.png');
     await openViewContainer(page, 'Explorer');
   });
