@@ -4,6 +4,10 @@
  * handing ONNX Runtime the weights), then forward passes with every hook and with logits only at 32/128/512 tokens
  * (warm-up, then medians), the machine's MatMul peak through ONNX Runtime, and peak resident memory.
  * Prints a table and writes JSON (`--json FILE`, default bench/results/latest.json).
+ *
+ * `--providers LIST` (e.g. `webgpu` or `cuda`) also runs the forward passes on the first of those that starts (float32,
+ * as the CPU figures) and prints its medians beside the CPU's with the speed-up; when none starts, the JSON and the
+ * table say why, provider by provider (the GPU check's causes).
  */
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -93,24 +97,46 @@ async function main(): Promise<void> {
   );
 
   const peak = await matmulPeak();
-  const model = await Model.load(modelDir, { providers: ['cpu'], cacheDir: path.join(root, 'onnx') });
   const all = allHookNames(SHAPE.nLayers);
-  const forward = [];
-  for (const P of quick ? [32, 128] : [32, 128, 512]) {
-    const ids = Array.from({ length: P }, (_, i) => (i * 7919) % SHAPE.vocabSize);
-    // "-last": logits for the last position only (what Analyze Selection, patching and steering ask for).
-    for (const [mode, hooks, last] of [
-      ['logits', ['logits'], false],
-      ['all-hooks', all, false],
-      ['logits-last', ['logits'], true],
-      ['all-hooks-last', all, true],
-    ] as [string, HookName[], boolean][]) {
-      const r = await timeIt(() => model.run({ ids, hooks, logitPositions: last ? [P - 1] : undefined }), 1, P >= 512 ? 3 : 5);
-      const gflop = forwardFlops(P, last ? 1 : P) / 1e9;
-      forward.push({ mode, tokens: P, ...r, gflop, fraction_of_peak: gflop / r.median_s / peak });
+  const measureForward = async (model: Model) => {
+    const rows = [];
+    for (const P of quick ? [32, 128] : [32, 128, 512]) {
+      const ids = Array.from({ length: P }, (_, i) => (i * 7919) % SHAPE.vocabSize);
+      // "-last": logits for the last position only (what Analyze Selection, patching and steering ask for).
+      for (const [mode, hooks, last] of [
+        ['logits', ['logits'], false],
+        ['all-hooks', all, false],
+        ['logits-last', ['logits'], true],
+        ['all-hooks-last', all, true],
+      ] as [string, HookName[], boolean][]) {
+        const r = await timeIt(() => model.run({ ids, hooks, logitPositions: last ? [P - 1] : undefined }), 1, P >= 512 ? 3 : 5);
+        const gflop = forwardFlops(P, last ? 1 : P) / 1e9;
+        rows.push({ mode, tokens: P, ...r, gflop, fraction_of_peak: gflop / r.median_s / peak });
+      }
+    }
+    return rows;
+  };
+  const model = await Model.load(modelDir, { providers: ['cpu'], cacheDir: path.join(root, 'onnx') });
+  const forward = await measureForward(model);
+  await model.dispose();
+  // The same forward passes on a GPU provider, when asked for: the speed-up is against the CPU rows just measured.
+  let gpu: Record<string, unknown> | undefined;
+  const gpuList = args.includes('--providers') ? args[args.indexOf('--providers') + 1].split(',').filter((p) => p && p !== 'cpu') : [];
+  if (gpuList.length) {
+    try {
+      const g = await Model.load(modelDir, { providers: gpuList, precision: 'float32', cacheDir: path.join(root, 'onnx') });
+      const rows = await measureForward(g);
+      gpu = {
+        provider: g.provider,
+        adapter: g.adapter ?? null,
+        attempts: g.attempts,
+        forward: rows.map((r) => ({ ...r, speedup_vs_cpu: forward.find((c) => c.mode === r.mode && c.tokens === r.tokens)!.median_s / r.median_s })),
+      };
+      await g.dispose();
+    } catch (e) {
+      gpu = { provider: null, error: e instanceof Error ? e.message : String(e) };
     }
   }
-  await model.dispose();
   // The attribution graph and steered generation, each in its own process (bench/attribution.ts, bench/generation.ts).
   const extra: Record<string, unknown> = {};
   if (!quick) {
@@ -133,6 +159,7 @@ async function main(): Promise<void> {
     model: { ...SHAPE, params_m: 124.4 },
     session_create: sessions,
     forward,
+    ...(gpu ? { gpu } : {}),
     ...extra,
     date: new Date().toISOString(),
   };
@@ -149,6 +176,13 @@ async function main(): Promise<void> {
       `  ${f.mode.padEnd(20)} ${String(f.tokens).padStart(6)} ${f.median_s.toFixed(3).padStart(10)} ${f.min_s.toFixed(3).padStart(7)} ${f.gflop.toFixed(1).padStart(8)} ${(f.fraction_of_peak * 100).toFixed(0).padStart(8)}%   ${f.mode.startsWith('all-hooks') ? (f.median_s / base.median_s).toFixed(2) + '×' : ''}`,
     );
   }
+  if (gpu?.provider) {
+    const ad = gpu.adapter as { description: string } | null;
+    console.log(`\nthe same on ${gpu.provider}${ad ? ` (${ad.description})` : ''}: median s and speed-up over the CPU rows above`);
+    for (const f of gpu.forward as { mode: string; tokens: number; median_s: number; speedup_vs_cpu: number }[]) {
+      console.log(`  ${f.mode.padEnd(20)} ${String(f.tokens).padStart(6)} ${f.median_s.toFixed(4).padStart(10)}   ${f.speedup_vs_cpu.toPrecision(2)}×`);
+    }
+  } else if (gpu) console.log(`\nno GPU provider of ${gpuList.join(', ')} could run: ${gpu.error}`);
   const attr = extra.attribution_graph as { median_s: number; tokens: number; max_feature_nodes: unknown } | undefined;
   if (attr) console.log(`\nattribution graph (12 × 24576 TopK transcoders, ${attr.tokens} tokens, max_feature_nodes ${attr.max_feature_nodes}): median ${attr.median_s.toFixed(2)} s`);
   const gen = extra.generation as { results: { rows: { model: string; cache: boolean; median_tokens_per_s: number }[] }[] } | undefined;
