@@ -6,6 +6,7 @@ import * as fs from 'node:fs';
 import * as vscode from 'vscode';
 import { ResidualError } from '../engine/errors';
 import { Model } from '../engine/model';
+import { resetProviderProbe } from '../engine/runtime/providerProbe';
 import { DEFAULT_PROVIDERS, silenceOrt } from '../engine/runtime/session';
 import { useExtensionCache } from './cache';
 import type { InspectorState, ProviderAttempt } from '../protocol';
@@ -35,6 +36,8 @@ export class ModelManager implements vscode.Disposable {
       vscode.workspace.onDidChangeConfiguration((e) => {
         if (['modelPath', 'providers', 'threads', 'precision'].some((k) => e.affectsConfiguration(`residual.${k}`))) {
           this.log.appendLine(`settings changed: the model (${this.modelDir()}) will be reloaded on the next analysis`);
+          // A changed provider list is a chance to pick up a driver installed since: the GPU check runs again.
+          if (e.affectsConfiguration('residual.providers')) resetProviderProbe();
           void this.unload();
         }
       }),
