@@ -4,22 +4,16 @@
  */
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { FLOAT16_PROBE_TEXT, Model } from '../../src/engine/model';
 import { probeProviders, resetProviderProbe } from '../../src/engine/runtime/providerProbe';
 import { runCli } from '../helpers/catalogue';
-import { skipWithoutWebgpu, webgpuUnavailable } from './lane';
+import { laneFixture, skipWithoutWebgpu } from './lane';
 
 const DEMO = path.join(__dirname, '..', '..', 'models', 'demo');
-const root = fs.mkdtempSync(path.join(os.tmpdir(), 'residual-gpu-choice-'));
-let unavailable: string | undefined;
-
-before(async () => {
-  unavailable = await webgpuUnavailable();
-});
-after(() => fs.rmSync(root, { recursive: true, force: true }));
+const lane = laneFixture('residual-gpu-choice-');
+const { root } = lane;
 
 interface AnalyzeJson {
   provider: string;
@@ -30,7 +24,7 @@ interface AnalyzeJson {
 
 describe('a machine whose only WebGPU adapter is a software one', () => {
   it('the GPU check reports the adapter as software (vendor, architecture, description)', async (t) => {
-    if (skipWithoutWebgpu(t, unavailable)) return;
+    if (skipWithoutWebgpu(t, lane.unavailable)) return;
     resetProviderProbe();
     const webgpu = (await probeProviders(['webgpu'])).get('webgpu')!;
     assert.equal(webgpu.ok, true, webgpu.reason);
@@ -40,7 +34,7 @@ describe('a machine whose only WebGPU adapter is a software one', () => {
   });
 
   it('default order: the cpu provider runs, webgpu is skipped with the reason, and stderr is empty', async (t) => {
-    if (skipWithoutWebgpu(t, unavailable)) return;
+    if (skipWithoutWebgpu(t, lane.unavailable)) return;
     const cache = path.join(root, 'default');
     const r = await runCli(['analyze', '--model', DEMO, '--text', 'The cat sat on the', '--json'], { env: { RESIDUAL_CACHE_DIR: cache }, timeoutMs: 180_000 });
     assert.equal(r.code, 0, r.stderr);
@@ -55,7 +49,7 @@ describe('a machine whose only WebGPU adapter is a software one', () => {
   });
 
   it('named: webgpu runs there with one warning line on stderr, the adapter in --json, Dawn\'s own warnings in the log only', async (t) => {
-    if (skipWithoutWebgpu(t, unavailable)) return;
+    if (skipWithoutWebgpu(t, lane.unavailable)) return;
     const cache = path.join(root, 'named');
     const r = await runCli(['analyze', '--model', DEMO, '--text', 'The cat sat on the', '--providers', 'webgpu', '--precision', 'float32', '--json'], {
       env: { RESIDUAL_CACHE_DIR: cache },
@@ -77,7 +71,7 @@ describe('a machine whose only WebGPU adapter is a software one', () => {
 
 describe('precision auto: float16 on an adapter with shader-f16', () => {
   it('loads float16, says why, and the deviation it shows is max |logit(float16) − logit(float32)| on the probe prompt', async (t) => {
-    if (skipWithoutWebgpu(t, unavailable)) return;
+    if (skipWithoutWebgpu(t, lane.unavailable)) return;
     const cacheDir = path.join(root, 'auto');
     const auto = await Model.load(DEMO, { providers: ['webgpu'], cacheDir });
     try {

@@ -5,10 +5,8 @@
  * Same nodes exactly; activations, constants, values and every link weight within a tight tolerance.
  */
 import assert from 'node:assert/strict';
-import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { writeRandomGpt2 } from '../../src/engine/checkpoint/random';
 import { Attributor } from '../../src/engine/circuits/attribution';
 import type { AttributionGraph } from '../../src/engine/circuits/graph';
@@ -17,20 +15,10 @@ import { randomTranscoderWeights, writeSaeLensTranscoders } from '../../src/engi
 import { Model } from '../../src/engine/model';
 import { gpt2TokenizerJSON } from '../../tools/gpt2-tokenizer';
 import { closeness } from '../helpers/closeness';
-import { loadOnWebgpu, skipWithoutWebgpu, webgpuUnavailable } from './lane';
+import { laneFixture, loadOnWebgpu, skipWithoutWebgpu } from './lane';
 
-const root = fs.mkdtempSync(path.join(os.tmpdir(), 'residual-gpu-attr-'));
-const cacheDir = path.join(root, 'cache');
-const cleanup: (() => Promise<void>)[] = [];
-let unavailable: string | undefined;
-
-before(async () => {
-  unavailable = await webgpuUnavailable();
-});
-after(async () => {
-  for (const c of cleanup) await c();
-  fs.rmSync(root, { recursive: true, force: true });
-});
+const lane = laneFixture('residual-gpu-attr-');
+const { root, cacheDir } = lane;
 
 // The CPU attribution test's fixture: a 3-layer GPT-2 with ReLU transcoders (SAELens layout) on ln2's output.
 const SHAPE = { nLayers: 3, dModel: 16, nHeads: 4, dMlp: 48, nCtx: 24, vocabSize: 50257 };
@@ -44,7 +32,7 @@ async function graphOn(provider: 'cpu' | 'webgpu'): Promise<AttributionGraph> {
   const model =
     provider === 'webgpu' ? await loadOnWebgpu(modelDir, { cacheDir, precision: 'float32' }) : await Model.load(modelDir, { providers: ['cpu'], cacheDir, precision: 'float32' });
   const attributor = new Attributor(model, loadTranscoders(path.join(root, 'transcoders'), model.config), { cacheDir });
-  cleanup.push(async () => {
+  lane.cleanup.push(async () => {
     await attributor.dispose();
     await model.dispose();
   });
@@ -53,7 +41,7 @@ async function graphOn(provider: 'cpu' | 'webgpu'): Promise<AttributionGraph> {
 
 describe('attribution graph on WebGPU', () => {
   it('has the CPU provider\'s nodes, and its activations, constants and link weights within 1e-4', async (t) => {
-    if (skipWithoutWebgpu(t, unavailable)) return;
+    if (skipWithoutWebgpu(t, lane.unavailable)) return;
     writeRandomGpt2(path.join(root, 'model'), SHAPE, { seed: 'relu-saelens'.length * 31 + 7, tokenizerJson: gpt2TokenizerJSON(), std: 0.3 });
     const tc = randomTranscoderWeights(SHAPE.nLayers, SHAPE.dModel, F, { seed: 'relu-saelens'.length + 3, bEncMean: -0.6, threshold: 0.4 });
     writeSaeLensTranscoders(path.join(root, 'transcoders'), tc, { activation: 'relu', k: 6, input: 'ln2.hook_normalized', cfgVersion: 'v6' });

@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { after, before } from 'node:test';
 import { writeRandomGpt2 } from '../../src/engine/checkpoint/random';
 import { Model, type ModelLoadOptions } from '../../src/engine/model';
 import type { WeightPrecision } from '../../src/engine/onnx/ops';
@@ -54,4 +55,26 @@ export function skipWithoutWebgpu(t: { skip(message: string): void }, unavailabl
   if (IN_LANE) throw new Error(`RESIDUAL_GPU_LANE=1 but no model runs on the WebGPU provider: ${unavailable}`);
   t.skip(`no WebGPU adapter (${unavailable.slice(0, 200)}); ${HOW}`);
   return true;
+}
+
+/**
+ * One lane file's fixture: a temporary root with a cache folder, the adapter check before its tests (`unavailable`,
+ * for skipWithoutWebgpu) and, after them, the clean-ups registered (models to dispose) and the root removed.
+ */
+export function laneFixture(prefix: string) {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  const fixture = {
+    root,
+    cacheDir: path.join(root, 'cache'),
+    unavailable: undefined as string | undefined,
+    cleanup: [] as (() => Promise<void>)[],
+  };
+  before(async () => {
+    fixture.unavailable = await webgpuUnavailable();
+  });
+  after(async () => {
+    for (const c of fixture.cleanup) await c();
+    fs.rmSync(root, { recursive: true, force: true });
+  });
+  return fixture;
 }

@@ -4,10 +4,8 @@
  * float16, where the matrix products really run in half precision (the CPU provider casts back to float32).
  */
 import assert from 'node:assert/strict';
-import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import type { ModelConfig } from '../../src/engine/checkpoint/config';
 import type { FamilyModelType } from '../../src/engine/checkpoint/families';
 import { halfPrecisionTensors } from '../../src/engine/checkpoint/half-copy';
@@ -22,20 +20,10 @@ import { gpt2TokenizerJSON } from '../../tools/gpt2-tokenizer';
 import { assertMatches, closeness } from '../helpers/closeness';
 import { referenceDecoderForward } from '../reference/decoder-reference';
 import { referenceForward } from '../reference/gpt2-reference';
-import { loadOnWebgpu, skipWithoutWebgpu, webgpuUnavailable } from './lane';
+import { laneFixture, loadOnWebgpu, skipWithoutWebgpu } from './lane';
 
-const root = fs.mkdtempSync(path.join(os.tmpdir(), 'residual-gpu-oracle-'));
-const cacheDir = path.join(root, 'cache');
-const loaded: Model[] = [];
-let unavailable: string | undefined;
-
-before(async () => {
-  unavailable = await webgpuUnavailable();
-});
-after(async () => {
-  for (const m of loaded) await m.dispose();
-  fs.rmSync(root, { recursive: true, force: true });
-});
+const lane = laneFixture('residual-gpu-oracle-');
+const { root, cacheDir } = lane;
 
 const IDS = [464, 2068, 7586, 21831, 18045, 625, 262, 16931, 3290, 13, 198, 50256];
 
@@ -78,7 +66,7 @@ async function fixture(family: Family, precision: WeightPrecision) {
   if (family === 'gpt2') writeRandomGpt2(dir, GPT2, opts);
   else writeRandomFamily(dir, family, { ...BASE, ...FAMILIES.find((f) => f.type === family)!.shape } as RandomFamilyShape, opts);
   const model = await loadOnWebgpu(dir, { cacheDir, precision });
-  loaded.push(model);
+  lane.cleanup.push(() => model.dispose());
   const ckpt = openCheckpoint(dir);
   // In float16 the reference gets the same float16-rounded weights, so only the arithmetic differs.
   const tensors = precision === 'float16' ? halfPrecisionTensors(ckpt.tensors, path.join(cacheDir, 'half')) : ckpt.tensors;
@@ -124,7 +112,7 @@ function tensorError(a: Float32Array, b: Float32Array): number {
 describe('WebGPU provider vs plain-loop reference (float32)', () => {
   for (const family of ['gpt2', 'llama', 'gemma2'] as const) {
     it(`matches logits and every hook point: ${family}`, async (t) => {
-      if (skipWithoutWebgpu(t, unavailable)) return;
+      if (skipWithoutWebgpu(t, lane.unavailable)) return;
       const { model, cfg, want } = await fixture(family, 'float32');
       const hooks = hooksOf(family, model, cfg, want);
       const got = await model.run({ ids: IDS, hooks });
@@ -138,7 +126,7 @@ describe('WebGPU provider vs plain-loop reference (float32)', () => {
 describe('WebGPU provider vs plain-loop reference (float16 weights and products)', () => {
   for (const family of ['gpt2', 'llama', 'gemma2'] as const) {
     it(`every hook within ${F16_TENSOR_TOL} (whole tensor) and ${F16_ELEMENT_TOL} (each element) of the reference on the float16-rounded weights: ${family}`, async (t) => {
-      if (skipWithoutWebgpu(t, unavailable)) return;
+      if (skipWithoutWebgpu(t, lane.unavailable)) return;
       const { model, cfg, want } = await fixture(family, 'float16');
       const hooks = hooksOf(family, model, cfg, want);
       const got = await model.run({ ids: IDS, hooks });

@@ -4,10 +4,8 @@
  * float64 plain-loop reference. The tiny GPT-2 of test/oracle/steering.test.ts.
  */
 import assert from 'node:assert/strict';
-import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { openCheckpoint } from '../../src/engine/checkpoint/load';
 import { writeRandomGpt2 } from '../../src/engine/checkpoint/random';
 import { readTensorF32 } from '../../src/engine/checkpoint/safetensors';
@@ -18,20 +16,10 @@ import { generate, meanResidNorm, steerAdds } from '../../src/engine/steering/st
 import { gpt2TokenizerJSON } from '../../tools/gpt2-tokenizer';
 import { closeness } from '../helpers/closeness';
 import { referenceForward } from '../reference/gpt2-reference';
-import { loadOnWebgpu, skipWithoutWebgpu, webgpuUnavailable } from './lane';
+import { laneFixture, loadOnWebgpu, skipWithoutWebgpu } from './lane';
 
-const root = fs.mkdtempSync(path.join(os.tmpdir(), 'residual-gpu-steer-'));
-const cacheDir = path.join(root, 'cache');
-const loaded: Model[] = [];
-let unavailable: string | undefined;
-
-before(async () => {
-  unavailable = await webgpuUnavailable();
-});
-after(async () => {
-  for (const m of loaded) await m.dispose();
-  fs.rmSync(root, { recursive: true, force: true });
-});
+const lane = laneFixture('residual-gpu-steer-');
+const { root, cacheDir } = lane;
 
 const SHAPE = { nLayers: 3, dModel: 16, nHeads: 4, dMlp: 48, nCtx: 32, vocabSize: 50257 };
 const PROMPT = [464, 2068, 7586, 21831, 18045, 625];
@@ -50,7 +38,7 @@ async function loadFixture() {
   writeRandomGpt2(dir, SHAPE, { seed: 4242, tokenizerJson: gpt2TokenizerJSON(), std: 0.3 });
   const gpu = await loadOnWebgpu(dir, { cacheDir, precision: 'float32' });
   const cpu = await Model.load(dir, { providers: ['cpu'], cacheDir, precision: 'float32' });
-  loaded.push(gpu, cpu);
+  lane.cleanup.push(() => gpu.dispose(), () => cpu.dispose());
   const ckpt = openCheckpoint(dir);
   return { gpu, cpu, ckpt, weights: new Map([...ckpt.tensors].map(([k, e]) => [k, readTensorF32(e)])) };
 }
@@ -59,7 +47,7 @@ let fixture: ReturnType<typeof loadFixture> | undefined;
 describe('steered generation on WebGPU', () => {
   for (const [name, spec] of SPECS) {
     it(`generates the CPU provider's tokens, and steered logits match it and the reference (${name})`, async (t) => {
-      if (skipWithoutWebgpu(t, unavailable)) return;
+      if (skipWithoutWebgpu(t, lane.unavailable)) return;
       const { gpu, cpu, ckpt, weights } = await (fixture ??= loadFixture());
 
       const onCpu = await generate(cpu, PROMPT, GREEDY, spec);
