@@ -18,8 +18,8 @@ import type { Model } from '../../src/engine/model';
 import type { WeightPrecision } from '../../src/engine/onnx/ops';
 import { gpt2TokenizerJSON } from '../../tools/gpt2-tokenizer';
 import { assertMatches, closeness } from '../helpers/closeness';
-import { referenceDecoderForward } from '../reference/decoder-reference';
-import { referenceForward } from '../reference/gpt2-reference';
+import { referenceDecoderForward } from '../../src/engine/reference/decoder';
+import { referenceForward } from '../../src/engine/reference/gpt2';
 import { laneFixture, loadOnWebgpu, skipWithoutWebgpu } from './lane';
 
 const lane = laneFixture('residual-gpu-oracle-');

@@ -15,7 +15,7 @@ import type { GenerationSettings, SteeringSpec } from '../../src/engine/results'
 import { generate, meanResidNorm, steerAdds } from '../../src/engine/steering/steer';
 import { gpt2TokenizerJSON } from '../../tools/gpt2-tokenizer';
 import { closeness } from '../helpers/closeness';
-import { referenceForward } from '../reference/gpt2-reference';
+import { referenceForward } from '../../src/engine/reference/gpt2';
 import { laneFixture, loadOnWebgpu, skipWithoutWebgpu } from './lane';
 
 const lane = laneFixture('residual-gpu-steer-');

@@ -10,7 +10,7 @@ import { openCheckpoint } from '../../src/engine/checkpoint/load';
 import { writeRandomGpt2, type RandomGpt2Options, type RandomGpt2Shape } from '../../src/engine/checkpoint/random';
 import { readTensorF32 } from '../../src/engine/checkpoint/safetensors';
 import { Model } from '../../src/engine/model';
-import type { Weights } from '../reference/gpt2-reference';
+import type { Weights } from '../../src/engine/reference/gpt2';
 import { silenceOrt } from '../../src/engine/runtime/session';
 import { gpt2TokenizerJSON } from '../../tools/gpt2-tokenizer';
 

@@ -23,7 +23,7 @@ import { loadTranscoders, type TranscoderInput } from '../../src/engine/circuits
 import { randomTranscoderWeights, writeCircuitTracerTranscoders, writeSaeLensTranscoders, type TranscoderWeights, type WriteActivation } from '../../src/engine/circuits/transcoders-write';
 import type { Tensor32 } from '../../src/engine/dims';
 import { Model } from '../../src/engine/model';
-import { referenceDecoderForward } from '../reference/decoder-reference';
+import { referenceDecoderForward } from '../../src/engine/reference/decoder';
 import { silenceOrt } from '../../src/engine/runtime/session';
 import { gpt2TokenizerJSON } from '../../tools/gpt2-tokenizer';
 

@@ -20,7 +20,7 @@ import { readTensorF32 } from '../../src/engine/checkpoint/safetensors';
 import type { Tensor32 } from '../../src/engine/dims';
 import type { HookName } from '../../src/engine/hooks';
 import { Model } from '../../src/engine/model';
-import { referenceForward } from '../reference/gpt2-reference';
+import { referenceForward } from '../../src/engine/reference/gpt2';
 import { silenceOrt } from '../../src/engine/runtime/session';
 import { Attributor } from '../../src/engine/circuits/attribution';
 import { activeActivation, type AttributionGraph, errorNode, logitNode, tokenNode } from '../../src/engine/circuits/graph';

@@ -23,7 +23,7 @@ import type { HookName } from '../../src/engine/hooks';
 import { Model } from '../../src/engine/model';
 import { gpt2TokenizerJSON } from '../../tools/gpt2-tokenizer';
 import { loadTinyModel, type TinyModel } from '../helpers/tiny-model';
-import { referenceForward } from '../reference/gpt2-reference';
+import { referenceForward } from '../../src/engine/reference/gpt2';
 
 const SHAPE = { nLayers: 3, dModel: 16, nHeads: 4, dMlp: 48, nCtx: 24, vocabSize: 50257 };
 const IDS = [464, 2068, 7586, 21831, 18045, 625, 262, 16931, 3290, 13];

@@ -12,7 +12,7 @@ import { writeRandomGpt2, type RandomGpt2Options, type RandomGpt2Shape } from '.
 import { readTensorF32 } from '../../src/engine/checkpoint/safetensors';
 import { allHookNames, type HookName } from '../../src/engine/hooks';
 import { Model, type SteerAdd } from '../../src/engine/model';
-import { referenceForward, type ReferenceSteer } from '../reference/gpt2-reference';
+import { referenceForward, type ReferenceSteer } from '../../src/engine/reference/gpt2';
 import { silenceOrt } from '../../src/engine/runtime/session';
 import { gpt2TokenizerJSON } from '../../tools/gpt2-tokenizer';
 import { assertMatches, closeness } from '../helpers/closeness';

@@ -10,7 +10,7 @@ import type { ModelConfig } from '../../src/engine/checkpoint/config';
 import { activationPatching, suggestCorruption, type PatchPoint } from '../../src/engine/layers/patching';
 import type { HookName } from '../../src/engine/hooks';
 import { Model } from '../../src/engine/model';
-import { referenceForward, type Weights } from '../reference/gpt2-reference';
+import { referenceForward, type Weights } from '../../src/engine/reference/gpt2';
 import { loadTinyModel, type TinyModel } from '../helpers/tiny-model';
 
 let model: Model;

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { ModelConfig } from '../../src/engine/checkpoint/config';
 import { Model } from '../../src/engine/model';
-import { referenceForward, type Weights } from '../reference/gpt2-reference';
+import { referenceForward, type Weights } from '../../src/engine/reference/gpt2';
 import type { GenerationSettings, SteeringSpec, SteerPointName } from '../../src/engine/results';
 import { generate, meanResidNorm, nextTokenEffectIds, sampleToken, steerAdds, sweep } from '../../src/engine/steering/steer';
 import { contrastiveVector } from '../../src/engine/steering/vectors';

@@ -14,7 +14,7 @@ import { ResidualError } from '../../src/engine/errors';
 import { Model } from '../../src/engine/model';
 import { gpt2TokenizerJSON } from '../../tools/gpt2-tokenizer';
 import { pokeTensor, writePaddedLlama } from '../catalogue/numbers.cases';
-import { referenceForward, type Weights } from '../reference/gpt2-reference';
+import { referenceForward, type Weights } from '../../src/engine/reference/gpt2';
 import { loadTinyModel, type TinyModel } from '../helpers/tiny-model';
 
 let model: Model;

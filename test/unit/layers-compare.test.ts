@@ -9,7 +9,7 @@ import type { ModelConfig } from '../../src/engine/checkpoint/config';
 import { compareAnalyses } from '../../src/engine/layers/compare';
 import { layerDetailHooks, layerDetail } from '../../src/engine/layers/stats';
 import { Model } from '../../src/engine/model';
-import { referenceForward, type Weights } from '../reference/gpt2-reference';
+import { referenceForward, type Weights } from '../../src/engine/reference/gpt2';
 import type { Analysis } from '../../src/engine/results';
 import { loadTinyModel, type TinyModel } from '../helpers/tiny-model';
 

@@ -17,7 +17,7 @@ import { layerDetailHooks, layerDetail, spectralStats } from '../../src/engine/l
 import type { Tensor32 } from '../../src/engine/dims';
 import type { HookName } from '../../src/engine/hooks';
 import { Model } from '../../src/engine/model';
-import { referenceForward, type Weights } from '../reference/gpt2-reference';
+import { referenceForward, type Weights } from '../../src/engine/reference/gpt2';
 import type { LayerDetail } from '../../src/engine/results';
 import { silenceOrt } from '../../src/engine/runtime/session';
 import { gpt2TokenizerJSON } from '../../tools/gpt2-tokenizer';

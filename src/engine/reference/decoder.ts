@@ -5,17 +5,17 @@
  * Weight names are spelled out here per family rather than taken from families.ts, so a mistake in either is caught
  * by the oracle tests. Slow; for tiny configs.
  */
-import type { ModelConfig } from '../../src/engine/checkpoint/config';
-import type { Tensor32 } from '../../src/engine/dims';
-import type { HookName } from '../../src/engine/hooks';
-import type { SteerPoint } from '../../src/engine/onnx/ops';
-import { act, type ReferenceSteer, type Weights } from './gpt2-reference';
+import type { ModelConfig } from '../checkpoint/config';
+import type { Tensor32 } from '../dims';
+import type { HookName } from '../hooks';
+import type { SteerPoint } from '../onnx/ops';
+import { act, type ReferenceOptions, type ReferenceSteer, type Weights } from './gpt2';
 
 /**
  * Hook values for `ids` at absolute positions 0..P−1 ([1, …] like the graph's outputs). Weights are keyed by the
  * canonical names (no `model.` / `gpt_neox.` prefix).
  */
-export function referenceDecoderForward(cfg: ModelConfig, W: Weights, ids: number[], steer: ReferenceSteer = new Map()): Map<HookName, Tensor32> {
+export function referenceDecoderForward(cfg: ModelConfig, W: Weights, ids: number[], steer: ReferenceSteer = new Map(), opts: ReferenceOptions = {}): Map<HookName, Tensor32> {
   const f = cfg.family;
   if (!f) throw new Error('reference: not a rotary-family config');
   const arch = cfg.architecture;
@@ -118,7 +118,8 @@ export function referenceDecoderForward(cfg: ModelConfig, W: Weights, ids: numbe
   for (let p = 0; p < P; p++) for (let d = 0; d < D; d++) resid[p * D + d] = emb[ids[p] * D + d] * (gemma ? Math.sqrt(D) : 1);
   put('hook_embed', [P, D], resid);
 
-  for (let l = 0; l < L; l++) {
+  const blocks = Math.min(L, opts.layers ?? L);
+  for (let l = 0; l < blocks; l++) {
     const pre = `layers.${l}.`;
     addSteer(l, 'hook_resid_pre', resid);
     put(`blocks.${l}.hook_resid_pre`, [P, D], resid);
@@ -250,6 +251,7 @@ export function referenceDecoderForward(cfg: ModelConfig, W: Weights, ids: numbe
     put(`blocks.${l}.hook_resid_post`, [P, D], next);
     resid = next;
   }
+  if (blocks < L) return out;
 
   const [xf, sf] = neox
     ? normRows(resid, D, get('final_layer_norm.weight'), get('final_layer_norm.bias'))

@@ -3,17 +3,22 @@
  * (not from the ONNX graph). It is slow and meant for tiny configs: the oracle tests compare every hook of the ONNX
  * graph against it. Accumulates in float64 so its own rounding error is far below the tolerance under test.
  */
-import type { ModelConfig } from '../../src/engine/checkpoint/config';
-import type { Tensor32 } from '../../src/engine/dims';
-import type { HookName } from '../../src/engine/hooks';
-import type { SteerPoint } from '../../src/engine/onnx/ops';
+import type { ModelConfig } from '../checkpoint/config';
+import type { Tensor32 } from '../dims';
+import type { HookName } from '../hooks';
+import type { SteerPoint } from '../onnx/ops';
 
 export type Weights = Map<string, Float32Array>;
 
 /** Additive inputs: key `${layer}:${point}`, value [P,D] or [D] (broadcast over positions). */
 export type ReferenceSteer = Map<string, Float32Array>;
 
-export function referenceForward(cfg: ModelConfig, W: Weights, ids: number[], steer: ReferenceSteer = new Map()): Map<HookName, Tensor32> {
+export interface ReferenceOptions {
+  /** Run only the first this many blocks (no final norm, no logits): a check of the first layers of a large model. */
+  layers?: number;
+}
+
+export function referenceForward(cfg: ModelConfig, W: Weights, ids: number[], steer: ReferenceSteer = new Map(), opts: ReferenceOptions = {}): Map<HookName, Tensor32> {
   const { dModel: D, nHeads: H, dHead: E, dMlp: M, vocabSize: V, nLayers: L } = cfg;
   const P = ids.length;
   const out = new Map<HookName, Tensor32>();
@@ -77,7 +82,8 @@ export function referenceForward(cfg: ModelConfig, W: Weights, ids: number[], st
     return y;
   };
 
-  for (let l = 0; l < L; l++) {
+  const blocks = Math.min(L, opts.layers ?? L);
+  for (let l = 0; l < blocks; l++) {
     const pre = `h.${l}.`;
     addSteer(l, 'hook_resid_pre', resid);
     put(`blocks.${l}.hook_resid_pre`, [P, D], resid);
@@ -146,6 +152,7 @@ export function referenceForward(cfg: ModelConfig, W: Weights, ids: number[], st
     addSteer(l, 'hook_resid_post', resid);
     put(`blocks.${l}.hook_resid_post`, [P, D], resid);
   }
+  if (blocks < L) return out;
   const [nf, sf] = layerNorm(resid);
   put('ln_final.hook_scale', [P, 1], sf);
   const xf = affine(nf, get('ln_f.weight'), get('ln_f.bias'));
