@@ -17,6 +17,7 @@ const builds = [
   { ...common, entryPoints: ['src/host/extension.ts'], outfile: 'dist/extension.js', platform: 'node', format: 'cjs', target: 'node20', external: ['vscode', 'onnxruntime-node'] },
   { ...common, entryPoints: ['src/cli/main.ts'], outfile: 'dist/cli.js', platform: 'node', format: 'cjs', target: 'node20', external: ['onnxruntime-node'] },
   { ...common, entryPoints: ['src/engine/runtime/probeWorker.ts'], outfile: 'dist/probe.js', platform: 'node', format: 'cjs', target: 'node20', external: ['onnxruntime-node', 'webgpu'] },
+  { ...common, entryPoints: ['src/engine/reference/worker.ts'], outfile: 'dist/reference-worker.js', platform: 'node', format: 'cjs', target: 'node20' },
   { ...common, entryPoints: { activations: 'webview/activations/main.ts', inspector: 'webview/inspector/main.ts', steering: 'webview/steering/main.ts', circuit: 'webview/circuit/main.ts' }, outdir: 'dist/webview', platform: 'browser', format: 'iife', target: 'es2022' },
 ];
 

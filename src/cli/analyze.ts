@@ -2,6 +2,7 @@
  * `residual analyze`: logit lens, residual statistics and per-layer detail of one text (JSON fields: CLI.md).
  */
 import { analyze, type Analysis } from '../engine/analysis';
+import { checkParity, parityLine } from '../engine/parity';
 import { parseFlags, usageOf, type CommandSpec, type Flags } from './args';
 import { loadModel, MODEL_FLAGS, processIo, readText, release, type Io } from './common';
 
@@ -16,6 +17,7 @@ export const ANALYZE: CommandSpec = {
     'max-tokens': { value: 'N', help: 'analyse at most the last N tokens (default: the model context)' },
     top: { value: 'K', help: 'next tokens and logit-lens tokens per position to show (default 5)' },
     'lens-gflop': { value: 'G', help: 'compute budget of the per-position logit lens in GFLOP (0: no limit); beyond it the lens covers the last positions only' },
+    parity: { help: 'also run a short probe prompt through an independent float64 reference forward and print the largest differences (JSON: parity)' },
     precision: { value: 'auto|float32|float16', help: 'weight precision inside ONNX Runtime (default auto: float16 on a WebGPU adapter with shader-f16, else float32)' },
     providers: MODEL_FLAGS.providers,
     'skip-memory-check': MODEL_FLAGS['skip-memory-check'],
@@ -48,8 +50,9 @@ export async function analyzeCommand(args: string[], io: Io = processIo()): Prom
       lensK: k,
       lensFlops: lensGflop === undefined ? undefined : lensGflop > 0 ? lensGflop * 1e9 : Infinity,
     });
+    const parity = f.bool('parity') ? await checkParity(model) : undefined;
     if (a.truncated) io.err(`residual: analysed only the last ${a.truncated.kept} tokens${a.truncated.total ? ` of ${a.truncated.total}` : ''}, from character ${a.truncated.firstChar} (model context or --max-tokens)\n`);
-    io.out(f.bool('json') ? JSON.stringify(toJson(a), null, 1) + '\n' : toText(a));
+    io.out(f.bool('json') ? JSON.stringify({ ...toJson(a), ...(parity ? { parity } : {}) }, null, 1) + '\n' : toText(a) + (parity ? parityLine(parity) : ''));
     done = true;
   } finally {
     await release(io, done, model);
@@ -96,3 +99,4 @@ function toText(a: Analysis): string {
   ];
   return lines.join('\n') + '\n';
 }
+

@@ -279,3 +279,32 @@ export interface SweepResult {
   neutralText: string;
   ms: number;
 }
+
+/**
+ * The model as loaded against the independent float64 reference forward, on a short probe prompt: what the oracle
+ * tests check, measured on the user's model, provider and precision.
+ */
+export interface ParityReport {
+  /** Largest |logit − reference logit| over the probe; null when only the first layers were checked. */
+  max_abs_dlogit: number | null;
+  /** The hook with the largest difference relative to its own scale, its largest absolute and relative difference. */
+  worst_hook: string;
+  worst_hook_max_abs: number;
+  worst_hook_relative: number;
+  /** What the run was compared with. */
+  reference: string;
+  tokens: number;
+  /** Blocks compared (all of them, or the first ones when the whole model would take too long). */
+  layers_checked: number;
+  n_layers: number;
+  hooks_checked: number;
+  provider: string;
+  precision: string;
+  ms: number;
+}
+
+/** A deviation as people read them: 9.5e-6, 0.044, 1.2 (two significant digits). */
+export function formatDeviation(x: number): string {
+  if (x === 0) return '0';
+  return Math.abs(x) < 1e-3 ? x.toExponential(1) : x.toPrecision(2);
+}
