@@ -4,7 +4,8 @@
  */
 import * as fs from 'node:fs';
 import * as vscode from 'vscode';
-import { ResidualError } from '../engine/errors';
+import { errorMessage, ResidualError } from '../engine/errors';
+import { checkParity, parityLine } from '../engine/parity';
 import { Model } from '../engine/model';
 import { resetProviderProbe } from '../engine/runtime/providerProbe';
 import { DEFAULT_PROVIDERS, silenceOrt } from '../engine/runtime/session';
@@ -141,6 +142,7 @@ export class ModelManager implements vscode.Disposable {
       this.status.text = `$(pulse) ${model.provider.toUpperCase()}${adapter?.software ? ' (software)' : ''}`;
       this.status.tooltip = providerTooltip(model.info.name, model.provider, model.attempts);
       this.setState({ status: 'ready', modelDir: dir, model: model.info, provider: model.provider, adapter, attempts: model.attempts, loadMs: model.loadMs });
+      if (cfg.get<boolean>('parityCheck', true)) this.startParity(model);
       return model;
     } catch (e) {
       const message = e instanceof Error ? e.message : String(e);
@@ -185,7 +187,35 @@ export class ModelManager implements vscode.Disposable {
     await this.unload();
   }
 
+  /** The running parity check's token: a new load or an unload stops it. */
+  private parityToken?: { isCancellationRequested: boolean };
+
+  /**
+   * Parity, in the background: the probe prompt through the loaded model and through the float64 reference (in a
+   * worker thread), shown in the Inspector when done. Nothing waits for it.
+   */
+  private startParity(model: Model): void {
+    if (this.parityToken) this.parityToken.isCancellationRequested = true;
+    const token = { isCancellationRequested: false };
+    this.parityToken = token;
+    this.patchState({ parity: { status: 'running' } });
+    const current = () => !token.isCancellationRequested && this.model === model;
+    checkParity(model, { cancel: token }).then(
+      (report) => {
+        if (!current()) return;
+        this.log.appendLine(parityLine(report).trimEnd());
+        this.patchState({ parity: { status: 'done', report } });
+      },
+      (e: unknown) => {
+        if (!current()) return;
+        this.log.appendLine(`parity check failed: ${errorMessage(e)}`);
+        this.patchState({ parity: { status: 'failed', error: errorMessage(e) } });
+      },
+    );
+  }
+
   async unload(): Promise<void> {
+    if (this.parityToken) this.parityToken.isCancellationRequested = true;
     const m = this.model;
     this.model = undefined;
     this.setState({ status: 'idle', modelDir: this.modelDir() });

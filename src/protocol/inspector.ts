@@ -1,5 +1,5 @@
 /** The Inspector view in the side bar: the model, the provider in use and the last analysis; buttons run commands. */
-import type { AdapterInfo, ModelInfo, ProviderAttempt } from './results';
+import type { AdapterInfo, ModelInfo, ParityReport, ProviderAttempt } from './results';
 import type { HostMessage, WebviewMessage } from './requests';
 
 
@@ -12,6 +12,8 @@ export interface InspectorState {
   adapter?: AdapterInfo;
   attempts?: ProviderAttempt[];
   loadMs?: number;
+  /** The background parity check of the loaded model against the float64 reference. */
+  parity?: { status: 'running' } | { status: 'done'; report: ParityReport } | { status: 'failed'; error: string };
   error?: string;
   last?: {
     preview: string;

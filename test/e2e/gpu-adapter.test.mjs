@@ -67,6 +67,11 @@ describe('Residual on a WebGPU adapter in a real VS Code', { skip: ext ? false :
     assert.match(attempts[1], /^webgpu runs on a software adapter \(llvmpipe.*\), a CPU emulation slower than the cpu provider$/);
     const precision = await insp.locator('#precision').textContent();
     assert.equal(precision, `float16 (auto: the WebGPU adapter has shader-f16) · max |Δlogit| vs float32 ${cli.model.float16_max_abs_dlogit.toPrecision(2)} on a probe prompt`);
+    // Parity against the float64 reference shows the float16 model's real deviation (far above float32's 1e-5).
+    const parity = insp.locator('#parity', { hasText: 'max |Δlogit|' });
+    await parity.waitFor({ timeout: 120_000 });
+    const dlogit = Number(/max \|Δlogit\| ([\d.e+-]+)/.exec(await parity.textContent())[1]);
+    assert.ok(dlogit > 1e-3 && dlogit < 1, `float16 parity ${dlogit}`);
     // The status bar and the warning shown once when the model loaded.
     await page.locator('.statusbar-item', { hasText: 'WEBGPU (software)' }).first().waitFor();
     const log = await vs.outputLog('Residual');

@@ -200,6 +200,15 @@ describe('Residual in a real VS Code', { skip: ext ? false : 'RESIDUAL_VSIX / RE
       cliDefault.attempts.filter((a) => !a.ok).map((a) => `${a.provider}: not tried: ${a.reason}`),
     );
     assert.match(await vs.outputLog('Residual'), /GPU check of cuda, webgpu: \d+ ms/);
+    // Parity, checked in the background after the load: the figure the CLI's analyze --parity finds on this model.
+    const parityCli = JSON.parse(execFileSync(process.execPath, [path.join(REPO_ROOT, 'bin', 'residual.js'), 'analyze', '--model', bundledModel, '--text', 'x', '--json', '--parity', '--providers', 'cpu'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })).parity;
+    const parityLine = wv.locator('#parity', { hasText: 'max |Δlogit|' });
+    await parityLine.waitFor({ timeout: 60_000 });
+    const m = /^Parity: max \|Δlogit\| ([\d.e+-]+) vs float64 reference \((\d+) tokens\) · worst hook (\S+) ([\d.e+-]+)$/.exec(await parityLine.textContent());
+    assert.ok(m, await parityLine.textContent());
+    assert.equal(Number(m[2]), parityCli.tokens);
+    assert.ok(Number(m[1]) <= 1e-4 && Math.abs(Number(m[1]) - parityCli.max_abs_dlogit) <= 0.1 * parityCli.max_abs_dlogit + 1e-7, `${m[1]} vs ${parityCli.max_abs_dlogit}`);
+    assert.match(m[3], /^(hook_\w+|logits|ln_final\.hook_\w+|blocks\.\d+\.[\w.]+)$/);
     await screenshot(page, 'residual-inspector.png');
     await openViewContainer(page, 'Explorer');
   });

@@ -1,5 +1,5 @@
 /** The Inspector side-bar view: model, provider (with every fallback attempt) and the last analysis. */
-import { INSPECTOR_STATE_VERSION, unreachable, type InspectorCommand, type InspectorEvent, type InspectorRequests, type InspectorState } from '../../src/protocol';
+import { formatDeviation, INSPECTOR_STATE_VERSION, unreachable, type InspectorCommand, type InspectorEvent, type InspectorRequests, type InspectorState } from '../../src/protocol';
 import { failureText, hostClient } from '../host';
 import { badge, button, divider, el, showToken, spinner } from '../ui';
 
@@ -49,6 +49,12 @@ function render(s: InspectorState): void {
   prov.append(b);
   if (s.loadMs !== undefined) prov.append(el('span', 'muted', ` loaded in ${s.loadMs.toFixed(0)} ms`));
   model.append(prov);
+  const parity = parityText(s.parity);
+  if (parity) {
+    const line = el('div', s.parity?.status === 'failed' ? 'notice error' : 'muted', parity);
+    line.id = 'parity';
+    model.append(line);
+  }
   if (s.adapter) {
     const a = s.adapter;
     const line = el('div', 'muted', `Adapter: ${a.description} (${[a.vendor, a.architecture, a.type].filter(Boolean).join(', ')})${a.shaderF16 ? ' · shader-f16' : ''}`);
@@ -104,3 +110,14 @@ function run(command: InspectorCommand): void {
 
 const saved = host.getState();
 if (saved) render(saved);
+
+/** The parity line: "Parity: max |Δlogit| 9.5e-6 vs float64 reference (12 tokens) · worst hook logits". */
+function parityText(p: InspectorState['parity']): string | undefined {
+  if (!p) return undefined;
+  if (p.status === 'running') return 'Parity: checking against the float64 reference…';
+  if (p.status === 'failed') return `Parity check failed: ${p.error}`;
+  const r = p.report;
+  const worst = `worst hook ${r.worst_hook} ${formatDeviation(r.worst_hook_max_abs)}`;
+  if (r.max_abs_dlogit === null) return `Parity (first ${r.layers_checked} of ${r.n_layers} layers, ${r.tokens} tokens) vs float64 reference: ${worst}`;
+  return `Parity: max |Δlogit| ${formatDeviation(r.max_abs_dlogit)} vs float64 reference (${r.tokens} tokens) · ${worst}`;
+}
