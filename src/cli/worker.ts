@@ -15,7 +15,7 @@ export const ERR_FD_ENV = 'RESIDUAL_CLI_ERR_FD';
 export const ERR_TTY_ENV = 'RESIDUAL_CLI_ERR_TTY';
 /** The log's size before it is rotated to cli.log.1. */
 const LOG_LIMIT_BYTES = 2 * 1024 * 1024;
-const MODEL_COMMANDS = new Set(['analyze', 'graph', 'steer']);
+const MODEL_COMMANDS = new Set(['analyze', 'graph', 'steer', 'dla']);
 
 /** The CLI's log: Residual's own log lines and the native libraries' output of the runs that needed a worker. */
 export function cliLogPath(): string {

@@ -308,3 +308,28 @@ export function formatDeviation(x: number): string {
   if (x === 0) return '0';
   return Math.abs(x) < 1e-3 ? x.toExponential(1) : x.toPrecision(2);
 }
+
+/** One part of the model and what it writes directly into the attributed logit. */
+export interface DlaComponent {
+  /** `embed`, `pos_embed`, `blocks.L.attn.head.H`, `blocks.L.attn.bias`, `blocks.L.mlp`, `blocks.L.mlp.neuron.N`, `final_norm.bias`. */
+  name: string;
+  value: number;
+}
+
+/** Direct logit attribution of a target token (or a logit difference) at one position (CLI.md: `residual dla`). */
+export interface DlaResult {
+  target: { id: number; text: string };
+  contrast?: { id: number; text: string };
+  position: number;
+  /** The logit (difference) attributed, before any final soft-cap, computed from the final residual. */
+  logit: number;
+  /**
+   * Every part that adds up to the logit, then the largest neurons (`blocks.L.mlp.neuron.N`), which are not added:
+   * together they make their MLP's output without its bias.
+   */
+  components: DlaComponent[];
+  /** logit − the sum of the components that add up (float32 rounding: about 1e-6 of the logit's scale). */
+  residual: number;
+  /** The model's final soft-cap, when it has one (the attribution is of the logit before it). */
+  softcap?: number;
+}

@@ -104,6 +104,7 @@ async function refuseCli(argv: string[], env?: Record<string, string>): Promise<
 const analyze = async (...extra: string[]) => ['analyze', '--model', fx().model, '--text', 'hello world', ...extra];
 const graph = async (...extra: string[]) => ['graph', '--model', fx().model, '--transcoders', fx().tc, '--text', 'hello world', ...extra];
 const steer = async (...extra: string[]) => ['steer', '--model', fx().model, '--text', 'hello world', '--vector', fx().vector, ...extra];
+const dla = async (...extra: string[]) => ['dla', '--model', fx().model, '--text', 'hello world', '--providers', 'cpu', ...extra];
 const graphOut = async (out: string) => refuse(await graph('--out', out));
 
 /** A text long enough that `analyze --json` prints well over 64 KiB (the pipe's buffer). */
@@ -354,6 +355,14 @@ const flagCases: Flagged[] = [
   ['analyze --top 1.5', () => analyze('--top', '1.5'), /--top must be a whole number ≥ 1, got "1\.5"/],
   ['analyze --top beyond the vocabulary', () => analyze('--top', '60000', '--providers', 'cpu'), /--top 60000 is more than the model's vocabulary \(50257 tokens\)/],
   ['analyze --precision float64', () => analyze('--precision', 'float64'), /--precision must be auto, float32 or float16, got "float64"/],
+  // dla
+  ['dla --target of several tokens', () => dla('--target', ' Paris and London'), /residual dla: --target " Paris and London" is \d+ tokens \(.*\), not one; give a single token/],
+  ['dla --target empty', () => dla('--target', ''), /residual dla: --target needs a value \(TOKEN\), got an empty string/],
+  ['dla --contrast without --target', () => dla('--contrast', ' the'), /residual dla: --contrast needs --target/],
+  ['dla --contrast equal to --target', () => dla('--target', ' world', '--contrast', ' world'), /--contrast " world" is the target itself: the difference would be 0/],
+  ['dla --position beyond the text', () => dla('--position', '7'), /--position 7 does not exist: the text has 2 tokens \(positions 0\.\.1\)/],
+  ['dla --position -1', () => dla('--position', '-1'), /--position must be a whole number ≥ 0, got "-1"/],
+  ['dla --top-neurons x', () => dla('--top-neurons', 'x'), /--top-neurons must be a whole number ≥ 0, got "x"/],
   ['analyze --providers gpu', () => analyze('--providers', 'gpu'), /--providers takes a comma-separated list of cuda, webgpu, cpu, dml or coreml; "gpu" is not one of them/],
   ['analyze --providers with an empty entry', () => analyze('--providers', 'cpu,'), /--providers takes a comma-separated list .*; it has an empty entry \(got "cpu,"\)/],
   ['analyze with an unknown flag', () => analyze('--frobnicate'), /residual analyze: unknown flag --frobnicate; see residual analyze --help/],
@@ -406,7 +415,7 @@ const flagCases: Flagged[] = [
   ['download --transcoders-revision without --transcoders', async () => ['download', '--repo', 'a/b', '--transcoders-revision', 'v1'], /--transcoders-revision goes with --transcoders/],
   ['download --revision with an empty value', async () => ['download', '--repo', 'a/b', '--revision='], /--revision needs a value \(R\), got an empty string/],
   // the command itself
-  ['an unknown subcommand', async () => ['frobnicate'], /residual: unknown subcommand 'frobnicate' \(subcommands: analyze, graph, steer, download; see residual --help\)/],
+  ['an unknown subcommand', async () => ['frobnicate'], /residual: unknown subcommand 'frobnicate' \(subcommands: analyze, graph, steer, dla, download; see residual --help\)/],
   ['help for an unknown subcommand', async () => ['help', 'frobnicate'], /residual help: unknown subcommand 'frobnicate'/],
   ['a subcommand named like an object property', async () => ['constructor'], /residual: unknown subcommand 'constructor'/],
   ['help for a subcommand named like an object property', async () => ['help', 'toString'], /residual help: unknown subcommand 'toString'/],
