@@ -14,6 +14,7 @@ import { ResidualError } from '../engine/errors';
 import { hookName } from '../engine/hooks';
 import { RESID_POINTS, type SteeringSpec, type SteeringVector, type SteerPointName, type TopToken } from '../engine/results';
 import { compareGeneration, nextTokenEffect, parsePositions } from '../engine/steering/steer';
+import { steeringVectorFromGguf } from '../engine/steering/gguf';
 import { featureVector, l2, loadVectorFile } from '../engine/steering/vectors';
 import { parseFlags, usageOf, type CommandSpec, type Flags } from './args';
 import { checkInputFolder } from '../engine/files';
@@ -31,7 +32,7 @@ export const STEER: CommandSpec = {
     text: MODEL_FLAGS.text,
     feature: { value: 'LAYER:INDEX', help: 'steer along this transcoder feature (with --transcoders)' },
     transcoders: { value: 'DIR', help: 'the transcoder folder of --feature' },
-    vector: { value: 'FILE', help: 'steer along a saved vector (.json + .safetensors)' },
+    vector: { value: 'FILE', help: 'steer along a saved vector (.json + .safetensors), or a llama.cpp control vector (.gguf: the direction for --layer/--hook, else its own layer at resid_post)' },
     layer: { value: 'L', help: "the block to steer at (default: the feature's layer, or the layer the vector was made for)" },
     strength: { value: 'S', help: 'how much of the vector to add (any finite number; negative subtracts) — required' },
     hook: { value: 'resid_pre|resid_mid|resid_post', help: 'where in the block (default resid_pre)' },
@@ -65,7 +66,7 @@ export async function steerCommand(args: string[], io: Io = processIo()): Promis
   if (vectorFile && transcoders) f.fail('--transcoders goes with --feature, not with --vector');
   f.required('strength');
   const strength = f.num('strength')!;
-  const point = `hook_${f.choice('hook', ['resid_pre', 'resid_mid', 'resid_post'] as const) ?? 'resid_pre'}` as SteerPointName;
+  let point = `hook_${f.choice('hook', ['resid_pre', 'resid_mid', 'resid_post'] as const) ?? 'resid_pre'}` as SteerPointName;
   if (!RESID_POINTS.includes(point)) f.fail(`--hook ${point} is not a residual point`);
   const positionsArg = f.str('positions') ?? 'all';
   let positions: SteeringSpec['positions'];
@@ -104,6 +105,14 @@ export async function steerCommand(args: string[], io: Io = processIo()): Promis
       if (vec.vector.length !== c.dModel) {
         throw new ResidualError(`the feature's decoder row has ${vec.vector.length} values but the model's d_model is ${c.dModel}`, String(vec.provenance.file));
       }
+    } else if (/\.gguf$/i.test(vectorFile!)) {
+      // A llama.cpp control vector: the direction for --layer/--hook when given, else the file's own slot.
+      const at = layerArg !== undefined ? { layer: layerArg, point } : undefined;
+      const cv = await steeringVectorFromGguf(vectorFile!, { dModel: c.dModel, nLayers: c.nLayers, name: c.name, architecture: c.architecture }, at);
+      for (const w of cv.warnings) io.err(`residual: warning: ${w}\n`);
+      if (!at && f.str('hook') !== undefined && point !== cv.point) f.fail(`--hook: ${vectorFile} adds at blocks.${cv.layer}.${cv.point}; give --layer too to steer elsewhere`);
+      point = cv.point;
+      vec = { vector: cv.vector, layer: cv.layer, point: cv.point, label: cv.label, source: 'file', provenance: { file: vectorFile, model_hint: cv.modelHint } };
     } else {
       const loaded = loadVectorFile(vectorFile!, { dModel: c.dModel, nLayers: c.nLayers, name: c.name });
       for (const w of loaded.warnings) io.err(`residual: warning: ${w}\n`);

@@ -8,8 +8,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { ResidualError } from '../engine/errors';
-import type { SteeringSpec, SteeringVector } from '../engine/results';
+import type { SteeringSpec, SteeringVector, SteerPointName } from '../engine/results';
 import { compareGeneration, nextTokenEffect, parsePositions, sweep } from '../engine/steering/steer';
+import { controlVectorLayer, steeringVectorFromGguf, writeControlVector } from '../engine/steering/gguf';
 import { contrastiveVector, featureVector, loadVectorFile, parsePairs, saveVectorFile } from '../engine/steering/vectors';
 import type { SteerSettings, SteeringEvent, SteeringRequests, SteeringState, ToSteering } from '../protocol';
 import type { ModelManager } from './modelManager';
@@ -62,11 +63,23 @@ export class SteeringPanel extends PanelHost<SteeringRequests, SteeringEvent, { 
         scope: 'vector',
         run: async (_p, job) => {
           const model = await this.models.get();
-          const picked = await vscode.window.showOpenDialog({ canSelectMany: false, filters: { 'Steering vectors': ['json', 'safetensors'] }, title: 'Residual: open a saved steering vector' });
-          if (picked?.[0] && job.current) this.useVector(loadVectorFile(picked[0].fsPath, model.config.dModel));
+          const picked = await vscode.window.showOpenDialog({
+            canSelectMany: false,
+            filters: { 'Steering vectors': ['json', 'safetensors', 'gguf'], 'llama.cpp control vectors': ['gguf'] },
+            title: 'Residual: open a saved steering vector or a llama.cpp control vector',
+          });
+          if (!picked?.[0] || !job.current) return;
+          const file = picked[0].fsPath;
+          if (/\.gguf$/i.test(file)) {
+            const c = model.config;
+            const cv = await steeringVectorFromGguf(file, { dModel: c.dModel, nLayers: c.nLayers, name: c.name, architecture: c.architecture });
+            for (const w of cv.warnings) void vscode.window.showWarningMessage(`Residual: ${w}`);
+            if (job.current) this.useVector({ vector: cv.vector, layer: cv.layer, point: cv.point, label: cv.label, source: 'file', provenance: { file, model_hint: cv.modelHint } });
+          } else this.useVector(loadVectorFile(file, model.config.dModel));
         },
       },
       'steer/saveVector': { run: () => this.saveVector() },
+      'steer/exportGguf': { run: (p) => this.exportGguf(p.layer, p.point, p.strength) },
       'steer/effect': {
         scope: 'run',
         run: async (p, job) => {
@@ -187,6 +200,24 @@ export class SteeringPanel extends PanelHost<SteeringRequests, SteeringEvent, { 
     }
     saveVectorFile(target.fsPath, { ...this.vector, provenance: { ...this.vector.provenance, model: model.info.name } });
     void vscode.window.showInformationMessage(`Residual: saved ${path.basename(target.fsPath)} and its .safetensors beside it.`);
+  }
+
+  /**
+   * Writes the vector as a llama.cpp control vector at the slot of (layer, point), as stored: llama.cpp scales it
+   * (`--control-vector-scaled FILE S`), and the message gives the flag with the panel's strength.
+   */
+  private async exportGguf(layer: number, point: SteerPointName, strength: number): Promise<void> {
+    const model = await this.models.get();
+    if (!this.vector) throw new ResidualError('no vector to export yet: build one first', 'steering');
+    const k = controlVectorLayer(layer, point); // refused before the dialog when there is no slot
+    const ws = vscode.workspace.workspaceFolders?.[0]?.uri;
+    const defaultUri = ws ? vscode.Uri.joinPath(ws, `${this.vector.label.replace(/[^\w.-]+/g, '_')}.gguf`) : undefined;
+    const target = await vscode.window.showSaveDialog({ defaultUri, filters: { 'llama.cpp control vector': ['gguf'] }, title: 'Residual: export for llama.cpp (--control-vector)' });
+    if (!target) return;
+    writeControlVector(target.fsPath, this.vector.vector, layer, point, { architecture: model.config.architecture });
+    const name = path.basename(target.fsPath);
+    this.log.appendLine(`exported ${name}: direction.${k} (blocks.${layer}.${point}), ${this.vector.vector.length} values`);
+    void vscode.window.showInformationMessage(`Residual: wrote ${name} (direction.${k}). In llama.cpp: --control-vector-scaled ${name} ${strength}`);
   }
 
   private spec(s: SteerSettings): SteeringSpec {

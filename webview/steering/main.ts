@@ -161,7 +161,9 @@ function vectorSection(): HTMLElement {
     el('span', 'muted', `(mean difference at blocks.${p.settings.layer}.${p.settings.point}; lines "+ positive" / "- negative", a blank line between pairs)`),
   );
   const files = el('div', 'row');
-  files.append(el('span', undefined, 'Saved vector:'), button('Open…', () => ask('steer/openVector', {}, undefined)), button('Save…', () => ask('steer/saveVector', {}, undefined)));
+  files.append(el('span', undefined, 'Saved vector:'), button('Open…', () => ask('steer/openVector', {}, undefined)), button('Save…', () => ask('steer/saveVector', {}, undefined)),
+    button('Export for llama.cpp…', () => ask('steer/exportGguf', { layer: p.settings.layer, point: p.settings.point, strength: p.settings.strength }, undefined)),
+  );
   return section('Vector', info, feature, pairs, files);
 }
 
