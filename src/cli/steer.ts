@@ -12,7 +12,7 @@
  */
 import { ResidualError } from '../engine/errors';
 import { hookName } from '../engine/hooks';
-import { RESID_POINTS, type SteeringSpec, type SteeringVector, type SteerPointName, type TopToken } from '../engine/results';
+import { RESID_POINTS, STEER_OPS, type SteeringSpec, type SteeringVector, type SteerPointName, type TopToken } from '../engine/results';
 import { compareGeneration, nextTokenEffect, parsePositions } from '../engine/steering/steer';
 import { steeringVectorFromGguf } from '../engine/steering/gguf';
 import { featureVector, l2, loadVectorFile } from '../engine/steering/vectors';
@@ -34,10 +34,12 @@ export const STEER: CommandSpec = {
     transcoders: { value: 'DIR', help: 'the transcoder folder of --feature' },
     vector: { value: 'FILE', help: 'steer along a saved vector (.json + .safetensors), or a llama.cpp control vector (.gguf: the direction for --layer/--hook, else its own layer at resid_post)' },
     layer: { value: 'L', help: "the block to steer at (default: the feature's layer, or the layer the vector was made for)" },
-    strength: { value: 'S', help: 'how much of the vector to add (any finite number; negative subtracts) — required' },
+    strength: { value: 'S', help: 'how much of the vector to add (any finite number; negative subtracts) — required with --op add' },
+    op: { value: 'add|ablate|cap|set', help: "what to do along the vector (default add): ablate removes the residual's component along it, set makes it --value, cap lowers it to --value where it is above" },
+    value: { value: 'X', help: 'the component along the (unit) vector for --op set and --op cap' },
     hook: { value: 'resid_pre|resid_mid|resid_post', help: 'where in the block (default resid_pre)' },
     relative: { help: 'strength is a multiple of the mean residual norm there' },
-    positions: { value: 'all|from:N|i,j', help: 'the positions to steer (default all)' },
+    positions: { value: 'all|from:N|i,j|generated', help: 'the positions to steer (default all; generated: only the tokens --generate adds)' },
     generate: { value: 'N', help: 'also generate N tokens, baseline and steered, with the same seed' },
     seed: { value: 'S', help: 'seed of the sampling, 0 to 4294967295 (default 0)' },
     temperature: { value: 'T', help: 'sampling temperature, ≥ 0 (default 0: greedy)' },
@@ -64,16 +66,28 @@ export async function steerCommand(args: string[], io: Io = processIo()): Promis
   if (!feature === !vectorFile) f.fail('give exactly one of --feature LAYER:INDEX (with --transcoders DIR) or --vector FILE');
   if (feature && !transcoders) f.fail('--feature needs --transcoders DIR');
   if (vectorFile && transcoders) f.fail('--transcoders goes with --feature, not with --vector');
-  f.required('strength');
-  const strength = f.num('strength')!;
+  const op = f.choice('op', STEER_OPS) ?? 'add';
+  const opValue = f.num('value');
+  if (op === 'add') {
+    f.required('strength', ' (or --op ablate|cap|set)');
+    if (opValue !== undefined) f.fail('--value goes with --op cap or --op set; --op add uses --strength');
+  } else {
+    if (f.str('strength') !== undefined) f.fail(`--strength scales an added vector; --op ${op} ${op === 'ablate' ? 'removes the component along it' : 'uses --value'} instead`);
+    if (f.bool('relative')) f.fail(`--relative goes with --op add; --op ${op} works on the component along the unit vector`);
+    if (op === 'ablate' && opValue !== undefined) f.fail('--op ablate takes no --value (it sets the component to 0)');
+    if (op !== 'ablate' && opValue === undefined) f.fail(`--op ${op} needs --value X (the component along the unit vector to ${op === 'set' ? 'set' : 'cap at'})`);
+  }
+  const strength = op === 'add' ? f.num('strength')! : 0;
   let point = `hook_${f.choice('hook', ['resid_pre', 'resid_mid', 'resid_post'] as const) ?? 'resid_pre'}` as SteerPointName;
   if (!RESID_POINTS.includes(point)) f.fail(`--hook ${point} is not a residual point`);
   const positionsArg = f.str('positions') ?? 'all';
-  let positions: SteeringSpec['positions'];
-  try {
-    positions = parsePositions(positionsArg);
-  } catch {
-    f.fail(`--positions must be all, from:N or a list of positions like 0,3,4, got ${JSON.stringify(positionsArg)}`);
+  let positions: SteeringSpec['positions'] = { kind: 'all' };
+  if (positionsArg !== 'generated') {
+    try {
+      positions = parsePositions(positionsArg);
+    } catch {
+      f.fail(`--positions must be all, from:N, generated or a list of positions like 0,3,4, got ${JSON.stringify(positionsArg)}`);
+    }
   }
   const k = f.int('top', { min: 1 }) ?? 10;
   const generateN = f.int('generate', { min: 0 });
@@ -121,8 +135,12 @@ export async function steerCommand(args: string[], io: Io = processIo()): Promis
     if (k > c.vocabSize) f.fail(`--top ${k} is more than the model's vocabulary (${c.vocabSize} tokens)`);
     const layer = layerArg ?? vec.layer;
     if (layer >= c.nLayers) throw new ResidualError(`--layer ${layer} does not exist (the model has layers 0..${c.nLayers - 1})`, WHAT);
-    const spec: SteeringSpec = { vector: vec.vector, layer, point, strength, relative: f.bool('relative'), positions };
-    const effect = await nextTokenEffect(model, text, spec, k);
+    // "generated": from the first position after the prompt, so only what --generate adds is steered.
+    if (positionsArg === 'generated') positions = { kind: 'from', pos: model.tokenizer.encodeForModel(text).ids.length };
+    const spec: SteeringSpec = { vector: vec.vector, layer, point, strength, relative: f.bool('relative'), positions, op, ...(opValue !== undefined ? { value: opValue } : {}) };
+    if (positionsArg === 'generated' && generateN === undefined) f.fail('--positions generated steers only the tokens --generate adds; give --generate N');
+    // With "generated" the next token after the prompt is not steered: its effect is the baseline's (+0 changes nothing).
+    const effect = await nextTokenEffect(model, text, positionsArg === 'generated' ? { ...spec, op: 'add', strength: 0, positions: { kind: 'all' } } : spec, k);
     let gen: Awaited<ReturnType<typeof compareGeneration>> | undefined;
     if (generateN !== undefined) gen = await compareGeneration(model, text, settings, spec);
     const nonFinite = effect.nonFinite || !!gen?.steered.nonFinite;
@@ -134,9 +152,11 @@ export async function steerCommand(args: string[], io: Io = processIo()): Promis
     const top = (t: TopToken[]) => t.map(({ id, text: s, prob, logit }) => ({ id, text: s, prob, logit }));
     const out = {
       hook,
+      op,
+      value: opValue ?? null,
       strength,
       relative: f.bool('relative'),
-      scale: effect.scale,
+      scale: op === 'add' ? effect.scale : null,
       positions: positionsArg,
       vector: { label: vec.label, source: vec.source, norm: l2(vec.vector), made_for: { layer: vec.layer, point: vec.point } },
       baseline: { top: top(effect.baseline), ...(gen ? { text: gen.baseline.text } : {}) },
@@ -149,7 +169,9 @@ export async function steerCommand(args: string[], io: Io = processIo()): Promis
     else {
       const fmt = (t: TopToken[]) => (t.length ? t.slice(0, 5).map((x) => `${JSON.stringify(x.text)} ${(x.prob * 100).toFixed(1)}%`).join(', ') : '(NaN/Inf)');
       const lines = [
-        `steering ${vec.label} at ${hook}, strength ${strength}${f.bool('relative') ? ' × mean norm' : ''} (scale ${effect.scale.toPrecision(4)}), positions ${positionsArg}`,
+        op === 'add'
+          ? `steering ${vec.label} at ${hook}, strength ${strength}${f.bool('relative') ? ' × mean norm' : ''} (scale ${effect.scale.toPrecision(4)}), positions ${positionsArg}`
+          : `steering: ${op} the component along ${vec.label} at ${hook}${op === 'ablate' ? '' : ` (${op === 'set' ? 'set to' : 'capped at'} ${opValue})`}, positions ${positionsArg}`,
         `baseline: ${fmt(effect.baseline)}`,
         `steered:  ${fmt(effect.steered)}`,
         `KL(baseline ‖ steered) = ${Number.isFinite(effect.kl) ? effect.kl.toFixed(4) : 'n/a'} nats`,

@@ -17,7 +17,7 @@ import { estimateMemory, memoryAdvice, type MemoryAdviceHints } from './memory';
 import { halfPrecisionCopy } from './checkpoint/half-copy';
 import { defaultCacheDir, HALF_KIND } from './cache';
 import { buildLensGraph } from './onnx/lens';
-import { EMBEDDINGS_INPUT, STEER_POINTS, steerInputName, type SteerPoint, type WeightPrecision } from './onnx/ops';
+import { EMBEDDINGS_INPUT, projectInputName, STEER_POINTS, steerInputName, type SteerPoint, type WeightPrecision } from './onnx/ops';
 import { createSession, DEFAULT_PROVIDERS, ort, type ProviderAttempt, type SessionOptions } from './runtime/session';
 import { firstGpuProvider } from './runtime/providerProbe';
 import type { AdapterInfo, ModelInfo } from './results';
@@ -25,11 +25,16 @@ import { Tokenizer } from './tokenizer';
 
 export type { ModelInfo };
 
-/** A steering addition at one hook point: `add_XD` is [D] (all positions) or [P,D] (per position). */
+/**
+ * A steering input at one hook point: `add_XD` is [D] (all positions) or [P,D] (per position). With `project`, the
+ * rows are unit directions instead (zero rows: positions left alone) and the residual becomes
+ * x − max(x·û − value, floor) · û (onnx/ops.ts projectInputName): ablate, set or cap the component along û.
+ */
 export interface SteerAdd {
   layer: number;
   point: SteerPoint;
   add: Float32Array;
+  project?: { value: number; floor: number };
 }
 
 /** Keys and values of earlier positions, per block: [1,H,S,E] each. */
@@ -303,6 +308,23 @@ export class Model {
         throw new ResidualError(`vector has ${s.add.length} values; the model's d_model is ${c.dModel} (or ${P}×${c.dModel} per position)`, 'steering');
       }
       if (!s.add.every(Number.isFinite)) throw new ResidualError('vector contains NaN or Inf', 'steering');
+      if (s.project) {
+        if (!Number.isFinite(s.project.value)) throw new ResidualError(`the operator's value must be a finite number, got ${s.project.value}`, 'steering');
+        const name = projectInputName(s.layer, s.point);
+        if (feeds[name]) throw new ResidualError(`two projections at blocks.${s.layer}.${s.point}; one operator per point`, 'steering');
+        const rows = s.add.length / c.dModel;
+        const packed = new Float32Array(rows * (c.dModel + 2));
+        for (let r = 0; r < rows; r++) {
+          const row = s.add.subarray(r * c.dModel, (r + 1) * c.dModel);
+          packed.set(row, r * (c.dModel + 2));
+          // A zero row leaves its position alone whatever value and floor say; they are zeroed too for clarity.
+          const on = row.some((x) => x !== 0);
+          packed[r * (c.dModel + 2) + c.dModel] = on ? s.project.value : 0;
+          packed[r * (c.dModel + 2) + c.dModel + 1] = on ? s.project.floor : 0;
+        }
+        feeds[name] = new T('float32', packed, [1, rows, c.dModel + 2]);
+        continue;
+      }
       const name = steerInputName(s.layer, s.point);
       const prev = feeds[name];
       const data = Float32Array.from(s.add);
@@ -324,7 +346,13 @@ export class Model {
     feeds.logit_positions = new T('int64', BigInt64Array.from(logitPos, (i) => BigInt(i)), [logitPos.length]);
     // Every steering input is required by the graph; unused ones get zeros (adding +0 leaves values bit-identical).
     const zeros = new T('float32', new Float32Array(c.dModel), [1, 1, c.dModel]);
-    for (let l = 0; l < c.nLayers; l++) for (const point of STEER_POINTS) feeds[steerInputName(l, point)] ??= zeros;
+    const noProjection = new T('float32', new Float32Array(c.dModel + 2), [1, 1, c.dModel + 2]);
+    for (let l = 0; l < c.nLayers; l++) {
+      for (const point of STEER_POINTS) {
+        feeds[steerInputName(l, point)] ??= zeros;
+        feeds[projectInputName(l, point)] ??= noProjection;
+      }
+    }
     const t0 = performance.now();
     const fetches: string[] = [...new Set(req.hooks)].filter((h) => h !== 'hook_embed');
     if (req.wantCache) for (let l = 0; l < c.nLayers; l++) fetches.push(`present_key.${l}`, `present_value.${l}`);

@@ -2,7 +2,7 @@
  * The engine's result types. Those that cross to the webviews are defined in src/protocol/results.ts (plain data,
  * no imports) and re-exported here; the ones below stay in the extension host (they hold the vectors' values).
  */
-import type { SteerPointName } from '../protocol/results';
+import type { SteerOp, SteerPointName } from '../protocol/results';
 
 export * from '../protocol/results';
 
@@ -29,4 +29,13 @@ export interface SteeringSpec {
   strength: number;
   relative?: boolean;
   positions: SteerPositions;
+  /**
+   * What is done along the vector (default 'add'): 'ablate' removes the residual's component along it, 'set' makes
+   * that component `value`, 'cap' lowers it to `value` where it is above (the vector's direction, unit length; strength
+   * does not apply to them).
+   */
+  op?: SteerOp;
+  /** The component's target for 'set' and 'cap', in the residual's units (its projection on the unit vector). */
+  value?: number;
 }
+

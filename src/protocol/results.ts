@@ -214,6 +214,10 @@ export const RESID_POINTS: readonly ResidPoint[] = ['hook_resid_pre', 'hook_resi
 /** Steering's name for a residual point (the same three). */
 export type SteerPointName = ResidPoint;
 
+/** What steering does along its vector: add it (times the strength), or ablate, set or cap the residual's component along it. */
+export type SteerOp = 'add' | 'ablate' | 'cap' | 'set';
+export const STEER_OPS: readonly SteerOp[] = ['add', 'ablate', 'cap', 'set'];
+
 export interface TokenDelta {
   id: number;
   text: string;

@@ -77,7 +77,7 @@ describe('residual steer', () => {
   const bad: [string, string[], RegExp][] = [
     ['both sources', ['--feature', '0:1', '--transcoders', root, '--strength', '1'], /exactly one of --feature/],
     ['a bad hook', ['--strength', '1', '--hook', 'attn_out'], /--hook must be resid_pre, resid_mid or resid_post/],
-    ['bad positions', ['--strength', '1', '--positions', 'some'], /--positions must be all, from:N or a list of positions like 0,3,4, got "some"/],
+    ['bad positions', ['--strength', '1', '--positions', 'some'], /--positions must be all, from:N, generated or a list of positions like 0,3,4, got "some"/],
     ['a bad strength', ['--strength', 'lots'], /--strength must be a finite number, got "lots"/],
     ['an unknown layer', ['--strength', '1', '--layer', '5'], /--layer 5 does not exist \(the model has layers 0\.\.1\)/],
     ['an unknown flag', ['--strength', '1', '--frobnicate'], /unknown flag --frobnicate; see residual steer --help/],

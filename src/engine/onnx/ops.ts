@@ -18,6 +18,15 @@ export function steerInputName(layer: number, point: SteerPoint): string {
   return `blocks.${layer}.${point}.add`;
 }
 
+/**
+ * Names of the projection inputs: `blocks.{l}.hook_resid_pre.project` etc. ([1, P|1, D+2]: a unit direction û, then
+ * c, then lo). The residual becomes x − max(x·û − c, lo) · û: ablate (c = 0, lo = −∞) removes the component along û,
+ * set (c = v, lo = −∞) makes it v, cap (c = v, lo = 0) lowers it to v where it is above. Zeros: no effect.
+ */
+export function projectInputName(layer: number, point: SteerPoint): string {
+  return `blocks.${layer}.${point}.project`;
+}
+
 /** The graph input holding the token embedding rows [B, P, D] (what TransformerLens calls hook_embed). */
 export const EMBEDDINGS_INPUT = 'input_embeds';
 
@@ -46,7 +55,8 @@ export type HookFn = (name: HookName, value: string, dims: Dim[]) => string;
 
 /**
  * Hook points and steering inputs: `hook` names a value as a TransformerLens hook and makes it a graph output
- * (recorded in `outputs`); `steer` adds the block's additive input at one residual point.
+ * (recorded in `outputs`); `steer` adds the block's additive input at one residual point, then applies its projection
+ * input (projectInputName).
  */
 export function hookPoints(g: GraphBuilder, outputs: Map<HookName, string>, D: number) {
   const hook: HookFn = (name, value, dims) => {
@@ -61,7 +71,14 @@ export function hookPoints(g: GraphBuilder, outputs: Map<HookName, string>, D: n
     // A required input: onnxruntime-node cannot feed initializer-backed (overridable) inputs, so callers always
     // pass one; [1,1,D] zeros when not steering.
     g.input(name, 'float32', ['steer_batch', 'steer_pos', D]);
-    return g.op('Add', [x, name]);
+    const added = g.op('Add', [x, name]);
+    const proj = g.input(projectInputName(l, point), 'float32', ['project_batch', 'project_pos', D + 2]);
+    const last = g.constI64('last_axis', [-1]);
+    const slice = (from: number, to: number) => g.op('Slice', [proj, g.constI64('from', [from]), g.constI64('to', [to]), last]);
+    const u = slice(0, D);
+    const along = g.op('ReduceSum', [g.op('Mul', [added, u]), last], { keepdims: 1 }); // x·û [B, P, 1]
+    const amount = g.op('Max', [g.op('Sub', [along, slice(D, D + 1)]), slice(D + 1, D + 2)]);
+    return g.op('Sub', [added, g.op('Mul', [amount, u])]);
   };
   return { hook, blockHook, steer };
 }

@@ -72,8 +72,18 @@ export function referenceDecoderForward(cfg: ModelConfig, W: Weights, ids: numbe
 
   const addSteer = (l: number, point: SteerPoint, x: Float64Array) => {
     const s = steer.get(`${l}:${point}`);
-    if (!s) return;
-    for (let p = 0; p < P; p++) for (let d = 0; d < D; d++) x[p * D + d] += s.length === D ? s[d] : s[p * D + d];
+    if (s) for (let p = 0; p < P; p++) for (let d = 0; d < D; d++) x[p * D + d] += s.length === D ? s[d] : s[p * D + d];
+    // Then the operator, from its definition: the component along û (a = x·û) becomes a − max(a − value, floor).
+    const op = opts.project?.get(`${l}:${point}`);
+    if (!op) return;
+    for (let p = 0; p < P; p++) {
+      const u = op.dir.length === D ? op.dir : op.dir.subarray(p * D, (p + 1) * D);
+      if (!u.some((v) => v !== 0)) continue;
+      let a = 0;
+      for (let d = 0; d < D; d++) a += x[p * D + d] * u[d];
+      const remove = Math.max(a - op.value, op.floor);
+      for (let d = 0; d < D; d++) x[p * D + d] -= remove * u[d];
+    }
   };
 
   // Rotary inverse frequencies, from the definitions (llama3: Llama 3.1's frequency-dependent scaling).

@@ -16,6 +16,8 @@ export type ReferenceSteer = Map<string, Float32Array>;
 export interface ReferenceOptions {
   /** Run only the first this many blocks (no final norm, no logits): a check of the first layers of a large model. */
   layers?: number;
+  /** Operators after the additions, key `${layer}:${point}`: a unit direction ([D] or [P·D], zero rows: left alone). */
+  project?: Map<string, { dir: Float32Array; value: number; floor: number }>;
 }
 
 export function referenceForward(cfg: ModelConfig, W: Weights, ids: number[], steer: ReferenceSteer = new Map(), opts: ReferenceOptions = {}): Map<HookName, Tensor32> {
@@ -46,8 +48,18 @@ export function referenceForward(cfg: ModelConfig, W: Weights, ids: number[], st
 
   const addSteer = (l: number, point: SteerPoint, x: Float64Array) => {
     const s = steer.get(`${l}:${point}`);
-    if (!s) return;
-    for (let p = 0; p < P; p++) for (let d = 0; d < D; d++) x[p * D + d] += s.length === D ? s[d] : s[p * D + d];
+    if (s) for (let p = 0; p < P; p++) for (let d = 0; d < D; d++) x[p * D + d] += s.length === D ? s[d] : s[p * D + d];
+    // Then the operator, from its definition: the component along û (a = x·û) becomes a − max(a − value, floor).
+    const op = opts.project?.get(`${l}:${point}`);
+    if (!op) return;
+    for (let p = 0; p < P; p++) {
+      const u = op.dir.length === D ? op.dir : op.dir.subarray(p * D, (p + 1) * D);
+      if (!u.some((v) => v !== 0)) continue;
+      let a = 0;
+      for (let d = 0; d < D; d++) a += x[p * D + d] * u[d];
+      const remove = Math.max(a - op.value, op.floor);
+      for (let d = 0; d < D; d++) x[p * D + d] -= remove * u[d];
+    }
   };
 
   /** Returns [normalized, scale]; TransformerLens: scale = sqrt(mean((x-mean)^2) + eps). */

@@ -26,6 +26,7 @@ import type { KvCache, Model, SteerAdd } from '../model';
 import { argmax, klDivergence, logSoftmax, softmaxWeights, topK } from '../numeric';
 import {
   RESID_POINTS,
+  STEER_OPS,
   type GeneratedText,
   type GenerationComparison,
   type GenerationSettings,
@@ -62,7 +63,10 @@ export function steerScale(spec: SteeringSpec, meanNorm?: number): number {
 export function steerAdds(spec: SteeringSpec, startPos: number, P: number, meanNorm?: number): SteerAdd[] {
   validateSpec(spec);
   const D = spec.vector.length;
-  const scale = steerScale(spec, meanNorm);
+  const op = spec.op ?? 'add';
+  // add: the vector times the strength; the other operators: the unit direction, with value and floor (model.ts).
+  const scale = op === 'add' ? steerScale(spec, meanNorm) : 1 / l2(spec.vector);
+  const project = op === 'add' ? undefined : { value: op === 'ablate' ? 0 : spec.value!, floor: op === 'cap' ? 0 : -Infinity };
   const row = new Float32Array(D);
   for (let d = 0; d < D; d++) row[d] = spec.vector[d] * scale;
   const steered: boolean[] = [];
@@ -73,7 +77,7 @@ export function steerAdds(spec: SteeringSpec, startPos: number, P: number, meanN
   }
   const count = steered.filter(Boolean).length;
   if (count === 0) return [];
-  const base = { layer: spec.layer, point: spec.point };
+  const base = { layer: spec.layer, point: spec.point, ...(project ? { project } : {}) };
   if (count === P) return [{ ...base, add: row }];
   const add = new Float32Array(P * D);
   for (let p = 0; p < P; p++) if (steered[p]) add.set(row, p * D);
@@ -88,6 +92,10 @@ export function addsFinite(adds: readonly SteerAdd[]): boolean {
 function validateSpec(spec: SteeringSpec): void {
   if (!(spec.vector instanceof Float32Array) || spec.vector.length === 0) throw new ResidualError('the steering vector is empty', 'steering');
   if (!spec.vector.every(Number.isFinite)) throw new ResidualError('the steering vector contains NaN or Inf', 'steering');
+  const op = spec.op ?? 'add';
+  if (!STEER_OPS.includes(op)) throw new ResidualError(`unknown operator "${op}"; use ${STEER_OPS.join(', ')}`, 'steering');
+  if ((op === 'set' || op === 'cap') && !Number.isFinite(spec.value)) throw new ResidualError(`the ${op} operator needs a value (the component along the vector to ${op === 'set' ? 'set' : 'cap at'}), got ${spec.value}`, 'steering');
+  if (op !== 'add' && l2(spec.vector) === 0) throw new ResidualError(`the vector is zero: it has no direction to ${op} along`, 'steering');
   if (!Number.isInteger(spec.layer) || spec.layer < 0) throw new ResidualError(`layer must be a non-negative integer, got ${spec.layer}`, 'steering');
   if (!RESID_POINTS.includes(spec.point)) throw new ResidualError(`unknown point "${spec.point}"; use ${RESID_POINTS.join(', ')}`, 'steering');
   const p = spec.positions;
