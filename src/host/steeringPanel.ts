@@ -8,6 +8,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { ResidualError } from '../engine/errors';
+import type { Model } from '../engine/model';
 import type { SteeringSpec, SteeringVector, SteerPointName } from '../engine/results';
 import { compareGeneration, nextTokenEffect, parsePositions, sweep } from '../engine/steering/steer';
 import { controlVectorLayer, steeringVectorFromGguf, writeControlVector } from '../engine/steering/gguf';
@@ -84,14 +85,17 @@ export class SteeringPanel extends PanelHost<SteeringRequests, SteeringEvent, { 
         scope: 'run',
         run: async (p, job) => {
           const model = await this.models.get();
-          return { effect: await nextTokenEffect(model, this.needPrompt(), this.spec(p.settings), 10, { cancel: job.token }), settings: p.settings };
+          const spec = this.spec(p.settings, model);
+          // Steering only generated tokens leaves the next token after the prompt as it was: its effect is the baseline.
+          const asSeen = p.settings.positions.trim() === 'generated' ? { ...spec, op: 'add' as const, strength: 0, positions: { kind: 'all' as const } } : spec;
+          return { effect: await nextTokenEffect(model, this.needPrompt(), asSeen, 10, { cancel: job.token }), settings: p.settings };
         },
       },
       'steer/generate': {
         scope: 'run',
         run: async (p, job) => {
           const model = await this.models.get();
-          const spec = this.spec(p.settings);
+          const spec = this.spec(p.settings, model);
           const result = await compareGeneration(model, this.needPrompt(), { maxNewTokens: p.maxNewTokens, temperature: p.temperature, topP: p.topP, seed: p.seed }, spec, { cancel: job.token });
           return { result, settings: p.settings };
         },
@@ -100,7 +104,8 @@ export class SteeringPanel extends PanelHost<SteeringRequests, SteeringEvent, { 
         scope: 'run',
         run: async (p, job) => {
           const model = await this.models.get();
-          const spec = this.spec(p.settings);
+          const spec = this.spec(p.settings, model);
+          if ((spec.op ?? 'add') !== 'add') throw new ResidualError(`the sweep varies the strength of an added vector; set the operator to add (it is ${spec.op})`, 'steering');
           if (!p.strengths.length) throw new ResidualError('give at least one strength (comma-separated numbers)', 'steering');
           return sweep(
             model,
@@ -220,10 +225,22 @@ export class SteeringPanel extends PanelHost<SteeringRequests, SteeringEvent, { 
     void vscode.window.showInformationMessage(`Residual: wrote ${name} (direction.${k}). In llama.cpp: --control-vector-scaled ${name} ${strength}`);
   }
 
-  private spec(s: SteerSettings): SteeringSpec {
+  private spec(s: SteerSettings, model: Model): SteeringSpec {
     if (!this.vector) throw new ResidualError('no steering vector yet: use a transcoder feature, contrastive pairs or a saved vector', 'steering');
-    if (!Number.isFinite(s.strength)) throw new ResidualError(`strength must be a number (got ${s.strength})`, 'steering');
-    return { vector: this.vector.vector, layer: s.layer, point: s.point, strength: s.strength, relative: s.relative, positions: parsePositions(s.positions) };
+    const op = s.op ?? 'add';
+    if (op === 'add' && !Number.isFinite(s.strength)) throw new ResidualError(`strength must be a number (got ${s.strength})`, 'steering');
+    // "generated": from the first position after the prompt, so only what generation adds is steered.
+    const positions = s.positions.trim() === 'generated' ? { kind: 'from' as const, pos: model.tokenizer.encodeForModel(this.needPrompt()).ids.length } : parsePositions(s.positions);
+    return {
+      vector: this.vector.vector,
+      layer: s.layer,
+      point: s.point,
+      strength: op === 'add' ? s.strength : 0,
+      relative: op === 'add' && s.relative,
+      positions,
+      op,
+      ...(op === 'set' || op === 'cap' ? { value: s.value } : {}),
+    };
   }
 
   private needPrompt(): string {

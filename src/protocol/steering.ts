@@ -3,7 +3,7 @@
  * Runs (effect, generation, sweep) share one cancellation scope, building a vector another: a new run cancels the
  * previous run only.
  */
-import type { GenerationComparison, NextTokenEffect, SteerPointName, SweepResult } from './results';
+import type { GenerationComparison, NextTokenEffect, SteerOp, SteerPointName, SweepResult } from './results';
 import type { HostMessage } from './requests';
 
 /** What the panel knows about the current vector (the values stay in the host). */
@@ -23,7 +23,12 @@ export interface SteerSettings {
   point: SteerPointName;
   strength: number;
   relative: boolean;
+  /** `all`, `from:N`, `i,j,k`, or `generated` (only the tokens generation adds). */
   positions: string;
+  /** What is done along the vector (absent: add). */
+  op?: SteerOp;
+  /** The component's target for set and cap. */
+  value?: number;
 }
 
 export interface SteeringState {

@@ -3,7 +3,7 @@
  * much to add it, and see the next-token effect, baseline vs steered generation, and a layer × strength sweep.
  * Results stay on screen when a later request fails, so the baseline never disappears.
  */
-import { RESID_POINTS, STEERING_STATE_VERSION, unreachable, type GenerationComparison, type Method, type NextTokenEffect, type ParamsOf, type ResultOf, type SteerSettings, type SteeringEvent, type SteeringRequests, type SteeringState, type SweepResult } from '../../src/protocol';
+import { RESID_POINTS, STEERING_STATE_VERSION, unreachable, type GenerationComparison, type Method, type NextTokenEffect, type ParamsOf, type ResultOf, type SteerOp, type SteerSettings, type SteeringEvent, type SteeringRequests, type SteeringState, type SweepResult } from '../../src/protocol';
 import { BusyNotice, failureText, hostClient, RequestError } from '../host';
 import { colours, drawChart } from '../charts';
 import { button, dropdown, el, showToken, spinner, textArea, textField, onThemeChange } from '../ui';
@@ -15,6 +15,8 @@ interface Persisted {
   feature: { layer: number; index: string };
   /** The strength field as typed. */
   strengthText?: string;
+  /** The operator's value as typed. */
+  valueText?: string;
 }
 
 const host = hostClient<SteeringRequests, SteeringEvent, { type: 'ready' }, Persisted>(STEERING_STATE_VERSION);
@@ -120,6 +122,18 @@ function field(label: string, ...controls: HTMLElement[]): HTMLElement {
 
 /** Whether the form's numbers are numbers; otherwise says which is not (the results on screen stay). */
 function checked(): boolean {
+  const op = p.settings.op ?? 'add';
+  if (op === 'set' || op === 'cap') {
+    const v = (p.valueText ?? (p.settings.value === undefined ? '' : String(p.settings.value))).trim();
+    if (v === '' || !Number.isFinite(Number(v))) {
+      error = `the ${op} operator needs a value (the component along the unit vector), got ${JSON.stringify(v)}`;
+      render();
+      return false;
+    }
+    p.settings.value = Number(v);
+    return true;
+  }
+  if (op === 'ablate') return true;
   const text = (p.strengthText ?? String(p.settings.strength)).trim();
   if (text === '' || !Number.isFinite(Number(text))) {
     error = `strength must be a number, got ${JSON.stringify(text)}`;
@@ -178,8 +192,18 @@ function whereSection(): HTMLElement {
     s.strength = Number(strength.value);
     save();
   });
-  const positions = textField(s.positions, 'all | from:N | 3,4,5', 'positions');
+  const positions = textField(s.positions, 'all | from:N | 3,4,5 | generated', 'positions');
   positions.addEventListener('input', () => ((s.positions = positions.value), save()));
+  const op = s.op ?? 'add';
+  // The value of set/cap: the component along the unit vector, in the residual's units. Kept as typed, like strength.
+  const value = textField(p.valueText ?? (s.value === undefined ? '' : String(s.value)), 'value', 'op-value');
+  value.addEventListener('input', () => {
+    p.valueText = value.value;
+    s.value = value.value.trim() === '' ? undefined : Number(value.value);
+    save();
+  });
+  if (op !== 'set' && op !== 'cap') value.setAttribute('disabled', '');
+  if (op !== 'add') strength.setAttribute('disabled', '');
   row.append(
     field(
       'Layer',
@@ -190,6 +214,21 @@ function whereSection(): HTMLElement {
       'Strength',
       strength,
       dropdown([{ value: 'abs', label: '× vector as stored' }, { value: 'rel', label: '× mean residual norm (unit vector)' }], s.relative ? 'rel' : 'abs', (x) => ((s.relative = x === 'rel'), save()), 'strength-kind'),
+    ),
+    field(
+      'Operator',
+      dropdown(
+        [
+          { value: 'add', label: 'add × strength' },
+          { value: 'ablate', label: 'ablate the component along it' },
+          { value: 'set', label: 'set the component to' },
+          { value: 'cap', label: 'cap the component at' },
+        ],
+        op,
+        (x) => ((s.op = x as SteerOp), save(), render()),
+        'steer-op',
+      ),
+      value,
     ),
     field('Positions', positions),
   );
@@ -210,7 +249,7 @@ function effectSection(): HTMLElement {
   const body = el('div');
   if (effect) {
     const e = effect.effect;
-    body.append(el('p', e.nonFinite ? 'notice warning' : 'hint', e.nonFinite ? (e.nonFiniteReason ? `The steered model overflowed, so the baseline stands: ${e.nonFiniteReason}.` : 'The steered model produced NaN/Inf at this strength: the baseline stands. Lower the strength.') : `KL(baseline ‖ steered) = ${e.kl.toFixed(4)} nats · applied scale ${e.scale.toPrecision(4)} at blocks.${effect.settings.layer}.${effect.settings.point}`));
+    body.append(el('p', e.nonFinite ? 'notice warning' : 'hint', e.nonFinite ? (e.nonFiniteReason ? `The steered model overflowed, so the baseline stands: ${e.nonFiniteReason}.` : 'The steered model produced NaN/Inf at this strength: the baseline stands. Lower the strength.') : `KL(baseline ‖ steered) = ${e.kl.toFixed(4)} nats · ${opText(effect.settings, e.scale)} at blocks.${effect.settings.layer}.${effect.settings.point}${effect.settings.positions.trim() === 'generated' ? ' (only generated tokens are steered: the next token after the prompt is unchanged)' : ''}`));
     const table = el('table', 'grid plain');
     table.id = 'effect-table';
     const hr = el('tr');
@@ -331,3 +370,17 @@ function pct(x: number): string {
 
 onThemeChange(render);
 render();
+
+/** What was applied, in words: "applied scale 4.000", "ablated the component along the vector", "component set to 3". */
+function opText(s: SteerSettings, scale: number): string {
+  switch (s.op ?? 'add') {
+    case 'add':
+      return `applied scale ${scale.toPrecision(4)}`;
+    case 'ablate':
+      return 'the component along the vector ablated';
+    case 'set':
+      return `the component along the vector set to ${s.value}`;
+    case 'cap':
+      return `the component along the vector capped at ${s.value}`;
+  }
+}
