@@ -114,6 +114,9 @@ export function tabs(items: { id: string; label: string; view: HTMLElement }[], 
     view.append(it.view);
     panels.append(view);
   }
+  // The toolkit sizes the tab strip's column to its labels, and every tab's content with it: in a narrow column the
+  // strip overflows on its own (it scrolls) instead of pushing the content past the edge.
+  panels.style.gridTemplateColumns = 'auto minmax(0, 1fr) auto';
   panels.addEventListener('change', (ev) => {
     const id = (ev.target as HTMLElement & { activeid?: string }).activeid;
     if (id && id.startsWith('tab-') && id !== `tab-${active}`) onChange(id.slice(4));

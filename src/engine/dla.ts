@@ -113,7 +113,6 @@ export async function directLogitAttribution(model: Model, ids: number[], opts: 
   for (const [what, id] of [['target', opts.target], ['contrast', opts.contrast]] as const) {
     if (id !== undefined && (!Number.isInteger(id) || id < 0 || id >= V)) throw new ResidualError(`${what} token id ${id} is not in the vocabulary (0..${V - 1})`, what);
   }
-  if (opts.contrast !== undefined && opts.contrast === opts.target) throw new ResidualError('the contrast token is the target itself: the difference would be 0', 'contrast');
   const gemma = c.architecture === 'gemma2';
   const hooks: HookName[] = ['hook_embed', 'ln_final.hook_scale', 'logits', hookName(L - 1, 'hook_resid_post')];
   if (model.hooks.has('hook_pos_embed')) hooks.push('hook_pos_embed');
@@ -125,6 +124,8 @@ export async function directLogitAttribution(model: Model, ids: number[], opts: 
   const act = (h: HookName): Tensor32 => run.activations.get(h)!;
   const target = opts.target ?? argmax(act('logits').data, V);
   const contrast = opts.contrast;
+  // After the default target is known: a contrast equal to the top prediction is as empty as one equal to a given target.
+  if (contrast === target) throw new ResidualError(`the contrast token is the target itself (${JSON.stringify(model.tokenizer.decode([target]))}): the difference would be 0`, 'contrast');
 
   // The direction in the final residual: u = gain ⊙ (U_target − U_contrast), centred for LayerNorm, over the scale.
   const ckpt = model.checkpoint;

@@ -1,15 +1,17 @@
 /**
  * The Activations panel's controller: Analyze Selection and Compare (jobs the host starts, cancellable from the
  * panel by id), and the panel's requests — a lens target, activation patching, a corruption suggestion, token
- * counts. It shows the analysis as heat over its text and hands the prompt to Steering.
+ * counts, direct logit attribution. It shows the analysis as heat over its text and hands the prompt to Steering.
  */
 import * as vscode from 'vscode';
 import { analyze, DEFAULT_LENS_GFLOP } from '../engine/analysis';
+import { directLogitAttribution, tokenIdOf } from '../engine/dla';
 import { errorMessage, isCancelled, ResidualError, throwIfCancelled } from '../engine/errors';
 import { compareAnalyses } from '../engine/layers/compare';
 import { activationPatching, suggestCorruption } from '../engine/layers/patching';
 import { trackLensTarget } from '../engine/lensTarget';
 import type { Analysis } from '../engine/results';
+import { unescapeTokenInput } from '../engine/tokenizer';
 import type { ActivationsEvent, ActivationsNotification, ActivationsRequests, ToActivations } from '../protocol';
 import { unreachable } from '../protocol';
 import { EditorHeat, type TextSource } from './editorHeat';
@@ -80,6 +82,20 @@ export class ActivationsPanel extends PanelHost<ActivationsRequests, Activations
         },
       },
       'patching/count': { scope: 'count', run: async (p) => ({ tokens: (await this.models.get()).tokenizer.encodeForModel(p.text).ids.length }) },
+      'dla/compute': {
+        scope: 'dla',
+        run: async (p, job) => {
+          const a = this.need().analysis;
+          const model = await this.models.get();
+          if (model.info.dir !== a.model.dir) throw new ResidualError(`the model changed since this analysis (now ${model.info.name}): re-run the analysis first`, 'logit attribution');
+          // Typed like the lens target: \n, ⏎ and \t stand for the whitespace tokens.
+          const tokenOf = (text: string | undefined, what: string) => (text ? tokenIdOf(model, unescapeTokenInput(text), what) : undefined);
+          const r = await directLogitAttribution(model, a.tokens.map((t) => t.id), { target: tokenOf(p.target, 'target'), contrast: tokenOf(p.contrast, 'contrast'), position: p.position, cancel: job.token });
+          // The engine compares a contrast with a typed target only; the top prediction is known once it has run.
+          if (r.contrast && r.contrast.id === r.target.id) throw new ResidualError(`the contrast token is the top prediction at position ${r.position}, the target itself: the difference would be 0`, 'contrast');
+          return r;
+        },
+      },
     });
     this.disposables.push(this.heat);
   }
@@ -233,7 +249,7 @@ export class ActivationsPanel extends PanelHost<ActivationsRequests, Activations
   /** Shows an analysis in the panel and, by default, as heat over its text (the last block's relative update). */
   private present(r: Analysed): void {
     // Requests about the previous analysis would answer for text that is no longer shown.
-    for (const scope of ['lens', 'patching', 'suggest']) this.router.cancelScope(scope);
+    for (const scope of ['lens', 'patching', 'suggest', 'dla']) this.router.cancelScope(scope);
     this.last = r;
     this.post({ type: 'analysis/result', requestId: r.requestId, analysis: r.analysis, file: r.file });
     this.onAnalysed(r.analysis.text.slice(r.analysis.truncated?.firstChar ?? 0));

@@ -1,5 +1,5 @@
-/** The Activations panel: analyses, logit-lens targets, activation patching and comparison. */
-import type { Analysis, LayerComparison, LensTarget, PatchingResult, ResidPoint } from './results';
+/** The Activations panel: analyses, logit-lens targets, activation patching, logit attribution and comparison. */
+import type { Analysis, DlaResult, LayerComparison, LensTarget, PatchingResult, ResidPoint } from './results';
 import type { HostMessage } from './requests';
 
 export interface PatchingRequest {
@@ -25,6 +25,11 @@ export type ActivationsRequests = {
   'patching/suggest': { params: Record<string, never>; result: { forText: string; suggestion?: CorruptionSuggestion } };
   /** How many tokens a prompt has as the model will see it. */
   'patching/count': { params: { text: string }; result: { tokens: number } };
+  /**
+   * Direct logit attribution at one position of the shown analysis: of `target` (one typed token; default the top
+   * prediction there), or of the difference target − `contrast`.
+   */
+  'dla/compute': { params: { target?: string; contrast?: string; position: number }; result: DlaResult };
 };
 
 export type ActivationsEvent =
@@ -55,7 +60,7 @@ export type ActivationsNotification =
 export type ToActivations = HostMessage<ActivationsEvent>;
 
 /** Bumped when `ActivationsState` changes shape: a panel restored with an older state starts empty. */
-export const ACTIVATIONS_STATE_VERSION = 2;
+export const ACTIVATIONS_STATE_VERSION = 3;
 
 /** State the panel persists through `setState` so a restored panel shows its last analysis at once. */
 export interface ActivationsState {
@@ -71,8 +76,18 @@ export interface ActivationsState {
   corrupted?: string;
   /** A typed target token tracked through the lens at `position`. */
   customTarget?: LensTarget;
+  dla?: DlaTabState;
 }
 
-export type ActivationsTab = 'overview' | 'attention' | 'layers' | 'patching' | 'compare';
+/** The Logit attribution tab: the typed tokens and the attribution last shown. */
+export interface DlaTabState {
+  /** As typed ('' = the top prediction at the position / no contrast). */
+  target: string;
+  contrast: string;
+  /** The last attribution and what it was asked for (a new analysis clears it). */
+  shown?: { position: number; target: string; contrast: string; result: DlaResult };
+}
+
+export type ActivationsTab = 'overview' | 'attention' | 'layers' | 'patching' | 'dla' | 'compare';
 
 export type HeatMeasure = 'resid_norm' | 'update_norm' | 'drift_cos' | 'attn_norm' | 'mlp_norm';

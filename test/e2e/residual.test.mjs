@@ -380,6 +380,87 @@ describe('Residual in a real VS Code', { skip: ext ? false : 'RESIDUAL_VSIX / RE
     await wv.locator('vscode-panel-tab#tab-overview').click();
   });
 
+  it('logit attribution: the prediction at the chosen position, a typed contrast, and a bad target shown in the view', async () => {
+    const { page } = vs;
+    const line = LINES.findIndex((l) => l.startsWith('def greet')) + 1;
+    const text = LINES[line - 1];
+    const expected = cliAnalyze(text);
+    const L = expected.model.n_layers;
+    const H = expected.model.n_heads;
+    const P = expected.tokens.length;
+    /** The CLI's attribution of `text` (the independent expectation), and its largest part that adds up. */
+    const cliDla = (...flags) => JSON.parse(execFileSync(process.execPath, [path.join(REPO_ROOT, 'bin', 'residual.js'), 'dla', '--model', bundledModel, '--text', text, '--json', '--providers', 'cpu', ...flags], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }));
+    const largest = (r) => r.components.filter((c) => !c.name.includes('.neuron.')).sort((a, b) => Math.abs(b.value) - Math.abs(a.value))[0];
+    // Shown with four decimals.
+    const shownNumber = (s) => Number(/[+-]?\d+\.\d+/.exec(s)[0]);
+    const close = (shown, want, what) => assert.ok(Math.abs(shown - want) <= 5e-5 + 1e-5 * Math.abs(want), `${what}: shown ${shown}, CLI ${want}`);
+
+    await openFile(page, 'prompt.py');
+    await selectLines(page, line);
+    await runCommand(page, 'Residual: Analyze Selection');
+    const wv = await activations();
+    await waitForTokens(wv, expected);
+    await wv.locator('vscode-panel-tab#tab-dla').click();
+
+    /** Waits for the attribution at `position` and checks it against the CLI's. */
+    const matchesCli = async (position, cli) => {
+      await wv.locator(`#dla-result[data-current="true"][data-position="${position}"] #dla-target-token[data-token-id="${cli.target.id}"]`).waitFor({ timeout: 60_000 });
+      close(shownNumber(await wv.locator('#dla-logit').textContent()), cli.logit, 'logit');
+      const top = largest(cli);
+      const row = wv.locator('#dla-top tr').first();
+      assert.equal(await row.locator('td.mono').textContent(), top.name);
+      close(shownNumber(await row.locator('td.num').textContent()), top.value, top.name);
+    };
+
+    // The last position and its top prediction by default: the heads as a layer × head map, the blocks, the neurons.
+    const byDefault = cliDla();
+    await matchesCli(P - 1, byDefault);
+    assert.equal(await wv.locator('#dla-heads tr[data-layer]').count(), L);
+    assert.equal(await wv.locator('#dla-heads tr[data-layer="0"] td.cell').count(), H);
+    assert.equal(await wv.locator('#dla-layers tr[data-layer]').count(), L);
+    assert.ok(Math.abs(Number(await wv.locator('#dla-residual').getAttribute('data-value'))) <= 1e-5, 'the parts sum to the logit');
+    assert.equal(await wv.locator('#dla-neurons tr').count(), byDefault.components.filter((c) => c.name.includes('.neuron.')).length);
+    await wv.locator('canvas#dla-layers-chart').waitFor();
+    await screenshot(page, 'residual-dla.png');
+    await wv.locator('#dla-top').scrollIntoViewIfNeeded();
+    await screenshot(page, 'residual-dla-parts.png');
+
+    // Another position: a click on its token.
+    const position = Math.floor(P / 2);
+    await wv.locator(`#tokens .token[data-pos="${position}"]`).click();
+    await matchesCli(position, cliDla('--position', String(position)));
+
+    // A contrast token: the logit difference from the top prediction (the CLI names both tokens).
+    await wv.locator(`#tokens .token[data-pos="${P - 1}"]`).click();
+    await matchesCli(P - 1, byDefault);
+    const contrast = expected.top.slice(1).find((t) => !/[\\⏎↵→␍]/.test(t.text) && cliAnalyze(t.text).tokens.length === 1);
+    assert.ok(contrast, 'fixture: a runner-up prediction that is one token');
+    const setValue = (sel, v) => wv.locator(sel).evaluate((el, x) => { el.value = x; el.dispatchEvent(new Event('input')); }, v);
+    await setValue('#dla-contrast', contrast.text);
+    await wv.locator('vscode-button', { hasText: 'Attribute' }).click();
+    const withContrast = cliDla('--target', expected.top[0].text, '--contrast', contrast.text);
+    await wv.locator(`#dla-result[data-current="true"] #dla-contrast-token[data-token-id="${withContrast.contrast.id}"]`).waitFor({ timeout: 60_000 });
+    await matchesCli(P - 1, withContrast);
+    assert.match(await wv.locator('#dla-logit').textContent(), /^logit difference /);
+
+    // Errors are shown in the view: a target of several tokens, and a contrast that is the target itself.
+    const multi = ' Paris and';
+    await setValue('#dla-contrast', '');
+    await setValue('#dla-target', multi);
+    await wv.locator('vscode-button', { hasText: 'Attribute' }).click();
+    const n = cliAnalyze(multi).tokens.length;
+    await wv.locator('#dla-error', { hasText: new RegExp(`target:? ${JSON.stringify(multi)} is ${n} tokens`) }).waitFor({ timeout: 30_000 });
+    await screenshot(page, 'residual-dla-error.png');
+    await setValue('#dla-target', contrast.text);
+    await setValue('#dla-contrast', contrast.text);
+    await wv.locator('vscode-button', { hasText: 'Attribute' }).click();
+    await wv.locator('#dla-error', { hasText: 'is the target itself' }).waitFor({ timeout: 30_000 });
+    // The host survived both: back to the top prediction, attributed again.
+    await wv.locator('vscode-button', { hasText: 'Top prediction, no contrast' }).click();
+    await matchesCli(P - 1, byDefault);
+    await wv.locator('vscode-panel-tab#tab-overview').click();
+  });
+
   it('circuits: trace the selection, live thresholds, feature card, ablation, pins and groups', async () => {
     const { page } = vs;
     const line = LINES.findIndex((l) => l.startsWith('def greet')) + 1;

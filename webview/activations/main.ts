@@ -1,11 +1,13 @@
 /**
  * The Activations panel: a header, then tabs — Overview (tokens, prediction, residual heatmap, logit lens,
- * trajectory), Attention, Layers (update size, MLP sparsity, massive activations, spectra), Patching, Compare.
+ * trajectory), Attention, Layers (update size, MLP sparsity, massive activations, spectra), Patching, Logit
+ * attribution, Compare.
  */
 import { unreachable, type Analysis, type ActivationsTab } from '../../src/protocol';
 import { el, tabs, onThemeChange } from '../ui';
 import { attentionView } from './attention';
 import { compareView, hasComparison, setComparison } from './compare';
+import { dlaView, resetDla } from './dla';
 import { layersView } from './layers';
 import { header, overview } from './overview';
 import { patchingView, resetPatching } from './patching';
@@ -23,15 +25,27 @@ host.onEvent((m) => {
       app.dataset.state = 'running';
       notice('running', `Analysing “${m.preview}”${m.file ? ` from ${m.file}` : ''}…`, true, () => host.cancelJob(m.requestId));
       break;
-    case 'analysis/result':
+    case 'analysis/result': {
       waitingFor = undefined;
       app.dataset.request = String(m.requestId);
       resetPatching();
-      // A new analysis: the Compare tab's pair is the old one, so it does not stay on screen.
-      update({ analysis: m.analysis, file: m.file, position: m.analysis.tokens.length - 1, customTarget: undefined, corrupted: undefined, ...(getState().tab === 'compare' ? { tab: 'overview' as const } : {}) });
+      resetDla();
+      // A new analysis: the Compare tab's pair is the old one, so it does not stay on screen. The typed attribution
+      // tokens stay (the same contrast is often asked of several prompts); the attribution shown goes.
+      const dla = getState().dla;
+      update({
+        analysis: m.analysis,
+        file: m.file,
+        position: m.analysis.tokens.length - 1,
+        customTarget: undefined,
+        corrupted: undefined,
+        dla: dla && { target: dla.target, contrast: dla.contrast },
+        ...(getState().tab === 'compare' ? { tab: 'overview' as const } : {}),
+      });
       // After the next frame the panel is painted: report it, so the host can log command-to-panel latency.
       requestAnimationFrame(() => host.notify({ type: 'analysis/rendered', requestId: m.requestId }));
       break;
+    }
     case 'analysis/error':
       if (waitingFor !== undefined && m.requestId !== waitingFor) break;
       waitingFor = undefined;
@@ -75,6 +89,7 @@ function render(): void {
     { id: 'attention', label: 'Attention', make: attentionView },
     { id: 'layers', label: 'Layers', make: layersView },
     { id: 'patching', label: 'Patching', make: patchingView },
+    { id: 'dla', label: 'Logit attribution', make: (x) => dlaView(x, pos) },
     { id: 'compare', label: hasComparison() ? 'Compare ●' : 'Compare', make: () => compareView(render) },
   ];
   // Only the active tab is built (charts and canvases are costly); switching tabs re-renders.

@@ -44,7 +44,8 @@ export function header(a: Analysis, file?: string): HTMLElement {
   return h;
 }
 
-function tokensView(a: Analysis, pos: number): HTMLElement {
+/** The analysed tokens as chips: a click chooses the position (shared by the tabs that work at one position). */
+export function tokensView(a: Analysis, pos: number): HTMLElement {
   const box = el('div');
   box.id = 'tokens';
   a.tokens.forEach((t, i) => {
