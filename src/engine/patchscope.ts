@@ -11,7 +11,7 @@
 import { ResidualError, type CancelToken } from './errors';
 import { hookName } from './hooks';
 import type { Model } from './model';
-import type { ResidPoint } from './results';
+import type { PatchscopeResult, ResidPoint } from './results';
 import { generate } from './steering/steer';
 
 /** The identity prompt of the Patchscopes paper; the hidden state goes in place of "?". */
@@ -33,19 +33,8 @@ export interface PatchscopeRequest {
   cancel?: CancelToken;
 }
 
-export interface PatchscopeResult {
-  layer: number;
-  position: number;
-  point: ResidPoint;
-  targetPrompt: string;
-  targetLayer: number;
-  /** The placeholder's token position in the target prompt. */
-  placeholder: number;
-  /** The greedy continuation of the patched target prompt: its ids, tokens and text. */
-  ids: number[];
-  text: string;
-  tokens: string[];
-}
+
+export type { PatchscopeResult };
 
 export async function patchscope(model: Model, req: PatchscopeRequest): Promise<PatchscopeResult> {
   const c = model.config;

@@ -10,7 +10,9 @@ import { errorMessage, isCancelled, ResidualError, throwIfCancelled } from '../e
 import { compareAnalyses } from '../engine/layers/compare';
 import { activationPatching, suggestCorruption } from '../engine/layers/patching';
 import { trackLensTarget } from '../engine/lensTarget';
-import type { Analysis } from '../engine/results';
+import { parseHookName } from '../engine/hooks';
+import { patchscope } from '../engine/patchscope';
+import type { Analysis, ResidPoint } from '../engine/results';
 import { unescapeTokenInput } from '../engine/tokenizer';
 import type { ActivationsEvent, ActivationsNotification, ActivationsRequests, ToActivations } from '../protocol';
 import { unreachable } from '../protocol';
@@ -90,9 +92,28 @@ export class ActivationsPanel extends PanelHost<ActivationsRequests, Activations
           if (model.info.dir !== a.model.dir) throw new ResidualError(`the model changed since this analysis (now ${model.info.name}): re-run the analysis first`, 'logit attribution');
           // Typed like the lens target: \n, ⏎ and \t stand for the whitespace tokens.
           const tokenOf = (text: string | undefined, what: string) => (text ? tokenIdOf(model, unescapeTokenInput(text), what) : undefined);
-          const r = await directLogitAttribution(model, a.tokens.map((t) => t.id), { target: tokenOf(p.target, 'target'), contrast: tokenOf(p.contrast, 'contrast'), position: p.position, cancel: job.token });
-          // The engine compares a contrast with a typed target only; the top prediction is known once it has run.
-          if (r.contrast && r.contrast.id === r.target.id) throw new ResidualError(`the contrast token is the top prediction at position ${r.position}, the target itself: the difference would be 0`, 'contrast');
+          return directLogitAttribution(model, a.tokens.map((t) => t.id), { target: tokenOf(p.target, 'target'), contrast: tokenOf(p.contrast, 'contrast'), position: p.position, cancel: job.token });
+        },
+      },
+      'patchscope/run': {
+        scope: 'patchscope',
+        run: async (p, job) => {
+          const a = this.need().analysis;
+          const model = await this.models.get();
+          if (model.info.dir !== a.model.dir) throw new ResidualError(`the model changed since this analysis (now ${model.info.name}): re-run the analysis first`, 'patchscope');
+          const readout = a.readouts[p.readout];
+          const parsed = readout && parseHookName(readout.hook);
+          if (!parsed || parsed.layer === null) throw new ResidualError(`read-out ${p.readout} does not exist`, 'patchscope');
+          const r = await patchscope(model, {
+            sourceIds: a.tokens.map((t) => t.id),
+            layer: parsed.layer,
+            point: parsed.hook as ResidPoint,
+            position: p.position,
+            targetPrompt: p.targetPrompt,
+            targetLayer: p.targetLayer,
+            cancel: job.token,
+          });
+          this.log.appendLine(`patchscope: ${readout.hook} at position ${p.position} → ${JSON.stringify(r.text)}`);
           return r;
         },
       },

@@ -1,5 +1,5 @@
 /** The Activations panel: analyses, logit-lens targets, activation patching, logit attribution and comparison. */
-import type { Analysis, DlaResult, LayerComparison, LensTarget, PatchingResult, ResidPoint } from './results';
+import type { Analysis, DlaResult, LayerComparison, LensTarget, PatchingResult, PatchscopeResult, ResidPoint } from './results';
 import type { HostMessage } from './requests';
 
 export interface PatchingRequest {
@@ -19,6 +19,8 @@ export interface CorruptionSuggestion {
 export type ActivationsRequests = {
   /** Probability and rank of a typed token at every read-out, at one position of the shown analysis. */
   'lens/target': { params: { position: number; text: string }; result: LensTarget };
+  /** Patchscopes: the residual at read-out `readout` (Analysis.readouts) and `position`, decoded through a target prompt. */
+  'patchscope/run': { params: { readout: number; position: number; targetPrompt: string; targetLayer?: number }; result: PatchscopeResult };
   /** Activation patching with the analysed text as the clean prompt (progress: runs done). */
   'patching/run': { params: PatchingRequest; result: { result: PatchingResult; notes: string[] } };
   /** A corrupted prompt to start from (undefined: no word or number could be swapped at the same token length). */
@@ -77,6 +79,8 @@ export interface ActivationsState {
   /** A typed target token tracked through the lens at `position`. */
   customTarget?: LensTarget;
   dla?: DlaTabState;
+  /** The lens cell read with Patchscopes, the target prompt as typed, and the reading shown (a new analysis clears it). */
+  patchscope?: { readout: number; position: number; targetPrompt: string; targetLayer?: number; result?: PatchscopeResult };
 }
 
 /** The Logit attribution tab: the typed tokens and the attribution last shown. */

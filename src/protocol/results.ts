@@ -337,3 +337,18 @@ export interface DlaResult {
   /** The model's final soft-cap, when it has one (the attribution is of the logit before it). */
   softcap?: number;
 }
+
+/** A Patchscope reading: the hidden state at (layer, position, point) decoded through a target prompt (engine/patchscope.ts). */
+export interface PatchscopeResult {
+  layer: number;
+  position: number;
+  point: ResidPoint;
+  targetPrompt: string;
+  targetLayer: number;
+  /** The placeholder's token position in the target prompt. */
+  placeholder: number;
+  /** The greedy continuation of the patched target prompt: its ids, tokens and text. */
+  ids: number[];
+  text: string;
+  tokens: string[];
+}

@@ -461,6 +461,29 @@ describe('Residual in a real VS Code', { skip: ext ? false : 'RESIDUAL_VSIX / RE
     await wv.locator('vscode-panel-tab#tab-overview').click();
   });
 
+  it('Patchscope of a lens cell: the tokens the engine decodes for that hidden state, shown under the lens', async () => {
+    const wv = await activations();
+    const text = LINES[LINES.findIndex((l) => l.startsWith('def greet'))];
+    await wv.locator('#lens-grid tr[data-layer="2"] td.cell').nth(3).click();
+    await wv.locator('#patchscope .hint', { hasText: 'Reads blocks.2.hook_resid_pre at position 3' }).waitFor({ timeout: 30_000 });
+    await wv.locator('#patchscope vscode-button', { hasText: 'Read with Patchscope' }).click();
+    const result = wv.locator('#patchscope-result');
+    await result.waitFor({ timeout: 60_000 });
+    // The same reading by the engine in another process (the oracle test holds the engine to the reference).
+    const script = `const { Model } = require('./src/engine/model'); const { patchscope } = require('./src/engine/patchscope');
+      (async () => { const m = await Model.load(${JSON.stringify(bundledModel)}, { providers: ['cpu'] });
+        const ids = m.tokenizer.encodeForModel(${JSON.stringify(text)}).ids;
+        const r = await patchscope(m, { sourceIds: ids, layer: 2, point: 'hook_resid_pre', position: 3 });
+        process.stdout.write(JSON.stringify(r.text)); await m.dispose(); })();`;
+    const decoded = JSON.parse(execFileSync(process.execPath, ['--import', 'tsx', '-e', script], { cwd: REPO_ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }));
+    assert.deepEqual(await result.locator('code.tok').allTextContents(), [visible(decoded)]);
+    await screenshot(vs.page, 'residual-patchscope.png');
+    // Bad input: a target prompt without its "?" is named in the view; the reading shown before stays.
+    await wv.locator('#patchscope-prompt').evaluate((el) => { el.value = 'no placeholder here'; el.dispatchEvent(new Event('input')); });
+    await wv.locator('#patchscope vscode-button', { hasText: 'Read with Patchscope' }).click();
+    await wv.locator('#patchscope-error', { hasText: 'has no "?" to put the hidden state in' }).waitFor({ timeout: 30_000 });
+  });
+
   it('circuits: trace the selection, live thresholds, feature card, ablation, pins and groups', async () => {
     const { page } = vs;
     const line = LINES.findIndex((l) => l.startsWith('def greet')) + 1;
@@ -555,6 +578,31 @@ describe('Residual in a real VS Code', { skip: ext ? false : 'RESIDUAL_VSIX / RE
     await wv.locator('vscode-button', { hasText: 'Sweep all layers' }).click();
     await wv.locator('canvas#sweep-kl').waitFor({ timeout: 120_000 });
     await screenshot(page, 'residual-steering.png');
+    // Operators: ablating the feature's direction gives the KL the CLI finds for the same feature, place and prompt.
+    const [, fLayer, fIndex] = /^L(\d+)\/(\d+)/.exec(await wv.locator('#vector-info').textContent());
+    const layer = await wv.locator('#steer-layer').evaluate((el) => el.value);
+    const point = await wv.locator('#steer-point').evaluate((el) => el.value);
+    const promptText = await wv.locator('#steer-prompt').textContent();
+    const setOp = (op) => wv.locator('#steer-op').evaluate((el, v) => { el.value = v; el.dispatchEvent(new Event('change')); }, op);
+    await setOp('ablate');
+    await wv.locator('vscode-button', { hasText: 'Next-token effect' }).click();
+    const summary = wv.locator('#effect-summary', { hasText: 'ablated' });
+    await summary.waitFor({ timeout: 60_000 });
+    const cliOp = JSON.parse(execFileSync(process.execPath, [path.join(REPO_ROOT, 'bin', 'residual.js'), 'steer', '--model', bundledModel, '--text', promptText, '--feature', `${fLayer}:${fIndex}`, '--transcoders', path.join(bundledModel, 'transcoders'), '--op', 'ablate', '--layer', layer, '--hook', point.replace('hook_', ''), '--providers', 'cpu', '--json'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }));
+    assert.equal(await summary.textContent(), `KL(baseline ‖ steered) = ${cliOp.kl.toFixed(4)} nats · the component along the vector ablated at blocks.${layer}.${point}`);
+    // Export for llama.cpp: VS Code's save dialog (in the page) offers <workspace>/<label>.gguf; accepted as offered.
+    await wv.locator('vscode-button', { hasText: 'Export for llama.cpp…' }).click();
+    const dialogInput = page.locator('.quick-input-widget input');
+    await dialogInput.waitFor({ state: 'visible', timeout: 30_000 });
+    await dialogInput.press('Enter');
+    const toast = page.locator('.notifications-toasts .notification-list-item-message', { hasText: /wrote \S+\.gguf \(direction\.\d+\)/ }).first();
+    await toast.waitFor({ timeout: 30_000 });
+    const [, name, k] = /wrote (\S+\.gguf) \(direction\.(\d+)\)\. In llama\.cpp: --control-vector-scaled \S+ [-\d.]+/.exec(await toast.textContent());
+    assert.equal(Number(k), point === 'hook_resid_post' ? Number(layer) : Number(layer) - 1, 'the slot of the panel\'s layer and point');
+    const bytes = fs.readFileSync(path.join(vs.workspace, name));
+    assert.equal(bytes.subarray(0, 4).toString('latin1'), 'GGUF');
+    assert.ok(bytes.includes(Buffer.from('controlvector')), 'a llama.cpp control vector');
+    await setOp('add');
     // Bad input: a strength that is not a number is refused, and the results stay.
     await wv.locator('#strength').evaluate((el) => { el.value = 'lots'; el.dispatchEvent(new Event('input')); });
     await wv.locator('vscode-button', { hasText: 'Next-token effect' }).click();

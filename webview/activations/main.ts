@@ -40,6 +40,8 @@ host.onEvent((m) => {
         customTarget: undefined,
         corrupted: undefined,
         dla: dla && { target: dla.target, contrast: dla.contrast },
+        // The reading belongs to the old analysis; the typed target prompt stays.
+        patchscope: undefined,
         ...(getState().tab === 'compare' ? { tab: 'overview' as const } : {}),
       });
       // After the next frame the panel is painted: report it, so the host can log command-to-panel latency.

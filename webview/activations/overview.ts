@@ -4,6 +4,7 @@ import { badge, button, dropdown, el, heat, showToken, textField } from '../ui';
 import { failureText, RequestError } from '../host';
 import { getState, host, notice, update } from './store';
 import { drawTrajectory } from './trajectory';
+import { chooseLensCell, patchscopeView } from './patchscope';
 
 const MEASURES: { value: HeatMeasure; label: string }[] = [
   { value: 'resid_norm', label: 'Residual norm ‖x‖' },
@@ -19,6 +20,7 @@ export function overview(a: Analysis, pos: number): HTMLElement {
   root.append(section('Next token', topView(a)));
   root.append(section('Residual stream by layer', heatmapView(a, pos)));
   root.append(section('Logit lens (top token per layer and position)', lensView(a, pos)));
+  root.append(section('Patchscope of a lens cell', patchscopeView(a, pos)));
   root.append(section(`Prediction across layers at position ${pos}`, trajectoryView(a, pos)));
   return root;
 }
@@ -187,7 +189,8 @@ function lensView(a: Analysis, pos: number): HTMLElement {
       const isFinal = best && best.id === a.target.ids[p];
       td.style.background = `color-mix(in srgb, var(--vscode-charts-${isFinal ? 'green' : 'blue'}) ${((best?.prob ?? 0) * 80).toFixed(0)}%, transparent)`;
       td.title = `${r.hook} · position ${p}\n${tops.map((t) => `${JSON.stringify(t.text)} ${(t.prob * 100).toFixed(2)}%`).join('\n')}`;
-      td.addEventListener('click', () => setPosition(p));
+      // A lens cell also chooses the hidden state the Patchscope below reads.
+      td.addEventListener('click', () => chooseLensCell(i, p));
       tr.append(td);
     });
     table.append(tr);

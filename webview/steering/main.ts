@@ -249,7 +249,9 @@ function effectSection(): HTMLElement {
   const body = el('div');
   if (effect) {
     const e = effect.effect;
-    body.append(el('p', e.nonFinite ? 'notice warning' : 'hint', e.nonFinite ? (e.nonFiniteReason ? `The steered model overflowed, so the baseline stands: ${e.nonFiniteReason}.` : 'The steered model produced NaN/Inf at this strength: the baseline stands. Lower the strength.') : `KL(baseline ‖ steered) = ${e.kl.toFixed(4)} nats · ${opText(effect.settings, e.scale)} at blocks.${effect.settings.layer}.${effect.settings.point}${effect.settings.positions.trim() === 'generated' ? ' (only generated tokens are steered: the next token after the prompt is unchanged)' : ''}`));
+    const summary = el('p', e.nonFinite ? 'notice warning' : 'hint', e.nonFinite ? (e.nonFiniteReason ? `The steered model overflowed, so the baseline stands: ${e.nonFiniteReason}.` : 'The steered model produced NaN/Inf at this strength: the baseline stands. Lower the strength.') : `KL(baseline ‖ steered) = ${e.kl.toFixed(4)} nats · ${opText(effect.settings, e.scale)} at blocks.${effect.settings.layer}.${effect.settings.point}${effect.settings.positions.trim() === 'generated' ? ' (only generated tokens are steered: the next token after the prompt is unchanged)' : ''}`);
+    summary.id = 'effect-summary';
+    body.append(summary);
     const table = el('table', 'grid plain');
     table.id = 'effect-table';
     const hr = el('tr');
