@@ -30,6 +30,8 @@ const SPECS: [string, SteeringSpec][] = [
   ['absolute, every position', { vector, layer: 1, point: 'hook_resid_pre', strength: 2, positions: { kind: 'all' } }],
   // Relative: the scale comes from a mean residual norm, itself read on the provider under test.
   ['relative, from a generated position', { vector, layer: 2, point: 'hook_resid_mid', strength: 1.5, relative: true, positions: { kind: 'from', pos: 8 } }],
+  // An operator: the graph's projection input (x − max(x·û − v, floor)·û) on the provider under test.
+  ['set the component along the vector, every position', { vector, layer: 1, point: 'hook_resid_post', strength: 0, positions: { kind: 'all' }, op: 'set', value: 2 }],
 ];
 
 /** One checkpoint, loaded on both providers, shared by the tests. */
@@ -70,7 +72,10 @@ describe('steered generation on WebGPU', () => {
       const hooks: HookName[] = ['logits', `blocks.${SHAPE.nLayers - 1}.hook_resid_post`];
       const got = await gpu.run({ ids, hooks, steer: adds });
       const fromCpu = await cpu.run({ ids, hooks, steer: adds });
-      const want = referenceForward(ckpt.config, weights, ids, new Map(adds.map((a) => [`${a.layer}:${a.point}`, a.add])));
+      const key = (a: (typeof adds)[number]) => `${a.layer}:${a.point}`;
+      const want = referenceForward(ckpt.config, weights, ids, new Map(adds.filter((a) => !a.project).map((a) => [key(a), a.add])), {
+        project: new Map(adds.filter((a) => a.project).map((a) => [key(a), { dir: a.add, ...a.project! }])),
+      });
       const errors: string[] = [];
       for (const h of hooks) {
         const vsCpu = closeness(got.activations.get(h)!.data, fromCpu.activations.get(h)!.data);
