@@ -72,11 +72,18 @@ export function runInWorker(argv: readonly string[]): Promise<number | undefined
       writeLog(d.toString('utf8'));
       tail = (tail + d.toString('utf8')).slice(-2000);
     });
-    // Ctrl-C reaches the whole process group; a signal sent to this process alone is passed on.
+    // Ctrl-C sends SIGINT to the whole foreground process group, the child included: passing it on as well would be
+    // a second Ctrl-C (which ends a command's graceful cancel), so here it is only kept from ending this process.
+    // SIGTERM and SIGHUP come to this process alone and are passed on.
+    process.on('SIGINT', () => undefined);
     const forward = (sig: NodeJS.Signals) => child.kill(sig);
-    process.on('SIGINT', forward);
     process.on('SIGTERM', forward);
+    process.on('SIGHUP', forward);
+    // 'error' and 'close' may both come (a failed spawn): the log is closed once.
+    let closed = false;
     const closeFds = () => {
+      if (closed) return;
+      closed = true;
       if (logFd !== undefined) fs.closeSync(logFd);
     };
     child.on('error', () => {
