@@ -54,24 +54,24 @@ function workerSource(): { file: string; eval?: boolean } {
 /** The reference's hooks for `ids`, computed in a worker thread over the checkpoint in `dir`; stopped on cancel. */
 function referenceInWorker(job: ReferenceJob, cancel?: CancelToken): Promise<Map<string, Tensor32>> {
   const src = workerSource();
+  throwIfCancelled(cancel);
   return new Promise((resolve, reject) => {
     const worker = new Worker(src.file, { eval: !!src.eval, workerData: job });
-    const poll = setInterval(() => {
-      if (!cancel?.isCancellationRequested) return;
+    // Settled once, whichever comes first: the answer, an error, the worker's exit, or a cancel (which stops it).
+    let settled = false;
+    const settle = (f: () => void) => {
+      if (settled) return;
+      settled = true;
+      clearInterval(poll);
       void worker.terminate();
-      reject(new ResidualError('cancelled', undefined, 'cancelled'));
-    }, 100);
-    const done = () => clearInterval(poll);
-    worker.once('message', (reply: ReferenceReply) => {
-      done();
-      void worker.terminate();
-      if (!reply.ok) return reject(new ResidualError(`the parity check's reference forward failed: ${reply.error}`, 'parity'));
-      resolve(new Map(reply.hooks.map(([name, dims, data]) => [name, { dims, data }])));
-    });
-    worker.once('error', (e) => {
-      done();
-      reject(new ResidualError(`the parity check's reference forward failed: ${e.message}`, 'parity'));
-    });
+      f();
+    };
+    const poll = setInterval(() => cancel?.isCancellationRequested && settle(() => reject(new ResidualError('cancelled', undefined, 'cancelled'))), 100);
+    worker.once('message', (reply: ReferenceReply) =>
+      settle(() => (reply.ok ? resolve(new Map(reply.hooks.map(([name, dims, data]) => [name, { dims, data }]))) : reject(new ResidualError(`the parity check's reference forward failed: ${reply.error}`, 'parity')))),
+    );
+    worker.once('error', (e) => settle(() => reject(new ResidualError(`the parity check's reference forward failed: ${e.message}`, 'parity'))));
+    worker.once('exit', (code) => settle(() => reject(new ResidualError(`the parity check's reference forward ended (exit code ${code}) without an answer`, 'parity'))));
   });
 }
 
@@ -87,7 +87,25 @@ export async function checkParity(model: Model, opts: ParityOptions = {}): Promi
   const budget = opts.maxFlops ?? DEFAULT_PARITY_FLOPS;
   const cost = referenceFlops(model, P);
   const full = c.nLayers * cost.perLayer + cost.logits <= budget;
-  const layers = full ? c.nLayers : Math.max(1, Math.min(c.nLayers, Math.floor(budget / cost.perLayer)));
+  const layers = full ? c.nLayers : Math.min(c.nLayers, Math.floor(budget / cost.perLayer));
+  // A model whose single block costs more than the budget is not checked at all (it would stall for minutes).
+  if (layers === 0) {
+    return {
+      max_abs_dlogit: null,
+      worst_hook: '',
+      worst_hook_max_abs: 0,
+      worst_hook_relative: 0,
+      reference: 'float64 plain-loop forward (src/engine/reference)',
+      tokens: P,
+      layers_checked: 0,
+      n_layers: c.nLayers,
+      hooks_checked: 0,
+      provider: model.provider,
+      precision: model.precision,
+      ms: performance.now() - t0,
+      skipped: `one block costs ${(cost.perLayer / 1e9).toFixed(1)} GFLOP of reference arithmetic, over the ${(budget / 1e9).toFixed(0)} GFLOP budget`,
+    };
+  }
   const hooks = allHookNames(c.nLayers).filter((h) => {
     if (!model.hooks.has(h)) return false;
     if (h === 'logits' || h.startsWith('ln_final')) return full;
@@ -99,10 +117,12 @@ export async function checkParity(model: Model, opts: ParityOptions = {}): Promi
   const reference = await referenceInWorker({ dir: opts.referenceDir ?? model.checkpoint.dir, ids, layers, withLogits: full }, opts.cancel);
   let worst = { hook: '', relative: -1, abs: 0 };
   let maxAbsDlogit: number | null = null;
+  let compared = 0;
   for (const h of hooks) {
     const got = run.activations.get(h);
     const want = reference.get(h);
     if (!got || !want) continue;
+    compared++;
     const { abs, scale } = difference(got, want);
     const relative = abs / Math.max(scale, 1e-12);
     if (relative > worst.relative) worst = { hook: h, relative, abs };
@@ -117,7 +137,7 @@ export async function checkParity(model: Model, opts: ParityOptions = {}): Promi
     tokens: P,
     layers_checked: layers,
     n_layers: c.nLayers,
-    hooks_checked: hooks.length,
+    hooks_checked: compared,
     provider: model.provider,
     precision: model.precision,
     ms: performance.now() - t0,
@@ -139,6 +159,7 @@ function difference(got: Tensor32, want: Tensor32): { abs: number; scale: number
 
 /** The parity check in one line: "parity: max |Δlogit| 9.5e-6 vs the float64 … on 12 probe tokens; worst hook …". */
 export function parityLine(p: ParityReport): string {
+  if (p.skipped) return `parity: not checked: ${p.skipped}\n`;
   const scope = p.max_abs_dlogit === null ? `the first ${p.layers_checked} of ${p.n_layers} layers (the whole model would take too long), ` : '';
   const head = p.max_abs_dlogit === null ? 'parity:' : `parity: max |Δlogit| ${formatDeviation(p.max_abs_dlogit)}`;
   return (

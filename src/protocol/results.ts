@@ -33,6 +33,8 @@ export interface ModelInfo {
    * on the same provider at load time (null when the float32 graph was too large to measure).
    */
   float16_max_abs_dlogit?: number | null;
+  /** Why float16_max_abs_dlogit is null. */
+  float16_deviation_note?: string;
 }
 
 export interface ProviderAttempt {
@@ -305,6 +307,8 @@ export interface ParityReport {
   provider: string;
   precision: string;
   ms: number;
+  /** Why nothing was compared (a model too large for the budget). */
+  skipped?: string;
 }
 
 /** A deviation as people read them: 9.5e-6, 0.044, 1.2 (two significant digits). */

@@ -76,13 +76,28 @@ describe('parity against the float64 reference', () => {
     assert.ok(late.worst_hook_max_abs < 1e-4);
     const early = await checkParity(model, { maxFlops: 2.5 * per, referenceDir: tamperedCopy('h.1.attn.c_proj.bias', 0.5) });
     assert.equal(early.worst_hook, 'blocks.1.hook_attn_out');
+    // Not even one block within the budget: nothing is run, and the report says why.
+    const none = await checkParity(model, { maxFlops: 0.5 * per });
+    assert.equal(none.layers_checked, 0);
+    assert.match(none.skipped ?? '', /one block costs [\d.]+ GFLOP of reference arithmetic, over the \d+ GFLOP budget/);
   });
 
-  it('cancel stops the worker', async () => {
+  it('cancel stops it, before the run or while the worker computes, and leaves no timer behind', async () => {
     const token = { isCancellationRequested: false };
     const pending = checkParity(model, { cancel: token });
     token.isCancellationRequested = true;
     await assert.rejects(pending, /cancelled/);
+    // A token that turns once the model's run has read it: the cancel comes while the worker is at work.
+    // Node's own list of what keeps the process alive (not in this project's @types/node 20 typings).
+    const active = () => (process as unknown as { getActiveResourcesInfo(): string[] }).getActiveResourcesInfo();
+    const timers = () => active().filter((r) => r === 'Timeout').length;
+    const before = timers();
+    let reads = 0;
+    const late = { get isCancellationRequested() { return ++reads > 3; } };
+    await assert.rejects(checkParity(model, { cancel: late }), /cancelled/);
+    assert.ok(reads > 3, 'the cancel was seen after the run');
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(timers(), before, 'the poll is cleared');
   });
 
   it('a reference that cannot read its checkpoint fails with the reason, named', async () => {

@@ -35,7 +35,7 @@ function render(s: InspectorState): void {
     model.append(info);
     if (m.precision_reason) {
       const dev = m.float16_max_abs_dlogit;
-      const line = el('div', 'muted', `${m.precision} (${m.precision_reason})${dev === undefined ? '' : dev === null ? ' · deviation not measured (model too large)' : ` · max |Δlogit| vs float32 ${dev.toPrecision(2)} on a probe prompt`}`);
+      const line = el('div', 'muted', `${m.precision} (${m.precision_reason})${dev === undefined ? '' : dev === null ? ` · deviation ${m.float16_deviation_note ?? 'not measured'}` : ` · max |Δlogit| vs float32 ${dev.toPrecision(2)} on a probe prompt`}`);
       line.id = 'precision';
       model.append(line);
     }
@@ -117,6 +117,7 @@ function parityText(p: InspectorState['parity']): string | undefined {
   if (p.status === 'running') return 'Parity: checking against the float64 reference…';
   if (p.status === 'failed') return `Parity check failed: ${p.error}`;
   const r = p.report;
+  if (r.skipped) return `Parity: not checked (${r.skipped})`;
   const worst = `worst hook ${r.worst_hook} ${formatDeviation(r.worst_hook_max_abs)}`;
   if (r.max_abs_dlogit === null) return `Parity (first ${r.layers_checked} of ${r.n_layers} layers, ${r.tokens} tokens) vs float64 reference: ${worst}`;
   return `Parity: max |Δlogit| ${formatDeviation(r.max_abs_dlogit)} vs float64 reference (${r.tokens} tokens) · ${worst}`;

@@ -21,9 +21,9 @@ export interface ReferenceJob {
 export type ReferenceReply = { ok: true; hooks: [string, number[], Float32Array][] } | { ok: false; error: string };
 
 /**
- * The checkpoint's tensors as the reference asks for them, read on first use. The token embedding is the exception: a
- * table sized [V, D] whose rows are read only for the probe's tokens (the rest stay zero pages the operating system
- * never backs), so a large vocabulary costs nothing when the logits are not checked.
+ * The checkpoint's tensors as the reference asks for them, read on first use. The token embedding is the exception: only
+ * the probe's rows are read, behind a view indexed like the whole [V, D] table, so a large vocabulary costs nothing
+ * when the logits are not checked.
  */
 export function checkpointWeights(ckpt: Checkpoint, ids: readonly number[], withLogits: boolean): Weights {
   const cache = new Map<string, Float32Array>();
@@ -34,11 +34,21 @@ export function checkpointWeights(ckpt: Checkpoint, ids: readonly number[], with
     if (!entry) return undefined;
     let data: Float32Array;
     if (name === ckpt.embedName && !(withLogits && name === ckpt.unembedName)) {
+      // Only the probe's rows, behind an index view: the reference reads emb[id · D + d] and nothing else of it.
       const D = entry.shape[1];
-      data = new Float32Array(entry.shape[0] * D);
       const unique = [...new Set(ids)];
       const rows = readRows(entry, unique);
-      unique.forEach((id, i) => data.set(rows.subarray(i * D, (i + 1) * D), id * D));
+      const rowOf = new Map(unique.map((id, i) => [id, i]));
+      data = new Proxy(new Float32Array(0), {
+        get(target, prop) {
+          if (typeof prop === 'string' && /^\d+$/.test(prop)) {
+            const i = Number(prop);
+            const r = rowOf.get(Math.floor(i / D));
+            return r === undefined ? 0 : rows[r * D + (i % D)];
+          }
+          return prop === 'length' ? entry.shape[0] * D : Reflect.get(target, prop);
+        },
+      });
     } else data = readTensorF32(entry);
     cache.set(name, data);
     return data;
