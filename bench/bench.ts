@@ -121,7 +121,8 @@ async function main(): Promise<void> {
   await model.dispose();
   // The same forward passes on a GPU provider, when asked for: the speed-up is against the CPU rows just measured.
   let gpu: Record<string, unknown> | undefined;
-  const gpuList = args.includes('--providers') ? args[args.indexOf('--providers') + 1].split(',').filter((p) => p && p !== 'cpu') : [];
+  const gpuList = args.includes('--providers') ? (args[args.indexOf('--providers') + 1] ?? '').split(',').filter((p) => p && p !== 'cpu') : [];
+  if (args.includes('--providers') && !gpuList.length) throw new Error('--providers needs a GPU provider or more (e.g. --providers webgpu or cuda,webgpu)');
   if (gpuList.length) {
     try {
       const g = await Model.load(modelDir, { providers: gpuList, precision: 'float32', cacheDir: path.join(root, 'onnx') });

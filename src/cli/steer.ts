@@ -13,7 +13,7 @@
 import { ResidualError } from '../engine/errors';
 import { hookName } from '../engine/hooks';
 import { RESID_POINTS, STEER_OPS, type SteeringSpec, type SteeringVector, type SteerPointName, type TopToken } from '../engine/results';
-import { compareGeneration, nextTokenEffect, parsePositions } from '../engine/steering/steer';
+import { compareGeneration, meanResidNorm, nextTokenEffect, steerScale, parsePositions } from '../engine/steering/steer';
 import { steeringVectorFromGguf } from '../engine/steering/gguf';
 import { featureVector, l2, loadVectorFile } from '../engine/steering/vectors';
 import { parseFlags, usageOf, type CommandSpec, type Flags } from './args';
@@ -24,9 +24,9 @@ const WHAT = 'residual steer';
 
 export const STEER: CommandSpec = {
   name: 'steer',
-  synopsis: '--model DIR --text TEXT (--feature LAYER:INDEX --transcoders DIR | --vector FILE) --strength S [--layer L] [flags]',
+  synopsis: '--model DIR --text TEXT (--feature LAYER:INDEX --transcoders DIR | --vector FILE) (--strength S | --op ablate|cap|set [--value X]) [--layer L] [flags]',
   summary:
-    "Adds strength × a vector (a transcoder feature's decoder row, or a saved vector) at blocks.L.hook_<hook> and prints the next-token effect and, with --generate, the baseline and steered continuations (JSON fields: CLI.md).",
+    "Adds strength × a vector (a transcoder feature's decoder row, a saved vector or a llama.cpp control vector) at blocks.L.hook_<hook> — or ablates, sets or caps the residual's component along it (--op) — and prints the next-token effect and, with --generate, the baseline and steered continuations (JSON fields: CLI.md).",
   flags: {
     model: MODEL_FLAGS.model,
     text: MODEL_FLAGS.text,
@@ -46,6 +46,7 @@ export const STEER: CommandSpec = {
     'top-p': { value: 'P', help: 'nucleus sampling mass, in (0, 1] (default 1)' },
     top: { value: 'K', help: 'next tokens to show (default 10)' },
     json: { help: 'print the JSON of CLI.md instead of a text summary' },
+    precision: { value: 'auto|float32|float16', help: 'weight precision inside ONNX Runtime (default auto: float16 on a WebGPU adapter with shader-f16, else float32)' },
     providers: MODEL_FLAGS.providers,
     'skip-memory-check': MODEL_FLAGS['skip-memory-check'],
     'check-memory': MODEL_FLAGS['check-memory'],
@@ -81,6 +82,9 @@ export async function steerCommand(args: string[], io: Io = processIo()): Promis
   let point = `hook_${f.choice('hook', ['resid_pre', 'resid_mid', 'resid_post'] as const) ?? 'resid_pre'}` as SteerPointName;
   if (!RESID_POINTS.includes(point)) f.fail(`--hook ${point} is not a residual point`);
   const positionsArg = f.str('positions') ?? 'all';
+  if (positionsArg === 'generated' && (f.int('generate', { min: 0 }) ?? 0) < 2) {
+    f.fail('--positions generated steers the tokens --generate adds, as the model reads them back to make the next: give --generate 2 or more');
+  }
   let positions: SteeringSpec['positions'] = { kind: 'all' };
   if (positionsArg !== 'generated') {
     try {
@@ -107,7 +111,7 @@ export async function steerCommand(args: string[], io: Io = processIo()): Promis
   }
   const text = readText(f, io);
 
-  const model = await loadModel(f, io);
+  const model = await loadModel(f, io, { precision: f.choice('precision', ['auto', 'float32', 'float16'] as const) ?? 'auto' });
   // Set once the result is printed: a failure to dispose after that is a warning, not a failed run (common.ts release).
   let done = false;
   try {
@@ -138,9 +142,14 @@ export async function steerCommand(args: string[], io: Io = processIo()): Promis
     // "generated": from the first position after the prompt, so only what --generate adds is steered.
     if (positionsArg === 'generated') positions = { kind: 'from', pos: model.tokenizer.encodeForModel(text).ids.length };
     const spec: SteeringSpec = { vector: vec.vector, layer, point, strength, relative: f.bool('relative'), positions, op, ...(opValue !== undefined ? { value: opValue } : {}) };
-    if (positionsArg === 'generated' && generateN === undefined) f.fail('--positions generated steers only the tokens --generate adds; give --generate N');
-    // With "generated" the next token after the prompt is not steered: its effect is the baseline's (+0 changes nothing).
-    const effect = await nextTokenEffect(model, text, positionsArg === 'generated' ? { ...spec, op: 'add', strength: 0, positions: { kind: 'all' } } : spec, k);
+    // With "generated" the next token after the prompt is not steered: its effect is the baseline's (+0 changes nothing),
+    // and the scale shown is the one generation applies.
+    const generatedOnly = positionsArg === 'generated';
+    const effect = await nextTokenEffect(model, text, generatedOnly ? { ...spec, op: 'add', strength: 0, positions: { kind: 'all' } } : spec, k);
+    if (generatedOnly) {
+      const ids = model.tokenizer.encodeForModel(text).ids;
+      effect.scale = op === 'add' ? steerScale(spec, spec.relative ? await meanResidNorm(model, ids, layer, point) : undefined) : 0;
+    }
     let gen: Awaited<ReturnType<typeof compareGeneration>> | undefined;
     if (generateN !== undefined) gen = await compareGeneration(model, text, settings, spec);
     const nonFinite = effect.nonFinite || !!gen?.steered.nonFinite;

@@ -12,7 +12,7 @@
  * With a final soft-cap (Gemma-2) the logit attributed is the one before the cap.
  */
 import type { Tensor32 } from './dims';
-import { ResidualError, type CancelToken } from './errors';
+import { ResidualError, throwIfCancelled, type CancelToken } from './errors';
 import { familyWeightNames } from './checkpoint/families';
 import { readRows, readTensorF32, type TensorEntry } from './checkpoint/safetensors';
 import { hookName, type HookName } from './hooks';
@@ -157,6 +157,9 @@ export async function directLogitAttribution(model: Model, ids: number[], opts: 
   const neurons: DlaComponent[] = [];
   const X = H * E;
   for (let l = 0; l < L; l++) {
+    // Each layer reads W_O and the MLP's output matrix: let other work (and a cancel) in between.
+    await new Promise((resolve) => setImmediate(resolve));
+    throwIfCancelled(opts.cancel);
     const w = layerWeights(model, l);
     // Gemma-2: what attention writes is normed after it, (Σ_h z_h W_O^h) / s ⊙ (1 + g); frozen, a rescaled direction.
     let attnDir = dir;

@@ -128,6 +128,8 @@ export class Model {
 
   static async load(dir: string, opts: ModelLoadOptions = {}): Promise<Model> {
     if ((opts.precision ?? 'auto') !== 'auto') return Model.loadAt(dir, { ...opts, precision: opts.precision as WeightPrecision });
+    // A wrong folder is said at once, before any GPU check (which may wait on a driver).
+    openCheckpoint(dir);
     // 'auto': half precision where a GPU computes it natively (WebGPU's shader-f16): half the memory and bandwidth.
     const gpu = await firstGpuProvider(opts.providers, DEFAULT_PROVIDERS, opts.log);
     if (gpu?.provider === 'webgpu' && gpu.adapter?.shaderF16) {
@@ -136,8 +138,11 @@ export class Model {
         const half = await Model.loadAt(dir, { ...opts, precision: 'float16', providers: ['webgpu'] }, gpu.skipped, reason);
         try {
           half.float16Deviation = await half.measureFloat16Deviation(opts);
+          if (half.float16Deviation === null) half.float16Note = 'not measured: the float32 graph would not fit beside the float16 one';
         } catch (e) {
-          opts.log?.(`float16 deviation not measured: ${errorMessage(e)}`);
+          half.float16Deviation = null;
+          half.float16Note = `not measured: ${errorMessage(e)}`;
+          opts.log?.(`float16 deviation ${half.float16Note}`);
         }
         return half;
       } catch (e) {
@@ -172,6 +177,8 @@ export class Model {
 
   /** Set when float16 was chosen automatically (Model.load with precision 'auto'). */
   private float16Deviation?: number | null;
+  /** Why the deviation is null (too large to measure, or the measurement failed). */
+  private float16Note?: string;
   private precisionReason?: string;
 
   private static async loadAt(dir: string, opts: ModelLoadOptions & { precision: WeightPrecision }, skippedBefore: ProviderAttempt[] = [], precisionReason?: string): Promise<Model> {
@@ -246,7 +253,9 @@ export class Model {
       dir: this.checkpoint.dir,
       n_kv_heads: kvHeads(c),
       precision: this.precision,
-      ...(this.precisionReason ? { precision_reason: this.precisionReason, float16_max_abs_dlogit: this.float16Deviation ?? null } : {}),
+      ...(this.precisionReason
+        ? { precision_reason: this.precisionReason, float16_max_abs_dlogit: this.float16Deviation ?? null, ...(this.float16Note ? { float16_deviation_note: this.float16Note } : {}) }
+        : {}),
     };
   }
 

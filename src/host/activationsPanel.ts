@@ -270,7 +270,7 @@ export class ActivationsPanel extends PanelHost<ActivationsRequests, Activations
   /** Shows an analysis in the panel and, by default, as heat over its text (the last block's relative update). */
   private present(r: Analysed): void {
     // Requests about the previous analysis would answer for text that is no longer shown.
-    for (const scope of ['lens', 'patching', 'suggest', 'dla']) this.router.cancelScope(scope);
+    for (const scope of ['lens', 'patching', 'suggest', 'dla', 'patchscope']) this.router.cancelScope(scope);
     this.last = r;
     this.post({ type: 'analysis/result', requestId: r.requestId, analysis: r.analysis, file: r.file });
     this.onAnalysed(r.analysis.text.slice(r.analysis.truncated?.firstChar ?? 0));

@@ -9,8 +9,8 @@ import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { ResidualError } from '../engine/errors';
 import type { Model } from '../engine/model';
-import type { SteeringSpec, SteeringVector, SteerPointName } from '../engine/results';
-import { compareGeneration, nextTokenEffect, parsePositions, sweep } from '../engine/steering/steer';
+import type { SteeringSpec, SteeringVector } from '../engine/results';
+import { compareGeneration, meanResidNorm, nextTokenEffect, parsePositions, steerScale, sweep } from '../engine/steering/steer';
 import { controlVectorLayer, steeringVectorFromGguf, writeControlVector } from '../engine/steering/gguf';
 import { contrastiveVector, featureVector, loadVectorFile, parsePairs, saveVectorFile } from '../engine/steering/vectors';
 import type { SteerSettings, SteeringEvent, SteeringRequests, SteeringState, ToSteering } from '../protocol';
@@ -80,15 +80,22 @@ export class SteeringPanel extends PanelHost<SteeringRequests, SteeringEvent, { 
         },
       },
       'steer/saveVector': { run: () => this.saveVector() },
-      'steer/exportGguf': { run: (p) => this.exportGguf(p.layer, p.point, p.strength) },
+      'steer/exportGguf': { run: (p) => this.exportGguf(p.settings) },
       'steer/effect': {
         scope: 'run',
         run: async (p, job) => {
           const model = await this.models.get();
           const spec = this.spec(p.settings, model);
           // Steering only generated tokens leaves the next token after the prompt as it was: its effect is the baseline.
-          const asSeen = p.settings.positions.trim() === 'generated' ? { ...spec, op: 'add' as const, strength: 0, positions: { kind: 'all' as const } } : spec;
-          return { effect: await nextTokenEffect(model, this.needPrompt(), asSeen, 10, { cancel: job.token }), settings: p.settings };
+          const generatedOnly = p.settings.positions.trim() === 'generated';
+          const asSeen = generatedOnly ? { ...spec, op: 'add' as const, strength: 0, positions: { kind: 'all' as const } } : spec;
+          const effect = await nextTokenEffect(model, this.needPrompt(), asSeen, 10, { cancel: job.token });
+          // The scale shown is the one generation applies to the generated tokens.
+          if (generatedOnly && (spec.op ?? 'add') === 'add') {
+            const ids = model.tokenizer.encodeForModel(this.needPrompt()).ids;
+            effect.scale = steerScale(spec, spec.relative ? await meanResidNorm(model, ids, spec.layer, spec.point, job.token) : undefined);
+          }
+          return { effect, settings: p.settings };
         },
       },
       'steer/generate': {
@@ -208,13 +215,19 @@ export class SteeringPanel extends PanelHost<SteeringRequests, SteeringEvent, { 
   }
 
   /**
-   * Writes the vector as a llama.cpp control vector at the slot of (layer, point), as stored: llama.cpp scales it
-   * (`--control-vector-scaled FILE S`), and the message gives the flag with the panel's strength.
+   * Writes the vector as a llama.cpp control vector at the slot of the panel's layer and point, as stored: llama.cpp
+   * scales it (`--control-vector-scaled FILE S`), and the message gives the flag with the scale the panel applies
+   * (the strength, or for a relative strength the strength × mean residual norm / ‖vector‖ on this prompt).
    */
-  private async exportGguf(layer: number, point: SteerPointName, strength: number): Promise<void> {
+  private async exportGguf(settings: SteerSettings): Promise<void> {
     const model = await this.models.get();
     if (!this.vector) throw new ResidualError('no vector to export yet: build one first', 'steering');
+    const { layer, point } = settings;
+    const op = settings.op ?? 'add';
+    if (op !== 'add') throw new ResidualError(`a llama.cpp control vector is added; the ${op} operator has no llama.cpp form: set the operator to add to export`, 'steering');
     const k = controlVectorLayer(layer, point); // refused before the dialog when there is no slot
+    const spec = this.spec(settings, model);
+    const strength = spec.relative ? steerScale(spec, await meanResidNorm(model, model.tokenizer.encodeForModel(this.needPrompt()).ids, layer, point)) : spec.strength;
     const ws = vscode.workspace.workspaceFolders?.[0]?.uri;
     const defaultUri = ws ? vscode.Uri.joinPath(ws, `${this.vector.label.replace(/[^\w.-]+/g, '_')}.gguf`) : undefined;
     const target = await vscode.window.showSaveDialog({ defaultUri, filters: { 'llama.cpp control vector': ['gguf'] }, title: 'Residual: export for llama.cpp (--control-vector)' });
@@ -222,7 +235,7 @@ export class SteeringPanel extends PanelHost<SteeringRequests, SteeringEvent, { 
     writeControlVector(target.fsPath, this.vector.vector, layer, point, { architecture: model.config.architecture });
     const name = path.basename(target.fsPath);
     this.log.appendLine(`exported ${name}: direction.${k} (blocks.${layer}.${point}), ${this.vector.vector.length} values`);
-    void vscode.window.showInformationMessage(`Residual: wrote ${name} (direction.${k}). In llama.cpp: --control-vector-scaled ${name} ${strength}`);
+    void vscode.window.showInformationMessage(`Residual: wrote ${name} (direction.${k}). In llama.cpp: --control-vector-scaled ${name} ${Number(strength.toPrecision(6))}`);
   }
 
   private spec(s: SteerSettings, model: Model): SteeringSpec {

@@ -63,7 +63,7 @@ export type SteeringRequests = {
   'steer/openVector': { params: Record<string, never>; result: void };
   'steer/saveVector': { params: Record<string, never>; result: void };
   /** Writes the vector as a llama.cpp control vector (GGUF) for the slot of (layer, point). */
-  'steer/exportGguf': { params: { layer: number; point: SteerPointName; strength: number }; result: void };
+  'steer/exportGguf': { params: { settings: SteerSettings }; result: void };
   /** Runs with the current vector and prompt (progress: sweep cells done). */
   'steer/effect': { params: { settings: SteerSettings }; result: { effect: NextTokenEffect; settings: SteerSettings } };
   'steer/generate': { params: GenerateRequest; result: { result: GenerationComparison; settings: SteerSettings } };

@@ -120,6 +120,12 @@ describe('llama.cpp control vectors', () => {
     await assert.rejects(readControlVector(write('zero.gguf', new Uint8Array(zero))), /"direction\.0": llama\.cpp numbers control-vector layers from 1/);
     const whole = controlVectorBytes(new Map([[1, vec]]), 'gpt2');
     await assert.rejects(readControlVector(write('cut.gguf', whole.subarray(0, whole.length - 100))), /cut\.gguf: .*(truncated|not a readable GGUF)/);
+    const huge = Buffer.from(controlVectorBytes(new Map([[1, vec]]), 'gpt2'));
+    huge.writeBigUInt64LE(9_000_000n, 8); // 9M tensors declared in a file of a few kilobytes
+    await assert.rejects(readControlVector(write('counts.gguf', new Uint8Array(huge))), /declares 9000000 tensors and 3 keys, more than \d+ bytes can hold/);
+    const twice = Buffer.from(controlVectorBytes(new Map([[1, vec], [2, vec]]), 'gpt2'));
+    twice.write('1', twice.indexOf('direction.2') + 'direction.'.length);
+    await assert.rejects(readControlVector(write('twice.gguf', new Uint8Array(twice))), /tensor "direction\.1": a second direction for layer 1/);
     assert.throws(() => writeControlVector(path.join(root, 'nope', 'x.gguf'), vec, 1, 'hook_resid_post', { architecture: 'gpt2' }), /the folder does not exist/);
     assert.throws(() => writeControlVector(path.join(root, 'inf.gguf'), Float32Array.from([1, Infinity]), 1, 'hook_resid_post', { architecture: 'gpt2' }), /NaN or Inf; not writing it/);
     assert.ok(!fs.existsSync(path.join(root, 'inf.gguf')), 'nothing written');

@@ -8,6 +8,7 @@ import { el, tabs, onThemeChange } from '../ui';
 import { attentionView } from './attention';
 import { compareView, hasComparison, setComparison } from './compare';
 import { dlaView, resetDla } from './dla';
+import { resetPatchscope } from './patchscope';
 import { layersView } from './layers';
 import { header, overview } from './overview';
 import { patchingView, resetPatching } from './patching';
@@ -30,6 +31,7 @@ host.onEvent((m) => {
       app.dataset.request = String(m.requestId);
       resetPatching();
       resetDla();
+      resetPatchscope();
       // A new analysis: the Compare tab's pair is the old one, so it does not stay on screen. The typed attribution
       // tokens stay (the same contrast is often asked of several prompts); the attribution shown goes.
       const dla = getState().dla;

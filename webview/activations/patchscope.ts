@@ -18,6 +18,13 @@ export function patchscopeCell(a: Analysis, pos: number): { readout: number; pos
   return ps && ps.readout < a.readouts.length && ps.position < a.tokens.length ? { readout: ps.readout, position: ps.position } : { readout: a.readouts.length - 1, position: pos };
 }
 
+/** A new analysis: a reading in flight is for the old one, and so is an error shown. */
+export function resetPatchscope(): void {
+  running?.cancel();
+  running = undefined;
+  error = '';
+}
+
 export function chooseLensCell(readout: number, position: number): void {
   const ps = getState().patchscope;
   error = '';
@@ -57,11 +64,12 @@ export function patchscopeView(a: Analysis, pos: number): HTMLElement {
     req.result.then(
       (result) => {
         running = undefined;
-        if (getState().analysis === shown) update({ patchscope: { ...cell, targetPrompt, targetLayer, result } });
+        // For the analysis it was asked about only; either way the spinner goes.
+        update(getState().analysis === shown ? { patchscope: { ...cell, targetPrompt, targetLayer, result } } : {});
       },
       (e) => {
         running = undefined;
-        if (e instanceof RequestError && e.cancelled) return;
+        if ((e instanceof RequestError && e.cancelled) || getState().analysis !== shown) return;
         error = failureText(e);
         update({});
       },

@@ -176,7 +176,7 @@ function vectorSection(): HTMLElement {
   );
   const files = el('div', 'row');
   files.append(el('span', undefined, 'Saved vector:'), button('Open…', () => ask('steer/openVector', {}, undefined)), button('Save…', () => ask('steer/saveVector', {}, undefined)),
-    button('Export for llama.cpp…', () => ask('steer/exportGguf', { layer: p.settings.layer, point: p.settings.point, strength: p.settings.strength }, undefined)),
+    button('Export for llama.cpp…', () => checked() && ask('steer/exportGguf', { settings: p.settings }, undefined)),
   );
   return section('Vector', info, feature, pairs, files);
 }

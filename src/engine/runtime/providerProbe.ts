@@ -45,12 +45,12 @@ export interface ProviderProbe {
  */
 export function providerDecision(provider: string, probe: ProviderProbe | undefined, explicit: boolean): { skip?: string; warning?: string } {
   if (provider === 'cpu' || !probe) return {};
-  if (!probe.checked) return explicit ? {} : { skip: `not tried: ${probe.reason}` };
+  if (!probe.checked) return explicit ? {} : { skip: probe.reason ?? 'the GPU check gave no answer' };
   if (!probe.ok) return { skip: probe.reason ?? 'unavailable' };
   const a = probe.adapter;
   if (a?.software) {
     const what = `a software adapter (${a.description}), a CPU emulation slower than the cpu provider`;
-    return explicit ? { warning: `webgpu runs on ${what}` } : { skip: `skipped: the only WebGPU adapter is ${what}; name webgpu in the providers to use it anyway` };
+    return explicit ? { warning: `webgpu runs on ${what}` } : { skip: `the only WebGPU adapter is ${what}; name webgpu in the providers to use it anyway` };
   }
   return {};
 }

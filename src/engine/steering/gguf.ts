@@ -23,6 +23,7 @@ const ALIGNMENT = 32;
 const GGML_TYPE_F32 = 0;
 const GGUF_TYPE_UINT32 = 4;
 const GGUF_TYPE_STRING = 8;
+const MAX_CONTROL_VECTOR_BYTES = 512 * 1024 * 1024;
 
 /** llama.cpp's architecture name for each of Residual's (`controlvector.model_hint`). */
 const LLAMA_CPP_ARCH: Record<string, string> = { gpt2: 'gpt2', llama: 'llama', mistral: 'llama', qwen2: 'qwen2', qwen3: 'qwen3', gemma2: 'gemma2', gpt_neox: 'gptneox' };
@@ -138,14 +139,25 @@ export interface ControlVector {
 export async function readControlVector(file: string, dModel?: number): Promise<ControlVector> {
   const abs = path.resolve(file);
   checkInputFile(abs, path.basename(abs));
+  const size = fs.statSync(abs).size;
+  // A control vector is n_layer × n_embd floats: megabytes. Anything far larger is not one (or is hostile).
+  if (size > MAX_CONTROL_VECTOR_BYTES) throw new ResidualError(`${(size / 1e6).toFixed(0)} MB is far larger than a control vector (n_layer × n_embd floats)`, abs);
   const fd = fs.openSync(abs, 'r');
-  const magic = new Uint8Array(4);
+  const head = new Uint8Array(24);
+  let got: number;
   try {
-    fs.readSync(fd, magic, 0, 4, 0);
+    got = fs.readSync(fd, head, 0, 24, 0);
   } finally {
     fs.closeSync(fd);
   }
-  if (new TextDecoder().decode(magic) !== 'GGUF') throw new ResidualError('not a GGUF file (it does not start with "GGUF")', abs);
+  if (got < 4 || new TextDecoder().decode(head.subarray(0, 4)) !== 'GGUF') throw new ResidualError('not a GGUF file (it does not start with "GGUF")', abs);
+  // The counts the header declares must fit in the file (a tensor's description is at least 33 bytes, a key-value 13),
+  // so a corrupt count is refused here rather than parsed for seconds.
+  if (got < 24) throw new ResidualError('the GGUF header is cut short; the file is truncated', abs);
+  const view = new DataView(head.buffer);
+  const tensors = Number(view.getBigUint64(8, true));
+  const kvs = Number(view.getBigUint64(16, true));
+  if (tensors * 33 + kvs * 13 > size) throw new ResidualError(`the header declares ${tensors} tensors and ${kvs} keys, more than ${size} bytes can hold; the file is corrupt`, abs);
   let parsed: Awaited<ReturnType<typeof gguf>>;
   try {
     parsed = await gguf(abs, { allowLocalFile: true });
@@ -163,6 +175,7 @@ export async function readControlVector(file: string, dModel?: number): Promise<
     const m = /^direction\.(\d+)$/.exec(t.name);
     if (!m) throw new ResidualError(`tensor "${t.name}" is not a direction (expected direction.<layer>)`, abs);
     const k = Number(m[1]);
+    if (directions.has(k)) throw new ResidualError(`tensor "${t.name}": a second direction for layer ${k}`, abs);
     if (k < 1) throw new ResidualError(`tensor "${t.name}": llama.cpp numbers control-vector layers from 1`, abs);
     if (Number(t.dtype) !== GGML_TYPE_F32) throw new ResidualError(`tensor "${t.name}" is of GGML type ${t.dtype}; control vectors are float32 (type 0)`, abs);
     const n = t.shape.reduce((a, b) => a * Number(b), 1);
