@@ -590,7 +590,11 @@ describe('Residual in a real VS Code', { skip: ext ? false : 'RESIDUAL_VSIX / RE
     await summary.waitFor({ timeout: 60_000 });
     const cliOp = JSON.parse(execFileSync(process.execPath, [path.join(REPO_ROOT, 'bin', 'residual.js'), 'steer', '--model', bundledModel, '--text', promptText, '--feature', `${fLayer}:${fIndex}`, '--transcoders', path.join(bundledModel, 'transcoders'), '--op', 'ablate', '--layer', layer, '--hook', point.replace('hook_', ''), '--providers', 'cpu', '--json'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }));
     assert.equal(await summary.textContent(), `KL(baseline ‖ steered) = ${cliOp.kl.toFixed(4)} nats · the component along the vector ablated at blocks.${layer}.${point}`);
-    // Export for llama.cpp: VS Code's save dialog (in the page) offers <workspace>/<label>.gguf; accepted as offered.
+    // Export for llama.cpp: an ablation has no control-vector form, said in the panel; added, it is exported. VS Code's
+    // save dialog (in the page) offers <workspace>/<label>.gguf, accepted as offered.
+    await wv.locator('vscode-button', { hasText: 'Export for llama.cpp…' }).click();
+    await wv.locator('#steer-error', { hasText: 'the ablate operator has no llama.cpp form: set the operator to add to export' }).waitFor({ timeout: 30_000 });
+    await setOp('add');
     await wv.locator('vscode-button', { hasText: 'Export for llama.cpp…' }).click();
     const dialogInput = page.locator('.quick-input-widget input');
     await dialogInput.waitFor({ state: 'visible', timeout: 30_000 });
@@ -602,7 +606,6 @@ describe('Residual in a real VS Code', { skip: ext ? false : 'RESIDUAL_VSIX / RE
     const bytes = fs.readFileSync(path.join(vs.workspace, name));
     assert.equal(bytes.subarray(0, 4).toString('latin1'), 'GGUF');
     assert.ok(bytes.includes(Buffer.from('controlvector')), 'a llama.cpp control vector');
-    await setOp('add');
     // Bad input: a strength that is not a number is refused, and the results stay.
     await wv.locator('#strength').evaluate((el) => { el.value = 'lots'; el.dispatchEvent(new Event('input')); });
     await wv.locator('vscode-button', { hasText: 'Next-token effect' }).click();
