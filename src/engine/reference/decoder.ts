@@ -9,7 +9,7 @@ import type { ModelConfig } from '../checkpoint/config';
 import type { Tensor32 } from '../dims';
 import type { HookName } from '../hooks';
 import type { SteerPoint } from '../onnx/ops';
-import { act, type ReferenceOptions, type ReferenceSteer, type Weights } from './gpt2';
+import { act, steerAt, type ReferenceOptions, type ReferenceSteer, type Weights } from './gpt2';
 
 /**
  * Hook values for `ids` at absolute positions 0..P−1 ([1, …] like the graph's outputs). Weights are keyed by the
@@ -70,21 +70,7 @@ export function referenceDecoderForward(cfg: ModelConfig, W: Weights, ids: numbe
     return [y, scale, normalized];
   };
 
-  const addSteer = (l: number, point: SteerPoint, x: Float64Array) => {
-    const s = steer.get(`${l}:${point}`);
-    if (s) for (let p = 0; p < P; p++) for (let d = 0; d < D; d++) x[p * D + d] += s.length === D ? s[d] : s[p * D + d];
-    // Then the operator, from its definition: the component along û (a = x·û) becomes a − max(a − value, floor).
-    const op = opts.project?.get(`${l}:${point}`);
-    if (!op) return;
-    for (let p = 0; p < P; p++) {
-      const u = op.dir.length === D ? op.dir : op.dir.subarray(p * D, (p + 1) * D);
-      if (!u.some((v) => v !== 0)) continue;
-      let a = 0;
-      for (let d = 0; d < D; d++) a += x[p * D + d] * u[d];
-      const remove = Math.max(a - op.value, op.floor);
-      for (let d = 0; d < D; d++) x[p * D + d] -= remove * u[d];
-    }
-  };
+  const addSteer = (l: number, point: SteerPoint, x: Float64Array) => steerAt(`${l}:${point}`, x, P, D, steer, opts);
 
   // Rotary inverse frequencies, from the definitions (llama3: Llama 3.1's frequency-dependent scaling).
   const R = f.rope.dims;

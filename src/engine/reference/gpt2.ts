@@ -46,21 +46,7 @@ export function referenceForward(cfg: ModelConfig, W: Weights, ids: number[], st
   const resid = new Float64Array(P * D);
   for (let i = 0; i < P * D; i++) resid[i] = embed[i] + pos[i];
 
-  const addSteer = (l: number, point: SteerPoint, x: Float64Array) => {
-    const s = steer.get(`${l}:${point}`);
-    if (s) for (let p = 0; p < P; p++) for (let d = 0; d < D; d++) x[p * D + d] += s.length === D ? s[d] : s[p * D + d];
-    // Then the operator, from its definition: the component along û (a = x·û) becomes a − max(a − value, floor).
-    const op = opts.project?.get(`${l}:${point}`);
-    if (!op) return;
-    for (let p = 0; p < P; p++) {
-      const u = op.dir.length === D ? op.dir : op.dir.subarray(p * D, (p + 1) * D);
-      if (!u.some((v) => v !== 0)) continue;
-      let a = 0;
-      for (let d = 0; d < D; d++) a += x[p * D + d] * u[d];
-      const remove = Math.max(a - op.value, op.floor);
-      for (let d = 0; d < D; d++) x[p * D + d] -= remove * u[d];
-    }
-  };
+  const addSteer = (l: number, point: SteerPoint, x: Float64Array) => steerAt(`${l}:${point}`, x, P, D, steer, opts);
 
   /** Returns [normalized, scale]; TransformerLens: scale = sqrt(mean((x-mean)^2) + eps). */
   const layerNorm = (x: Float64Array): [Float64Array, Float64Array] => {
@@ -211,4 +197,24 @@ function erf(x: number): number {
   for (let n = 60; n >= 1; n--) f = n / 2 / (ax + f);
   const erfc = Math.exp(-ax * ax) / Math.sqrt(Math.PI) / (ax + f);
   return Math.sign(x) * (1 - erfc);
+}
+
+/**
+ * What the steering inputs do at one point (key `${layer}:${point}`), from their definitions: the addition ([D] for
+ * every position, or [P·D]), then the operator, under which the component along û (a = x·û) becomes
+ * a − max(a − value, floor). Shared by both reference forwards.
+ */
+export function steerAt(key: string, x: Float64Array, P: number, D: number, steer: ReferenceSteer, opts: ReferenceOptions): void {
+  const s = steer.get(key);
+  if (s) for (let p = 0; p < P; p++) for (let d = 0; d < D; d++) x[p * D + d] += s.length === D ? s[d] : s[p * D + d];
+  const op = opts.project?.get(key);
+  if (!op) return;
+  for (let p = 0; p < P; p++) {
+    const u = op.dir.length === D ? op.dir : op.dir.subarray(p * D, (p + 1) * D);
+    if (!u.some((v) => v !== 0)) continue;
+    let a = 0;
+    for (let d = 0; d < D; d++) a += x[p * D + d] * u[d];
+    const remove = Math.max(a - op.value, op.floor);
+    for (let d = 0; d < D; d++) x[p * D + d] -= remove * u[d];
+  }
 }
