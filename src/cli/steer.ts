@@ -13,7 +13,7 @@
 import { ResidualError } from '../engine/errors';
 import { hookName } from '../engine/hooks';
 import { RESID_POINTS, STEER_OPS, type SteeringSpec, type SteeringVector, type SteerPointName, type TopToken } from '../engine/results';
-import { compareGeneration, meanResidNorm, nextTokenEffect, steerScale, parsePositions } from '../engine/steering/steer';
+import { compareGeneration, generatedOnlyEffect, nextTokenEffect, parsePositions } from '../engine/steering/steer';
 import { steeringVectorFromGguf } from '../engine/steering/gguf';
 import { featureVector, l2, loadVectorFile } from '../engine/steering/vectors';
 import { parseFlags, usageOf, type CommandSpec, type Flags } from './args';
@@ -142,14 +142,7 @@ export async function steerCommand(args: string[], io: Io = processIo()): Promis
     // "generated": from the first position after the prompt, so only what --generate adds is steered.
     if (positionsArg === 'generated') positions = { kind: 'from', pos: model.tokenizer.encodeForModel(text).ids.length };
     const spec: SteeringSpec = { vector: vec.vector, layer, point, strength, relative: f.bool('relative'), positions, op, ...(opValue !== undefined ? { value: opValue } : {}) };
-    // With "generated" the next token after the prompt is not steered: its effect is the baseline's (+0 changes nothing),
-    // and the scale shown is the one generation applies.
-    const generatedOnly = positionsArg === 'generated';
-    const effect = await nextTokenEffect(model, text, generatedOnly ? { ...spec, op: 'add', strength: 0, positions: { kind: 'all' } } : spec, k);
-    if (generatedOnly) {
-      const ids = model.tokenizer.encodeForModel(text).ids;
-      effect.scale = op === 'add' ? steerScale(spec, spec.relative ? await meanResidNorm(model, ids, layer, point) : undefined) : 0;
-    }
+    const effect = positionsArg === 'generated' ? await generatedOnlyEffect(model, text, spec, k) : await nextTokenEffect(model, text, spec, k);
     let gen: Awaited<ReturnType<typeof compareGeneration>> | undefined;
     if (generateN !== undefined) gen = await compareGeneration(model, text, settings, spec);
     const nonFinite = effect.nonFinite || !!gen?.steered.nonFinite;

@@ -10,7 +10,7 @@ import * as vscode from 'vscode';
 import { ResidualError } from '../engine/errors';
 import type { Model } from '../engine/model';
 import type { SteeringSpec, SteeringVector } from '../engine/results';
-import { compareGeneration, meanResidNorm, nextTokenEffect, parsePositions, steerScale, sweep } from '../engine/steering/steer';
+import { compareGeneration, generatedOnlyEffect, meanResidNorm, nextTokenEffect, parsePositions, steerScale, sweep } from '../engine/steering/steer';
 import { controlVectorLayer, steeringVectorFromGguf, writeControlVector } from '../engine/steering/gguf';
 import { contrastiveVector, featureVector, loadVectorFile, parsePairs, saveVectorFile } from '../engine/steering/vectors';
 import type { SteerSettings, SteeringEvent, SteeringRequests, SteeringState, ToSteering } from '../protocol';
@@ -86,16 +86,8 @@ export class SteeringPanel extends PanelHost<SteeringRequests, SteeringEvent, { 
         run: async (p, job) => {
           const model = await this.models.get();
           const spec = this.spec(p.settings, model);
-          // Steering only generated tokens leaves the next token after the prompt as it was: its effect is the baseline.
-          const generatedOnly = p.settings.positions.trim() === 'generated';
-          const asSeen = generatedOnly ? { ...spec, op: 'add' as const, strength: 0, positions: { kind: 'all' as const } } : spec;
-          const effect = await nextTokenEffect(model, this.needPrompt(), asSeen, 10, { cancel: job.token });
-          // The scale shown is the one generation applies to the generated tokens.
-          if (generatedOnly && (spec.op ?? 'add') === 'add') {
-            const ids = model.tokenizer.encodeForModel(this.needPrompt()).ids;
-            effect.scale = steerScale(spec, spec.relative ? await meanResidNorm(model, ids, spec.layer, spec.point, job.token) : undefined);
-          }
-          return { effect, settings: p.settings };
+          const effectOf = p.settings.positions.trim() === 'generated' ? generatedOnlyEffect : nextTokenEffect;
+          return { effect: await effectOf(model, this.needPrompt(), spec, 10, { cancel: job.token }), settings: p.settings };
         },
       },
       'steer/generate': {

@@ -232,6 +232,18 @@ function encodePrompt(model: Model, text: string, what = 'input'): number[] {
 // ---- Next-token effect -------------------------------------------------------------------------------------------
 
 /**
+ * The next-token effect when only the generated tokens are steered (positions from the prompt's end): the token after
+ * the prompt is not steered, so its effect is the baseline's (adding +0 changes nothing), and the scale reported is
+ * the one generation applies.
+ */
+export async function generatedOnlyEffect(model: Model, text: string, spec: SteeringSpec, k: number, opts: { cancel?: CancelToken } = {}): Promise<NextTokenEffect> {
+  const effect = await nextTokenEffect(model, text, { ...spec, op: 'add', strength: 0, relative: false, positions: { kind: 'all' } }, k, opts);
+  if ((spec.op ?? 'add') !== 'add') return { ...effect, scale: 0 };
+  const ids = model.tokenizer.encodeForModel(text).ids;
+  return { ...effect, scale: steerScale(spec, spec.relative ? await meanResidNorm(model, ids, spec.layer, spec.point, opts.cancel) : undefined) };
+}
+
+/**
  * The next-token distribution at the last position of `text`, unsteered and steered: top-k of each, KL(baseline ‖
  * steered), and both probabilities of every token in either top-k. A steered run that produces NaN/Inf (or whose
  * additions overflow) gives `nonFinite: true`, an empty `steered` and kl NaN; the baseline is always returned.
