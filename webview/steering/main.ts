@@ -294,7 +294,7 @@ function generationSection(): HTMLElement {
       if (warn) d.append(el('div', 'notice warning', 'Stopped: the model produced NaN/Inf.'));
       return d;
     };
-    body.append(side('Baseline', r.baseline.text, 'gen-baseline', r.baseline.nonFinite), side(`Steered (×${generation.settings.strength}${generation.settings.relative ? ' mean norm' : ''} at blocks.${generation.settings.layer})`, r.steered.text, 'gen-steered', r.steered.nonFinite));
+    body.append(side('Baseline', r.baseline.text, 'gen-baseline', r.baseline.nonFinite), side(`Steered (${steeredLabel(generation.settings)})`, r.steered.text, 'gen-steered', r.steered.nonFinite));
     const meta = el('p', 'hint', `${r.settings.temperature === 0 ? 'greedy' : `temperature ${r.settings.temperature}, top-p ${r.settings.topP}`}, seed ${r.settings.seed}, ${r.tokensPerSecond.toFixed(1)} tokens/s with the KV cache`);
     const wrap = el('div');
     wrap.append(body, meta);
@@ -384,5 +384,20 @@ function opText(s: SteerSettings, scale: number): string {
       return `the component along the vector set to ${s.value}`;
     case 'cap':
       return `the component along the vector capped at ${s.value}`;
+  }
+}
+
+/** The steered side's heading: "×4 at blocks.3", "×0.5 mean norm at blocks.3", "ablated at blocks.3", "set to 2 at blocks.3". */
+function steeredLabel(s: SteerSettings): string {
+  const at = `at blocks.${s.layer}${s.positions.trim() === 'generated' ? ', generated tokens' : ''}`;
+  switch (s.op ?? 'add') {
+    case 'add':
+      return `×${s.strength}${s.relative ? ' mean norm' : ''} ${at}`;
+    case 'ablate':
+      return `ablated ${at}`;
+    case 'set':
+      return `set to ${s.value} ${at}`;
+    case 'cap':
+      return `capped at ${s.value} ${at}`;
   }
 }
