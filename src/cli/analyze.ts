@@ -4,7 +4,7 @@
 import { analyze, type Analysis } from '../engine/analysis';
 import { checkParity, parityLine } from '../engine/parity';
 import { parseFlags, usageOf, type CommandSpec, type Flags } from './args';
-import { loadModel, MODEL_FLAGS, processIo, readText, release, type Io } from './common';
+import { loadModel, MODEL_FLAGS, precisionOf, processIo, readText, release, type Io } from './common';
 
 export const ANALYZE: CommandSpec = {
   name: 'analyze',
@@ -18,7 +18,7 @@ export const ANALYZE: CommandSpec = {
     top: { value: 'K', help: 'next tokens and logit-lens tokens per position to show (default 5)' },
     'lens-gflop': { value: 'G', help: 'compute budget of the per-position logit lens in GFLOP (0: no limit); beyond it the lens covers the last positions only' },
     parity: { help: 'also run a short probe prompt through an independent float64 reference forward and print the largest differences (JSON: parity)' },
-    precision: { value: 'auto|float32|float16', help: 'weight precision inside ONNX Runtime (default auto: float16 on a WebGPU adapter with shader-f16, else float32)' },
+    precision: MODEL_FLAGS.precision,
     providers: MODEL_FLAGS.providers,
     'skip-memory-check': MODEL_FLAGS['skip-memory-check'],
     'check-memory': MODEL_FLAGS['check-memory'],
@@ -36,7 +36,7 @@ export async function analyzeCommand(args: string[], io: Io = processIo()): Prom
   const maxTokens = f.int('max-tokens', { min: 1 });
   const k = f.int('top', { min: 1 }) ?? 5;
   const lensGflop = f.num('lens-gflop', { min: 0, note: '0: no limit' });
-  const precision = f.choice('precision', ['auto', 'float32', 'float16'] as const) ?? 'auto';
+  const precision = precisionOf(f);
   const text = readText(f, io);
   const model = await loadModel(f, io, { precision });
   // Set once the result is printed: a failure to dispose after that is a warning, not a failed run (common.ts release).

@@ -46,6 +46,7 @@ export const MODEL_FLAGS: Record<string, FlagSpec> = {
   model: { value: 'DIR', help: 'the model folder (config.json, tokenizer.json, *.safetensors) — required' },
   text: { value: 'TEXT', help: 'the text to run — required; "-" reads standard input' },
   providers: { value: 'LIST', help: `execution providers to try in order, comma-separated: ${PROVIDERS.join(', ')} (default ${DEFAULT_PROVIDERS.join(',')})` },
+  precision: { value: 'auto|float32|float16', help: 'weight precision inside ONNX Runtime (default auto: float16 on a WebGPU adapter with shader-f16, else float32)' },
   'skip-memory-check': { help: 'load even when the memory estimate says the model will not fit (the check is on by default)' },
   'check-memory': { help: 'accepted for older scripts; the memory check is always on unless --skip-memory-check' },
 };
@@ -63,6 +64,11 @@ export function readText(f: Flags, io: Io): string {
     if (text.length === 0) f.fail('--text -: standard input is empty');
   }
   return text;
+}
+
+/** `--precision auto|float32|float16` (default auto). */
+export function precisionOf(f: Flags): WeightPrecision | 'auto' {
+  return f.choice('precision', ['auto', 'float32', 'float16'] as const) ?? 'auto';
 }
 
 /** `--providers LIST` as given, or undefined for the default order (where a GPU provider is used only on a real GPU). */

@@ -5,7 +5,7 @@
 import { directLogitAttribution, tokenIdOf } from '../engine/dla';
 import type { DlaResult } from '../engine/results';
 import { parseFlags, usageOf, type CommandSpec, type Flags } from './args';
-import { loadModel, MODEL_FLAGS, processIo, readText, release, type Io } from './common';
+import { loadModel, MODEL_FLAGS, precisionOf, processIo, readText, release, type Io } from './common';
 
 export const DLA: CommandSpec = {
   name: 'dla',
@@ -19,7 +19,7 @@ export const DLA: CommandSpec = {
     position: { value: 'P', help: 'the position whose prediction is attributed, 0-based (default: the last)' },
     'top-neurons': { value: 'K', help: 'how many of the largest MLP neurons to list (default 10; not added to the sum)' },
     json: { help: 'print the JSON of CLI.md instead of a table' },
-    precision: { value: 'auto|float32|float16', help: 'weight precision inside ONNX Runtime (default auto)' },
+    precision: MODEL_FLAGS.precision,
     providers: MODEL_FLAGS.providers,
     'skip-memory-check': MODEL_FLAGS['skip-memory-check'],
     'check-memory': MODEL_FLAGS['check-memory'],
@@ -39,7 +39,7 @@ export async function dlaCommand(args: string[], io: Io = processIo()): Promise<
   if (contrastText !== undefined && targetText === undefined) f.fail('--contrast needs --target (the difference is target − contrast)');
   const position = f.int('position', { min: 0 });
   const topNeurons = f.int('top-neurons', { min: 0 }) ?? 10;
-  const precision = f.choice('precision', ['auto', 'float32', 'float16'] as const) ?? 'auto';
+  const precision = precisionOf(f);
   const text = readText(f, io);
   const model = await loadModel(f, io, { precision });
   let done = false;

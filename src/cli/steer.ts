@@ -18,7 +18,7 @@ import { steeringVectorFromGguf } from '../engine/steering/gguf';
 import { featureVector, l2, loadVectorFile } from '../engine/steering/vectors';
 import { parseFlags, usageOf, type CommandSpec, type Flags } from './args';
 import { checkInputFolder } from '../engine/files';
-import { loadModel, MODEL_FLAGS, processIo, readText, release, type Io } from './common';
+import { loadModel, MODEL_FLAGS, precisionOf, processIo, readText, release, type Io } from './common';
 
 const WHAT = 'residual steer';
 
@@ -46,7 +46,7 @@ export const STEER: CommandSpec = {
     'top-p': { value: 'P', help: 'nucleus sampling mass, in (0, 1] (default 1)' },
     top: { value: 'K', help: 'next tokens to show (default 10)' },
     json: { help: 'print the JSON of CLI.md instead of a text summary' },
-    precision: { value: 'auto|float32|float16', help: 'weight precision inside ONNX Runtime (default auto: float16 on a WebGPU adapter with shader-f16, else float32)' },
+    precision: MODEL_FLAGS.precision,
     providers: MODEL_FLAGS.providers,
     'skip-memory-check': MODEL_FLAGS['skip-memory-check'],
     'check-memory': MODEL_FLAGS['check-memory'],
@@ -111,7 +111,7 @@ export async function steerCommand(args: string[], io: Io = processIo()): Promis
   }
   const text = readText(f, io);
 
-  const model = await loadModel(f, io, { precision: f.choice('precision', ['auto', 'float32', 'float16'] as const) ?? 'auto' });
+  const model = await loadModel(f, io, { precision: precisionOf(f) });
   // Set once the result is printed: a failure to dispose after that is a warning, not a failed run (common.ts release).
   let done = false;
   try {

@@ -11,6 +11,7 @@ import { compareAnalyses } from '../engine/layers/compare';
 import { activationPatching, suggestCorruption } from '../engine/layers/patching';
 import { trackLensTarget } from '../engine/lensTarget';
 import { parseHookName } from '../engine/hooks';
+import type { Model } from '../engine/model';
 import { patchscope } from '../engine/patchscope';
 import type { Analysis, ResidPoint } from '../engine/results';
 import { unescapeTokenInput } from '../engine/tokenizer';
@@ -57,8 +58,7 @@ export class ActivationsPanel extends PanelHost<ActivationsRequests, Activations
         scope: 'lens',
         run: async (p) => {
           const a = this.need().analysis;
-          const model = await this.models.get();
-          if (model.info.dir !== a.model.dir) throw new ResidualError(`the model changed since this analysis (now ${model.info.name}): re-run the analysis first`, 'lens target');
+          const model = await this.modelOf(a, 'lens target');
           return trackLensTarget(model, a, p.position, p.text);
         },
       },
@@ -88,8 +88,7 @@ export class ActivationsPanel extends PanelHost<ActivationsRequests, Activations
         scope: 'dla',
         run: async (p, job) => {
           const a = this.need().analysis;
-          const model = await this.models.get();
-          if (model.info.dir !== a.model.dir) throw new ResidualError(`the model changed since this analysis (now ${model.info.name}): re-run the analysis first`, 'logit attribution');
+          const model = await this.modelOf(a, 'logit attribution');
           // Typed like the lens target: \n, ⏎ and \t stand for the whitespace tokens.
           const tokenOf = (text: string | undefined, what: string) => (text ? tokenIdOf(model, unescapeTokenInput(text), what) : undefined);
           return directLogitAttribution(model, a.tokens.map((t) => t.id), { target: tokenOf(p.target, 'target'), contrast: tokenOf(p.contrast, 'contrast'), position: p.position, cancel: job.token });
@@ -99,8 +98,7 @@ export class ActivationsPanel extends PanelHost<ActivationsRequests, Activations
         scope: 'patchscope',
         run: async (p, job) => {
           const a = this.need().analysis;
-          const model = await this.models.get();
-          if (model.info.dir !== a.model.dir) throw new ResidualError(`the model changed since this analysis (now ${model.info.name}): re-run the analysis first`, 'patchscope');
+          const model = await this.modelOf(a, 'patchscope');
           const readout = a.readouts[p.readout];
           const parsed = readout && parseHookName(readout.hook);
           if (!parsed || parsed.layer === null) throw new ResidualError(`read-out ${p.readout} does not exist`, 'patchscope');
@@ -119,6 +117,13 @@ export class ActivationsPanel extends PanelHost<ActivationsRequests, Activations
       },
     });
     this.disposables.push(this.heat);
+  }
+
+  /** The loaded model, which must be the one the analysis ran on. */
+  private async modelOf(a: Analysis, what: string): Promise<Model> {
+    const model = await this.models.get();
+    if (model.info.dir !== a.model.dir) throw new ResidualError(`the model changed since this analysis (now ${model.info.name}): re-run the analysis first`, what);
+    return model;
   }
 
   private need(): Analysed {

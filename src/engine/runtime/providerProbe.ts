@@ -206,7 +206,12 @@ export function explainFailure(provider: string, error: string, native: readonly
     if (lacking) return `the Vulkan driver is too old for WebGPU (it lacks ${lacking[1]})`;
     if (/No supported adapters|no WebGPU adapter/i.test(error)) return 'no WebGPU adapter (no GPU with a Vulkan, Metal or Direct3D 12 driver)';
   }
-  const first = error.split('\n')[0];
+  return ortSentence(error);
+}
+
+/** ONNX Runtime's messages start with a source path and a C++ lambda; keep the sentence a user can act on. */
+export function ortSentence(message: string): string {
+  const first = message.split('\n')[0];
   const i = first.search(/Failed to |Could not |cannot |not supported/i);
   return i > 0 ? first.slice(i) : first;
 }

@@ -18,7 +18,7 @@ import { cacheLimitBytes, defaultCacheDir, maybePrune, ONNX_KIND, recordEntry, s
 import { ResidualError } from '../errors';
 import { checkInputFile } from '../files';
 import type { AdapterInfo, ProviderAttempt } from '../results';
-import { probeProviders, providerDecision } from './providerProbe';
+import { ortSentence, probeProviders, providerDecision } from './providerProbe';
 
 // onnxruntime-node is loaded lazily: the native binding costs time and some hosts (tests of pure maths) never need it.
 let ortModule: typeof import('onnxruntime-node') | undefined;
@@ -264,9 +264,6 @@ export function silenceOrt(): void {
   ort().env.logLevel = 'fatal';
 }
 
-/** ONNX Runtime's messages start with a source path and a C++ lambda; keep the sentence a user can act on. */
 function cleanReason(e: unknown): string {
-  const msg = (e instanceof Error ? e.message : String(e)).split('\n')[0];
-  const i = msg.search(/Failed to |Could not |cannot |not supported/i);
-  return i > 0 ? msg.slice(i) : msg;
+  return ortSentence(e instanceof Error ? e.message : String(e));
 }
