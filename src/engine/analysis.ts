@@ -2,6 +2,7 @@
  * "Analyze Selection" as plain data: tokens with offsets, the next-token prediction, per-layer residual statistics
  * and the logit lens at every layer and position. Both the extension and the CLI return exactly this.
  */
+import { chatSpans, renderChatPrompt, templateTokenCount, type ChatTemplate } from './chat';
 import type { CancelToken } from './errors';
 import { ResidualError, throwIfCancelled } from './errors';
 import { hookName, type HookName } from './hooks';
@@ -24,6 +25,8 @@ export interface AnalyzeOptions {
    */
   lensFlops?: number;
   cancel?: CancelToken;
+  /** Wrap the text as a user turn in this chat template (see chat.ts); template tokens are marked in `tokens`. */
+  chat?: ChatTemplate;
 }
 
 /** Default lens budget in GFLOP: about a second on two CPU cores; all 128 positions of GPT-2 small fit. */
@@ -46,9 +49,15 @@ export async function analyze(model: Model, text: string, opts: AnalyzeOptions =
   // first token of the cut text may be a fragment, so it is dropped.
   const maxChars = limit * 64;
   const cut = text.length > maxChars ? text.length - maxChars : 0;
-  const enc = model.tokenizer.encode(cut ? text.slice(cut) : text);
-  let tokens = enc.tokens.map((t) => (cut ? { ...t, start: t.start + cut, end: t.end + cut } : t));
-  if (cut) tokens = tokens.slice(1);
+  const kept = cut ? text.slice(cut) : text;
+  // In chat form the template's tokens come first; the selection's offsets are mapped back from the rendered text.
+  const prompt = opts.chat ? renderChatPrompt(opts.chat, kept) : undefined;
+  const enc = model.tokenizer.encode(prompt ? prompt.text : kept);
+  let tokens = (prompt ? chatSpans(prompt, enc.tokens) : enc.tokens).map((t) => (cut ? { ...t, start: t.start + cut, end: t.end + cut } : t));
+  if (cut) {
+    const fragment = tokens.findIndex((t) => !t.template);
+    tokens = tokens.filter((_, i) => i !== fragment);
+  }
   const tokenizeMs = performance.now() - t0;
   if (tokens.length === 0) throw new ResidualError('the selection produced no tokens', 'input');
   let truncated: Analysis['truncated'];
@@ -56,9 +65,13 @@ export async function analyze(model: Model, text: string, opts: AnalyzeOptions =
     // Keep the end: the prediction after the last token is what the panels are about.
     const total = cut ? undefined : tokens.length;
     tokens = tokens.slice(Math.max(0, tokens.length - limit));
-    truncated = { kept: tokens.length, firstChar: tokens[0].start, total };
+    truncated = { kept: tokens.length, firstChar: (tokens.find((t) => !t.template) ?? tokens[0]).start, total };
   }
-  if (bos) tokens = model.tokenizer.withBos({ ids: [], tokens }).tokens;
+  // Not when the text (or the chat template) already starts with it.
+  if (bos && tokens[0].id !== model.tokenizer.bosId) {
+    tokens = model.tokenizer.withBos({ ids: [], tokens }).tokens;
+    if (prompt) tokens[0] = { ...tokens[0], template: true };
+  }
   const ids = tokens.map((t) => t.id);
   const P = ids.length;
   const L = c.nLayers;
@@ -173,6 +186,7 @@ export async function analyze(model: Model, text: string, opts: AnalyzeOptions =
     text,
     tokens,
     truncated,
+    ...(prompt ? { chat: { template: prompt.source, added: templateTokenCount(tokens) } } : {}),
     top,
     readouts,
     residNorm,

@@ -35,6 +35,8 @@ export interface TokenSpan {
   text: string;
   start: number;
   end: number;
+  /** Added by a chat template (see chat.ts), not part of the selection. */
+  template?: boolean;
 }
 
 const SUPPORTED_MODELS = ['BPE', 'Unigram', 'WordPiece'];
@@ -412,7 +414,8 @@ export class Tokenizer {
    */
   encodeForModel(text: string): { ids: number[]; tokens: TokenSpan[] } {
     const enc = this.encode(text);
-    return this.prependsBos ? this.withBos(enc) : enc;
+    // A text that already starts with it (a rendered chat template writes it) does not get a second one.
+    return this.prependsBos && enc.ids[0] !== this.bosId ? this.withBos(enc) : enc;
   }
 
   /** Puts `bosId` in front of an encoding (span 0..0, no text). */

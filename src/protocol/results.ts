@@ -9,6 +9,8 @@ export interface TokenSpan {
   text: string;
   start: number;
   end: number;
+  /** Added by the chat template (the text was wrapped as a user turn): covers none of the selection (start = end). */
+  template?: boolean;
 }
 
 export interface ModelInfo {
@@ -102,6 +104,11 @@ export interface Analysis {
    * were analysed. `total` is the full token count when it was computed (very long texts are cut before tokenizing).
    */
   truncated?: { kept: number; firstChar: number; total?: number };
+  /**
+   * Set when the text was wrapped as a user turn in the model's chat template: the file the template came from and
+   * how many tokens it added (those have `template: true`). Token offsets still refer to `text`, the selection.
+   */
+  chat?: { template: string; added: number };
   top: TopToken[];
   readouts: Readout[];
   /** ‖resid‖₂ per readout and position: [readout][pos]. */
