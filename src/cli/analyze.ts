@@ -4,7 +4,7 @@
 import { analyze, type Analysis } from '../engine/analysis';
 import { checkParity, parityLine } from '../engine/parity';
 import { parseFlags, usageOf, type CommandSpec, type Flags } from './args';
-import { loadModel, MODEL_FLAGS, precisionOf, processIo, readText, release, type Io } from './common';
+import { chatTemplateOf, loadModel, MODEL_FLAGS, precisionOf, processIo, readText, release, type Io } from './common';
 
 export const ANALYZE: CommandSpec = {
   name: 'analyze',
@@ -13,6 +13,7 @@ export const ANALYZE: CommandSpec = {
   flags: {
     model: MODEL_FLAGS.model,
     text: MODEL_FLAGS.text,
+    chat: MODEL_FLAGS.chat,
     json: { help: 'print the JSON of CLI.md instead of a text summary' },
     'max-tokens': { value: 'N', help: 'analyse at most the last N tokens (default: the model context)' },
     top: { value: 'K', help: 'next tokens and logit-lens tokens per position to show (default 5)' },
@@ -45,6 +46,7 @@ export async function analyzeCommand(args: string[], io: Io = processIo()): Prom
     const V = model.config.vocabSize;
     if (k > V) f.fail(`--top ${k} is more than the model's vocabulary (${V} tokens)`);
     const a = await analyze(model, text, {
+      chat: chatTemplateOf(f, model),
       maxTokens,
       topK: k,
       lensK: k,
@@ -69,6 +71,8 @@ export function toJson(a: Analysis) {
     attempts: (a.attempts ?? []).map(({ provider, ok, reason, warning }) => ({ provider, ok, ...(reason ? { reason } : {}), ...(warning ? { warning } : {}) })),
     tokens: a.tokens,
     truncated: a.truncated ?? null,
+    // With --chat: the template's file and how many tokens it added (marked `template: true` in tokens).
+    chat: a.chat ?? null,
     top: a.top,
     // Per block: the statistics of analysis.ts plus MLP sparsity, and the spectral entropy and massive activations
     // of the block's output (its resid_post read-out).
@@ -92,7 +96,8 @@ export function toJson(a: Analysis) {
 function toText(a: Analysis): string {
   const lines = [
     `model ${a.model.name} (${a.model.n_layers} layers, d_model ${a.model.d_model}) on ${a.provider}`,
-    `tokens (${a.tokens.length}): ${a.tokens.map((t) => JSON.stringify(t.text)).join(' ')}`,
+    `tokens (${a.tokens.length}): ${a.tokens.map((t) => (t.template ? `[${JSON.stringify(t.text)}]` : JSON.stringify(t.text))).join(' ')}`,
+    ...(a.chat ? [`chat template: ${a.chat.added} tokens added (in brackets), from ${a.chat.template}`] : []),
     `next token: ${a.top.map((t) => `${JSON.stringify(t.text)} ${(t.prob * 100).toFixed(1)}%`).join(', ')}`,
     'logit lens at the last position:',
     ...a.readouts.map((r, i) => `  ${r.hook.padEnd(26)} ${a.lens[i][a.tokens.length - 1].map((t) => JSON.stringify(t.text)).join(' ')}`),

@@ -5,6 +5,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { renderChatPrompt, requireChatTemplate, type ChatTemplate } from '../engine/chat';
 import { errorMessage, ResidualError } from '../engine/errors';
 import { checkOutputFile, kindOf } from '../engine/files';
 import { Model } from '../engine/model';
@@ -46,6 +47,7 @@ export const MODEL_FLAGS: Record<string, FlagSpec> = {
   model: { value: 'DIR', help: 'the model folder (config.json, tokenizer.json, *.safetensors) — required' },
   text: { value: 'TEXT', help: 'the text to run — required; "-" reads standard input' },
   providers: { value: 'LIST', help: `execution providers to try in order, comma-separated: ${PROVIDERS.join(', ')} (default ${DEFAULT_PROVIDERS.join(',')})` },
+  chat: { help: "wrap the text as a user turn in the model's chat template (tokenizer_config.json chat_template), with the assistant's generation prompt after it" },
   precision: { value: 'auto|float32|float16', help: 'weight precision inside ONNX Runtime (default auto: float16 on a WebGPU adapter with shader-f16, else float32)' },
   'skip-memory-check': { help: 'load even when the memory estimate says the model will not fit (the check is on by default)' },
   'check-memory': { help: 'accepted for older scripts; the memory check is always on unless --skip-memory-check' },
@@ -64,6 +66,17 @@ export function readText(f: Flags, io: Io): string {
     if (text.length === 0) f.fail('--text -: standard input is empty');
   }
   return text;
+}
+
+/** With `--chat`, the model's chat template (an error when it has none), else undefined. */
+export function chatTemplateOf(f: Flags, model: Model): ChatTemplate | undefined {
+  return f.bool('chat') ? requireChatTemplate(path.dirname(model.checkpoint.tokenizerPath)) : undefined;
+}
+
+/** The text the model runs: with `--chat`, the text rendered as a user turn in its chat template. */
+export function promptOf(f: Flags, model: Model, text: string): string {
+  const chat = chatTemplateOf(f, model);
+  return chat ? renderChatPrompt(chat, text).text : text;
 }
 
 /** `--precision auto|float32|float16` (default auto). */

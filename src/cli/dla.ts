@@ -5,7 +5,7 @@
 import { directLogitAttribution, tokenIdOf } from '../engine/dla';
 import type { DlaResult } from '../engine/results';
 import { parseFlags, usageOf, type CommandSpec, type Flags } from './args';
-import { loadModel, MODEL_FLAGS, precisionOf, processIo, readText, release, type Io } from './common';
+import { loadModel, MODEL_FLAGS, promptOf, precisionOf, processIo, readText, release, type Io } from './common';
 
 export const DLA: CommandSpec = {
   name: 'dla',
@@ -14,6 +14,7 @@ export const DLA: CommandSpec = {
   flags: {
     model: MODEL_FLAGS.model,
     text: MODEL_FLAGS.text,
+    chat: MODEL_FLAGS.chat,
     target: { value: 'TOKEN', help: 'the token whose logit is attributed, as text (one token, often with its leading space); default the top prediction' },
     contrast: { value: 'TOKEN', help: 'attribute the logit difference target − contrast (needs --target)' },
     position: { value: 'P', help: 'the position whose prediction is attributed, 0-based (default: the last)' },
@@ -40,10 +41,12 @@ export async function dlaCommand(args: string[], io: Io = processIo()): Promise<
   const position = f.int('position', { min: 0 });
   const topNeurons = f.int('top-neurons', { min: 0 }) ?? 10;
   const precision = precisionOf(f);
-  const text = readText(f, io);
+  const selection = readText(f, io);
   const model = await loadModel(f, io, { precision });
   let done = false;
   try {
+    // With --chat, the model runs the text as a user turn of its chat template.
+    const text = promptOf(f, model, selection);
     const ids = model.tokenizer.encodeForModel(text).ids;
     if (ids.length > model.config.nCtx) f.fail(`--text is ${ids.length} tokens, more than the model's context of ${model.config.nCtx}`);
     if (position !== undefined && position >= ids.length) f.fail(`--position ${position} does not exist: the text has ${ids.length} tokens (positions 0..${ids.length - 1})`);

@@ -21,7 +21,7 @@ import { checkGraphOutput, toGraphJson, writeGraphFiles } from '../engine/circui
 import { pruneGraph } from '../engine/circuits/prune';
 import { loadTranscoders } from '../engine/circuits/transcoders';
 import { parseFlags, usageOf, type CommandSpec, type Flags } from './args';
-import { checkOutFlag, loadModel, MODEL_FLAGS, processIo, readText, release, type Io } from './common';
+import { checkOutFlag, loadModel, MODEL_FLAGS, promptOf, processIo, readText, release, type Io } from './common';
 
 export const GRAPH: CommandSpec = {
   name: 'graph',
@@ -32,6 +32,7 @@ export const GRAPH: CommandSpec = {
     model: MODEL_FLAGS.model,
     transcoders: { value: 'DIR', help: 'the transcoder folder (SAELens or circuit-tracer layout) — required' },
     text: MODEL_FLAGS.text,
+    chat: MODEL_FLAGS.chat,
     out: { value: 'FILE', help: 'the graph JSON to write — required unless --estimate; a new file, or a regular file to replace' },
     'node-threshold': { value: 'X', help: 'keep the nodes that carry this fraction of the influence, 0 to 1 (default 0.8)' },
     'edge-threshold': { value: 'X', help: 'keep the edges that carry this fraction of the influence, 0 to 1 (default 0.98)' },
@@ -75,7 +76,7 @@ export async function graphCommand(args: string[], io: Io = processIo()): Promis
     if (slugArg !== undefined && slugArg !== slug) f.fail(`--slug must match the --out file's name ("${slug}"): circuit-tracer's viewer opens <slug>.json`);
   }
   checkInputFolder(transcoders, 'transcoders folder');
-  const text = readText(f, io);
+  const selection = readText(f, io);
 
   // float32 always: the graph's exactness (links summing to the logit) holds for float32 activations.
   const model = await loadModel(f, io, { precision: 'float32' });
@@ -84,6 +85,8 @@ export async function graphCommand(args: string[], io: Io = processIo()): Promis
   // dispose after that is a warning, not a failed run (common.ts release).
   let done = false;
   try {
+    // With --chat, the model runs the text as a user turn of its chat template.
+    const text = promptOf(f, model, selection);
     const set = loadTranscoders(transcoders, model.config);
     attributor = new Attributor(model, set);
     const ids = model.tokenizer.encodeForModel(text).ids;

@@ -18,7 +18,7 @@ import { steeringVectorFromGguf } from '../engine/steering/gguf';
 import { featureVector, l2, loadVectorFile } from '../engine/steering/vectors';
 import { parseFlags, usageOf, type CommandSpec, type Flags } from './args';
 import { checkInputFolder } from '../engine/files';
-import { loadModel, MODEL_FLAGS, precisionOf, processIo, readText, release, type Io } from './common';
+import { loadModel, MODEL_FLAGS, promptOf, precisionOf, processIo, readText, release, type Io } from './common';
 
 const WHAT = 'residual steer';
 
@@ -30,6 +30,7 @@ export const STEER: CommandSpec = {
   flags: {
     model: MODEL_FLAGS.model,
     text: MODEL_FLAGS.text,
+    chat: MODEL_FLAGS.chat,
     feature: { value: 'LAYER:INDEX', help: 'steer along this transcoder feature (with --transcoders)' },
     transcoders: { value: 'DIR', help: 'the transcoder folder of --feature' },
     vector: { value: 'FILE', help: 'steer along a saved vector (.json + .safetensors), or a llama.cpp control vector (.gguf: the direction for --layer/--hook, else its own layer at resid_post)' },
@@ -109,12 +110,14 @@ export async function steerCommand(args: string[], io: Io = processIo()): Promis
     featureRef = { layer: Number(m[1]), index: Number(m[2]) };
     checkInputFolder(transcoders!, 'transcoders folder');
   }
-  const text = readText(f, io);
+  const selection = readText(f, io);
 
   const model = await loadModel(f, io, { precision: precisionOf(f) });
   // Set once the result is printed: a failure to dispose after that is a warning, not a failed run (common.ts release).
   let done = false;
   try {
+    // With --chat, the model runs the text as a user turn of its chat template.
+    const text = promptOf(f, model, selection);
     const c = model.config;
     let vec: SteeringVector;
     if (featureRef) {

@@ -67,9 +67,11 @@ export class ActivationsPanel extends PanelHost<ActivationsRequests, Activations
         run: async (p, job) => {
           const a = this.need().analysis;
           const model = await this.models.get();
+          // An analysis in chat form is patched in chat form: both prompts as user turns.
+          const wrap = (t: string) => (a.chat ? this.models.promptFor(model, t, true) : t);
           const { notes, ...result } = await activationPatching(
             model,
-            { clean: a.text.slice(a.truncated?.firstChar ?? 0), corrupted: p.corrupted, cleanAnswer: p.cleanAnswer, corruptedAnswer: p.corruptedAnswer, point: p.point },
+            { clean: wrap(a.text.slice(a.truncated?.firstChar ?? 0)), corrupted: wrap(p.corrupted), cleanAnswer: p.cleanAnswer, corruptedAnswer: p.corruptedAnswer, point: p.point },
             { cancel: job.token, onProgress: (done, total) => job.progress(done, total) },
           );
           this.log.appendLine(`patching: ${result.restored.length}×${result.restored[0]?.length ?? 0} runs in ${result.ms.toFixed(0)} ms`);
@@ -83,7 +85,14 @@ export class ActivationsPanel extends PanelHost<ActivationsRequests, Activations
           return { forText, suggestion: await suggestCorruption(await this.models.get(), forText) };
         },
       },
-      'patching/count': { scope: 'count', run: async (p) => ({ tokens: (await this.models.get()).tokenizer.encodeForModel(p.text).ids.length }) },
+      'patching/count': {
+        scope: 'count',
+        run: async (p) => {
+          const model = await this.models.get();
+          const text = this.last?.analysis.chat ? this.models.promptFor(model, p.text, true) : p.text;
+          return { tokens: model.tokenizer.encodeForModel(text).ids.length };
+        },
+      },
       'dla/compute': {
         scope: 'dla',
         run: async (p, job) => {
@@ -240,7 +249,7 @@ export class ActivationsPanel extends PanelHost<ActivationsRequests, Activations
           const settings = vscode.workspace.getConfiguration('residual');
           const maxTokens = settings.get<number>('maxTokens', 256);
           const lensGflop = settings.get<number>('lensGflop', DEFAULT_LENS_GFLOP);
-          return analyze(model, text, { maxTokens, lensFlops: lensGflop > 0 ? lensGflop * 1e9 : Infinity, cancel: job.token });
+          return analyze(model, text, { maxTokens, lensFlops: lensGflop > 0 ? lensGflop * 1e9 : Infinity, cancel: job.token, chat: this.models.chatTemplate(model) });
         },
       );
       throwIfCancelled(job.token); // superseded while the result was on its way
@@ -250,7 +259,7 @@ export class ActivationsPanel extends PanelHost<ActivationsRequests, Activations
       this.log.appendLine(`[${id}] ${analysis.tokens.length} tokens on ${analysis.provider} in ${analysis.timings.totalMs.toFixed(0)} ms; next: ${analysis.top.map((x) => JSON.stringify(x.text)).join(' ')}`);
       this.models.patchState({
         status: 'ready',
-        last: { preview, file, tokens: analysis.tokens.length, top: analysis.top.map((x) => ({ text: x.text, prob: x.prob })), ms: analysis.timings.totalMs, truncated: truncatedNote },
+        last: { preview, file, tokens: analysis.tokens.length, top: analysis.top.map((x) => ({ text: x.text, prob: x.prob })), ms: analysis.timings.totalMs, truncated: truncatedNote, chatAdded: analysis.chat?.added },
       });
       return { requestId: id, analysis, source: { uri: doc.uri, baseOffset: doc.offsetAt(range.start), version: doc.version }, file };
     } catch (e) {

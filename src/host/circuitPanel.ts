@@ -29,6 +29,8 @@ const TRACE = 'trace';
 
 export class CircuitPanel extends PanelHost<CircuitRequests, CircuitEvent, CircuitNotification> {
   private live: LiveGraph | undefined;
+  /** The selection the live graph was traced from (its `prompt` is the rendered chat prompt when residual.chat is on). */
+  private tracedSelection: string | undefined;
   private imported: ImportedGraph | undefined;
   private attributor: { key: string; value: Attributor; index: FeatureIndex } | undefined;
   /** Settles when the last trace has finished (cancelled or not): traces share the attributor's sessions. */
@@ -54,7 +56,8 @@ export class CircuitPanel extends PanelHost<CircuitRequests, CircuitEvent, Circu
       'circuit/intervene': { scope: 'intervene', run: (p, job) => this.intervene(p.items, p.description, job) },
       'circuit/export': { run: (p) => this.exportFile(p.pinned, p.supernodes) },
       'circuit/import': { run: () => this.pickAndImport() },
-      'circuit/steer': { run: async (p) => this.steerFeature(p.layer, p.index, this.live?.prompt) },
+      // The selection, not the rendered chat prompt: the Steering panel wraps it itself when residual.chat is on.
+      'circuit/steer': { run: async (p) => this.steerFeature(p.layer, p.index, this.live ? this.tracedSelection : undefined) },
     });
     this.disposables.push(
       vscode.workspace.onDidChangeConfiguration((e) => {
@@ -104,7 +107,9 @@ export class CircuitPanel extends PanelHost<CircuitRequests, CircuitEvent, Circu
       const attributor = this.attributorFor(model);
       const settings = vscode.workspace.getConfiguration('residual');
       const maxTokens = settings.get<number>('circuitMaxTokens', DEFAULT_CIRCUIT_MAX_TOKENS);
-      const ids = model.tokenizer.encodeForModel(text).ids;
+      // With residual.chat, the graph is of the selection as a user turn (the rendered prompt is the graph's prompt).
+      const prompt = this.models.promptFor(model, text);
+      const ids = model.tokenizer.encodeForModel(prompt).ids;
       if (ids.length === 0) throw new ResidualError('the selection produced no tokens', 'input');
       // Unlike Analyze (which keeps the last residual.maxTokens tokens), a graph is not cut silently: which tokens it
       // starts from changes every edge, and its cost grows with the length (the estimate shows how much).
@@ -152,7 +157,7 @@ export class CircuitPanel extends PanelHost<CircuitRequests, CircuitEvent, Circu
         attributor,
         graph,
         prune: pruneGraph(graph, node, edge),
-        prompt: text,
+        prompt,
         tokens: ids.map((i) => model.tokenizer.tokenText(i)),
         nodeThreshold: node,
         edgeThreshold: edge,
@@ -160,6 +165,7 @@ export class CircuitPanel extends PanelHost<CircuitRequests, CircuitEvent, Circu
         budgetMB: budget / 1e6,
         slug: `residual-${Date.now().toString(36)}`,
       };
+      this.tracedSelection = text;
       this.imported = undefined;
       this.outputs.clear();
       this.dropGraphRequests();

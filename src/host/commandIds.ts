@@ -11,6 +11,7 @@ export const COMMANDS = {
   openGraph: 'residual.openGraph',
   cancelAnalysis: 'residual.cancelAnalysis',
   showLog: 'residual.showLog',
+  toggleChat: 'residual.toggleChat',
   downloadModel: 'residual.downloadModel',
   setHubToken: 'residual.setHubToken',
   clearCache: 'residual.clearCache',

@@ -84,7 +84,8 @@ export class EditorHeat implements vscode.Disposable {
     if (!c) return;
     for (const editor of vscode.window.visibleTextEditors) {
       if (editor.document.uri.toString() !== c.source.uri.toString()) continue;
-      const finite = c.values.filter(Number.isFinite);
+      // The chat template's tokens are not in the editor; their values (a BOS's are extreme) must not set the scale.
+      const finite = c.values.filter((v, i) => Number.isFinite(v) && !c.analysis.tokens[i]?.template);
       const lo = Math.min(...finite);
       const hi = Math.max(...finite);
       const buckets: vscode.DecorationOptions[][] = this.types.map(() => []);

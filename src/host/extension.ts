@@ -63,6 +63,7 @@ export function activate(context: vscode.ExtensionContext): void {
     vscode.commands.registerCommand(COMMANDS.cancelAnalysis, () => activations.cancel()),
     vscode.commands.registerCommand(COMMANDS.clearHeat, () => activations.clearHeat()),
     vscode.commands.registerCommand(COMMANDS.showLog, () => log.show()),
+    vscode.commands.registerCommand(COMMANDS.toggleChat, () => models.toggleChat()),
     vscode.commands.registerCommand(COMMANDS.clearCache, () => clearCacheCommand(context, log)),
     ...registerDownloadCommands(context, (dir) => modelCommands.useModel(dir), log),
   );

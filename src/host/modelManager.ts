@@ -3,7 +3,9 @@
  * progress, reloads when the settings change, and shows the provider in the status bar.
  */
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import * as vscode from 'vscode';
+import { readChatTemplate, renderChatPrompt, type ChatTemplate } from '../engine/chat';
 import { errorMessage, ResidualError } from '../engine/errors';
 import { checkParity, parityLine } from '../engine/parity';
 import { Model } from '../engine/model';
@@ -41,8 +43,58 @@ export class ModelManager implements vscode.Disposable {
           if (e.affectsConfiguration('residual.providers')) resetProviderProbe();
           void this.unload();
         }
+        if (e.affectsConfiguration('residual.chat') && this.model) this.patchState({ chat: this.chatState(this.model) });
       }),
     );
+  }
+
+  /** Whether residual.chat is on. */
+  get chatOn(): boolean {
+    return vscode.workspace.getConfiguration('residual').get<boolean>('chat', false);
+  }
+
+  private chatState(model: Model): InspectorState['chat'] {
+    try {
+      return { on: this.chatOn, template: readChatTemplate(path.dirname(model.checkpoint.tokenizerPath))?.source };
+    } catch (e) {
+      return { on: this.chatOn, error: errorMessage(e) };
+    }
+  }
+
+  /** Model folders already told that they have no chat template (told once per folder). */
+  private readonly toldNoTemplate = new Set<string>();
+
+  /**
+   * The chat template selections are wrapped in: the model's own when residual.chat is on, else undefined. A model
+   * without one runs the plain selection, and the user is told once; a template file that cannot be read is an error.
+   */
+  chatTemplate(model: Model, on = this.chatOn): ChatTemplate | undefined {
+    if (!on) return undefined;
+    const dir = path.dirname(model.checkpoint.tokenizerPath);
+    const t = readChatTemplate(dir);
+    if (!t && !this.toldNoTemplate.has(dir)) {
+      this.toldNoTemplate.add(dir);
+      this.log.appendLine(`residual.chat is on, but ${dir} has no chat template: the plain selection is used`);
+      void vscode.window.showInformationMessage(`Residual: residual.chat is on, but ${model.info.name} has no chat template (tokenizer_config.json); the plain selection is used.`);
+    }
+    return t;
+  }
+
+  /**
+   * The text the model runs for a selection: rendered as a user turn when residual.chat is on (or `on`, for requests
+   * about an analysis made in chat form) and the model has a template.
+   */
+  promptFor(model: Model, text: string, on = this.chatOn): string {
+    const t = this.chatTemplate(model, on);
+    return t ? renderChatPrompt(t, text).text : text;
+  }
+
+  /** residual.chat on ↔ off, where it is set (the workspace's value when the workspace sets it). */
+  async toggleChat(): Promise<void> {
+    const cfg = vscode.workspace.getConfiguration('residual');
+    const set = cfg.inspect<boolean>('chat');
+    await cfg.update('chat', !this.chatOn, set?.workspaceValue !== undefined ? vscode.ConfigurationTarget.Workspace : vscode.ConfigurationTarget.Global);
+    this.log.appendLine(`residual.chat is now ${this.chatOn ? 'on: selections are wrapped as a user turn' : 'off'}`);
   }
 
   /** The model folder: the setting, else the bundled demo model (trained one first, random fallback second). */
@@ -141,7 +193,7 @@ export class ModelManager implements vscode.Disposable {
       }
       this.status.text = `$(pulse) ${model.provider.toUpperCase()}${adapter?.software ? ' (software)' : ''}`;
       this.status.tooltip = providerTooltip(model.info.name, model.provider, model.attempts);
-      this.setState({ status: 'ready', modelDir: dir, model: model.info, provider: model.provider, adapter, attempts: model.attempts, loadMs: model.loadMs });
+      this.setState({ status: 'ready', modelDir: dir, model: model.info, provider: model.provider, adapter, attempts: model.attempts, loadMs: model.loadMs, chat: this.chatState(model) });
       if (cfg.get<boolean>('parityCheck', true)) this.startParity(model);
       return model;
     } catch (e) {

@@ -87,7 +87,7 @@ export class SteeringPanel extends PanelHost<SteeringRequests, SteeringEvent, { 
           const model = await this.models.get();
           const spec = this.spec(p.settings, model);
           const effectOf = p.settings.positions.trim() === 'generated' ? generatedOnlyEffect : nextTokenEffect;
-          return { effect: await effectOf(model, this.needPrompt(), spec, 10, { cancel: job.token }), settings: p.settings };
+          return { effect: await effectOf(model, this.needPrompt(model), spec, 10, { cancel: job.token }), settings: p.settings };
         },
       },
       'steer/generate': {
@@ -95,7 +95,7 @@ export class SteeringPanel extends PanelHost<SteeringRequests, SteeringEvent, { 
         run: async (p, job) => {
           const model = await this.models.get();
           const spec = this.spec(p.settings, model);
-          const result = await compareGeneration(model, this.needPrompt(), { maxNewTokens: p.maxNewTokens, temperature: p.temperature, topP: p.topP, seed: p.seed }, spec, { cancel: job.token });
+          const result = await compareGeneration(model, this.needPrompt(model), { maxNewTokens: p.maxNewTokens, temperature: p.temperature, topP: p.topP, seed: p.seed }, spec, { cancel: job.token });
           return { result, settings: p.settings };
         },
       },
@@ -108,7 +108,7 @@ export class SteeringPanel extends PanelHost<SteeringRequests, SteeringEvent, { 
           if (!p.strengths.length) throw new ResidualError('give at least one strength (comma-separated numbers)', 'steering');
           return sweep(
             model,
-            this.needPrompt(),
+            this.needPrompt(model),
             spec.vector,
             { layers: p.layers, strengths: p.strengths, point: spec.point, relative: spec.relative ?? false, targetText: p.target || undefined, neutralText: p.neutral, positions: spec.positions },
             { cancel: job.token, onProgress: (done, total) => job.progress(done, total) },
@@ -153,6 +153,7 @@ export class SteeringPanel extends PanelHost<SteeringRequests, SteeringEvent, { 
     return {
       model: m ? { name: m.info.name, nLayers: m.config.nLayers, dModel: m.config.dModel } : undefined,
       prompt: this.prompt,
+      chatTemplate: m && this.models.chatOn ? this.models.state.chat?.template : undefined,
       transcoders: this.transcodersDir(),
       vector: v && {
         label: v.label,
@@ -219,7 +220,7 @@ export class SteeringPanel extends PanelHost<SteeringRequests, SteeringEvent, { 
     if (op !== 'add') throw new ResidualError(`a llama.cpp control vector is added; the ${op} operator has no llama.cpp form: set the operator to add to export`, 'steering');
     const k = controlVectorLayer(layer, point); // refused before the dialog when there is no slot
     const spec = this.spec(settings, model);
-    const strength = spec.relative ? steerScale(spec, await meanResidNorm(model, model.tokenizer.encodeForModel(this.needPrompt()).ids, layer, point)) : spec.strength;
+    const strength = spec.relative ? steerScale(spec, await meanResidNorm(model, model.tokenizer.encodeForModel(this.needPrompt(model)).ids, layer, point)) : spec.strength;
     const ws = vscode.workspace.workspaceFolders?.[0]?.uri;
     const defaultUri = ws ? vscode.Uri.joinPath(ws, `${this.vector.label.replace(/[^\w.-]+/g, '_')}.gguf`) : undefined;
     const target = await vscode.window.showSaveDialog({ defaultUri, filters: { 'llama.cpp control vector': ['gguf'] }, title: 'Residual: export for llama.cpp (--control-vector)' });
@@ -235,7 +236,7 @@ export class SteeringPanel extends PanelHost<SteeringRequests, SteeringEvent, { 
     const op = s.op ?? 'add';
     if (op === 'add' && !Number.isFinite(s.strength)) throw new ResidualError(`strength must be a number (got ${s.strength})`, 'steering');
     // "generated": from the first position after the prompt, so only what generation adds is steered.
-    const positions = s.positions.trim() === 'generated' ? { kind: 'from' as const, pos: model.tokenizer.encodeForModel(this.needPrompt()).ids.length } : parsePositions(s.positions);
+    const positions = s.positions.trim() === 'generated' ? { kind: 'from' as const, pos: model.tokenizer.encodeForModel(this.needPrompt(model)).ids.length } : parsePositions(s.positions);
     return {
       vector: this.vector.vector,
       layer: s.layer,
@@ -248,8 +249,9 @@ export class SteeringPanel extends PanelHost<SteeringRequests, SteeringEvent, { 
     };
   }
 
-  private needPrompt(): string {
+  /** The text the model runs: the prompt, as a user turn of the chat template when residual.chat is on. */
+  private needPrompt(model: Model): string {
     if (!this.prompt) throw new ResidualError('no prompt: analyse a selection first, or press "Use current selection"', 'steering');
-    return this.prompt;
+    return this.models.promptFor(model, this.prompt);
   }
 }

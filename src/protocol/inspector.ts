@@ -15,6 +15,11 @@ export interface InspectorState {
   /** The background parity check of the loaded model against the float64 reference. */
   parity?: { status: 'running' } | { status: 'done'; report: ParityReport } | { status: 'failed'; error: string };
   error?: string;
+  /**
+   * The model's chat template (the file it is read from; absent: none, or `error` when it cannot be read) and whether
+   * residual.chat wraps selections in it.
+   */
+  chat?: { on: boolean; template?: string; error?: string };
   last?: {
     preview: string;
     file?: string;
@@ -22,6 +27,8 @@ export interface InspectorState {
     top: { text: string; prob: number }[];
     ms: number;
     truncated?: string;
+    /** How many of the tokens the chat template added (the analysis was in chat form). */
+    chatAdded?: number;
   };
 }
 
@@ -43,7 +50,8 @@ export type InspectorCommand =
   | 'residual.selectModel'
   | 'residual.showActivations'
   | 'residual.openSteering'
-  | 'residual.showLog';
+  | 'residual.showLog'
+  | 'residual.toggleChat';
 export const INSPECTOR_COMMANDS: readonly InspectorCommand[] = [
   'residual.analyzeSelection',
   'residual.traceCircuit',
@@ -51,4 +59,5 @@ export const INSPECTOR_COMMANDS: readonly InspectorCommand[] = [
   'residual.showActivations',
   'residual.openSteering',
   'residual.showLog',
+  'residual.toggleChat',
 ];

@@ -34,6 +34,8 @@ export interface SteerSettings {
 export interface SteeringState {
   model?: { name: string; nLayers: number; dModel: number };
   prompt?: string;
+  /** Set when residual.chat wraps the prompt as a user turn of the model's chat template (the file it is read from). */
+  chatTemplate?: string;
   vector?: VectorInfo;
   transcoders?: string;
 }

@@ -20,6 +20,7 @@ const ext = residualExtension();
 const PROMPT = 'def add(a, b):\n    return a + b\n';
 // Each read-out × position of the lens costs 2·64·4096 FLOPs and there are 4 read-outs: this budget fits 3 positions.
 const LENS_GFLOP = (3.5 * 4 * 2 * 64 * 4096) / 1e9;
+const CHAT_TEMPLATE = "{{ bos_token }}{% for m in messages %}User: {{ m.content | trim }}\n{% endfor %}{% if add_generation_prompt %}Assistant:{% endif %}";
 const visible = (s) => s.replace(/ /g, '·').replace(/\n/g, '↵').replace(/\t/g, '→').replace(/\r/g, '␍') || '∅';
 
 describe('a Llama-family model in a real VS Code', { skip: ext ? false : 'RESIDUAL_VSIX / RESIDUAL_DEV_PATH not set (run scripts/e2e/run.sh)' }, () => {
@@ -51,6 +52,8 @@ describe('a Llama-family model in a real VS Code', { skip: ext ? false : 'RESIDU
       { seed: 7, tokenizerJson: tok, std: 0.2, dtype: 'BF16' },
     );
     writeCircuitTracerTranscoders(path.join(modelDir, 'transcoders'), randomTranscoderWeights(3, 64, 256, { seed: 3 }), { activation: 'topk', k: 8, input: 'mlp.hook_in' });
+    // A Llama-3-like chat template in plain words of the demo vocabulary, with the tokenizer's BOS from bos_token.
+    fs.writeFileSync(path.join(modelDir, 'tokenizer_config.json'), JSON.stringify({ bos_token: bos.content, chat_template: CHAT_TEMPLATE }));
     process.env.RESIDUAL_AVAILABLE_MEMORY = '1000000'; // 1 MB: every model "does not fit"
     vs = await startVSCode({ ...ext, name: 'families', workspaceFiles: { 'prompt.py': PROMPT }, settings: { 'residual.modelPath': modelDir, 'residual.lensGflop': LENS_GFLOP } });
   });
@@ -114,5 +117,40 @@ describe('a Llama-family model in a real VS Code', { skip: ext ? false : 'RESIDU
     await wv.locator('svg#graph[data-node-threshold="1"]').waitFor({ timeout: 30_000 });
     assert.ok((await wv.locator('#graph .node.feature').count()) > 0, 'feature nodes are drawn');
     await screenshot(page, 'families-circuit.png');
+  });
+  it('chat form: the Inspector\'s switch wraps the selection as a user turn; template tokens are marked, one BOS, as the CLI\'s --chat', async () => {
+    const { page } = vs;
+    const cli = JSON.parse(
+      execFileSync(process.execPath, [path.join(REPO_ROOT, 'bin', 'residual.js'), 'analyze', '--model', modelDir, '--text', 'def add(a, b):', '--chat', '--json', '--providers', 'cpu', '--skip-memory-check'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }),
+    );
+    assert.ok(cli.chat.added >= 4, JSON.stringify(cli.chat));
+    await runCommand(page, 'Residual: Open Inspector');
+    const insp = await webview(page, { title: 'Inspector', purpose: 'webviewView' });
+    await insp.locator('#chat', { hasText: 'Chat template available (tokenizer_config.json)' }).waitFor({ timeout: 30_000 });
+    await insp.locator('#chat-toggle').click();
+    await insp.locator('#chat', { hasText: 'Chat form: selections run as a user turn' }).waitFor({ timeout: 30_000 });
+    await screenshot(page, 'families-chat-inspector.png');
+
+    await openFile(page, 'prompt.py');
+    await selectLines(page, 1);
+    await contextMenu(page, 'Analyze Selection');
+    const wv = await webview(page, { title: 'Residual: Activations' });
+    await wv.locator('#app[data-state="ready"] #tokens .token.template').first().waitFor({ timeout: 60_000 });
+    const chips = await wv.locator('#tokens .token').evaluateAll((els) => els.map((e) => ({ text: e.textContent, template: e.classList.contains('template') })));
+    assert.deepEqual(chips, cli.tokens.map((t) => ({ text: visible(t.text), template: !!t.template })));
+    assert.equal(chips.filter((c) => c.text === visible(cli.tokens[0].text)).length, 1, 'one BOS');
+    assert.equal(await wv.locator('#top li code.tok').first().textContent(), visible(cli.top[0].text), 'the prediction after "Assistant:", as the CLI computes it');
+    await wv.locator('section', { hasText: `the ${cli.chat.added} dashed tokens were added by it` }).first().waitFor();
+    await wv.locator('#tokens').scrollIntoViewIfNeeded();
+    await screenshot(page, 'families-chat-tokens.png');
+
+    // Steering runs the same wrapped prompt, and says so.
+    await runCommand(page, 'Residual: Open Steering Panel');
+    const steer = await webview(page, { title: 'Residual: Steering' });
+    await steer.locator('#steer-chat', { hasText: 'Runs as a user turn' }).waitFor({ timeout: 30_000 });
+
+    // Back to plain text for what follows.
+    await runCommand(page, 'Residual: Toggle Chat Form (wrap the selection as a user turn)');
+    await insp.locator('#chat', { hasText: 'selections run as plain text' }).waitFor({ timeout: 30_000 });
   });
 });

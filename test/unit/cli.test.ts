@@ -274,3 +274,58 @@ describe('a failure to release the model', () => {
     });
   });
 });
+
+describe('--chat on analyze, dla, steer and graph', () => {
+  // A template of plain words the GPT-2 vocabulary has, with its own special token as BOS.
+  const TEMPLATE = "{{ bos_token }}{% for m in messages %}User: {{ m.content }}\n{% endfor %}{% if add_generation_prompt %}Assistant:{% endif %}";
+  const chatModel = path.join(dir, 'chat-model');
+  writeRandomGpt2(chatModel, { nLayers: 2, dModel: 16, nHeads: 2, dMlp: 32, nCtx: 32, vocabSize: 50257 }, { seed: 5, tokenizerJson: gpt2TokenizerJSON() });
+  fs.writeFileSync(path.join(chatModel, 'tokenizer_config.json'), JSON.stringify({ chat_template: TEMPLATE, bos_token: '<|endoftext|>' }));
+  const rendered = '<|endoftext|>User: Paris is in\nAssistant:';
+
+  it('analyze --chat: the rendered prompt runs; template tokens are marked and the rest keep offsets into --text', () => {
+    const chat = cli(['analyze', '--model', chatModel, '--text', 'Paris is in', '--chat', '--json', '--providers', 'cpu']);
+    assert.equal(chat.code, 0, chat.err);
+    const plain = cli(['analyze', '--model', chatModel, '--text', rendered, '--json', '--providers', 'cpu']);
+    const [j, p] = [JSON.parse(chat.out), JSON.parse(plain.out)];
+    assert.deepEqual(j.tokens.map((t: { id: number }) => t.id), p.tokens.map((t: { id: number }) => t.id));
+    assert.deepEqual(j.top, p.top);
+    assert.deepEqual(j.tokens.map((t: { template?: boolean }) => !!t.template), [true, true, true, false, false, false, true, true, true]);
+    for (const t of j.tokens.filter((x: { template?: boolean }) => !x.template)) assert.ok(t.text.endsWith('Paris is in'.slice(t.start, t.end)));
+    assert.deepEqual(j.chat, { template: path.join(chatModel, 'tokenizer_config.json'), added: 6 });
+    assert.equal(p.chat, null);
+  });
+
+  it('dla, steer and graph run the rendered prompt (graph records it as the prompt)', () => {
+    const dla = [cli(['dla', '--model', chatModel, '--text', 'Paris is in', '--chat', '--json', '--providers', 'cpu']), cli(['dla', '--model', chatModel, '--text', rendered, '--json', '--providers', 'cpu'])];
+    assert.equal(dla[0].code, 0, dla[0].err);
+    assert.deepEqual(JSON.parse(dla[0].out), JSON.parse(dla[1].out));
+    const steerArgs = ['--vector', vector(), '--layer', '1', '--strength', '3', '--json', '--providers', 'cpu'];
+    const steer = [cli(['steer', '--model', chatModel, '--text', 'Paris is in', '--chat', ...steerArgs]), cli(['steer', '--model', chatModel, '--text', rendered, ...steerArgs])];
+    assert.equal(steer[0].code, 0, steer[0].err);
+    const strip = (s: string) => ({ ...JSON.parse(s), tokens_per_second: undefined });
+    assert.deepEqual(strip(steer[0].out), strip(steer[1].out));
+    const tc = path.join(dir, 'tc-chat');
+    writeSaeLensTranscoders(tc, randomTranscoderWeights(2, 16, 24, { seed: 3 }), { activation: 'relu' });
+    const out = path.join(dir, 'chat-graph.json');
+    const g = cli(['graph', '--model', chatModel, '--transcoders', tc, '--text', 'Paris is in', '--chat', '--out', out, '--providers', 'cpu']);
+    assert.equal(g.code, 0, g.err);
+    const meta = JSON.parse(fs.readFileSync(out, 'utf8')).metadata;
+    assert.equal(meta.prompt, rendered);
+    assert.equal(meta.prompt_tokens[0], '<|endoftext|>');
+  });
+
+  it('a model without a chat template, or one that fails: one line naming the file, nothing on stdout', () => {
+    const r = cli(['analyze', '--model', model, '--text', 'hi', '--chat', '--providers', 'cpu']);
+    assert.equal(r.code, 2, r.err);
+    assert.equal(r.out, '');
+    assert.match(r.err, /^residual: .*\/m: this model has no chat template .*; run without chat\n$/);
+    const broken = path.join(dir, 'chat-broken');
+    fs.cpSync(chatModel, broken, { recursive: true });
+    fs.writeFileSync(path.join(broken, 'tokenizer_config.json'), JSON.stringify({ chat_template: "{{ raise_exception('Conversation roles must alternate') }}" }));
+    const b = cli(['steer', '--model', broken, '--text', 'hi', '--chat', '--vector', vector(), '--layer', '1', '--strength', '1', '--providers', 'cpu']);
+    assert.equal(b.code, 2);
+    assert.equal(b.out, '');
+    assert.match(b.err, /tokenizer_config\.json: the chat template failed to render: .*Conversation roles must alternate/);
+  });
+});

@@ -16,7 +16,8 @@ const MEASURES: { value: HeatMeasure; label: string }[] = [
 
 export function overview(a: Analysis, pos: number): HTMLElement {
   const root = el('div', 'overview');
-  root.append(section('Tokens', tokensView(a, pos), 'Click a token to choose the position below; double-click to select it in the editor.'));
+  const chatNote = a.chat ? ` Run as a user turn of the model's chat template: the ${a.chat.added} dashed tokens were added by it and are in no editor.` : '';
+  root.append(section('Tokens', tokensView(a, pos), `Click a token to choose the position below; double-click to select it in the editor.${chatNote}`));
   root.append(section('Next token', topView(a)));
   root.append(section('Residual stream by layer', heatmapView(a, pos)));
   root.append(section('Logit lens (top token per layer and position)', lensView(a, pos)));
@@ -51,11 +52,13 @@ export function tokensView(a: Analysis, pos: number): HTMLElement {
   const box = el('div');
   box.id = 'tokens';
   a.tokens.forEach((t, i) => {
-    const chip = el('span', i === pos ? 'token selected' : 'token', showToken(t.text));
+    const chip = el('span', `token${t.template ? ' template' : ''}${i === pos ? ' selected' : ''}`, showToken(t.text));
     chip.dataset.pos = String(i);
-    chip.title = `position ${i} · id ${t.id} · chars ${t.start}–${t.end}\nnext: ${a.target.texts[i] === undefined ? '' : JSON.stringify(a.target.texts[i])}`;
+    const where = t.template ? 'added by the chat template' : `chars ${t.start}–${t.end}`;
+    chip.title = `position ${i} · id ${t.id} · ${where}\nnext: ${a.target.texts[i] === undefined ? '' : JSON.stringify(a.target.texts[i])}`;
     chip.addEventListener('click', () => setPosition(i));
-    chip.addEventListener('dblclick', () => host.notify({ type: 'token/reveal', start: t.start, end: t.end }));
+    // The template's tokens are in no editor: nothing to select.
+    if (!t.template) chip.addEventListener('dblclick', () => host.notify({ type: 'token/reveal', start: t.start, end: t.end }));
     box.append(chip);
   });
   return box;

@@ -71,6 +71,7 @@ function render(s: InspectorState): void {
     }
     model.append(ul);
   }
+  if (s.chat) model.append(chatLine(s.chat));
   const actions = el('div', 'actions');
   actions.append(
     button('Analyze Selection', () => run('residual.analyzeSelection'), 'primary'),
@@ -89,7 +90,7 @@ function render(s: InspectorState): void {
     last.append(el('p', 'muted', 'Nothing analysed yet. Select text in an editor and run Analyze Selection.'));
   } else {
     last.append(el('div', 'preview', `“${s.last.preview}”`));
-    last.append(el('div', 'muted', `${s.last.file ?? ''} · ${s.last.tokens} tokens · ${s.last.ms.toFixed(0)} ms`));
+    last.append(el('div', 'muted', `${s.last.file ?? ''} · ${s.last.tokens} tokens${s.last.chatAdded !== undefined ? ` (chat form: ${s.last.chatAdded} from the template)` : ''} · ${s.last.ms.toFixed(0)} ms`));
     if (s.last.truncated) last.append(el('div', 'notice warning', s.last.truncated));
     const ol = el('ol', 'top');
     for (const t of s.last.top) ol.append(el('li', undefined, `${showToken(t.text)}  ${(t.prob * 100).toFixed(1)}%`));
@@ -110,6 +111,26 @@ function run(command: InspectorCommand): void {
 
 const saved = host.getState();
 if (saved) render(saved);
+
+/** The chat template line: whether selections run as a user turn, with the switch (residual.chat). */
+function chatLine(c: NonNullable<InspectorState['chat']>): HTMLElement {
+  const line = el('div', c.error ? 'notice error' : 'muted');
+  line.id = 'chat';
+  if (c.error) {
+    line.textContent = `Chat template cannot be read: ${c.error}`;
+    return line;
+  }
+  if (!c.template) {
+    line.textContent = c.on ? 'Chat form is on, but this model has no chat template: selections run as plain text.' : 'Chat template: none.';
+    return line;
+  }
+  const name = c.template.split(/[\\/]/).pop();
+  line.append(el('span', undefined, c.on ? `Chat form: selections run as a user turn (${name}). ` : `Chat template available (${name}); selections run as plain text. `));
+  const toggle = button(c.on ? 'Plain text' : 'Use chat form', () => run('residual.toggleChat'));
+  toggle.id = 'chat-toggle';
+  line.append(toggle);
+  return line;
+}
 
 /** The parity line: "Parity: max |Δlogit| 9.5e-6 vs float64 reference (12 tokens) · worst hook logits". */
 function parityText(p: InspectorState['parity']): string | undefined {
