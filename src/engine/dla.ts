@@ -42,7 +42,7 @@ export function tokenIdOf(model: Model, text: string, what: string): number {
   );
 }
 
-interface LayerWeights {
+export interface LayerWeights {
   /** W_O as stored and whether it is [X, D] (GPT-2's Conv1D) or [D, X] (a Linear). */
   o: TensorEntry;
   oInOut: boolean;
@@ -54,7 +54,7 @@ interface LayerWeights {
   postMlpNorm?: TensorEntry;
 }
 
-function layerWeights(model: Model, l: number): LayerWeights {
+export function layerWeights(model: Model, l: number): LayerWeights {
   const t = model.checkpoint.tensors;
   const need = (name: string) => {
     const e = t.get(name);

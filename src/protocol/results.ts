@@ -209,6 +209,43 @@ export interface PatchingResult {
   ms: number;
 }
 
+/** A path-patching sender: attention head `head` of block `layer`, or that block's MLP when `head` is absent. */
+export interface PathSender {
+  layer: number;
+  head?: number;
+}
+
+/** Where the path ends: the logits, or one input (query, key or value) of a head of a later block. */
+export type PathReceiver = { kind: 'logits' } | { kind: 'head'; layer: number; head: number; input: 'q' | 'k' | 'v' };
+
+export interface PathSenderEffect extends PathSender {
+  /** `blocks.L.attn.head.H` or `blocks.L.mlp`. */
+  name: string;
+  /** The logit difference with only this path corrupted. */
+  ld: number;
+  /** ld − ldClean. */
+  delta: number;
+  /** delta / (ldCorrupted − ldClean): the share of the whole corruption effect that flows along this path. */
+  fraction: number;
+}
+
+export interface PathPatchingResult {
+  receiver: PathReceiver;
+  receiverName: string;
+  clean: { text: string; tokens: TokenSpan[] };
+  corrupted: { text: string; tokens: TokenSpan[] };
+  answers: { clean: { id: number; text: string }; corrupted: { id: number; text: string } };
+  ldClean: number;
+  ldCorrupted: number;
+  senders: PathSenderEffect[];
+  nLayers: number;
+  nHeads: number;
+  /** Largest difference between the receiver's pattern as recomputed and the model's own (head receivers). */
+  patternCheck?: number;
+  ms: number;
+  notes: string[];
+}
+
 export interface LayerComparison {
   layer: number;
   a: { updateNorm: number; driftCos: number; residNorm: number; mlpActive: number; targetProb: number };

@@ -16,10 +16,10 @@
 import type { CancelToken } from '../errors';
 import { ResidualError, throwIfCancelled } from '../errors';
 import { hookName, type HookName } from '../hooks';
-import type { Model } from '../model';
+import type { Model, RunResult } from '../model';
 import { argmax } from '../numeric';
 import { STEER_POINTS, type SteerPoint } from '../onnx/ops';
-import type { PatchingResult } from '../results';
+import type { PatchingResult, TokenSpan } from '../results';
 
 export type PatchPoint = SteerPoint;
 
@@ -55,16 +55,27 @@ function logitSpread(row: Float32Array): number {
   return Math.sqrt(v / row.length);
 }
 
-export async function activationPatching(model: Model, req: PatchingRequest, opts: PatchingOptions = {}): Promise<PatchingReport> {
-  const t0 = performance.now();
+/** A clean/corrupted pair tokenized, both run once with `hooks`, and the logit difference each gives (shared with path patching). */
+export interface PatchingSetup {
+  clean: { ids: number[]; tokens: TokenSpan[] };
+  corrupted: { ids: number[]; tokens: TokenSpan[] };
+  P: number;
+  cleanRun: RunResult;
+  corrRun: RunResult;
+  answers: PatchingResult['answers'];
+  /** logit[clean answer] − logit[corrupted answer] of a last-position logit row. */
+  ld: (logits: Float32Array) => number;
+  ldClean: number;
+  ldCorrupted: number;
+  /** ldClean − ldCorrupted. */
+  span: number;
+  gapIsNoise: boolean;
+  notes: string[];
+}
+
+export async function preparePatching(model: Model, req: Omit<PatchingRequest, 'point'>, hooks: readonly HookName[], cancel?: CancelToken): Promise<PatchingSetup> {
   const c = model.config;
-  const L = c.nLayers;
-  const D = c.dModel;
   const V = c.vocabSize;
-  const point: PatchPoint = req.point ?? 'hook_resid_pre';
-  if (!STEER_POINTS.includes(point)) {
-    throw new ResidualError(`cannot patch at "${point}"; choose hook_resid_pre, hook_resid_mid or hook_resid_post`, 'patching');
-  }
   if (!req.clean) throw new ResidualError('the clean prompt is empty', 'patching');
   if (!req.corrupted) throw new ResidualError('the corrupted prompt is empty', 'patching');
   const clean = model.tokenizer.encodeForModel(req.clean);
@@ -80,17 +91,16 @@ export async function activationPatching(model: Model, req: PatchingRequest, opt
   }
   if (P > c.nCtx) throw new ResidualError(`the prompts have ${P} tokens, more than the model's context of ${c.nCtx}`, 'patching');
 
-  const hooks: HookName[] = ['logits'];
-  for (let l = 0; l < L; l++) hooks.push(hookName(l, point));
   // Only the last position's logits are measured: every run computes just that row of the unembedding.
   const last = [P - 1];
-  const cleanRun = await model.run({ ids: clean.ids, hooks, logitPositions: last, cancel: opts.cancel });
-  const corrRun = await model.run({ ids: corrupted.ids, hooks, logitPositions: last, cancel: opts.cancel });
+  const runHooks: HookName[] = hooks.includes('logits') ? [...hooks] : ['logits', ...hooks];
+  const cleanRun = await model.run({ ids: clean.ids, hooks: runHooks, logitPositions: last, cancel });
+  const corrRun = await model.run({ ids: corrupted.ids, hooks: runHooks, logitPositions: last, cancel });
   const lastRow = (logits: Float32Array) => logits.subarray(0, V);
   const cleanLogits = lastRow(cleanRun.activations.get('logits')!.data);
   const corrLogits = lastRow(corrRun.activations.get('logits')!.data);
   for (const [name, row, ids] of [['clean', cleanLogits, clean.ids], ['corrupted', corrLogits, corrupted.ids]] as const) {
-    if (!row.every(Number.isFinite)) throw await model.nonFiniteError(ids, `logits on the ${name} prompt`, opts.cancel);
+    if (!row.every(Number.isFinite)) throw await model.nonFiniteError(ids, `logits on the ${name} prompt`, cancel);
   }
 
   const notes: string[] = [];
@@ -139,6 +149,26 @@ export async function activationPatching(model: Model, req: PatchingRequest, opt
         'and every restored fraction is divided by that gap — the fractions are dominated by noise and meaningless; choose a corrupted prompt (or answers) that change the logit difference more',
     );
   }
+
+  return { clean, corrupted, P, cleanRun, corrRun, answers, ld, ldClean, ldCorrupted, span, gapIsNoise, notes };
+}
+
+export async function activationPatching(model: Model, req: PatchingRequest, opts: PatchingOptions = {}): Promise<PatchingReport> {
+  const t0 = performance.now();
+  const c = model.config;
+  const L = c.nLayers;
+  const D = c.dModel;
+  const V = c.vocabSize;
+  const point: PatchPoint = req.point ?? 'hook_resid_pre';
+  if (!STEER_POINTS.includes(point)) {
+    throw new ResidualError(`cannot patch at "${point}"; choose hook_resid_pre, hook_resid_mid or hook_resid_post`, 'patching');
+  }
+  const hooks: HookName[] = ['logits'];
+  for (let l = 0; l < L; l++) hooks.push(hookName(l, point));
+  const { clean, corrupted, P, cleanRun, corrRun, answers, ld, ldClean, ldCorrupted, span, gapIsNoise, notes } = await preparePatching(model, req, hooks, opts.cancel);
+  const last = [P - 1];
+  const lastRow = (logits: Float32Array) => logits.subarray(0, V);
+  const f = (x: number) => x.toFixed(4);
 
   const restored: number[][] = [];
   const total = L * P;

@@ -144,6 +144,7 @@ export function referenceDecoderForward(cfg: ModelConfig, W: Weights, ids: numbe
       k = linear(x1, D, get(a + 'k_proj.weight'), G * E, opt(a + 'k_proj.bias'));
       v = linear(x1, D, get(a + 'v_proj.weight'), G * E, opt(a + 'v_proj.bias'));
     }
+    for (const [n, x] of [['q', q], ['k', k], ['v', v]] as const) opts.hook?.(`blocks.${l}.attn.hook_${n}`, x);
     put(`blocks.${l}.attn.hook_q`, [P, H, E], q);
     put(`blocks.${l}.attn.hook_k`, [P, G, E], k);
     put(`blocks.${l}.attn.hook_v`, [P, G, E], v);
@@ -194,6 +195,7 @@ export function referenceDecoderForward(cfg: ModelConfig, W: Weights, ids: numbe
     }
     put(`blocks.${l}.attn.hook_attn_scores`, [H, P, P], scores);
     put(`blocks.${l}.attn.hook_pattern`, [H, P, P], pattern);
+    opts.hook?.(`blocks.${l}.attn.hook_z`, z);
     put(`blocks.${l}.attn.hook_z`, [P, H, E], z);
     let attnOut = neox
       ? linear(z, H * E, get(pre + 'attention.dense.weight'), D, opt(pre + 'attention.dense.bias'))
@@ -240,6 +242,7 @@ export function referenceDecoderForward(cfg: ModelConfig, W: Weights, ids: numbe
       put(`blocks.${l}.ln2_post.hook_scale`, [P, 1], s);
       mlpOut = y;
     }
+    opts.hook?.(`blocks.${l}.hook_mlp_out`, mlpOut);
     put(`blocks.${l}.hook_mlp_out`, [P, D], mlpOut);
     const next = new Float64Array(P * D);
     for (let i = 0; i < P * D; i++) next[i] = mid[i] + mlpOut[i];

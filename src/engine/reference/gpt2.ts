@@ -18,6 +18,11 @@ export interface ReferenceOptions {
   layers?: number;
   /** Operators after the additions, key `${layer}:${point}`: a unit direction ([D] or [P·D], zero rows: left alone). */
   project?: Map<string, { dir: Float32Array; value: number; floor: number }>;
+  /**
+   * Called with the values at `blocks.L.attn.hook_q/k/v` ([P, heads, E]), `blocks.L.attn.hook_z` and
+   * `blocks.L.hook_mlp_out` before the forward uses them, to read or overwrite them in place (path-patching checks).
+   */
+  hook?: (name: string, data: Float64Array) => void;
 }
 
 export function referenceForward(cfg: ModelConfig, W: Weights, ids: number[], steer: ReferenceSteer = new Map(), opts: ReferenceOptions = {}): Map<HookName, Tensor32> {
@@ -100,6 +105,7 @@ export function referenceForward(cfg: ModelConfig, W: Weights, ids: number[], st
         k[p * D + d] = qkv[p * 3 * D + D + d];
         v[p * D + d] = qkv[p * 3 * D + 2 * D + d];
       }
+    for (const [n, x] of [['q', q], ['k', k], ['v', v]] as const) opts.hook?.(`blocks.${l}.attn.hook_${n}`, x);
     put(`blocks.${l}.attn.hook_q`, [P, H, E], q);
     put(`blocks.${l}.attn.hook_k`, [P, H, E], k);
     put(`blocks.${l}.attn.hook_v`, [P, H, E], v);
@@ -129,6 +135,7 @@ export function referenceForward(cfg: ModelConfig, W: Weights, ids: number[], st
       }
     put(`blocks.${l}.attn.hook_attn_scores`, [H, P, P], scores);
     put(`blocks.${l}.attn.hook_pattern`, [H, P, P], pattern);
+    opts.hook?.(`blocks.${l}.attn.hook_z`, z);
     put(`blocks.${l}.attn.hook_z`, [P, H, E], z);
     const attnOut = linear(z, D, get(pre + 'attn.c_proj.weight'), get(pre + 'attn.c_proj.bias'), D);
     put(`blocks.${l}.hook_attn_out`, [P, D], attnOut);
@@ -145,6 +152,7 @@ export function referenceForward(cfg: ModelConfig, W: Weights, ids: number[], st
     const mlpPost = mlpPre.map((x) => act(cfg.act, x));
     put(`blocks.${l}.mlp.hook_post`, [P, M], mlpPost);
     const mlpOut = linear(mlpPost, M, get(pre + 'mlp.c_proj.weight'), get(pre + 'mlp.c_proj.bias'), D);
+    opts.hook?.(`blocks.${l}.hook_mlp_out`, mlpOut);
     put(`blocks.${l}.hook_mlp_out`, [P, D], mlpOut);
     for (let i = 0; i < P * D; i++) resid[i] += mlpOut[i];
     addSteer(l, 'hook_resid_post', resid);
