@@ -8,6 +8,7 @@ import { analyze, DEFAULT_LENS_GFLOP } from '../engine/analysis';
 import { directLogitAttribution, tokenIdOf } from '../engine/dla';
 import { errorMessage, isCancelled, ResidualError, throwIfCancelled } from '../engine/errors';
 import { compareAnalyses } from '../engine/layers/compare';
+import { pathPatching } from '../engine/layers/pathPatching';
 import { activationPatching, suggestCorruption } from '../engine/layers/patching';
 import { trackLensTarget } from '../engine/lensTarget';
 import { parseHookName } from '../engine/hooks';
@@ -76,6 +77,21 @@ export class ActivationsPanel extends PanelHost<ActivationsRequests, Activations
           );
           this.log.appendLine(`patching: ${result.restored.length}×${result.restored[0]?.length ?? 0} runs in ${result.ms.toFixed(0)} ms`);
           return { result, notes };
+        },
+      },
+      'pathpatching/run': {
+        scope: 'pathpatching',
+        run: async (p, job) => {
+          const a = this.need().analysis;
+          const model = await this.modelOf(a, 'path patching');
+          const wrap = (t: string) => (a.chat ? this.models.promptFor(model, t, true) : t);
+          const r = await pathPatching(
+            model,
+            { clean: wrap(a.text.slice(a.truncated?.firstChar ?? 0)), corrupted: wrap(p.corrupted), cleanAnswer: p.cleanAnswer, corruptedAnswer: p.corruptedAnswer, receiver: p.receiver },
+            { cancel: job.token, onProgress: (done, total) => job.progress(done, total) },
+          );
+          this.log.appendLine(`path patching into ${r.receiverName}: ${r.senders.length} senders in ${r.ms.toFixed(0)} ms`);
+          return r;
         },
       },
       'patching/suggest': {
@@ -210,6 +226,7 @@ export class ActivationsPanel extends PanelHost<ActivationsRequests, Activations
   cancel(): void {
     this.router.cancelScope(ANALYSIS);
     this.router.cancelScope('patching');
+    this.router.cancelScope('pathpatching');
   }
 
   clearHeat(): void {
@@ -284,7 +301,7 @@ export class ActivationsPanel extends PanelHost<ActivationsRequests, Activations
   /** Shows an analysis in the panel and, by default, as heat over its text (the last block's relative update). */
   private present(r: Analysed): void {
     // Requests about the previous analysis would answer for text that is no longer shown.
-    for (const scope of ['lens', 'patching', 'suggest', 'dla', 'patchscope']) this.router.cancelScope(scope);
+    for (const scope of ['lens', 'patching', 'pathpatching', 'suggest', 'dla', 'patchscope']) this.router.cancelScope(scope);
     this.last = r;
     this.post({ type: 'analysis/result', requestId: r.requestId, analysis: r.analysis, file: r.file });
     this.onAnalysed(r.analysis.text.slice(r.analysis.truncated?.firstChar ?? 0));

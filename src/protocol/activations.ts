@@ -1,5 +1,5 @@
 /** The Activations panel: analyses, logit-lens targets, activation patching, logit attribution and comparison. */
-import type { Analysis, DlaResult, LayerComparison, LensTarget, PatchingResult, PatchscopeResult, ResidPoint } from './results';
+import type { Analysis, DlaResult, LayerComparison, LensTarget, PathPatchingResult, PathReceiver, PatchingResult, PatchscopeResult, ResidPoint } from './results';
 import type { HostMessage } from './requests';
 
 export interface PatchingRequest {
@@ -23,6 +23,8 @@ export type ActivationsRequests = {
   'patchscope/run': { params: { readout: number; position: number; targetPrompt: string; targetLayer?: number }; result: PatchscopeResult };
   /** Activation patching with the analysed text as the clean prompt (progress: runs done). */
   'patching/run': { params: PatchingRequest; result: { result: PatchingResult; notes: string[] } };
+  /** Path patching from every earlier head and MLP to `receiver`, with the analysed text as the clean prompt (progress: senders done). */
+  'pathpatching/run': { params: { corrupted: string; cleanAnswer?: string; corruptedAnswer?: string; receiver: PathReceiver }; result: PathPatchingResult };
   /** A corrupted prompt to start from (undefined: no word or number could be swapped at the same token length). */
   'patching/suggest': { params: Record<string, never>; result: { forText: string; suggestion?: CorruptionSuggestion } };
   /** How many tokens a prompt has as the model will see it. */

@@ -363,6 +363,33 @@ describe('Residual in a real VS Code', { skip: ext ? false : 'RESIDUAL_VSIX / RE
     await wv.locator('#patch-counts', { hasText: `corrupted: ${clean.length} tokens` }).waitFor();
     await screenshot(page, 'residual-patching.png');
 
+    // Path patching with the same prompts and answers: into the logits, then into the last block's head 0 query.
+    // Expected values: the engine in another process (the oracle test holds it to the definition).
+    const pathExpected = (receiver) => {
+      const script = `const { Model } = require('./src/engine/model'); const { pathPatching } = require('./src/engine/layers/pathPatching');
+        (async () => { const m = await Model.load(${JSON.stringify(bundledModel)}, { providers: ['cpu'] });
+          const r = await pathPatching(m, { clean: ${JSON.stringify(text)}, corrupted: ${JSON.stringify(corrupted)}, cleanAnswer: ')', corruptedAnswer: ',', receiver: ${JSON.stringify(receiver)} });
+          process.stdout.write(JSON.stringify(Object.fromEntries(r.senders.map((s) => [s.name, s.fraction])))); await m.dispose(); })();`;
+      return JSON.parse(execFileSync(process.execPath, ['--import', 'tsx', '-e', script], { cwd: REPO_ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }));
+    };
+    const shownFractions = async () => Object.fromEntries(await wv.locator('#path-grid td.cell[data-sender]').evaluateAll((tds) => tds.map((td) => [td.dataset.sender, Number(td.dataset.value)])));
+    const sameFractions = (shown, want) => {
+      assert.deepEqual(Object.keys(shown).sort(), Object.keys(want).sort());
+      for (const k of Object.keys(want)) assert.ok(Math.abs(shown[k] - want[k]) < 1e-6 * (1 + Math.abs(want[k])), `${k}: ${shown[k]} vs ${want[k]}`);
+    };
+    await wv.locator('vscode-button', { hasText: 'Run path patching' }).click();
+    await wv.locator('#path-result[data-receiver="logits"] #path-grid').waitFor({ timeout: 60_000 });
+    const intoLogits = await shownFractions();
+    assert.equal(Object.keys(intoLogits).length, L * (H + 1), 'every head and MLP sends to the logits');
+    sameFractions(intoLogits, pathExpected({ kind: 'logits' }));
+    await wv.locator('#path-receiver').evaluate((el, v) => { el.value = v; el.dispatchEvent(new Event('change')); }, String(L - 1));
+    await wv.locator('#path-input').waitFor();
+    await wv.locator('vscode-button', { hasText: 'Run path patching' }).click();
+    await wv.locator(`#path-result[data-receiver="blocks.${L - 1}.attn.head.0.q"] #path-grid`).waitFor({ timeout: 60_000 });
+    sameFractions(await shownFractions(), pathExpected({ kind: 'head', layer: L - 1, head: 0, input: 'q' }));
+    await wv.locator('#path-result').scrollIntoViewIfNeeded();
+    await screenshot(page, 'residual-path-patching.png');
+
     // Compare with a second selection.
     const line2 = LINES.findIndex((l) => l.startsWith('total = sum')) + 1;
     await openFile(page, 'prompt.py');

@@ -7,6 +7,7 @@ import { RESID_POINTS, type Analysis, type CorruptionSuggestion, type PatchingRe
 import { failureText, RequestError, type Pending } from '../host';
 import { button, dropdown, el, divergingHeat, showToken, spinner, textArea, textField } from '../ui';
 import { section } from './overview';
+import { pathPatchingView } from './pathPatching';
 import { getState, host, update } from './store';
 
 let running = false;
@@ -14,6 +15,7 @@ let progress = '';
 let result: { result: PatchingResult; notes: string[] } | undefined;
 let error = '';
 let point: ResidPoint = 'hook_resid_pre';
+const answerTexts = { clean: '', corrupted: '' };
 
 /** The suggestion for the analysed text (asked once per text), and token counts by text. */
 let suggested: { forText: string; suggestion?: CorruptionSuggestion } | undefined;
@@ -32,6 +34,8 @@ export function resetPatching(): void {
   progress = '';
   result = undefined;
   error = '';
+  answerTexts.clean = '';
+  answerTexts.corrupted = '';
 }
 
 function finished(run: Pending<unknown>, outcome: { result: { result: PatchingResult; notes: string[] } } | { error: unknown }): void {
@@ -94,8 +98,11 @@ export function patchingView(a: Analysis): HTMLElement {
     );
   }
   const answers = el('div', 'row');
-  const cleanAns = textField('', 'clean answer (default: its top prediction)', 'clean-answer');
-  const corrAns = textField('', 'corrupted answer (default: its top prediction)', 'corrupted-answer');
+  // Kept across redraws (a finished run redraws the tab; path patching below reads the same fields).
+  const cleanAns = textField(answerTexts.clean, 'clean answer (default: its top prediction)', 'clean-answer');
+  const corrAns = textField(answerTexts.corrupted, 'corrupted answer (default: its top prediction)', 'corrupted-answer');
+  cleanAns.addEventListener('input', () => (answerTexts.clean = cleanAns.value));
+  corrAns.addEventListener('input', () => (answerTexts.corrupted = corrAns.value));
   answers.append(cleanAns, corrAns);
   form.append(answers);
   const controls = el('div', 'row');
@@ -140,6 +147,7 @@ export function patchingView(a: Analysis): HTMLElement {
     root.append(e);
   }
   if (result) root.append(section('Restored fraction of the logit difference', resultView(result.result, result.notes)));
+  root.append(pathPatchingView(a));
   return root;
 }
 

@@ -1,0 +1,167 @@
+/**
+ * Path patching, in the Patching tab under activation patching: with the same clean/corrupted prompts and answers, how
+ * much of the corruption's effect flows from each earlier head and MLP directly into one receiver — a later head's
+ * query, key or value input, or the logits. A layer × head heatmap (plus an MLP column) of the share of the effect.
+ */
+import type { Analysis, PathPatchingResult, PathReceiver } from '../../src/protocol';
+import { failureText, type Pending } from '../host';
+import { button, divergingHeat, dropdown, el, spinner } from '../ui';
+import { section } from './overview';
+import { host, update } from './store';
+
+let receiverLayer = 'logits';
+let receiverHead = '0';
+let receiverInput: 'q' | 'k' | 'v' = 'q';
+let running = false;
+let progress = '';
+let result: PathPatchingResult | undefined;
+let error = '';
+let pending: Pending<unknown> | undefined;
+
+/** A new analysis: the last run belonged to the previous clean prompt. */
+export function resetPathPatching(): void {
+  pending?.cancel();
+  pending = undefined;
+  running = false;
+  progress = '';
+  result = undefined;
+  error = '';
+}
+
+function fieldValue(id: string): string {
+  return (document.getElementById(id) as (HTMLElement & { value?: string }) | null)?.value ?? '';
+}
+
+function receiverOf(): PathReceiver {
+  return receiverLayer === 'logits' ? { kind: 'logits' } : { kind: 'head', layer: Number(receiverLayer), head: Number(receiverHead), input: receiverInput };
+}
+
+export function pathPatchingView(a: Analysis): HTMLElement {
+  const form = el('div', 'form');
+  const L = a.model.n_layers;
+  const H = a.model.n_heads;
+  const row = el('div', 'row');
+  row.append(
+    el('span', undefined, 'Receiver'),
+    dropdown(
+      [{ value: 'logits', label: 'the logits' }, ...Array.from({ length: L - 1 }, (_, i) => ({ value: String(i + 1), label: `a head of block ${i + 1}` }))],
+      receiverLayer,
+      (v) => {
+        receiverLayer = v;
+        update({});
+      },
+      'path-receiver',
+    ),
+  );
+  if (receiverLayer !== 'logits') {
+    row.append(
+      dropdown(Array.from({ length: H }, (_, h) => ({ value: String(h), label: `head ${h}` })), receiverHead, (v) => (receiverHead = v), 'path-head'),
+      dropdown(
+        [
+          { value: 'q', label: 'query input' },
+          { value: 'k', label: 'key input' },
+          { value: 'v', label: 'value input' },
+        ],
+        receiverInput,
+        (v) => (receiverInput = v as 'q' | 'k' | 'v'),
+        'path-input',
+      ),
+    );
+  }
+  if (running) {
+    const p = el('span', 'muted', progress);
+    p.id = 'path-progress';
+    row.append(spinner(), p, button('Cancel', () => pending?.cancel()));
+  } else {
+    row.append(
+      button('Run path patching', () => {
+        running = true;
+        progress = 'starting…';
+        error = '';
+        const run = host.request(
+          'pathpatching/run',
+          { corrupted: fieldValue('corrupted'), cleanAnswer: fieldValue('clean-answer') || undefined, corruptedAnswer: fieldValue('corrupted-answer') || undefined, receiver: receiverOf() },
+          (m) => {
+            progress = `${m.done} / ${m.total} senders`;
+            const p = document.getElementById('path-progress');
+            if (p) p.textContent = progress;
+          },
+        );
+        pending = run;
+        const done = (outcome: { r: PathPatchingResult } | { e: unknown }) => {
+          if (pending !== run) return;
+          running = false;
+          pending = undefined;
+          if ('r' in outcome) result = outcome.r;
+          else error = failureText(outcome.e, 'Path patching');
+          update({ tab: 'patching' });
+        };
+        run.result.then(
+          (r) => done({ r }),
+          (e) => done({ e }),
+        );
+        update({ corrupted: fieldValue('corrupted') });
+      }),
+    );
+  }
+  form.append(row);
+  const root = el('div');
+  root.append(
+    section(
+      'Path patching',
+      form,
+      'The corrupted prompt and answers above. For each earlier head and MLP: its output from the corrupted prompt, every other head and MLP frozen at its clean output, reaching only the receiver — the share of the whole corruption effect on the logit difference that flows along that direct path.',
+    ),
+  );
+  if (error) {
+    const e = el('div', 'notice error', error);
+    e.id = 'path-error';
+    root.append(e);
+  }
+  if (result) root.append(resultView(result));
+  return root;
+}
+
+function resultView(r: PathPatchingResult): HTMLElement {
+  const wrap = el('div');
+  wrap.id = 'path-result';
+  wrap.dataset.receiver = r.receiverName;
+  wrap.append(
+    el(
+      'p',
+      'hint',
+      `Paths into ${r.receiverName}. Logit difference ${JSON.stringify(r.answers.clean.text)} − ${JSON.stringify(r.answers.corrupted.text)}: clean ${r.ldClean.toFixed(3)}, corrupted ${r.ldCorrupted.toFixed(3)}. ${r.senders.length} senders in ${r.ms.toFixed(0)} ms.` +
+        (r.patternCheck !== undefined ? ` The receiver's attention, recomputed, matches the model's within ${r.patternCheck.toExponential(1)}.` : ''),
+    ),
+  );
+  for (const n of r.notes) wrap.append(el('p', 'notice warning', n));
+  const table = el('table', 'grid heat');
+  table.id = 'path-grid';
+  const hr = el('tr');
+  hr.append(el('th'));
+  for (let h = 0; h < r.nHeads; h++) hr.append(el('th', 'col', `head ${h}`));
+  hr.append(el('th', 'col', 'MLP'));
+  table.append(hr);
+  const layers = [...new Set(r.senders.map((s) => s.layer))].sort((x, y) => x - y);
+  for (const l of layers) {
+    const tr = el('tr');
+    tr.dataset.layer = String(l);
+    tr.append(el('th', 'rowlabel', `blocks.${l}`));
+    for (let h = 0; h <= r.nHeads; h++) {
+      const s = r.senders.find((x) => x.layer === l && (h === r.nHeads ? x.head === undefined : x.head === h));
+      const td = el('td', 'cell', s ? s.fraction.toFixed(2) : '');
+      if (s) {
+        td.dataset.sender = s.name;
+        td.dataset.value = String(s.fraction);
+        if (Number.isFinite(s.fraction)) divergingHeat(td, Math.max(-1, Math.min(1, s.fraction)));
+        td.title = `${s.name} → ${r.receiverName}: logit difference ${s.ld.toFixed(4)} (${s.delta >= 0 ? '+' : ''}${s.delta.toFixed(4)} from clean), ${(s.fraction * 100).toFixed(1)}% of the corruption effect`;
+      }
+      tr.append(td);
+    }
+    table.append(tr);
+  }
+  const sc = el('div', 'scroller');
+  sc.append(table);
+  wrap.append(sc, el('p', 'hint', 'Red: this path carries the corruption (the share of corrupted − clean it moves); blue: it pushes the other way. Hover a cell for the logit difference.'));
+  return wrap;
+}
