@@ -4,16 +4,14 @@
  * difference between the two answers it restores (1 = all of it, 0 = none).
  */
 import { RESID_POINTS, type Analysis, type CorruptionSuggestion, type PatchingResult, type ResidPoint } from '../../src/protocol';
-import { failureText, RequestError, type Pending } from '../host';
-import { button, dropdown, el, divergingHeat, showToken, spinner, textArea, textField } from '../ui';
+import { failureText, RequestError } from '../host';
+import { PanelJob } from './job';
+import { button, dropdown, el, divergingHeat, showToken, textArea, textField } from '../ui';
 import { section } from './overview';
 import { pathPatchingView } from './pathPatching';
 import { getState, host, update } from './store';
 
-let running = false;
-let progress = '';
-let result: { result: PatchingResult; notes: string[] } | undefined;
-let error = '';
+const job = new PanelJob<{ result: PatchingResult; notes: string[] }>('Patching', 'patch-progress', 'runs');
 let point: ResidPoint = 'hook_resid_pre';
 const answerTexts = { clean: '', corrupted: '' };
 
@@ -23,30 +21,11 @@ let askedFor = '';
 const counts = new Map<string, number>();
 let countTimer: ReturnType<typeof setTimeout> | undefined;
 
-/** The running patching request (its Cancel button cancels it by id). */
-let pending: Pending<unknown> | undefined;
-
 /** A new analysis: the last run, its error and its progress belonged to the previous clean prompt. */
 export function resetPatching(): void {
-  pending?.cancel();
-  pending = undefined;
-  running = false;
-  progress = '';
-  result = undefined;
-  error = '';
+  job.reset();
   answerTexts.clean = '';
   answerTexts.corrupted = '';
-}
-
-function finished(run: Pending<unknown>, outcome: { result: { result: PatchingResult; notes: string[] } } | { error: unknown }): void {
-  if (pending !== run) return; // superseded, or its analysis was replaced
-  running = false;
-  pending = undefined;
-  if ('result' in outcome) {
-    result = outcome.result;
-    error = '';
-  } else error = failureText(outcome.error, 'Patching');
-  update({ tab: 'patching' });
 }
 
 function askSuggestion(): void {
@@ -59,7 +38,7 @@ function askSuggestion(): void {
     },
     (e) => {
       if (e instanceof RequestError && e.cancelled) return;
-      error = failureText(e);
+      job.error = failureText(e);
       update({});
     },
   );
@@ -115,38 +94,24 @@ export function patchingView(a: Analysis): HTMLElement {
       'patch-point',
     ),
   );
-  if (running) {
-    const p = el('span', 'muted', progress);
-    p.id = 'patch-progress';
-    controls.append(spinner(), p, button('Cancel', () => pending?.cancel()));
-  } else {
+  if (job.running) controls.append(...job.runningControls());
+  else {
     controls.append(
       button('Run patching', () => {
-        running = true;
-        progress = 'starting…';
-        error = '';
-        const run = host.request('patching/run', { corrupted: corrupted.value, cleanAnswer: cleanAns.value || undefined, corruptedAnswer: corrAns.value || undefined, point }, (m) => {
-          progress = `${m.done} / ${m.total} runs`;
-          const p = document.getElementById('patch-progress');
-          if (p) p.textContent = progress;
-        });
-        pending = run;
-        run.result.then(
-          (r) => finished(run, { result: r }),
-          (e) => finished(run, { error: e }),
-        );
+        const params = { corrupted: corrupted.value, cleanAnswer: cleanAns.value || undefined, corruptedAnswer: corrAns.value || undefined, point };
+        job.start((onProgress) => host.request('patching/run', params, onProgress), () => update({ tab: 'patching' }));
         update({ corrupted: corrupted.value });
       }, 'primary'),
     );
   }
   form.append(controls);
   root.append(section('Activation patching', form));
-  if (error) {
-    const e = el('div', 'notice error', error);
+  if (job.error) {
+    const e = el('div', 'notice error', job.error);
     e.id = 'patch-error';
     root.append(e);
   }
-  if (result) root.append(section('Restored fraction of the logit difference', resultView(result.result, result.notes)));
+  if (job.result) root.append(section('Restored fraction of the logit difference', resultView(job.result.result, job.result.notes)));
   root.append(pathPatchingView(a));
   return root;
 }

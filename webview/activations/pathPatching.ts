@@ -4,28 +4,19 @@
  * query, key or value input, or the logits. A layer × head heatmap (plus an MLP column) of the share of the effect.
  */
 import type { Analysis, PathPatchingResult, PathReceiver } from '../../src/protocol';
-import { failureText, type Pending } from '../host';
-import { button, divergingHeat, dropdown, el, spinner } from '../ui';
+import { button, divergingHeat, dropdown, el } from '../ui';
+import { PanelJob } from './job';
 import { section } from './overview';
 import { host, update } from './store';
 
 let receiverLayer = 'logits';
 let receiverHead = '0';
 let receiverInput: 'q' | 'k' | 'v' = 'q';
-let running = false;
-let progress = '';
-let result: PathPatchingResult | undefined;
-let error = '';
-let pending: Pending<unknown> | undefined;
+const job = new PanelJob<PathPatchingResult>('Path patching', 'path-progress', 'senders');
 
 /** A new analysis: the last run belonged to the previous clean prompt. */
 export function resetPathPatching(): void {
-  pending?.cancel();
-  pending = undefined;
-  running = false;
-  progress = '';
-  result = undefined;
-  error = '';
+  job.reset();
 }
 
 function fieldValue(id: string): string {
@@ -68,39 +59,13 @@ export function pathPatchingView(a: Analysis): HTMLElement {
       ),
     );
   }
-  if (running) {
-    const p = el('span', 'muted', progress);
-    p.id = 'path-progress';
-    row.append(spinner(), p, button('Cancel', () => pending?.cancel()));
-  } else {
+  if (job.running) row.append(...job.runningControls());
+  else {
     row.append(
       button('Run path patching', () => {
-        running = true;
-        progress = 'starting…';
-        error = '';
-        const run = host.request(
-          'pathpatching/run',
-          { corrupted: fieldValue('corrupted'), cleanAnswer: fieldValue('clean-answer') || undefined, corruptedAnswer: fieldValue('corrupted-answer') || undefined, receiver: receiverOf() },
-          (m) => {
-            progress = `${m.done} / ${m.total} senders`;
-            const p = document.getElementById('path-progress');
-            if (p) p.textContent = progress;
-          },
-        );
-        pending = run;
-        const done = (outcome: { r: PathPatchingResult } | { e: unknown }) => {
-          if (pending !== run) return;
-          running = false;
-          pending = undefined;
-          if ('r' in outcome) result = outcome.r;
-          else error = failureText(outcome.e, 'Path patching');
-          update({ tab: 'patching' });
-        };
-        run.result.then(
-          (r) => done({ r }),
-          (e) => done({ e }),
-        );
-        update({ corrupted: fieldValue('corrupted') });
+        const params = { corrupted: fieldValue('corrupted'), cleanAnswer: fieldValue('clean-answer') || undefined, corruptedAnswer: fieldValue('corrupted-answer') || undefined, receiver: receiverOf() };
+        job.start((onProgress) => host.request('pathpatching/run', params, onProgress), () => update({ tab: 'patching' }));
+        update({ corrupted: params.corrupted });
       }),
     );
   }
@@ -113,12 +78,12 @@ export function pathPatchingView(a: Analysis): HTMLElement {
       'The corrupted prompt and answers above. For each earlier head and MLP: its output from the corrupted prompt, every other head and MLP frozen at its clean output, reaching only the receiver — the share of the whole corruption effect on the logit difference that flows along that direct path.',
     ),
   );
-  if (error) {
-    const e = el('div', 'notice error', error);
+  if (job.error) {
+    const e = el('div', 'notice error', job.error);
     e.id = 'path-error';
     root.append(e);
   }
-  if (result) root.append(resultView(result));
+  if (job.result) root.append(resultView(job.result));
   return root;
 }
 
