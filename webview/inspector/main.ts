@@ -121,7 +121,8 @@ function chatLine(c: NonNullable<InspectorState['chat']>): HTMLElement {
     return line;
   }
   if (!c.template) {
-    line.textContent = c.on ? 'Chat form is on, but this model has no chat template: selections run as plain text.' : 'Chat template: none.';
+    line.textContent = c.on ? 'Chat form is on, but this model has no chat template: selections run as plain text. ' : 'Chat template: none.';
+    if (c.on) line.append(button('Turn off', () => run('residual.toggleChat')));
     return line;
   }
   const name = c.template.split(/[\\/]/).pop();
