@@ -20,6 +20,7 @@ import { gpt2TokenizerJSON } from '../../tools/gpt2-tokenizer';
 import { assertMatches, closeness } from '../helpers/closeness';
 import { referenceDecoderForward } from '../../src/engine/reference/decoder';
 import { referenceForward } from '../../src/engine/reference/gpt2';
+import { FAMILY_BASE, FAMILY_CASES } from '../helpers/family-cases';
 import { laneFixture, loadOnWebgpu, skipWithoutWebgpu } from './lane';
 
 const lane = laneFixture('residual-gpu-oracle-');
@@ -27,34 +28,10 @@ const { root, cacheDir } = lane;
 
 const IDS = [464, 2068, 7586, 21831, 18045, 625, 262, 16931, 3290, 13, 198, 50256];
 
-// The shapes of the CPU lane's cases (test/oracle/gpt2.test.ts, families.test.ts): GPT-2 with gelu_new; Llama with
-// grouped-query attention and llama3 rope scaling; Gemma-2 with sandwich norms, both soft-caps and a sliding window.
+// The shapes of the CPU lane's cases (test/oracle/gpt2.test.ts; the first Llama and the Gemma-2 case of
+// test/helpers/family-cases.ts): GPT-2 with gelu_new; Llama with grouped-query attention and llama3 rope scaling;
+// Gemma-2 with sandwich norms, both soft-caps and a sliding window.
 const GPT2: RandomGpt2Shape = { nLayers: 3, dModel: 16, nHeads: 4, dMlp: 48, nCtx: 24, vocabSize: 50257, act: 'gelu_new' };
-const BASE: RandomFamilyShape = { num_hidden_layers: 2, hidden_size: 32, num_attention_heads: 4, intermediate_size: 40, max_position_embeddings: 64, vocab_size: 50257 };
-const FAMILIES: { type: FamilyModelType; shape: Partial<RandomFamilyShape> }[] = [
-  {
-    type: 'llama',
-    shape: {
-      num_key_value_heads: 2,
-      tie_word_embeddings: true,
-      rope_theta: 10000,
-      rope_scaling: { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 64 },
-    },
-  },
-  {
-    type: 'gemma2',
-    shape: {
-      num_hidden_layers: 3,
-      num_key_value_heads: 2,
-      head_dim: 16,
-      query_pre_attn_scalar: 24,
-      attn_logit_softcapping: 1.5,
-      final_logit_softcapping: 3,
-      sliding_window: 3,
-      hidden_activation: 'gelu_pytorch_tanh',
-    },
-  },
-];
 
 type Family = 'gpt2' | FamilyModelType;
 
@@ -64,7 +41,7 @@ async function fixture(family: Family, precision: WeightPrecision) {
   const seed = family.length * 7919 + 13;
   const opts = { seed, tokenizerJson: gpt2TokenizerJSON(), std: 0.3 };
   if (family === 'gpt2') writeRandomGpt2(dir, GPT2, opts);
-  else writeRandomFamily(dir, family, { ...BASE, ...FAMILIES.find((f) => f.type === family)!.shape } as RandomFamilyShape, opts);
+  else writeRandomFamily(dir, family, { ...FAMILY_BASE, ...FAMILY_CASES.find((f) => f.type === family)!.shape } as RandomFamilyShape, opts);
   const model = await loadOnWebgpu(dir, { cacheDir, precision });
   lane.cleanup.push(() => model.dispose());
   const ckpt = openCheckpoint(dir);

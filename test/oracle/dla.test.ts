@@ -6,10 +6,8 @@
  * frozen. GPT-2, Llama (grouped-query, biases), GPT-NeoX (parallel residual) and Gemma-2 (sandwich norms, soft-cap).
  */
 import assert from 'node:assert/strict';
-import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import type { ModelConfig } from '../../src/engine/checkpoint/config';
 import type { FamilyModelType } from '../../src/engine/checkpoint/families';
 import { openCheckpoint } from '../../src/engine/checkpoint/load';
@@ -20,24 +18,13 @@ import type { HookName } from '../../src/engine/hooks';
 import { Model } from '../../src/engine/model';
 import { referenceDecoderForward } from '../../src/engine/reference/decoder';
 import { referenceForward } from '../../src/engine/reference/gpt2';
-import { silenceOrt } from '../../src/engine/runtime/session';
-import { gpt2TokenizerJSON } from '../../tools/gpt2-tokenizer';
+import { FAMILY_BASE } from '../helpers/family-cases';
+import { modelFolders } from '../helpers/model-folders';
 
-const root = fs.mkdtempSync(path.join(os.tmpdir(), 'residual-dla-'));
-const cacheDir = path.join(root, 'cache');
-const loaded: Model[] = [];
-let tokenizerJson: object;
-before(() => {
-  silenceOrt();
-  tokenizerJson = gpt2TokenizerJSON();
-});
-after(async () => {
-  for (const m of loaded) await m.dispose();
-  fs.rmSync(root, { recursive: true, force: true });
-});
+const folders = modelFolders('residual-dla-');
+const { root, cacheDir, loaded } = folders;
 
 const IDS = [464, 2068, 7586, 21831, 18045, 625, 262, 16931, 3290];
-const BASE: RandomFamilyShape = { num_hidden_layers: 2, hidden_size: 32, num_attention_heads: 4, intermediate_size: 40, max_position_embeddings: 64, vocab_size: 50257 };
 const CASES: { name: string; type: FamilyModelType | 'gpt2'; shape?: Partial<RandomFamilyShape> }[] = [
   { name: 'GPT-2 (LayerNorm, Conv1D weights, attention bias)', type: 'gpt2' },
   { name: 'Llama, grouped-query attention, attention and MLP biases, untied', type: 'llama', shape: { num_key_value_heads: 2, attention_bias: true, mlp_bias: true, tie_word_embeddings: false } },
@@ -51,8 +38,8 @@ const CASES: { name: string; type: FamilyModelType | 'gpt2'; shape?: Partial<Ran
 
 async function fixture(c: (typeof CASES)[number]) {
   const dir = path.join(root, `${c.type}-${CASES.indexOf(c)}`);
-  if (c.type === 'gpt2') writeRandomGpt2(dir, { nLayers: 2, dModel: 32, nHeads: 4, dMlp: 40, nCtx: 64, vocabSize: 50257 }, { seed: 11, tokenizerJson, std: 0.3 });
-  else writeRandomFamily(dir, c.type, { ...BASE, ...c.shape } as RandomFamilyShape, { seed: CASES.indexOf(c) * 7919 + 5, tokenizerJson, std: 0.3 });
+  if (c.type === 'gpt2') writeRandomGpt2(dir, { nLayers: 2, dModel: 32, nHeads: 4, dMlp: 40, nCtx: 64, vocabSize: 50257 }, { seed: 11, tokenizerJson: folders.tokenizerJson, std: 0.3 });
+  else writeRandomFamily(dir, c.type, { ...FAMILY_BASE, ...c.shape } as RandomFamilyShape, { seed: CASES.indexOf(c) * 7919 + 5, tokenizerJson: folders.tokenizerJson, std: 0.3 });
   const model = await Model.load(dir, { providers: ['cpu'], cacheDir, precision: 'float32' });
   loaded.push(model);
   const ckpt = openCheckpoint(dir);

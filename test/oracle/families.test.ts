@@ -6,94 +6,26 @@
  * (rotary positions continue after the cache) and the logit lens.
  */
 import assert from 'node:assert/strict';
-import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
-import { after, before, describe, it } from 'node:test';
-import type { FamilyModelType } from '../../src/engine/checkpoint/families';
+import { describe, it } from 'node:test';
 import { openCheckpoint } from '../../src/engine/checkpoint/load';
-import { writeRandomFamily, type RandomFamilyShape, type RandomGpt2Options } from '../../src/engine/checkpoint/random';
+import { writeRandomFamily, type RandomFamilyShape } from '../../src/engine/checkpoint/random';
 import { readTensorF32 } from '../../src/engine/checkpoint/safetensors';
 import type { Tensor32 } from '../../src/engine/dims';
 import type { HookName } from '../../src/engine/hooks';
 import { Model, type SteerAdd } from '../../src/engine/model';
 import { referenceDecoderForward } from '../../src/engine/reference/decoder';
 import type { ReferenceSteer } from '../../src/engine/reference/gpt2';
-import { silenceOrt } from '../../src/engine/runtime/session';
-import { gpt2TokenizerJSON } from '../../tools/gpt2-tokenizer';
 import { assertMatches, closeness } from '../helpers/closeness';
+import { FAMILY_BASE, FAMILY_CASES, type FamilyCase } from '../helpers/family-cases';
+import { modelFolders } from '../helpers/model-folders';
 
-const root = fs.mkdtempSync(path.join(os.tmpdir(), 'residual-families-'));
-const cacheDir = path.join(root, 'cache');
-let tokenizerJson: object;
-const loaded: Model[] = [];
+const folders = modelFolders('residual-families-');
+const { root, cacheDir, loaded } = folders;
 
-before(() => {
-  silenceOrt();
-  tokenizerJson = gpt2TokenizerJSON();
-});
-after(async () => {
-  for (const m of loaded) await m.dispose();
-  fs.rmSync(root, { recursive: true, force: true });
-});
-
-const BASE: RandomFamilyShape = {
-  num_hidden_layers: 2,
-  hidden_size: 32,
-  num_attention_heads: 4,
-  intermediate_size: 40,
-  max_position_embeddings: 64,
-  vocab_size: 50257,
-};
-
-interface Case {
-  name: string;
-  type: FamilyModelType;
-  shape: Partial<RandomFamilyShape>;
-  opts?: Partial<RandomGpt2Options>;
-}
-
-const CASES: Case[] = [
-  {
-    name: 'llama, grouped-query attention, llama3 rope scaling (all three frequency bands), tied',
-    type: 'llama',
-    shape: {
-      num_key_value_heads: 2,
-      tie_word_embeddings: true,
-      rope_theta: 10000,
-      rope_scaling: { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 64 },
-    },
-  },
-  {
-    name: 'llama, head_dim ≠ hidden/heads, attention and MLP biases, linear rope scaling, untied, BF16, 3 shards',
-    type: 'llama',
-    shape: { num_key_value_heads: 4, head_dim: 12, attention_bias: true, mlp_bias: true, rope_scaling: { type: 'linear', factor: 2 }, tie_word_embeddings: false },
-    opts: { dtype: 'BF16', shards: 3 },
-  },
-  { name: 'qwen2, q/k/v biases, GQA, untied', type: 'qwen2', shape: { num_key_value_heads: 1, tie_word_embeddings: false, rope_theta: 1000000 } },
-  { name: 'qwen3, QK-norm, head_dim 16, tied', type: 'qwen3', shape: { num_key_value_heads: 2, head_dim: 16, tie_word_embeddings: true } },
-  {
-    name: 'gemma2, sandwich norms, embedding scale, attention and final soft-caps, sliding window 3 on even layers',
-    type: 'gemma2',
-    shape: {
-      num_hidden_layers: 3,
-      num_key_value_heads: 2,
-      head_dim: 16,
-      query_pre_attn_scalar: 24,
-      attn_logit_softcapping: 1.5,
-      final_logit_softcapping: 3,
-      sliding_window: 3,
-      hidden_activation: 'gelu_pytorch_tanh',
-    },
-  },
-  { name: 'gpt_neox (Pythia), parallel residual, rotary_pct 0.25, untied', type: 'gpt_neox', shape: { rotary_pct: 0.25, use_parallel_residual: true, hidden_act: 'gelu' } },
-  { name: 'gpt_neox, sequential residual, rotary_pct 0.5, F16', type: 'gpt_neox', shape: { rotary_pct: 0.5, use_parallel_residual: false }, opts: { dtype: 'F16' } },
-  { name: 'mistral, GQA, sliding window 4 on every layer, untied', type: 'mistral', shape: { num_key_value_heads: 2, sliding_window: 4, tie_word_embeddings: false, rope_theta: 1000000 } },
-];
-
-async function fixture(c: Case, tag = '') {
-  const dir = path.join(root, `${c.type}-${CASES.indexOf(c)}${tag}`);
-  writeRandomFamily(dir, c.type, { ...BASE, ...c.shape } as RandomFamilyShape, { seed: CASES.indexOf(c) * 7919 + 13, tokenizerJson, std: 0.3, ...c.opts });
+async function fixture(c: FamilyCase, tag = '') {
+  const dir = path.join(root, `${c.type}-${FAMILY_CASES.indexOf(c)}${tag}`);
+  writeRandomFamily(dir, c.type, { ...FAMILY_BASE, ...c.shape } as RandomFamilyShape, { seed: FAMILY_CASES.indexOf(c) * 7919 + 13, tokenizerJson: folders.tokenizerJson, std: 0.3, ...c.opts });
   const model = await Model.load(dir, { providers: ['cpu'], cacheDir });
   loaded.push(model);
   const ckpt = openCheckpoint(dir);
@@ -104,7 +36,7 @@ async function fixture(c: Case, tag = '') {
 const IDS = [464, 2068, 7586, 21831, 18045, 625, 262, 16931, 3290, 13, 198, 50256];
 
 describe('rotary families: ONNX graph vs plain-loop reference', () => {
-  for (const c of CASES) {
+  for (const c of FAMILY_CASES) {
     it(`matches logits and every hook point: ${c.name}`, async () => {
       const { model, weights, cfg } = await fixture(c);
       const hooks = [...model.hooks];
@@ -120,7 +52,7 @@ describe('rotary families: ONNX graph vs plain-loop reference', () => {
   }
 
   it('the sliding window really masks (Gemma-2 layer 0 attends to 3 keys, layer 1 to all earlier ones)', async () => {
-    const { model } = await fixture(CASES[4], '-mask');
+    const { model } = await fixture(FAMILY_CASES[4], '-mask');
     const r = await model.run({ ids: IDS, hooks: ['blocks.0.attn.hook_pattern', 'blocks.1.attn.hook_pattern'] });
     const P = IDS.length;
     const nonzero = (t: Tensor32, q: number) => Array.from(t.data.subarray(q * P, (q + 1) * P)).filter((x) => x > 0).length;
@@ -129,14 +61,14 @@ describe('rotary families: ONNX graph vs plain-loop reference', () => {
   });
 
   it('refuses hook points the family does not have, saying why', async () => {
-    const { model } = await fixture(CASES[0], '-hooks');
+    const { model } = await fixture(FAMILY_CASES[0], '-hooks');
     await assert.rejects(model.run({ ids: IDS, hooks: ['hook_pos_embed'] }), /no such hook point \(positions are rotations/);
     await assert.rejects(model.run({ ids: IDS, hooks: ['blocks.0.ln1_post.hook_scale' as HookName] }), /only Gemma-2/);
   });
 });
 
 describe('rotary families: steering, KV cache, logit lens', () => {
-  for (const c of [CASES[0], CASES[4], CASES[5], CASES[7]]) {
+  for (const c of [FAMILY_CASES[0], FAMILY_CASES[4], FAMILY_CASES[5], FAMILY_CASES[7]]) {
     it(`steering at three points matches the reference: ${c.type}`, async () => {
       const { model, weights, cfg } = await fixture(c, '-steer');
       const D = cfg.dModel;
@@ -197,7 +129,7 @@ describe('rotary families through the rest of the engine', () => {
     const dir = path.join(root, 'llama-bos');
     const EOT = 50256;
     const tok = {
-      ...(tokenizerJson as Record<string, unknown>),
+      ...(folders.tokenizerJson as Record<string, unknown>),
       post_processor: {
         type: 'TemplateProcessing',
         single: [{ SpecialToken: { id: '<|endoftext|>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }],
@@ -205,7 +137,7 @@ describe('rotary families through the rest of the engine', () => {
         special_tokens: { '<|endoftext|>': { id: '<|endoftext|>', ids: [EOT], tokens: ['<|endoftext|>'] } },
       },
     };
-    writeRandomFamily(dir, 'llama', { ...BASE, num_key_value_heads: 2 }, { seed: 99, tokenizerJson: tok, std: 0.3 });
+    writeRandomFamily(dir, 'llama', { ...FAMILY_BASE, num_key_value_heads: 2 }, { seed: 99, tokenizerJson: tok, std: 0.3 });
     const model = await Model.load(dir, { providers: ['cpu'], cacheDir });
     loaded.push(model);
     const { analyze } = await import('../../src/engine/analysis');
@@ -241,10 +173,10 @@ describe('rotary families through the rest of the engine', () => {
 });
 
 describe('half-precision weights (float16 matrix products)', () => {
-  for (const c of [CASES[0], CASES[4], CASES[5]]) {
+  for (const c of [FAMILY_CASES[0], FAMILY_CASES[4], FAMILY_CASES[5]]) {
     it(`every hook within 5e-3 of the reference on the float16-rounded weights: ${c.type}`, async () => {
       const dir = path.join(root, `${c.type}-half`);
-      writeRandomFamily(dir, c.type, { ...BASE, ...c.shape } as RandomFamilyShape, { seed: 4242, tokenizerJson, std: 0.3, ...c.opts });
+      writeRandomFamily(dir, c.type, { ...FAMILY_BASE, ...c.shape } as RandomFamilyShape, { seed: 4242, tokenizerJson: folders.tokenizerJson, std: 0.3, ...c.opts });
       const model = await Model.load(dir, { providers: ['cpu'], cacheDir, precision: 'float16' });
       loaded.push(model);
       assert.equal(model.info.precision, 'float16');
@@ -271,7 +203,7 @@ describe('half-precision weights (float16 matrix products)', () => {
 
 describe('rotary families: logit positions', () => {
   it('the last position alone equals the last row of the full logits (Gemma-2, with the final soft-cap)', async () => {
-    const { model, cfg } = await fixture(CASES[4], '-logitpos');
+    const { model, cfg } = await fixture(FAMILY_CASES[4], '-logitpos');
     const V = cfg.vocabSize;
     const P = IDS.length;
     const full = (await model.run({ ids: IDS, hooks: ['logits'] })).activations.get('logits')!;

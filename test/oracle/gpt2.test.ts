@@ -3,39 +3,25 @@
  * random GPT-2 checkpoints (activations, tied/untied unembedding, F32/F16/BF16, sharded), with and without steering.
  */
 import assert from 'node:assert/strict';
-import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { openCheckpoint } from '../../src/engine/checkpoint/load';
 import { writeRandomGpt2, type RandomGpt2Options, type RandomGpt2Shape } from '../../src/engine/checkpoint/random';
 import { readTensorF32 } from '../../src/engine/checkpoint/safetensors';
 import { allHookNames, type HookName } from '../../src/engine/hooks';
 import { Model, type SteerAdd } from '../../src/engine/model';
 import { referenceForward, type ReferenceSteer } from '../../src/engine/reference/gpt2';
-import { silenceOrt } from '../../src/engine/runtime/session';
-import { gpt2TokenizerJSON } from '../../tools/gpt2-tokenizer';
 import { assertMatches, closeness } from '../helpers/closeness';
+import { modelFolders } from '../helpers/model-folders';
 
-const root = fs.mkdtempSync(path.join(os.tmpdir(), 'residual-oracle-'));
-const cacheDir = path.join(root, 'cache');
-let tokenizerJson: object;
-const loaded: Model[] = [];
-
-before(() => {
-  silenceOrt();
-  tokenizerJson = gpt2TokenizerJSON();
-});
-after(async () => {
-  for (const m of loaded) await m.dispose();
-  fs.rmSync(root, { recursive: true, force: true });
-});
+const folders = modelFolders('residual-oracle-');
+const { root, cacheDir, loaded } = folders;
 
 const SHAPE: RandomGpt2Shape = { nLayers: 3, dModel: 16, nHeads: 4, dMlp: 48, nCtx: 24, vocabSize: 50257 };
 
 async function fixture(name: string, shape: Partial<RandomGpt2Shape>, opts: Partial<RandomGpt2Options> = {}) {
   const dir = path.join(root, name);
-  writeRandomGpt2(dir, { ...SHAPE, ...shape }, { seed: name.length * 7919 + 13, tokenizerJson, std: 0.3, ...opts });
+  writeRandomGpt2(dir, { ...SHAPE, ...shape }, { seed: name.length * 7919 + 13, tokenizerJson: folders.tokenizerJson, std: 0.3, ...opts });
   const model = await Model.load(dir, { providers: ['cpu'], cacheDir });
   loaded.push(model);
   const ckpt = openCheckpoint(dir);
