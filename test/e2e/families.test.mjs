@@ -148,6 +148,7 @@ describe('a Llama-family model in a real VS Code', { skip: ext ? false : 'RESIDU
     await runCommand(page, 'Residual: Open Steering Panel');
     const steer = await webview(page, { title: 'Residual: Steering' });
     await steer.locator('#steer-chat', { hasText: 'Runs as a user turn' }).waitFor({ timeout: 30_000 });
+    await steer.locator('vscode-button', { hasText: 'Use current selection' }).waitFor();
 
     // Back to plain text for what follows.
     await runCommand(page, 'Residual: Toggle Chat Form (wrap the selection as a user turn)');

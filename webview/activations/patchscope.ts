@@ -50,7 +50,11 @@ export function patchscopeView(a: Analysis, pos: number): HTMLElement {
   const target = dropdown(
     [{ value: '', label: 'same layer' }, ...Array.from({ length: a.model.n_layers }, (_, l) => ({ value: String(l), label: `into layer ${l}` }))],
     targetLayer === undefined ? '' : String(targetLayer),
-    (x) => (targetLayer = x === '' ? undefined : Number(x)),
+    (x) => {
+      targetLayer = x === '' ? undefined : Number(x);
+      // Kept with the cell's state, so a redraw or another lens cell keeps the choice.
+      update({ patchscope: { ...cell, targetPrompt: prompt.value, targetLayer, result: ps?.result } }, false);
+    },
     'patchscope-layer',
   );
   const run = () => {
@@ -63,14 +67,17 @@ export function patchscopeView(a: Analysis, pos: number): HTMLElement {
     running = req;
     req.result.then(
       (result) => {
+        if (running !== req) return; // superseded by a newer reading
         running = undefined;
         // For the analysis it was asked about only; either way the spinner goes.
         update(getState().analysis === shown ? { patchscope: { ...cell, targetPrompt, targetLayer, result } } : {});
       },
       (e) => {
+        if (running !== req) return;
         running = undefined;
-        if ((e instanceof RequestError && e.cancelled) || getState().analysis !== shown) return;
-        error = failureText(e);
+        // Cancelled here only by its Cancel button (a new reading or analysis replaces `running` first).
+        if (getState().analysis !== shown) return;
+        if (!(e instanceof RequestError && e.cancelled)) error = failureText(e);
         update({});
       },
     );
@@ -82,7 +89,7 @@ export function patchscopeView(a: Analysis, pos: number): HTMLElement {
   const row = el('div', 'row');
   row.append(prompt, target, button('Read with Patchscope', run, 'primary'));
   wrap.append(row);
-  if (running) wrap.append(spinner());
+  if (running) wrap.append(spinner(), button('Cancel', () => running?.cancel()));
   if (error) {
     const e = el('p', 'notice error', error);
     e.id = 'patchscope-error';

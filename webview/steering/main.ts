@@ -239,14 +239,12 @@ function promptSection(): HTMLElement {
   const pre = el('pre', 'preview', state.prompt ?? 'No prompt: analyse a selection, or use the current selection.');
   pre.id = 'steer-prompt';
   const row = el('div', 'row');
-  if (state.chatTemplate && state.prompt !== undefined) {
-    const note = el('p', 'hint', 'Runs as a user turn of the model\'s chat template, with the assistant prompt after it (residual.chat).');
-    note.id = 'steer-chat';
-    note.title = state.chatTemplate;
-    return section('Prompt', pre, note, row);
-  }
   row.append(button('Use current selection', () => ask('steer/useSelection', {}, undefined)));
-  return section('Prompt', pre, row);
+  if (!state.chatTemplate || state.prompt === undefined) return section('Prompt', pre, row);
+  const note = el('p', 'hint', 'Runs as a user turn of the model\'s chat template, with the assistant prompt after it (residual.chat).');
+  note.id = 'steer-chat';
+  note.title = state.chatTemplate;
+  return section('Prompt', pre, note, row);
 }
 
 function effectSection(): HTMLElement {
