@@ -13,7 +13,7 @@
 import { ResidualError } from '../engine/errors';
 import { hookName } from '../engine/hooks';
 import { RESID_POINTS, STEER_OPS, type SteeringSpec, type SteeringVector, type SteerPointName, type TopToken } from '../engine/results';
-import { compareGeneration, generatedOnlyEffect, nextTokenEffect, parsePositions } from '../engine/steering/steer';
+import { compareGeneration, nextTokenEffect, parsePositions } from '../engine/steering/steer';
 import { steeringVectorFromGguf } from '../engine/steering/gguf';
 import { featureVector, l2, loadVectorFile } from '../engine/steering/vectors';
 import { parseFlags, usageOf, type CommandSpec, type Flags } from './args';
@@ -143,9 +143,9 @@ export async function steerCommand(args: string[], io: Io = processIo()): Promis
     const layer = layerArg ?? vec.layer;
     if (layer >= c.nLayers) throw new ResidualError(`--layer ${layer} does not exist (the model has layers 0..${c.nLayers - 1})`, WHAT);
     // "generated": from the first position after the prompt, so only what --generate adds is steered.
-    if (positionsArg === 'generated') positions = { kind: 'from', pos: model.tokenizer.encodeForModel(text).ids.length };
+    if (positionsArg === 'generated') positions = parsePositions(positionsArg, () => model.tokenizer.encodeForModel(text).ids.length);
     const spec: SteeringSpec = { vector: vec.vector, layer, point, strength, relative: f.bool('relative'), positions, op, ...(opValue !== undefined ? { value: opValue } : {}) };
-    const effect = positionsArg === 'generated' ? await generatedOnlyEffect(model, text, spec, k) : await nextTokenEffect(model, text, spec, k);
+    const effect = await nextTokenEffect(model, text, spec, k, { generated: positionsArg === 'generated' ? generateN : 0 });
     let gen: Awaited<ReturnType<typeof compareGeneration>> | undefined;
     if (generateN !== undefined) gen = await compareGeneration(model, text, settings, spec);
     const nonFinite = effect.nonFinite || !!gen?.steered.nonFinite;

@@ -10,7 +10,7 @@ import * as vscode from 'vscode';
 import { ResidualError } from '../engine/errors';
 import type { Model } from '../engine/model';
 import type { SteeringSpec, SteeringVector } from '../engine/results';
-import { compareGeneration, generatedOnlyEffect, meanResidNorm, nextTokenEffect, parsePositions, steerScale, sweep } from '../engine/steering/steer';
+import { compareGeneration, meanResidNorm, nextTokenEffect, parsePositions, steerScale, sweep } from '../engine/steering/steer';
 import { controlVectorLayer, steeringVectorFromGguf, writeControlVector } from '../engine/steering/gguf';
 import { contrastiveVector, featureVector, loadVectorFile, parsePairs, saveVectorFile } from '../engine/steering/vectors';
 import type { SteerSettings, SteeringEvent, SteeringRequests, SteeringState, ToSteering } from '../protocol';
@@ -84,31 +84,29 @@ export class SteeringPanel extends PanelHost<SteeringRequests, SteeringEvent, { 
       'steer/effect': {
         scope: 'run',
         run: async (p, job) => {
-          const model = await this.models.get();
-          const spec = this.spec(p.settings, model);
-          const effectOf = p.settings.positions.trim() === 'generated' ? generatedOnlyEffect : nextTokenEffect;
-          return { effect: await effectOf(model, this.needPrompt(model), spec, 10, { cancel: job.token }), settings: p.settings };
+          const { model, spec, prompt } = await this.request(p.settings);
+          // "generated" steers only what generation adds: the next token after the prompt is the baseline's.
+          const generated = p.settings.positions.trim() === 'generated' ? 1 : 0;
+          return { effect: await nextTokenEffect(model, prompt(), spec, 10, { cancel: job.token, generated }), settings: p.settings };
         },
       },
       'steer/generate': {
         scope: 'run',
         run: async (p, job) => {
-          const model = await this.models.get();
-          const spec = this.spec(p.settings, model);
-          const result = await compareGeneration(model, this.needPrompt(model), { maxNewTokens: p.maxNewTokens, temperature: p.temperature, topP: p.topP, seed: p.seed }, spec, { cancel: job.token });
+          const { model, spec, prompt } = await this.request(p.settings);
+          const result = await compareGeneration(model, prompt(), { maxNewTokens: p.maxNewTokens, temperature: p.temperature, topP: p.topP, seed: p.seed }, spec, { cancel: job.token });
           return { result, settings: p.settings };
         },
       },
       'steer/sweep': {
         scope: 'run',
         run: async (p, job) => {
-          const model = await this.models.get();
-          const spec = this.spec(p.settings, model);
+          const { model, spec, prompt } = await this.request(p.settings);
           if ((spec.op ?? 'add') !== 'add') throw new ResidualError(`the sweep varies the strength of an added vector; set the operator to add (it is ${spec.op})`, 'steering');
           if (!p.strengths.length) throw new ResidualError('give at least one strength (comma-separated numbers)', 'steering');
           return sweep(
             model,
-            this.needPrompt(model),
+            prompt(),
             spec.vector,
             { layers: p.layers, strengths: p.strengths, point: spec.point, relative: spec.relative ?? false, targetText: p.target || undefined, neutralText: p.neutral, positions: spec.positions },
             { cancel: job.token, onProgress: (done, total) => job.progress(done, total) },
@@ -219,8 +217,8 @@ export class SteeringPanel extends PanelHost<SteeringRequests, SteeringEvent, { 
     const op = settings.op ?? 'add';
     if (op !== 'add') throw new ResidualError(`a llama.cpp control vector is added; the ${op} operator has no llama.cpp form: set the operator to add to export`, 'steering');
     const k = controlVectorLayer(layer, point); // refused before the dialog when there is no slot
-    const spec = this.spec(settings, model);
-    const strength = spec.relative ? steerScale(spec, await meanResidNorm(model, model.tokenizer.encodeForModel(this.needPrompt(model)).ids, layer, point)) : spec.strength;
+    const { spec, prompt } = this.specFor(settings, model);
+    const strength = spec.relative ? steerScale(spec, await meanResidNorm(model, model.tokenizer.encodeForModel(prompt()).ids, layer, point)) : spec.strength;
     const ws = vscode.workspace.workspaceFolders?.[0]?.uri;
     const defaultUri = ws ? vscode.Uri.joinPath(ws, `${this.vector.label.replace(/[^\w.-]+/g, '_')}.gguf`) : undefined;
     const target = await vscode.window.showSaveDialog({ defaultUri, filters: { 'llama.cpp control vector': ['gguf'] }, title: 'Residual: export for llama.cpp (--control-vector)' });
@@ -231,13 +229,24 @@ export class SteeringPanel extends PanelHost<SteeringRequests, SteeringEvent, { 
     void vscode.window.showInformationMessage(`Residual: wrote ${name} (direction.${k}). In llama.cpp: --control-vector-scaled ${name} ${Number(strength.toPrecision(6))}`);
   }
 
-  private spec(s: SteerSettings, model: Model): SteeringSpec {
+  /** The model and, for the panel's settings, the spec and the text the model runs (see specFor). */
+  private async request(s: SteerSettings) {
+    const model = await this.models.get();
+    return { model, ...this.specFor(s, model) };
+  }
+
+  /**
+   * The spec of the panel's settings, and the text the model runs: asked for once, when first needed (positions
+   * "generated" count its tokens), so a missing vector is reported before a missing prompt.
+   */
+  private specFor(s: SteerSettings, model: Model): { spec: SteeringSpec; prompt: () => string } {
     if (!this.vector) throw new ResidualError('no steering vector yet: use a transcoder feature, contrastive pairs or a saved vector', 'steering');
+    let text: string | undefined;
+    const prompt = () => (text ??= this.needPrompt(model));
     const op = s.op ?? 'add';
     if (op === 'add' && !Number.isFinite(s.strength)) throw new ResidualError(`strength must be a number (got ${s.strength})`, 'steering');
-    // "generated": from the first position after the prompt, so only what generation adds is steered.
-    const positions = s.positions.trim() === 'generated' ? { kind: 'from' as const, pos: model.tokenizer.encodeForModel(this.needPrompt(model)).ids.length } : parsePositions(s.positions);
-    return {
+    const positions = parsePositions(s.positions, () => model.tokenizer.encodeForModel(prompt()).ids.length);
+    const spec: SteeringSpec = {
       vector: this.vector.vector,
       layer: s.layer,
       point: s.point,
@@ -247,6 +256,7 @@ export class SteeringPanel extends PanelHost<SteeringRequests, SteeringEvent, { 
       op,
       ...(op === 'set' || op === 'cap' ? { value: s.value } : {}),
     };
+    return { spec, prompt };
   }
 
   /** The text the model runs: the prompt, as a user turn of the chat template when residual.chat is on. */

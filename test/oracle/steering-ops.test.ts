@@ -11,7 +11,7 @@ import type { Model } from '../../src/engine/model';
 import { referenceForward, type Weights } from '../../src/engine/reference/gpt2';
 import type { ModelConfig } from '../../src/engine/checkpoint/config';
 import type { SteeringSpec, SteerOp, SteerPointName } from '../../src/engine/results';
-import { generate, generatedOnlyEffect, meanResidNorm, steerAdds } from '../../src/engine/steering/steer';
+import { generate, meanResidNorm, nextTokenEffect, steerAdds } from '../../src/engine/steering/steer';
 import { loadTinyModel, type TinyModel } from '../helpers/tiny-model';
 
 const TOL = 1e-4;
@@ -114,14 +114,14 @@ describe('steering operators against the reference', () => {
   it('the next-token effect when only generated tokens are steered: the baseline itself, with the scale generation applies', async () => {
     const text = model.tokenizer.decode(IDS);
     const spec: SteeringSpec = { vector: direction, layer: 1, point: 'hook_resid_pre', strength: 3, positions: { kind: 'from', pos: IDS.length } };
-    const e = await generatedOnlyEffect(model, text, spec, 5);
+    const e = await nextTokenEffect(model, text, spec, 5, { generated: 1 });
     assert.equal(e.kl, 0);
     assert.deepEqual(e.steered, e.baseline);
     assert.equal(e.scale, 3);
     const norm = await meanResidNorm(model, model.tokenizer.encodeForModel(text).ids, 1, 'hook_resid_pre');
-    const rel = await generatedOnlyEffect(model, text, { ...spec, relative: true, strength: 0.5 }, 5);
+    const rel = await nextTokenEffect(model, text, { ...spec, relative: true, strength: 0.5 }, 5, { generated: 1 });
     assert.ok(Math.abs(rel.scale - (0.5 * norm) / Math.hypot(...direction)) <= 1e-6 * rel.scale, `${rel.scale}`);
-    assert.equal((await generatedOnlyEffect(model, text, { ...spec, op: 'ablate' }, 5)).scale, 0);
+    assert.equal((await nextTokenEffect(model, text, { ...spec, op: 'ablate' }, 5, { generated: 1 })).scale, 0);
   });
 
   it('an operator that needs a value without one, a zero vector, two operators at one point: refused by name', async () => {

@@ -231,16 +231,14 @@ function encodePrompt(model: Model, text: string, what = 'input'): number[] {
 
 // ---- Next-token effect -------------------------------------------------------------------------------------------
 
-/**
- * The next-token effect when only the generated tokens are steered (positions from the prompt's end): the token after
- * the prompt is not steered, so its effect is the baseline's (adding +0 changes nothing), and the scale reported is
- * the one generation applies.
- */
-export async function generatedOnlyEffect(model: Model, text: string, spec: SteeringSpec, k: number, opts: { cancel?: CancelToken } = {}): Promise<NextTokenEffect> {
-  const effect = await nextTokenEffect(model, text, { ...spec, op: 'add', strength: 0, relative: false, positions: { kind: 'all' } }, k, opts);
-  if ((spec.op ?? 'add') !== 'add') return { ...effect, scale: 0 };
-  const ids = model.tokenizer.encodeForModel(text).ids;
-  return { ...effect, scale: steerScale(spec, spec.relative ? await meanResidNorm(model, ids, spec.layer, spec.point, opts.cancel) : undefined) };
+export interface NextTokenEffectOptions {
+  cancel?: CancelToken;
+  /**
+   * How many generated tokens follow the prompt (default 0): positions past the prompt may then be steered, as in
+   * generation. Steering only those (from:P) leaves the next token as the baseline's; `scale` is still the one
+   * generation applies.
+   */
+  generated?: number;
 }
 
 /**
@@ -248,30 +246,18 @@ export async function generatedOnlyEffect(model: Model, text: string, spec: Stee
  * steered), and both probabilities of every token in either top-k. A steered run that produces NaN/Inf (or whose
  * additions overflow) gives `nonFinite: true`, an empty `steered` and kl NaN; the baseline is always returned.
  */
-export async function nextTokenEffect(
-  model: Model,
-  text: string,
-  spec: SteeringSpec,
-  k = 10,
-  opts: { cancel?: CancelToken } = {},
-): Promise<NextTokenEffect> {
+export async function nextTokenEffect(model: Model, text: string, spec: SteeringSpec, k = 10, opts: NextTokenEffectOptions = {}): Promise<NextTokenEffect> {
   // nextTokenEffectIds validates the spec against the model.
   return nextTokenEffectIds(model, encodePrompt(model, text), spec, k, opts);
 }
 
 /** `nextTokenEffect` for token ids. */
-export async function nextTokenEffectIds(
-  model: Model,
-  ids: number[],
-  spec: SteeringSpec,
-  k = 10,
-  opts: { cancel?: CancelToken } = {},
-): Promise<NextTokenEffect> {
+export async function nextTokenEffectIds(model: Model, ids: number[], spec: SteeringSpec, k = 10, opts: NextTokenEffectOptions = {}): Promise<NextTokenEffect> {
   validateSpec(spec);
   checkSpecAgainstModel(model, spec);
   if (!(Number.isInteger(k) && k >= 1)) throw new ResidualError(`the number of next tokens to show must be a positive integer, got ${k}`, 'steering');
   const P = ids.length;
-  checkPositions(spec, P);
+  checkPositions(spec, P, 'the prompt', opts.generated ?? 0);
   const V = model.config.vocabSize;
   const hook = hookName(spec.layer, spec.point);
   const hooks: HookName[] = spec.relative ? ['logits', hook] : ['logits'];
@@ -281,8 +267,14 @@ export async function nextTokenEffectIds(
   if (!baseLog) throw await model.nonFiniteError(ids, 'logits (unsteered)', opts.cancel);
   const baseline = topTokens(model, baseLast, k);
   const meanNorm = spec.relative ? meanRowNorm(base.activations.get(hook)!.data, P, model.config.dModel) : undefined;
-  const scale = steerScale(spec, meanNorm);
+  // The operators other than add use the unit direction: no strength applies to them.
+  const scale = (spec.op ?? 'add') === 'add' ? steerScale(spec, meanNorm) : 0;
   const adds = steerAdds(spec, 0, P, meanNorm);
+  if (adds.length === 0) {
+    // Nothing of the prompt is steered (only generated tokens are): the next token is the baseline's.
+    const deltas = baseline.map((t) => ({ id: t.id, text: t.text, base: Math.exp(baseLog[t.id]), steered: Math.exp(baseLog[t.id]) }));
+    return { baseline, steered: baseline, kl: 0, deltas, scale, nonFinite: false };
+  }
   const broken = (where: HookName | 'additions' | 'logits'): NextTokenEffect => ({
     baseline,
     steered: [],
@@ -624,10 +616,14 @@ export async function sweep(
   };
 }
 
-/** Parses `all`, `from:N` or `i,j,k` (CLI and settings). */
-export function parsePositions(text: string): SteeringSpec['positions'] {
+/**
+ * Parses `all`, `from:N`, `i,j,k` or `generated` (CLI and settings). `generated` is from the first position after the
+ * prompt, so only what generation adds is steered: it needs `promptTokens`, the prompt's token count (asked only then).
+ */
+export function parsePositions(text: string, promptTokens?: () => number): SteeringSpec['positions'] {
   const t = text.trim();
   if (t === 'all') return { kind: 'all' };
+  if (t === 'generated' && promptTokens) return { kind: 'from', pos: promptTokens() };
   const from = /^from:(\d+)$/.exec(t);
   if (from) return { kind: 'from', pos: Number(from[1]) };
   if (/^\d+(\s*,\s*\d+)*$/.test(t)) return { kind: 'set', positions: t.split(',').map((x) => Number(x.trim())) };
