@@ -5,7 +5,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { renderChatPrompt, requireChatTemplate, type ChatTemplate } from '../engine/chat';
+import { chatText, requireChatTemplate, type ChatTemplate } from '../engine/chat';
 import { errorMessage, ResidualError } from '../engine/errors';
 import { checkOutputFile, kindOf } from '../engine/files';
 import { Model } from '../engine/model';
@@ -70,23 +70,17 @@ export function readText(f: Flags, io: Io): string {
 
 /** With `--chat`, the model's chat template (an error when it has none), else undefined. */
 export function chatTemplateOf(f: Flags, model: Model): ChatTemplate | undefined {
-  return f.bool('chat') ? requireChatTemplate(path.dirname(model.checkpoint.tokenizerPath)) : undefined;
+  return f.bool('chat') ? requireChatTemplate(model.checkpoint.dir) : undefined;
 }
 
 /** The text the model runs: with `--chat`, the text rendered as a user turn in its chat template. */
 export function promptOf(f: Flags, model: Model, text: string): string {
-  const chat = chatTemplateOf(f, model);
-  return chat ? renderChatPrompt(chat, text).text : text;
+  return chatText(chatTemplateOf(f, model), text);
 }
 
 /** `--precision auto|float32|float16` (default auto). */
 export function precisionOf(f: Flags): WeightPrecision | 'auto' {
   return f.choice('precision', ['auto', 'float32', 'float16'] as const) ?? 'auto';
-}
-
-/** `--providers LIST` as given, or undefined for the default order (where a GPU provider is used only on a real GPU). */
-export function providersOf(f: Flags): string[] | undefined {
-  return f.list('providers', PROVIDERS);
 }
 
 /**
@@ -105,7 +99,8 @@ export function reportProviders(model: Model, named: boolean, io: Io): void {
 export async function loadModel(f: Flags, io: Io, opts: { precision?: WeightPrecision | 'auto' } = {}): Promise<Model> {
   const dir = f.required('model');
   if (f.bool('check-memory') && f.bool('skip-memory-check')) f.fail('--check-memory and --skip-memory-check contradict each other; give one');
-  const providers = providersOf(f);
+  // As given, or undefined for the default order (where a GPU provider is used only on a real GPU).
+  const providers = f.list('providers', PROVIDERS);
   silenceOrt();
   const model = await Model.load(dir, {
     providers,

@@ -67,10 +67,11 @@ export async function analyze(model: Model, text: string, opts: AnalyzeOptions =
     tokens = tokens.slice(Math.max(0, tokens.length - limit));
     truncated = { kept: tokens.length, firstChar: (tokens.find((t) => !t.template) ?? tokens[0]).start, total };
   }
-  // Not when the text (or the chat template) already starts with it.
-  if (bos && tokens[0].id !== model.tokenizer.bosId) {
-    tokens = model.tokenizer.withBos({ ids: [], tokens }).tokens;
-    if (prompt) tokens[0] = { ...tokens[0], template: true };
+  if (bos) {
+    // withBos adds none when the text (or the chat template) starts with it; one it adds to a chat prompt is the template's.
+    const withBos = model.tokenizer.withBos({ ids: [], tokens }).tokens;
+    if (prompt && withBos !== tokens) withBos[0] = { ...withBos[0], template: true };
+    tokens = withBos;
   }
   const ids = tokens.map((t) => t.id);
   const P = ids.length;

@@ -48,7 +48,12 @@ const cache = new Map<string, { stamp: string; template: ChatTemplate | undefine
 export function readChatTemplate(dir: string): ChatTemplate | undefined {
   const configFile = path.join(dir, 'tokenizer_config.json');
   const jinjaFile = path.join(dir, 'chat_template.jinja');
-  const stamp = [configFile, jinjaFile].map((f) => (fs.existsSync(f) ? `${fs.statSync(f).mtimeMs}/${fs.statSync(f).size}` : '-')).join(':');
+  const stamp = [configFile, jinjaFile]
+    .map((f) => {
+      const st = fs.statSync(f, { throwIfNoEntry: false });
+      return st ? `${st.mtimeMs}/${st.size}` : '-';
+    })
+    .join(':');
   const hit = cache.get(dir);
   if (hit?.stamp === stamp) return hit.template;
   const template = readUncached(configFile, jinjaFile);
@@ -107,6 +112,22 @@ export function requireChatTemplate(dir: string): ChatTemplate {
   return t;
 }
 
+/** Parsed once per template (readChatTemplate keeps one object per folder while its files do not change). */
+const compiledTemplates = new WeakMap<ChatTemplate, Template>();
+
+function compile(t: ChatTemplate): Template {
+  let compiled = compiledTemplates.get(t);
+  if (!compiled) {
+    try {
+      compiled = new Template(t.template);
+    } catch (e) {
+      throw new ResidualError(`the chat template does not parse: ${(e as Error).message}`, t.source);
+    }
+    compiledTemplates.set(t, compiled);
+  }
+  return compiled;
+}
+
 function render(t: ChatTemplate, compiled: Template, content: string): string {
   try {
     return compiled.render({
@@ -122,12 +143,7 @@ function render(t: ChatTemplate, compiled: Template, content: string): string {
 
 /** Renders `content` as a user turn with the generation prompt, and finds where the message lies in the result. */
 export function renderChatPrompt(t: ChatTemplate, content: string): ChatPrompt {
-  let compiled: Template;
-  try {
-    compiled = new Template(t.template);
-  } catch (e) {
-    throw new ResidualError(`the chat template does not parse: ${(e as Error).message}`, t.source);
-  }
+  const compiled = compile(t);
   const probe = render(t, compiled, PLACEHOLDER);
   const at = probe.indexOf(PLACEHOLDER);
   const rewrites = 'the chat template changes the message text in a way that cannot be mapped back to the selection (only trimming is recognised)';
@@ -150,6 +166,11 @@ export function renderChatPrompt(t: ChatTemplate, content: string): ChatPrompt {
     throw new ResidualError(rewrites, t.source, 'unsupported');
   }
   return { text, content, contentStart: prefix.length, contentEnd: prefix.length + middle!.length, lead, source: t.source };
+}
+
+/** The text the model runs for `content`: rendered as a user turn when there is a template, else `content` itself. */
+export function chatText(t: ChatTemplate | undefined, content: string): string {
+  return t ? renderChatPrompt(t, content).text : content;
 }
 
 /**

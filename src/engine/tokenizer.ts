@@ -414,13 +414,15 @@ export class Tokenizer {
    */
   encodeForModel(text: string): { ids: number[]; tokens: TokenSpan[] } {
     const enc = this.encode(text);
-    // A text that already starts with it (a rendered chat template writes it) does not get a second one.
-    return this.prependsBos && enc.ids[0] !== this.bosId ? this.withBos(enc) : enc;
+    return this.prependsBos ? this.withBos(enc) : enc;
   }
 
-  /** Puts `bosId` in front of an encoding (span 0..0, no text). */
+  /**
+   * Puts `bosId` in front of an encoding (span 0..0, no text), unless the encoding starts with it already (a rendered
+   * chat template writes it): then `enc` itself is returned.
+   */
   withBos(enc: { ids: number[]; tokens: TokenSpan[] }): { ids: number[]; tokens: TokenSpan[] } {
-    if (this.bosId === undefined) return enc;
+    if (this.bosId === undefined || enc.tokens[0]?.id === this.bosId) return enc;
     return { ids: [this.bosId, ...enc.ids], tokens: [{ id: this.bosId, text: '', start: 0, end: 0 }, ...enc.tokens] };
   }
 

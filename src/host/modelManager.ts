@@ -3,9 +3,8 @@
  * progress, reloads when the settings change, and shows the provider in the status bar.
  */
 import * as fs from 'node:fs';
-import * as path from 'node:path';
 import * as vscode from 'vscode';
-import { readChatTemplate, renderChatPrompt, type ChatTemplate } from '../engine/chat';
+import { chatText, readChatTemplate, type ChatTemplate } from '../engine/chat';
 import { errorMessage, ResidualError } from '../engine/errors';
 import { checkParity, parityLine } from '../engine/parity';
 import { Model } from '../engine/model';
@@ -55,7 +54,7 @@ export class ModelManager implements vscode.Disposable {
 
   private chatState(model: Model): InspectorState['chat'] {
     try {
-      return { on: this.chatOn, template: readChatTemplate(path.dirname(model.checkpoint.tokenizerPath))?.source };
+      return { on: this.chatOn, template: readChatTemplate(model.checkpoint.dir)?.source };
     } catch (e) {
       return { on: this.chatOn, error: errorMessage(e) };
     }
@@ -70,7 +69,7 @@ export class ModelManager implements vscode.Disposable {
    */
   chatTemplate(model: Model, on = this.chatOn): ChatTemplate | undefined {
     if (!on) return undefined;
-    const dir = path.dirname(model.checkpoint.tokenizerPath);
+    const dir = model.checkpoint.dir;
     const t = readChatTemplate(dir);
     if (!t && !this.toldNoTemplate.has(dir)) {
       this.toldNoTemplate.add(dir);
@@ -85,15 +84,12 @@ export class ModelManager implements vscode.Disposable {
    * about an analysis made in chat form) and the model has a template.
    */
   promptFor(model: Model, text: string, on = this.chatOn): string {
-    const t = this.chatTemplate(model, on);
-    return t ? renderChatPrompt(t, text).text : text;
+    return chatText(this.chatTemplate(model, on), text);
   }
 
   /** residual.chat on ↔ off, where it is set (the workspace's value when the workspace sets it). */
   async toggleChat(): Promise<void> {
-    const cfg = vscode.workspace.getConfiguration('residual');
-    const set = cfg.inspect<boolean>('chat');
-    await cfg.update('chat', !this.chatOn, set?.workspaceValue !== undefined ? vscode.ConfigurationTarget.Workspace : vscode.ConfigurationTarget.Global);
+    await updateWhereSet('chat', !this.chatOn);
     this.log.appendLine(`residual.chat is now ${this.chatOn ? 'on: selections are wrapped as a user turn' : 'off'}`);
   }
 
@@ -221,11 +217,7 @@ export class ModelManager implements vscode.Disposable {
     return vscode.workspace.getConfiguration('residual').get<string>('modelPath', '').trim() !== '';
   }
 
-  /**
-   * Sets residual.modelPath (`undefined`: the bundled model) where it takes effect: in the user settings, unless the
-   * workspace sets it (a workspace value would override the user's), then there. (A per-folder value in a multi-root
-   * workspace is left alone.)
-   */
+  /** Sets residual.modelPath where it takes effect (updateWhereSet); `undefined`: the bundled model. */
   async setModelPath(dir: string | undefined): Promise<void> {
     const cfg = vscode.workspace.getConfiguration('residual');
     const set = cfg.inspect<string>('modelPath');
@@ -234,7 +226,7 @@ export class ModelManager implements vscode.Disposable {
       if (set?.workspaceValue !== undefined) await cfg.update('modelPath', undefined, vscode.ConfigurationTarget.Workspace);
       if (set?.globalValue !== undefined) await cfg.update('modelPath', undefined, vscode.ConfigurationTarget.Global);
     } else {
-      await cfg.update('modelPath', dir, set?.workspaceValue !== undefined ? vscode.ConfigurationTarget.Workspace : vscode.ConfigurationTarget.Global);
+      await updateWhereSet('modelPath', dir);
     }
     await this.unload();
   }
@@ -304,4 +296,14 @@ export function providerTooltip(model: string, provider: string, attempts: reado
     } else lines.push(`${a.provider}: ${a.skipped ? 'not tried' : 'failed'}: ${a.reason}`);
   }
   return lines.join('\n');
+}
+
+/**
+ * Sets residual.`key` where it takes effect: in the workspace settings when the workspace sets it (a workspace value
+ * overrides the user's), else in the user settings. (A per-folder value in a multi-root workspace is left alone.)
+ */
+async function updateWhereSet(key: string, value: unknown): Promise<void> {
+  const cfg = vscode.workspace.getConfiguration('residual');
+  const inWorkspace = cfg.inspect(key)?.workspaceValue !== undefined;
+  await cfg.update(key, value, inWorkspace ? vscode.ConfigurationTarget.Workspace : vscode.ConfigurationTarget.Global);
 }
