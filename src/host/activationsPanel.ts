@@ -26,6 +26,8 @@ import type { EditorSelection, SelectedText } from './selection';
 export const ACTIVATIONS_VIEW_TYPE = 'residual.activations';
 
 const ANALYSIS = 'analysis';
+/** The scopes of requests about the shown analysis: a new analysis, or Cancel Analysis, cancels them all. */
+const ABOUT_ANALYSIS = ['lens', 'patching', 'pathpatching', 'suggest', 'dla', 'patchscope'];
 
 interface Analysed {
   /** The analysis job that made it. */
@@ -66,15 +68,8 @@ export class ActivationsPanel extends PanelHost<ActivationsRequests, Activations
       'patching/run': {
         scope: 'patching',
         run: async (p, job) => {
-          const a = this.need().analysis;
-          const model = await this.models.get();
-          // An analysis in chat form is patched in chat form: both prompts as user turns.
-          const wrap = (t: string) => (a.chat ? this.models.promptFor(model, t, true) : t);
-          const { notes, ...result } = await activationPatching(
-            model,
-            { clean: wrap(a.text.slice(a.truncated?.firstChar ?? 0)), corrupted: wrap(p.corrupted), cleanAnswer: p.cleanAnswer, corruptedAnswer: p.corruptedAnswer, point: p.point },
-            { cancel: job.token, onProgress: (done, total) => job.progress(done, total) },
-          );
+          const { model, pair } = await this.patchingPair(p);
+          const { notes, ...result } = await activationPatching(model, { ...pair, point: p.point }, { cancel: job.token, onProgress: (done, total) => job.progress(done, total) });
           this.log.appendLine(`patching: ${result.restored.length}×${result.restored[0]?.length ?? 0} runs in ${result.ms.toFixed(0)} ms`);
           return { result, notes };
         },
@@ -82,31 +77,26 @@ export class ActivationsPanel extends PanelHost<ActivationsRequests, Activations
       'pathpatching/run': {
         scope: 'pathpatching',
         run: async (p, job) => {
-          const a = this.need().analysis;
-          const model = await this.modelOf(a, 'path patching');
-          const wrap = (t: string) => (a.chat ? this.models.promptFor(model, t, true) : t);
-          const r = await pathPatching(
-            model,
-            { clean: wrap(a.text.slice(a.truncated?.firstChar ?? 0)), corrupted: wrap(p.corrupted), cleanAnswer: p.cleanAnswer, corruptedAnswer: p.corruptedAnswer, receiver: p.receiver },
-            { cancel: job.token, onProgress: (done, total) => job.progress(done, total) },
-          );
+          const { model, pair } = await this.patchingPair(p);
+          const r = await pathPatching(model, { ...pair, receiver: p.receiver }, { cancel: job.token, onProgress: (done, total) => job.progress(done, total) });
           this.log.appendLine(`path patching into ${r.receiverName}: ${r.senders.length} senders in ${r.ms.toFixed(0)} ms`);
           return r;
         },
       },
       'patching/suggest': {
         scope: 'suggest',
-        run: async () => {
-          const forText = this.need().analysis.text;
-          return { forText, suggestion: await suggestCorruption(await this.models.get(), forText) };
+        run: async (_p, job) => {
+          const a = this.need().analysis;
+          const model = await this.models.get();
+          const asRun = (t: string) => this.models.promptFor(model, t, !!a.chat);
+          return { forText: a.text, suggestion: await suggestCorruption(model, a.text, { cancel: job.token, asRun }) };
         },
       },
       'patching/count': {
         scope: 'count',
         run: async (p) => {
           const model = await this.models.get();
-          const text = this.last?.analysis.chat ? this.models.promptFor(model, p.text, true) : p.text;
-          return { tokens: model.tokenizer.encodeForModel(text).ids.length };
+          return { tokens: model.tokenizer.encodeForModel(this.models.promptFor(model, p.text, !!this.last?.analysis.chat)).ids.length };
         },
       },
       'dla/compute': {
@@ -149,6 +139,17 @@ export class ActivationsPanel extends PanelHost<ActivationsRequests, Activations
     const model = await this.models.get();
     if (model.info.dir !== a.model.dir) throw new ResidualError(`the model changed since this analysis (now ${model.info.name}): re-run the analysis first`, what);
     return model;
+  }
+
+  /**
+   * The Patching tab's clean prompt (the analysed text) and corrupted prompt as the model runs them: in chat form when
+   * the analysis was (both as user turns).
+   */
+  private async patchingPair(p: { corrupted: string; cleanAnswer?: string; corruptedAnswer?: string }) {
+    const a = this.need().analysis;
+    const model = await this.models.get();
+    const asRun = (t: string) => this.models.promptFor(model, t, !!a.chat);
+    return { model, pair: { clean: asRun(a.text.slice(a.truncated?.firstChar ?? 0)), corrupted: asRun(p.corrupted), cleanAnswer: p.cleanAnswer, corruptedAnswer: p.corruptedAnswer } };
   }
 
   private need(): Analysed {
@@ -222,11 +223,9 @@ export class ActivationsPanel extends PanelHost<ActivationsRequests, Activations
     this.post({ type: 'compare/result', a: a.analysis, b: b.analysis, layers: compareAnalyses(a.analysis, b.analysis), fileA: a.file, fileB: b.file });
   }
 
-  /** Cancels the running analysis and patching (the Cancel Analysis command). */
+  /** Cancels the running analysis and every request about it (the Cancel Analysis command). */
   cancel(): void {
-    this.router.cancelScope(ANALYSIS);
-    this.router.cancelScope('patching');
-    this.router.cancelScope('pathpatching');
+    for (const scope of [ANALYSIS, ...ABOUT_ANALYSIS]) this.router.cancelScope(scope);
   }
 
   clearHeat(): void {
@@ -301,7 +300,7 @@ export class ActivationsPanel extends PanelHost<ActivationsRequests, Activations
   /** Shows an analysis in the panel and, by default, as heat over its text (the last block's relative update). */
   private present(r: Analysed): void {
     // Requests about the previous analysis would answer for text that is no longer shown.
-    for (const scope of ['lens', 'patching', 'pathpatching', 'suggest', 'dla', 'patchscope']) this.router.cancelScope(scope);
+    for (const scope of ABOUT_ANALYSIS) this.router.cancelScope(scope);
     this.last = r;
     this.post({ type: 'analysis/result', requestId: r.requestId, analysis: r.analysis, file: r.file });
     this.onAnalysed(r.analysis.text.slice(r.analysis.truncated?.firstChar ?? 0));

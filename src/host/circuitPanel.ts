@@ -29,8 +29,6 @@ const TRACE = 'trace';
 
 export class CircuitPanel extends PanelHost<CircuitRequests, CircuitEvent, CircuitNotification> {
   private live: LiveGraph | undefined;
-  /** The selection the live graph was traced from (its `prompt` is the rendered chat prompt when residual.chat is on). */
-  private tracedSelection: string | undefined;
   private imported: ImportedGraph | undefined;
   private attributor: { key: string; value: Attributor; index: FeatureIndex } | undefined;
   /** Settles when the last trace has finished (cancelled or not): traces share the attributor's sessions. */
@@ -57,7 +55,7 @@ export class CircuitPanel extends PanelHost<CircuitRequests, CircuitEvent, Circu
       'circuit/export': { run: (p) => this.exportFile(p.pinned, p.supernodes) },
       'circuit/import': { run: () => this.pickAndImport() },
       // The selection, not the rendered chat prompt: the Steering panel wraps it itself when residual.chat is on.
-      'circuit/steer': { run: async (p) => this.steerFeature(p.layer, p.index, this.live ? this.tracedSelection : undefined) },
+      'circuit/steer': { run: async (p) => this.steerFeature(p.layer, p.index, this.live?.selection) },
     });
     this.disposables.push(
       vscode.workspace.onDidChangeConfiguration((e) => {
@@ -158,6 +156,7 @@ export class CircuitPanel extends PanelHost<CircuitRequests, CircuitEvent, Circu
         graph,
         prune: pruneGraph(graph, node, edge),
         prompt,
+        selection: text,
         tokens: ids.map((i) => model.tokenizer.tokenText(i)),
         nodeThreshold: node,
         edgeThreshold: edge,
@@ -165,7 +164,6 @@ export class CircuitPanel extends PanelHost<CircuitRequests, CircuitEvent, Circu
         budgetMB: budget / 1e6,
         slug: `residual-${Date.now().toString(36)}`,
       };
-      this.tracedSelection = text;
       this.imported = undefined;
       this.outputs.clear();
       this.dropGraphRequests();

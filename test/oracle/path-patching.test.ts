@@ -14,7 +14,7 @@ import { openCheckpoint } from '../../src/engine/checkpoint/load';
 import { writeRandomFamily } from '../../src/engine/checkpoint/random';
 import { readTensorF32 } from '../../src/engine/checkpoint/safetensors';
 import { ResidualError } from '../../src/engine/errors';
-import { pathPatching, sendersBefore, type PathReceiver, type PathSender } from '../../src/engine/layers/pathPatching';
+import { pathPatching, senderName, sendersBefore, type PathReceiver, type PathSender } from '../../src/engine/layers/pathPatching';
 import { Model } from '../../src/engine/model';
 import { referenceDecoderForward } from '../../src/engine/reference/decoder';
 import { referenceForward, type ReferenceOptions, type Weights } from '../../src/engine/reference/gpt2';
@@ -110,7 +110,7 @@ describe('path patching on GPT-2', () => {
         const P = ids(t).length;
         return lg[(P - 1) * cfg.vocabSize + a] - lg[(P - 1) * cfg.vocabSize + b];
       };
-      assert.deepEqual(r.senders.map((s) => s.name), sendersBefore(model, receiver).map((s) => (s.head === undefined ? `blocks.${s.layer}.mlp` : `blocks.${s.layer}.attn.head.${s.head}`)));
+      assert.deepEqual(r.senders.map((s) => s.name), sendersBefore(model, receiver).map(senderName));
       if (receiver.kind === 'head') assert.ok(r.patternCheck! < 1e-5, `pattern recomputed within ${r.patternCheck}`);
       checkAgainstDefinition(r, (s) => definitionLD(forward, cfg, ids(CLEAN), ids(CORRUPTED), s, receiver, a, b), ld(CLEAN), ld(CORRUPTED));
     });

@@ -11,7 +11,6 @@ import { dlaView, resetDla } from './dla';
 import { resetPatchscope } from './patchscope';
 import { layersView } from './layers';
 import { header, overview } from './overview';
-import { resetPathPatching } from './pathPatching';
 import { patchingView, resetPatching } from './patching';
 import { getState, host, notice, onRender, update } from './store';
 
@@ -31,7 +30,6 @@ host.onEvent((m) => {
       waitingFor = undefined;
       app.dataset.request = String(m.requestId);
       resetPatching();
-      resetPathPatching();
       resetDla();
       resetPatchscope();
       // A new analysis: the Compare tab's pair is the old one, so it does not stay on screen. The typed attribution

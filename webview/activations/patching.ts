@@ -6,9 +6,9 @@
 import { RESID_POINTS, type Analysis, type CorruptionSuggestion, type PatchingResult, type ResidPoint } from '../../src/protocol';
 import { failureText, RequestError } from '../host';
 import { PanelJob } from './job';
-import { button, dropdown, el, divergingHeat, showToken, textArea, textField } from '../ui';
+import { button, dropdown, el, fractionCell, scroller, showToken, textArea, textField } from '../ui';
 import { section } from './overview';
-import { pathPatchingView } from './pathPatching';
+import { pathPatchingView, resetPathPatching } from './pathPatching';
 import { getState, host, update } from './store';
 
 const job = new PanelJob<{ result: PatchingResult; notes: string[] }>('Patching', 'patch-progress', 'runs');
@@ -24,6 +24,9 @@ let countTimer: ReturnType<typeof setTimeout> | undefined;
 /** A new analysis: the last run, its error and its progress belonged to the previous clean prompt. */
 export function resetPatching(): void {
   job.reset();
+  resetPathPatching();
+  // Counts depend on the model and on the chat form of the analysis, not only on the text.
+  counts.clear();
   answerTexts.clean = '';
   answerTexts.corrupted = '';
 }
@@ -42,6 +45,11 @@ function askSuggestion(): void {
       update({});
     },
   );
+}
+
+/** The corrupted prompt and the answers as typed (path patching, below the form, runs on the same pair). */
+function pairParams(a: Analysis): { corrupted: string; cleanAnswer?: string; corruptedAnswer?: string } {
+  return { corrupted: getState().corrupted ?? a.text, cleanAnswer: answerTexts.clean || undefined, corruptedAnswer: answerTexts.corrupted || undefined };
 }
 
 export function patchingView(a: Analysis): HTMLElement {
@@ -77,7 +85,7 @@ export function patchingView(a: Analysis): HTMLElement {
     );
   }
   const answers = el('div', 'row');
-  // Kept across redraws (a finished run redraws the tab; path patching below reads the same fields).
+  // Kept across redraws (a finished run redraws the tab).
   const cleanAns = textField(answerTexts.clean, 'clean answer (default: its top prediction)', 'clean-answer');
   const corrAns = textField(answerTexts.corrupted, 'corrupted answer (default: its top prediction)', 'corrupted-answer');
   cleanAns.addEventListener('input', () => (answerTexts.clean = cleanAns.value));
@@ -98,7 +106,7 @@ export function patchingView(a: Analysis): HTMLElement {
   else {
     controls.append(
       button('Run patching', () => {
-        const params = { corrupted: corrupted.value, cleanAnswer: cleanAns.value || undefined, corruptedAnswer: corrAns.value || undefined, point };
+        const params = { ...pairParams(a), point };
         job.start((onProgress) => host.request('patching/run', params, onProgress), () => update({ tab: 'patching' }));
         update({ corrupted: corrupted.value });
       }, 'primary'),
@@ -112,7 +120,7 @@ export function patchingView(a: Analysis): HTMLElement {
     root.append(e);
   }
   if (job.result) root.append(section('Restored fraction of the logit difference', resultView(job.result.result, job.result.notes)));
-  root.append(pathPatchingView(a));
+  root.append(pathPatchingView(a, () => pairParams(a)));
   return root;
 }
 
@@ -138,17 +146,13 @@ function resultView(r: PatchingResult, notes: string[]): HTMLElement {
     tr.dataset.layer = String(l);
     tr.append(el('th', 'rowlabel', `blocks.${l}.${r.hook.replace(/^blocks\.\*\./, '')}`));
     row.forEach((v, p) => {
-      const td = el('td', 'cell', Number.isFinite(v) ? v.toFixed(2) : '—');
-      td.dataset.value = String(v);
-      if (Number.isFinite(v)) divergingHeat(td, Math.max(-1, Math.min(1, v)));
+      const td = fractionCell(v);
       td.title = `patch blocks.${l} at position ${p}: restores ${(v * 100).toFixed(1)}% of the logit difference`;
       tr.append(td);
     });
     table.append(tr);
   });
-  const sc = el('div', 'scroller');
-  sc.append(table);
-  wrap.append(sc, el('p', 'hint', 'Red: restores the clean behaviour; blue: pushes further towards the corrupted answer. Columns whose tokens differ between the prompts are underlined.'));
+  wrap.append(scroller(table), el('p', 'hint', 'Red: restores the clean behaviour; blue: pushes further towards the corrupted answer. Columns whose tokens differ between the prompts are underlined.'));
   return wrap;
 }
 

@@ -4,7 +4,7 @@
  * query, key or value input, or the logits. A layer × head heatmap (plus an MLP column) of the share of the effect.
  */
 import type { Analysis, PathPatchingResult, PathReceiver } from '../../src/protocol';
-import { button, divergingHeat, dropdown, el } from '../ui';
+import { button, dropdown, el, fractionCell, scroller } from '../ui';
 import { PanelJob } from './job';
 import { section } from './overview';
 import { host, update } from './store';
@@ -19,15 +19,12 @@ export function resetPathPatching(): void {
   job.reset();
 }
 
-function fieldValue(id: string): string {
-  return (document.getElementById(id) as (HTMLElement & { value?: string }) | null)?.value ?? '';
-}
-
 function receiverOf(): PathReceiver {
   return receiverLayer === 'logits' ? { kind: 'logits' } : { kind: 'head', layer: Number(receiverLayer), head: Number(receiverHead), input: receiverInput };
 }
 
-export function pathPatchingView(a: Analysis): HTMLElement {
+/** `pair`: the Patching tab's corrupted prompt and answers, as typed above. */
+export function pathPatchingView(a: Analysis, pair: () => { corrupted: string; cleanAnswer?: string; corruptedAnswer?: string }): HTMLElement {
   const form = el('div', 'form');
   const L = a.model.n_layers;
   const H = a.model.n_heads;
@@ -63,9 +60,9 @@ export function pathPatchingView(a: Analysis): HTMLElement {
   else {
     row.append(
       button('Run path patching', () => {
-        const params = { corrupted: fieldValue('corrupted'), cleanAnswer: fieldValue('clean-answer') || undefined, corruptedAnswer: fieldValue('corrupted-answer') || undefined, receiver: receiverOf() };
+        const params = { ...pair(), receiver: receiverOf() };
         job.start((onProgress) => host.request('pathpatching/run', params, onProgress), () => update({ tab: 'patching' }));
-        update({ corrupted: params.corrupted });
+        update({});
       }),
     );
   }
@@ -114,19 +111,15 @@ function resultView(r: PathPatchingResult): HTMLElement {
     tr.append(el('th', 'rowlabel', `blocks.${l}`));
     for (let h = 0; h <= r.nHeads; h++) {
       const s = r.senders.find((x) => x.layer === l && (h === r.nHeads ? x.head === undefined : x.head === h));
-      const td = el('td', 'cell', s ? s.fraction.toFixed(2) : '');
+      const td = s ? fractionCell(s.fraction) : el('td', 'cell');
       if (s) {
         td.dataset.sender = s.name;
-        td.dataset.value = String(s.fraction);
-        if (Number.isFinite(s.fraction)) divergingHeat(td, Math.max(-1, Math.min(1, s.fraction)));
         td.title = `${s.name} → ${r.receiverName}: logit difference ${s.ld.toFixed(4)} (${s.delta >= 0 ? '+' : ''}${s.delta.toFixed(4)} from clean), ${(s.fraction * 100).toFixed(1)}% of the corruption effect`;
       }
       tr.append(td);
     }
     table.append(tr);
   }
-  const sc = el('div', 'scroller');
-  sc.append(table);
-  wrap.append(sc, el('p', 'hint', 'Red: this path carries the corruption (the share of corrupted − clean it moves); blue: it pushes the other way. Hover a cell for the logit difference.'));
+  wrap.append(scroller(table), el('p', 'hint', 'Red: this path carries the corruption (the share of corrupted − clean it moves); blue: it pushes the other way. Hover a cell for the logit difference.'));
   return wrap;
 }

@@ -17,7 +17,10 @@ export interface LiveGraph {
   attributor: Attributor;
   graph: AttributionGraph;
   prune: PruneResult;
+  /** The text the graph is of (a chat prompt: the rendered turn). */
   prompt: string;
+  /** The text that was selected: `prompt` before any chat template. */
+  selection: string;
   tokens: string[];
   nodeThreshold: number;
   edgeThreshold: number;

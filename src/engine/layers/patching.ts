@@ -55,7 +55,7 @@ function logitSpread(row: Float32Array): number {
   return Math.sqrt(v / row.length);
 }
 
-/** A clean/corrupted pair tokenized, both run once with `hooks`, and the logit difference each gives (shared with path patching). */
+/** A clean/corrupted pair tokenized, both run once with the logits and `hooks`, and the logit difference each gives (shared with path patching). */
 export interface PatchingSetup {
   clean: { ids: number[]; tokens: TokenSpan[] };
   corrupted: { ids: number[]; tokens: TokenSpan[] };
@@ -93,7 +93,7 @@ export async function preparePatching(model: Model, req: Omit<PatchingRequest, '
 
   // Only the last position's logits are measured: every run computes just that row of the unembedding.
   const last = [P - 1];
-  const runHooks: HookName[] = hooks.includes('logits') ? [...hooks] : ['logits', ...hooks];
+  const runHooks: HookName[] = ['logits', ...hooks];
   const cleanRun = await model.run({ ids: clean.ids, hooks: runHooks, logitPositions: last, cancel });
   const corrRun = await model.run({ ids: corrupted.ids, hooks: runHooks, logitPositions: last, cancel });
   const lastRow = (logits: Float32Array) => logits.subarray(0, V);
@@ -163,8 +163,7 @@ export async function activationPatching(model: Model, req: PatchingRequest, opt
   if (!STEER_POINTS.includes(point)) {
     throw new ResidualError(`cannot patch at "${point}"; choose hook_resid_pre, hook_resid_mid or hook_resid_post`, 'patching');
   }
-  const hooks: HookName[] = ['logits'];
-  for (let l = 0; l < L; l++) hooks.push(hookName(l, point));
+  const hooks = Array.from({ length: L }, (_, l) => hookName(l, point));
   const { clean, corrupted, P, cleanRun, corrRun, answers, ld, ldClean, ldCorrupted, span, gapIsNoise, notes } = await preparePatching(model, req, hooks, opts.cancel);
   const last = [P - 1];
   const lastRow = (logits: Float32Array) => logits.subarray(0, V);
@@ -243,11 +242,18 @@ export interface CorruptionSuggestion {
 /**
  * A corrupted prompt to start from: the last number or word of `clean` replaced by another one of the same token
  * length (positions must line up), preferring a replacement that changes the model's next-token prediction.
- * Undefined when no replacement keeps the token count.
+ * Undefined when no replacement keeps the token count. `asRun` gives the text the model runs for a prompt (the chat
+ * form wraps it); token counts and predictions are of that text.
  */
-export async function suggestCorruption(model: Model, clean: string, cancel?: CancelToken): Promise<CorruptionSuggestion | undefined> {
+export async function suggestCorruption(
+  model: Model,
+  clean: string,
+  opts: { cancel?: CancelToken; asRun?: (text: string) => string } = {},
+): Promise<CorruptionSuggestion | undefined> {
+  const { cancel, asRun = (t: string) => t } = opts;
   const tok = model.tokenizer;
-  const P = tok.encodeForModel(clean).ids.length;
+  const count = (text: string) => tok.encodeForModel(asRun(text)).ids.length;
+  const P = count(clean);
   if (P === 0) return undefined;
   const spans = [...clean.matchAll(/\d+|[A-Za-z_][A-Za-z0-9_]*/g)].reverse().slice(0, 12);
   const candidates: CorruptionSuggestion[] = [];
@@ -259,13 +265,13 @@ export async function suggestCorruption(model: Model, clean: string, cancel?: Ca
       : (/^[A-Z]/.test(word) ? NAME_SWAPS : WORD_SWAPS).filter((w) => w !== word);
     for (const w of options) {
       const corrupted = clean.slice(0, at) + w + clean.slice(at + word.length);
-      if (tok.encodeForModel(corrupted).ids.length === P) candidates.push({ corrupted, change: `${JSON.stringify(word)} → ${JSON.stringify(w)}`, changesPrediction: false });
+      if (count(corrupted) === P) candidates.push({ corrupted, change: `${JSON.stringify(word)} → ${JSON.stringify(w)}`, changesPrediction: false });
     }
     if (candidates.length >= SUGGEST_RUNS) break;
   }
   if (candidates.length === 0) return undefined;
   const top = async (text: string) => {
-    const ids = tok.encodeForModel(text).ids;
+    const ids = tok.encodeForModel(asRun(text)).ids;
     const run = await model.run({ ids, hooks: ['logits'], logitPositions: [ids.length - 1], cancel });
     return argmax(run.activations.get('logits')!.data.subarray(0, model.config.vocabSize));
   };

@@ -103,7 +103,7 @@ export async function pathPatching(model: Model, req: PathPatchingRequest, opts:
   const senders = req.senders ?? sendersBefore(model, r);
   checkRequest(model, req, senders);
 
-  const hooks = new Set<HookName>(['logits']);
+  const hooks = new Set<HookName>();
   for (const s of senders) hooks.add(hookName(s.layer, s.head === undefined ? 'hook_mlp_out' : 'attn.hook_z'));
   const rot = model.hooks.has(hookName(0, 'attn.hook_rot_q'));
   const qHook = (l: number) => hookName(l, rot ? 'attn.hook_rot_q' : 'attn.hook_q');
@@ -140,6 +140,12 @@ export async function pathPatching(model: Model, req: PathPatchingRequest, opts:
         else for (let d = 0; d < D; d++) out[p * D + d] += v * w[d * X + x];
       }
   };
+  /** One head's rows [P, E] of a [P, heads, E] activation, in float64. */
+  const headRows = (data: Float32Array, heads: number, h: number) => {
+    const out = new Float64Array(P * E);
+    for (let p = 0; p < P; p++) for (let e = 0; e < E; e++) out[p * E + e] = data[(p * heads + h) * E + e];
+    return out;
+  };
   /** Δ_S: what the sender writes into the residual on the corrupted prompt minus on the clean one, [P, D]. */
   const senderDelta = (s: PathSender): Float32Array => {
     const out = new Float32Array(P * D);
@@ -149,38 +155,33 @@ export async function pathPatching(model: Model, req: PathPatchingRequest, opts:
       for (let i = 0; i < P * D; i++) out[i] = a[i] - b[i];
       return out;
     }
-    const za = corr(hookName(s.layer, 'attn.hook_z'));
-    const zb = clean(hookName(s.layer, 'attn.hook_z'));
-    const dz = new Float64Array(P * E);
-    for (let p = 0; p < P; p++) for (let e = 0; e < E; e++) dz[p * E + e] = za[(p * H + s.head) * E + e] - zb[(p * H + s.head) * E + e];
+    const dz = headRows(corr(hookName(s.layer, 'attn.hook_z')), H, s.head);
+    const zb = headRows(clean(hookName(s.layer, 'attn.hook_z')), H, s.head);
+    for (let i = 0; i < P * E; i++) dz[i] -= zb[i];
     headOut(s.layer, s.head, dz, out);
     return out;
   };
 
-  // The receiver head's attention, recomputed from its q, k, v rows ([P, E] each; float64).
+  // The receiver head: its attention, recomputed from its q, k, v rows (float64) on the clean prompt, where its key and
+  // value rows are those of its key/value head under grouped-query attention.
+  let receiver: { attend: ReturnType<typeof receiverAttention>; kvHead: number; hooks: Record<'q' | 'k' | 'v', HookName>; rows: Record<'q' | 'k' | 'v', Float64Array>; z: Float64Array } | undefined;
   let receiverCheck: number | undefined;
-  const attend = r.kind === 'head' ? receiverAttention(model, r.layer, P) : undefined;
-  const slice = (data: Float32Array, heads: number, h: number) => {
-    const out = new Float64Array(P * E);
-    for (let p = 0; p < P; p++) for (let e = 0; e < E; e++) out[p * E + e] = data[(p * heads + h) * E + e];
-    return out;
-  };
-  let cleanQKV: { q: Float64Array; k: Float64Array; v: Float64Array; z: Float64Array } | undefined;
   if (r.kind === 'head') {
-    const g = Math.floor(r.head / (H / G));
-    const q = slice(clean(qHook(r.layer)), H, r.head);
-    const k = slice(clean(kHook(r.layer)), G, g);
-    const v = slice(clean(hookName(r.layer, 'attn.hook_v')), G, g);
+    const hooks = { q: qHook(r.layer), k: kHook(r.layer), v: hookName(r.layer, 'attn.hook_v') };
+    const kvHead = Math.floor(r.head / (H / G));
+    const rows = { q: headRows(clean(hooks.q), H, r.head), k: headRows(clean(hooks.k), G, kvHead), v: headRows(clean(hooks.v), G, kvHead) };
+    const attend = receiverAttention(model, r.layer, P);
     // z as recomputed here (not the model's hook_z): an input that does not change gives exactly ΔR = 0.
-    const { pattern, z } = attend!(q, k, v);
-    cleanQKV = { q, k, v, z };
+    const { pattern, z } = attend(rows.q, rows.k, rows.v);
+    receiver = { attend, kvHead, hooks, rows, z };
     // The check: the clean pattern as recomputed here against the model's own.
     const own = clean(hookName(r.layer, 'attn.hook_pattern'));
     let worst = 0;
     for (let qi = 0; qi < P; qi++) for (let s = 0; s < P; s++) worst = Math.max(worst, Math.abs(pattern[qi * P + s] - own[(r.head * P + qi) * P + s]));
     receiverCheck = worst;
     if (!(worst <= PATTERN_CHECK)) {
-      throw new ResidualError(`the receiver's attention pattern could not be reproduced on this model (off by ${worst.toExponential(2)}); path patching to heads is not available for it`, 'path patching', 'unsupported');
+      const why = model.precision === 'float16' ? ': the model runs in float16; load it in float32 (residual.precision, --precision float32) to patch paths to heads' : '; path patching to heads is not available for it';
+      throw new ResidualError(`the receiver's attention pattern could not be reproduced on this model (off by ${worst.toExponential(2)})${why}`, 'path patching', 'unsupported');
     }
   }
   // Where attention's output joins the residual: resid_mid, or resid_post in parallel blocks (the MLP reads resid_pre).
@@ -198,13 +199,11 @@ export async function pathPatching(model: Model, req: PathPatchingRequest, opts:
       const run = await model.run({ ids: setup.clean.ids, hooks: ['logits'], steer: [{ layer: L - 1, point: 'hook_resid_post', add: delta }], logitPositions: last, cancel: opts.cancel });
       patched = lastLd(run);
     } else {
-      const g = Math.floor(r.head / (H / G));
+      const { attend, kvHead, hooks: inputHooks, rows, z } = receiver!;
       const input = r.input;
-      const hook = input === 'q' ? qHook(r.layer) : input === 'k' ? kHook(r.layer) : hookName(r.layer, 'attn.hook_v');
-      const moved = await model.run({ ids: setup.clean.ids, hooks: [hook], steer: [{ layer: r.layer, point: 'hook_resid_pre', add: delta }], logitPositions: last, cancel: opts.cancel });
-      const fresh = slice(moved.activations.get(hook)!.data, input === 'q' ? H : G, input === 'q' ? r.head : g);
-      const { q, k, v, z } = cleanQKV!;
-      const { z: z2 } = attend!(input === 'q' ? fresh : q, input === 'k' ? fresh : k, input === 'v' ? fresh : v);
+      const moved = await model.run({ ids: setup.clean.ids, hooks: [inputHooks[input]], steer: [{ layer: r.layer, point: 'hook_resid_pre', add: delta }], logitPositions: last, cancel: opts.cancel });
+      const fresh = { ...rows, [input]: headRows(moved.activations.get(inputHooks[input])!.data, input === 'q' ? H : G, input === 'q' ? r.head : kvHead) };
+      const { z: z2 } = attend(fresh.q, fresh.k, fresh.v);
       const dz = new Float64Array(P * E);
       for (let i = 0; i < P * E; i++) dz[i] = z2[i] - z[i];
       const add = new Float32Array(P * D);
