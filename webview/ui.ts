@@ -150,3 +150,18 @@ export function heat(cell: HTMLElement, f: number, colour = 'orange'): void {
 export function divergingHeat(cell: HTMLElement, v: number): void {
   heat(cell, Math.abs(v), v >= 0 ? 'red' : 'blue');
 }
+
+/** A wide table in a box that scrolls sideways instead of widening the panel. */
+export function scroller(child: HTMLElement): HTMLElement {
+  const s = el('div', 'scroller');
+  s.append(child);
+  return s;
+}
+
+/** A heatmap cell for a share of the logit difference (1 = all of it): the value, its colour clamped to ±1. */
+export function fractionCell(v: number): HTMLElement {
+  const td = el('td', 'cell', Number.isFinite(v) ? v.toFixed(2) : '—');
+  td.dataset.value = String(v);
+  if (Number.isFinite(v)) divergingHeat(td, Math.max(-1, Math.min(1, v)));
+  return td;
+}

@@ -1,6 +1,6 @@
 /** Compare tab: two analysed selections side by side, per block, with their differences. */
 import type { Analysis, LayerComparison } from '../../src/protocol';
-import { dropdown, el, showToken } from '../ui';
+import { dropdown, el, scroller, showToken } from '../ui';
 import { colours, drawChart } from '../charts';
 import { section } from './overview';
 
@@ -67,9 +67,7 @@ export function compareView(rerender: () => void): HTMLElement {
     }
     table.append(tr);
   }
-  const sc = el('div', 'scroller');
-  sc.append(table);
-  root.append(section('Per block', sc, 'Means over each text\'s tokens; target probability is the logit-lens probability of each text\'s own final prediction at its last position.'));
+  root.append(section('Per block', scroller(table), 'Means over each text\'s tokens; target probability is the logit-lens probability of each text\'s own final prediction at its last position.'));
 
   const chartWrap = el('div');
   chartWrap.append(dropdown(METRICS.map((m) => ({ value: m.value, label: m.label })), metric, (v) => {

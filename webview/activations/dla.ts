@@ -7,7 +7,7 @@
 import { formatDeviation, type Analysis, type DlaComponent, type DlaResult, type DlaTabState } from '../../src/protocol';
 import { colours, drawChart } from '../charts';
 import { failureText, type Pending } from '../host';
-import { button, divergingHeat, el, showToken, spinner, textField } from '../ui';
+import { button, divergingHeat, el, scroller, showToken, spinner, textField } from '../ui';
 import { section, tokensView } from './overview';
 import { getState, host, update } from './store';
 
@@ -201,9 +201,7 @@ function headsView(a: Analysis, r: DlaResult): HTMLElement {
     table.append(tr);
   });
   const wrap = el('div');
-  const sc = el('div', 'scroller');
-  sc.append(table);
-  wrap.append(sc, divergingBar(maxAbs), el('p', 'hint', 'Each head’s output (its z times its slice of W_O) along the logit direction. Red raises the logit, blue lowers it; one colour range, ±the largest |value|. Hover a cell for its value; click it to see that head’s pattern.'));
+  wrap.append(scroller(table), divergingBar(maxAbs), el('p', 'hint', 'Each head’s output (its z times its slice of W_O) along the logit direction. Red raises the logit, blue lowers it; one colour range, ±the largest |value|. Hover a cell for its value; click it to see that head’s pattern.'));
   return section('Attention heads (layer × head)', wrap);
 }
 
@@ -267,9 +265,7 @@ function barList(items: DlaComponent[], logit: number, id: string): HTMLElement 
     tr.append(el('td', 'mono', c.name), bar, el('td', 'num', signed(c.value)));
     table.append(tr);
   }
-  const sc = el('div', 'scroller');
-  sc.append(table);
-  return sc;
+  return scroller(table);
 }
 
 function layersView(a: Analysis, r: DlaResult): HTMLElement {
@@ -314,13 +310,11 @@ function layersView(a: Analysis, r: DlaResult): HTMLElement {
   const total = el('tr');
   total.append(el('th', 'rowlabel', 'sum (the logit)'), el('td'), el('td'), el('td', 'num', signed(sum, 3)));
   table.append(total);
-  const sc = el('div', 'scroller');
-  sc.append(table);
   const box = el('div', 'chartbox small');
   const canvas = el('canvas');
   canvas.id = 'dla-layers-chart';
   box.append(canvas);
-  wrap.append(box, sc);
+  wrap.append(box, scroller(table));
   const { fg, grid, purple, green } = colours();
   requestAnimationFrame(() =>
     drawChart(canvas, {

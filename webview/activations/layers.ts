@@ -3,7 +3,7 @@
  * massive activations, and spectral statistics of each read-out against a Marchenko–Pastur baseline.
  */
 import type { Analysis } from '../../src/protocol';
-import { dropdown, el, heat, showToken } from '../ui';
+import { dropdown, el, heat, scroller, showToken } from '../ui';
 import { colours, drawChart } from '../charts';
 import { section } from './overview';
 import { getState, update } from './store';
@@ -60,9 +60,7 @@ function sparsityView(a: Analysis): HTMLElement {
     });
     table.append(tr);
   });
-  const wrap = el('div', 'scroller');
-  wrap.append(table);
-  return wrap;
+  return scroller(table);
 }
 
 function massiveView(a: Analysis): HTMLElement {
@@ -92,9 +90,7 @@ function massiveView(a: Analysis): HTMLElement {
       table.append(tr);
     }
   }
-  const wrap = el('div', 'scroller');
-  wrap.append(table);
-  return wrap;
+  return scroller(table);
 }
 
 function spectralView(a: Analysis): HTMLElement {

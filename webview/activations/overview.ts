@@ -1,6 +1,6 @@
 /** Overview tab: tokens, next-token prediction, residual heatmap, logit lens and the prediction trajectory. */
 import type { Analysis, HeatMeasure } from '../../src/protocol';
-import { badge, button, dropdown, el, heat, showToken, textField } from '../ui';
+import { badge, button, dropdown, el, heat, scroller, showToken, textField } from '../ui';
 import { failureText, RequestError } from '../host';
 import { getState, host, notice, update } from './store';
 import { drawTrajectory } from './trajectory';
@@ -262,13 +262,6 @@ function columnHeader(a: Analysis, pos: number): HTMLElement {
   });
   return tr;
 }
-
-function scroller(child: HTMLElement): HTMLElement {
-  const s = el('div', 'scroller');
-  s.append(child);
-  return s;
-}
-
 
 export function setPosition(p: number): void {
   update({ position: p });
