@@ -18,7 +18,7 @@ const LOG_LIMIT_BYTES = 2 * 1024 * 1024;
 const MODEL_COMMANDS = new Set(['analyze', 'graph', 'steer', 'dla']);
 
 /** The CLI's log: Residual's own log lines and the native libraries' output of the runs that needed a worker. */
-export function cliLogPath(): string {
+function cliLogPath(): string {
   return path.join(defaultCacheDir(), 'logs', 'cli.log');
 }
 

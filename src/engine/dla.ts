@@ -16,7 +16,9 @@ import { ResidualError, throwIfCancelled, type CancelToken } from './errors';
 import { familyWeightNames } from './checkpoint/families';
 import { readRows, readTensorF32, type TensorEntry } from './checkpoint/safetensors';
 import { hookName, type HookName } from './hooks';
+import { centerRows } from './circuits/frozen';
 import type { Model } from './model';
+import { argmax } from './numeric';
 import type { DlaComponent, DlaResult } from './results';
 
 export interface DlaOptions {
@@ -113,16 +115,16 @@ export async function directLogitAttribution(model: Model, ids: number[], opts: 
   for (const [what, id] of [['target', opts.target], ['contrast', opts.contrast]] as const) {
     if (id !== undefined && (!Number.isInteger(id) || id < 0 || id >= V)) throw new ResidualError(`${what} token id ${id} is not in the vocabulary (0..${V - 1})`, what);
   }
-  const gemma = c.architecture === 'gemma2';
+  const postNorms = !!c.family?.postNorms; // Gemma-2's norms after attention and the MLP
   const hooks: HookName[] = ['hook_embed', 'ln_final.hook_scale', 'logits', hookName(L - 1, 'hook_resid_post')];
   if (model.hooks.has('hook_pos_embed')) hooks.push('hook_pos_embed');
   for (let l = 0; l < L; l++) {
     hooks.push(hookName(l, 'attn.hook_z'), hookName(l, 'hook_mlp_out'), hookName(l, 'mlp.hook_post'));
-    if (gemma) hooks.push(hookName(l, 'ln1_post.hook_scale'), hookName(l, 'ln2_post.hook_scale'));
+    if (postNorms) hooks.push(hookName(l, 'ln1_post.hook_scale'), hookName(l, 'ln2_post.hook_scale'));
   }
   const run = await model.run({ ids, hooks, logitPositions: [pos], cancel: opts.cancel });
   const act = (h: HookName): Tensor32 => run.activations.get(h)!;
-  const target = opts.target ?? argmax(act('logits').data, V);
+  const target = opts.target ?? argmax(act('logits').data.subarray(0, V));
   const contrast = opts.contrast;
   // After the default target is known: a contrast equal to the top prediction is as empty as one equal to a given target.
   if (contrast === target) throw new ResidualError(`the contrast token is the target itself (${JSON.stringify(model.tokenizer.decode([target]))}): the difference would be 0`, 'contrast');
@@ -141,12 +143,7 @@ export async function directLogitAttribution(model: Model, ids: number[], opts: 
   const scale = act('ln_final.hook_scale').data[pos];
   const dir = new Float64Array(D);
   for (let d = 0; d < D; d++) dir[d] = (offset + gain[d]) * uRow[d];
-  if (layerNorm) {
-    let mean = 0;
-    for (let d = 0; d < D; d++) mean += dir[d];
-    mean /= D;
-    for (let d = 0; d < D; d++) dir[d] -= mean;
-  }
+  if (layerNorm) centerRows(dir, D);
   for (let d = 0; d < D; d++) dir[d] /= scale;
 
   const components: DlaComponent[] = [];
@@ -154,7 +151,8 @@ export async function directLogitAttribution(model: Model, ids: number[], opts: 
   const rowAt = (h: HookName) => act(h).data;
   add('embed', dot(rowAt('hook_embed'), pos * D, dir, D));
   if (model.hooks.has('hook_pos_embed')) add('pos_embed', dot(rowAt('hook_pos_embed'), pos * D, dir, D));
-  const neurons: DlaComponent[] = [];
+  // Every neuron's value, layer by layer; only the largest get a name (a 7B model has about 350k of them).
+  const neuronValues = new Float64Array(L * M);
   const X = H * E;
   for (let l = 0; l < L; l++) {
     // Each layer reads W_O and the MLP's output matrix: let other work (and a cancel) in between.
@@ -181,7 +179,7 @@ export async function directLogitAttribution(model: Model, ids: number[], opts: 
     }
     const downDir = projectBack(readTensorF32(w.down), w.downInOut, M, D, mlpDir); // [M]
     const post = rowAt(hookName(l, 'mlp.hook_post'));
-    for (let n = 0; n < M; n++) neurons.push({ name: `blocks.${l}.mlp.neuron.${n}`, value: post[pos * M + n] * downDir[n] });
+    for (let n = 0; n < M; n++) neuronValues[l * M + n] = post[pos * M + n] * downDir[n];
   }
   const biasTerm = biasEntry ? dot(readTensorF32(biasEntry), 0, uRow, D) : undefined;
   if (biasTerm !== undefined) add('final_norm.bias', biasTerm);
@@ -194,22 +192,29 @@ export async function directLogitAttribution(model: Model, ids: number[], opts: 
   let logit = biasTerm ?? 0;
   for (let d = 0; d < D; d++) logit += ((x[pos * D + d] - mean) / scale) * (offset + gain[d]) * uRow[d];
   const sum = components.reduce((s, k) => s + k.value, 0);
-  const k = opts.topNeurons ?? 10;
-  neurons.sort((a, b) => Math.abs(b.value) - Math.abs(a.value));
+  const neurons = largestByMagnitude(neuronValues, opts.topNeurons ?? 10).map((i) => ({ name: `blocks.${Math.floor(i / M)}.mlp.neuron.${i % M}`, value: neuronValues[i] }));
   const tokenOf = (id: number) => ({ id, text: model.tokenizer.decode([id]) });
   return {
     target: tokenOf(target),
     ...(contrast !== undefined ? { contrast: tokenOf(contrast) } : {}),
     position: pos,
     logit,
-    components: [...components, ...neurons.slice(0, k)],
+    components: [...components, ...neurons],
     residual: logit - sum,
     ...(c.family?.finalSoftcap ? { softcap: c.family.finalSoftcap } : {}),
   };
 }
 
-function argmax(x: ArrayLike<number>, n: number): number {
-  let best = 0;
-  for (let i = 1; i < n; i++) if (x[i] > x[best]) best = i;
-  return best;
+/** Indices of the k entries of largest |value|, largest first; among equal magnitudes the earlier index first. */
+function largestByMagnitude(values: Float64Array, k: number): number[] {
+  const top: number[] = [];
+  for (let i = 0; i < values.length; i++) {
+    const m = Math.abs(values[i]);
+    if (top.length === k && !(m > Math.abs(values[top[k - 1]]))) continue;
+    let at = top.length;
+    while (at > 0 && m > Math.abs(values[top[at - 1]])) at--;
+    top.splice(at, 0, i);
+    if (top.length > k) top.pop();
+  }
+  return top;
 }

@@ -19,11 +19,11 @@ import type { ReferenceJob, ReferenceReply } from './reference/worker';
 import { formatDeviation, type ParityReport } from './results';
 
 /** The probe prompt: ordinary prose with a number, a name and punctuation (a handful of tokens in any vocabulary). */
-export const PARITY_PROBE_TEXT = 'The capital of France is Paris. In 1905, Einstein wrote';
+const PARITY_PROBE_TEXT = 'The capital of France is Paris. In 1905, Einstein wrote';
 /** At most this many probe tokens (the reference is plain loops). */
 const PROBE_TOKENS = 12;
 /** The reference's arithmetic the check may spend by default: a few seconds of float64 loops in a worker thread (GPT-2 small in full). */
-export const DEFAULT_PARITY_FLOPS = 4e9;
+const DEFAULT_PARITY_FLOPS = 4e9;
 
 export interface ParityOptions {
   /** FLOPs the reference may spend; fewer layers are checked when the whole model would cost more. */
@@ -88,21 +88,25 @@ export async function checkParity(model: Model, opts: ParityOptions = {}): Promi
   const cost = referenceFlops(model, P);
   const full = c.nLayers * cost.perLayer + cost.logits <= budget;
   const layers = full ? c.nLayers : Math.min(c.nLayers, Math.floor(budget / cost.perLayer));
+  /** What every report says: the reference, the probe, the model as loaded and the time taken. */
+  const about = () => ({
+    reference: 'float64 plain-loop forward (src/engine/reference)',
+    tokens: P,
+    n_layers: c.nLayers,
+    provider: model.provider,
+    precision: model.precision,
+    ms: performance.now() - t0,
+  });
   // A model whose single block costs more than the budget is not checked at all (it would stall for minutes).
   if (layers === 0) {
     return {
+      ...about(),
       max_abs_dlogit: null,
       worst_hook: '',
       worst_hook_max_abs: 0,
       worst_hook_relative: 0,
-      reference: 'float64 plain-loop forward (src/engine/reference)',
-      tokens: P,
       layers_checked: 0,
-      n_layers: c.nLayers,
       hooks_checked: 0,
-      provider: model.provider,
-      precision: model.precision,
-      ms: performance.now() - t0,
       skipped: `one block costs ${(cost.perLayer / 1e9).toFixed(1)} GFLOP of reference arithmetic, over the ${(budget / 1e9).toFixed(0)} GFLOP budget`,
     };
   }
@@ -129,18 +133,13 @@ export async function checkParity(model: Model, opts: ParityOptions = {}): Promi
     if (h === 'logits') maxAbsDlogit = abs;
   }
   return {
+    ...about(),
     max_abs_dlogit: maxAbsDlogit,
     worst_hook: worst.hook,
     worst_hook_max_abs: worst.abs,
     worst_hook_relative: worst.relative,
-    reference: 'float64 plain-loop forward (src/engine/reference)',
-    tokens: P,
     layers_checked: layers,
-    n_layers: c.nLayers,
     hooks_checked: compared,
-    provider: model.provider,
-    precision: model.precision,
-    ms: performance.now() - t0,
   };
 }
 

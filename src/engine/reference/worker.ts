@@ -25,7 +25,7 @@ export type ReferenceReply = { ok: true; hooks: [string, number[], Float32Array]
  * the probe's rows are read, behind a view indexed like the whole [V, D] table, so a large vocabulary costs nothing
  * when the logits are not checked.
  */
-export function checkpointWeights(ckpt: Checkpoint, ids: readonly number[], withLogits: boolean): Weights {
+function checkpointWeights(ckpt: Checkpoint, ids: readonly number[], withLogits: boolean): Weights {
   const cache = new Map<string, Float32Array>();
   const get = (name: string): Float32Array | undefined => {
     const hit = cache.get(name);

@@ -160,7 +160,7 @@ async function runProbe(providers: string[], log: (m: string) => void): Promise<
   return verdicts;
 }
 
-export function adapterInfo(a: ProbedAdapter): AdapterInfo {
+function adapterInfo(a: ProbedAdapter): AdapterInfo {
   const software = isSoftwareAdapter(a);
   return {
     vendor: a.vendor,
@@ -221,6 +221,11 @@ function stripAnsi(s: string): string {
   return s.replace(/\u001b\[[0-9;]*m/g, '');
 }
 
+/** The attempt of a provider the checks rule out: not tried, with the reason (and the adapter the check found). */
+export function skippedAttempt(provider: string, reason: string, probe: ProviderProbe | undefined): ProviderAttempt {
+  return { provider, ok: false, skipped: true, reason, ms: 0, ...(probe?.adapter ? { adapter: probe.adapter } : {}) };
+}
+
 /**
  * The first provider of `providers` (DEFAULT order when absent) that the checks allow, with the attempts of those
  * ruled out before it; undefined when only the cpu provider is left.
@@ -239,7 +244,7 @@ export async function firstGpuProvider(
     const probe = probes.get(provider);
     const { skip } = providerDecision(provider, probe, explicit);
     if (!skip) return { provider, adapter: probe?.adapter, skipped };
-    skipped.push({ provider, ok: false, skipped: true, reason: skip, ms: 0, ...(probe?.adapter ? { adapter: probe.adapter } : {}) });
+    skipped.push(skippedAttempt(provider, skip, probe));
   }
   return undefined;
 }

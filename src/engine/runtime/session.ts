@@ -17,8 +17,8 @@ import type * as ortTypes from 'onnxruntime-common';
 import { cacheLimitBytes, defaultCacheDir, maybePrune, ONNX_KIND, recordEntry, sourceRecord, useEntry, type SourceRecord } from '../cache';
 import { ResidualError } from '../errors';
 import { checkInputFile } from '../files';
-import type { AdapterInfo, ProviderAttempt } from '../results';
-import { ortSentence, probeProviders, providerDecision } from './providerProbe';
+import type { ProviderAttempt } from '../results';
+import { ortSentence, probeProviders, providerDecision, skippedAttempt } from './providerProbe';
 
 // onnxruntime-node is loaded lazily: the native binding costs time and some hosts (tests of pure maths) never need it.
 let ortModule: typeof import('onnxruntime-node') | undefined;
@@ -63,9 +63,8 @@ export interface SessionOptions {
 export interface CreatedSession {
   session: ortTypes.InferenceSession;
   provider: string;
+  /** Every provider considered; the one in use carries its WebGPU adapter (webgpu only). */
   attempts: ProviderAttempt[];
-  /** The WebGPU adapter the session runs on, when the provider is webgpu. */
-  adapter?: AdapterInfo;
   externalMode: 'link' | 'buffer';
   onnxPath?: string;
 }
@@ -106,7 +105,7 @@ export async function createSession(
     const probe = probes.get(provider);
     const { skip, warning } = providerDecision(provider, probe, explicit);
     if (skip) {
-      attempts.push({ provider, ok: false, skipped: true, reason: skip, ms: 0, ...(probe?.adapter ? { adapter: probe.adapter } : {}) });
+      attempts.push(skippedAttempt(provider, skip, probe));
       log(`provider ${provider} not tried: ${skip}`);
       continue;
     }
@@ -140,7 +139,7 @@ export async function createSession(
           release();
         }
       };
-      return { session, provider, attempts, adapter: provider === 'webgpu' ? probe?.adapter : undefined, externalMode: mode, onnxPath };
+      return { session, provider, attempts, externalMode: mode, onnxPath };
     } catch (e) {
       const reason = cleanReason(e);
       attempts.push({ provider, ok: false, reason, ms: performance.now() - t0 });

@@ -17,6 +17,7 @@ import { gguf } from '@huggingface/gguf';
 import { ResidualError } from '../errors';
 import { acquireLock, checkInputFile, checkOutputFile, writeFileAtomic } from '../files';
 import type { SteerPointName } from '../results';
+import { l2 } from './vectors';
 
 const GGUF_VERSION = 3;
 const ALIGNMENT = 32;
@@ -138,23 +139,15 @@ export interface ControlVector {
 /** Reads a llama.cpp control vector; every problem is a ResidualError naming the file. `dModel` checks the width. */
 export async function readControlVector(file: string, dModel?: number): Promise<ControlVector> {
   const abs = path.resolve(file);
-  checkInputFile(abs, path.basename(abs));
-  const size = fs.statSync(abs).size;
+  const size = checkInputFile(abs, path.basename(abs));
   // A control vector is n_layer × n_embd floats: megabytes. Anything far larger is not one (or is hostile).
   if (size > MAX_CONTROL_VECTOR_BYTES) throw new ResidualError(`${(size / 1e6).toFixed(0)} MB is far larger than a control vector (n_layer × n_embd floats)`, abs);
-  const fd = fs.openSync(abs, 'r');
-  const head = new Uint8Array(24);
-  let got: number;
-  try {
-    got = fs.readSync(fd, head, 0, 24, 0);
-  } finally {
-    fs.closeSync(fd);
-  }
-  if (got < 4 || new TextDecoder().decode(head.subarray(0, 4)) !== 'GGUF') throw new ResidualError('not a GGUF file (it does not start with "GGUF")', abs);
+  const buf = fs.readFileSync(abs);
+  if (buf.length < 4 || buf.toString('latin1', 0, 4) !== 'GGUF') throw new ResidualError('not a GGUF file (it does not start with "GGUF")', abs);
   // The counts the header declares must fit in the file (a tensor's description is at least 33 bytes, a key-value 13),
   // so a corrupt count is refused here rather than parsed for seconds.
-  if (got < 24) throw new ResidualError('the GGUF header is cut short; the file is truncated', abs);
-  const view = new DataView(head.buffer);
+  if (buf.length < 24) throw new ResidualError('the GGUF header is cut short; the file is truncated', abs);
+  const view = new DataView(buf.buffer, buf.byteOffset, 24);
   const tensors = Number(view.getBigUint64(8, true));
   const kvs = Number(view.getBigUint64(16, true));
   if (tensors * 33 + kvs * 13 > size) throw new ResidualError(`the header declares ${tensors} tensors and ${kvs} keys, more than ${size} bytes can hold; the file is corrupt`, abs);
@@ -170,7 +163,6 @@ export async function readControlVector(file: string, dModel?: number): Promise<
     throw new ResidualError(`general.architecture is ${JSON.stringify(arch)}: this GGUF is ${arch ? 'a model' : 'not a control vector'}, not a llama.cpp control vector`, abs);
   }
   const directions = new Map<number, Float32Array>();
-  const buf = fs.readFileSync(abs);
   for (const t of parsed.tensorInfos) {
     const m = /^direction\.(\d+)$/.exec(t.name);
     if (!m) throw new ResidualError(`tensor "${t.name}" is not a direction (expected direction.<layer>)`, abs);
@@ -220,8 +212,7 @@ export async function steeringVectorFromGguf(
   } else if (ks.length === 1) {
     k = ks[0];
   } else {
-    const norm = (v: Float32Array) => v.reduce((a, x) => a + x * x, 0);
-    k = ks.reduce((best, x) => (norm(cv.directions.get(x)!) > norm(cv.directions.get(best)!) ? x : best), ks[0]);
+    k = ks.reduce((best, x) => (l2(cv.directions.get(x)!) > l2(cv.directions.get(best)!) ? x : best), ks[0]);
     warnings.push(`${abs}: holds ${ks.length} directions (layers ${ks[0]}..${ks.at(-1)}); using direction.${k}, the largest`);
   }
   if (k >= model.nLayers) throw new ResidualError(`direction.${k} is for block ${k}, but the model has blocks 0..${model.nLayers - 1}`, abs);
