@@ -6,6 +6,7 @@
  */
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { defaultCacheDir } from '../engine/cache';
 
@@ -93,7 +94,8 @@ export function runInWorker(argv: readonly string[]): Promise<number | undefined
     child.on('close', (code, signal) => {
       closeFds();
       if (code !== null) return resolve(code);
-      if (signal === 'SIGINT' || signal === 'SIGTERM') return resolve(130);
+      // Stopped by a signal the parent forwarded: the shell's convention, 128 + its number (130 for Ctrl-C, 143 for SIGTERM).
+      if (signal === 'SIGINT' || signal === 'SIGTERM' || signal === 'SIGHUP') return resolve(128 + os.constants.signals[signal]);
       // A native crash (a driver, an abort in a library): its last words are in the log; say where.
       const last = tail.trim().split('\n').pop()?.trim();
       process.stderr.write(`residual: internal error: the run ended by ${signal}${last ? ` (${last})` : ''}; the native output is in ${logFile}\n`);
