@@ -109,3 +109,10 @@ export function entropy(p: ArrayLike<number>, start = 0, end = p.length): number
   }
   return h;
 }
+
+/** Euclidean norm. */
+export function l2(v: ArrayLike<number>): number {
+  let s = 0;
+  for (let i = 0; i < v.length; i++) s += v[i] * v[i];
+  return Math.sqrt(s);
+}

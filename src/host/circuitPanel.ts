@@ -273,9 +273,11 @@ export class CircuitPanel extends PanelHost<CircuitRequests, CircuitEvent, Circu
       description,
       notInGraph: r.notInGraph.length,
       rows: r.logits.map((x) => ({
-        token: l.model.tokenizer.tokenText(x.id),
+        token: x.label ?? l.model.tokenizer.tokenText(x.id),
         baseProb: x.baseProb,
         newProb: x.newProb,
+        base: x.baseLogit,
+        after: x.newLogit,
         actual: x.actualDemeaned,
         predictedDirect: x.predictedDirect,
         predictedPaths: x.predictedPaths,

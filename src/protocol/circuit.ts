@@ -66,9 +66,14 @@ export interface FeatureCard {
 }
 
 export interface InterventionRow {
+  /** The token, or the target's words (a contrast, a direction). */
   token: string;
-  baseProb: number;
-  newProb: number;
+  /** Null for a target that is not one token's logit. */
+  baseProb: number | null;
+  newProb: number | null;
+  /** The target's value before and after. */
+  base: number;
+  after: number;
   actual: number;
   predictedDirect: number;
   predictedPaths: number;

@@ -23,7 +23,7 @@ import { Model } from '../../src/engine/model';
 import { referenceForward } from '../../src/engine/reference/gpt2';
 import { silenceOrt } from '../../src/engine/runtime/session';
 import { Attributor } from '../../src/engine/circuits/attribution';
-import { activeActivation, type AttributionGraph, errorNode, logitNode, tokenNode } from '../../src/engine/circuits/graph';
+import { activeActivation, type AttributionGraph, type AttributionTarget, errorNode, logitNode, tokenNode } from '../../src/engine/circuits/graph';
 import { loadTranscoders } from '../../src/engine/circuits/transcoders';
 import {
   randomTranscoderWeights,
@@ -134,7 +134,9 @@ function frozenForward(fx: Fixture, emb_PD: Float64Array, mlp_LPD: Float64Array[
   const P = IDS.length;
   const resid = Float64Array.from(emb_PD);
   const mids: Float64Array[] = [];
+  const pres: Float64Array[] = [];
   for (let l = 0; l < cfg.nLayers; l++) {
+    pres.push(Float64Array.from(resid));
     const g = (n: string) => W.get(`h.${l}.${n}`)!;
     const s1 = ref.get(`blocks.${l}.ln1.hook_scale` as HookName)!.data;
     const A = ref.get(`blocks.${l}.attn.hook_pattern` as HookName)!.data;
@@ -163,7 +165,7 @@ function frozenForward(fx: Fixture, emb_PD: Float64Array, mlp_LPD: Float64Array[
     mids.push(Float64Array.from(resid));
     for (let i = 0; i < P * D; i++) resid[i] += mlp_LPD[l][i];
   }
-  return { mids, final: resid };
+  return { mids, pres, final: resid };
 }
 
 /** Target values of the graph's targets from a frozen forward's residuals. */
@@ -204,8 +206,11 @@ function targetValues(fx: Fixture, g: AttributionGraph, r: ReturnType<typeof fro
   return out;
 }
 
-/** Every source's vector, keyed by node index, plus the per-layer MLP replacement sums with all sources present. */
-function oracleSources(fx: Fixture, g: AttributionGraph) {
+/**
+ * Every source's vector, keyed by node index, plus the per-layer MLP replacement sums with all sources present.
+ * `keptOnly`: active features the graph does not hold (they cannot reach its target) stay in the MLP sums only.
+ */
+function oracleSources(fx: Fixture, g: AttributionGraph, keptOnly = false) {
   const { cfg, W, ref, tc } = fx;
   const D = cfg.dModel;
   const P = IDS.length;
@@ -222,9 +227,8 @@ function oracleSources(fx: Fixture, g: AttributionGraph) {
         err[d] = real[p * D + d] - tc[l].bDec_D[d];
       }
       for (const [f, a] of acts[l][p]) {
-        const n = findFeature(g, l, p, f);
         const v = Float64Array.from({ length: D }, (_, d) => a * tc[l].wDec_FD[f * D + d]);
-        vectors.set(n, { layer: l, pos: p, v });
+        if (!keptOnly || hasFeature(g, l, p, f)) vectors.set(findFeature(g, l, p, f), { layer: l, pos: p, v });
         for (let d = 0; d < D; d++) (m[p * D + d] += v[d]), (err[d] -= v[d]);
       }
       for (let d = 0; d < D; d++) m[p * D + d] += err[d];
@@ -241,6 +245,11 @@ function oracleSources(fx: Fixture, g: AttributionGraph) {
     vectors.set(tokenNode(g, p), { layer: -1, pos: p, v });
   }
   return { vectors, mlp, emb, acts };
+}
+
+function hasFeature(g: AttributionGraph, l: number, p: number, f: number): boolean {
+  for (let n = 0; n < g.nFeatures; n++) if (g.featLayer[n] === l && g.featPos[n] === p && g.featIndex[n] === f) return true;
+  return false;
 }
 
 function findFeature(g: AttributionGraph, l: number, p: number, f: number): number {
@@ -333,6 +342,167 @@ describe('attribution graph vs an independent frozen replacement model', () => {
       );
     });
   }
+});
+
+/**
+ * Custom targets, checked as the top logits are: each target's value from its definition on the frozen plain-loop
+ * model (a logit difference from the plain-loop logits; a direction's dot product with the plain-loop residual at its
+ * hook and position), then completeness against the real model, constants, and every edge by perturbation.
+ */
+describe('attribution graph targets: one token, a logit difference, a direction at a hook and position', () => {
+  type TargetCase = { name: string; target: AttributionTarget };
+  const D = SHAPE.dModel;
+  const direction = Float32Array.from({ length: D }, (_, d) => Math.sin(1.7 * d + 0.3));
+  const CASES_T: TargetCase[] = [
+    { name: 'token', target: { kind: 'token', id: 262 } },
+    { name: 'contrast', target: { kind: 'contrast', id: 262, contrastId: 13 } },
+    { name: 'direction resid_pre 1, position 6', target: { kind: 'direction', name: 'sin.json', vector: direction, layer: 1, hook: 'hook_resid_pre', position: 6 } },
+    { name: 'direction resid_mid 1', target: { kind: 'direction', name: 'sin.json', vector: direction, layer: 1, hook: 'hook_resid_mid' } },
+    { name: 'direction resid_post 2 (the final residual)', target: { kind: 'direction', name: 'sin.json', vector: direction, layer: 2, hook: 'hook_resid_post', position: 4 } },
+    { name: 'direction resid_pre 0 (embeddings only)', target: { kind: 'direction', name: 'sin.json', vector: direction, layer: 0, hook: 'hook_resid_pre', position: 3 } },
+  ];
+  /** The target's value from a frozen forward (or the real reference forward: `real`). */
+  const valueOf = (fx: Fixture, t: AttributionTarget, r: ReturnType<typeof frozenForward>): number => {
+    const P = IDS.length;
+    if (t.kind === 'direction') {
+      const pos = t.position ?? P - 1;
+      const x = t.hook === 'hook_resid_pre' ? r.pres[t.layer] : t.hook === 'hook_resid_mid' ? r.mids[t.layer] : t.layer + 1 < fx.cfg.nLayers ? r.pres[t.layer + 1] : r.final;
+      let y = 0;
+      for (let d = 0; d < D; d++) y += t.vector[d] * x[pos * D + d];
+      return y;
+    }
+    const { oracleFinalLogits: z } = finalLogits(fx, r.final);
+    if (t.kind === 'contrast') return z[t.id] - z[t.contrastId];
+    if (t.kind === 'token') return z[t.id] - z.reduce((a, b) => a + b, 0) / z.length;
+    throw new Error('top is tested above');
+  };
+  const realValue = (fx: Fixture, t: AttributionTarget): number => {
+    const P = IDS.length;
+    const V = fx.cfg.vocabSize;
+    if (t.kind === 'direction') {
+      const x = fx.ref.get(`blocks.${t.layer}.${t.hook}` as HookName)!.data;
+      const pos = t.position ?? P - 1;
+      let y = 0;
+      for (let d = 0; d < D; d++) y += t.vector[d] * x[pos * D + d];
+      return y;
+    }
+    const z = fx.ref.get('logits')!.data.subarray((P - 1) * V, P * V);
+    if (t.kind === 'contrast') return z[t.id] - z[t.contrastId];
+    if (t.kind === 'token') return z[t.id] - z.reduce((a, b) => a + b, 0) / V;
+    throw new Error('top is tested above');
+  };
+
+  for (const { name, target } of CASES_T) {
+    it(`${name}: completeness against the real model, constant, every edge by perturbation, only features that can reach it`, async () => {
+      const fx = await fixture('targets-relu', 'relu', 'saelens');
+      const g = await fx.attributor.attribute(IDS, { target, maxFeatureNodes: Infinity });
+      const t = logitNode(g, 0);
+      assert.equal(g.logitIds.length, 1, 'one target node');
+      assert.equal(g.target?.kind, target.kind);
+      // Features kept: exactly those written below the level the target reads, at or before its position.
+      const P = IDS.length;
+      const pos = target.kind === 'direction' ? (target.position ?? P - 1) : P - 1;
+      const level = target.kind === 'direction' ? (target.hook === 'hook_resid_post' ? target.layer + 1 : target.layer) : fx.cfg.nLayers;
+      const { acts } = oracleFeatures(fx);
+      let eligible = 0;
+      acts.forEach((layer, l) => layer.forEach((m, p) => l < level && p <= pos && (eligible += m.size)));
+      assert.equal(g.nFeatures, eligible, 'features that can reach the target');
+      assert.equal(g.nActiveFeatures, eligible);
+      for (let n = 0; n < g.nFeatures; n++) assert.ok(g.featLayer[n] < level && g.featPos[n] <= pos, `feature node ${n} can reach the target`);
+
+      const { vectors, mlp, emb } = oracleSources(fx, g, true);
+      const base = valueOf(fx, target, frozenForward(fx, emb, mlp));
+      const real = realValue(fx, target);
+      assert.ok(Math.abs(base - real) <= TOL * Math.max(1, Math.abs(real)), `frozen model ${base} vs real ${real}`);
+      assert.ok(Math.abs(g.actual_N[t] - real) <= TOL * Math.max(1, Math.abs(real)), `actual_N ${g.actual_N[t]} vs real ${real}`);
+      let sum = g.constant_N[t];
+      for (let s = 0; s < g.N; s++) sum += g.adjacency_NN[t * g.N + s];
+      assert.ok(Math.abs(sum - real) <= TOL * Math.max(1, Math.abs(real)), `completeness: Σ edges + constant = ${sum}, real ${real}`);
+      const zero = valueOf(fx, target, frozenForward(fx, new Float64Array(emb.length), mlp.map((_, l) => bDecOnly(fx, l))));
+      assert.ok(Math.abs(zero - g.constant_N[t]) <= TOL * Math.max(1, Math.abs(zero)), `constant ${g.constant_N[t]} vs all sources removed ${zero}`);
+      let worst = 0;
+      let nonzero = 0;
+      for (const [s, src] of vectors) {
+        const emb2 = Float64Array.from(emb);
+        const mlp2 = mlp.map((m) => Float64Array.from(m));
+        const into = src.layer < 0 ? emb2 : mlp2[src.layer];
+        for (let d = 0; d < D; d++) into[src.pos * D + d] -= src.v[d];
+        const want = base - valueOf(fx, target, frozenForward(fx, emb2, mlp2));
+        if (Math.abs(want) > 1e-6) nonzero++;
+        worst = Math.max(worst, Math.abs(g.adjacency_NN[t * g.N + s] - want) / Math.max(1, Math.abs(base)));
+      }
+      assert.ok(worst <= TOL, `edges into the target vs perturbation: ${worst.toExponential(2)}`);
+      assert.ok(nonzero > 0, 'some source reaches the target');
+      // Feature rows are exact too: each kept feature's incoming edges sum to its pre-activation.
+      const { pres } = oracleFeatures(fx);
+      for (let n = 0; n < g.nFeatures; n++) {
+        let s = g.constant_N[n];
+        for (let k = 0; k < g.N; k++) s += g.adjacency_NN[n * g.N + k];
+        const want = pres[g.featLayer[n]][g.featPos[n]][g.featIndex[n]];
+        assert.ok(Math.abs(s - want) <= TOL * Math.max(1, Math.abs(want)), `feature ${n} completeness`);
+      }
+      // Pruned and exported: one target node at its position, the target in the metadata.
+      const json = toGraphJson(g, pruneGraph(g), { slug: 'fx', scan: 'random/fixture', promptTokens: IDS.map(String), prompt: 'p', tokenText: (i) => `t${i}`, nodeThreshold: 0.8, edgeThreshold: 0.98 });
+      const logits = json.nodes.filter((n) => n.feature_type === 'logit');
+      assert.equal(logits.length, 1);
+      assert.equal(logits[0].ctx_idx, pos);
+      const meta = json.metadata.target as Record<string, unknown>;
+      assert.equal(meta.kind, target.kind);
+      assert.ok(Math.abs((meta.value as number) - (target.kind === 'token' ? g.logitValues[0] : real)) <= 1e-4 * Math.max(1, Math.abs(real)));
+      if (target.kind === 'direction') {
+        assert.equal(meta.hook, `blocks.${target.layer}.${target.hook}`);
+        assert.equal(logits[0].feature, SHAPE.vocabSize, 'virtual index vocab_size, as circuit-tracer numbers custom targets');
+      }
+      if (target.kind === 'contrast') assert.equal(logits[0].clerp, 'Target: logit "t262" − logit "t13"');
+      console.log(`  ${name}: value ${real.toFixed(4)}, ${g.nFeatures} features, worst edge error ${worst.toExponential(1)}`);
+    });
+  }
+
+  it('interventions report the target: a contrast and a direction, against the reference forward', async () => {
+    const fx = await fixture('targets-relu', 'relu', 'saelens');
+    const P = IDS.length;
+    for (const target of [CASES_T[1].target, CASES_T[3].target]) {
+      const g = await fx.attributor.attribute(IDS, { target, maxFeatureNodes: Infinity });
+      const n = Array.from({ length: g.nFeatures }, (_, i) => i).find((i) => g.featLayer[i] === 0 && g.featPos[i] === P - 1)!;
+      const [l, p, f, a] = [g.featLayer[n], g.featPos[n], g.featIndex[n], g.featAct[n]];
+      const r = await intervene(fx.attributor, g, [{ layer: l, pos: p, feature: f, value: 0 }]);
+      const add = new Float32Array(P * D);
+      for (let d = 0; d < D; d++) add[p * D + d] = -a * fx.tc[l].wDec_FD[f * D + d];
+      const steered = referenceForward(fx.cfg, fx.W, IDS, new Map([[`${l}:hook_resid_post`, add]]));
+      const after = realValue({ ...fx, ref: steered }, target);
+      const before = realValue(fx, target);
+      const c = r.logits[0];
+      assert.equal(c.baseProb, null);
+      assert.ok(c.label && c.label.length > 0);
+      assert.ok(Math.abs(c.baseLogit - before) <= TOL * Math.max(1, Math.abs(before)) + (target.kind === 'contrast' ? 0 : 0), `before ${c.baseLogit} vs ${before}`);
+      assert.ok(Math.abs(c.actualDemeaned - (after - before)) <= TOL * Math.max(1, Math.abs(before)), `change ${c.actualDemeaned} vs ${after - before}`);
+    }
+  });
+
+  it('a feature-row limit picks, round by round, only features that can reach a direction target', async () => {
+    const fx = await fixture('targets-relu', 'relu', 'saelens');
+    const target = CASES_T[3].target; // resid_mid of layer 1: only layer-0 features reach it
+    const full = await fx.attributor.attribute(IDS, { target, maxFeatureNodes: Infinity });
+    const cut = await fx.attributor.attribute(IDS, { target, maxFeatureNodes: 30, featureBatch: 10 });
+    assert.equal(cut.nFeatures, 30);
+    assert.equal(cut.nActiveFeatures, full.nFeatures);
+    assert.ok(Array.from(cut.featLayer).every((l) => l === 0), 'only layer-0 features');
+    assert.ok(cut.influenceCovered > 0 && cut.influenceCovered < 1, `influence covered ${cut.influenceCovered}`);
+    const t = logitNode(cut, 0);
+    for (let n = 0; n < cut.nFeatures; n++) {
+      const m = findFeature(full, cut.featLayer[n], cut.featPos[n], cut.featIndex[n]);
+      assert.ok(Math.abs(cut.adjacency_NN[t * cut.N + n] - full.adjacency_NN[logitNode(full, 0) * full.N + m]) <= 1e-5, `edge of kept feature ${n}`);
+    }
+  });
+
+  it('refusals: a contrast that is the target, a direction of the wrong width, a layer or position that does not exist', async () => {
+    const fx = await fixture('targets-relu', 'relu', 'saelens');
+    await assert.rejects(fx.attributor.attribute(IDS, { target: { kind: 'contrast', id: 262, contrastId: 262 } }), /contrast: the contrast token is the target itself/);
+    await assert.rejects(fx.attributor.attribute(IDS, { target: { kind: 'direction', name: 'v.json', vector: new Float32Array(D + 1), layer: 0, hook: 'hook_resid_post' } }), /v\.json: the direction has 17 values but the model's d_model is 16/);
+    await assert.rejects(fx.attributor.attribute(IDS, { target: { kind: 'direction', name: 'v.json', vector: direction, layer: 3, hook: 'hook_resid_post' } }), /layer 3 does not exist/);
+    await assert.rejects(fx.attributor.attribute(IDS, { target: { kind: 'direction', name: 'v.json', vector: direction, layer: 0, hook: 'hook_resid_post', position: 10 } }), /position 10 does not exist: the prompt has 10 tokens/);
+    await assert.rejects(fx.attributor.attribute(IDS, { target: { kind: 'token', id: SHAPE.vocabSize } }), /outside the vocabulary/);
+  });
 });
 
 function bDecOnly(fx: Fixture, l: number): Float64Array {

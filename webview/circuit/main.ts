@@ -450,11 +450,15 @@ function interventionView(r: InterventionResult): HTMLElement {
   s.append(el('h2', undefined, 'Intervention'), el('p', 'hint', `${r.description}. Predicted from the graph (direct edges, and all paths through the graph's features with attention frozen) next to the real model's change of each logit (minus the mean logit).`));
   const table = el('table', 'grid plain');
   const hr = el('tr');
-  for (const h of ['token', 'p before', 'p after', 'actual Δ', 'graph: direct', 'graph: paths']) hr.append(el('th', undefined, h));
+  // A token's logit shows its probability; a contrast or a direction its value.
+  const probs = r.rows.every((x) => x.baseProb !== null);
+  for (const h of [probs ? 'token' : 'target', probs ? 'p before' : 'before', probs ? 'p after' : 'after', 'actual Δ', 'graph: direct', 'graph: paths']) hr.append(el('th', undefined, h));
   table.append(hr);
   for (const x of r.rows) {
     const tr = el('tr');
-    tr.append(el('td', 'mono', showToken(x.token)), el('td', 'num', pct(x.baseProb)), el('td', 'num', pct(x.newProb)), el('td', 'num', x.actual.toPrecision(3)), el('td', 'num', x.predictedDirect.toPrecision(3)), el('td', 'num', x.predictedPaths.toPrecision(3)));
+    const before = x.baseProb === null ? x.base.toPrecision(4) : pct(x.baseProb);
+    const after = x.newProb === null ? x.after.toPrecision(4) : pct(x.newProb);
+    tr.append(el('td', 'mono', x.baseProb === null ? x.token : showToken(x.token)), el('td', 'num', before), el('td', 'num', after), el('td', 'num', x.actual.toPrecision(3)), el('td', 'num', x.predictedDirect.toPrecision(3)), el('td', 'num', x.predictedPaths.toPrecision(3)));
     table.append(tr);
   }
   s.append(table);

@@ -21,11 +21,12 @@ import type { SessionOptions } from '../runtime/session';
 import { AttentionBackward } from './backward';
 import { FeatureEncoder, type LayerActivations } from './features';
 import { centerRows, constantForward, normFrozen, readFrozenWeights, type FrozenState, type FrozenWeights } from './frozen';
-import { errorNode, logitNode, tokenNode, type AttributionGraph } from './graph';
+import { errorNode, logitNode, tokenNode, type AttributionGraph, type AttributionTarget, type GraphTarget } from './graph';
 import { newSparseRow, pushSource, rowsInfluence, type SparseRow } from './prune';
 import { ASSUMED_ACTIVE_PER_TOKEN, backwardWorkBytes, defaultBatchRows, estimateCircuit, planFeatureRows, type CircuitEstimate } from './estimate';
 import { checkpointParams } from '../memory';
 import { softmax } from '../numeric';
+import { RESID_POINTS } from '../../protocol/results';
 import { readDecoderRows, readEncoderColumns, readFiniteVector, readRows, type TranscoderSet } from './transcoders';
 
 export interface AttributionOptions {
@@ -51,6 +52,8 @@ export interface AttributionOptions {
    * small for even the logit rows is refused with the numbers before the backward work starts.
    */
   maxMemoryBytes?: number;
+  /** What the graph explains (default: the most likely next tokens, `maxNLogits` / `desiredLogitProb`). */
+  target?: AttributionTarget;
   cancel?: CancelToken;
   progress?: (message: string, fraction: number) => void;
 }
@@ -70,13 +73,20 @@ export const KEEP_ENCODERS_BYTES = 256e6;
 /** Features chosen per influence round (circuit-tracer's `batch_size` is 512). */
 export const DEFAULT_FEATURE_BATCH = 512;
 
-/** A row to compute: a feature's pre-activation (level = its layer) or a logit (level = L), at position q. */
+/**
+ * A row to compute at position q: a feature's pre-activation (reads blocks.{level}.hook_resid_mid through ln2) or a
+ * graph target. Targets read the residual before block `level` (`entry` pre: the logits read the final residual,
+ * level L; a direction at hook_resid_post of layer l has level l + 1) or after its attention (`entry` mid).
+ */
 interface Target {
   level: number;
+  entry: 'pre' | 'mid';
+  /** A graph target (logit node), not a feature. */
+  output: boolean;
   /** Node in the full numbering (every active feature). */
   row: number;
   q: number;
-  /** Direction at the level's resid_mid (logits: the final residual); features get it when their row is computed. */
+  /** Direction at the read point; features get it when their row is computed. */
   dir?: Float32Array;
 }
 
@@ -107,7 +117,7 @@ export class Attributor {
   }
 
   /** Real forward with the hooks the graph needs, and the active features of every layer. */
-  async features(ids: number[], cancel?: CancelToken) {
+  async features(ids: number[], cancel?: CancelToken, extraHooks: HookName[] = []) {
     const L = this.model.config.nLayers;
     const hooks: HookName[] = ['hook_embed', 'ln_final.hook_scale', 'logits'];
     // Learned position embeddings (GPT-2) are part of each token's source; rotary models have none.
@@ -125,6 +135,7 @@ export class Attributor {
     }
     // With a final soft-cap the logit targets are the logits before it, computed from the final residual.
     if (this.model.config.family?.finalSoftcap) hooks.push(hookName(L - 1, 'hook_resid_post'));
+    for (const h of extraHooks) if (!hooks.includes(h)) hooks.push(h);
     // The graph's logit targets are at the last position only.
     const run = await this.model.run({ ids, hooks, logitPositions: [ids.length - 1], cancel });
     const act = (h: HookName) => run.activations.get(h)!.data;
@@ -149,9 +160,10 @@ export class Attributor {
     const P = ids.length;
     const V = cfg.vocabSize;
 
+    const spec = checkTarget(opts.target ?? { kind: 'top' }, { D, L, P, V });
     // 1. Real forward + feature activations.
     progress('attribution: forward pass and transcoder features', 0);
-    const { act, layers } = await this.features(ids, opts.cancel);
+    const { act, layers } = await this.features(ids, opts.cancel, spec.kind === 'direction' ? [hookName(spec.layer, spec.hook)] : []);
     lap('forward_and_features', t0);
     const frozen: FrozenState = {
       P,
@@ -168,8 +180,30 @@ export class Attributor {
     for (const la of layers) featStart.push(featStart[featStart.length - 1] + la.feature.length);
     const nActive = featStart[L];
     const logitsAll = act('logits').subarray(0, V);
-    const { logitIds, logitProbs } = pickLogits(logitsAll, opts.maxNLogits ?? 10, opts.desiredLogitProb ?? 0.95);
+    const probsAll = softmax(logitsAll);
+    /** The target nodes: vocabulary id (vocab_size when not one token), weight, and for logits the demeaned unembedding difference. */
+    const targetNodes: { id: number; weight: number; plus?: number; minus?: number }[] =
+      spec.kind === 'top'
+        ? (() => {
+            const { logitIds: picked, logitProbs: p } = pickLogits(logitsAll, opts.maxNLogits ?? 10, opts.desiredLogitProb ?? 0.95);
+            return picked.map((id, i) => ({ id, weight: p[i], plus: id }));
+          })()
+        : spec.kind === 'token'
+          ? [{ id: spec.id, weight: probsAll[spec.id], plus: spec.id }]
+          : spec.kind === 'contrast'
+            ? [{ id: V, weight: 1, plus: spec.id, minus: spec.contrastId }]
+            : [{ id: V, weight: 1 }];
+    const logitIds = targetNodes.map((t) => t.id);
+    const logitProbs = Float32Array.from(targetNodes, (t) => t.weight);
+    const logitValues = new Float32Array(targetNodes.length);
     const nLogits = logitIds.length;
+    /** Where the target reads the residual stream (level and entry as in Target), and at which position. */
+    const targetAt =
+      spec.kind === 'direction'
+        ? { level: spec.hook === 'hook_resid_post' ? spec.layer + 1 : spec.layer, entry: spec.hook === 'hook_resid_mid' ? ('mid' as const) : ('pre' as const), q: spec.position }
+        : { level: L, entry: 'pre' as const, q: P - 1 };
+    // Features that can reach the target: written below the level it reads, at or before its position.
+    const eligible = (level: number, q: number) => level < targetAt.level && q <= targetAt.q;
     const geom = { nFeatures: nActive, nPos: P, nLayers: L };
     const N = nActive + L * P + P + nLogits;
     /** Sources are every node but the logits: a row holds one value per source. */
@@ -230,44 +264,72 @@ export class Attributor {
     const t4 = performance.now();
     const consts = await constantForward(w, frozen, bDec, (...a) => this.backward.gemm(...a));
     const featureTargets: Target[] = [];
+    let nEligible = 0;
     for (let l = 0; l < L; l++) {
       const la = layers[l];
-      for (let p = 0; p < P; p++) for (let j = la.start[p]; j < la.start[p + 1]; j++) featureTargets.push({ level: l, row: featStart[l] + j, q: p });
+      for (let p = 0; p < P; p++)
+        for (let j = la.start[p]; j < la.start[p + 1]; j++) {
+          featureTargets.push({ level: l, entry: 'mid', output: false, row: featStart[l] + j, q: p });
+          if (eligible(l, p)) nEligible++;
+        }
     }
     const logitTargets: Target[] = [];
-    const Ubar = this.meanUnembedding();
-    const unembedRows = readRows(w.unembed, logitIds);
-    let meanLogit = 0;
-    for (let v = 0; v < V; v++) meanLogit += logitsAll[v];
-    meanLogit /= V;
-    const sf = frozen.lnfScale_P[P - 1];
-    // Gemma-2 soft-caps the logits (cap·tanh(z/cap)); the targets are z, the linear read-out of the final residual:
-    // z[id] − mean z = (final norm of the residual) · (U[id] − mean U).
-    const softcap = cfg.family?.finalSoftcap;
-    let xf: Float64Array | undefined;
-    if (softcap) {
-      xf = new Float64Array(D);
-      normFrozen(act(hookName(L - 1, 'hook_resid_post')), (P - 1) * D, D, sf, w.lnfW_D, w.lnfB_D, w.center, xf);
-    }
-    logitIds.forEach((id, i) => {
-      const row = logitNode(geom, i);
-      const u = new Float64Array(D);
-      for (let d = 0; d < D; d++) u[d] = unembedRows[i * D + d] - Ubar[d];
-      const dir = new Float32Array(D);
+    if (spec.kind === 'direction') {
+      // v · x at the hook: the direction as given; its constant is v · the constant residual there.
+      const { level, entry, q } = targetAt;
+      const row = logitNode(geom, 0);
+      const dir = Float32Array.from(spec.vector);
+      const constResid = entry === 'mid' ? consts.residMid_LPD[level] : level === 0 ? undefined : level === L ? consts.final_PD : residPlusDecoderBias(consts.residMid_LPD[level - 1], bDec[level - 1], D);
+      const x = act(hookName(spec.layer, spec.hook));
       let c = 0;
+      let real = 0;
       for (let d = 0; d < D; d++) {
-        dir[d] = w.lnfW_D[d] * u[d];
-        c += w.lnfB_D[d] * u[d];
-      }
-      if (w.center) centerRows(dir, D);
-      for (let d = 0; d < D; d++) {
-        dir[d] /= sf;
-        c += dir[d] * consts.final_PD[(P - 1) * D + d];
+        if (constResid) c += dir[d] * constResid[q * D + d];
+        real += dir[d] * x[q * D + d];
       }
       constAll[row] = c;
-      actualAll[row] = xf ? xf.reduce((acc, x, d) => acc + x * u[d], 0) : logitsAll[id] - meanLogit;
-      logitTargets.push({ level: L, row, q: P - 1, dir });
-    });
+      actualAll[row] = logitValues[0] = real;
+      logitTargets.push({ level, entry, output: true, row, q, dir });
+    } else {
+      const Ubar = this.meanUnembedding();
+      const plusRows = readRows(w.unembed, targetNodes.map((t) => t.plus!));
+      const minusRows = spec.kind === 'contrast' ? readRows(w.unembed, [spec.contrastId]) : undefined;
+      let meanLogit = 0;
+      for (let v = 0; v < V; v++) meanLogit += logitsAll[v];
+      meanLogit /= V;
+      const sf = frozen.lnfScale_P[P - 1];
+      // Gemma-2 soft-caps the logits (cap·tanh(z/cap)); the targets are z, the linear read-out of the final residual:
+      // z[id] − mean z = (final norm of the residual) · (U[id] − mean U).
+      const softcap = cfg.family?.finalSoftcap;
+      let xf: Float64Array | undefined;
+      if (softcap) {
+        xf = new Float64Array(D);
+        normFrozen(act(hookName(L - 1, 'hook_resid_post')), (P - 1) * D, D, sf, w.lnfW_D, w.lnfB_D, w.center, xf);
+      }
+      targetNodes.forEach((t, i) => {
+        const row = logitNode(geom, i);
+        // The demeaned unembedding direction; a contrast's difference (the mean cancels).
+        const u = new Float64Array(D);
+        for (let d = 0; d < D; d++) u[d] = plusRows[i * D + d] - (minusRows ? minusRows[d] : Ubar[d]);
+        const dir = new Float32Array(D);
+        let c = 0;
+        for (let d = 0; d < D; d++) {
+          dir[d] = w.lnfW_D[d] * u[d];
+          c += w.lnfB_D[d] * u[d];
+        }
+        if (w.center) centerRows(dir, D);
+        for (let d = 0; d < D; d++) {
+          dir[d] /= sf;
+          c += dir[d] * consts.final_PD[(P - 1) * D + d];
+        }
+        constAll[row] = c;
+        const minus = t.minus === undefined ? meanLogit : logitsAll[t.minus];
+        actualAll[row] = xf ? xf.reduce((acc, x, d) => acc + x * u[d], 0) : logitsAll[t.plus!] - minus;
+        // The model's own output: the logit, or the difference of the two logits.
+        logitValues[i] = t.minus === undefined ? logitsAll[t.plus!] : logitsAll[t.plus!] - logitsAll[t.minus];
+        logitTargets.push({ level: L, entry: 'pre', output: true, row, q: P - 1, dir });
+      });
+    }
     /**
      * Reads the encoder columns of the feature targets in `targets` that have none yet (one read per layer) and
      * sets their directions at resid_mid, constants and real pre-activations.
@@ -314,8 +376,11 @@ export class Attributor {
     };
     lap('targets', t4);
 
-    /** The highest block a target's gradient passes (logits read the final residual, past block L−1's MLP). */
-    const topBlock = (t: Target) => Math.min(t.level, L - 1);
+    /** The highest block a target's gradient passes (the logits read the final residual, past block L−1's MLP). */
+    const topBlock = (t: Target) => (t.entry === 'pre' ? t.level - 1 : t.level);
+    /** The sources entering the residual below block a (a = 0: the embeddings), and their column count. */
+    const sourcesBelow = (a: number) => (a === 0 ? Uemb : U[a - 1]);
+    const columnsBelow = (a: number) => (a === 0 ? 1 : K[a - 1]);
     // Sources a row can have: below its top block, at positions ≤ its own (counted per block as a prefix over positions).
     const prefixCount = Array.from({ length: L + 1 }, (_, a) => {
       const c = new Int32Array(P + 1);
@@ -323,24 +388,32 @@ export class Attributor {
       return c;
     });
     const rowCapacity = (t: Target) => {
-      let n = t.level === L ? sourceCount(L, t.q) : 0;
+      let n = t.entry === 'pre' ? sourceCount(t.level, t.q) : 0;
       for (let a = topBlock(t); a >= 0; a--) n += prefixCount[a][t.q + 1];
       return n;
     };
     // 5. The plan: how many feature rows, and rows per backward batch, within the memory budget.
     const batchRows = opts.batchRows ?? defaultBatchRows(D, w.X);
     const plan = planFeatureRows({
-      nActive,
+      nActive: nEligible,
       nSources,
       nLogits,
       errorsAndTokens: L * P + P,
-      requested: Math.min(opts.maxFeatureNodes ?? DEFAULT_MAX_FEATURE_NODES, nActive),
+      requested: Math.min(opts.maxFeatureNodes ?? DEFAULT_MAX_FEATURE_NODES, nEligible),
       workBytes: backwardWorkBytes(batchRows, D, w.X, Math.max(...K)),
       budgetBytes: opts.maxMemoryBytes,
       usedBytes: process.memoryUsage().rss,
       // Directions (float32, D each) exist for the features of one propagate call: a round, or every feature at once.
-      directionBytes: (F) => 4 * D * (F >= nActive ? F : Math.min(F, opts.featureBatch ?? DEFAULT_FEATURE_BATCH)),
-      rowBytesDescending: opts.maxMemoryBytes === undefined ? undefined : Float64Array.from(featureTargets, (t) => 8 * rowCapacity(t)).sort().reverse(),
+      directionBytes: (F) => 4 * D * (F >= nEligible ? F : Math.min(F, opts.featureBatch ?? DEFAULT_FEATURE_BATCH)),
+      rowBytesDescending:
+        opts.maxMemoryBytes === undefined
+          ? undefined
+          : Float64Array.from(
+              featureTargets.filter((t) => eligible(t.level, t.q)),
+              (t) => 8 * rowCapacity(t),
+            )
+              .sort()
+              .reverse(),
     });
     const maxFeatures = plan.featureRows;
     const keptNodes = maxFeatures + L * P + P + nLogits;
@@ -383,7 +456,7 @@ export class Attributor {
       fillDirections(targets);
       const byQ = new Map<number, Target[]>();
       for (const t of targets) {
-        const key = `${topBlock(t)}:${t.level === L}:${t.q}`;
+        const key = `${topBlock(t)}:${t.entry}:${t.q}`;
         let cols = sharedCols.get(key);
         if (!cols) sharedCols.set(key, (cols = new Int32Array(rowCapacity(t))));
         rows.set(t.row, newSparseRow(cols));
@@ -395,14 +468,15 @@ export class Attributor {
         const S = q + 1;
         const group = byQ.get(q)!.sort((x, y) => topBlock(y) - topBlock(x));
         for (const t of group) {
-          if (t.level !== L) continue;
-          // Logits read the final residual: layer L−1's sources enter it directly.
-          const Kl = K[L - 1];
+          if (t.entry !== 'pre') continue;
+          // A target before block `level` (the logits: the final residual) reads the sources below it directly.
+          const Ua = sourcesBelow(t.level);
+          const Ka = columnsBelow(t.level);
           const row = rows.get(t.row)!;
-          for (let k = 0; k < sourceCount(L, t.q); k++) {
+          for (let k = 0; k < sourceCount(t.level, t.q); k++) {
             let e = 0;
-            for (let d = 0; d < D; d++) e += t.dir![d] * U[L - 1][(t.q * D + d) * Kl + k];
-            pushSource(row, sourceNode(L, t.q, k), e);
+            for (let d = 0; d < D; d++) e += t.dir![d] * Ua[(t.q * D + d) * Ka + k];
+            pushSource(row, sourceNode(t.level, t.q, k), e);
           }
         }
         const perChunk = Math.max(1, Math.floor(batchRows / S));
@@ -419,8 +493,8 @@ export class Attributor {
             // Targets joining at this block enter as one direction row each (all at q = S − 1).
             const Nj = new Float32Array((j1 - joined) * D);
             for (let i = joined; i < j1; i++) Nj.set(chunk[i].dir!, (i - joined) * D);
-            const Ua = a === 0 ? Uemb : U[a - 1];
-            const Ka = a === 0 ? 1 : K[a - 1];
+            const Ua = sourcesBelow(a);
+            const Ka = columnsBelow(a);
             const ts = performance.now();
             // (ONNX Runtime's batched MatMul refuses an empty batch: a sweep starts with one all-zero gradient.)
             const pad = T === 0 ? 1 : 0;
@@ -443,7 +517,7 @@ export class Attributor {
             G = pad ? Gpre_TSD.subarray(S * D) : Gpre_TSD;
           }
           // Directions are only needed while a row is computed.
-          for (const t of chunk) if (t.level < L) t.dir = undefined;
+          for (const t of chunk) if (!t.output) t.dir = undefined;
           rowsDone += chunk.length;
           const done = rowsDone;
           const elapsed = (performance.now() - tBackward) / 1000;
@@ -455,7 +529,7 @@ export class Attributor {
     // circuit-tracer's order: logit rows, then the most influential features not yet expanded, round by round.
     await propagate(logitTargets);
     const weights_N = new Float64Array(N);
-    logitIds.forEach((_, i) => (weights_N[logitNode(geom, i)] = logitProbs[i]));
+    logitProbs.forEach((p, i) => (weights_N[logitNode(geom, i)] = p));
     /** Influence on the logits of every node, estimated from the rows computed so far. */
     const estimateInfluence = () => {
       const ti = performance.now();
@@ -465,15 +539,15 @@ export class Attributor {
     };
     const selected = new Uint8Array(nActive);
     let expanded = 0;
-    if (maxFeatures >= nActive) {
-      for (let i = 0; i < nActive; i++) selected[i] = 1;
-      await propagate(featureTargets);
-      expanded = nActive;
+    if (maxFeatures >= nEligible) {
+      featureTargets.forEach((t, i) => (selected[i] = eligible(t.level, t.q) ? 1 : 0));
+      await propagate(featureTargets.filter((_, i) => selected[i]));
+      expanded = nEligible;
     } else {
       while (expanded < maxFeatures) {
         const infl = estimateInfluence();
         const pick = Array.from({ length: nActive }, (_, i) => i)
-          .filter((i) => !selected[i])
+          .filter((i) => !selected[i] && eligible(featureTargets[i].level, featureTargets[i].q))
           .sort((a, b) => infl[b] - infl[a])
           .slice(0, Math.min(opts.featureBatch ?? DEFAULT_FEATURE_BATCH, maxFeatures - expanded));
         for (const i of pick) selected[i] = 1;
@@ -483,11 +557,12 @@ export class Attributor {
     }
     // The share of the features' estimated influence that the kept features carry (1 when every feature is kept).
     let influenceCovered = 1;
-    if (expanded < nActive) {
+    if (expanded < nEligible) {
       const infl = estimateInfluence();
       let all = 0;
       let kept = 0;
       for (let i = 0; i < nActive; i++) {
+        if (!eligible(featureTargets[i].level, featureTargets[i].q)) continue;
         all += infl[i];
         if (selected[i]) kept += infl[i];
       }
@@ -543,7 +618,9 @@ export class Attributor {
       nPos: P,
       dSae: this.transcoders.dSae,
       nFeatures,
-      nActiveFeatures: nActive,
+      nActiveFeatures: nEligible,
+      target: spec,
+      targetPos: targetAt.q,
       influenceCovered,
       memoryLimited: plan.memoryLimited,
       settings: {
@@ -559,7 +636,7 @@ export class Attributor {
       featAct,
       logitIds,
       logitProbs,
-      logitValues: Float32Array.from(logitIds, (id) => logitsAll[id]),
+      logitValues,
       N: Nk,
       adjacency_NN,
       constant_N,
@@ -687,6 +764,45 @@ export class Attributor {
     await this.encoder.dispose();
     await this.backward.dispose();
   }
+}
+
+/**
+ * The target checked against the model and prompt (a ResidualError naming what is wrong); a direction's position
+ * defaults to the last.
+ */
+function checkTarget(t: AttributionTarget, m: { D: number; L: number; P: number; V: number }): GraphTarget {
+  const tokenOk = (id: number, what: string) => {
+    if (!(Number.isInteger(id) && id >= 0 && id < m.V)) throw new ResidualError(`token id ${id} is outside the vocabulary (0..${m.V - 1})`, what);
+  };
+  switch (t.kind) {
+    case 'top':
+      return t;
+    case 'token':
+      tokenOk(t.id, 'target');
+      return t;
+    case 'contrast':
+      tokenOk(t.id, 'target');
+      tokenOk(t.contrastId, 'contrast');
+      if (t.id === t.contrastId) throw new ResidualError('the contrast token is the target itself: the difference would be 0', 'contrast');
+      return t;
+    case 'direction': {
+      if (t.vector.length !== m.D) throw new ResidualError(`the direction has ${t.vector.length} values but the model's d_model is ${m.D}`, t.name);
+      const bad = t.vector.findIndex((x) => !Number.isFinite(x));
+      if (bad >= 0) throw new ResidualError(`the direction holds a non-finite value at index ${bad}`, t.name, 'numeric');
+      if (!(Number.isInteger(t.layer) && t.layer >= 0 && t.layer < m.L)) throw new ResidualError(`layer ${t.layer} does not exist (the model has layers 0..${m.L - 1})`, 'direction target');
+      if (!RESID_POINTS.includes(t.hook)) throw new ResidualError(`hook ${t.hook} is not a residual point (${RESID_POINTS.join(', ')})`, 'direction target');
+      const position = t.position ?? m.P - 1;
+      if (!(Number.isInteger(position) && position >= 0 && position < m.P)) throw new ResidualError(`position ${position} does not exist: the prompt has ${m.P} tokens (0..${m.P - 1})`, 'direction target');
+      return { ...t, vector: Float32Array.from(t.vector), position };
+    }
+  }
+}
+
+/** The constant residual before a block: after the previous block's attention plus its transcoder's b_dec. */
+function residPlusDecoderBias(residMid_PD: Float64Array, bDec_D: Float32Array, D: number): Float64Array {
+  const out = Float64Array.from(residMid_PD);
+  for (let i = 0; i < out.length; i++) out[i] += bDec_D[i % D];
+  return out;
 }
 
 /** Most likely tokens first until their probabilities reach `desired`, at most `max`. */

@@ -8,7 +8,8 @@ import * as path from 'node:path';
 import { ResidualError } from '../errors';
 import { acquireLock, checkInputFile, checkOutputFile, writeFileAtomic } from '../files';
 import { isPlainObject } from '../checkpoint/safetensors';
-import { errorNode, logitNode, tokenNode, type AttributionGraph } from './graph';
+import { l2 } from '../numeric';
+import { describeTarget, errorNode, logitNode, targetPosition, tokenNode, type AttributionGraph, type GraphTarget } from './graph';
 import type { PruneResult } from './prune';
 
 export interface GraphJsonNode {
@@ -134,12 +135,16 @@ export function toGraphJson(g: AttributionGraph, pr: PruneResult, o: ExportOptio
     nodes.push(node(ids[n]!, p, 'E', p, 'embedding', `E_${tok}-${p}`, '', pr.cumulativeInfluence[n], null));
   }
   // Logits in ascending vocabulary order (Neuronpedia's scores assume it); the most likely one is the target logit.
+  // A custom target (a logit difference, a direction) is one node with circuit-tracer's virtual index vocab_size.
   const logitOrder = g.logitIds.map((id, i) => ({ id, i })).sort((a, b) => a.id - b.id);
+  const target = g.target ?? { kind: 'top' };
+  const q = targetPosition(g);
   for (const { id, i } of logitOrder) {
     const n = logitNode(g, i);
-    ids[n] = `${L + 1}_${id}_${P - 1}`;
+    ids[n] = `${L + 1}_${id}_${q}`;
     const prob = g.logitProbs[i];
-    const x = node(ids[n]!, id, String(L + 1), P - 1, 'logit', `L_${id}-${P - 1}`, `Output "${viewerToken(o.tokenText(id))}" (p=${prob.toFixed(3)})`, null, null);
+    const clerp = target.kind === 'top' || target.kind === 'token' ? `Output "${viewerToken(o.tokenText(id))}" (p=${prob.toFixed(3)})` : `Target: ${viewerToken(describeTarget(target, o.tokenText))}`;
+    const x = node(ids[n]!, id, String(L + 1), q, 'logit', `L_${id}-${q}`, clerp, null, null);
     x.token_prob = round(prob);
     x.is_target_logit = i === 0;
     nodes.push(x);
@@ -176,11 +181,31 @@ export function toGraphJson(g: AttributionGraph, pr: PruneResult, o: ExportOptio
           }
         : {},
       pruning_settings: { node_threshold: o.nodeThreshold, edge_threshold: o.edgeThreshold },
+      target: targetJson(target, g.logitValues[0], o.tokenText),
     },
     qParams: { pinnedIds: [], supernodes: [], linkType: 'both', clickedId: '', sg_pos: '' },
     nodes,
     links,
   };
+}
+
+/**
+ * The graph's target as metadata records it (a Residual field; the viewers ignore it): `kind` and what it names
+ * (tokens with their ids and text, a direction's file, hook, position and norm) and `value`, the target's real value
+ * (the logit difference, the dot product; for `top`, the top logit).
+ */
+export function targetJson(t: GraphTarget, value: number, tokenText: (id: number) => string): Record<string, unknown> {
+  const v = Number(value.toPrecision(7));
+  switch (t.kind) {
+    case 'top':
+      return { kind: 'top' };
+    case 'token':
+      return { kind: 'token', id: t.id, token: tokenText(t.id), value: v };
+    case 'contrast':
+      return { kind: 'contrast', id: t.id, token: tokenText(t.id), contrast_id: t.contrastId, contrast: tokenText(t.contrastId), value: v };
+    case 'direction':
+      return { kind: 'direction', file: t.name, layer: t.layer, hook: `blocks.${t.layer}.${t.hook}`, position: t.position, norm: Number(l2(t.vector).toPrecision(7)), value: v };
+  }
 }
 
 function node(

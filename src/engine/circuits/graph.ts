@@ -2,7 +2,25 @@
  * The attribution graph as plain data, and its node numbering: what attribution.ts computes and pruning, the JSON
  * export, interventions and the panels read.
  */
+import type { ResidPoint } from '../../protocol/results';
 import type { LayerActivations } from './features';
+
+/**
+ * What a graph explains (circuit-tracer's attribution targets). `top`: the most likely next tokens, each a logit node
+ * weighted by its probability. The others are one target node of weight 1: one token's logit; the logit difference
+ * `id` − `contrastId` (both demeaned, so the mean cancels); or a direction's dot product with the residual stream at
+ * `blocks.{layer}.{hook}`, position `position`. A target that is not one vocabulary token has the virtual index
+ * vocab_size in `logitIds`, as circuit-tracer numbers custom targets.
+ */
+export type GraphTarget =
+  | { kind: 'top' }
+  | { kind: 'token'; id: number }
+  | { kind: 'contrast'; id: number; contrastId: number }
+  /** `vector`: d_model values; `name`: where it came from (a file). */
+  | { kind: 'direction'; name: string; vector: Float32Array; layer: number; hook: ResidPoint; position: number };
+
+/** A graph target as asked for: a direction's position defaults to the last. */
+export type AttributionTarget = Exclude<GraphTarget, { kind: 'direction' }> | (Omit<Extract<GraphTarget, { kind: 'direction' }>, 'position'> & { position?: number });
 
 /**
  * The graph as plain data (circuit-tracer's `Graph`). It holds the features whose incoming edges were computed (all
@@ -41,9 +59,18 @@ export interface AttributionGraph {
   featIndex: Int32Array;
   /** Post-activation value of each feature (the source scale of its outgoing edges). */
   featAct: Float32Array;
+  /** What the logit nodes are (absent: `top`, as graphs made before targets existed). */
+  target?: GraphTarget;
+  /** Position of the logit nodes (the last, except for a direction target at another position). */
+  targetPos?: number;
+  /** Vocabulary id of each logit node; vocab_size for a target that is not one token (contrast, direction). */
   logitIds: number[];
+  /** Each logit node's weight in the influence: its probability (`top`, `token`), else 1. */
   logitProbs: Float32Array;
-  /** Real logits (not demeaned) of the logit targets at the last position. */
+  /**
+   * The real value of each target: the logit (not demeaned); a contrast's logit difference; a direction's dot
+   * product with the residual.
+   */
   logitValues: Float32Array;
   N: number;
   adjacency_NN: Float32Array;
@@ -68,6 +95,29 @@ export function tokenNode(g: { nFeatures: number; nPos: number; nLayers: number 
 export function logitNode(g: { nFeatures: number; nPos: number; nLayers: number }, i: number): number {
   return g.nFeatures + g.nLayers * g.nPos + g.nPos + i;
 }
+/** Position of the graph's target nodes. */
+export function targetPosition(g: AttributionGraph): number {
+  return g.targetPos ?? g.nPos - 1;
+}
+
+/**
+ * Words for a target: `logit " Paris"`, `logit " Paris" − logit " London"`, `steer.json · blocks.3.hook_resid_post[5]`.
+ * `tokenText` gives a vocabulary token's text.
+ */
+export function describeTarget(t: GraphTarget, tokenText: (id: number) => string): string {
+  const q = (id: number) => JSON.stringify(tokenText(id));
+  switch (t.kind) {
+    case 'top':
+      return 'the most likely next tokens';
+    case 'token':
+      return `logit ${q(t.id)}`;
+    case 'contrast':
+      return `logit ${q(t.id)} − logit ${q(t.contrastId)}`;
+    case 'direction':
+      return `${t.name} · blocks.${t.layer}.${t.hook}[${t.position}]`;
+  }
+}
+
 /** The activation of a feature at a position on the graph's prompt, kept in the graph or not (0 when inactive). */
 export function activeActivation(g: AttributionGraph, layer: number, pos: number, feature: number): number {
   const la = g.active?.[layer];

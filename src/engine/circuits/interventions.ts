@@ -10,7 +10,8 @@ import { ResidualError } from '../errors';
 import type { SteerAdd } from '../model';
 import { softmax } from '../numeric';
 import type { Attributor } from './attribution';
-import { activeActivation, logitNode, type AttributionGraph } from './graph';
+import { hookName } from '../hooks';
+import { activeActivation, describeTarget, logitNode, type AttributionGraph } from './graph';
 import { readDecoderRows } from './transcoders';
 
 export interface FeatureIntervention {
@@ -22,12 +23,17 @@ export interface FeatureIntervention {
 }
 
 export interface LogitChange {
+  /** Vocabulary id; vocab_size for a target that is not one token (see `label`). */
   id: number;
+  /** A contrast's or a direction's words (describeTarget); absent for a token's logit. */
+  label?: string;
+  /** The target's value before and after: the logit, the logit difference, the direction's dot product. */
   baseLogit: number;
   newLogit: number;
-  baseProb: number;
-  newProb: number;
-  /** Actual change of the logit minus the mean logit (what graph edges predict). */
+  /** The token's probability before and after (null for a contrast or a direction). */
+  baseProb: number | null;
+  newProb: number | null;
+  /** Actual change of the target (a logit minus the mean logit) — what the graph's edges predict. */
   actualDemeaned: number;
   /** Σ over intervened features of their direct edge × (new − old)/old. */
   predictedDirect: number;
@@ -70,9 +76,12 @@ export async function intervene(attributor: Attributor, g: AttributionGraph, int
     for (let d = 0; d < D; d++) add[iv.pos * D + d] += (iv.value - old) * row[d];
   }
   const steer: SteerAdd[] = [...adds].map(([layer, add]) => ({ layer, point: 'hook_resid_post', add }));
+  const target = g.target ?? { kind: 'top' };
+  const targetHook = target.kind === 'direction' ? hookName(target.layer, target.hook) : undefined;
+  const hooks = targetHook ? (['logits', targetHook] as const) : (['logits'] as const);
   const [base, after] = await Promise.all([
-    model.run({ ids: g.ids, hooks: ['logits'], logitPositions: [P - 1] }),
-    model.run({ ids: g.ids, hooks: ['logits'], steer, logitPositions: [P - 1] }),
+    model.run({ ids: g.ids, hooks: [...hooks], logitPositions: [P - 1] }),
+    model.run({ ids: g.ids, hooks: [...hooks], steer, logitPositions: [P - 1] }),
   ]);
   const last = (r: typeof base) => r.activations.get('logits')!.data.subarray(0, V);
   const b = last(base);
@@ -102,6 +111,21 @@ export async function intervene(attributor: Attributor, g: AttributionGraph, int
       if (delta[s] !== 0) direct += perUnit * delta[s];
       if (paths[s] !== 0) viaPaths += perUnit * paths[s];
     }
+    const predicted = { predictedDirect: direct, predictedPaths: viaPaths };
+    const label = describeTarget(target, (v) => model.tokenizer.tokenText(v));
+    if (target.kind === 'contrast') {
+      const diff = (x: Float32Array) => x[target.id] - x[target.contrastId];
+      return { id, label, baseLogit: diff(b), newLogit: diff(a), baseProb: null, newProb: null, actualDemeaned: diff(a) - diff(b), ...predicted };
+    }
+    if (target.kind === 'direction') {
+      const dot = (r: typeof base) => {
+        const x = r.activations.get(targetHook!)!.data;
+        let y = 0;
+        for (let d = 0; d < D; d++) y += target.vector[d] * x[target.position * D + d];
+        return y;
+      };
+      return { id, label, baseLogit: dot(base), newLogit: dot(after), baseProb: null, newProb: null, actualDemeaned: dot(after) - dot(base), ...predicted };
+    }
     return {
       id,
       baseLogit: b[id],
@@ -109,8 +133,7 @@ export async function intervene(attributor: Attributor, g: AttributionGraph, int
       baseProb: sb.probs[id],
       newProb: sa.probs[id],
       actualDemeaned: a[id] - sa.mean - (b[id] - sb.mean),
-      predictedDirect: direct,
-      predictedPaths: viaPaths,
+      ...predicted,
     };
   });
   return { logits, notInGraph };

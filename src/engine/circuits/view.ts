@@ -61,8 +61,10 @@ export function circuitView(source: { live: LiveGraph } | { imported: ImportedGr
   const graph = live?.graph;
   // A live graph shows its tokens raw (the panel draws its own glyphs); the file has the viewer's (⏎ → ↵).
   const tokens = live ? live.tokens : json.metadata.prompt_tokens;
+  // A token's logit with its raw text; a contrast or direction target (virtual index) as the file says it.
+  const tokenTarget = ['top', 'token'].includes(live?.graph.target?.kind ?? 'top');
   const logitLabel = (n: ImportedGraph['nodes'][number]) =>
-    live && n.index !== null && n.tokenProb !== null ? `Output "${live.model.tokenizer.tokenText(n.index)}" (p=${n.tokenProb.toFixed(3)})` : n.clerp;
+    live && tokenTarget && n.index !== null && n.tokenProb !== null ? `Output "${live.model.tokenizer.tokenText(n.index)}" (p=${n.tokenProb.toFixed(3)})` : n.clerp;
   return {
     slug: json.metadata.slug,
     prompt: json.metadata.prompt,

@@ -17,7 +17,7 @@ import { gguf } from '@huggingface/gguf';
 import { ResidualError } from '../errors';
 import { acquireLock, checkInputFile, checkOutputFile, writeFileAtomic } from '../files';
 import type { SteerPointName } from '../results';
-import { l2 } from './vectors';
+import { l2 } from '../numeric';
 
 const GGUF_VERSION = 3;
 const ALIGNMENT = 32;

@@ -38,7 +38,7 @@ import {
   type TopToken,
 } from '../results';
 import { unescapeTokenInput } from '../tokenizer';
-import { l2 } from './vectors';
+import { l2 } from '../numeric';
 
 export type { GeneratedText, GenerationComparison, GenerationSettings, NextTokenEffect, SteeringSpec, SweepResult };
 

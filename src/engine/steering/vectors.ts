@@ -20,6 +20,7 @@
  * marker is taken verbatim (trailing spaces included) except for the escapes `\n` (newline), `\t` (tab) and `\\`
  * (a backslash), so a prompt can end in a newline or indentation.
  */
+import { l2 } from '../numeric';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { isPlainObject, readSafetensorsHeader, readTensorF32 } from '../checkpoint/safetensors';
@@ -355,8 +356,4 @@ export function loadVectorFile(file: string, modelOrWidth?: number | { dModel: n
   };
 }
 
-export function l2(v: ArrayLike<number>): number {
-  let s = 0;
-  for (let i = 0; i < v.length; i++) s += v[i] * v[i];
-  return Math.sqrt(s);
-}
+
