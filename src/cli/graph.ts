@@ -1,7 +1,8 @@
 /**
  * `residual graph --model DIR --transcoders DIR --text TEXT [--node-threshold X] [--edge-threshold X]
- * [--max-feature-nodes N|all] [--max-memory MB] [--max-tokens N] [--estimate] --out FILE`: computes the attribution
- * graph of the text's next-token prediction, prunes it and writes the circuit-tracer / Neuronpedia graph JSON.
+ * [--max-feature-nodes N|all] [--max-memory MB] [--max-tokens N] [--estimate] [--target TOKEN [--contrast TOKEN] |
+ * --direction FILE --layer L [--hook H] [--position P]] --out FILE`: computes the attribution graph of the text's
+ * next-token prediction (or of the target named), prunes it and writes the circuit-tracer / Neuronpedia graph JSON.
  * `--max-feature-nodes` bounds the feature rows computed (default `DEFAULT_MAX_FEATURE_NODES`, the most influential
  * first; `all` for every active feature); `--max-memory` is the peak memory allowed (default: what the machine has
  * free), under which fewer feature rows are computed and the summary says so. `--estimate` prints the estimated time
@@ -19,6 +20,11 @@ import { defaultCircuitBudget, DEFAULT_CIRCUIT_MAX_TOKENS, describeEstimate } fr
 import { formatBytes } from '../engine/memory';
 import { checkGraphOutput, toGraphJson, writeGraphFiles } from '../engine/circuits/graph-json';
 import { pruneGraph } from '../engine/circuits/prune';
+import { describeTarget, type AttributionGraph, type AttributionTarget } from '../engine/circuits/graph';
+import { tokenIdOf } from '../engine/dla';
+import type { Model } from '../engine/model';
+import { loadVectorFile } from '../engine/steering/vectors';
+import type { ResidPoint } from '../protocol/results';
 import { loadTranscoders } from '../engine/circuits/transcoders';
 import { parseFlags, usageOf, type CommandSpec, type Flags } from './args';
 import { checkOutFlag, loadModel, MODEL_FLAGS, promptOf, processIo, readText, release, type Io } from './common';
@@ -39,6 +45,12 @@ export const GRAPH: CommandSpec = {
     'max-feature-nodes': { value: 'N|all', help: 'feature rows to compute, most influential first (default: a bound that keeps the run short; all: every active feature)' },
     'max-memory': { value: 'MB', help: 'peak memory allowed for the attribution (default: what the machine has free)' },
     'max-tokens': { value: 'N', help: `refuse texts longer than N tokens (default ${DEFAULT_CIRCUIT_MAX_TOKENS}, at most the model context)` },
+    target: { value: 'TOKEN', help: 'trace this next token\'s logit (one token of the vocabulary, often with its leading space) instead of the most likely ones' },
+    contrast: { value: 'TOKEN', help: 'with --target: trace the logit difference target − contrast' },
+    direction: { value: 'FILE', help: "trace a saved vector's dot product with the residual stream (.json + .safetensors, as the Steering panel saves them); needs --layer" },
+    layer: { value: 'L', help: 'with --direction: the block whose residual it reads' },
+    hook: { value: 'resid_pre|resid_mid|resid_post', help: 'with --direction: where in the block (default resid_pre)' },
+    position: { value: 'P', help: 'with --direction: the token position (default the last)' },
     slug: { value: 'NAME', help: "the graph's slug: must equal the --out file's name (the viewer opens <slug>.json)" },
     estimate: { help: 'print the estimated time and memory and exit without computing' },
     json: { help: 'with --estimate: print the estimate as JSON' },
@@ -69,6 +81,17 @@ export async function graphCommand(args: string[], io: Io = processIo()): Promis
   const maxMemoryBytes = maxMemoryMb === undefined ? undefined : maxMemoryMb * 1e6;
   const maxTokensArg = f.int('max-tokens', { min: 1 });
   const slugArg = f.str('slug');
+  const targetText = f.str('target');
+  const contrastText = f.str('contrast');
+  const directionFile = f.str('direction');
+  if (contrastText !== undefined && targetText === undefined) f.fail('--contrast needs --target (the difference is target − contrast)');
+  if (directionFile !== undefined && targetText !== undefined) f.fail('give --target (a logit) or --direction (a vector), not both');
+  for (const flag of ['layer', 'hook', 'position'] as const) if (f.str(flag) !== undefined && directionFile === undefined) f.fail(`--${flag} goes with --direction FILE`);
+  if (directionFile !== undefined && f.str('layer') === undefined) f.fail('--direction needs --layer L (the block whose residual the vector reads)');
+  const directionLayer = f.int('layer', { min: 0 });
+  const directionHook = `hook_${f.choice('hook', ['resid_pre', 'resid_mid', 'resid_post'] as const) ?? 'resid_pre'}` as const;
+  const directionPosition = f.int('position', { min: 0 });
+  if (directionFile !== undefined && /\.gguf$/i.test(directionFile)) f.fail('--direction reads a saved vector (.json + .safetensors); a llama.cpp control vector steers (residual steer --vector), it is not a graph target');
   if (outFile && !f.bool('estimate')) {
     checkOutFlag(f, outFile);
     // The viewer opens <slug>.json from the folder's graph-metadata.json: the slug is the file's name.
@@ -87,12 +110,14 @@ export async function graphCommand(args: string[], io: Io = processIo()): Promis
   try {
     // With --chat, the model runs the text as a user turn of its chat template.
     const text = promptOf(f, model, selection);
-    const set = loadTranscoders(transcoders, model.config);
-    attributor = new Attributor(model, set);
     const ids = model.tokenizer.encodeForModel(text).ids;
     if (ids.length === 0) throw new ResidualError('the text produced no tokens', WHAT);
     const max = Math.min(model.config.nCtx, maxTokensArg ?? DEFAULT_CIRCUIT_MAX_TOKENS);
     if (ids.length > max) throw new ResidualError(`the text has ${ids.length} tokens; graphs are limited to ${max} (raise --max-tokens up to ${model.config.nCtx})`, WHAT);
+    // The target's flags are checked before the transcoders load.
+    const target = targetOf(f, model, ids.length, { targetText, contrastText, directionFile, directionLayer, directionHook, directionPosition });
+    const set = loadTranscoders(transcoders, model.config);
+    attributor = new Attributor(model, set);
     const estimate = attributor.estimate(ids.length, { maxFeatureNodes });
     if (f.bool('estimate')) {
       const out = { tokens: ids.length, seconds: estimate.seconds, peak_mb: estimate.peakBytes / 1e6, active_features: estimate.activeFeatures, feature_rows: estimate.featureRows, parts: estimate.parts.map((p) => ({ name: p.name, seconds: p.seconds, mb: p.bytes / 1e6 })) };
@@ -115,7 +140,7 @@ export async function graphCommand(args: string[], io: Io = processIo()): Promis
     const t0 = performance.now();
     let g;
     try {
-      g = await attributor.attribute(ids, { maxFeatureNodes, maxMemoryBytes: budget, cancel, progress });
+      g = await attributor.attribute(ids, { maxFeatureNodes, maxMemoryBytes: budget, target, cancel, progress });
     } finally {
       process.removeListener('SIGINT', onSigint);
       if (tty) io.err('\r\x1b[K');
@@ -139,7 +164,7 @@ export async function graphCommand(args: string[], io: Io = processIo()): Promis
         ? `; ${g.nFeatures} of ${g.nActiveFeatures} active features kept${g.memoryLimited ? ` (memory budget ${formatBytes(budget)})` : ''}, ${(100 * g.influenceCovered).toFixed(1)}% of their influence`
         : '';
     io.out(
-      `${outFile} (listed in ${path.basename(metadataFile)}): ${json.nodes.length} nodes, ${json.links.length} links (of ${g.nActiveFeatures} active features, ${g.logitIds.length} logits; ` +
+      `${outFile} (listed in ${path.basename(metadataFile)}): ${json.nodes.length} nodes, ${json.links.length} links (of ${g.nActiveFeatures} active features, ${whatTarget(g, tok)}; ` +
         `replacement ${pr.replacementScore.toFixed(3)}, completeness ${pr.completenessScore.toFixed(3)}${partial}) in ${s} s\n`,
     );
     done = true;
@@ -149,3 +174,41 @@ export async function graphCommand(args: string[], io: Io = processIo()): Promis
   return 0;
 }
 
+
+/** The --target/--contrast/--direction flags as an attribution target, checked against the model and the text. */
+function targetOf(
+  f: Flags,
+  model: Model,
+  nTokens: number,
+  a: { targetText?: string; contrastText?: string; directionFile?: string; directionLayer?: number; directionHook: ResidPoint; directionPosition?: number },
+): AttributionTarget | undefined {
+  const c = model.config;
+  // A token the vocabulary does not hold as one piece is a flag error: "residual graph: --target …".
+  const idOf = (text: string, flag: string): number => {
+    try {
+      return tokenIdOf(model, text, flag);
+    } catch (e) {
+      return f.fail(`${flag} ${(e as Error).message.slice(flag.length + 2)}`);
+    }
+  };
+  if (a.targetText !== undefined) {
+    const id = idOf(a.targetText, '--target');
+    if (a.contrastText === undefined) return { kind: 'token', id };
+    const contrastId = idOf(a.contrastText, '--contrast');
+    if (contrastId === id) f.fail(`--contrast ${JSON.stringify(a.contrastText)} is the target itself: the difference would be 0`);
+    return { kind: 'contrast', id, contrastId };
+  }
+  if (a.directionFile === undefined) return undefined;
+  const layer = a.directionLayer!;
+  if (layer >= c.nLayers) f.fail(`--layer ${layer} does not exist: the model has layers 0..${c.nLayers - 1}`);
+  if (a.directionPosition !== undefined && a.directionPosition >= nTokens) f.fail(`--position ${a.directionPosition} does not exist: the text has ${nTokens} tokens (positions 0..${nTokens - 1})`);
+  // The width is checked against d_model here, naming the file.
+  const v = loadVectorFile(a.directionFile, { dModel: c.dModel, nLayers: c.nLayers, name: c.name });
+  return { kind: 'direction', name: path.basename(a.directionFile), vector: v.vector, layer, hook: a.directionHook, position: a.directionPosition };
+}
+
+/** The summary's words for what the graph traced. */
+function whatTarget(g: AttributionGraph, tokenText: (id: number) => string): string {
+  const t = g.target ?? { kind: 'top' };
+  return t.kind === 'top' ? `${g.logitIds.length} logits` : `target ${describeTarget(t, tokenText)} = ${g.logitValues[0].toPrecision(5)}`;
+}

@@ -20,6 +20,8 @@ interface Fixture {
   /** A folder that passes the transcoders-folder check (the refusals come first). */
   tc: string;
   vector: string;
+  /** A saved vector 8 wide, for the 16-wide model. */
+  narrowVector: string;
   fifo: string;
   folder: string;
   file: string;
@@ -38,6 +40,8 @@ function fx(): Fixture {
   fs.mkdirSync(tc);
   const vector = path.join(root, 'v.json');
   saveVectorFile(vector, { vector: new Float32Array(16).fill(0.1), layer: 0, point: 'hook_resid_pre', source: 'contrastive', label: 'v', provenance: { model: 'random' } });
+  const narrowVector = path.join(root, 'narrow.json');
+  saveVectorFile(narrowVector, { vector: new Float32Array(8).fill(0.1), layer: 0, point: 'hook_resid_pre', source: 'contrastive', label: 'narrow', provenance: { model: 'random' } });
   const fifo = path.join(root, 'fifo');
   execFileSync('mkfifo', [fifo]);
   const folder = path.join(root, 'folder');
@@ -47,7 +51,7 @@ function fx(): Fixture {
   fs.writeFileSync(file, 'keep');
   fs.symlinkSync('/dev/null', path.join(root, 'null-link'));
   fs.symlinkSync(path.join(root, 'nowhere', 'g.json'), path.join(root, 'dangling'));
-  fixture = { root, model, tc, vector, fifo, folder, file };
+  fixture = { root, model, tc, vector, narrowVector, fifo, folder, file };
   return fixture;
 }
 
@@ -393,6 +397,17 @@ const flagCases: Flagged[] = [
   ['graph --max-tokens 0', () => graph('--out', 'g.json', '--max-tokens', '0'), /--max-tokens must be a whole number ≥ 1, got "0"/],
   ['graph without --out', () => graph(), /residual graph: --out FILE is required \(or --estimate\)/],
   ['graph --json without --estimate', () => graph('--out', 'g.json', '--json'), /--json goes with --estimate/],
+  ['graph --contrast without --target', () => graph('--out', 'g.json', '--contrast', ' the'), /residual graph: --contrast needs --target \(the difference is target − contrast\)/],
+  ['graph --contrast equal to --target', () => graph('--out', 'g.json', '--target', ' world', '--contrast', ' world'), /residual graph: --contrast " world" is the target itself: the difference would be 0/],
+  ['graph --target of several tokens', () => graph('--out', 'g.json', '--target', ' Paris and London'), /residual graph: --target " Paris and London" is \d+ tokens \(.*\), not one; give a single token/],
+  ['graph --target with --direction', () => graph('--out', 'g.json', '--target', ' world', '--direction', fx().vector, '--layer', '0'), /residual graph: give --target \(a logit\) or --direction \(a vector\), not both/],
+  ['graph --direction without --layer', () => graph('--out', 'g.json', '--direction', fx().vector), /residual graph: --direction needs --layer L/],
+  ['graph --hook without --direction', () => graph('--out', 'g.json', '--hook', 'resid_mid'), /residual graph: --hook goes with --direction FILE/],
+  ['graph --direction --layer beyond the model', () => graph('--out', 'g.json', '--direction', fx().vector, '--layer', '2'), /residual graph: --layer 2 does not exist: the model has layers 0\.\.1/],
+  ['graph --direction --position beyond the text', () => graph('--out', 'g.json', '--direction', fx().vector, '--layer', '1', '--position', '2'), /residual graph: --position 2 does not exist: the text has 2 tokens \(positions 0\.\.1\)/],
+  ['graph --direction of the wrong width', () => graph('--out', 'g.json', '--direction', fx().narrowVector, '--layer', '1'), /narrow\.safetensors: the vector has 8 values but the model's d_model is 16/],
+  ['graph --direction a file that does not exist', () => graph('--out', 'g.json', '--direction', path.join(fx().root, 'none.json'), '--layer', '1'), /none\.json: vector file not found/],
+  ['graph --direction a llama.cpp control vector', () => graph('--out', 'g.json', '--direction', path.join(fx().root, 'cv.gguf'), '--layer', '1'), /--direction reads a saved vector \(\.json \+ \.safetensors\)/],
   ['graph --transcoders a folder that does not exist', async () => ['graph', '--model', fx().model, '--transcoders', path.join(fx().root, 'no-tc'), '--text', 'x', '--estimate'], /no-tc: transcoders folder not found/],
   // steer
   ['steer --seed 1.5', () => steer('--strength', '1', '--seed', '1.5'), /residual steer: --seed must be a whole number from 0 to 4294967295, got "1\.5"/],

@@ -123,6 +123,54 @@ describe('residual graph --out', () => {
   });
 });
 
+describe('residual graph --target / --contrast / --direction', () => {
+  const tc = path.join(dir, 'tc-targets');
+  const text = 'The quick brown fox';
+  const graphOf = (name: string, ...extra: string[]) => {
+    if (!fs.existsSync(tc)) writeSaeLensTranscoders(tc, randomTranscoderWeights(2, 16, 24, { seed: 3 }), { activation: 'relu' });
+    const out = path.join(dir, `${name}.json`);
+    const r = cli(['graph', '--model', model, '--transcoders', tc, '--text', text, '--out', out, '--providers', 'cpu', '--node-threshold', '1', '--edge-threshold', '1', ...extra]);
+    assert.equal(r.code, 0, r.err);
+    return { line: r.out, json: JSON.parse(fs.readFileSync(out, 'utf8')) };
+  };
+
+  it('a logit difference: one target node, the value dla computes for the same pair, recorded in the metadata', () => {
+    const { line, json } = graphOf('contrast', '--target', ' the', '--contrast', ',');
+    const dla = JSON.parse(cli(['dla', '--model', model, '--text', text, '--target', ' the', '--contrast', ',', '--json', '--providers', 'cpu']).out);
+    assert.equal(json.metadata.target.kind, 'contrast');
+    assert.deepEqual([json.metadata.target.token, json.metadata.target.contrast], [' the', ',']);
+    assert.ok(Math.abs(json.metadata.target.value - dla.logit) <= 1e-4 * Math.max(1, Math.abs(dla.logit)), `${json.metadata.target.value} vs dla ${dla.logit}`);
+    const targets = json.nodes.filter((n: { feature_type: string }) => n.feature_type === 'logit');
+    assert.equal(targets.length, 1);
+    assert.equal(targets[0].feature, 50257, 'the virtual index vocab_size');
+    assert.equal(targets[0].clerp, 'Target: logit " the" − logit ","');
+    assert.match(line, /target logit " the" − logit "," = -?\d/);
+  });
+
+  it('one token: its logit, as dla computes it; a direction: its dot product with the residual the engine reads', async () => {
+    const one = graphOf('token', '--target', ' the');
+    const dla = JSON.parse(cli(['dla', '--model', model, '--text', text, '--target', ' the', '--json', '--providers', 'cpu']).out);
+    assert.ok(Math.abs(one.json.metadata.target.value - dla.logit) <= 1e-4 * Math.max(1, Math.abs(dla.logit)));
+    assert.equal(one.json.nodes.filter((n: { feature_type: string }) => n.feature_type === 'logit').length, 1);
+    const { json } = graphOf('direction', '--direction', vector(), '--layer', '1', '--hook', 'resid_mid', '--position', '2');
+    assert.deepEqual([json.metadata.target.kind, json.metadata.target.hook, json.metadata.target.position, json.metadata.target.file], ['direction', 'blocks.1.hook_resid_mid', 2, 'v.json']);
+    const m = await Model.load(model, { providers: ['cpu'] });
+    try {
+      const ids = m.tokenizer.encodeForModel(text).ids;
+      const x = (await m.run({ ids, hooks: ['blocks.1.hook_resid_mid'] })).activations.get('blocks.1.hook_resid_mid')!.data;
+      let want = 0;
+      for (let d = 0; d < 16; d++) want += 0.1 * x[2 * 16 + d];
+      assert.ok(Math.abs(json.metadata.target.value - want) <= 1e-5 * Math.max(1, Math.abs(want)), `${json.metadata.target.value} vs ${want}`);
+    } finally {
+      await m.dispose();
+    }
+    const target = json.nodes.find((n: { feature_type: string }) => n.feature_type === 'logit');
+    assert.equal(target.ctx_idx, 2);
+    // Only layer-0 features reach blocks.1.hook_resid_mid.
+    assert.ok(json.nodes.filter((n: { feature_type: string }) => n.feature_type === 'cross layer transcoder').every((n: { layer: string; ctx_idx: number }) => n.layer === '0' && n.ctx_idx <= 2));
+  });
+});
+
 describe('help', () => {
   it('every subcommand answers --help and -h with its usage on stdout, exit 0; `residual help X` too', () => {
     for (const [name, spec] of Object.entries(SPECS)) {
