@@ -17,7 +17,11 @@ import { circuitView, importedGraphJson, labelFeatureOutputs, liveGraphJson, typ
 import { errorMessage, isCancelled, ResidualError, throwIfCancelled } from '../engine/errors';
 import { formatBytes } from '../engine/memory';
 import type { Model } from '../engine/model';
-import type { CircuitEvent, CircuitNotification, CircuitRequests, ToCircuit } from '../protocol';
+import type { CircuitEvent, CircuitNotification, CircuitRequests, CircuitTargetRequest, PickedVector, ToCircuit } from '../protocol';
+import type { AttributionTarget } from '../engine/circuits/graph';
+import { tokenIdOf } from '../engine/dla';
+import { loadVectorFile } from '../engine/steering/vectors';
+import { unescapeTokenInput } from '../engine/tokenizer';
 import { unreachable } from '../protocol';
 import type { ModelManager } from './modelManager';
 import { PanelHost } from './panelHost';
@@ -40,6 +44,10 @@ export class CircuitPanel extends PanelHost<CircuitRequests, CircuitEvent, Circu
   /** Top output token of features already labelled ("layer:index" → token text), for the live graph's model. */
   private outputs = new Map<string, string>();
   private lastView: ToCircuit | undefined;
+  /** What traces explain (the panel's Target row); kept for later traces. */
+  private target: CircuitTargetRequest = { kind: 'top' };
+  /** The selection last traced, which a new target retraces. */
+  private lastSelection: string | undefined;
 
   constructor(
     context: vscode.ExtensionContext,
@@ -56,6 +64,8 @@ export class CircuitPanel extends PanelHost<CircuitRequests, CircuitEvent, Circu
       'circuit/import': { run: () => this.pickAndImport() },
       // The selection, not the rendered chat prompt: the Steering panel wraps it itself when residual.chat is on.
       'circuit/steer': { run: async (p) => this.steerFeature(p.layer, p.index, this.live?.selection) },
+      'circuit/target': { run: (p) => this.setTarget(p) },
+      'circuit/pickVector': { run: () => this.pickVector() },
     });
     this.disposables.push(
       vscode.workspace.onDidChangeConfiguration((e) => {
@@ -90,6 +100,7 @@ export class CircuitPanel extends PanelHost<CircuitRequests, CircuitEvent, Circu
   /** Attribution graph of `text`'s next-token prediction. */
   async trace(text: string): Promise<void> {
     this.show();
+    this.lastSelection = text;
     // One trace at a time: the previous one is cancelled and finishes (its sessions are shared) before this starts,
     // and only the current trace may talk to the panel (a cancelled one's late messages would hide this one's Start).
     const job = this.router.begin(TRACE);
@@ -118,6 +129,8 @@ export class CircuitPanel extends PanelHost<CircuitRequests, CircuitEvent, Circu
           'input',
         );
       }
+      const targetRequest = this.target;
+      const target = resolveTarget(model, targetRequest);
       // The cost first: a graph expected to take long, or to exceed the memory budget, waits for Start.
       const memoryMB = settings.get<number>('circuitMemoryMB', 0);
       const budget = memoryMB > 0 ? memoryMB * 1e6 : defaultCircuitBudget();
@@ -137,6 +150,7 @@ export class CircuitPanel extends PanelHost<CircuitRequests, CircuitEvent, Circu
           token.onCancellationRequested(() => job.cancel());
           let last = 0;
           return attributor.attribute(ids, {
+            target,
             cancel: job.token,
             maxMemoryBytes: budget,
             progress: (message, fraction) => {
@@ -157,6 +171,7 @@ export class CircuitPanel extends PanelHost<CircuitRequests, CircuitEvent, Circu
         prune: pruneGraph(graph, node, edge),
         prompt,
         selection: text,
+        target: targetRequest,
         tokens: ids.map((i) => model.tokenizer.tokenText(i)),
         nodeThreshold: node,
         edgeThreshold: edge,
@@ -183,6 +198,33 @@ export class CircuitPanel extends PanelHost<CircuitRequests, CircuitEvent, Circu
       job.finish();
       finished();
     }
+  }
+
+  /**
+   * The panel's Target row: checked against the model now (a token that is not one vocabulary token, a vector that
+   * does not fit, is refused in the reply), kept for later traces, and the last selection is traced again with it.
+   */
+  private async setTarget(request: CircuitTargetRequest): Promise<void> {
+    const model = await this.models.get();
+    resolveTarget(model, request);
+    this.target = request;
+    this.log.appendLine(`circuit: target set to ${JSON.stringify(request)}`);
+    if (this.lastSelection !== undefined) void this.trace(this.lastSelection);
+  }
+
+  private async pickVector(): Promise<PickedVector | null> {
+    const ws = vscode.workspace.workspaceFolders?.[0]?.uri;
+    const picked = await vscode.window.showOpenDialog({
+      canSelectMany: false,
+      defaultUri: ws ? vscode.Uri.joinPath(ws, '.residual', 'vectors') : undefined,
+      filters: { 'Saved steering vector': ['json'] },
+      title: 'Residual: a saved vector to trace',
+    });
+    if (!picked?.[0]) return null;
+    const model = await this.models.get();
+    const c = model.config;
+    const v = loadVectorFile(picked[0].fsPath, { dModel: c.dModel, nLayers: c.nLayers, name: c.name });
+    return { file: picked[0].fsPath, label: v.label, layer: v.layer, hook: v.point };
   }
 
   /** Resolves when the panel's Start is pressed for `job`; rejects as cancelled when the job is cancelled first. */
@@ -352,5 +394,27 @@ export class CircuitPanel extends PanelHost<CircuitRequests, CircuitEvent, Circu
   override dispose(): void {
     super.dispose();
     void this.attributor?.value.dispose();
+  }
+}
+
+/** The panel's target as the engine's: tokens by the vocabulary (exactly one each), a vector read and checked. */
+function resolveTarget(model: Model, r: CircuitTargetRequest): AttributionTarget {
+  switch (r.kind) {
+    case 'top':
+      return r;
+    case 'token':
+      return { kind: 'token', id: tokenIdOf(model, unescapeTokenInput(r.token), 'target token') };
+    case 'contrast': {
+      const id = tokenIdOf(model, unescapeTokenInput(r.token), 'target token');
+      const contrastId = tokenIdOf(model, unescapeTokenInput(r.contrast), 'contrast token');
+      if (id === contrastId) throw new ResidualError(`${JSON.stringify(r.contrast)} is the target itself: the difference would be 0`, 'contrast token');
+      return { kind: 'contrast', id, contrastId };
+    }
+    case 'direction': {
+      const c = model.config;
+      if (!(Number.isInteger(r.layer) && r.layer >= 0 && r.layer < c.nLayers)) throw new ResidualError(`layer ${r.layer} does not exist (the model has layers 0..${c.nLayers - 1})`, 'direction target');
+      const v = loadVectorFile(r.file, { dModel: c.dModel, nLayers: c.nLayers, name: c.name });
+      return { kind: 'direction', name: path.basename(r.file), vector: v.vector, layer: r.layer, hook: r.hook, position: r.position };
+    }
   }
 }

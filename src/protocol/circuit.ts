@@ -3,13 +3,32 @@
  * A trace is a job the host starts (Trace Circuit for Selection); the panel starts it past the cost gate and cancels it.
  */
 import type { HostMessage } from './requests';
+import type { ResidPoint } from './results';
+
+/**
+ * What a graph traces, as the panel asks for it: the most likely next tokens; one token's logit; a logit difference;
+ * or a saved vector's dot product with the residual at `blocks.{layer}.{hook}` (position: the last when absent).
+ */
+export type CircuitTargetRequest =
+  | { kind: 'top' }
+  | { kind: 'token'; token: string }
+  | { kind: 'contrast'; token: string; contrast: string }
+  | { kind: 'direction'; file: string; layer: number; hook: ResidPoint; position?: number };
+
+/** A saved vector picked for a direction target: its file, label and where it was made. */
+export interface PickedVector {
+  file: string;
+  label: string;
+  layer: number;
+  hook: ResidPoint;
+}
 
 export type CircuitNodeKind = 'feature' | 'error' | 'token' | 'logit' | 'other';
 
 export interface CircuitNode {
   id: string;
   kind: CircuitNodeKind;
-  /** Feature/error layer; −1 for embeddings; nLayers for logits. */
+  /** Feature/error layer; −1 for embeddings; nLayers for logits; a direction target: between rows (view.ts targetRow). */
   layer: number;
   pos: number;
   /** Feature index (features), vocabulary id (logits). */
@@ -43,6 +62,8 @@ export interface CircuitView {
    */
   coverage?: { keptFeatures: number; activeFeatures: number; influenceCovered: number; memoryLimited: boolean; budgetMB: number };
   ms?: number;
+  /** What the graph traces (a live graph): the request, in words, and the target's real value (not for `top`). */
+  target?: { request: CircuitTargetRequest; text: string; value?: number };
   pinned?: string[];
   supernodes?: string[][];
 }
@@ -107,6 +128,10 @@ export type CircuitRequests = {
   'circuit/export': { params: { pinned: string[]; supernodes: string[][] }; result: boolean };
   'circuit/import': { params: Record<string, never>; result: boolean };
   'circuit/steer': { params: { layer: number; index: number }; result: void };
+  /** Sets the target of the next traces and retraces the last selection with it (the reply comes once it is checked). */
+  'circuit/target': { params: CircuitTargetRequest; result: void };
+  /** Opens a file dialog for a saved vector (in .residual/vectors); null when dismissed. */
+  'circuit/pickVector': { params: Record<string, never>; result: PickedVector | null };
 };
 
 export type CircuitEvent =

@@ -661,6 +661,67 @@ describe('Residual in a real VS Code', { skip: ext ? false : 'RESIDUAL_VSIX / RE
     assert.equal(await groups.count(), 1, 'Residual panels in one editor group');
   });
 
+  it('circuit targets: a logit difference and a saved vector, each the value the CLI computes; a bad contrast is named', async () => {
+    const { page } = vs;
+    const line = LINES.findIndex((l) => l.startsWith('def greet')) + 1;
+    const text = LINES[line - 1];
+    await openFile(page, 'prompt.py');
+    await selectLines(page, line);
+    await runCommand(page, 'Residual: Trace Circuit for Selection');
+    const wv = await webview(page, { title: 'Residual: Circuit' });
+    await wv.locator('#app[data-state="ready"] #circuit-target').waitFor({ timeout: 120_000 });
+    const setKind = (k) => wv.locator('#target-kind').evaluate((el, v) => { el.value = v; el.dispatchEvent(new Event('change')); }, k);
+    const type = (id, v) => wv.locator(id).evaluate((el, x) => { el.value = x; el.dispatchEvent(new Event('input')); }, v);
+    const cli = (...args) => execFileSync(process.execPath, [path.join(REPO_ROOT, 'bin', 'residual.js'), ...args, '--model', bundledModel, '--text', text, '--providers', 'cpu'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    // A logit difference between the two most likely tokens (each one token of the vocabulary).
+    const top = cliAnalyze(text).top;
+    await setKind('contrast');
+    await wv.locator('#target-contrast').waitFor();
+    await type('#target-token', top[0].text);
+    await type('#target-contrast', top[1].text);
+    await wv.locator('#target-trace').click();
+    const want = `logit ${JSON.stringify(top[0].text)} − logit ${JSON.stringify(top[1].text)}`;
+    const now = wv.locator('#app[data-state="ready"] #target-now', { hasText: want });
+    await now.waitFor({ timeout: 120_000 });
+    const dla = JSON.parse(cli('dla', '--target', top[0].text, '--contrast', top[1].text, '--json'));
+    assert.equal(await now.textContent(), ` Now: ${want} = ${dla.logit.toPrecision(4)}`);
+    assert.equal(await wv.locator('#graph .node.logit').count(), 1, 'one target node');
+    await screenshot(page, 'residual-circuit-target.png');
+    // Bad input: the contrast is the target itself; the graph on screen stays.
+    await type('#target-contrast', top[0].text);
+    await wv.locator('#target-trace').click();
+    await wv.locator('#circuit-error', { hasText: 'is the target itself: the difference would be 0' }).waitFor({ timeout: 30_000 });
+    assert.equal(await wv.locator('#graph .node.logit').count(), 1);
+    // A saved vector at blocks.1.hook_resid_mid, position 2, picked in the open dialog.
+    const vectorFile = path.join(vs.workspace, '.residual', 'vectors', 'probe.json');
+    const dModel = cliAnalyze('x').model.d_model;
+    fs.mkdirSync(path.dirname(vectorFile), { recursive: true });
+    execFileSync(process.execPath, ['--import', 'tsx', '-e', `require('./src/engine/steering/vectors').saveVectorFile(${JSON.stringify(vectorFile)}, { vector: Float32Array.from({ length: ${dModel} }, (_, d) => Math.cos(d)), layer: 1, point: 'hook_resid_mid', source: 'contrastive', label: 'probe', provenance: {} })`], { cwd: REPO_ROOT });
+    await setKind('direction');
+    await wv.locator('#target-kind').evaluate((el) => el.value).then((v) => assert.equal(v, 'direction'));
+    await wv.locator('vscode-button', { hasText: 'Choose vector…' }).click();
+    const dialogInput = page.locator('.quick-input-widget input');
+    await dialogInput.waitFor({ state: 'visible', timeout: 30_000 });
+    await dialogInput.fill(vectorFile);
+    await dialogInput.press('Enter');
+    await wv.locator('#target-vector', { hasText: 'probe' }).waitFor({ timeout: 30_000 });
+    assert.equal(await wv.locator('#target-layer').evaluate((el) => el.value), '1', 'the layer the vector was made for');
+    await type('#target-position', '2');
+    await wv.locator('#target-hook').evaluate((el) => { el.value = 'hook_resid_mid'; el.dispatchEvent(new Event('change')); });
+    await wv.locator('#target-trace').click();
+    const dirNow = wv.locator('#app[data-state="ready"] #target-now', { hasText: 'probe.json · blocks.1.hook_resid_mid[2]' });
+    await dirNow.waitFor({ timeout: 120_000 });
+    const out = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'residual-e2e-target-')), 'g.json');
+    cli('graph', '--transcoders', path.join(bundledModel, 'transcoders'), '--direction', vectorFile, '--layer', '1', '--hook', 'resid_mid', '--position', '2', '--out', out);
+    const value = JSON.parse(fs.readFileSync(out, 'utf8')).metadata.target.value;
+    assert.equal(await dirNow.textContent(), ` Now: probe.json · blocks.1.hook_resid_mid[2] = ${value.toPrecision(4)}`);
+    await screenshot(page, 'residual-circuit-direction.png');
+    // Back to the most likely tokens for the tests that follow.
+    await setKind('top');
+    await wv.locator('#target-trace').click();
+    await wv.locator('#app[data-state="ready"] #target-now', { hasText: 'the most likely next tokens' }).waitFor({ timeout: 120_000 });
+  });
+
   it('a long selection shows its cost first: Cancel stops it, Start traces it, and a partial graph says what it covers', async () => {
     const { page } = vs;
     const last = 7;

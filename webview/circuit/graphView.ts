@@ -90,7 +90,8 @@ export function graphView(v: CircuitView, initial: GraphViewState, cb: GraphCall
   const cells = new Map<string, CircuitNode[]>();
   for (const n of v.nodes) {
     if (!cb.visible(n)) continue;
-    const key = `${n.layer}:${n.kind === 'logit' ? 'logit' : n.pos}`;
+    // The logits sit on the top row; a direction target where it reads the residual (its layer and position).
+    const key = `${n.layer}:${n.kind === 'logit' && n.layer === L ? 'logit' : n.pos}`;
     (cells.get(key) ?? cells.set(key, []).get(key)!).push(n);
   }
   const rank = (n: CircuitNode) => n.influence ?? (n.prob !== null ? -n.prob : 1);

@@ -4,9 +4,9 @@
  * group pinned nodes, thresholds live, interventions. The layout is fixed by (layer, position), so no general
  * graph-layout library is needed: nodes sharing a cell are spread by importance.
  */
-import { CIRCUIT_STATE_VERSION, unreachable, type CircuitEstimateView, type CircuitEvent, type CircuitNode, type CircuitNotification, type CircuitRequests, type CircuitView, type FeatureCard, type InterventionResult, type Method, type ParamsOf, type ResultOf } from '../../src/protocol';
+import { CIRCUIT_STATE_VERSION, unreachable, type CircuitTargetRequest, type PickedVector, type CircuitEstimateView, type CircuitEvent, type CircuitNode, type CircuitNotification, type CircuitRequests, type CircuitView, type FeatureCard, type InterventionResult, type Method, type ParamsOf, type ResultOf } from '../../src/protocol';
 import { BusyNotice, failureText, hostClient, RequestError } from '../host';
-import { button, el, showToken, spinner, textField, onThemeChange } from '../ui';
+import { button, dropdown, el, showToken, spinner, textField, onThemeChange } from '../ui';
 import { graphView, type Edge, type GraphViewState } from './graphView';
 
 interface Persisted {
@@ -34,6 +34,10 @@ let thresholdTimer: ReturnType<typeof setTimeout> | undefined;
 let clampFactor = 3;
 /** Zoom, pan and edge count of the graph on screen; kept across re-renders (clicks, pins), reset for a new graph. */
 let graphState: GraphViewState = { slug: '', edges: 400 };
+/** The Target row being edited (undefined: as the graph on screen was traced). */
+let targetKind: CircuitTargetRequest['kind'] | undefined;
+/** The saved vector picked for a direction target. */
+let pickedVector: PickedVector | undefined;
 
 host.onEvent((m) => {
   switch (m.type) {
@@ -161,6 +165,7 @@ function render(): void {
     return;
   }
   app.append(header(view), controls(view));
+  if (view.live) app.append(targetRow(view));
   const layout = el('div', 'circuit-layout');
   const graphBox = el('div', 'graph-box');
   if (graphState.slug !== view.slug) graphState = { slug: view.slug, edges: graphState.edges };
@@ -253,6 +258,90 @@ function controls(v: CircuitView): HTMLElement {
   help.id = 'threshold-help';
   const wrap = el('div');
   wrap.append(row, help);
+  return wrap;
+}
+
+/**
+ * What the graph traces: the most likely tokens, one token, a logit difference, or a saved vector's dot product with
+ * the residual at a layer, hook and position. Trace sends it to the host, which checks it and retraces the selection.
+ */
+function targetRow(v: CircuitView): HTMLElement {
+  const now = v.target?.request ?? { kind: 'top' };
+  const kind = targetKind ?? now.kind;
+  const wrap = el('div', 'row target-row');
+  wrap.id = 'circuit-target';
+  wrap.append(el('span', undefined, 'Target'));
+  wrap.append(
+    dropdown(
+      [
+        { value: 'top', label: 'Most likely tokens' },
+        { value: 'token', label: 'One token' },
+        { value: 'contrast', label: 'Logit difference' },
+        { value: 'direction', label: 'Saved vector' },
+      ],
+      kind,
+      (k) => {
+        targetKind = k as CircuitTargetRequest['kind'];
+        render();
+      },
+      'target-kind',
+    ),
+  );
+  const tokenField = textField(now.kind === 'token' || now.kind === 'contrast' ? now.token : '', 'token, e.g. " Paris"', 'target-token');
+  const contrastField = textField(now.kind === 'contrast' ? now.contrast : '', 'minus token, e.g. " London"', 'target-contrast');
+  const dir = now.kind === 'direction' ? now : undefined;
+  const vec = pickedVector ?? (dir ? { file: dir.file, label: dir.file.split(/[\\/]/).pop()!, layer: dir.layer, hook: dir.hook } : undefined);
+  const layerField = textField(String(dir?.layer ?? vec?.layer ?? ''), 'layer', 'target-layer');
+  const positionField = textField(dir?.position === undefined ? '' : String(dir.position), 'position (last)', 'target-position');
+  let hook = dir?.hook ?? vec?.hook ?? 'hook_resid_pre';
+  if (kind === 'token' || kind === 'contrast') wrap.append(tokenField);
+  if (kind === 'contrast') wrap.append(el('span', undefined, '−'), contrastField);
+  if (kind === 'direction') {
+    const label = el('span', 'mono', vec ? vec.label : 'no vector chosen');
+    label.id = 'target-vector';
+    wrap.append(
+      button('Choose vector…', () => ask('circuit/pickVector', {}, undefined, (r) => r && (pickedVector = r))),
+      label,
+      el('span', undefined, 'layer'),
+      layerField,
+      el('span', undefined, 'hook'),
+      dropdown(
+        ['hook_resid_pre', 'hook_resid_mid', 'hook_resid_post'].map((h) => ({ value: h, label: h.replace('hook_', '') })),
+        hook,
+        (h) => (hook = h as typeof hook),
+        'target-hook',
+      ),
+      el('span', undefined, 'position'),
+      positionField,
+    );
+  }
+  const trace = () => {
+    const num = (f: { value: string }) => (f.value.trim() === '' ? undefined : Number(f.value));
+    let request: CircuitTargetRequest;
+    if (kind === 'token') request = { kind, token: tokenField.value };
+    else if (kind === 'contrast') request = { kind, token: tokenField.value, contrast: contrastField.value };
+    else if (kind === 'direction') {
+      if (!vec) {
+        error = 'Choose a saved vector first (the Steering panel saves them in .residual/vectors).';
+        render();
+        return;
+      }
+      const layer = num(layerField);
+      const position = num(positionField);
+      if (layer === undefined || !Number.isInteger(layer) || (position !== undefined && !Number.isInteger(position))) {
+        error = 'The layer and the position are whole numbers (leave the position empty for the last token).';
+        render();
+        return;
+      }
+      request = { kind, file: vec.file, layer, hook, position };
+    } else request = { kind: 'top' };
+    targetKind = undefined;
+    ask('circuit/target', request, undefined);
+  };
+  wrap.append(withId(button('Trace', trace, 'primary'), 'target-trace'));
+  const shown = el('span', 'muted', v.target ? ` Now: ${v.target.text}${v.target.value !== undefined ? ` = ${v.target.value.toPrecision(4)}` : ''}` : '');
+  shown.id = 'target-now';
+  wrap.append(shown);
   return wrap;
 }
 

@@ -3,11 +3,11 @@
  * the same graph JSON as an export, so what the panel shows is what a file would hold; an imported file is shown as
  * read. Feature nodes are labelled with the token their decoder pushes up most (W_dec · W_U).
  */
-import type { CircuitView } from '../../protocol';
+import type { CircuitTargetRequest, CircuitView } from '../../protocol';
 import { ResidualError } from '../errors';
 import type { Model } from '../model';
 import type { Attributor } from './attribution';
-import type { AttributionGraph } from './graph';
+import { describeTarget, type AttributionGraph, type GraphTarget } from './graph';
 import { parseGraphJson, toGraphJson, type GraphJson, type ImportedGraph } from './graph-json';
 import type { PruneResult } from './prune';
 
@@ -21,6 +21,8 @@ export interface LiveGraph {
   prompt: string;
   /** The text that was selected: `prompt` before any chat template. */
   selection: string;
+  /** The target as the panel asked for it (absent: the most likely tokens). */
+  target?: CircuitTargetRequest;
   tokens: string[];
   nodeThreshold: number;
   edgeThreshold: number;
@@ -73,7 +75,7 @@ export function circuitView(source: { live: LiveGraph } | { imported: ImportedGr
     nodes: g.nodes.map((n) => ({
       id: n.id,
       kind: n.kind,
-      layer: n.kind === 'token' ? -1 : n.kind === 'logit' ? L : (n.layer ?? 0),
+      layer: n.kind === 'token' ? -1 : n.kind === 'logit' ? targetRow(L, graph?.target) : (n.layer ?? 0),
       pos: n.pos,
       index: n.index,
       activation: n.activation,
@@ -92,9 +94,26 @@ export function circuitView(source: { live: LiveGraph } | { imported: ImportedGr
         ? { keptFeatures: graph.nFeatures, activeFeatures: graph.nActiveFeatures, influenceCovered: graph.influenceCovered, memoryLimited: graph.memoryLimited, budgetMB: live.budgetMB }
         : undefined,
     ms: live?.ms,
+    target:
+      live && graph
+        ? {
+            request: live.target ?? { kind: 'top' },
+            text: describeTarget(graph.target ?? { kind: 'top' }, (id) => live.model.tokenizer.tokenText(id)),
+            value: (graph.target?.kind ?? 'top') === 'top' ? undefined : graph.logitValues[0],
+          }
+        : undefined,
     pinned: (json.qParams.pinnedIds as string[] | undefined) ?? [],
     supernodes: (json.qParams.supernodes as string[][] | undefined) ?? [],
   };
+}
+
+/**
+ * The row a target node is drawn on: the logits on top (row L); a direction where it reads the residual, between
+ * the rows of the features that write before it and after it (feature row l holds what block l's MLP writes).
+ */
+function targetRow(L: number, t: GraphTarget | undefined): number {
+  if (t?.kind !== 'direction') return L;
+  return t.hook === 'hook_resid_post' ? t.layer + 0.5 : t.hook === 'hook_resid_mid' ? t.layer - 0.25 : t.layer - 0.5;
 }
 
 /**
