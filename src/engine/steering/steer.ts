@@ -23,7 +23,7 @@ import { mulberry32 } from '../checkpoint/random';
 import { ResidualError, throwIfCancelled, type CancelToken } from '../errors';
 import { hookName, type HookName } from '../hooks';
 import type { KvCache, Model, SteerAdd } from '../model';
-import { argmax, klDivergence, logSoftmax, softmaxWeights, topK } from '../numeric';
+import { argmax, klDivergence, l2, logSoftmax, softmaxWeights, topK } from '../numeric';
 import {
   RESID_POINTS,
   STEER_OPS,
@@ -38,7 +38,6 @@ import {
   type TopToken,
 } from '../results';
 import { unescapeTokenInput } from '../tokenizer';
-import { l2 } from '../numeric';
 
 export type { GeneratedText, GenerationComparison, GenerationSettings, NextTokenEffect, SteeringSpec, SweepResult };
 
