@@ -20,6 +20,7 @@ import { defaultCircuitBudget, DEFAULT_CIRCUIT_MAX_TOKENS, describeEstimate } fr
 import { formatBytes } from '../engine/memory';
 import { checkGraphOutput, toGraphJson, writeGraphFiles } from '../engine/circuits/graph-json';
 import { pruneGraph } from '../engine/circuits/prune';
+import { reconstructionWarning } from '../engine/circuits/reconstruction';
 import { describeTarget, type AttributionGraph, type AttributionTarget } from '../engine/circuits/graph';
 import { tokenIdOf } from '../engine/dla';
 import type { Model } from '../engine/model';
@@ -158,6 +159,9 @@ export async function graphCommand(args: string[], io: Io = processIo()): Promis
       info: { description: `Residual attribution graph (${model.config.name}, transcoders ${set.dir})` },
     });
     const { metadataFile } = writeGraphFiles(outFile!, json);
+    // A transcoder that reconstructs its MLP poorly (the wrong input hook, most often) is said, whatever the run.
+    const warning = g.reconstruction && reconstructionWarning(g.reconstruction);
+    if (warning) io.err(`${WHAT}: warning: ${warning}\n`);
     const s = ((performance.now() - t0) / 1000).toFixed(2);
     const partial =
       g.nFeatures < g.nActiveFeatures
@@ -165,7 +169,7 @@ export async function graphCommand(args: string[], io: Io = processIo()): Promis
         : '';
     io.out(
       `${outFile} (listed in ${path.basename(metadataFile)}): ${json.nodes.length} nodes, ${json.links.length} links (of ${g.nActiveFeatures} active features, ${whatTarget(g, tok)}; ` +
-        `replacement ${pr.replacementScore.toFixed(3)}, completeness ${pr.completenessScore.toFixed(3)}${partial}) in ${s} s\n`,
+        `replacement ${pr.replacementScore.toFixed(3)}, completeness ${pr.completenessScore.toFixed(3)}${fvuText(g)}${partial}) in ${s} s\n`,
     );
     done = true;
   } finally {
@@ -211,4 +215,13 @@ function targetOf(
 function whatTarget(g: AttributionGraph, tokenText: (id: number) => string): string {
   const t = g.target ?? { kind: 'top' };
   return t.kind === 'top' ? `${g.logitIds.length} logits` : `target ${describeTarget(t, tokenText)} = ${g.logitValues[0].toPrecision(5)}`;
+}
+
+/** The worst layer's reconstruction, for the summary line. */
+function fvuText(g: AttributionGraph): string {
+  const f = g.reconstruction?.fvu;
+  if (!f?.length) return '';
+  let worst = 0;
+  f.forEach((x, l) => (x > f[worst] ? (worst = l) : undefined));
+  return `, FVU ≤ ${f[worst].toFixed(3)} (layer ${worst})`;
 }

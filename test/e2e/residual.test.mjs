@@ -713,8 +713,17 @@ describe('Residual in a real VS Code', { skip: ext ? false : 'RESIDUAL_VSIX / RE
     await dirNow.waitFor({ timeout: 120_000 });
     const out = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'residual-e2e-target-')), 'g.json');
     cli('graph', '--transcoders', path.join(bundledModel, 'transcoders'), '--direction', vectorFile, '--layer', '1', '--hook', 'resid_mid', '--position', '2', '--out', out);
-    const value = JSON.parse(fs.readFileSync(out, 'utf8')).metadata.target.value;
-    assert.equal(await dirNow.textContent(), ` Now: probe.json · blocks.1.hook_resid_mid[2] = ${value.toPrecision(4)}`);
+    const meta = JSON.parse(fs.readFileSync(out, 'utf8')).metadata;
+    assert.equal(await dirNow.textContent(), ` Now: probe.json · blocks.1.hook_resid_mid[2] = ${meta.target.value.toPrecision(4)}`);
+    // Each layer's reconstruction on this prompt, as the CLI's graph records it; no warning for the demo's set.
+    const fvuLine = await wv.locator('#circuit-fvu').textContent();
+    const shown = [...fvuLine.matchAll(/L(\d+) ([\d.]+) \(set ([\d.]+)\)/g)].map((m) => [Number(m[2]), Number(m[3])]);
+    assert.equal(shown.length, meta.reconstruction.fvu.length, fvuLine);
+    shown.forEach(([fvu, set], l) => {
+      assert.ok(Math.abs(fvu - meta.reconstruction.fvu[l]) <= 0.006, `layer ${l}: ${fvu} vs ${meta.reconstruction.fvu[l]}`);
+      assert.ok(Math.abs(set - meta.reconstruction.reported_fvu[l]) <= 0.006);
+    });
+    assert.equal(await wv.locator('#circuit-fvu-warning').count(), 0);
     await screenshot(page, 'residual-circuit-direction.png');
     // Back to the most likely tokens for the tests that follow.
     await setKind('top');

@@ -214,8 +214,29 @@ function header(v: CircuitView): HTMLElement {
     cov.id = 'circuit-coverage';
     wrap.append(cov);
   }
+  if (v.reconstruction) wrap.append(reconstructionLine(v.reconstruction));
   wrap.append(prompt);
   return wrap;
+}
+
+/**
+ * Each layer's reconstruction (FVU: the share of the MLP output's variance the transcoder misses on this prompt),
+ * beside the set's own report; a warning when a layer is poor, naming the input hook that fits when one does.
+ */
+function reconstructionLine(r: NonNullable<CircuitView['reconstruction']>): HTMLElement {
+  const box = el('div');
+  const line = el('div', 'muted');
+  line.id = 'circuit-fvu';
+  const cells = r.fvu.map((x, l) => `L${l} ${x === null ? '—' : x.toFixed(2)}${r.reported[l] != null ? ` (set ${r.reported[l]!.toFixed(2)})` : ''}`);
+  line.textContent = `Transcoder reconstruction on this prompt (FVU, lower is better; input ${r.input}): ${cells.join(' · ')}`;
+  line.title = "Fraction of variance unexplained: ‖MLP output − transcoder output‖² / ‖MLP output − its mean‖² over this prompt's tokens (a leading BOS left out). In brackets: the set's own report, where its files have one.";
+  box.append(line);
+  if (r.warning) {
+    const w = el('div', 'notice error', `Check the transcoders: ${r.warning}.`);
+    w.id = 'circuit-fvu-warning';
+    box.append(w);
+  }
+  return box;
 }
 
 function controls(v: CircuitView): HTMLElement {

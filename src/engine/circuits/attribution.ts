@@ -25,6 +25,7 @@ import { errorNode, logitNode, tokenNode, type AttributionGraph, type Attributio
 import { newSparseRow, pushSource, rowsInfluence, type SparseRow } from './prune';
 import { ASSUMED_ACTIVE_PER_TOKEN, backwardWorkBytes, defaultBatchRows, estimateCircuit, planFeatureRows, type CircuitEstimate } from './estimate';
 import { checkpointParams } from '../memory';
+import { firstCountedPosition, fractionUnexplained, poorReconstruction, tryOtherInputs, type Reconstruction } from './reconstruction';
 import { softmax } from '../numeric';
 import { RESID_POINTS } from '../../protocol/results';
 import { readDecoderRows, readEncoderColumns, readFiniteVector, readRows, type TranscoderSet } from './transcoders';
@@ -216,6 +217,8 @@ export class Attributor {
     const U: Float32Array[] = [];
     const K: number[] = [];
     const bDec: Float32Array[] = [];
+    const fvu: number[] = [];
+    const counted = firstCountedPosition(this.model, ids);
     for (let l = 0; l < L; l++) {
       throwIfCancelled(opts.cancel);
       const tc = this.transcoders.layers[l];
@@ -229,6 +232,7 @@ export class Attributor {
       const Ul = new Float32Array(P * D * Kl);
       const mlpOut = act(hookName(l, 'hook_mlp_out'));
       const err = new Float64Array(D);
+      const errAll = new Float64Array(P * D);
       for (let p = 0; p < P; p++) {
         // error = real MLP output − (Σ act·W_dec + b_dec)
         for (let d = 0; d < D; d++) err[d] = mlpOut[p * D + d] - bd[d];
@@ -241,8 +245,9 @@ export class Attributor {
             Ul[(p * D + d) * Kl + col] = v;
           }
         }
-        for (let d = 0; d < D; d++) Ul[(p * D + d) * Kl] = err[d];
+        for (let d = 0; d < D; d++) Ul[(p * D + d) * Kl] = errAll[p * D + d] = err[d];
       }
+      fvu.push(fractionUnexplained(mlpOut, errAll, P, D, counted));
       U.push(Ul);
       K.push(Kl);
     }
@@ -258,6 +263,16 @@ export class Attributor {
       return k === 0 ? errorNode(geom, a - 1, s) : featStart[a - 1] + layers[a - 1].start[s] + k - 1;
     };
     const sourceCount = (a: number, s: number): number => (a === 0 ? 1 : 1 + layers[a - 1].start[s + 1] - layers[a - 1].start[s]);
+    // The set's input convention, checked on the data: a layer reconstructed poorly is encoded through the other inputs.
+    const reported = this.transcoders.layers.map((t) => t.reportedFvu ?? null);
+    let reconstruction: Reconstruction = { input: this.transcoders.layers[0].input, fvu, reported, skipped: counted };
+    if (fvu.some((x, l) => poorReconstruction(x, reported[l] ?? undefined))) {
+      progress('attribution: a transcoder reconstructs poorly; trying the other input hooks', 0);
+      reconstruction = await tryOtherInputs(this.model, this.transcoders, this.encoder, ids, reconstruction, {
+        cancel: opts.cancel,
+        release: this.keepEncoders ? undefined : (l) => this.encoder.release(l),
+      });
+    }
     lap('sources', t3);
 
     // 4. Targets: every active feature (its direction is read when its row is computed) and the logits.
@@ -621,6 +636,7 @@ export class Attributor {
       nActiveFeatures: nEligible,
       target: spec,
       targetPos: targetAt.q,
+      reconstruction,
       influenceCovered,
       memoryLimited: plan.memoryLimited,
       settings: {

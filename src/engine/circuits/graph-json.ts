@@ -11,6 +11,7 @@ import { isPlainObject } from '../checkpoint/safetensors';
 import { l2 } from '../numeric';
 import { describeTarget, errorNode, logitNode, targetPosition, tokenNode, type AttributionGraph, type GraphTarget } from './graph';
 import type { PruneResult } from './prune';
+import type { Reconstruction } from './reconstruction';
 
 export interface GraphJsonNode {
   node_id: string;
@@ -182,6 +183,8 @@ export function toGraphJson(g: AttributionGraph, pr: PruneResult, o: ExportOptio
         : {},
       pruning_settings: { node_threshold: o.nodeThreshold, edge_threshold: o.edgeThreshold },
       target: targetJson(target, g.logitValues[0], o.tokenText),
+      // Each transcoder's fraction of the MLP output's variance unexplained on this prompt (a Residual field).
+      ...(g.reconstruction ? { reconstruction: reconstructionJson(g.reconstruction) } : {}),
     },
     qParams: { pinnedIds: [], supernodes: [], linkType: 'both', clickedId: '', sg_pos: '' },
     nodes,
@@ -206,6 +209,18 @@ export function targetJson(t: GraphTarget, value: number, tokenText: (id: number
     case 'direction':
       return { kind: 'direction', file: t.name, layer: t.layer, hook: `blocks.${t.layer}.${t.hook}`, position: t.position, norm: Number(l2(t.vector).toPrecision(7)), value: v };
   }
+}
+
+function reconstructionJson(r: Reconstruction): Record<string, unknown> {
+  const round = (x: number[]) => x.map((v) => (Number.isFinite(v) ? Number(v.toPrecision(4)) : null));
+  return {
+    input_hook: r.input,
+    fvu: round(r.fvu),
+    reported_fvu: r.reported,
+    skipped_positions: r.skipped,
+    ...(r.alternatives ? { alternatives: r.alternatives.map((a) => ({ input_hook: a.input, fvu: round(a.fvu) })) } : {}),
+    ...(r.better ? { better_input_hook: r.better } : {}),
+  };
 }
 
 function node(

@@ -4,6 +4,7 @@
  */
 import type { ResidPoint } from '../../protocol/results';
 import type { LayerActivations } from './features';
+import type { Reconstruction } from './reconstruction';
 
 /**
  * What a graph explains (circuit-tracer's attribution targets). `top`: the most likely next tokens, each a logit node
@@ -61,6 +62,8 @@ export interface AttributionGraph {
   featAct: Float32Array;
   /** What the logit nodes are (absent: `top`, as graphs made before targets existed). */
   target?: GraphTarget;
+  /** Each layer's reconstruction of its MLP on this prompt, and the input-convention check (reconstruction.ts). */
+  reconstruction?: Reconstruction;
   /** Position of the logit nodes (the last, except for a direction target at another position). */
   targetPos?: number;
   /** Vocabulary id of each logit node; vocab_size for a target that is not one token (contrast, direction). */

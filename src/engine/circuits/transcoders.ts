@@ -85,6 +85,8 @@ export interface StoredTranscoder extends TranscoderFiles {
 
 export interface Transcoder {
   layer: number;
+  /** The FVU the set reports for this layer on its own evaluation data, when its config has one. */
+  reportedFvu?: number;
   input: TranscoderInput;
   activation: TranscoderActivation;
   dIn: number;
@@ -442,7 +444,11 @@ function transcoder(
     throw new ResidualError(`tensor "${threshold.name}" has dtype ${threshold.dtype}; expected F32, F16 or BF16`, threshold.file, 'unsupported');
   }
   if (activation.kind === 'topk' && activation.k > F) throw new ResidualError(`k = ${activation.k} exceeds d_sae = ${F}`, source);
-  return { layer: s.layer, input, activation, dIn: s.dIn!, dSae: F, dOut: s.dOut, encLayout, wEnc, bEnc, wDec: s.wDec, bDec, threshold, source, root: s.root };
+  // A set may report its own reconstruction (cfg.json `metrics.fvu`, as Residual's demo set does): a prompt far worse
+  // than that points at the input convention (reconstruction.ts).
+  const metrics = s.settings.metrics as Record<string, unknown> | undefined;
+  const reportedFvu = typeof metrics?.fvu === 'number' && Number.isFinite(metrics.fvu) && metrics.fvu >= 0 ? metrics.fvu : undefined;
+  return { layer: s.layer, input, activation, dIn: s.dIn!, dSae: F, dOut: s.dOut, encLayout, wEnc, bEnc, wDec: s.wDec, bDec, threshold, source, root: s.root, reportedFvu };
 }
 
 function validate(set: TranscoderSet, cfg: ModelConfig): void {

@@ -8,6 +8,8 @@ import { ResidualError } from '../errors';
 import type { Model } from '../model';
 import type { Attributor } from './attribution';
 import { describeTarget, type AttributionGraph, type GraphTarget } from './graph';
+import { isPlainObject } from '../checkpoint/safetensors';
+import { reconstructionWarning } from './reconstruction';
 import { parseGraphJson, toGraphJson, type GraphJson, type ImportedGraph } from './graph-json';
 import type { PruneResult } from './prune';
 
@@ -94,6 +96,7 @@ export function circuitView(source: { live: LiveGraph } | { imported: ImportedGr
         ? { keptFeatures: graph.nFeatures, activeFeatures: graph.nActiveFeatures, influenceCovered: graph.influenceCovered, memoryLimited: graph.memoryLimited, budgetMB: live.budgetMB }
         : undefined,
     ms: live?.ms,
+    reconstruction: reconstructionView(graph, json.metadata.reconstruction),
     target:
       live && graph
         ? {
@@ -105,6 +108,15 @@ export function circuitView(source: { live: LiveGraph } | { imported: ImportedGr
     pinned: (json.qParams.pinnedIds as string[] | undefined) ?? [],
     supernodes: (json.qParams.supernodes as string[][] | undefined) ?? [],
   };
+}
+
+/** The reconstruction line of a live graph, or as an imported file records it (a Residual field; absent elsewhere). */
+function reconstructionView(graph: AttributionGraph | undefined, recorded: unknown): CircuitView['reconstruction'] {
+  const r = graph?.reconstruction;
+  if (r) return { input: r.input, fvu: r.fvu.map((x) => (Number.isFinite(x) ? x : null)), reported: r.reported, warning: reconstructionWarning(r) };
+  if (!isPlainObject(recorded) || !Array.isArray(recorded.fvu)) return undefined;
+  const nums = (x: unknown) => (Array.isArray(x) ? x.map((v) => (typeof v === 'number' && Number.isFinite(v) ? v : null)) : []);
+  return { input: String(recorded.input_hook ?? ''), fvu: nums(recorded.fvu), reported: nums(recorded.reported_fvu) };
 }
 
 /**
