@@ -21,6 +21,7 @@ import type { CircuitEvent, CircuitNotification, CircuitRequests, CircuitTargetR
 import type { AttributionTarget } from '../engine/circuits/graph';
 import { tokenIdOf } from '../engine/dla';
 import { loadVectorFile } from '../engine/steering/vectors';
+import { labelKey, readLabelFile, type FeatureLabels } from '../engine/circuits/labels';
 import { unescapeTokenInput } from '../engine/tokenizer';
 import { unreachable } from '../protocol';
 import type { ModelManager } from './modelManager';
@@ -48,6 +49,8 @@ export class CircuitPanel extends PanelHost<CircuitRequests, CircuitEvent, Circu
   private target: CircuitTargetRequest = { kind: 'top' };
   /** The selection last traced, which a new target retraces. */
   private lastSelection: string | undefined;
+  /** Feature labels of the current transcoder set (edited in the card or imported); cleared when the set changes. */
+  private labels: FeatureLabels = new Map();
 
   constructor(
     context: vscode.ExtensionContext,
@@ -66,6 +69,8 @@ export class CircuitPanel extends PanelHost<CircuitRequests, CircuitEvent, Circu
       'circuit/steer': { run: async (p) => this.steerFeature(p.layer, p.index, this.live?.selection) },
       'circuit/target': { run: (p) => this.setTarget(p) },
       'circuit/pickVector': { run: () => this.pickVector() },
+      'circuit/label': { scope: 'view', run: (p) => this.setLabel(p.layer, p.index, p.label) },
+      'circuit/importLabels': { run: () => this.importLabels() },
     });
     this.disposables.push(
       vscode.workspace.onDidChangeConfiguration((e) => {
@@ -172,6 +177,7 @@ export class CircuitPanel extends PanelHost<CircuitRequests, CircuitEvent, Circu
         prompt,
         selection: text,
         target: targetRequest,
+        labels: this.labels,
         tokens: ids.map((i) => model.tokenizer.tokenText(i)),
         nodeThreshold: node,
         edgeThreshold: edge,
@@ -255,6 +261,8 @@ export class CircuitPanel extends PanelHost<CircuitRequests, CircuitEvent, Circu
     if (this.attributor?.key === key && this.attributor.value.model === model) return this.attributor.value;
     void this.attributor?.value.dispose();
     const set = loadTranscoders(dir, model.config);
+    // Labels name features of one set.
+    if (this.attributor?.value.transcoders.dir !== set.dir) this.labels = new Map();
     this.attributor = { key, value: new Attributor(model, set), index: new FeatureIndex() };
     return this.attributor.value;
   }
@@ -300,11 +308,53 @@ export class CircuitPanel extends PanelHost<CircuitRequests, CircuitEvent, Circu
   private async card(layer: number, index: number) {
     const l = this.live;
     if (!l || !this.attributor) throw new ResidualError('feature cards need the transcoders: trace a circuit here first', 'circuit');
-    return featureCard(l.attributor, l.graph, layer, index, {
+    const c = await featureCard(l.attributor, l.graph, layer, index, {
       tokenizer: l.model.tokenizer,
       index: this.attributor.index,
       onWarning: (message) => this.log.appendLine(message),
     });
+    return { ...c, label: this.labels.get(labelKey(layer, index)) };
+  }
+
+  /**
+   * A feature's label: kept for the set (a live graph) and written into its nodes (`clerp`), so an export carries it;
+   * on an imported graph, written into the file's nodes of that feature. Empty clears it.
+   */
+  private async setLabel(layer: number, index: number, label: string): Promise<void> {
+    const text = label.trim();
+    if (text.length > 1000) throw new ResidualError(`labels are limited to 1000 characters (got ${text.length})`, 'label');
+    if (this.imported) {
+      let found = 0;
+      for (const n of this.imported.nodes) {
+        if (n.kind !== 'feature' || n.layer !== layer || n.index !== index) continue;
+        n.clerp = n.raw.clerp = text;
+        found++;
+      }
+      if (!found) throw new ResidualError(`the graph has no node of feature ${index} of layer ${layer}`, 'label');
+    } else {
+      const l = this.liveOnly('labels');
+      const t = l.attributor.transcoders.layers[layer];
+      if (!t || !(Number.isInteger(index) && index >= 0 && index < t.dSae)) throw new ResidualError(`no feature ${index} in layer ${layer}`, 'label');
+      if (text) this.labels.set(labelKey(layer, index), text);
+      else this.labels.delete(labelKey(layer, index));
+    }
+    await this.postView();
+  }
+
+  /** Labels from an explanation file for the live graph's transcoder set, checked against its layers and widths. */
+  private async importLabels(): Promise<{ count: number; file: string } | null> {
+    const l = this.liveOnly('imported labels');
+    const picked = await vscode.window.showOpenDialog({
+      canSelectMany: false,
+      filters: { 'Feature explanations (JSON, JSONL, Neuronpedia export)': ['json', 'jsonl'] },
+      title: 'Residual: import feature labels',
+    });
+    if (!picked?.[0]) return null;
+    const read = readLabelFile(picked[0].fsPath, l.attributor.transcoders.layers.map((t) => t.dSae));
+    for (const [k, v] of read) this.labels.set(k, v);
+    this.log.appendLine(`circuit: ${read.size} labels imported from ${picked[0].fsPath}`);
+    await this.postView();
+    return { count: read.size, file: path.basename(picked[0].fsPath) };
   }
 
   private async intervene(items: { layer: number; pos: number; feature: number; value: number }[], description: string, job: Job) {

@@ -38,6 +38,8 @@ export interface CircuitNode {
   influence: number | null;
   /** Features: the output token the decoder pushes up most (from the feature index, else W_dec·W_U), when known. */
   output?: string;
+  /** Features: the label a person gave it, or an imported explanation (the graph JSON's `clerp`). */
+  explanation?: string;
   prob: number | null;
   label: string;
 }
@@ -76,6 +78,8 @@ export interface CircuitView {
 export interface FeatureCard {
   layer: number;
   index: number;
+  /** Its label (edited here or imported), if any. */
+  label?: string;
   /** The token the decoder pushes up most (the feature's label when none is given). */
   output?: string;
   /** Activation at every position of this prompt. */
@@ -135,6 +139,10 @@ export type CircuitRequests = {
   'circuit/steer': { params: { layer: number; index: number }; result: void };
   /** Sets the target of the next traces and retraces the last selection with it (the reply comes once it is checked). */
   'circuit/target': { params: CircuitTargetRequest; result: void };
+  /** Sets (or, empty, clears) the label of a feature; the view follows as an event. */
+  'circuit/label': { params: { layer: number; index: number; label: string }; result: void };
+  /** Imports labels from an explanation file (JSON, JSONL, Neuronpedia export); resolves how many, or null when dismissed. */
+  'circuit/importLabels': { params: Record<string, never>; result: { count: number; file: string } | null };
   /** Opens a file dialog for a saved vector (in .residual/vectors); null when dismissed. */
   'circuit/pickVector': { params: Record<string, never>; result: PickedVector | null };
 };

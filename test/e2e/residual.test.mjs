@@ -731,6 +731,64 @@ describe('Residual in a real VS Code', { skip: ext ? false : 'RESIDUAL_VSIX / RE
     await wv.locator('#app[data-state="ready"] #target-now', { hasText: 'the most likely next tokens' }).waitFor({ timeout: 120_000 });
   });
 
+  it('feature labels: edited on the card, drawn on the nodes, searched, imported from a file (a bad one named), exported as clerp', async () => {
+    const { page } = vs;
+    const wv = await webview(page, { title: 'Residual: Circuit' });
+    await wv.locator('#app[data-state="ready"] svg#graph').waitFor({ timeout: 120_000 });
+    const feature = wv.locator('#graph .node.feature').last();
+    const [layer, index] = await feature.evaluate((g) => g.dataset.id.split('_').map(Number));
+    await feature.locator('circle').click();
+    await wv.locator('#feature-card h2', { hasText: `Feature ${index} · layer ${layer}` }).waitFor({ timeout: 30_000 });
+    await wv.locator('#feature-label').evaluate((el) => { el.value = 'greeting words'; el.dispatchEvent(new Event('input')); });
+    await wv.locator('#save-label').click();
+    const labelled = wv.locator(`#graph .node.feature[data-id^="${layer}_${index}_"] text.flabel.labelled`, { hasText: 'greeting words' });
+    // Drawn (shown once zoomed in far enough for feature labels not to overlap).
+    await labelled.first().waitFor({ state: 'attached', timeout: 30_000 });
+    // Search: every node of that feature is ringed, and counted.
+    const nodesOfFeature = await wv.locator(`#graph .node.feature[data-id^="${layer}_${index}_"]`).count();
+    await wv.locator('#node-search').evaluate((el) => { el.value = 'GREETING'; el.dispatchEvent(new Event('change')); });
+    await wv.locator('#search-count', { hasText: `${nodesOfFeature} feature node${nodesOfFeature === 1 ? '' : 's'} match` }).waitFor({ timeout: 10_000 });
+    assert.equal(await wv.locator('#graph .node.feature.match').count(), nodesOfFeature);
+    // Import: a JSONL file of {layer, index, description} for two of the graph's features.
+    const others = (await wv.locator('#graph .node.feature').evaluateAll((gs) => gs.map((g) => g.dataset.id))).map((id) => id.split('_').map(Number)).filter(([l, i]) => !(l === layer && i === index));
+    const [a, b] = [others[0], others.find(([l, i]) => l !== others[0][0] || i !== others[0][1])];
+    const good = path.join(vs.workspace, 'labels.jsonl');
+    fs.writeFileSync(good, [a, b].map(([l, i], k) => JSON.stringify({ layer: l, index: i, description: `imported ${k}` })).join('\n') + '\n');
+    const pick = async (file) => {
+      await wv.locator('vscode-button', { hasText: 'Import labels…' }).click();
+      const input = page.locator('.quick-input-widget input');
+      await input.waitFor({ state: 'visible', timeout: 30_000 });
+      await input.fill(file);
+      await input.press('Enter');
+    };
+    await pick(good);
+    await wv.locator('#labels-note', { hasText: '2 labels imported from labels.jsonl.' }).waitFor({ timeout: 30_000 });
+    await wv.locator(`#graph .node.feature[data-id^="${a[0]}_${a[1]}_"] text.flabel.labelled`, { hasText: 'imported 0' }).first().waitFor({ state: 'attached' });
+    await screenshot(page, 'residual-circuit-labels.png');
+    // A file naming a feature the set does not have is refused by name; the labels stay.
+    const bad = path.join(vs.workspace, 'bad-labels.json');
+    fs.writeFileSync(bad, JSON.stringify([{ layer: 0, index: 999999, description: 'nope' }]));
+    await pick(bad);
+    await wv.locator('#circuit-error', { hasText: /bad-labels\.json: entry 1 names feature 999999 of layer 0, but that layer has \d+ features/ }).waitFor({ timeout: 30_000 });
+    assert.ok(await labelled.count() > 0, 'the label is still drawn');
+    // Export: the save dialog offers <workspace>/<slug>.json; the file's feature nodes carry the labels as clerp.
+    const before = new Set(fs.readdirSync(vs.workspace));
+    await wv.locator('vscode-button', { hasText: 'Export JSON…' }).click();
+    const save = page.locator('.quick-input-widget input');
+    await save.waitFor({ state: 'visible', timeout: 30_000 });
+    await save.press('Enter');
+    let written;
+    for (const end = Date.now() + 30_000; !written && Date.now() < end; await new Promise((r) => setTimeout(r, 200))) {
+      written = fs.readdirSync(vs.workspace).find((f) => f.startsWith('residual-') && f.endsWith('.json') && !before.has(f));
+    }
+    assert.ok(written, 'the graph file was written');
+    const exported = JSON.parse(fs.readFileSync(path.join(vs.workspace, written), 'utf8'));
+    const clerp = (l, i) => exported.nodes.filter((n) => n.feature_type === 'cross layer transcoder' && n.layer === String(l) && n.node_id.startsWith(`${l}_${i}_`)).map((n) => n.clerp);
+    assert.ok(clerp(layer, index).length > 0 && clerp(layer, index).every((c) => c === 'greeting words'));
+    assert.ok(clerp(a[0], a[1]).every((c) => c === 'imported 0'));
+    await wv.locator('#node-search').evaluate((el) => { el.value = ''; el.dispatchEvent(new Event('change')); });
+  });
+
   it('a long selection shows its cost first: Cancel stops it, Start traces it, and a partial graph says what it covers', async () => {
     const { page } = vs;
     const last = 7;

@@ -153,8 +153,9 @@ export function graphView(v: CircuitView, initial: GraphViewState, cb: GraphCall
       const c = svgEl('circle', { cx: p.x, cy: p.y, r: p.r });
       g.append(c);
       nodeEls.push({ el: c, p });
-      if (n.output !== undefined) {
-        const t = svgText(showToken(n.output).slice(0, 10), p.x + p.r + 2, p.y - p.r, 'flabel');
+      // A label a person gave (or imported) first; else the token the decoder pushes up.
+      if (n.explanation !== undefined || n.output !== undefined) {
+        const t = svgText(n.explanation !== undefined ? n.explanation.slice(0, 16) : showToken(n.output!).slice(0, 10), p.x + p.r + 2, p.y - p.r, n.explanation !== undefined ? 'flabel labelled' : 'flabel');
         g.append(t);
         labelEls.push(t);
       }

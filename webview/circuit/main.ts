@@ -38,6 +38,10 @@ let graphState: GraphViewState = { slug: '', edges: 400 };
 let targetKind: CircuitTargetRequest['kind'] | undefined;
 /** The saved vector picked for a direction target. */
 let pickedVector: PickedVector | undefined;
+/** Text searched for in the graph's feature labels and output tokens (matching nodes are marked). */
+let search = '';
+/** What the last label import did. */
+let labelsNote = '';
 
 host.onEvent((m) => {
   switch (m.type) {
@@ -166,6 +170,7 @@ function render(): void {
   }
   app.append(header(view), controls(view));
   if (view.live) app.append(targetRow(view));
+  app.append(labelRow(view));
   const layout = el('div', 'circuit-layout');
   const graphBox = el('div', 'graph-box');
   if (graphState.slug !== view.slug) graphState = { slug: view.slug, edges: graphState.edges };
@@ -366,13 +371,48 @@ function targetRow(v: CircuitView): HTMLElement {
   return wrap;
 }
 
+/** Whether a node matches the search: its label, its output token or its name, case-insensitively. */
+function matches(n: CircuitNode): boolean {
+  const q = search.trim().toLowerCase();
+  if (!q || n.kind !== 'feature') return false;
+  return [n.explanation, n.output, n.label].some((t) => t !== undefined && t.toLowerCase().includes(q));
+}
+
+/** Search over feature labels (found nodes are ringed) and label import. */
+function labelRow(v: CircuitView): HTMLElement {
+  const row = el('div', 'row');
+  row.id = 'label-row';
+  const field = textField(search, 'search labels and output tokens', 'node-search');
+  field.addEventListener('change', () => {
+    search = field.value;
+    render();
+  });
+  row.append(field);
+  if (search.trim()) {
+    const n = v.nodes.filter(matches).length;
+    row.append(withId(el('span', 'muted', `${n} feature node${n === 1 ? '' : 's'} match`), 'search-count'));
+  }
+  if (v.live) {
+    row.append(
+      button('Import labels…', () =>
+        ask('circuit/importLabels', {}, undefined, (r) => {
+          if (r) labelsNote = `${r.count} label${r.count === 1 ? '' : 's'} imported from ${r.file}.`;
+        }),
+      ),
+    );
+  }
+  if (labelsNote) row.append(withId(el('span', 'muted', labelsNote), 'labels-note'));
+  return row;
+}
+
 function drawGraph(v: CircuitView): HTMLElement {
   const pinned = new Set(p.pinned);
   const groupOf = new Map<string, number>();
   p.groups.forEach((g, gi) => g.slice(1).forEach((id) => groupOf.set(id, gi)));
   return graphView(v, graphState, {
     visible: (n) => !p.onlyPinned || pinned.has(n.id) || n.kind === 'token' || n.kind === 'logit',
-    classOf: (n) => `node ${n.kind}${pinned.has(n.id) ? ' pinned' : ''}${selected === n.id ? ' selected' : ''}${groupOf.has(n.id) ? ` group${groupOf.get(n.id)! % 6}` : ''}`,
+    classOf: (n) =>
+      `node ${n.kind}${pinned.has(n.id) ? ' pinned' : ''}${selected === n.id ? ' selected' : ''}${groupOf.has(n.id) ? ` group${groupOf.get(n.id)! % 6}` : ''}${matches(n) ? ' match' : ''}`,
     onHover: describe,
     onClick: (n, shift) => {
       if (shift) {
@@ -491,6 +531,21 @@ function cardView(c: FeatureCard): HTMLElement {
   const s = el('section', 'card');
   s.id = 'feature-card';
   s.append(el('h2', undefined, `Feature ${c.index} · layer ${c.layer}${c.output !== undefined ? ` → ${showToken(c.output)}` : ''}`));
+  // The label: shown on the graph's nodes, searched, and written as `clerp` on export.
+  const labelField = textField(c.label ?? '', 'label (what this feature means)', 'feature-label');
+  const labelRow = el('div', 'row');
+  labelRow.append(
+    labelField,
+    withId(
+      button('Save label', () =>
+        ask('circuit/label', { layer: c.layer, index: c.index, label: labelField.value }, undefined, () => {
+          if (card === c) card = { ...c, label: labelField.value.trim() || undefined };
+        }),
+      ),
+      'save-label',
+    ),
+  );
+  s.append(labelRow);
   if (c.frequency !== undefined) s.append(el('div', 'muted', `fires on ${(c.frequency * 100).toFixed(2)}% of tokens · max activation ${c.maxAct?.toPrecision(3)}`));
   s.append(el('h3', undefined, 'Activation on this prompt'));
   const bars = el('div', 'actbars');

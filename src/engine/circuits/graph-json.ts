@@ -78,6 +78,8 @@ export interface ExportOptions {
   edgeThreshold: number;
   transcoderList?: string[];
   featureDetails?: Record<string, string>;
+  /** A feature's label, written as its nodes' `clerp` (the field the viewers show). */
+  featureLabel?: (layer: number, index: number) => string | undefined;
   /** Extra `info` fields (description, creator…); `generator` and `create_time_ms` are filled in. */
   info?: Record<string, unknown>;
 }
@@ -120,7 +122,7 @@ export function toGraphJson(g: AttributionGraph, pr: PruneResult, o: ExportOptio
     if (!pr.nodeMask[n] || !touches[n]) continue;
     const [l, f, p] = [g.featLayer[n], g.featIndex[n], g.featPos[n]];
     ids[n] = `${l}_${f}_${p}`;
-    nodes.push(node(ids[n]!, cantor(l, f), String(l), p, 'cross layer transcoder', `${l}_${f}-0`, '', pr.cumulativeInfluence[n], round(g.featAct[n])));
+    nodes.push(node(ids[n]!, cantor(l, f), String(l), p, 'cross layer transcoder', `${l}_${f}-0`, o.featureLabel?.(l, f) ?? '', pr.cumulativeInfluence[n], round(g.featAct[n])));
   }
   for (let l = 0; l < L; l++)
     for (let p = 0; p < P; p++) {

@@ -9,6 +9,7 @@ import type { Model } from '../model';
 import type { Attributor } from './attribution';
 import { describeTarget, type AttributionGraph, type GraphTarget } from './graph';
 import { isPlainObject } from '../checkpoint/safetensors';
+import { labelKey, type FeatureLabels } from './labels';
 import { reconstructionWarning } from './reconstruction';
 import { parseGraphJson, toGraphJson, type GraphJson, type ImportedGraph } from './graph-json';
 import type { PruneResult } from './prune';
@@ -33,6 +34,8 @@ export interface LiveGraph {
   budgetMB: number;
   /** Names this graph (export, and the panel's zoom and card belong to it) for as long as it is shown. */
   slug: string;
+  /** Feature labels ("layer:index" → label), written into the graph's feature nodes. */
+  labels?: FeatureLabels;
 }
 
 /** The graph JSON of a live graph at its current thresholds, with the panel's pins and supernodes. */
@@ -43,6 +46,7 @@ export function liveGraphJson(l: LiveGraph, pinned: string[] = [], supernodes: s
     promptTokens: l.tokens,
     prompt: l.prompt,
     tokenText: (id) => l.model.tokenizer.tokenText(id),
+    featureLabel: (layer, index) => l.labels?.get(labelKey(layer, index)),
     nodeThreshold: l.nodeThreshold,
     edgeThreshold: l.edgeThreshold,
     info: { description: `Residual attribution graph (${l.model.config.name}, transcoders ${l.attributor.transcoders.dir})` },
@@ -83,6 +87,7 @@ export function circuitView(source: { live: LiveGraph } | { imported: ImportedGr
       activation: n.activation,
       influence: n.influence,
       prob: n.tokenProb,
+      explanation: n.kind === 'feature' && n.clerp ? n.clerp : undefined,
       label: n.kind === 'feature' ? `L${n.layer} #${n.index}` : n.kind === 'error' ? `err L${n.layer}` : (n.kind === 'logit' ? logitLabel(n) : n.clerp) || tokens[n.pos] || n.id,
     })),
     links: g.links.map((k) => ({ s: k.source, t: k.target, w: k.weight })),
