@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it as nodeIt } from 'node:test';
 import {
-  contextMenu, failureScreenshots, openFile, openViewContainer, REPO_ROOT, residualExtension, runCommand, screenshot, selectLines, startVSCode, webview,
+  contextMenu, failureScreenshots, openFile, openViewContainer, REPO_ROOT, residualExtension, runCommand, screenshot, selectAll, selectLines, startVSCode, webview,
 } from './harness.mjs';
 
 const ext = residualExtension();
@@ -836,6 +836,48 @@ describe('Residual in a real VS Code', { skip: ext ? false : 'RESIDUAL_VSIX / RE
     } finally {
       await writeSettings({});
     }
+  });
+
+  it('graphs of 32 and 128 tokens: every position in the grid, pruning presets, edges on hover only', async () => {
+    const { page } = vs;
+    const prose = Array.from({ length: 12 }, (_, i) => `The river ${['ran', 'turned', 'slowed', 'rose'][i % 4]} past the old mill, and the miller counted ${i + 2} sacks of grain before noon.`).join(' ');
+    const toks = cliAnalyze(prose).tokens;
+    const wv = await webview(page, { title: 'Residual: Circuit' });
+    for (const n of [32, 128]) {
+      assert.ok(toks.length >= n, `${toks.length} tokens of prose`);
+      const file = `graph-${n}.txt`;
+      fs.writeFileSync(path.join(vs.workspace, file), prose.slice(0, toks[n - 1].end));
+      await openFile(page, file);
+      await selectAll(page);
+      await runCommand(page, 'Residual: Trace Circuit for Selection');
+      // A graph estimated to take long waits for Start.
+      const ready = wv.locator('#app[data-state="ready"] svg#graph');
+      const start = wv.locator('#app[data-state="awaiting-start"] #circuit-start');
+      await Promise.race([ready.waitFor({ timeout: 300_000 }), start.waitFor({ timeout: 300_000 }).then(() => start.click())]);
+      await wv.locator(`#app[data-state="ready"] #circuit-prompt`, { hasText: prose.slice(0, 40) }).waitFor({ timeout: 300_000 });
+      await ready.waitFor({ timeout: 300_000 });
+      await wv.locator(`#graph .node.token`).nth(n - 1).waitFor({ state: 'attached', timeout: 30_000 });
+      assert.equal(await wv.locator('#graph .node.token').count(), n, `${n} token nodes`);
+      await wv.locator('#graph-fit').click();
+      await screenshot(page, `residual-circuit-${n}-tokens.png`);
+    }
+    // Presets set both thresholds.
+    await wv.locator('#prune-preset').evaluate((el) => { el.value = 'sparse'; el.dispatchEvent(new Event('change')); });
+    await wv.locator('svg#graph[data-node-threshold="0.6"][data-edge-threshold="0.9"]').waitFor({ timeout: 60_000 });
+    const sparse = await wv.locator('#graph .node.feature').count();
+    await wv.locator('#prune-preset').evaluate((el) => { el.value = 'dense'; el.dispatchEvent(new Event('change')); });
+    await wv.locator('svg#graph[data-node-threshold="0.95"][data-edge-threshold="0.99"]').waitFor({ timeout: 60_000 });
+    assert.ok((await wv.locator('#graph .node.feature').count()) > sparse, 'the dense preset keeps more features');
+    // Edges on hover only: none drawn until a node is hovered, then its strongest ones.
+    await wv.locator('#graph-edges').selectOption('-1');
+    await wv.locator('svg#graph[data-edges-shown="0"]').waitFor({ timeout: 10_000 });
+    assert.equal(await wv.locator('#graph > g > line.edge').count(), 0);
+    await wv.locator('#graph .node.token').last().hover();
+    await wv.locator('#graph line.edge.hl').first().waitFor({ timeout: 10_000 });
+    await screenshot(page, 'residual-circuit-hover-edges.png');
+    await wv.locator('#graph-edges').selectOption('400');
+    await wv.locator('#prune-preset').evaluate((el) => { el.value = 'default'; el.dispatchEvent(new Event('change')); });
+    await wv.locator('svg#graph[data-node-threshold="0.8"]').waitFor({ timeout: 60_000 });
   });
 
   it('follows the colour theme (dark)', async () => {

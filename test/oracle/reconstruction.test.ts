@@ -131,7 +131,7 @@ describe('reconstruction: each layer\'s FVU on the prompt, and the input convent
     alt.fvu.forEach((x, l) => assert.ok(Math.abs(x - right[l]) <= 1e-5, `mlp.hook_in layer ${l}: ${x} vs ${right[l]}`));
     assert.deepEqual(r.alternatives!.map((a) => a.input).sort(), ['hook_resid_mid', 'mlp.hook_in']);
     assert.equal(r.better, 'mlp.hook_in');
-    assert.match(reconstructionWarning(r)!, /^layer \d's transcoder leaves \d+% of the MLP output's variance unexplained on this prompt, reading blocks\.\d\.ln2\.hook_normalized; read at blocks\.\d\.mlp\.hook_in it leaves 0%: the set was most likely trained on mlp\.hook_in/);
+    assert.match(reconstructionWarning(r)!, /^layer \d's transcoder reconstructs its MLP output poorly on this prompt: FVU \d+\.\d\d reading blocks\.\d\.ln2\.hook_normalized, 0\.00 reading blocks\.\d\.mlp\.hook_in: the set was most likely trained on mlp\.hook_in/);
     const json = toGraphJson(g, pruneGraph(g), { slug: 's', scan: 'x', promptTokens: IDS.map(String), prompt: 'p', tokenText: String, nodeThreshold: 0.8, edgeThreshold: 0.98 });
     const meta = json.metadata.reconstruction as { input_hook: string; fvu: number[]; better_input_hook: string };
     assert.equal(meta.input_hook, 'ln2.hook_normalized');
@@ -149,7 +149,7 @@ describe('reconstruction: each layer\'s FVU on the prompt, and the input convent
     assert.equal(poorReconstruction(NaN), true);
     assert.equal(
       reconstructionWarning({ input: 'ln2.hook_normalized', fvu: [0.1, 0.4], reported: [0.08, 0.05], skipped: 0 }),
-      "layer 1's transcoder leaves 40% of the MLP output's variance unexplained on this prompt (the set reports 5%), reading blocks.1.ln2.hook_normalized; no other input hook fits better, so the transcoders may not match this model (or this prompt is far from their training data)",
+      "layer 1's transcoder reconstructs its MLP output poorly on this prompt: FVU 0.40 (the set reports 0.05) reading blocks.1.ln2.hook_normalized; no other input hook fits better, so the transcoders may not match this model (or this prompt is far from their training data)",
     );
   });
 

@@ -115,13 +115,14 @@ export function graphView(v: CircuitView, initial: GraphViewState, cb: GraphCall
     });
   }
 
-  // Edges: the strongest `state.edges` by |weight| (all when 0), under the nodes; blue excitatory, red inhibitory.
+  // Edges: the strongest `state.edges` by |weight| (all when 0; none when −1: only a hovered node's), under the
+  // nodes; blue excitatory, red inhibitory.
   const byId = (i: number) => v.nodes[i].id;
   const all: Edge[] = v.links.map((k) => ({ s: byId(k.s), t: byId(k.t), w: k.w })).filter((e) => placed.has(e.s) && placed.has(e.t));
   // (A loop: spreading 10⁵ links into Math.max overflows the call stack.)
   let maxW = 1e-12;
   for (const e of all) maxW = Math.max(maxW, Math.abs(e.w));
-  const shown = state.edges > 0 ? [...all].sort((a, b) => Math.abs(b.w) - Math.abs(a.w)).slice(0, state.edges) : all;
+  const shown = state.edges < 0 ? [] : state.edges > 0 ? [...all].sort((a, b) => Math.abs(b.w) - Math.abs(a.w)).slice(0, state.edges) : all;
   svg.dataset.edgesShown = String(shown.length);
   svg.dataset.edgesTotal = String(all.length);
   const line = (e: Edge, cls: string) => {
@@ -332,6 +333,7 @@ export function graphView(v: CircuitView, initial: GraphViewState, cb: GraphCall
     ['400', 'strongest 400 edges'],
     ['1500', 'strongest 1,500 edges'],
     ['0', `all ${all.length.toLocaleString('en-US')} edges`],
+    ['-1', 'edges on hover only'],
   ]) {
     const o = document.createElement('option');
     o.value = value;

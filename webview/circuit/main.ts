@@ -273,7 +273,26 @@ function controls(v: CircuitView): HTMLElement {
   nodeSlider.title = "Keep the most influential nodes until they carry this share of all influence on the logits (circuit-tracer's node_threshold; 0.8 by default). Higher: more nodes.";
   const edgeSlider = slider('edge-threshold', 'Edge threshold', v.edgeThreshold, 0.5);
   edgeSlider.title = "Among the kept nodes, keep the strongest edges until they carry this share of the edge influence (circuit-tracer's edge_threshold; 0.98 by default). Higher: more edges.";
+  // circuit-tracer's defaults in the middle; sparser and denser graphs one choice away.
+  const presets: [string, string, number, number][] = [
+    ['sparse', 'Sparse (0.6 / 0.9)', 0.6, 0.9],
+    ['default', 'Default (0.8 / 0.98)', 0.8, 0.98],
+    ['dense', 'Dense (0.95 / 0.99)', 0.95, 0.99],
+  ];
+  const current = presets.find(([, , n, e]) => Math.abs(n - v.nodeThreshold) < 1e-9 && Math.abs(e - v.edgeThreshold) < 1e-9)?.[0] ?? 'custom';
+  const presetMenu = dropdown(
+    [...presets.map(([value, label]) => ({ value, label })), ...(current === 'custom' ? [{ value: 'custom', label: `Custom (${v.nodeThreshold.toFixed(2)} / ${v.edgeThreshold.toFixed(2)})` }] : [])],
+    current,
+    (value) => {
+      const p = presets.find(([k]) => k === value);
+      if (p) ask('circuit/thresholds', { node: p[2], edge: p[3] }, undefined);
+    },
+    'prune-preset',
+  );
+  presetMenu.title = 'Pruning presets: node threshold / edge threshold';
+  if (!v.live) (presetMenu as HTMLElement & { disabled: boolean }).disabled = true;
   row.append(
+    presetMenu,
     nodeSlider,
     edgeSlider,
     button('Export JSON…', () => ask('circuit/export', { pinned: p.pinned, supernodes: p.groups }, undefined)),

@@ -86,7 +86,7 @@ export function firstCountedPosition(model: Model, ids: number[]): number {
 
 /**
  * Encodes the prompt through every other input hook and measures each one's FVU per layer; `better` names the one
- * that fits when it beats the set's own input on average by a factor of two and on most layers.
+ * that fits: FVU at most FVU_LIMIT on average, half the set's own input's or less, and lower on most layers.
  */
 export async function tryOtherInputs(
   model: Model,
@@ -121,7 +121,8 @@ export async function tryOtherInputs(
   const mean = (x: number[]) => x.reduce((a, b) => a + b, 0) / x.length;
   const best = alternatives.reduce((a, b) => (mean(b.fvu) < mean(a.fvu) ? b : a));
   const wins = best.fvu.filter((x, l) => x < own.fvu[l]).length;
-  const better = mean(best.fvu) * 2 <= mean(own.fvu) && wins * 2 > L ? best.input : undefined;
+  // It must fit, not merely be less bad: a set that matches no input (another model's) names none.
+  const better = mean(best.fvu) <= FVU_LIMIT && mean(best.fvu) * 2 <= mean(own.fvu) && wins * 2 > L ? best.input : undefined;
   return { ...own, alternatives, better };
 }
 
@@ -131,12 +132,12 @@ export function reconstructionWarning(r: Reconstruction): string | undefined {
   if (!poor.length) return undefined;
   const excess = (l: number) => (Number.isNaN(r.fvu[l]) ? Infinity : r.fvu[l] - (r.reported[l] ?? 0));
   const worst = poor.reduce((a, b) => (excess(b) > excess(a) ? b : a));
-  const pct = (x: number) => (Number.isFinite(x) ? `${(100 * x).toFixed(0)}%` : String(x));
+  const fvu = (x: number) => (!Number.isFinite(x) ? String(x) : x < 10 ? x.toFixed(2) : x.toPrecision(3));
   const report = r.reported[worst];
-  let s = `layer ${worst}'s transcoder leaves ${pct(r.fvu[worst])} of the MLP output's variance unexplained on this prompt${report !== null ? ` (the set reports ${pct(report)})` : ''}, reading blocks.${worst}.${r.input}`;
+  let s = `layer ${worst}'s transcoder reconstructs its MLP output poorly on this prompt: FVU ${fvu(r.fvu[worst])}${report !== null ? ` (the set reports ${fvu(report)})` : ''} reading blocks.${worst}.${r.input}`;
   if (r.better) {
     const alt = r.alternatives!.find((a) => a.input === r.better)!;
-    s += `; read at blocks.${worst}.${r.better} it leaves ${pct(alt.fvu[worst])}: the set was most likely trained on ${r.better} (its files name ${r.input}), so this graph's features are not the set's`;
+    s += `, ${fvu(alt.fvu[worst])} reading blocks.${worst}.${r.better}: the set was most likely trained on ${r.better} (its files name ${r.input}), so this graph's features are not the set's`;
   } else s += '; no other input hook fits better, so the transcoders may not match this model (or this prompt is far from their training data)';
   return s;
 }
