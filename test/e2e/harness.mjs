@@ -337,6 +337,31 @@ async function quickOpen(page, text, timeout) {
 }
 
 /**
+ * Answers VS Code's own file dialog (the quick-input form a remote workbench shows) with `file`. The dialog fills its
+ * box with the folder it starts in a moment after it appears, so the answer is typed only once that start path is
+ * there, and Enter is pressed only once the box keeps exactly `file`; resolves when the dialog has closed.
+ */
+export async function answerFileDialog(page, file, { timeout = UI_TIMEOUT_MS } = {}) {
+  const input = quickInput(page);
+  await input.waitFor({ state: 'visible', timeout });
+  const until = async (pred, what) => {
+    for (const end = Date.now() + timeout; !(await pred()); await new Promise((r) => setTimeout(r, 50))) {
+      if (Date.now() > end) throw new Error(`file dialog: ${what}`);
+    }
+  };
+  await until(async () => (await input.inputValue()).startsWith('/'), 'its start folder never appeared');
+  // The dialog may set its start folder more than once (it lists the folder, then fills the box again): typed
+  // again until the box keeps the answer.
+  await until(async () => {
+    if ((await input.inputValue()) !== file) await input.fill(file);
+    await new Promise((r) => setTimeout(r, 150));
+    return (await input.inputValue()) === file;
+  }, `the box does not hold ${file}`);
+  await input.press('Enter');
+  await page.locator('.quick-input-widget').waitFor({ state: 'hidden', timeout });
+}
+
+/**
  * Quick Open (Ctrl+P) a workspace file by name or relative path, in the first editor group; resolves when its tab is
  * the active tab of the active editor group and its editor has focus. (Tabs are matched by file name, so avoid opening two
  * files with the same name at once.)

@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it as nodeIt } from 'node:test';
 import {
-  contextMenu, failureScreenshots, openFile, openViewContainer, REPO_ROOT, residualExtension, runCommand, screenshot, selectAll, selectLines, startVSCode, webview,
+  answerFileDialog, contextMenu, failureScreenshots, openFile, openViewContainer, REPO_ROOT, residualExtension, runCommand, screenshot, selectAll, selectLines, startVSCode, webview,
 } from './harness.mjs';
 
 const ext = residualExtension();
@@ -700,10 +700,7 @@ describe('Residual in a real VS Code', { skip: ext ? false : 'RESIDUAL_VSIX / RE
     await setKind('direction');
     await wv.locator('#target-kind').evaluate((el) => el.value).then((v) => assert.equal(v, 'direction'));
     await wv.locator('vscode-button', { hasText: 'Choose vector…' }).click();
-    const dialogInput = page.locator('.quick-input-widget input');
-    await dialogInput.waitFor({ state: 'visible', timeout: 30_000 });
-    await dialogInput.fill(vectorFile);
-    await dialogInput.press('Enter');
+    await answerFileDialog(page, vectorFile);
     await wv.locator('#target-vector', { hasText: 'probe' }).waitFor({ timeout: 30_000 });
     assert.equal(await wv.locator('#target-layer').evaluate((el) => el.value), '1', 'the layer the vector was made for');
     await type('#target-position', '2');
@@ -756,10 +753,7 @@ describe('Residual in a real VS Code', { skip: ext ? false : 'RESIDUAL_VSIX / RE
     fs.writeFileSync(good, [a, b].map(([l, i], k) => JSON.stringify({ layer: l, index: i, description: `imported ${k}` })).join('\n') + '\n');
     const pick = async (file) => {
       await wv.locator('vscode-button', { hasText: 'Import labels…' }).click();
-      const input = page.locator('.quick-input-widget input');
-      await input.waitFor({ state: 'visible', timeout: 30_000 });
-      await input.fill(file);
-      await input.press('Enter');
+      await answerFileDialog(page, file);
     };
     await pick(good);
     await wv.locator('#labels-note', { hasText: '2 labels imported from labels.jsonl.' }).waitFor({ timeout: 30_000 });
@@ -776,6 +770,10 @@ describe('Residual in a real VS Code', { skip: ext ? false : 'RESIDUAL_VSIX / RE
     await wv.locator('vscode-button', { hasText: 'Export JSON…' }).click();
     const save = page.locator('.quick-input-widget input');
     await save.waitFor({ state: 'visible', timeout: 30_000 });
+    // The dialog fills in the offered path a moment after it opens: Enter once it is there.
+    for (const end = Date.now() + 30_000; !(await save.inputValue()).endsWith('.json'); await new Promise((r) => setTimeout(r, 50))) {
+      if (Date.now() > end) throw new Error('the save dialog offered no path');
+    }
     await save.press('Enter');
     let written;
     for (const end = Date.now() + 30_000; !written && Date.now() < end; await new Promise((r) => setTimeout(r, 200))) {
@@ -840,8 +838,10 @@ describe('Residual in a real VS Code', { skip: ext ? false : 'RESIDUAL_VSIX / RE
 
   it('graphs of 32 and 128 tokens: every position in the grid, pruning presets, edges on hover only', async () => {
     const { page } = vs;
-    const prose = Array.from({ length: 12 }, (_, i) => `The river ${['ran', 'turned', 'slowed', 'rose'][i % 4]} past the old mill, and the miller counted ${i + 2} sacks of grain before noon.`).join(' ');
-    const toks = cliAnalyze(prose).tokens;
+    const prose = Array.from({ length: 5 }, (_, i) => `The river ${['ran', 'turned', 'slowed', 'rose'][i % 4]} past the old mill, and the miller counted ${i + 2} sacks of grain before noon.`).join(' ');
+    const analysed = cliAnalyze(prose);
+    assert.ok(!analysed.truncated, 'the whole prose analysed');
+    const toks = analysed.tokens;
     const wv = await webview(page, { title: 'Residual: Circuit' });
     for (const n of [32, 128]) {
       assert.ok(toks.length >= n, `${toks.length} tokens of prose`);
@@ -858,7 +858,8 @@ describe('Residual in a real VS Code', { skip: ext ? false : 'RESIDUAL_VSIX / RE
       await ready.waitFor({ timeout: 300_000 });
       await wv.locator(`#graph .node.token`).nth(n - 1).waitFor({ state: 'attached', timeout: 30_000 });
       assert.equal(await wv.locator('#graph .node.token').count(), n, `${n} token nodes`);
-      await wv.locator('#graph-fit').click();
+      // As it opens: every layer, and as many of the last positions as the panel shows readably (drag for the rest).
+      await wv.locator('#graph').scrollIntoViewIfNeeded();
       await screenshot(page, `residual-circuit-${n}-tokens.png`);
     }
     // Presets set both thresholds.
