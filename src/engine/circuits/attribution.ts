@@ -182,7 +182,10 @@ export class Attributor {
     const nActive = featStart[L];
     const logitsAll = act('logits').subarray(0, V);
     const probsAll = softmax(logitsAll);
-    /** The target nodes: vocabulary id (vocab_size when not one token), weight, and for logits the demeaned unembedding difference. */
+    /**
+     * The target nodes: vocabulary id (vocab_size when not one token), weight in the influence, and for a logit the
+     * tokens whose unembedding rows make its direction (`plus` − `minus`; no `minus`: the mean over the vocabulary).
+     */
     const targetNodes: { id: number; weight: number; plus?: number; minus?: number }[] =
       spec.kind === 'top'
         ? (() => {
