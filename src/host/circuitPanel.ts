@@ -317,27 +317,17 @@ export class CircuitPanel extends PanelHost<CircuitRequests, CircuitEvent, Circu
   }
 
   /**
-   * A feature's label: kept for the set (a live graph) and written into its nodes (`clerp`), so an export carries it;
-   * on an imported graph, written into the file's nodes of that feature. Empty clears it.
+   * A feature's label, kept for the transcoder set and written into its nodes (`clerp`), so an export carries it.
+   * Empty clears it. (Cards, where labels are edited, need a graph traced here.)
    */
   private async setLabel(layer: number, index: number, label: string): Promise<void> {
     const text = label.trim();
     if (text.length > 1000) throw new ResidualError(`labels are limited to 1000 characters (got ${text.length})`, 'label');
-    if (this.imported) {
-      let found = 0;
-      for (const n of this.imported.nodes) {
-        if (n.kind !== 'feature' || n.layer !== layer || n.index !== index) continue;
-        n.clerp = n.raw.clerp = text;
-        found++;
-      }
-      if (!found) throw new ResidualError(`the graph has no node of feature ${index} of layer ${layer}`, 'label');
-    } else {
-      const l = this.liveOnly('labels');
-      const t = l.attributor.transcoders.layers[layer];
-      if (!t || !(Number.isInteger(index) && index >= 0 && index < t.dSae)) throw new ResidualError(`no feature ${index} in layer ${layer}`, 'label');
-      if (text) this.labels.set(labelKey(layer, index), text);
-      else this.labels.delete(labelKey(layer, index));
-    }
+    const l = this.liveOnly('labels');
+    const t = l.attributor.transcoders.layers[layer];
+    if (!t || !(Number.isInteger(index) && index >= 0 && index < t.dSae)) throw new ResidualError(`no feature ${index} in layer ${layer}`, 'label');
+    if (text) this.labels.set(labelKey(layer, index), text);
+    else this.labels.delete(labelKey(layer, index));
     await this.postView();
   }
 
