@@ -25,7 +25,7 @@ import { errorNode, logitNode, tokenNode, type AttributionGraph, type Attributio
 import { newSparseRow, pushSource, rowsInfluence, type SparseRow } from './prune';
 import { ASSUMED_ACTIVE_PER_TOKEN, backwardWorkBytes, defaultBatchRows, estimateCircuit, planFeatureRows, type CircuitEstimate } from './estimate';
 import { checkpointParams } from '../memory';
-import { firstCountedPosition, fractionUnexplained, poorReconstruction, tryOtherInputs, type Reconstruction } from './reconstruction';
+import { firstCountedPosition, fractionUnexplained, poorReconstruction, reconstructionError, tryOtherInputs, type Reconstruction } from './reconstruction';
 import { softmax } from '../numeric';
 import { RESID_POINTS } from '../../protocol/results';
 import { readDecoderRows, readEncoderColumns, readFiniteVector, readRows, type TranscoderSet } from './transcoders';
@@ -181,7 +181,6 @@ export class Attributor {
     for (const la of layers) featStart.push(featStart[featStart.length - 1] + la.feature.length);
     const nActive = featStart[L];
     const logitsAll = act('logits').subarray(0, V);
-    const probsAll = softmax(logitsAll);
     /**
      * The target nodes: vocabulary id (vocab_size when not one token), weight in the influence, and for a logit the
      * tokens whose unembedding rows make its direction (`plus` − `minus`; no `minus`: the mean over the vocabulary).
@@ -193,7 +192,7 @@ export class Attributor {
             return picked.map((id, i) => ({ id, weight: p[i], plus: id }));
           })()
         : spec.kind === 'token'
-          ? [{ id: spec.id, weight: probsAll[spec.id], plus: spec.id }]
+          ? [{ id: spec.id, weight: softmax(logitsAll)[spec.id], plus: spec.id }]
           : spec.kind === 'contrast'
             ? [{ id: V, weight: 1, plus: spec.id, minus: spec.contrastId }]
             : [{ id: V, weight: 1 }];
@@ -234,23 +233,17 @@ export class Attributor {
       const Kl = kMax + 1;
       const Ul = new Float32Array(P * D * Kl);
       const mlpOut = act(hookName(l, 'hook_mlp_out'));
-      const err = new Float64Array(D);
-      const errAll = new Float64Array(P * D);
+      // error = real MLP output − (Σ act·W_dec + b_dec)
+      const err = reconstructionError(la, dec, bd, mlpOut, P, D);
       for (let p = 0; p < P; p++) {
-        // error = real MLP output − (Σ act·W_dec + b_dec)
-        for (let d = 0; d < D; d++) err[d] = mlpOut[p * D + d] - bd[d];
         for (let j = la.start[p]; j < la.start[p + 1]; j++) {
           const a = la.act[j];
           const col = 1 + j - la.start[p];
-          for (let d = 0; d < D; d++) {
-            const v = a * dec[j * D + d];
-            err[d] -= v;
-            Ul[(p * D + d) * Kl + col] = v;
-          }
+          for (let d = 0; d < D; d++) Ul[(p * D + d) * Kl + col] = a * dec[j * D + d];
         }
-        for (let d = 0; d < D; d++) Ul[(p * D + d) * Kl] = errAll[p * D + d] = err[d];
+        for (let d = 0; d < D; d++) Ul[(p * D + d) * Kl] = err[p * D + d];
       }
-      fvu.push(fractionUnexplained(mlpOut, errAll, P, D, counted));
+      fvu.push(fractionUnexplained(mlpOut, err, P, D, counted));
       U.push(Ul);
       K.push(Kl);
     }

@@ -10,7 +10,7 @@ import { ResidualError } from '../errors';
 import type { SteerAdd } from '../model';
 import { softmax } from '../numeric';
 import type { Attributor } from './attribution';
-import { hookName } from '../hooks';
+import { hookName, type HookName } from '../hooks';
 import { activeActivation, describeTarget, logitNode, type AttributionGraph } from './graph';
 import { readDecoderRows } from './transcoders';
 
@@ -78,10 +78,10 @@ export async function intervene(attributor: Attributor, g: AttributionGraph, int
   const steer: SteerAdd[] = [...adds].map(([layer, add]) => ({ layer, point: 'hook_resid_post', add }));
   const target = g.target ?? { kind: 'top' };
   const targetHook = target.kind === 'direction' ? hookName(target.layer, target.hook) : undefined;
-  const hooks = targetHook ? (['logits', targetHook] as const) : (['logits'] as const);
+  const hooks: HookName[] = targetHook ? ['logits', targetHook] : ['logits'];
   const [base, after] = await Promise.all([
-    model.run({ ids: g.ids, hooks: [...hooks], logitPositions: [P - 1] }),
-    model.run({ ids: g.ids, hooks: [...hooks], steer, logitPositions: [P - 1] }),
+    model.run({ ids: g.ids, hooks, logitPositions: [P - 1] }),
+    model.run({ ids: g.ids, hooks, steer, logitPositions: [P - 1] }),
   ]);
   const last = (r: typeof base) => r.activations.get('logits')!.data.subarray(0, V);
   const b = last(base);

@@ -62,18 +62,17 @@ export function fractionUnexplained(y_PD: ArrayLike<number>, err_PD: ArrayLike<n
   return den > 0 ? num / den : num > 0 ? Infinity : 0;
 }
 
-/** y − (Σ act · W_dec[f] + b_dec) at every position: what the transcoder of `layer` misses. */
-export function reconstructionError(set: TranscoderSet, layer: number, la: LayerActivations, mlpOut_PD: Float32Array, P: number): Float64Array {
-  const t = set.layers[layer];
-  const D = t.dOut;
-  const dec = readDecoderRows(t, la.feature);
-  const bd = readFiniteVector(layer, t.bDec);
+/**
+ * y − (Σ act · W_dec[f] + b_dec) at every position: what a transcoder misses. `dec_nD` holds the decoder rows of
+ * `la`'s active features in order (readDecoderRows), `bDec_D` its b_dec.
+ */
+export function reconstructionError(la: LayerActivations, dec_nD: Float32Array, bDec_D: Float32Array, mlpOut_PD: Float32Array, P: number, D: number): Float64Array {
   const err = new Float64Array(P * D);
   for (let p = 0; p < P; p++) {
-    for (let d = 0; d < D; d++) err[p * D + d] = mlpOut_PD[p * D + d] - bd[d];
+    for (let d = 0; d < D; d++) err[p * D + d] = mlpOut_PD[p * D + d] - bDec_D[d];
     for (let j = la.start[p]; j < la.start[p + 1]; j++) {
       const a = la.act[j];
-      for (let d = 0; d < D; d++) err[p * D + d] -= a * dec[j * D + d];
+      for (let d = 0; d < D; d++) err[p * D + d] -= a * dec_nD[j * D + d];
     }
   }
   return err;
@@ -106,17 +105,18 @@ export async function tryOtherInputs(
   }
   const run = await model.run({ ids, hooks, logitPositions: [P - 1], cancel: opts.cancel });
   const from = firstCountedPosition(model, ids);
-  const alternatives = [];
-  for (const input of others) {
-    const fvu: number[] = [];
-    for (let l = 0; l < L; l++) {
+  const alternatives = others.map((input) => ({ input, fvu: [] as number[] }));
+  // Layer by layer, each layer's encoder serving every other input before it is released (a streamed set loads it once).
+  for (let l = 0; l < L; l++) {
+    const t = set.layers[l];
+    const y = run.activations.get(hookName(l, 'hook_mlp_out'))!.data;
+    const bDec = readFiniteVector(l, t.bDec);
+    for (const alt of alternatives) {
       throwIfCancelled(opts.cancel);
-      const y = run.activations.get(hookName(l, 'hook_mlp_out'))!.data;
-      const la = await encoder.encode(l, run.activations.get(hookName(l, input))!.data, P);
-      await opts.release?.(l);
-      fvu.push(fractionUnexplained(y, reconstructionError(set, l, la, y, P), P, set.layers[l].dOut, from));
+      const la = await encoder.encode(l, run.activations.get(hookName(l, alt.input))!.data, P);
+      alt.fvu.push(fractionUnexplained(y, reconstructionError(la, readDecoderRows(t, la.feature), bDec, y, P, t.dOut), P, t.dOut, from));
     }
-    alternatives.push({ input, fvu });
+    await opts.release?.(l);
   }
   const mean = (x: number[]) => x.reduce((a, b) => a + b, 0) / x.length;
   const best = alternatives.reduce((a, b) => (mean(b.fvu) < mean(a.fvu) ? b : a));
