@@ -22,10 +22,10 @@ import { checkGraphOutput, toGraphJson, writeGraphFiles } from '../engine/circui
 import { pruneGraph } from '../engine/circuits/prune';
 import { reconstructionWarning } from '../engine/circuits/reconstruction';
 import { describeTarget, type AttributionGraph, type AttributionTarget } from '../engine/circuits/graph';
-import { tokenIdOf } from '../engine/dla';
 import type { Model } from '../engine/model';
-import { loadVectorFile } from '../engine/steering/vectors';
 import type { ResidPoint } from '../protocol/results';
+import type { CircuitTargetRequest } from '../protocol';
+import { resolveTarget } from '../engine/circuits/targets';
 import { loadTranscoders } from '../engine/circuits/transcoders';
 import { parseFlags, usageOf, type CommandSpec, type Flags } from './args';
 import { checkOutFlag, loadModel, MODEL_FLAGS, promptOf, processIo, readText, release, type Io } from './common';
@@ -186,29 +186,23 @@ function targetOf(
   nTokens: number,
   a: { targetText?: string; contrastText?: string; directionFile?: string; directionLayer?: number; directionHook: ResidPoint; directionPosition?: number },
 ): AttributionTarget | undefined {
-  const c = model.config;
-  // A token the vocabulary does not hold as one piece is a flag error: "residual graph: --target …".
-  const idOf = (text: string, flag: string): number => {
-    try {
-      return tokenIdOf(model, text, flag);
-    } catch (e) {
-      return f.fail(`${flag} ${(e as Error).message.slice(flag.length + 2)}`);
-    }
-  };
-  if (a.targetText !== undefined) {
-    const id = idOf(a.targetText, '--target');
-    if (a.contrastText === undefined) return { kind: 'token', id };
-    const contrastId = idOf(a.contrastText, '--contrast');
-    if (contrastId === id) f.fail(`--contrast ${JSON.stringify(a.contrastText)} is the target itself: the difference would be 0`);
-    return { kind: 'contrast', id, contrastId };
+  const request: CircuitTargetRequest | undefined =
+    a.targetText !== undefined
+      ? a.contrastText === undefined
+        ? { kind: 'token', token: a.targetText }
+        : { kind: 'contrast', token: a.targetText, contrast: a.contrastText }
+      : a.directionFile !== undefined
+        ? { kind: 'direction', file: a.directionFile, layer: a.directionLayer!, hook: a.directionHook, position: a.directionPosition }
+        : undefined;
+  if (!request) return undefined;
+  const flags = { target: '--target', contrast: '--contrast', layer: '--layer', position: '--position' };
+  try {
+    return resolveTarget(model, request, flags, { nTokens });
+  } catch (e) {
+    // A value that does not fit is a flag error: "residual graph: --target …" (file problems name the file).
+    if (e instanceof ResidualError && e.file && Object.values(flags).includes(e.file)) f.fail(`${e.file} ${e.message.slice(e.file.length + 2)}`);
+    throw e;
   }
-  if (a.directionFile === undefined) return undefined;
-  const layer = a.directionLayer!;
-  if (layer >= c.nLayers) f.fail(`--layer ${layer} does not exist: the model has layers 0..${c.nLayers - 1}`);
-  if (a.directionPosition !== undefined && a.directionPosition >= nTokens) f.fail(`--position ${a.directionPosition} does not exist: the text has ${nTokens} tokens (positions 0..${nTokens - 1})`);
-  // The width is checked against d_model here, naming the file.
-  const v = loadVectorFile(a.directionFile, { dModel: c.dModel, nLayers: c.nLayers, name: c.name });
-  return { kind: 'direction', name: path.basename(a.directionFile), vector: v.vector, layer, hook: a.directionHook, position: a.directionPosition };
 }
 
 /** The summary's words for what the graph traced. */

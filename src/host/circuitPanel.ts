@@ -19,10 +19,9 @@ import { formatBytes } from '../engine/memory';
 import type { Model } from '../engine/model';
 import type { CircuitEvent, CircuitNotification, CircuitRequests, CircuitTargetRequest, PickedVector, ToCircuit } from '../protocol';
 import type { AttributionTarget } from '../engine/circuits/graph';
-import { tokenIdOf } from '../engine/dla';
 import { loadVectorFile } from '../engine/steering/vectors';
 import { labelKey, readLabelFile, type FeatureLabels } from '../engine/circuits/labels';
-import { unescapeTokenInput } from '../engine/tokenizer';
+import { resolveTarget } from '../engine/circuits/targets';
 import { unreachable } from '../protocol';
 import type { ModelManager } from './modelManager';
 import { PanelHost } from './panelHost';
@@ -135,7 +134,7 @@ export class CircuitPanel extends PanelHost<CircuitRequests, CircuitEvent, Circu
         );
       }
       const targetRequest = this.target;
-      const target = resolveTarget(model, targetRequest);
+      const target = targetOfRow(model, targetRequest);
       // The cost first: a graph expected to take long, or to exceed the memory budget, waits for Start.
       const memoryMB = settings.get<number>('circuitMemoryMB', 0);
       const budget = memoryMB > 0 ? memoryMB * 1e6 : defaultCircuitBudget();
@@ -212,7 +211,7 @@ export class CircuitPanel extends PanelHost<CircuitRequests, CircuitEvent, Circu
    */
   private async setTarget(request: CircuitTargetRequest): Promise<void> {
     const model = await this.models.get();
-    resolveTarget(model, request);
+    targetOfRow(model, request);
     this.target = request;
     this.log.appendLine(`circuit: target set to ${JSON.stringify(request)}`);
     if (this.lastSelection !== undefined) void this.trace(this.lastSelection);
@@ -437,24 +436,7 @@ export class CircuitPanel extends PanelHost<CircuitRequests, CircuitEvent, Circu
   }
 }
 
-/** The panel's target as the engine's: tokens by the vocabulary (exactly one each), a vector read and checked. */
-function resolveTarget(model: Model, r: CircuitTargetRequest): AttributionTarget {
-  switch (r.kind) {
-    case 'top':
-      return r;
-    case 'token':
-      return { kind: 'token', id: tokenIdOf(model, unescapeTokenInput(r.token), 'target token') };
-    case 'contrast': {
-      const id = tokenIdOf(model, unescapeTokenInput(r.token), 'target token');
-      const contrastId = tokenIdOf(model, unescapeTokenInput(r.contrast), 'contrast token');
-      if (id === contrastId) throw new ResidualError(`${JSON.stringify(r.contrast)} is the target itself: the difference would be 0`, 'contrast token');
-      return { kind: 'contrast', id, contrastId };
-    }
-    case 'direction': {
-      const c = model.config;
-      if (!(Number.isInteger(r.layer) && r.layer >= 0 && r.layer < c.nLayers)) throw new ResidualError(`layer ${r.layer} does not exist (the model has layers 0..${c.nLayers - 1})`, 'direction target');
-      const v = loadVectorFile(r.file, { dModel: c.dModel, nLayers: c.nLayers, name: c.name });
-      return { kind: 'direction', name: path.basename(r.file), vector: v.vector, layer: r.layer, hook: r.hook, position: r.position };
-    }
-  }
+/** The panel's target as the engine's: typed tokens (exactly one vocabulary token each), a vector read and checked. */
+function targetOfRow(model: Model, r: CircuitTargetRequest): AttributionTarget {
+  return resolveTarget(model, r, { target: 'target token', contrast: 'contrast token', layer: 'direction layer', position: 'direction position' }, { typed: true });
 }
