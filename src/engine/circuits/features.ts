@@ -10,7 +10,13 @@ import { GraphBuilder } from '../onnx/builder';
 import { weightAccess } from '../onnx/ops';
 import { createSession, ort, type SessionOptions } from '../runtime/session';
 import type { TensorEntry } from '../checkpoint/safetensors';
-import { checkFiniteTensor, firstNonFinite, readFiniteVector, type Transcoder, type TranscoderSet } from './transcoders';
+import { checkFiniteTensor, firstNonFinite, readFiniteVector, type Transcoder } from './transcoders';
+
+/**
+ * What an encoder graph needs of a transcoder or a residual-stream SAE (sae.ts): its encoder tensors, activation and
+ * sizes; `input` names the hook it reads (without `blocks.{l}.`), for messages.
+ */
+export type EncoderSpec = Pick<Transcoder, 'layer' | 'activation' | 'dIn' | 'dSae' | 'encLayout' | 'wEnc' | 'bEnc' | 'threshold' | 'source'> & { input: string };
 
 /** Active features of one layer, position-major (CSR): features of position p are `start[p]..start[p+1]`. */
 export interface LayerActivations {
@@ -27,7 +33,7 @@ export interface LayerActivations {
  * and `pre_sum`, the sum of every pre-activation: not finite when W_enc, b_enc or the input holds NaN/Inf (which the
  * activation would otherwise hide as zeros).
  */
-export function buildEncoderGraph(t: Transcoder): { bytes: Uint8Array; externalFiles: Map<string, string> } {
+export function buildEncoderGraph(t: EncoderSpec): { bytes: Uint8Array; externalFiles: Map<string, string> } {
   const g = new GraphBuilder(`residual-transcoder-${t.layer}`);
   const externalFiles = new Map<string, string>();
   // The weights stay in the transcoder's files (located beside the graph by base name), read as float32.
@@ -60,7 +66,8 @@ export class FeatureEncoder {
   private readonly sessions = new Map<number, Promise<ortTypes.InferenceSession>>();
 
   constructor(
-    readonly set: TranscoderSet,
+    /** Index = layer (a transcoder set, or the SAEs of a folder). */
+    readonly set: { layers: EncoderSpec[] },
     private readonly opts: SessionOptions = {},
   ) {}
 
@@ -114,11 +121,11 @@ export class FeatureEncoder {
   }
 
   /** Why the pre-activations of `t` on `x_PD` are not finite: the model's input, or which weight holds NaN/Inf. */
-  private nonFinite(t: Transcoder, x_PD: Float32Array): ResidualError {
+  private nonFinite(t: EncoderSpec, x_PD: Float32Array): ResidualError {
     const i = firstNonFinite(x_PD);
     if (i >= 0) {
       return new ResidualError(
-        `the model's activations hold ${x_PD[i]} at position ${Math.floor(i / t.dIn)} (the layer-${t.layer} transcoder's input); the model's weights or this prompt give NaN/Inf`,
+        `the model's activations hold ${x_PD[i]} at position ${Math.floor(i / t.dIn)} (the layer-${t.layer} ${t.input.includes('resid') ? 'SAE' : 'transcoder'}'s input); the model's weights or this prompt give NaN/Inf`,
         `blocks.${t.layer}.${t.input}`,
         'numeric',
       );
@@ -129,7 +136,7 @@ export class FeatureEncoder {
     } catch (e) {
       return e as ResidualError;
     }
-    return new ResidualError(`layer ${t.layer} transcoder: the pre-activations overflow float32 on this prompt (weights too large)`, t.source, 'numeric');
+    return new ResidualError(`layer ${t.layer} ${t.input.includes('resid') ? 'SAE' : 'transcoder'}: the pre-activations overflow float32 on this prompt (weights too large)`, t.source, 'numeric');
   }
 
   /** Releases one layer's session (its float32 encoder copy); the next `encode` of that layer creates it again. */

@@ -227,3 +227,37 @@ function* transposedRows(a_RC: Float32Array, rows: number, cols: number): Iterab
     yield buf.subarray(0, (c1 - c0) * rows);
   }
 }
+
+export interface ResidualSaeWriteOptions {
+  /** `blocks.L.hook_resid_pre|mid|post`. */
+  hook: string;
+  activation: WriteActivation;
+  k?: number;
+  applyBDecToInput: boolean;
+  normalize?: 'none' | 'constant_norm_rescale' | 'layer_norm';
+  /** SAELens cfg.json flavour: v6 (hook under `metadata`) or pre-6 (flat). Default v6. */
+  cfgVersion?: 'v6' | 'pre6';
+  /** Extra cfg.json keys (e.g. `metrics`), merged last. */
+  extra?: Record<string, unknown>;
+}
+
+/** One residual-stream SAE in the SAELens layout: `dir/cfg.json` + `dir/sae_weights.safetensors` (W_dec [d_sae, d_in]). */
+export function writeResidualSae(dir: string, w: TranscoderWeights, opts: ResidualSaeWriteOptions): void {
+  fs.mkdirSync(dir, { recursive: true });
+  const tensors: TensorToWrite[] = [
+    { name: 'W_enc', shape: [w.dIn, w.dSae], data: w.wEnc_DF },
+    { name: 'b_enc', shape: [w.dSae], data: w.bEnc_F },
+    { name: 'W_dec', shape: [w.dSae, w.dIn], data: w.wDec_FD },
+    { name: 'b_dec', shape: [w.dIn], data: w.bDec_D },
+  ];
+  if (opts.activation === 'jumprelu') tensors.push({ name: 'threshold', shape: [w.dSae], data: w.threshold_F! });
+  writeSafetensors(path.join(dir, 'sae_weights.safetensors'), tensors, 'F32');
+  const architecture = opts.activation === 'relu' ? 'standard' : opts.activation;
+  const common = { d_in: w.dIn, d_sae: w.dSae, dtype: 'float32', device: 'cpu', apply_b_dec_to_input: opts.applyBDecToInput, normalize_activations: opts.normalize ?? 'none' };
+  const layer = Number(/^blocks\.(\d+)\./.exec(opts.hook)?.[1]);
+  const cfg =
+    (opts.cfgVersion ?? 'v6') === 'v6'
+      ? { ...common, architecture, reshape_activations: 'none', ...(opts.activation === 'topk' ? { k: opts.k, rescale_acts_by_decoder_norm: false } : {}), metadata: { sae_lens_version: '6.18.0', model_name: 'random', hook_name: opts.hook, hook_head_index: null } }
+      : { ...common, architecture: opts.activation === 'topk' ? 'standard' : architecture, hook_name: opts.hook, hook_layer: layer, activation_fn_str: opts.activation === 'topk' ? 'topk' : 'relu', activation_fn_kwargs: opts.activation === 'topk' ? { k: opts.k } : {}, model_name: 'random' };
+  fs.writeFileSync(path.join(dir, 'cfg.json'), JSON.stringify({ ...cfg, ...opts.extra }, null, 1));
+}

@@ -387,24 +387,36 @@ function saeLensTranscoder(s: StoredTranscoder): Transcoder {
   if (cfg.apply_b_dec_to_input === true) {
     throw new ResidualError('apply_b_dec_to_input is true, which transcoders do not allow (SAELens refuses it too)', cfgPath, 'unsupported');
   }
+  const activation = saeLensActivation(s, arch, 'transcoder');
+  return transcoder(s, input, activation, 'DF', activation.kind === 'jumprelu' ? s.tensors.get('threshold') : undefined, cfgPath);
+}
+
+/**
+ * The activation a SAELens cfg.json describes (`architecture`, `activation_fn`/`activation_fn_str` and `k`, old or
+ * v6), for transcoders and residual-stream SAEs alike; `what` names the kind in messages.
+ */
+export function saeLensActivation(s: StoredTranscoder, arch: string, what: string): TranscoderActivation {
+  const cfg = s.settings;
+  const cfgPath = s.config;
   const kwargs = isPlainObject(cfg.activation_fn_kwargs) ? cfg.activation_fn_kwargs : {};
   const actName = String(cfg.activation_fn ?? cfg.activation_fn_str ?? '');
   let activation: TranscoderActivation;
   if (arch === 'topk' || actName === 'topk') {
     const k = Number(cfg.k ?? kwargs.k);
-    if (!Number.isInteger(k) || k <= 0) throw new ResidualError('TopK transcoder without a positive integer "k"', cfgPath);
+    if (!Number.isInteger(k) || k <= 0) throw new ResidualError(`TopK ${what} without a positive integer "k"`, cfgPath);
     activation = { kind: 'topk', k, relu: true };
   } else if (/jumprelu/.test(arch) || s.tensors.has('threshold')) {
     activation = { kind: 'jumprelu' };
   } else if (arch === 'standard' || arch === 'transcoder') {
     activation = { kind: 'relu' };
   } else {
-    throw new ResidualError(`architecture "${arch}" is not supported (standard, transcoder, jumprelu, jumprelu_transcoder, topk)`, cfgPath, 'unsupported');
+    const known = what === 'transcoder' ? 'standard, transcoder, jumprelu, jumprelu_transcoder, topk' : 'standard, jumprelu, topk';
+    throw new ResidualError(`architecture "${arch}" is not supported (${known})`, cfgPath, 'unsupported');
   }
   if (activation.kind === 'jumprelu' && !s.tensors.has('threshold')) {
-    throw new ResidualError(`JumpReLU transcoder without a "threshold" tensor`, s.weights, 'invalid');
+    throw new ResidualError(`JumpReLU ${what} without a "threshold" tensor`, s.weights, 'invalid');
   }
-  return transcoder(s, input, activation, 'DF', activation.kind === 'jumprelu' ? s.tensors.get('threshold') : undefined, cfgPath);
+  return activation;
 }
 
 function circuitTracerTranscoder(s: StoredTranscoder): Transcoder {

@@ -40,7 +40,7 @@ export type { SteeringVector, SteerPointName };
 /**
  * The decoder direction of feature `index` of the layer-`layer` transcoder in `transcodersDir`: row `index` of
  * W_dec [d_sae, d_model], as stored. The vector's default point is the block's hook_resid_post (the transcoder
- * replaces the MLP, whose output lands there). The folder is read by the same loader as attribution's
+ * replaces the MLP, whose output lands there), or, for a residual-stream SAE, the hook it reads and reconstructs. The folder is read by the same loader as attribution's
  * (`openTranscoderFolder`: SAELens subfolders or one SAELens folder, or a circuit-tracer folder), so a folder's
  * faults read the same here and in Trace Circuit; only this layer's header and the one row are read.
  */
@@ -52,10 +52,12 @@ export function featureVector(transcodersDir: string, layer: number, index: numb
   if (index >= t.dSae) throw new ResidualError(`feature ${index} does not exist: the layer-${layer} transcoder has features 0..${t.dSae - 1}`, t.weights);
   // The same check (and message: layer, tensor, element) as attribution's decoder reads.
   const vector = readDecoderRows({ layer, wDec: t.wDec }, [index]);
+  // A residual-stream SAE (no output hook) writes back where it reads; a transcoder's output lands in resid_post.
+  const read = !t.hookOut && t.hookIn ? /^blocks\.\d+\.(hook_resid_pre|hook_resid_mid|hook_resid_post)$/.exec(t.hookIn)?.[1] : undefined;
   return {
     vector,
     layer,
-    point: 'hook_resid_post',
+    point: (read as SteerPointName | undefined) ?? 'hook_resid_post',
     label: `L${layer}/${index}`,
     source: 'feature',
     provenance: { kind: 'transcoder feature', file: t.weights, config: t.config, tensor: t.wDec.name, layer, index, d_sae: t.dSae, hook_out: t.hookOut },
