@@ -18,16 +18,18 @@ import type { Analysis, ResidPoint } from '../engine/results';
 import { unescapeTokenInput } from '../engine/tokenizer';
 import type { ActivationsEvent, ActivationsNotification, ActivationsRequests, ToActivations } from '../protocol';
 import { unreachable } from '../protocol';
+import type { SteeringVector } from '../engine/steering/vectors';
 import { EditorHeat, type TextSource } from './editorHeat';
 import type { ModelManager } from './modelManager';
 import { PanelHost } from './panelHost';
+import { SaeLens } from './saeLens';
 import type { EditorSelection, SelectedText } from './selection';
 
 export const ACTIVATIONS_VIEW_TYPE = 'residual.activations';
 
 const ANALYSIS = 'analysis';
 /** The scopes of requests about the shown analysis: a new analysis, or Cancel Analysis, cancels them all. */
-const ABOUT_ANALYSIS = ['lens', 'patching', 'pathpatching', 'suggest', 'dla', 'patchscope'];
+const ABOUT_ANALYSIS = ['lens', 'patching', 'pathpatching', 'suggest', 'dla', 'patchscope', 'sae'];
 
 interface Analysed {
   /** The analysis job that made it. */
@@ -45,6 +47,7 @@ export class ActivationsPanel extends PanelHost<ActivationsRequests, Activations
   /** When each analysis job's command started (for the command-to-rendered-panel latency in the log). */
   private readonly commandStart = new Map<number, number>();
   private readonly heat = new EditorHeat();
+  private readonly sae: SaeLens;
 
   constructor(
     context: vscode.ExtensionContext,
@@ -55,6 +58,8 @@ export class ActivationsPanel extends PanelHost<ActivationsRequests, Activations
     private readonly onAnalysed: (text: string) => void,
     /** Shows an error with the ways out (another model, the log). */
     private readonly offerRecovery: (e: unknown) => Promise<void>,
+    /** Opens Steering with a vector (an SAE feature's decoder row). */
+    private readonly steer: (vector: SteeringVector) => void,
   ) {
     super(context, log, { viewType: ACTIVATIONS_VIEW_TYPE, title: 'Residual: Activations', entry: 'activations' }, {
       'lens/target': {
@@ -130,8 +135,26 @@ export class ActivationsPanel extends PanelHost<ActivationsRequests, Activations
           return r;
         },
       },
+      'sae/choose': { run: async () => ({ dir: await this.sae.choose() }) },
+      'sae/read': {
+        scope: 'sae',
+        run: async (p, job) => {
+          const { requestId, analysis: a } = this.need();
+          const model = await this.modelOf(a, 'SAE features');
+          return this.sae.read(model, requestId, a.tokens.map((t) => t.id), p.layer, job.token);
+        },
+      },
+      'sae/card': {
+        run: async (p) => {
+          const { requestId, analysis: a } = this.need();
+          const model = await this.modelOf(a, 'SAE feature card');
+          return this.sae.card(model, requestId, a.tokens.map((t) => t.id), p.layer, p.index);
+        },
+      },
+      'sae/steer': { run: async (p) => this.steer(this.sae.vector(p.layer, p.index)) },
     });
-    this.disposables.push(this.heat);
+    this.sae = new SaeLens(log);
+    this.disposables.push(this.heat, this.sae);
   }
 
   /** The loaded model, which must be the one the analysis ran on. */

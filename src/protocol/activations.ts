@@ -1,5 +1,6 @@
 /** The Activations panel: analyses, logit-lens targets, activation patching, logit attribution and comparison. */
 import type { Analysis, DlaResult, LayerComparison, LensTarget, PathPatchingResult, PathReceiver, PatchingResult, PatchscopeResult, ResidPoint } from './results';
+import type { FeatureCard } from './circuit';
 import type { HostMessage } from './requests';
 
 export interface PatchingRequest {
@@ -13,6 +14,40 @@ export interface CorruptionSuggestion {
   corrupted: string;
   change: string;
   changesPrediction: boolean;
+}
+
+/** The residual-stream SAE the Features tab reads (the chosen layer of an SAE folder). */
+export interface SaeInfo {
+  dir: string;
+  /** The set's id (hub repo, Neuronpedia id or folder name). */
+  scan: string;
+  layer: number;
+  /** Every layer the folder has an SAE for. */
+  layers: number[];
+  /** `blocks.L.hook_resid_*`. */
+  hook: string;
+  dSae: number;
+  /** "TopK 32", "JumpReLU", "ReLU". */
+  activation: string;
+  normalize: string;
+  applyBDecToInput: boolean;
+}
+
+/** What the SAE finds on the shown analysis. */
+export interface SaeFeatureReading {
+  sae: SaeInfo;
+  /** Per position: the strongest active features, [index, activation], strongest first. */
+  top: [number, number][][];
+  /** Per position: how many features are active. */
+  l0: number[];
+  /** The features with the largest activation anywhere on the prompt, with their activation at every position. */
+  strongest: { index: number; max: number; acts: number[] }[];
+  /** Fraction of the hook's variance left unexplained on this prompt (a leading BOS left out: `skipped`). */
+  fvu: number;
+  reportedFvu?: number;
+  skipped: number;
+  /** Set when the reconstruction is poor (another model, hook or normalisation). */
+  warning?: string;
 }
 
 /** What the panel can ask the host (see requests.ts for the contract). */
@@ -34,6 +69,17 @@ export type ActivationsRequests = {
    * prediction there), or of the difference target − `contrast`.
    */
   'dla/compute': { params: { target?: string; contrast?: string; position: number }; result: DlaResult };
+  /** Picks the residual-stream SAE folder (VS Code's folder dialog); `dir` undefined: the dialog was closed. */
+  'sae/choose': { params: Record<string, never>; result: { dir?: string } };
+  /**
+   * The SAE's features on the shown analysis, at `layer` (default: the layer read last, else the folder's last);
+   * null when no SAE folder is chosen.
+   */
+  'sae/read': { params: { layer?: number }; result: SaeFeatureReading | null };
+  /** The card of one SAE feature on the shown analysis. */
+  'sae/card': { params: { layer: number; index: number }; result: FeatureCard };
+  /** Opens Steering with the feature's decoder row, added at the SAE's hook. */
+  'sae/steer': { params: { layer: number; index: number }; result: void };
 };
 
 export type ActivationsEvent =
@@ -83,6 +129,8 @@ export interface ActivationsState {
   dla?: DlaTabState;
   /** The lens cell read with Patchscopes, the target prompt as typed, and the reading shown (a new analysis clears it). */
   patchscope?: { readout: number; position: number; targetPrompt: string; targetLayer?: number; result?: PatchscopeResult };
+  /** The Features tab: the SAE layer asked for and the feature whose card is open. */
+  features?: { layer?: number; card?: { layer: number; index: number } };
 }
 
 /** The Logit attribution tab: the typed tokens and the attribution last shown. */
@@ -94,6 +142,6 @@ export interface DlaTabState {
   shown?: { position: number; target: string; contrast: string; result: DlaResult };
 }
 
-export type ActivationsTab = 'overview' | 'attention' | 'layers' | 'patching' | 'dla' | 'compare';
+export type ActivationsTab = 'overview' | 'attention' | 'layers' | 'patching' | 'dla' | 'features' | 'compare';
 
 export type HeatMeasure = 'resid_norm' | 'update_norm' | 'drift_cos' | 'attn_norm' | 'mlp_norm';

@@ -511,6 +511,94 @@ describe('Residual in a real VS Code', { skip: ext ? false : 'RESIDUAL_VSIX / RE
     await wv.locator('#patchscope-error', { hasText: 'has no "?" to put the hidden state in' }).waitFor({ timeout: 30_000 });
   });
 
+  it('Features tab: a residual-stream SAE read at every token, its card, another layer, steering from the card; a transcoder folder refused', async () => {
+    const { page } = vs;
+    const line = LINES.findIndex((l) => l.startsWith('def greet')) + 1;
+    const text = LINES[line - 1];
+    // Two SAEs for the bundled model in the workspace: layer 1 an exact one (features ±e_d: acts = relu(±x), FVU 0),
+    // layer 2 a random TopK one (reconstructs nothing: the panel must say so).
+    const saes = path.join(vs.workspace, 'saes');
+    const make = `const { writeResidualSae } = require('./src/engine/circuits/transcoders-write');
+      const D = ${JSON.stringify(cliAnalyze('a').model.d_model)}; const F = 2 * D;
+      const eye = new Float32Array(D * F); const dec = new Float32Array(F * D);
+      for (let d = 0; d < D; d++) { eye[d * F + d] = 1; eye[d * F + D + d] = -1; dec[d * D + d] = 1; dec[(D + d) * D + d] = -1; }
+      writeResidualSae(${JSON.stringify(path.join(saes, 'L1'))}, { wEnc_DF: eye, bEnc_F: new Float32Array(F), wDec_FD: dec, bDec_D: new Float32Array(D), dIn: D, dSae: F }, { hook: 'blocks.1.hook_resid_post', activation: 'relu', applyBDecToInput: false });
+      let s = 7; const r = (n) => Float32Array.from({ length: n }, () => ((s = (s * 1103515245 + 12345) % 2147483648) / 2147483648 - 0.5));
+      writeResidualSae(${JSON.stringify(path.join(saes, 'L2'))}, { wEnc_DF: r(D * 512), bEnc_F: r(512), wDec_FD: r(512 * D), bDec_D: r(D), dIn: D, dSae: 512 }, { hook: 'blocks.2.hook_resid_post', activation: 'topk', k: 8, applyBDecToInput: true });`;
+    execFileSync(process.execPath, ['--import', 'tsx', '-e', make], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    /** The engine's reading in another process (the oracle test holds it to SAELens' definition in plain loops). */
+    const engineReading = (layer) => {
+      const script = `const { Model } = require('./src/engine/model'); const sae = require('./src/engine/sae');
+        (async () => { const m = await Model.load(${JSON.stringify(bundledModel)}, { providers: ['cpu'] });
+          const set = sae.openResidualSaes(${JSON.stringify(saes)}, m.config); const enc = sae.saeEncoder(set);
+          const ids = m.tokenizer.encodeForModel(${JSON.stringify(text)}).ids;
+          const r = await sae.readSaeFeatures(m, set.layers[${layer}], enc, ids);
+          process.stdout.write(JSON.stringify({ fvu: r.fvu, top: ids.map((_, p) => sae.topAt(r, p, 8)), strongest: sae.strongestFeatures(r, 12) }));
+          await enc.dispose(); await m.dispose(); })();`;
+      return JSON.parse(execFileSync(process.execPath, ['--import', 'tsx', '-e', script], { cwd: REPO_ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }));
+    };
+    const expected = cliAnalyze(text);
+    const P = expected.tokens.length;
+    await openFile(page, 'prompt.py');
+    await selectLines(page, line);
+    await runCommand(page, 'Residual: Analyze Selection');
+    const wv = await activations();
+    await waitForTokens(wv, expected);
+    await wv.locator('vscode-panel-tab#tab-features').click();
+    await wv.locator('#sae-info', { hasText: 'No SAE chosen' }).waitFor({ timeout: 30_000 });
+
+    // Bad input: a transcoder folder is not a residual-stream SAE; said in the tab, nothing else changes.
+    await wv.locator('#sae-choose').click();
+    await answerFileDialog(page, path.join(bundledModel, 'transcoders', 'layer_0'));
+    await wv.locator('#sae-status.error', { hasText: 'this is a transcoder (reads blocks.0.ln2.hook_normalized, writes blocks.0.hook_mlp_out), not a residual-stream SAE' }).waitFor({ timeout: 30_000 });
+
+    // The SAE folder: its last layer (2) first, read at every token; the numbers are the engine's.
+    await wv.locator('#sae-choose').click();
+    await answerFileDialog(page, saes);
+    await wv.locator('#sae-info[data-hook="blocks.2.hook_resid_post"]').waitFor({ timeout: 60_000 });
+    const want2 = engineReading(2);
+    const shownTop = async () => wv.locator('#sae-top li').evaluateAll((lis) => lis.map((li) => [Number(li.dataset.feature), Number(li.querySelector('.num').textContent)]));
+    const sameTop = (got, want, what) => {
+      assert.deepEqual(got.map(([f]) => f), want.map(([f]) => f), `${what}: features`);
+      got.forEach(([, a], i) => assert.ok(Math.abs(a - want[i][1]) <= 5e-3 * Math.max(1, Math.abs(want[i][1])), `${what}: ${a} vs ${want[i][1]}`));
+    };
+    sameTop(await shownTop(), want2.top[P - 1], 'last position');
+    assert.equal(Number(await wv.locator('#sae-fvu').getAttribute('data-fvu')).toPrecision(6), want2.fvu.toPrecision(6));
+    await wv.locator('#sae-warning', { hasText: 'unexplained on this prompt' }).waitFor();
+    assert.deepEqual(await wv.locator('#sae-strongest tr[data-feature]').evaluateAll((trs) => trs.map((tr) => Number(tr.dataset.feature))), want2.strongest.map(([f]) => f));
+    // Another position: a click on its token.
+    await wv.locator('#tokens .token[data-pos="2"]').click();
+    await wv.locator('section h2', { hasText: 'Features at position 2' }).waitFor();
+    sameTop(await shownTop(), want2.top[2], 'position 2');
+
+    // Layer 1, the exact SAE: no warning, FVU 0, and a feature's card.
+    await wv.locator('#sae-layer').evaluate((el) => { el.value = '1'; el.dispatchEvent(new Event('change')); });
+    await wv.locator('#sae-info[data-hook="blocks.1.hook_resid_post"]').waitFor({ timeout: 60_000 });
+    const want1 = engineReading(1);
+    sameTop(await shownTop(), want1.top[2], 'layer 1, position 2');
+    assert.ok(Number(await wv.locator('#sae-fvu').getAttribute('data-fvu')) < 1e-6, 'the exact SAE reconstructs the residual');
+    assert.equal(await wv.locator('#sae-warning').count(), 0);
+    const feature = want1.top[2][0][0];
+    await wv.locator(`#sae-top li[data-feature="${feature}"]`).click();
+    const card = wv.locator(`#sae-card[data-feature="${feature}"]`);
+    await card.locator('.actbars').waitFor({ timeout: 30_000 });
+    assert.equal(await card.locator('.actbar').count(), P, 'one bar per token');
+    assert.equal(await card.locator('ul.toks').first().locator('li').count(), 10, 'ten tokens pushed up');
+    await card.scrollIntoViewIfNeeded();
+    await screenshot(page, 'residual-features.png');
+
+    // Steer from the card: the feature's decoder row, at the SAE's own hook.
+    await card.locator('#sae-steer').click();
+    const swv = await webview(page, { title: 'Residual: Steering' });
+    await swv.locator('#vector-info', { hasText: `L1/${feature} · feature · made at blocks.1.hook_resid_post` }).waitFor({ timeout: 30_000 });
+    assert.equal(await swv.locator('#steer-point').evaluate((el) => el.value), 'hook_resid_post');
+    assert.equal(await swv.locator('#steer-layer').evaluate((el) => el.value), '1');
+    // Back to the Activations panel's overview (later tests read its charts).
+    await runCommand(page, 'Residual: Show Activations Panel');
+    await (await activations()).locator('vscode-panel-tab#tab-overview').click();
+    await (await activations()).locator('canvas[data-fg]').first().waitFor({ timeout: 30_000 });
+  });
+
   it('circuits: trace the selection, live thresholds, feature card, ablation, pins and groups', async () => {
     const { page } = vs;
     const line = LINES.findIndex((l) => l.startsWith('def greet')) + 1;

@@ -38,6 +38,7 @@ import { graphCommand } from '../../src/cli/graph';
 import { importedToJson, parseGraphJson, toGraphJson, type GraphJson } from '../../src/engine/circuits/graph-json';
 import { intervene } from '../../src/engine/circuits/interventions';
 import { pruneGraph } from '../../src/engine/circuits/prune';
+import { qkAttribution, type QkSource } from '../../src/engine/circuits/qk';
 
 const TOL = 1e-4;
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'residual-attr-'));
@@ -710,5 +711,119 @@ describe('graph export, interventions and the graph command on a fixture', () =>
     await assert.rejects(graphCommand([...args, '--node-threshold', '2']), /--node-threshold must be a number in \[0, 1\]/);
     await assert.rejects(graphCommand(args.slice(2)), /--model DIR is required/);
     await assert.rejects(graphCommand([...args.slice(0, 2), '--transcoders', path.join(dir, 'nope'), ...args.slice(4)]), /transcoders folder not found/);
+  });
+});
+
+describe('QK attribution vs the frozen replacement model, each source carried forward on its own', () => {
+  /**
+   * Every source's query and key vectors at (layer, head), in plain loops: the source alone through the frozen
+   * forward (minus the all-sources-removed forward), then ln1 with its frozen scale and W_Q / W_K of the head. The
+   * bias vectors are the all-sources-removed residual's, plus ln1's bias and b_Q / b_K.
+   */
+  function oracleQk(fx: Fixture, layer: number, head: number, query: number, key: number) {
+    const g = fx.graph;
+    const { cfg, W, ref } = fx;
+    const { dModel: D, dHead: E } = cfg;
+    const P = IDS.length;
+    const { vectors } = oracleSources(fx, g);
+    const zeroEmb = new Float64Array(P * D);
+    const constMlp = Array.from({ length: cfg.nLayers }, (_, l) => bDecOnly(fx, l));
+    const base = frozenForward(fx, zeroEmb, constMlp).pres[layer];
+    const ca = W.get(`h.${layer}.attn.c_attn.weight`)!;
+    const cab = W.get(`h.${layer}.attn.c_attn.bias`)!;
+    const lw = W.get(`h.${layer}.ln_1.weight`)!;
+    const lb = W.get(`h.${layer}.ln_1.bias`)!;
+    const s1 = ref.get(`blocks.${layer}.ln1.hook_scale` as HookName)!.data;
+    const project = (x: ArrayLike<number>, pos: number, offset: number, bias: boolean) => {
+      let mean = 0;
+      for (let d = 0; d < D; d++) mean += x[pos * D + d] / D;
+      return Float64Array.from({ length: E }, (_, e) => {
+        const col = offset + head * E + e;
+        let s = bias ? cab[col] : 0;
+        for (let d = 0; d < D; d++) s += (((x[pos * D + d] - mean) / s1[pos]) * lw[d] + (bias ? lb[d] : 0)) * ca[d * 3 * D + col];
+        return s;
+      });
+    };
+    const qOf = new Map<number, Float64Array>();
+    const kOf = new Map<number, Float64Array>();
+    for (const [node, src] of vectors) {
+      const emb = new Float64Array(P * D);
+      const mlp = constMlp.map((m) => Float64Array.from(m));
+      if (src.layer < 0) emb.set(src.v, src.pos * D);
+      else for (let d = 0; d < D; d++) mlp[src.layer][src.pos * D + d] += src.v[d];
+      const pre = frozenForward(fx, emb, mlp).pres[layer];
+      const alone = Float64Array.from(pre, (x, i) => x - base[i]);
+      qOf.set(node, project(alone, query, 0, false));
+      kOf.set(node, project(alone, key, D, false));
+    }
+    const qBias = project(base, query, 0, true);
+    const kBias = project(base, key, D, true);
+    const sum = (m: Map<number, Float64Array>, b: Float64Array) => {
+      const v = Float64Array.from(b);
+      for (const x of m.values()) for (let e = 0; e < E; e++) v[e] += x[e];
+      return v;
+    };
+    return { qOf, kOf, qBias, kBias, qVec: sum(qOf, qBias), kVec: sum(kOf, kBias), E };
+  }
+
+  const nodeOf = (g: AttributionGraph, s: QkSource): number | 'bias' =>
+    s.kind === 'bias' ? 'bias' : s.kind === 'feature' ? findFeature(g, s.layer, s.pos, s.index) : s.kind === 'error' ? errorNode(g, s.layer, s.pos) : tokenNode(g, s.pos);
+
+  for (const [layer, head, query, key] of [[2, 1, 9, undefined], [1, 3, 6, 2]] as const) {
+    it(`layer ${layer} head ${head}, query ${query}, key ${key ?? 'where it attends most'}: score, every listed share and pair, the kind sums`, async () => {
+      const fx = await fixture('relu-saelens-qk', 'relu', 'saelens');
+      const g = fx.graph;
+      const r = await qkAttribution(fx.attributor, IDS, { layer, head, query, key, top: 12 });
+      const P = IDS.length;
+      const H = fx.cfg.nHeads;
+      const pattern = fx.ref.get(`blocks.${layer}.attn.hook_pattern` as HookName)!.data;
+      if (key === undefined) {
+        const row = Array.from(pattern.subarray((head * P + query) * P, (head * P + query) * P + query + 1));
+        assert.equal(r.key, row.indexOf(Math.max(...row)), 'the key it attends to most');
+      }
+      const realScore = fx.ref.get(`blocks.${layer}.attn.hook_attn_scores` as HookName)!.data[(head * P + query) * P + r.key];
+      const close = (got: number, want: number, what: string) => assert.ok(Math.abs(got - want) <= TOL * Math.max(1, Math.abs(want)), `${what}: ${got} vs ${want}`);
+      close(r.realScore, realScore, 'the model\'s score');
+      close(r.score, realScore, 'the split adds up to the real score');
+      close(r.querySum, realScore, 'query-side shares add up');
+      close(r.keySum, realScore, 'key-side shares add up');
+      close(r.pattern, pattern[(head * P + query) * P + r.key], 'pattern');
+      assert.ok(H > head);
+      const o = oracleQk(fx, layer, head, query, r.key);
+      const inv = 1 / Math.sqrt(o.E);
+      const dot = (a: Float64Array, b: Float64Array) => a.reduce((s, x, e) => s + x * b[e], 0) * inv;
+      close(dot(o.qVec, o.kVec), realScore, 'the oracle\'s own split adds up');
+      const qv = (s: QkSource) => (nodeOf(g, s) === 'bias' ? o.qBias : o.qOf.get(nodeOf(g, s) as number)!);
+      const kv = (s: QkSource) => (nodeOf(g, s) === 'bias' ? o.kBias : o.kOf.get(nodeOf(g, s) as number)!);
+      for (const x of r.querySide) close(x.value, dot(qv(x.source), o.kVec), `query share of ${JSON.stringify(x.source)}`);
+      for (const x of r.keySide) close(x.value, dot(o.qVec, kv(x.source)), `key share of ${JSON.stringify(x.source)}`);
+      for (const x of r.pairs) close(x.value, dot(qv(x.query), kv(x.key)), `pair ${JSON.stringify(x)}`);
+      // The listed shares are the largest: none left out is larger.
+      const allQ = [...o.qOf.values(), o.qBias].map((v) => Math.abs(dot(v, o.kVec))).sort((a, b) => b - a);
+      close(Math.abs(r.querySide[0].value), allQ[0], 'the largest query-side share');
+      assert.ok(r.querySide.length === 12 && r.pairs.length === 12);
+      // Sources after the query, or in layers at or above this one, cannot reach it.
+      for (const x of [...r.querySide, ...r.keySide]) if (x.source.kind !== 'bias') assert.ok(x.source.pos <= query && (x.source.kind === 'token' || x.source.layer < layer), JSON.stringify(x.source));
+      // By kind: each kind's vectors summed, then paired.
+      const kindSum = (m: Map<number, Float64Array>, bias: Float64Array, kind: string) => {
+        const v = new Float64Array(o.E);
+        if (kind === 'bias') return Float64Array.from(bias);
+        for (const [n, x] of m) {
+          const k = n < g.nFeatures ? 'feature' : n < tokenNode(g, 0) ? 'error' : 'token';
+          if (k === kind) for (let e = 0; e < o.E; e++) v[e] += x[e];
+        }
+        return v;
+      };
+      for (const c of r.byKind) close(c.value, dot(kindSum(o.qOf, o.qBias, c.query), kindSum(o.kOf, o.kBias, c.key)), `${c.query} × ${c.key}`);
+      close(r.byKind.reduce((s, c) => s + c.value, 0), realScore, 'the kind sums add up');
+    });
+  }
+
+  it('refusals: a key after the query, a head or layer that does not exist', async () => {
+    const fx = await fixture('relu-saelens-qk', 'relu', 'saelens');
+    await assert.rejects(qkAttribution(fx.attributor, IDS, { layer: 1, head: 0, query: 3, key: 5 }), /key position 5 is after the query \(3\): a causal head cannot attend there/);
+    await assert.rejects(qkAttribution(fx.attributor, IDS, { layer: 1, head: 4, query: 3 }), /head 4 does not exist \(layer 1 has heads 0\.\.3\)/);
+    await assert.rejects(qkAttribution(fx.attributor, IDS, { layer: 3, head: 0 }), /layer 3 does not exist \(the model has layers 0\.\.2\)/);
+    await assert.rejects(qkAttribution(fx.attributor, IDS, { layer: 1, head: 0, query: 10 }), /query position 10 does not exist: the prompt has 10 tokens/);
   });
 });

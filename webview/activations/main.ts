@@ -1,13 +1,14 @@
 /**
  * The Activations panel: a header, then tabs — Overview (tokens, prediction, residual heatmap, logit lens,
  * trajectory), Attention, Layers (update size, MLP sparsity, massive activations, spectra), Patching, Logit
- * attribution, Compare.
+ * attribution, Features (a residual-stream SAE), Compare.
  */
 import { unreachable, type Analysis, type ActivationsTab } from '../../src/protocol';
 import { el, tabs, onThemeChange } from '../ui';
 import { attentionView } from './attention';
 import { compareView, hasComparison, setComparison } from './compare';
 import { dlaView, resetDla } from './dla';
+import { featuresView, resetFeatures } from './features';
 import { resetPatchscope } from './patchscope';
 import { layersView } from './layers';
 import { header, overview } from './overview';
@@ -32,6 +33,7 @@ host.onEvent((m) => {
       resetPatching();
       resetDla();
       resetPatchscope();
+      resetFeatures();
       // A new analysis: the Compare tab's pair is the old one, so it does not stay on screen. The typed attribution
       // tokens stay (the same contrast is often asked of several prompts); the attribution shown goes.
       const dla = getState().dla;
@@ -94,6 +96,7 @@ function render(): void {
     { id: 'layers', label: 'Layers', make: layersView },
     { id: 'patching', label: 'Patching', make: patchingView },
     { id: 'dla', label: 'Logit attribution', make: (x) => dlaView(x, pos) },
+    { id: 'features', label: 'Features', make: (x) => featuresView(x, pos) },
     { id: 'compare', label: hasComparison() ? 'Compare ●' : 'Compare', make: () => compareView(render) },
   ];
   // Only the active tab is built (charts and canvases are costly); switching tabs re-renders.

@@ -7,6 +7,7 @@
 import { CIRCUIT_STATE_VERSION, unreachable, type CircuitTargetRequest, type PickedVector, type CircuitEstimateView, type CircuitEvent, type CircuitNode, type CircuitNotification, type CircuitRequests, type CircuitView, type FeatureCard, type InterventionResult, type Method, type ParamsOf, type ResultOf } from '../../src/protocol';
 import { BusyNotice, failureText, hostClient, RequestError } from '../host';
 import { button, dropdown, el, showToken, spinner, textField, onThemeChange } from '../ui';
+import { featureCardBody } from '../featureCard';
 import { graphView, type Edge, type GraphViewState } from './graphView';
 
 interface Persisted {
@@ -565,43 +566,7 @@ function cardView(c: FeatureCard): HTMLElement {
     ),
   );
   s.append(labelRow);
-  if (c.frequency !== undefined) s.append(el('div', 'muted', `fires on ${(c.frequency * 100).toFixed(2)}% of tokens · max activation ${c.maxAct?.toPrecision(3)}`));
-  s.append(el('h3', undefined, 'Activation on this prompt'));
-  const bars = el('div', 'actbars');
-  const max = Math.max(1e-9, ...c.activations.map(Math.abs));
-  c.activations.forEach((a, i) => {
-    const b = el('div', 'actbar');
-    const fill = el('div', 'fill');
-    fill.style.height = `${((Math.abs(a) / max) * 100).toFixed(0)}%`;
-    b.append(fill, el('span', 'tok', showToken(c.tokens[i] ?? '')));
-    b.title = `position ${i} ${JSON.stringify(c.tokens[i])}: ${a.toPrecision(4)}`;
-    bars.append(b);
-  });
-  s.append(bars);
-  const logits = el('div', 'pair');
-  const col = (title: string, items: [string, number][]) => {
-    const d = el('div');
-    d.append(el('h3', undefined, title));
-    const ul = el('ul', 'toks');
-    for (const [t, v] of items) ul.append(el('li', 'mono', `${showToken(t)}  ${v.toPrecision(3)}`));
-    d.append(ul);
-    return d;
-  };
-  logits.append(col('Pushes up', c.top), col('Pushes down', c.bottom));
-  s.append(logits, el('p', 'hint', `Output tokens from the ${c.source}.`));
-  if (c.contexts?.length) {
-    s.append(el('h3', undefined, 'Top activating contexts'));
-    const ul = el('ul', 'contexts');
-    // One line each: the activating token highlighted in the middle, its neighbours cut at the ends.
-    for (const x of c.contexts) {
-      const li = el('li', 'mono');
-      const before = el('span', 'ctx-before', showToken(x.before).slice(-48));
-      li.append(el('span', 'ctx-act muted', x.act.toPrecision(3)), before, el('mark', undefined, showToken(x.peak)), el('span', 'ctx-after', showToken(x.after).slice(0, 48)));
-      li.title = `${x.before}[${x.peak}]${x.after}`;
-      ul.append(li);
-    }
-    s.append(ul);
-  }
+  s.append(...featureCardBody(c));
   const active = c.activations.map((a, i) => [a, i] as const).filter(([a]) => a !== 0);
   const clampField = textField(String(clampFactor), '×', 'clamp-factor');
   clampField.title = 'Clamp: set the feature to this multiple of its activation at every position where it fires';

@@ -27,7 +27,7 @@ import { ASSUMED_ACTIVE_PER_TOKEN, backwardWorkBytes, defaultBatchRows, estimate
 import { checkpointParams } from '../memory';
 import { firstCountedPosition, fractionUnexplained, poorReconstruction, reconstructionError, tryOtherInputs, type Reconstruction } from './reconstruction';
 import { softmax } from '../numeric';
-import { RESID_POINTS } from '../../protocol/results';
+import { RESID_POINTS, type ResidPoint } from '../../protocol/results';
 import { readDecoderRows, readEncoderColumns, readFiniteVector, readRows, type TranscoderSet } from './transcoders';
 
 export interface AttributionOptions {
@@ -73,6 +73,30 @@ export const DEFAULT_MAX_FEATURE_NODES = 1024;
 export const KEEP_ENCODERS_BYTES = 256e6;
 /** Features chosen per influence round (circuit-tracer's `batch_size` is 512). */
 export const DEFAULT_FEATURE_BATCH = 512;
+
+/** One direction row of `directionRows`: v · the residual at `blocks.layer.hook`, at `position`. */
+export interface DirectionItem {
+  vector: Float32Array;
+  layer: number;
+  hook: ResidPoint;
+  position: number;
+}
+
+/** A source node of the replacement model: an active feature, an error node or a token (embedding + position). */
+export type SourceNode =
+  | { kind: 'feature'; layer: number; pos: number; index: number; act: number }
+  | { kind: 'error'; layer: number; pos: number }
+  | { kind: 'token'; pos: number };
+
+export interface DirectionRows {
+  /** Sources, numbered 0..nSources − 1 (features by layer, position and index; then errors; then tokens). */
+  nSources: number;
+  source(n: number): SourceNode;
+  /** Per direction, in order: each source's contribution, the constant (bias terms), and v · the real residual. */
+  rows: { values: Float64Array; constant: number; actual: number }[];
+  active: LayerActivations[];
+  timings_ms: Record<string, number>;
+}
 
 /**
  * A row to compute at position q: a feature's pre-activation (reads blocks.{level}.hook_resid_mid through ln2) or a
@@ -151,6 +175,20 @@ export class Attributor {
   }
 
   async attribute(ids: number[], opts: AttributionOptions = {}): Promise<AttributionGraph> {
+    return (await this.compute(ids, opts)) as AttributionGraph;
+  }
+
+  /**
+   * Exact rows of several direction targets (v · the residual at a hook and position) over every source of the
+   * replacement model — each active feature, error and token — without feature rows or a graph: what QK attribution
+   * needs (qk.ts). Row values plus the row's constant equal the real value of v · x (the errors make it exact).
+   */
+  async directionRows(ids: number[], directions: DirectionItem[], opts: { cancel?: CancelToken; batchRows?: number } = {}): Promise<DirectionRows> {
+    if (directions.length === 0) throw new ResidualError('no directions to attribute', 'attribution');
+    return (await this.compute(ids, { ...opts, maxFeatureNodes: 0, target: { kind: 'direction', name: 'directions', ...directions[0] } }, directions)) as DirectionRows;
+  }
+
+  private async compute(ids: number[], opts: AttributionOptions, directions?: DirectionItem[]): Promise<AttributionGraph | DirectionRows> {
     const t0 = performance.now();
     const timings_ms: Record<string, number> = {};
     const lap = (name: string, since: number) => (timings_ms[name] = performance.now() - since);
@@ -164,7 +202,10 @@ export class Attributor {
     const spec = checkTarget(opts.target ?? { kind: 'top' }, { D, L, P, V });
     // 1. Real forward + feature activations.
     progress('attribution: forward pass and transcoder features', 0);
-    const { act, layers } = await this.features(ids, opts.cancel, spec.kind === 'direction' ? [hookName(spec.layer, spec.hook)] : []);
+    // Every direction row (one graph target, or the rows asked of directionRows), checked as a target is.
+    const items: Extract<GraphTarget, { kind: 'direction' }>[] =
+      directions?.map((d) => checkTarget({ kind: 'direction', name: 'directions', ...d }, { D, L, P, V }) as Extract<GraphTarget, { kind: 'direction' }>) ?? (spec.kind === 'direction' ? [spec] : []);
+    const { act, layers } = await this.features(ids, opts.cancel, [...new Set(items.map((d) => hookName(d.layer, d.hook)))]);
     lap('forward_and_features', t0);
     const frozen: FrozenState = {
       P,
@@ -195,7 +236,7 @@ export class Attributor {
           ? [{ id: spec.id, weight: softmax(logitsAll)[spec.id], plus: spec.id }]
           : spec.kind === 'contrast'
             ? [{ id: V, weight: 1, plus: spec.id, minus: spec.contrastId }]
-            : [{ id: V, weight: 1 }];
+            : items.map(() => ({ id: V, weight: 1 }));
     const logitIds = targetNodes.map((t) => t.id);
     const logitProbs = Float32Array.from(targetNodes, (t) => t.weight);
     const logitValues = new Float32Array(targetNodes.length);
@@ -287,20 +328,24 @@ export class Attributor {
     const logitTargets: Target[] = [];
     if (spec.kind === 'direction') {
       // v · x at the hook: the direction as given; its constant is v · the constant residual there.
-      const { level, entry, q } = targetAt;
-      const row = logitNode(geom, 0);
-      const dir = Float32Array.from(spec.vector);
-      const constResid = entry === 'mid' ? consts.residMid_LPD[level] : level === 0 ? undefined : level === L ? consts.final_PD : residPlusDecoderBias(consts.residMid_LPD[level - 1], bDec[level - 1], D);
-      const x = act(hookName(spec.layer, spec.hook));
-      let c = 0;
-      let real = 0;
-      for (let d = 0; d < D; d++) {
-        if (constResid) c += dir[d] * constResid[q * D + d];
-        real += dir[d] * x[q * D + d];
-      }
-      constAll[row] = c;
-      actualAll[row] = logitValues[0] = real;
-      logitTargets.push({ level, entry, output: true, row, q, dir });
+      items.forEach((item, i) => {
+        const level = item.hook === 'hook_resid_post' ? item.layer + 1 : item.layer;
+        const entry = item.hook === 'hook_resid_mid' ? ('mid' as const) : ('pre' as const);
+        const q = item.position;
+        const row = logitNode(geom, i);
+        const dir = Float32Array.from(item.vector);
+        const constResid = entry === 'mid' ? consts.residMid_LPD[level] : level === 0 ? undefined : level === L ? consts.final_PD : residPlusDecoderBias(consts.residMid_LPD[level - 1], bDec[level - 1], D);
+        const x = act(hookName(item.layer, item.hook));
+        let c = 0;
+        let real = 0;
+        for (let d = 0; d < D; d++) {
+          if (constResid) c += dir[d] * constResid[q * D + d];
+          real += dir[d] * x[q * D + d];
+        }
+        constAll[row] = c;
+        actualAll[row] = logitValues[i] = real;
+        logitTargets.push({ level, entry, output: true, row, q, dir });
+      });
     } else {
       const Ubar = this.meanUnembedding();
       const plusRows = readRows(w.unembed, targetNodes.map((t) => t.plus!));
@@ -539,6 +584,29 @@ export class Attributor {
     };
     // circuit-tracer's order: logit rows, then the most influential features not yet expanded, round by round.
     await propagate(logitTargets);
+    if (directions) {
+      const source = (n: number): SourceNode => {
+        if (n < nActive) {
+          const { level: layer, q: pos } = featureTargets[n];
+          const j = n - featStart[layer];
+          return { kind: 'feature', layer, pos, index: layers[layer].feature[j], act: layers[layer].act[j] };
+        }
+        const m = n - nActive;
+        return m < L * P ? { kind: 'error', layer: Math.floor(m / P), pos: m % P } : { kind: 'token', pos: m - L * P };
+      };
+      return {
+        nSources,
+        source,
+        rows: logitTargets.map((t) => {
+          const r = rows.get(t.row)!;
+          const values = new Float64Array(nSources);
+          for (let i = 0; i < r.n; i++) values[r.col[i]] += r.val[i];
+          return { values, constant: constAll[t.row], actual: actualAll[t.row] };
+        }),
+        active: layers,
+        timings_ms: { ...timings_ms, backward: performance.now() - t5, total: performance.now() - t0 },
+      };
+    }
     const weights_N = new Float64Array(N);
     logitProbs.forEach((p, i) => (weights_N[logitNode(geom, i)] = p));
     /** Influence on the logits of every node, estimated from the rows computed so far. */
