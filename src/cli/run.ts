@@ -6,6 +6,7 @@
 import { errorMessage, isCancelled, ResidualError } from '../engine/errors';
 import { analyzeCommand, ANALYZE } from './analyze';
 import { dlaCommand, DLA } from './dla';
+import { qkCommand, QK } from './qk';
 import { type CommandSpec } from './args';
 import { processIo, type Io } from './common';
 import { downloadCommand, DOWNLOAD } from './download';
@@ -17,11 +18,12 @@ const COMMANDS: Record<string, { spec: CommandSpec; run: (args: string[], io: Io
   graph: { spec: GRAPH, run: graphCommand },
   steer: { spec: STEER, run: steerCommand },
   dla: { spec: DLA, run: dlaCommand },
+  qk: { spec: QK, run: qkCommand },
   download: { spec: DOWNLOAD, run: downloadCommand },
 };
 
 /** The flags of each subcommand (for tests and docs). */
-export const SPECS = { analyze: ANALYZE, graph: GRAPH, steer: STEER, dla: DLA, download: DOWNLOAD } as const;
+export const SPECS = { analyze: ANALYZE, graph: GRAPH, steer: STEER, dla: DLA, qk: QK, download: DOWNLOAD } as const;
 
 export const USAGE = `usage: residual <subcommand> [flags]
 

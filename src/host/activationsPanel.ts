@@ -23,13 +23,17 @@ import { EditorHeat, type TextSource } from './editorHeat';
 import type { ModelManager } from './modelManager';
 import { PanelHost } from './panelHost';
 import { SaeLens } from './saeLens';
+import { Attributor } from '../engine/circuits/attribution';
+import { describeQkSource, qkAttribution, type QkSource } from '../engine/circuits/qk';
+import { loadTranscoders } from '../engine/circuits/transcoders';
+import type { QkSourceView, QkView } from '../protocol';
 import type { EditorSelection, SelectedText } from './selection';
 
 export const ACTIVATIONS_VIEW_TYPE = 'residual.activations';
 
 const ANALYSIS = 'analysis';
 /** The scopes of requests about the shown analysis: a new analysis, or Cancel Analysis, cancels them all. */
-const ABOUT_ANALYSIS = ['lens', 'patching', 'pathpatching', 'suggest', 'dla', 'patchscope', 'sae'];
+const ABOUT_ANALYSIS = ['lens', 'patching', 'pathpatching', 'suggest', 'dla', 'patchscope', 'sae', 'qk'];
 
 interface Analysed {
   /** The analysis job that made it. */
@@ -48,6 +52,8 @@ export class ActivationsPanel extends PanelHost<ActivationsRequests, Activations
   private readonly commandStart = new Map<number, number>();
   private readonly heat = new EditorHeat();
   private readonly sae: SaeLens;
+  /** QK attribution's transcoders and sessions, for one model and transcoder folder. */
+  private qkAttributor: { model: Model; dir: string; attributor: Attributor } | undefined;
 
   constructor(
     context: vscode.ExtensionContext,
@@ -60,6 +66,8 @@ export class ActivationsPanel extends PanelHost<ActivationsRequests, Activations
     private readonly offerRecovery: (e: unknown) => Promise<void>,
     /** Opens Steering with a vector (an SAE feature's decoder row). */
     private readonly steer: (vector: SteeringVector) => void,
+    /** The transcoder folder (the setting, else transcoders/ beside the model), for QK attribution. */
+    private readonly transcodersDir: () => string | undefined,
   ) {
     super(context, log, { viewType: ACTIVATIONS_VIEW_TYPE, title: 'Residual: Activations', entry: 'activations' }, {
       'lens/target': {
@@ -152,9 +160,43 @@ export class ActivationsPanel extends PanelHost<ActivationsRequests, Activations
         },
       },
       'sae/steer': { run: async (p) => this.steer(this.sae.vector(p.layer, p.index)) },
+      'qk/attribute': {
+        scope: 'qk',
+        run: async (p, job) => {
+          const a = this.need().analysis;
+          const model = await this.modelOf(a, 'QK attribution');
+          const attributor = await this.attributorFor(model);
+          const ids = a.tokens.map((t) => t.id);
+          const r = await qkAttribution(attributor, ids, { ...p, cancel: job.token });
+          const text = (pos: number) => a.tokens[pos]?.text ?? '';
+          const view = (s: QkSource): QkSourceView => ({ kind: s.kind, label: describeQkSource(s, text), ...(s.kind === 'feature' ? { layer: s.layer, index: s.index } : {}), ...(s.kind !== 'bias' ? { pos: s.pos } : {}) });
+          this.log.appendLine(`qk: blocks.${r.layer}.attn head ${r.head}, query ${r.query} → key ${r.key}: score ${r.score.toFixed(4)} (model ${r.realScore.toFixed(4)}) in ${r.ms.toFixed(0)} ms`);
+          const out: QkView = {
+            ...r,
+            querySide: r.querySide.map((x) => ({ source: view(x.source), value: x.value })),
+            keySide: r.keySide.map((x) => ({ source: view(x.source), value: x.value })),
+            pairs: r.pairs.map((x) => ({ query: view(x.query), key: view(x.key), value: x.value })),
+            transcoders: attributor.transcoders.scan,
+          };
+          return out;
+        },
+      },
     });
     this.sae = new SaeLens(log);
-    this.disposables.push(this.heat, this.sae);
+    this.disposables.push(this.heat, this.sae, { dispose: () => void this.qkAttributor?.attributor.dispose() });
+  }
+
+  /** The attributor QK attribution uses: made once per model and transcoder folder (its sessions are kept). */
+  private async attributorFor(model: Model): Promise<Attributor> {
+    const dir = this.transcodersDir();
+    if (!dir) throw new ResidualError('no transcoder folder: set residual.transcodersPath (QK attribution splits the score into transcoder features)', 'QK attribution');
+    // The same model object (a reload makes a new one) and folder.
+    if (this.qkAttributor?.model === model && this.qkAttributor.dir === dir) return this.qkAttributor.attributor;
+    await this.qkAttributor?.attributor.dispose();
+    this.qkAttributor = undefined;
+    const attributor = new Attributor(model, loadTranscoders(dir, model.config));
+    this.qkAttributor = { model, dir, attributor };
+    return attributor;
   }
 
   /** The loaded model, which must be the one the analysis ran on. */

@@ -73,7 +73,7 @@ export class CircuitPanel extends PanelHost<CircuitRequests, CircuitEvent, Circu
     });
     this.disposables.push(
       vscode.workspace.onDidChangeConfiguration((e) => {
-        const changed = ['circuitMaxTokens', 'circuitMemoryMB', 'circuitConfirmSeconds'].filter((k) => e.affectsConfiguration(`residual.${k}`));
+        const changed = ['circuitMaxTokens', 'circuitMemoryMB', 'circuitConfirmSeconds', 'transcodersPath'].filter((k) => e.affectsConfiguration(`residual.${k}`));
         // Read at the next trace; logged so a user (and the e2e test) can see the change was taken.
         if (changed.length) this.log.appendLine(`settings changed: ${changed.map((k) => `residual.${k}`).join(', ')} apply from the next trace`);
       }),

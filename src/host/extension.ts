@@ -23,7 +23,7 @@ export function activate(context: vscode.ExtensionContext): void {
   const modelCommands = new ModelCommands(context, models, log);
   const selection = new EditorSelection();
   const steering = new SteeringPanel(context, models, log, selection);
-  const activations = new ActivationsPanel(context, models, log, selection, (text) => steering.setPrompt(text), (e) => modelCommands.offerRecovery(e), (vector) => steering.open(vector));
+  const activations = new ActivationsPanel(context, models, log, selection, (text) => steering.setPrompt(text), (e) => modelCommands.offerRecovery(e), (vector) => steering.open(vector), () => steering.transcodersDir());
   const circuit = new CircuitPanel(context, models, log, () => steering.transcodersDir(), (layer, index, prompt) => {
     try {
       if (prompt) steering.setPrompt(prompt);

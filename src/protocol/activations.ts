@@ -50,6 +50,38 @@ export interface SaeFeatureReading {
   warning?: string;
 }
 
+/** One source of a QK split, named for display (`L1/123 @4 " the"`, `error L0 @2 …`, `token @3 …`, `bias terms`). */
+export interface QkSourceView {
+  kind: 'feature' | 'error' | 'token' | 'bias';
+  label: string;
+  /** A feature's layer and index (its card). */
+  layer?: number;
+  index?: number;
+  pos?: number;
+}
+
+/** QK attribution of one head, query and key (engine/circuits/qk.ts), as the Attention tab shows it. */
+export interface QkView {
+  layer: number;
+  head: number;
+  query: number;
+  key: number;
+  dHead: number;
+  score: number;
+  realScore: number;
+  pattern: number;
+  querySide: { source: QkSourceView; value: number }[];
+  keySide: { source: QkSourceView; value: number }[];
+  pairs: { query: QkSourceView; key: QkSourceView; value: number }[];
+  pairsListed: number;
+  byKind: { query: string; key: string; value: number }[];
+  nQuerySources: number;
+  nKeySources: number;
+  /** The transcoder set the features come from. */
+  transcoders: string;
+  ms: number;
+}
+
 /** What the panel can ask the host (see requests.ts for the contract). */
 export type ActivationsRequests = {
   /** Probability and rank of a typed token at every read-out, at one position of the shown analysis. */
@@ -80,6 +112,8 @@ export type ActivationsRequests = {
   'sae/card': { params: { layer: number; index: number }; result: FeatureCard };
   /** Opens Steering with the feature's decoder row, added at the SAE's hook. */
   'sae/steer': { params: { layer: number; index: number }; result: void };
+  /** Why a head attends from `query` to `key` on the shown analysis: its score split into query × key sources. */
+  'qk/attribute': { params: { layer: number; head: number; query: number; key: number }; result: QkView };
 };
 
 export type ActivationsEvent =
@@ -121,7 +155,7 @@ export interface ActivationsState {
   /** Heatmap colour scale: each row from its own min to max (default), or one scale for the whole map. */
   heatScale?: 'row' | 'global';
   tab?: ActivationsTab;
-  attention?: { layer: number; head: number; metric: 'entropy' | 'prevToken' | 'firstToken' | 'self' };
+  attention?: { layer: number; head: number; metric: 'entropy' | 'prevToken' | 'firstToken' | 'self'; cell?: { query: number; key: number } };
   spectralReadout?: number;
   corrupted?: string;
   /** A typed target token tracked through the lens at `position`. */

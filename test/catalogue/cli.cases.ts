@@ -109,6 +109,7 @@ const analyze = async (...extra: string[]) => ['analyze', '--model', fx().model,
 const graph = async (...extra: string[]) => ['graph', '--model', fx().model, '--transcoders', fx().tc, '--text', 'hello world', ...extra];
 const steer = async (...extra: string[]) => ['steer', '--model', fx().model, '--text', 'hello world', '--vector', fx().vector, ...extra];
 const dla = async (...extra: string[]) => ['dla', '--model', fx().model, '--text', 'hello world', '--providers', 'cpu', ...extra];
+const qk = async (...extra: string[]) => ['qk', '--model', fx().model, '--transcoders', fx().tc, '--text', 'hello world', '--providers', 'cpu', ...extra];
 const graphOut = async (out: string) => refuse(await graph('--out', out));
 
 /** A text long enough that `analyze --json` prints well over 64 KiB (the pipe's buffer). */
@@ -367,6 +368,14 @@ const flagCases: Flagged[] = [
   ['dla --position beyond the text', () => dla('--position', '7'), /--position 7 does not exist: the text has 2 tokens \(positions 0\.\.1\)/],
   ['dla --position -1', () => dla('--position', '-1'), /--position must be a whole number ≥ 0, got "-1"/],
   ['dla --top-neurons x', () => dla('--top-neurons', 'x'), /--top-neurons must be a whole number ≥ 0, got "x"/],
+  // qk
+  ['qk without --layer', () => qk('--head', '0'), /residual qk: --layer is required/],
+  ['qk without --head', () => qk('--layer', '1'), /residual qk: --head is required/],
+  ['qk --layer beyond the model', () => qk('--layer', '2', '--head', '0'), /residual qk: --layer 2 does not exist \(the model has layers 0\.\.1\)/],
+  ['qk --head beyond the model', () => qk('--layer', '1', '--head', '2'), /residual qk: --head 2 does not exist \(the model has heads 0\.\.1\)/],
+  ['qk --query beyond the text', () => qk('--layer', '1', '--head', '0', '--query', '2'), /residual qk: --query 2 does not exist: the text has 2 tokens \(positions 0\.\.1\)/],
+  ['qk --key after the query', () => qk('--layer', '1', '--head', '0', '--query', '0', '--key', '1'), /residual qk: --key 1 is after the query \(0\): a causal head cannot attend there/],
+  ['qk without --transcoders', async () => ['qk', '--model', fx().model, '--text', 'x', '--layer', '0', '--head', '0'], /residual qk: --transcoders DIR is required/],
   ['analyze --providers gpu', () => analyze('--providers', 'gpu'), /--providers takes a comma-separated list of cuda, webgpu, cpu, dml or coreml; "gpu" is not one of them/],
   ['analyze --providers with an empty entry', () => analyze('--providers', 'cpu,'), /--providers takes a comma-separated list .*; it has an empty entry \(got "cpu,"\)/],
   ['analyze with an unknown flag', () => analyze('--frobnicate'), /residual analyze: unknown flag --frobnicate; see residual analyze --help/],
@@ -440,7 +449,7 @@ const flagCases: Flagged[] = [
   ['download --transcoders-revision without --transcoders', async () => ['download', '--repo', 'a/b', '--transcoders-revision', 'v1'], /--transcoders-revision goes with --transcoders/],
   ['download --revision with an empty value', async () => ['download', '--repo', 'a/b', '--revision='], /--revision needs a value \(R\), got an empty string/],
   // the command itself
-  ['an unknown subcommand', async () => ['frobnicate'], /residual: unknown subcommand 'frobnicate' \(subcommands: analyze, graph, steer, dla, download; see residual --help\)/],
+  ['an unknown subcommand', async () => ['frobnicate'], /residual: unknown subcommand 'frobnicate' \(subcommands: analyze, graph, steer, dla, qk, download; see residual --help\)/],
   ['help for an unknown subcommand', async () => ['help', 'frobnicate'], /residual help: unknown subcommand 'frobnicate'/],
   ['a subcommand named like an object property', async () => ['constructor'], /residual: unknown subcommand 'constructor'/],
   ['help for a subcommand named like an object property', async () => ['help', 'toString'], /residual help: unknown subcommand 'toString'/],

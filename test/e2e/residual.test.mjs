@@ -599,6 +599,53 @@ describe('Residual in a real VS Code', { skip: ext ? false : 'RESIDUAL_VSIX / RE
     await (await activations()).locator('canvas[data-fg]').first().waitFor({ timeout: 30_000 });
   });
 
+  it('QK attribution beside the pattern: a picked cell\'s score split into query × key sources, as the CLI splits it; a missing transcoder folder named', async () => {
+    const { page } = vs;
+    const line = LINES.findIndex((l) => l.startsWith('def greet')) + 1;
+    const text = LINES[line - 1];
+    const expected = cliAnalyze(text);
+    const P = expected.tokens.length;
+    const wv = await activations();
+    await waitForTokens(wv, expected);
+    await wv.locator('vscode-panel-tab#tab-attention').click();
+    const choose = (sel, v) => wv.locator(sel).evaluate((el, x) => { el.value = x; el.dispatchEvent(new Event('change')); }, v);
+    await choose('#attn-layer', '2');
+    await choose('#attn-head', '1');
+    await wv.locator('#qk .hint', { hasText: 'Pick a cell of the pattern' }).waitFor({ timeout: 30_000 });
+    // A click on the cell (query P−1, key 2) of the pattern.
+    const query = P - 1;
+    const key = 2;
+    const canvas = wv.locator('canvas#attn-pattern[data-cell]');
+    await canvas.waitFor();
+    const [label, cell] = await canvas.evaluate((c) => [Number(c.dataset.label), Number(c.dataset.cell)]);
+    await canvas.click({ position: { x: label + key * cell + cell / 2, y: label + query * cell + cell / 2 } });
+    await wv.locator('#qk', { hasText: `Query ${query} ` }).waitFor({ timeout: 10_000 });
+    await wv.locator('#qk-run').click();
+    await wv.locator('#qk-score').waitFor({ timeout: 60_000 });
+    const cli = JSON.parse(execFileSync(process.execPath, [path.join(REPO_ROOT, 'bin', 'residual.js'), 'qk', '--model', bundledModel, '--transcoders', path.join(bundledModel, 'transcoders'), '--text', text, '--layer', '2', '--head', '1', '--query', String(query), '--key', String(key), '--json', '--providers', 'cpu'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }));
+    const close = (got, want, what) => assert.ok(Math.abs(got - want) <= 1e-4 * Math.max(1, Math.abs(want)), `${what}: panel ${got}, CLI ${want}`);
+    close(Number(await wv.locator('#qk-score').getAttribute('data-score')), cli.score, 'score');
+    close(Number(await wv.locator('#qk-score').getAttribute('data-real')), cli.real_score, 'the model\'s score');
+    close(cli.score, cli.real_score, 'the split adds up');
+    const kinds = await wv.locator('#qk-kinds td.cell').evaluateAll((tds) => tds.map((td) => Number(td.dataset.value)));
+    assert.equal(kinds.length, 16);
+    close(kinds.reduce((s, x) => s + x, 0), cli.score, 'the kind cells sum to the score');
+    const rows = await wv.locator('#qk-query tr').evaluateAll((trs) => trs.map((tr) => [tr.dataset.kind, Number(tr.querySelector('td.num').textContent)]));
+    assert.deepEqual(rows.map(([k]) => k), cli.query_side.map((x) => x.source.kind));
+    rows.forEach(([, v], i) => assert.ok(Math.abs(v - cli.query_side[i].value) <= 1e-4, `query side row ${i}: ${v} vs ${cli.query_side[i].value}`));
+    assert.equal(await wv.locator('#qk-pairs tr').count(), cli.pairs.length);
+    await wv.locator('#qk').scrollIntoViewIfNeeded();
+    await screenshot(page, 'residual-qk.png');
+    // Bad input: a transcoder folder that does not exist is named in the view; the panel keeps working.
+    await writeSettings({ 'residual.transcodersPath': path.join(vs.workspace, 'no-such-transcoders') });
+    await wv.locator('#qk-run').click();
+    await wv.locator('#qk-error', { hasText: 'no-such-transcoders' }).waitFor({ timeout: 30_000 });
+    await writeSettings({});
+    await wv.locator('#qk-run').click();
+    await wv.locator('#qk-score').waitFor({ timeout: 60_000 });
+    await wv.locator('vscode-panel-tab#tab-overview').click();
+  });
+
   it('circuits: trace the selection, live thresholds, feature card, ablation, pins and groups', async () => {
     const { page } = vs;
     const line = LINES.findIndex((l) => l.startsWith('def greet')) + 1;

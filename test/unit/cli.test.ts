@@ -173,6 +173,42 @@ describe('residual graph --target / --contrast / --direction', () => {
   });
 });
 
+describe('residual qk', () => {
+  it('splits a head\'s score into query × key sources that add up to the model\'s own score (its attn_scores hook)', async () => {
+    const tc = path.join(dir, 'tc-qk');
+    if (!fs.existsSync(tc)) writeSaeLensTranscoders(tc, randomTranscoderWeights(2, 16, 24, { seed: 3 }), { activation: 'relu' });
+    const text = 'The quick brown fox';
+    const r = cli(['qk', '--model', model, '--transcoders', tc, '--text', text, '--layer', '1', '--head', '1', '--query', '3', '--json', '--providers', 'cpu']);
+    assert.equal(r.code, 0, r.err);
+    const j = JSON.parse(r.out);
+    const m = await Model.load(model, { providers: ['cpu'] });
+    let scores: Float32Array;
+    let pattern: Float32Array;
+    try {
+      const ids = m.tokenizer.encodeForModel(text).ids;
+      const run = await m.run({ ids, hooks: ['blocks.1.attn.hook_attn_scores', 'blocks.1.attn.hook_pattern'] });
+      scores = run.activations.get('blocks.1.attn.hook_attn_scores')!.data;
+      pattern = run.activations.get('blocks.1.attn.hook_pattern')!.data;
+    } finally {
+      await m.dispose();
+    }
+    const P = 4;
+    const row = Array.from(pattern.subarray((1 * P + 3) * P, (1 * P + 3) * P + 4));
+    assert.equal(j.key.position, row.indexOf(Math.max(...row)), 'by default the key the head attends to most');
+    const want = scores[(1 * P + 3) * P + j.key.position];
+    const close = (x: number, what: string) => assert.ok(Math.abs(x - want) <= 1e-4 * Math.max(1, Math.abs(want)), `${what}: ${x} vs ${want}`);
+    close(j.real_score, 'real score');
+    close(j.score, 'the split');
+    close(j.by_kind.reduce((s: number, c: { value: number }) => s + c.value, 0), 'the kind sums');
+    assert.equal(j.query_side.length, Math.min(20, j.n_query_sources));
+    assert.ok(j.n_query_sources > 10, 'sources on the query side');
+    assert.match(j.query_side[0].source.label, /^(L\d\/\d+ @\d|error L\d @\d|token @\d|bias terms)/);
+    const t = cli(['qk', '--model', model, '--transcoders', tc, '--text', text, '--layer', '1', '--head', '1', '--key', '0', '--providers', 'cpu']);
+    assert.equal(t.code, 0, t.err);
+    assert.match(t.out, /^blocks\.1\.attn head 1: query 3 ".*" → key 0 ".*"\nscore q·k\/√8 = -?\d+\.\d{4} \(the model's: -?\d+\.\d{4}\), attention weight \d\.\d{4}\n/);
+  });
+});
+
 describe('help', () => {
   it('every subcommand answers --help and -h with its usage on stdout, exit 0; `residual help X` too', () => {
     for (const [name, spec] of Object.entries(SPECS)) {

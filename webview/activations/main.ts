@@ -5,7 +5,7 @@
  */
 import { unreachable, type Analysis, type ActivationsTab } from '../../src/protocol';
 import { el, tabs, onThemeChange } from '../ui';
-import { attentionView } from './attention';
+import { attentionView, resetQk } from './attention';
 import { compareView, hasComparison, setComparison } from './compare';
 import { dlaView, resetDla } from './dla';
 import { featuresView, resetFeatures } from './features';
@@ -34,6 +34,7 @@ host.onEvent((m) => {
       resetDla();
       resetPatchscope();
       resetFeatures();
+      resetQk();
       // A new analysis: the Compare tab's pair is the old one, so it does not stay on screen. The typed attribution
       // tokens stay (the same contrast is often asked of several prompts); the attribution shown goes.
       const dla = getState().dla;

@@ -60,7 +60,7 @@ export function featureVector(transcodersDir: string, layer: number, index: numb
     point: (read as SteerPointName | undefined) ?? 'hook_resid_post',
     label: `L${layer}/${index}`,
     source: 'feature',
-    provenance: { kind: 'transcoder feature', file: t.weights, config: t.config, tensor: t.wDec.name, layer, index, d_sae: t.dSae, hook_out: t.hookOut },
+    provenance: { kind: read ? 'SAE feature' : 'transcoder feature', file: t.weights, config: t.config, tensor: t.wDec.name, layer, index, d_sae: t.dSae, hook_out: t.hookOut },
   };
 }
 
