@@ -5,7 +5,7 @@
  */
 import * as path from 'node:path';
 import * as vscode from 'vscode';
-import { FeatureIndex } from '../engine/circuits/featureCard';
+import { cardOf, FeatureIndex } from '../engine/circuits/featureCard';
 import { ResidualError, type CancelToken } from '../engine/errors';
 import type { FeatureEncoder } from '../engine/circuits/features';
 import type { Model } from '../engine/model';
@@ -121,22 +121,8 @@ export class SaeLens implements vscode.Disposable {
     }
     const sae = reading.sae;
     const logits = decoderLogits(model, sae, index, 10);
-    const tok = (v: number) => model.tokenizer.tokenDisplay(v);
-    const named = (xs: [number, number][]) => xs.map(([v, y]) => [tok(v), Number(y.toPrecision(4))] as [string, number]);
     const entry = o.index.entry(sae, index, (m) => this.log.appendLine(`SAE: ${m}`));
-    return {
-      layer,
-      index,
-      output: logits.top.length ? tok(logits.top[0][0]) : undefined,
-      activations: activationsOf(reading.r, index),
-      tokens: ids.map(tok),
-      top: named(logits.top),
-      bottom: named(logits.bottom),
-      contexts: entry?.ctx.map(([before, peak, after, act]) => ({ before, peak, after, act })),
-      frequency: entry?.freq,
-      maxAct: entry?.max,
-      source: entry ? 'decoder × unembedding; contexts from the feature index' : 'decoder × unembedding (no feature index)',
-    };
+    return cardOf({ layer, index, activations: activationsOf(reading.r, index), ids, logits, entry, tokenDisplay: (v) => model.tokenizer.tokenDisplay(v) });
   }
 
   /** The steering vector of one feature: its decoder row, at the SAE's hook. */

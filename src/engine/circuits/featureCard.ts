@@ -154,19 +154,36 @@ export async function featureCard(attributor: Attributor, graph: AttributionGrap
   }
   const activations = Array.from({ length: graph.nPos }, (_, p) => activeActivation(graph, layer, p, index));
   const entry = (opts.index ?? new FeatureIndex()).entry(t, index, opts.onWarning);
-  // The output tokens always come from the weights, shown byte-exact; the index's strings lose bytes.
   const logits = await attributor.decoderLogits(layer, index, opts.topK ?? 10);
   const tokenizer = opts.tokenizer ?? attributor.model.tokenizer;
-  const tok = (v: number) => tokenizer.tokenDisplay(v);
+  return cardOf({ layer, index, activations, ids: graph.ids, logits, entry, tokenDisplay: (v) => tokenizer.tokenDisplay(v) });
+}
+
+/**
+ * A card from what any dictionary feature has (a transcoder's, a residual-stream SAE's): its activations on the
+ * prompt, the ids of the prompt, its decoder's logit lists ([id, value]) and its feature-index entry, if any. The
+ * output tokens always come from the weights, shown byte-exact; the index's strings lose bytes.
+ */
+export function cardOf(f: {
+  layer: number;
+  index: number;
+  activations: number[];
+  ids: number[];
+  logits: { top: [number, number][]; bottom: [number, number][] };
+  entry?: FeatureIndexEntry;
+  tokenDisplay: (id: number) => string;
+}): FeatureCard {
+  const tok = f.tokenDisplay;
   const named = (xs: [number, number][]) => xs.map(([v, y]) => [tok(v), Number(y.toPrecision(4))] as [string, number]);
+  const entry = f.entry;
   return {
-    layer,
-    index,
-    output: logits.top.length ? tok(logits.top[0][0]) : undefined,
-    activations,
-    tokens: graph.ids.map(tok),
-    top: named(logits.top),
-    bottom: named(logits.bottom),
+    layer: f.layer,
+    index: f.index,
+    output: f.logits.top.length ? tok(f.logits.top[0][0]) : undefined,
+    activations: f.activations,
+    tokens: f.ids.map(tok),
+    top: named(f.logits.top),
+    bottom: named(f.logits.bottom),
     contexts: entry?.ctx.map(([before, peak, after, act]) => ({ before, peak, after, act })),
     frequency: entry?.freq,
     maxAct: entry?.max,

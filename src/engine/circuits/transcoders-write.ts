@@ -38,15 +38,20 @@ export interface WriteOptions {
 export function writeSaeLensTranscoders(dir: string, layers: TranscoderWeights[], opts: WriteOptions): void {
   layers.forEach((w, i) => {
     const sub = saeLensLayerDir(dir, i + (opts.firstLayer ?? 0), w.dIn, w.dSae, opts);
-    const tensors: TensorToWrite[] = [
-      { name: 'W_enc', shape: [w.dIn, w.dSae], data: w.wEnc_DF },
-      { name: 'b_enc', shape: [w.dSae], data: w.bEnc_F },
-      { name: 'W_dec', shape: [w.dSae, w.dIn], data: w.wDec_FD },
-      { name: 'b_dec', shape: [w.dIn], data: w.bDec_D },
-    ];
-    if (opts.activation === 'jumprelu') tensors.push({ name: 'threshold', shape: [w.dSae], data: w.threshold_F! });
-    writeSafetensors(path.join(sub, 'sae_weights.safetensors'), tensors, opts.dtype ?? 'F32');
+    writeSafetensors(path.join(sub, 'sae_weights.safetensors'), saeLensTensors(w, opts.activation), opts.dtype ?? 'F32');
   });
+}
+
+/** The tensors of a SAELens `sae_weights.safetensors` (W_dec written [d_sae, d_in]; the threshold for JumpReLU). */
+function saeLensTensors(w: TranscoderWeights, activation: WriteActivation): TensorToWrite[] {
+  const tensors: TensorToWrite[] = [
+    { name: 'W_enc', shape: [w.dIn, w.dSae], data: w.wEnc_DF },
+    { name: 'b_enc', shape: [w.dSae], data: w.bEnc_F },
+    { name: 'W_dec', shape: [w.dSae, w.dIn], data: w.wDec_FD },
+    { name: 'b_dec', shape: [w.dIn], data: w.bDec_D },
+  ];
+  if (activation === 'jumprelu') tensors.push({ name: 'threshold', shape: [w.dSae], data: w.threshold_F! });
+  return tensors;
 }
 
 /** Creates `dir/layer_{l}` with its cfg.json (weights not yet written) and returns the subfolder. */
@@ -244,14 +249,7 @@ export interface ResidualSaeWriteOptions {
 /** One residual-stream SAE in the SAELens layout: `dir/cfg.json` + `dir/sae_weights.safetensors` (W_dec [d_sae, d_in]). */
 export function writeResidualSae(dir: string, w: TranscoderWeights, opts: ResidualSaeWriteOptions): void {
   fs.mkdirSync(dir, { recursive: true });
-  const tensors: TensorToWrite[] = [
-    { name: 'W_enc', shape: [w.dIn, w.dSae], data: w.wEnc_DF },
-    { name: 'b_enc', shape: [w.dSae], data: w.bEnc_F },
-    { name: 'W_dec', shape: [w.dSae, w.dIn], data: w.wDec_FD },
-    { name: 'b_dec', shape: [w.dIn], data: w.bDec_D },
-  ];
-  if (opts.activation === 'jumprelu') tensors.push({ name: 'threshold', shape: [w.dSae], data: w.threshold_F! });
-  writeSafetensors(path.join(dir, 'sae_weights.safetensors'), tensors, 'F32');
+  writeSafetensors(path.join(dir, 'sae_weights.safetensors'), saeLensTensors(w, opts.activation), 'F32');
   const architecture = opts.activation === 'relu' ? 'standard' : opts.activation;
   const common = { d_in: w.dIn, d_sae: w.dSae, dtype: 'float32', device: 'cpu', apply_b_dec_to_input: opts.applyBDecToInput, normalize_activations: opts.normalize ?? 'none' };
   const layer = Number(/^blocks\.(\d+)\./.exec(opts.hook)?.[1]);
