@@ -19,8 +19,8 @@ import { hookName, type HookName } from './hooks';
 import type { Model } from './model';
 import type { ResidPoint } from './results';
 import { FeatureEncoder, type EncoderSpec, type LayerActivations } from './circuits/features';
-import { firstCountedPosition, fractionUnexplained, FVU_LIMIT, reconstructionError } from './circuits/reconstruction';
-import { openTranscoderFolder, readDecoderRows, readFiniteVector, readStoredTranscoder, saeLensActivation, type StoredTranscoder, type TranscoderActivation } from './circuits/transcoders';
+import { firstCountedPosition, fractionUnexplained, poorReconstruction, reconstructionError } from './circuits/reconstruction';
+import { encoderTensors, openTranscoderFolder, readDecoderRows, readFiniteVector, readStoredTranscoder, saeLensActivation, type StoredTranscoder, type TranscoderActivation } from './circuits/transcoders';
 
 export type SaeNormalization = 'none' | 'constant_norm_rescale' | 'layer_norm';
 
@@ -86,20 +86,11 @@ function residualSae(s: StoredTranscoder, model: ModelConfig): ResidualSae {
   if (cfg.reshape_activations !== undefined && cfg.reshape_activations !== null && cfg.reshape_activations !== 'none') {
     throw new ResidualError(`reshape_activations "${String(cfg.reshape_activations)}" is not supported for a residual-stream SAE`, file, 'unsupported');
   }
-  const need = (name: string) => {
-    const e = s.tensors.get(name);
-    if (!e) throw new ResidualError(`tensor "${name}" is missing (has ${[...s.tensors.keys()].join(', ')})`, s.weights);
-    return e;
-  };
-  const [wEnc, bEnc, bDec] = [need('W_enc'), need('b_enc'), need('b_dec')];
+  const activation = saeLensActivation(s, arch, 'SAE');
+  const enc = encoderTensors(s, activation, activation.kind === 'jumprelu' ? s.tensors.get('threshold') : undefined, file);
   const D = model.dModel;
   if (s.dIn !== D) throw new ResidualError(`the SAE reads ${s.dIn} values but the model's d_model is ${D}: it was made for another model`, s.weights);
   if (s.dOut !== D) throw new ResidualError(`W_dec writes ${s.dOut} values but the SAE reads ${s.dIn}; a residual-stream SAE reconstructs its input`, s.weights);
-  const activation = saeLensActivation(s, arch, 'SAE');
-  const threshold = activation.kind === 'jumprelu' ? s.tensors.get('threshold') : undefined;
-  if (threshold && (threshold.shape.length !== 1 || threshold.shape[0] !== s.dSae)) throw new ResidualError(`threshold should be [${s.dSae}], is [${threshold.shape.join(', ')}]`, s.weights);
-  if (activation.kind === 'topk' && activation.k > s.dSae) throw new ResidualError(`k = ${activation.k} exceeds d_sae = ${s.dSae}`, file);
-  const metrics = cfg.metrics as Record<string, unknown> | undefined;
   return {
     layer,
     input: m[2],
@@ -109,11 +100,8 @@ function residualSae(s: StoredTranscoder, model: ModelConfig): ResidualSae {
     dIn: D,
     dSae: s.dSae,
     encLayout: 'DF',
-    wEnc,
-    bEnc,
     wDec: s.wDec,
-    bDec,
-    threshold,
+    ...enc,
     source: file,
     // SAELens' default when a config does not say (pre-6 configs were converted with it).
     applyBDecToInput: cfg.apply_b_dec_to_input !== false,
@@ -122,7 +110,6 @@ function residualSae(s: StoredTranscoder, model: ModelConfig): ResidualSae {
     root: s.root,
     config: file,
     weights: s.weights,
-    reportedFvu: typeof metrics?.fvu === 'number' && Number.isFinite(metrics.fvu) && metrics.fvu >= 0 ? metrics.fvu : undefined,
   };
 }
 
@@ -210,8 +197,7 @@ export async function readSaeFeatures(model: Model, sae: ResidualSae, encoder: F
 /** A sentence when the SAE reconstructs this prompt poorly (wrong hook, model or normalisation), else undefined. */
 export function saeWarning(sae: ResidualSae, r: SaeReading): string | undefined {
   const reported = sae.reportedFvu;
-  const far = reported !== undefined && r.fvu > reported + 0.25;
-  if (r.fvu <= FVU_LIMIT && !far) return undefined;
+  if (!poorReconstruction(r.fvu, reported)) return undefined;
   const fvu = Number.isFinite(r.fvu) ? r.fvu.toPrecision(3) : String(r.fvu);
   return `The SAE leaves ${fvu} of the variance of ${sae.hook} unexplained on this prompt${reported !== undefined ? ` (its own evaluation: ${reported.toPrecision(2)})` : ''}: it may have been trained on another model, hook or normalisation, so its features here mean little.`;
 }

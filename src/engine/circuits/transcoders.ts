@@ -446,6 +446,20 @@ function transcoder(
   threshold: TensorEntry | undefined,
   source: string,
 ): Transcoder {
+  const e = encoderTensors(s, activation, threshold, source);
+  return { layer: s.layer, input, activation, dIn: s.dIn!, dSae: s.dSae, dOut: s.dOut, encLayout, wDec: s.wDec, source, root: s.root, ...e };
+}
+
+/**
+ * The encoder side of a stored layer, checked, for transcoders and residual-stream SAEs alike: W_enc, b_enc and b_dec
+ * present, the threshold's size and dtype, k ≤ d_sae, and the FVU its config reports (`metrics.fvu`), if any.
+ */
+export function encoderTensors(
+  s: StoredTranscoder,
+  activation: TranscoderActivation,
+  threshold: TensorEntry | undefined,
+  source: string,
+): { wEnc: TensorEntry; bEnc: TensorEntry; bDec: TensorEntry; threshold?: TensorEntry; reportedFvu?: number } {
   const t = (name: string) => need(s.tensors, name, s.weights);
   const [wEnc, bEnc, bDec] = [t('W_enc'), t('b_enc'), t('b_dec')];
   const F = s.dSae;
@@ -460,7 +474,7 @@ function transcoder(
   // than that points at the input convention (reconstruction.ts).
   const metrics = s.settings.metrics as Record<string, unknown> | undefined;
   const reportedFvu = typeof metrics?.fvu === 'number' && Number.isFinite(metrics.fvu) && metrics.fvu >= 0 ? metrics.fvu : undefined;
-  return { layer: s.layer, input, activation, dIn: s.dIn!, dSae: F, dOut: s.dOut, encLayout, wEnc, bEnc, wDec: s.wDec, bDec, threshold, source, root: s.root, reportedFvu };
+  return { wEnc, bEnc, bDec, threshold, reportedFvu };
 }
 
 function validate(set: TranscoderSet, cfg: ModelConfig): void {
