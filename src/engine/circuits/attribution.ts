@@ -301,9 +301,10 @@ export class Attributor {
     };
     const sourceCount = (a: number, s: number): number => (a === 0 ? 1 : 1 + layers[a - 1].start[s + 1] - layers[a - 1].start[s]);
     // The set's input convention, checked on the data: a layer reconstructed poorly is encoded through the other inputs.
+    // Only a graph reports it; direction rows (QK attribution) do not, so they skip the extra encoding.
     const reported = this.transcoders.layers.map((t) => t.reportedFvu ?? null);
     let reconstruction: Reconstruction = { input: this.transcoders.layers[0].input, fvu, reported, skipped: counted };
-    if (fvu.some((x, l) => poorReconstruction(x, reported[l] ?? undefined))) {
+    if (!directions && fvu.some((x, l) => poorReconstruction(x, reported[l] ?? undefined))) {
       progress('attribution: a transcoder reconstructs poorly; trying the other input hooks', 0);
       reconstruction = await tryOtherInputs(this.model, this.transcoders, this.encoder, ids, reconstruction, {
         cancel: opts.cancel,
