@@ -116,3 +116,13 @@ export function l2(v: ArrayLike<number>): number {
   for (let i = 0; i < v.length; i++) s += v[i] * v[i];
   return Math.sqrt(s);
 }
+
+/**
+ * The `k` largest values of `z` (largest first) and the `k` smallest (smallest first), as [index, value]; ties in
+ * index order.
+ */
+export function extremes(z: ArrayLike<number>, k: number): { top: [number, number][]; bottom: [number, number][] } {
+  const order = Array.from({ length: z.length }, (_, i) => i).sort((a, b) => z[b] - z[a] || a - b);
+  const pick = (ids: number[]) => ids.map((v) => [v, z[v]] as [number, number]);
+  return { top: pick(order.slice(0, k)), bottom: pick(order.slice(-k).reverse()) };
+}

@@ -17,6 +17,7 @@ import { readRows, type TensorEntry } from './checkpoint/safetensors';
 import { ResidualError, throwIfCancelled, type CancelToken } from './errors';
 import { hookName, type HookName } from './hooks';
 import type { Model } from './model';
+import { extremes } from './numeric';
 import type { ResidPoint } from './results';
 import { FeatureEncoder, type EncoderSpec, type LayerActivations } from './circuits/features';
 import { firstCountedPosition, fractionUnexplained, poorReconstruction, reconstructionError } from './circuits/reconstruction';
@@ -247,9 +248,7 @@ export function decoderLogits(model: Model, sae: ResidualSae, index: number, k =
       z[v0 + v] = s;
     }
   }
-  const order = Array.from(z.keys()).sort((a, b) => z[b] - z[a] || a - b);
-  const pick = (ids: number[]) => ids.map((v) => [v, z[v]] as [number, number]);
-  return { top: pick(order.slice(0, k)), bottom: pick(order.slice(-k).reverse()) };
+  return extremes(z, k);
 }
 
 /** One encoder (ONNX sessions) per SAE folder. */

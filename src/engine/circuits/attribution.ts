@@ -26,7 +26,7 @@ import { newSparseRow, pushSource, rowsInfluence, type SparseRow } from './prune
 import { ASSUMED_ACTIVE_PER_TOKEN, backwardWorkBytes, defaultBatchRows, estimateCircuit, planFeatureRows, type CircuitEstimate } from './estimate';
 import { checkpointParams } from '../memory';
 import { firstCountedPosition, fractionUnexplained, poorReconstruction, reconstructionError, tryOtherInputs, type Reconstruction } from './reconstruction';
-import { softmax } from '../numeric';
+import { extremes, softmax } from '../numeric';
 import { RESID_POINTS, type ResidPoint } from '../../protocol/results';
 import { readDecoderRows, readEncoderColumns, readFiniteVector, readRows, type TranscoderSet } from './transcoders';
 
@@ -752,9 +752,7 @@ export class Attributor {
   async decoderLogits(layer: number, index: number, k = 10): Promise<{ top: [number, number][]; bottom: [number, number][] }> {
     const z = new Float32Array(this.weights.unembed.shape[0]);
     await this.decoderTimesUnembedding([{ layer, index }], (_, v, y) => (z[v] = y));
-    const order = Array.from(z.keys()).sort((a, b) => z[b] - z[a]);
-    const pick = (ids: number[]) => ids.map((v) => [v, z[v]] as [number, number]);
-    return { top: pick(order.slice(0, k)), bottom: pick(order.slice(-k).reverse()) };
+    return extremes(z, k);
   }
 
   /**
