@@ -30,7 +30,6 @@ export class SaeLens implements vscode.Disposable {
   private opened: Opened | undefined;
   /** The last reading, for cards: which analysis (job id) and layer it belongs to. */
   private reading: { analysis: number; sae: ResidualSae; r: SaeReading } | undefined;
-  private layer: number | undefined;
 
   constructor(private readonly log: vscode.OutputChannel) {}
 
@@ -55,7 +54,6 @@ export class SaeLens implements vscode.Disposable {
     });
     if (!picked?.[0]) return undefined;
     this.picked = picked[0].fsPath;
-    this.layer = undefined;
     this.log.appendLine(`SAE folder: ${this.picked}`);
     return this.picked;
   }
@@ -72,17 +70,16 @@ export class SaeLens implements vscode.Disposable {
     return this.opened;
   }
 
-  /** What the SAE at `layer` (default: the last one read, else the folder's last layer) finds on the analysis; null: no SAE chosen. */
+  /** What the SAE at `layer` (default: the folder's last layer) finds on the analysis; null: no SAE chosen. */
   async read(model: Model, analysisId: number, ids: number[], layer: number | undefined, cancel: CancelToken): Promise<SaeFeatureReading | null> {
     if (!this.dir()) return null;
     const o = await this.open(model);
-    const l = layer ?? (this.layer !== undefined && o.set.layers[this.layer] ? this.layer : o.set.available[o.set.available.length - 1]);
+    const l = layer ?? o.set.available[o.set.available.length - 1];
     const sae = o.set.layers[l];
     if (!sae) throw new ResidualError(`the SAE folder has no SAE for layer ${l} (it has layers ${o.set.available.join(', ')})`, o.set.dir);
     const t0 = performance.now();
     const r = await readSaeFeatures(model, sae, o.encoder, ids, cancel);
     this.reading = { analysis: analysisId, sae, r };
-    this.layer = l;
     const warning = saeWarning(sae, r);
     this.log.appendLine(`SAE ${sae.hook}: ${ids.length} tokens, mean L0 ${(r.l0.reduce((a, b) => a + b, 0) / ids.length).toFixed(1)}, FVU ${r.fvu.toPrecision(3)} in ${(performance.now() - t0).toFixed(0)} ms`);
     if (warning) this.log.appendLine(`SAE warning: ${warning}`);

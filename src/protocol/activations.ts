@@ -104,8 +104,8 @@ export type ActivationsRequests = {
   /** Picks the residual-stream SAE folder (VS Code's folder dialog); `dir` undefined: the dialog was closed. */
   'sae/choose': { params: Record<string, never>; result: { dir?: string } };
   /**
-   * The SAE's features on the shown analysis, at `layer` (default: the layer read last, else the folder's last);
-   * null when no SAE folder is chosen.
+   * The SAE's features on the shown analysis, at `layer` (default: the folder's last; the panel keeps the layer it
+   * shows and asks for it); null when no SAE folder is chosen.
    */
   'sae/read': { params: { layer?: number }; result: SaeFeatureReading | null };
   /** The card of one SAE feature on the shown analysis. */

@@ -63,7 +63,7 @@ function openCard(layer: number, index: number): void {
   );
 }
 
-function choose(): void {
+function chooseFolder(): void {
   host.request('sae/choose', {}).result.then(
     (r) => {
       if (!r.dir) return;
@@ -131,9 +131,9 @@ function saeRow(): HTMLElement {
     info.append(el('span', 'muted', 'No SAE chosen. Pick a SAELens residual-stream SAE folder (cfg.json + sae_weights.safetensors reading blocks.L.hook_resid_pre, _mid or _post; or one subfolder per layer), or set residual.saePath.'));
   }
   row.append(info);
-  const choose_ = button(s ? 'Another SAE…' : 'Choose SAE folder…', choose, s ? 'secondary' : 'primary');
-  choose_.id = 'sae-choose';
-  row.append(choose_);
+  const chooseButton = button(s ? 'Another SAE…' : 'Choose SAE folder…', chooseFolder, s ? 'secondary' : 'primary');
+  chooseButton.id = 'sae-choose';
+  row.append(chooseButton);
   if (s && s.layers.length > 1) {
     row.append(
       dropdown(
