@@ -315,9 +315,10 @@ export function isPlainObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
-/** Rows `rows` of a 2-D tensor [R, C] → [rows.length, C], reading only those rows from the file. */
+/** Rows `rows` of a tensor [R, …] → [rows.length, C] (C = the product of the other dims), reading only those rows. */
 export function readRows(e: TensorEntry, rows: ArrayLike<number>): Float32Array {
-  const C = e.shape[1];
+  // A row is everything after the first dimension (a cross-layer decoder's row is [layers, d_model]).
+  const C = e.shape.slice(1).reduce((a, b) => a * b, 1);
   if (e.dtype !== 'F32' && e.dtype !== 'F16' && e.dtype !== 'BF16') {
     throw new ResidualError(`tensor "${e.name}" has dtype ${e.dtype}; only F32, F16 and BF16 are read`, e.file, 'unsupported');
   }

@@ -8,6 +8,10 @@
  * and error nodes). It is computed by propagating each target's direction backwards through the frozen attention
  * blocks (ONNX MatMuls, targets batched) and reading out the sources where they enter the residual stream.
  *
+ * Cross-layer transcoders (CLT): a feature of layer l writes every later MLP output, so it is a column of the sources
+ * of every layer from l on; its edge is the sum over them (accumulated per row, `acc` in `propagate`). Skip
+ * transcoders add a linear path from resid_mid to the MLP output, which the backward sweep carries (backward.ts).
+ *
  * Cost: a target at position q only has gradient at positions ≤ q, so targets are swept per position over exactly
  * q + 1 positions, joining the sweep at their own block (their first W_Oᵀ product is one row). A row costs about
  * 4·D²·(q + 1) FLOP per block below the target; rows are computed for the logits and, by default, the
@@ -18,17 +22,17 @@ import { hookName, type HookName } from '../hooks';
 import type { Model } from '../model';
 import { ResidualError, throwIfCancelled, type CancelToken } from '../errors';
 import type { SessionOptions } from '../runtime/session';
-import { AttentionBackward } from './backward';
+import { AttentionBackward, type SkipBackward } from './backward';
 import { FeatureEncoder, type LayerActivations } from './features';
-import { centerRows, constantForward, normFrozen, readFrozenWeights, type FrozenState, type FrozenWeights } from './frozen';
+import { centerRows, constantForward, normFrozen, readFrozenWeights, skipBackward, type FrozenState, type FrozenWeights, type SkipWeights } from './frozen';
 import { errorNode, logitNode, tokenNode, type AttributionGraph, type AttributionTarget, type GraphTarget } from './graph';
 import { newSparseRow, pushSource, rowsInfluence, type SparseRow } from './prune';
 import { ASSUMED_ACTIVE_PER_TOKEN, backwardWorkBytes, defaultBatchRows, estimateCircuit, planFeatureRows, type CircuitEstimate } from './estimate';
 import { checkpointParams } from '../memory';
-import { firstCountedPosition, fractionUnexplained, poorReconstruction, reconstructionError, tryOtherInputs, type Reconstruction } from './reconstruction';
+import { firstCountedPosition, fractionUnexplained, poorReconstruction, replacementError, tryOtherInputs, type Reconstruction } from './reconstruction';
 import { extremes, softmax } from '../numeric';
 import { RESID_POINTS, type ResidPoint } from '../../protocol/results';
-import { readDecoderRows, readEncoderColumns, readFiniteVector, readRows, type TranscoderSet } from './transcoders';
+import { decoderInto, readDecoderRows, readEncoderColumns, readFiniteVector, readRows, readSkip, writersOf, type TranscoderSet } from './transcoders';
 
 export interface AttributionOptions {
   /** At most this many logit targets (default 10). */
@@ -120,6 +124,9 @@ export class Attributor {
   readonly encoder: FeatureEncoder;
   readonly weights: FrozenWeights;
   private readonly backward: AttentionBackward;
+  /** Per layer, a skip transcoder's W_skip (constant forward) and its backward path (joining targets). */
+  private readonly skips: (SkipWeights | undefined)[];
+  private readonly skipPaths: (SkipBackward | undefined)[];
   private unembedMean?: Float64Array;
 
   constructor(
@@ -133,7 +140,11 @@ export class Attributor {
     const opts = { ...sessionOptions, providers: sessionOptions.providers ?? [model.provider] };
     this.encoder = new FeatureEncoder(transcoders, opts);
     this.weights = readFrozenWeights(model.checkpoint);
-    this.backward = new AttentionBackward(this.weights, `${model.checkpoint.dir}|${model.config.name}`, { ...opts, cpuMemArena: false });
+    this.skips = transcoders.layers.map((t) => (t.skip ? { wSkip_DD: readSkip(t), input: t.input } : undefined));
+    this.skipPaths = this.skips.map((s, l) => s && skipBackward(this.weights, l, s));
+    // The skip paths are part of the backward graphs, so their sessions are this set's own.
+    const key = `${model.checkpoint.dir}|${model.config.name}${this.skips.some((x) => x) ? `|skip:${transcoders.dir}` : ''}`;
+    this.backward = new AttentionBackward(this.weights, key, { ...opts, cpuMemArena: false }, this.skipPaths);
   }
 
   /** A set whose encoders are large (Gemma Scope: 26 × 151 MB as float32) is streamed: one layer's session at a time. */
@@ -255,39 +266,51 @@ export class Attributor {
     const constAll = new Float64Array(N);
     const actualAll = new Float64Array(N);
 
-    // 3. Source vectors per layer: U_l [P, D, K_l], column 0 = the error, 1 + j = j-th active feature (act × W_dec row).
+    // 3. Source vectors per layer: U_l [P, D, K_l], column 0 = the error, then what each active feature writes into
+    //    layer l's MLP output (act × its decoder row into l): layer l's features, or in a CLT those of layers 0..l.
     const t3 = performance.now();
+    const set = this.transcoders;
+    const crossLayer = set.kind === 'cross-layer';
     const U: Float32Array[] = [];
     const K: number[] = [];
     const bDec: Float32Array[] = [];
     const fvu: number[] = [];
+    /** A CLT: the node of each feature column (k ≥ 1) of U_l at each position. */
+    const columnNodes: Int32Array[][] = [];
     const counted = firstCountedPosition(this.model, ids);
+    const dec = layers.map((la, l) => readDecoderRows(set.layers[l], la.feature)); // whole rows [n_l, outLayers · D]
     for (let l = 0; l < L; l++) {
       throwIfCancelled(opts.cancel);
-      const tc = this.transcoders.layers[l];
-      const la = layers[l];
-      const dec = readDecoderRows(tc, la.feature); // [n_l, D]
-      const bd = readFiniteVector(l, tc.bDec);
-      bDec.push(bd);
-      let kMax = 0;
-      for (let p = 0; p < P; p++) kMax = Math.max(kMax, la.start[p + 1] - la.start[p]);
-      const Kl = kMax + 1;
+      const tc = set.layers[l];
+      const writers = writersOf(set, l);
+      bDec.push(readFiniteVector(l, tc.bDec));
+      const count = (p: number) => writers.reduce((n, w) => n + layers[w].start[p + 1] - layers[w].start[p], 1);
+      let Kl = 1;
+      for (let p = 0; p < P; p++) Kl = Math.max(Kl, count(p));
       const Ul = new Float32Array(P * D * Kl);
       const mlpOut = act(hookName(l, 'hook_mlp_out'));
-      // error = real MLP output − (Σ act·W_dec + b_dec)
-      const err = reconstructionError(la, dec, bd, mlpOut, P, D);
+      // error = real MLP output − everything the replacement writes there
+      const err = replacementError(set, l, layers, dec, mlpOut, tc.skip ? act(hookName(l, tc.input)) : undefined, P);
+      const into = writers.map((w) => decoderInto(set.layers[w], dec[w], l)); // [n_w, D] each
+      if (crossLayer) columnNodes.push(Array.from({ length: P }, (_, p) => new Int32Array(count(p) - 1)));
       for (let p = 0; p < P; p++) {
-        for (let j = la.start[p]; j < la.start[p + 1]; j++) {
-          const a = la.act[j];
-          const col = 1 + j - la.start[p];
-          for (let d = 0; d < D; d++) Ul[(p * D + d) * Kl + col] = a * dec[j * D + d];
-        }
+        let col = 1;
+        writers.forEach((w, wi) => {
+          const la = layers[w];
+          for (let j = la.start[p]; j < la.start[p + 1]; j++, col++) {
+            const a = la.act[j];
+            const row = into[wi];
+            for (let d = 0; d < D; d++) Ul[(p * D + d) * Kl + col] = a * row[j * D + d];
+            if (crossLayer) columnNodes[l][p][col - 1] = featStart[w] + j;
+          }
+        });
         for (let d = 0; d < D; d++) Ul[(p * D + d) * Kl] = err[p * D + d];
       }
       fvu.push(fractionUnexplained(mlpOut, err, P, D, counted));
       U.push(Ul);
       K.push(Kl);
     }
+    dec.length = 0;
     const embed = act('hook_embed');
     const Uemb = Float32Array.from(embed.subarray(0, P * D));
     if (this.model.hooks.has('hook_pos_embed')) {
@@ -297,9 +320,10 @@ export class Attributor {
     /** Node of column k at position s of the sources read out below block a (a = 0: embeddings). */
     const sourceNode = (a: number, s: number, k: number): number => {
       if (a === 0) return tokenNode(geom, s);
-      return k === 0 ? errorNode(geom, a - 1, s) : featStart[a - 1] + layers[a - 1].start[s] + k - 1;
+      if (k === 0) return errorNode(geom, a - 1, s);
+      return crossLayer ? columnNodes[a - 1][s][k - 1] : featStart[a - 1] + layers[a - 1].start[s] + k - 1;
     };
-    const sourceCount = (a: number, s: number): number => (a === 0 ? 1 : 1 + layers[a - 1].start[s + 1] - layers[a - 1].start[s]);
+    const sourceCount = (a: number, s: number): number => (a === 0 ? 1 : crossLayer ? 1 + columnNodes[a - 1][s].length : 1 + layers[a - 1].start[s + 1] - layers[a - 1].start[s]);
     // The set's input convention, checked on the data: a layer reconstructed poorly is encoded through the other inputs.
     // Only a graph reports it; direction rows (QK attribution) do not, so they skip the extra encoding.
     const reported = this.transcoders.layers.map((t) => t.reportedFvu ?? null);
@@ -315,7 +339,7 @@ export class Attributor {
 
     // 4. Targets: every active feature (its direction is read when its row is computed) and the logits.
     const t4 = performance.now();
-    const consts = await constantForward(w, frozen, bDec, (...a) => this.backward.gemm(...a));
+    const consts = await constantForward(w, frozen, bDec, (...a) => this.backward.gemm(...a), this.skips);
     const featureTargets: Target[] = [];
     let nEligible = 0;
     for (let l = 0; l < L; l++) {
@@ -335,7 +359,7 @@ export class Attributor {
         const q = item.position;
         const row = logitNode(geom, i);
         const dir = Float32Array.from(item.vector);
-        const constResid = entry === 'mid' ? consts.residMid_LPD[level] : level === 0 ? undefined : level === L ? consts.final_PD : residPlusDecoderBias(consts.residMid_LPD[level - 1], bDec[level - 1], D);
+        const constResid = entry === 'mid' ? consts.residMid_LPD[level] : level === L ? consts.final_PD : consts.residPre_LPD[level];
         const x = act(hookName(item.layer, item.hook));
         let c = 0;
         let real = 0;
@@ -438,17 +462,36 @@ export class Attributor {
     /** The sources entering the residual below block a (a = 0: the embeddings), and their column count. */
     const sourcesBelow = (a: number) => (a === 0 ? Uemb : U[a - 1]);
     const columnsBelow = (a: number) => (a === 0 ? 1 : K[a - 1]);
-    // Sources a row can have: below its top block, at positions ≤ its own (counted per block as a prefix over positions).
-    const prefixCount = Array.from({ length: L + 1 }, (_, a) => {
-      const c = new Int32Array(P + 1);
-      for (let s = 0; s < P; s++) c[s + 1] = c[s] + sourceCount(a, s);
-      return c;
-    });
+    /**
+     * Whether a feature of layer l at position p reaches target t: below it, at or before its position. A row before
+     * block `level` (entry pre) reads layer level − 1's sources at its own position only (the attention of block
+     * `level` is above it).
+     */
+    const reaches = (t: Target, l: number, p: number) => p <= t.q && (t.entry === 'mid' ? l < t.level : l < t.level - 1 || (l === t.level - 1 && p === t.q));
+    /** Sources a row can have: one error or token per position ≤ its own and block passed, and every feature reaching it. */
     const rowCapacity = (t: Target) => {
-      let n = t.entry === 'pre' ? sourceCount(t.level, t.q) : 0;
-      for (let a = topBlock(t); a >= 0; a--) n += prefixCount[a][t.q + 1];
+      let n = (t.entry === 'pre' ? 1 : 0) + (topBlock(t) + 1) * (t.q + 1);
+      for (let l = 0; l < t.level; l++) n += t.entry === 'mid' || l < t.level - 1 ? layers[l].start[t.q + 1] : layers[l].start[t.q + 1] - layers[l].start[t.q];
       return n;
     };
+    // A CLT's feature is a column below several blocks: its values are summed per row (`acc`) over features at
+    // positions ≤ q, numbered position by position ("slots"), and pushed once when the row is done.
+    const slotBase = new Int32Array(P + 1);
+    const nodeOfSlot = new Int32Array(crossLayer ? nActive : 0);
+    const slotOf = new Int32Array(crossLayer ? nActive : 0);
+    const slotLayer = new Int32Array(crossLayer ? nActive : 0);
+    if (crossLayer) {
+      let c = 0;
+      for (let p = 0; p < P; p++) {
+        for (let l = 0; l < L; l++)
+          for (let j = layers[l].start[p]; j < layers[l].start[p + 1]; j++, c++) {
+            nodeOfSlot[c] = featStart[l] + j;
+            slotOf[featStart[l] + j] = c;
+            slotLayer[c] = l;
+          }
+        slotBase[p + 1] = c;
+      }
+    }
     // 5. The plan: how many feature rows, and rows per backward batch, within the memory budget.
     const batchRows = opts.batchRows ?? defaultBatchRows(D, w.X);
     const plan = planFeatureRows({
@@ -457,7 +500,8 @@ export class Attributor {
       nLogits,
       errorsAndTokens: L * P + P,
       requested: Math.min(opts.maxFeatureNodes ?? DEFAULT_MAX_FEATURE_NODES, nEligible),
-      workBytes: backwardWorkBytes(batchRows, D, w.X, Math.max(...K)),
+      // A CLT's rows also sum their features' values (8 bytes each, about the widest layer's columns per position).
+      workBytes: backwardWorkBytes(batchRows, D, w.X, Math.max(...K)) + (crossLayer ? 8 * batchRows * Math.max(...K) : 0),
       budgetBytes: opts.maxMemoryBytes,
       usedBytes: process.memoryUsage().rss,
       // Directions (float32, D each) exist for the features of one propagate call: a round, or every feature at once.
@@ -482,6 +526,7 @@ export class Attributor {
     // 6. Backward propagation, one level at a time; each batch walks down every block below its level.
     const t5 = performance.now();
     const invScale1 = frozen.ln1Scale_LP.map((s) => s.map((x) => 1 / x));
+    const invScale2 = frozen.ln2Scale_LP.map((s) => s.map((x) => 1 / x));
     const invPost = frozen.postScale_LP?.map((s) => s.map((x) => 1 / x));
     const crops = new Map<string, Float32Array>();
     /** Computed rows (full numbering → its sources and values), in the order computed. */
@@ -524,22 +569,28 @@ export class Attributor {
       for (const q of [...byQ.keys()].sort((x, y) => y - x)) {
         const S = q + 1;
         const group = byQ.get(q)!.sort((x, y) => topBlock(y) - topBlock(x));
-        for (const t of group) {
-          if (t.entry !== 'pre') continue;
-          // A target before block `level` (the logits: the final residual) reads the sources below it directly.
-          const Ua = sourcesBelow(t.level);
-          const Ka = columnsBelow(t.level);
-          const row = rows.get(t.row)!;
-          for (let k = 0; k < sourceCount(t.level, t.q); k++) {
-            let e = 0;
-            for (let d = 0; d < D; d++) e += t.dir![d] * Ua[(t.q * D + d) * Ka + k];
-            pushSource(row, sourceNode(t.level, t.q, k), e);
-          }
-        }
         const perChunk = Math.max(1, Math.floor(batchRows / S));
+        const nSlots = slotBase[S];
         for (let c0 = 0; c0 < group.length; c0 += perChunk) {
           const chunk = group.slice(c0, c0 + perChunk);
           const chunkRows = chunk.map((t) => rows.get(t.row)!);
+          const acc = crossLayer ? new Float64Array(chunk.length * nSlots) : undefined;
+          /** Source `node`'s value `v` in row i of the chunk: pushed, or for a CLT's feature summed in `acc`. */
+          const put = (i: number, node: number, v: number) => {
+            if (acc && node < nActive) acc[i * nSlots + slotOf[node]] += v;
+            else pushSource(chunkRows[i], node, v);
+          };
+          chunk.forEach((t, i) => {
+            if (t.entry !== 'pre') return;
+            // A target before block `level` (the logits: the final residual) reads the sources below it directly.
+            const Ua = sourcesBelow(t.level);
+            const Ka = columnsBelow(t.level);
+            for (let k = 0; k < sourceCount(t.level, t.q); k++) {
+              let e = 0;
+              for (let d = 0; d < D; d++) e += t.dir![d] * Ua[(t.q * D + d) * Ka + k];
+              put(i, sourceNode(t.level, t.q, k), e);
+            }
+          });
           let G: Float32Array | undefined;
           let T = 0;
           let joined = 0;
@@ -547,31 +598,50 @@ export class Attributor {
             throwIfCancelled(opts.cancel);
             let j1 = joined;
             while (j1 < chunk.length && topBlock(chunk[j1]) === a) j1++;
-            // Targets joining at this block enter as one direction row each (all at q = S − 1).
+            // Targets joining at this block enter as one direction row each (all at q = S − 1): at its resid_mid, so
+            // one read after the MLP (entry pre) first goes back through a skip transcoder's path of layer a.
             const Nj = new Float32Array((j1 - joined) * D);
-            for (let i = joined; i < j1; i++) Nj.set(chunk[i].dir!, (i - joined) * D);
+            for (let i = joined; i < j1; i++) {
+              const t = chunk[i];
+              const skip = t.entry === 'pre' ? this.skipPaths[a] : undefined;
+              Nj.set(skip ? throughSkip(t.dir!, skip, skip.scaled ? 1 / frozen.ln2Scale_LP[a][q] : 1, D) : t.dir!, (i - joined) * D);
+            }
             const Ua = sourcesBelow(a);
             const Ka = columnsBelow(a);
             const ts = performance.now();
             // (ONNX Runtime's batched MatMul refuses an empty batch: a sweep starts with one all-zero gradient.)
             const pad = T === 0 ? 1 : 0;
-            const { Gpre_TSD, R_STK } = await this.backward.step(a, G ?? new Float32Array(S * D), T + pad, S, cropPattern(a, S), invScale1[a].subarray(0, S), Ua.subarray(0, S * D * Ka), Ka, Nj, j1 - joined, invPost?.[a].subarray(0, S));
+            const below = a > 0 && this.skipPaths[a - 1]?.scaled ? invScale2[a - 1].subarray(0, S) : undefined;
+            const { R_STK, Gnext_TSD } = await this.backward.step(a, G ?? new Float32Array(S * D), T + pad, S, cropPattern(a, S), invScale1[a].subarray(0, S), Ua.subarray(0, S * D * Ka), Ka, Nj, j1 - joined, invPost?.[a].subarray(0, S), below);
             T = joined = j1;
             tSteps += performance.now() - ts;
             const Tp = T + pad;
             for (let s = 0; s < S; s++) {
-              // Column k of U is the error (k = 0, or the token for a = 0), then the position's features in a run.
+              // Column k of U is the error (k = 0, or the token for a = 0), then the position's features.
               const n = sourceCount(a, s);
               const first = sourceNode(a, s, 0);
-              const run = n > 1 ? sourceNode(a, s, 1) - 1 : 0;
+              const run = !crossLayer && n > 1 ? sourceNode(a, s, 1) - 1 : 0;
+              const nodes = crossLayer && a > 0 ? columnNodes[a - 1][s] : undefined;
               for (let i = 0; i < T; i++) {
                 const row = chunkRows[i];
                 const rOff = (s * Tp + i + pad) * Ka;
                 pushSource(row, first, R_STK[rOff]);
-                for (let k = 1; k < n; k++) pushSource(row, run + k, R_STK[rOff + k]);
+                if (nodes) {
+                  const base = i * nSlots;
+                  for (let k = 1; k < n; k++) acc![base + slotOf[nodes[k - 1]]] += R_STK[rOff + k];
+                } else for (let k = 1; k < n; k++) pushSource(row, run + k, R_STK[rOff + k]);
               }
             }
-            G = pad ? Gpre_TSD.subarray(S * D) : Gpre_TSD;
+            G = pad ? Gnext_TSD.subarray(S * D) : Gnext_TSD;
+          }
+          if (acc) {
+            // Every feature reaching the row, once, in slot order (the same order for every row sharing its columns).
+            chunk.forEach((t, i) => {
+              for (let c = 0; c < nSlots; c++) {
+                const p = featureTargets[nodeOfSlot[c]].q;
+                if (reaches(t, slotLayer[c], p)) pushSource(chunkRows[i], nodeOfSlot[c], acc[i * nSlots + c]);
+              }
+            });
           }
           // Directions are only needed while a row is computed.
           for (const t of chunk) if (!t.output) t.dir = undefined;
@@ -774,8 +844,13 @@ export class Attributor {
       list.push(i);
     });
     for (const [l, idx] of byLayer) {
-      const rows = readDecoderRows(this.transcoders.layers[l], idx.map((i) => features[i].index));
-      idx.forEach((i, j) => X.set(rows.subarray(j * D, (j + 1) * D), i * D));
+      const t = this.transcoders.layers[l];
+      const rows = readDecoderRows(t, idx.map((i) => features[i].index));
+      // A CLT feature's direct effect on the final residual: what it writes into every layer, summed.
+      const K = t.outLayers;
+      idx.forEach((i, j) => {
+        for (let k = 0; k < K; k++) for (let d = 0; d < D; d++) X[i * D + d] += rows[(j * K + k) * D + d];
+      });
     }
     const U = this.weights.unembed;
     const V = U.shape[0];
@@ -832,6 +907,7 @@ export class Attributor {
       nLogits: opts.maxNLogits ?? 10,
       baseBytes: process.memoryUsage().rss,
       backwardSessionsPending: !this.backward.prepared,
+      crossLayer: this.transcoders.kind === 'cross-layer',
     });
   }
 
@@ -877,10 +953,14 @@ function checkTarget(t: AttributionTarget, m: { D: number; L: number; P: number;
   }
 }
 
-/** The constant residual before a block: after the previous block's attention plus its transcoder's b_dec. */
-function residPlusDecoderBias(residMid_PD: Float64Array, bDec_D: Float32Array, D: number): Float64Array {
-  const out = Float64Array.from(residMid_PD);
-  for (let i = 0; i < out.length; i++) out[i] += bDec_D[i % D];
+/** v at a layer's hook_resid_post taken back to its hook_resid_mid through a skip transcoder: v + (v · M) · inv. */
+function throughSkip(v: Float32Array, skip: SkipBackward, inv: number, D: number): Float32Array {
+  const out = Float32Array.from(v);
+  for (let d = 0; d < D; d++) {
+    const x = v[d] * inv;
+    if (x === 0) continue;
+    for (let e = 0; e < D; e++) out[e] += x * skip.M_DD[d * D + e];
+  }
   return out;
 }
 

@@ -8,18 +8,28 @@
  * X = heads × d_head. Gemma-2's frozen norm after attention (gain g, scale s_post) multiplies G by g / s_post before
  * W_Oᵀ: g is folded into W_Oᵀ, 1/s_post is the `inv_post` input (ones elsewhere). hook_resid_pre of block a is hook_resid_post of block a−1, where the sources of
  * layer a−1 (feature contributions and the error) were added, so the read-out R[s,t,k] = G_pre[t,s,:] · U[s,:,k].
+ * With a skip transcoder at layer a−1, its linear path from blocks.a−1.hook_resid_mid is part of the frozen model:
+ * the gradient handed on to block a−1 is G_next = G_pre + (G_pre · M_skip) ⊙ 1/scale₂ (frozen.ts skipBackward).
  */
 import type * as ortTypes from 'onnxruntime-common';
 import { GraphBuilder } from '../onnx/builder';
 import { createSession, ort, type SessionOptions } from '../runtime/session';
 import type { AttnWeights, FrozenWeights } from './frozen';
 
+/** A skip transcoder's path backwards (frozen.ts skipBackward): G + (G · M) / scale₂, or without the scale. */
+export interface SkipBackward {
+  M_DD: Float32Array;
+  scaled: boolean;
+}
+
 /**
  * Graph for one block. Inputs: G [T₁,S,D] (gradients of targets already in the sweep), N [T₂,D] (targets joining
  * here: a direction at the last position S−1 only, so W_Oᵀ touches one row each), pattern [H,S,S], invScale [S,1],
- * U [S,D,K]. Outputs: Gpre [T₁+T₂,S,D] (joiners after the others) and R [S,T₁+T₂,K]. T₁ or T₂ may be 0.
+ * U [S,D,K]. Outputs: Gpre [T₁+T₂,S,D] (joiners after the others) and R [S,T₁+T₂,K]. T₁ or T₂ may be 0. With
+ * `skipBelow` (the layer below has a skip transcoder), also the input inv_scale2 [S,1] and the output Gnext: the
+ * gradient at the layer below's hook_resid_mid.
  */
-export function buildBackwardGraph(b: AttnWeights, D: number, H: number, X = D, center = true): Uint8Array {
+export function buildBackwardGraph(b: AttnWeights, D: number, H: number, X = D, center = true, skipBelow?: SkipBackward): Uint8Array {
   const E = X / H;
   const g = new GraphBuilder('residual-attn-backward');
   // W_Oᵀ [D, X] and M = W_Vᵀ·diag(w)·C [X, D] as initializers.
@@ -63,6 +73,12 @@ export function buildBackwardGraph(b: AttnWeights, D: number, H: number, X = D, 
   g.output('Gpre', 'float32', ['T', 'S', D]);
   g.op('MatMul', [g.op('Transpose', [Gpre], { perm: [1, 0, 2] }), U], undefined, 'R');
   g.output('R', 'float32', ['S', 'T', 'K']);
+  if (skipBelow) {
+    let through = g.op('MatMul', [Gpre, g.constF32('M_skip', [D, D], skipBelow.M_DD)]);
+    if (skipBelow.scaled) through = g.op('Mul', [through, g.input('inv_scale2', 'float32', ['S', 1])]);
+    g.op('Add', [Gpre, through], undefined, 'Gnext');
+    g.output('Gnext', 'float32', ['T', 'S', D]);
+  }
   return g.encode();
 }
 
@@ -82,10 +98,12 @@ export class AttentionBackward {
   private readonly sessions = new Map<number, Promise<ortTypes.InferenceSession>>();
   private gemmSession?: Promise<ortTypes.InferenceSession>;
 
+  /** `skips[l]`: layer l's skip transcoder path, where it has one (block l + 1's graph carries it). */
   constructor(
     private readonly w: FrozenWeights,
     private readonly key: string,
     private readonly opts: SessionOptions = {},
+    private readonly skips: (SkipBackward | undefined)[] = [],
   ) {}
 
   /** Whether every block's session exists (their weight copies are then part of the process already). */
@@ -96,7 +114,7 @@ export class AttentionBackward {
   private session(layer: number): Promise<ortTypes.InferenceSession> {
     let s = this.sessions.get(layer);
     if (!s) {
-      const bytes = buildBackwardGraph(this.w.blocks[layer], this.w.D, this.w.H, this.w.X, this.w.center);
+      const bytes = buildBackwardGraph(this.w.blocks[layer], this.w.D, this.w.H, this.w.X, this.w.center, this.skips[layer - 1]);
       s = createSession(bytes, new Map(), `attn-backward|${this.key}|${layer}`, this.opts).then((c) => c.session);
       this.sessions.set(layer, s);
     }
@@ -121,21 +139,27 @@ export class AttentionBackward {
   /**
    * G_TSD (T targets already in the sweep) at block `layer`'s resid_mid, plus `T2` targets joining here with
    * direction rows `N_T2D` at position S−1 → { Gpre at its resid_pre ([T + T2, S, D], joiners last), R_STK = Gpre·U }.
-   * `pattern_HSS` and `invScale_S` are already cropped to the S positions of this batch; `U_SDK` likewise.
+   * `pattern_HSS` and `invScale_S` are already cropped to the S positions of this batch; `U_SDK` likewise. Also
+   * `Gnext_TSD`, the gradient to hand to block `layer − 1` (Gpre, plus the skip path of layer − 1 when it has one;
+   * `invScale2_S` is that layer's 1/ln2 scale).
    */
-  async step(layer: number, G_TSD: Float32Array, T: number, S: number, pattern_HSS: Float32Array, invScale_S: Float32Array, U_SDK: Float32Array, K: number, N_T2D = new Float32Array(0), T2 = 0, invPost_S = new Float32Array(S).fill(1)) {
+  async step(layer: number, G_TSD: Float32Array, T: number, S: number, pattern_HSS: Float32Array, invScale_S: Float32Array, U_SDK: Float32Array, K: number, N_T2D = new Float32Array(0), T2 = 0, invPost_S = new Float32Array(S).fill(1), invScale2_S?: Float32Array) {
     const s = await this.session(layer);
     const Tn = ort().Tensor;
     const D = this.w.D;
-    const out = await s.run({
+    const skip = this.skips[layer - 1];
+    const feeds: Record<string, ortTypes.Tensor> = {
       G: new Tn('float32', G_TSD.subarray(0, T * S * D), [T, S, D]),
       N: new Tn('float32', N_T2D.subarray(0, T2 * D), [T2, D]),
       pattern: new Tn('float32', pattern_HSS, [this.w.H, S, S]),
       inv_scale: new Tn('float32', invScale_S, [S, 1]),
       U: new Tn('float32', U_SDK, [S, D, K]),
       inv_post: new Tn('float32', invPost_S, [S, 1]),
-    });
-    return { Gpre_TSD: out.Gpre.data as Float32Array, R_STK: out.R.data as Float32Array };
+    };
+    if (skip?.scaled) feeds.inv_scale2 = new Tn('float32', invScale2_S!, [S, 1]);
+    const out = await s.run(feeds);
+    const Gpre_TSD = out.Gpre.data as Float32Array;
+    return { Gpre_TSD, R_STK: out.R.data as Float32Array, Gnext_TSD: skip ? (out.Gnext.data as Float32Array) : Gpre_TSD };
   }
 
   async dispose(): Promise<void> {

@@ -160,6 +160,8 @@ export interface CircuitShape {
   baseBytes: number;
   /** Backward sessions not yet created (their weight copies count). */
   backwardSessionsPending: boolean;
+  /** A cross-layer transcoder: layer l's sources hold the features of layers 0..l. */
+  crossLayer?: boolean;
   cores?: number;
 }
 
@@ -198,7 +200,9 @@ export function estimateCircuit(c: CircuitShape): CircuitEstimate {
   parts.push({ name: 'encoders', seconds: encFlops / (cal.encoderGflops * 1e9 * speed) + encLoad, bytes: 4 * D * F + 4 * 2 * P * F });
 
   // Sources: the active features' decoder rows, U_l; the unembedding's mean for the logit directions.
-  const uElements = L * P * D * (kPer + 1);
+  // Columns per layer and position: the error and the features writing there (a CLT: those of every layer up to it).
+  const kMean = c.crossLayer ? (kPer * (L + 1)) / 2 : kPer;
+  const uElements = L * P * D * (kMean + 1);
   const decRead = activeFeatures * D * c.transcoderElemBytes;
   const unembedRead = c.vocabSize * D * c.unembedElemBytes;
   parts.push({ name: 'sources', seconds: (decRead + unembedRead) / cal.readBytesPerS + uElements * cal.sourceSecondsPerElement, bytes: 4 * uElements });
@@ -206,7 +210,7 @@ export function estimateCircuit(c: CircuitShape): CircuitEstimate {
   // Backward. Rows: the logits (S = P through every block) and the features, taken as spread evenly over layers and
   // positions. A row through one block of S positions: W_Oᵀ (2·S·D·X), the pattern (2·S²·X), W_V (2·S·X·D), the
   // read-out (2·S·D·K).
-  const blockFlops = (S: number, S2: number) => 4 * S * D * X + 2 * S2 * X + 2 * S * D * (kPer + 1);
+  const blockFlops = (S: number, S2: number) => 4 * S * D * X + 2 * S2 * X + 2 * S * D * (kMean + 1);
   const meanS = (P + 1) / 2;
   const meanS2 = ((P + 1) * (2 * P + 1)) / 6;
   const featBlocks = (L + 1) / 2;
@@ -222,7 +226,7 @@ export function estimateCircuit(c: CircuitShape): CircuitEstimate {
   parts.push({
     name: 'backward',
     seconds: bwdFlops / (cal.backwardGflops * 1e9 * speed) + (influenceEdges + rowPairs) * cal.edgeSeconds + colRead / cal.readBytesPerS,
-    bytes: 8 * rowPairs + backwardWorkBytes(batchRows, D, X, kPer + 1) + sessionBytes,
+    bytes: 8 * rowPairs + backwardWorkBytes(batchRows, D, X, (c.crossLayer ? kPer * L : kPer) + 1) + sessionBytes,
   });
 
   // The kept graph and its pruning.

@@ -11,6 +11,7 @@ import { familyWeightNames } from '../checkpoint/families';
 import type { Checkpoint } from '../checkpoint/load';
 import { readTensorF32 } from '../checkpoint/safetensors';
 import { ResidualError } from '../errors';
+import type { TranscoderInput } from './transcoders';
 
 /**
  * One block's attention-path weights, row-major, x·W orientation. X = heads × d_head (= D for GPT-2; may differ for
@@ -153,25 +154,65 @@ export interface FrozenState {
   postScale_LP?: Float32Array[];
 }
 
+/** A skip transcoder's W_skip [d_out, d_in] and the hook it reads, for the frozen model. */
+export interface SkipWeights {
+  wSkip_DD: Float32Array;
+  input: TranscoderInput;
+}
+
+/**
+ * A skip transcoder's input, frozen: what `input` holds given the residual `x` at hook_resid_mid (ln2 with its frozen
+ * scale: ln2.hook_normalized without gain and bias, mlp.hook_in with them).
+ */
+export function skipInput(w: FrozenWeights, l: number, input: TranscoderInput, x: Float64Array, off: number, scale: number, out: Float64Array): void {
+  const b = w.blocks[l];
+  if (input === 'hook_resid_mid') for (let d = 0; d < w.D; d++) out[d] = x[off + d];
+  else if (input === 'mlp.hook_in') normFrozen(x, off, w.D, scale, b.ln2W_D, b.ln2B_D, w.center, out);
+  else normFrozen(x, off, w.D, scale, new Float32Array(w.D).fill(1), new Float32Array(w.D), w.center, out);
+}
+
+/**
+ * The skip path backwards: a gradient g at blocks.l.hook_resid_post reaches hook_resid_mid as g + (g · M) / scale₂
+ * (`scaled`; the identity scale for hook_resid_mid), M = W_skip · diag(gain) · C [d_out, d_model] (gain: ln2's for
+ * mlp.hook_in, else ones; C the centering, LayerNorm only; none of it for hook_resid_mid).
+ */
+export function skipBackward(w: FrozenWeights, l: number, skip: SkipWeights): { M_DD: Float32Array; scaled: boolean } {
+  const D = w.D;
+  if (skip.input === 'hook_resid_mid') return { M_DD: skip.wSkip_DD, scaled: false };
+  const g = skip.input === 'mlp.hook_in' ? w.blocks[l].ln2W_D : undefined;
+  const M = new Float32Array(D * D);
+  for (let d = 0; d < D; d++) {
+    let mean = 0;
+    for (let e = 0; e < D; e++) mean += skip.wSkip_DD[d * D + e] * (g ? g[e] : 1);
+    mean = w.center ? mean / D : 0;
+    for (let e = 0; e < D; e++) M[d * D + e] = skip.wSkip_DD[d * D + e] * (g ? g[e] : 1) - mean;
+  }
+  return { M_DD: M, scaled: true };
+}
+
 /**
  * Constant forward: the frozen linear model with all sources at zero. Only biases flow: LayerNorm biases through
- * the OV path, b_V, b_O, and each layer's transcoder b_dec. Returns the residual stream read by each target level:
- * `residMid_LPD[l]` for l < L (blocks.l.hook_resid_mid) and `final_PD` (the input of ln_final).
+ * the OV path, b_V, b_O, each layer's transcoder b_dec, and a skip transcoder's W_skip applied to what reaches its
+ * input. Returns the residual stream read by each target level: `residPre_LPD[l]` and `residMid_LPD[l]` for l < L
+ * (blocks.l.hook_resid_pre / hook_resid_mid) and `final_PD` (the input of ln_final).
  */
 export async function constantForward(
   w: FrozenWeights,
   s: FrozenState,
   bDec_LD: Float32Array[],
   gemm: (X: Float32Array, R: number, C: number, W: Float32Array, M: number, b: Float32Array) => Promise<Float32Array> = jsGemm,
-): Promise<{ residMid_LPD: Float64Array[]; final_PD: Float64Array }> {
+  skips: (SkipWeights | undefined)[] = [],
+): Promise<{ residPre_LPD: Float64Array[]; residMid_LPD: Float64Array[]; final_PD: Float64Array }> {
   const { D, H, E, L, X } = w;
   const P = s.P;
   const resid = new Float64Array(P * D);
   const residMid_LPD: Float64Array[] = [];
+  const residPre_LPD: Float64Array[] = [];
   const x1 = new Float32Array(P * D);
   const z = new Float32Array(P * X);
   const row = new Float64Array(D);
   for (let l = 0; l < L; l++) {
+    residPre_LPD.push(Float64Array.from(resid));
     const b = w.blocks[l];
     const scale = s.ln1Scale_LP[l];
     for (let p = 0; p < P; p++) {
@@ -193,11 +234,24 @@ export async function constantForward(
     const post = s.postScale_LP?.[l];
     if (b.postW_D && post) for (let p = 0; p < P; p++) for (let d = 0; d < D; d++) attn[p * D + d] *= b.postW_D[d] / post[p];
     for (let i = 0; i < P * D; i++) resid[i] += attn[i];
-    residMid_LPD.push(Float64Array.from(resid));
+    const mid = Float64Array.from(resid);
+    residMid_LPD.push(mid);
     const bd = bDec_LD[l];
     for (let p = 0; p < P; p++) for (let j = 0; j < D; j++) resid[p * D + j] += bd[j];
+    const skip = skips[l];
+    if (skip) {
+      const x = new Float64Array(D);
+      for (let p = 0; p < P; p++) {
+        skipInput(w, l, skip.input, mid, p * D, s.ln2Scale_LP[l][p], x);
+        for (let d = 0; d < D; d++) {
+          let acc = 0;
+          for (let e = 0; e < D; e++) acc += skip.wSkip_DD[d * D + e] * x[e];
+          resid[p * D + d] += acc;
+        }
+      }
+    }
   }
-  return { residMid_LPD, final_PD: resid };
+  return { residPre_LPD, residMid_LPD, final_PD: resid };
 }
 
 /** X [R, C] · W [C, M] + b in plain loops (float64 accumulation), each row of W reused for every row of X. */

@@ -5,6 +5,8 @@
  * The real rerun replaces the intervened layer's MLP output by its transcoder reconstruction with the new
  * activations, i.e. adds (new − old activation) × W_dec[f] at blocks.{l}.hook_resid_post at that position (the MLP's
  * error term is kept as it was). Everything downstream — attention, LayerNorms, later MLPs — is recomputed for real.
+ * A cross-layer transcoder's feature writes every MLP output from its layer on: (new − old) × W_dec[f, k] is added at
+ * blocks.{l + k}.hook_resid_post for each k.
  */
 import { ResidualError } from '../errors';
 import type { SteerAdd } from '../model';
@@ -12,7 +14,7 @@ import { softmax } from '../numeric';
 import type { Attributor } from './attribution';
 import { hookName, type HookName } from '../hooks';
 import { activeActivation, describeTarget, logitNode, type AttributionGraph } from './graph';
-import { readDecoderRows } from './transcoders';
+import { decoderInto, readDecoderRows } from './transcoders';
 
 export interface FeatureIntervention {
   layer: number;
@@ -70,10 +72,13 @@ export async function intervene(attributor: Attributor, g: AttributionGraph, int
     const old = n === undefined ? activeActivation(g, iv.layer, iv.pos, iv.feature) : g.featAct[n];
     if (n === undefined) notInGraph.push(iv);
     else delta[n] = iv.value - old;
-    const row = readDecoderRows(tc, [iv.feature]);
-    let add = adds.get(iv.layer);
-    if (!add) adds.set(iv.layer, (add = new Float32Array(P * D)));
-    for (let d = 0; d < D; d++) add[iv.pos * D + d] += (iv.value - old) * row[d];
+    const rows = readDecoderRows(tc, [iv.feature]);
+    for (let out = iv.layer; out < iv.layer + tc.outLayers; out++) {
+      const row = decoderInto(tc, rows, out);
+      let add = adds.get(out);
+      if (!add) adds.set(out, (add = new Float32Array(P * D)));
+      for (let d = 0; d < D; d++) add[iv.pos * D + d] += (iv.value - old) * row[d];
+    }
   }
   const steer: SteerAdd[] = [...adds].map(([layer, add]) => ({ layer, point: 'hook_resid_post', add }));
   const target = g.target ?? { kind: 'top' };

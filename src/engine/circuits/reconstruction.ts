@@ -13,7 +13,7 @@ import { hookName, type HookName } from '../hooks';
 import type { Model } from '../model';
 import { throwIfCancelled, type CancelToken } from '../errors';
 import type { FeatureEncoder, LayerActivations } from './features';
-import { readDecoderRows, readFiniteVector, SUPPORTED_INPUTS, type TranscoderInput, type TranscoderSet } from './transcoders';
+import { decoderInto, readDecoderRows, readFiniteVector, readSkip, SUPPORTED_INPUTS, writersOf, type Transcoder, type TranscoderInput, type TranscoderSet } from './transcoders';
 
 /** Above this FVU a layer's reconstruction is too poor to trust the set's input convention unchecked. */
 export const FVU_LIMIT = 0.5;
@@ -78,6 +78,54 @@ export function reconstructionError(la: LayerActivations, dec_nD: Float32Array, 
   return err;
 }
 
+/** A skip transcoder's linear term x·W_skipᵀ at every position ([P, d_out]); `x_PD` is its input hook's values. */
+export function skipTerm(t: Transcoder, x_PD: ArrayLike<number>, P: number, wSkip: Float32Array = readSkip(t)): Float64Array {
+  const { dIn, dOut } = t;
+  const out = new Float64Array(P * dOut);
+  for (let p = 0; p < P; p++)
+    for (let d = 0; d < dOut; d++) {
+      let s = 0;
+      for (let e = 0; e < dIn; e++) s += wSkip[d * dIn + e] * x_PD[p * dIn + e];
+      out[p * dOut + d] = s;
+    }
+  return out;
+}
+
+/**
+ * y − (what the replacement writes into layer `j`'s MLP output) at every position: b_dec, every writing layer's
+ * active features (act × its decoder row into j: layer j's own, or in a CLT those of every layer up to j), and a skip
+ * transcoder's x·W_skipᵀ. `dec[l]` holds the whole decoder rows of layer l's active features (readDecoderRows),
+ * `input_PD` layer j's input hook (read only for a skip term).
+ */
+export function replacementError(
+  set: TranscoderSet,
+  j: number,
+  acts: LayerActivations[],
+  dec: Float32Array[],
+  mlpOut_PD: Float32Array,
+  input_PD: ArrayLike<number> | undefined,
+  P: number,
+): Float64Array {
+  const t = set.layers[j];
+  const D = t.dOut;
+  const err = reconstructionError(acts[j], decoderInto(t, dec[j], j), readFiniteVector(j, t.bDec), mlpOut_PD, P, D);
+  for (const l of writersOf(set, j)) {
+    if (l === j) continue;
+    const la = acts[l];
+    const into = decoderInto(set.layers[l], dec[l], j);
+    for (let p = 0; p < P; p++)
+      for (let i = la.start[p]; i < la.start[p + 1]; i++) {
+        const a = la.act[i];
+        for (let d = 0; d < D; d++) err[p * D + d] -= a * into[i * D + d];
+      }
+  }
+  if (t.skip) {
+    const skip = skipTerm(t, input_PD!, P);
+    for (let i = 0; i < P * D; i++) err[i] -= skip[i];
+  }
+  return err;
+}
+
 /** The first position the sums count: 1 when the prompt starts with the tokenizer's BOS and has more than it. */
 export function firstCountedPosition(model: Model, ids: number[]): number {
   return ids.length > 1 && model.tokenizer.bosId !== undefined && ids[0] === model.tokenizer.bosId ? 1 : 0;
@@ -105,25 +153,30 @@ export async function tryOtherInputs(
   }
   const run = await model.run({ ids, hooks, logitPositions: [P - 1], cancel: opts.cancel });
   const from = firstCountedPosition(model, ids);
-  const alternatives = others.map((input) => ({ input, fvu: [] as number[] }));
+  const alternatives = others.map((input) => ({ input, fvu: [] as number[], acts: [] as LayerActivations[] }));
   // Layer by layer, each layer's encoder serving every other input before it is released (a streamed set loads it once).
   for (let l = 0; l < L; l++) {
-    const t = set.layers[l];
-    const y = run.activations.get(hookName(l, 'hook_mlp_out'))!.data;
-    const bDec = readFiniteVector(l, t.bDec);
     for (const alt of alternatives) {
       throwIfCancelled(opts.cancel);
-      const la = await encoder.encode(l, run.activations.get(hookName(l, alt.input))!.data, P);
-      alt.fvu.push(fractionUnexplained(y, reconstructionError(la, readDecoderRows(t, la.feature), bDec, y, P, t.dOut), P, t.dOut, from));
+      alt.acts.push(await encoder.encode(l, run.activations.get(hookName(l, alt.input))!.data, P));
     }
     await opts.release?.(l);
+  }
+  // Then each layer's error: a CLT's layer is written by the features of every layer up to it.
+  for (const alt of alternatives) {
+    const dec = alt.acts.map((la, l) => readDecoderRows(set.layers[l], la.feature));
+    for (let l = 0; l < L; l++) {
+      const y = run.activations.get(hookName(l, 'hook_mlp_out'))!.data;
+      const err = replacementError(set, l, alt.acts, dec, y, run.activations.get(hookName(l, alt.input))!.data, P);
+      alt.fvu.push(fractionUnexplained(y, err, P, set.layers[l].dOut, from));
+    }
   }
   const mean = (x: number[]) => x.reduce((a, b) => a + b, 0) / x.length;
   const best = alternatives.reduce((a, b) => (mean(b.fvu) < mean(a.fvu) ? b : a));
   const wins = best.fvu.filter((x, l) => x < own.fvu[l]).length;
   // It must fit, not merely be less bad: a set that matches no input (another model's) names none.
   const better = mean(best.fvu) <= FVU_LIMIT && mean(best.fvu) * 2 <= mean(own.fvu) && wins * 2 > L ? best.input : undefined;
-  return { ...own, alternatives, better };
+  return { ...own, alternatives: alternatives.map(({ input, fvu }) => ({ input, fvu })), better };
 }
 
 /** One sentence on a reconstruction that is too poor, naming the worst layer, the numbers and the input that fits. */

@@ -17,8 +17,16 @@ export interface TranscoderWeights {
   wDec_FD: Float32Array;
   bDec_D: Float32Array;
   threshold_F?: Float32Array;
+  /** A skip transcoder's W_skip [d_out, d_in] (written as SAELens `skip_transcoder` / circuit-tracer `W_skip`). */
+  wSkip_DD?: Float32Array;
   dIn: number;
   dSae: number;
+}
+
+/** One layer l of an L-layer cross-layer transcoder: wDec_FKD [d_sae, L − l, d_out] replaces wDec_FD. */
+export interface CrossLayerWeights extends Omit<TranscoderWeights, 'wDec_FD' | 'wSkip_DD'> {
+  wDec_FKD: Float32Array;
+  outLayers: number;
 }
 
 export type WriteActivation = 'relu' | 'jumprelu' | 'topk';
@@ -37,7 +45,7 @@ export interface WriteOptions {
 /** SAELens layout: `dir/layer_{l}/cfg.json` + `sae_weights.safetensors`, one subfolder per layer. */
 export function writeSaeLensTranscoders(dir: string, layers: TranscoderWeights[], opts: WriteOptions): void {
   layers.forEach((w, i) => {
-    const sub = saeLensLayerDir(dir, i + (opts.firstLayer ?? 0), w.dIn, w.dSae, opts);
+    const sub = saeLensLayerDir(dir, i + (opts.firstLayer ?? 0), w.dIn, w.dSae, opts, !!w.wSkip_DD);
     writeSafetensors(path.join(sub, 'sae_weights.safetensors'), saeLensTensors(w, opts.activation), opts.dtype ?? 'F32');
   });
 }
@@ -51,23 +59,25 @@ function saeLensTensors(w: TranscoderWeights, activation: WriteActivation): Tens
     { name: 'b_dec', shape: [w.dIn], data: w.bDec_D },
   ];
   if (activation === 'jumprelu') tensors.push({ name: 'threshold', shape: [w.dSae], data: w.threshold_F! });
+  if (w.wSkip_DD) tensors.push({ name: 'W_skip', shape: [w.dIn, w.dIn], data: w.wSkip_DD });
   return tensors;
 }
 
 /** Creates `dir/layer_{l}` with its cfg.json (weights not yet written) and returns the subfolder. */
-function saeLensLayerDir(dir: string, l: number, dIn: number, dSae: number, opts: WriteOptions): string {
+function saeLensLayerDir(dir: string, l: number, dIn: number, dSae: number, opts: WriteOptions, skip = false): string {
   const input = opts.input ?? 'ln2.hook_normalized';
   const sub = path.join(dir, `layer_${l}`);
   fs.mkdirSync(sub, { recursive: true });
   const hookName = `blocks.${l}.${input}`;
   const hookOut = `blocks.${l}.hook_mlp_out`;
-  const architecture = opts.activation === 'relu' ? 'transcoder' : opts.activation === 'jumprelu' ? 'jumprelu_transcoder' : 'topk';
+  if (skip && opts.activation === 'topk') throw new Error('SAELens has no TopK skip transcoder architecture');
+  const arch = opts.activation === 'topk' ? 'topk' : `${opts.activation === 'jumprelu' ? 'jumprelu_' : ''}${skip ? 'skip_' : ''}transcoder`;
   const common = { d_in: dIn, d_sae: dSae, d_out: dIn, dtype: 'float32', device: 'cpu', apply_b_dec_to_input: false };
   const cfg =
     (opts.cfgVersion ?? 'v6') === 'v6'
       ? {
           ...common,
-          architecture,
+          architecture: arch,
           normalize_activations: 'none',
           reshape_activations: 'none',
           ...(opts.activation === 'topk' ? { k: opts.k, rescale_acts_by_decoder_norm: false } : {}),
@@ -75,7 +85,7 @@ function saeLensLayerDir(dir: string, l: number, dIn: number, dSae: number, opts
         }
       : {
           ...common,
-          architecture: opts.activation === 'topk' ? 'standard' : architecture,
+          architecture: opts.activation === 'topk' ? 'standard' : arch,
           hook_name: hookName,
           hook_layer: l,
           hook_name_out: hookOut,
@@ -99,16 +109,47 @@ export function writeCircuitTracerTranscoders(dir: string, layers: TranscoderWei
       { name: 'b_dec', shape: [w.dIn], data: w.bDec_D },
     ];
     if (opts.activation === 'jumprelu') tensors.push({ name: 'activation_function.threshold', shape: [w.dSae], data: w.threshold_F! });
+    if (w.wSkip_DD) tensors.push({ name: 'W_skip', shape: [w.dIn, w.dIn], data: w.wSkip_DD });
     writeSafetensors(path.join(dir, `layer_${l}.safetensors`), tensors, opts.dtype ?? 'F32');
   });
 }
 
-function writeCircuitTracerConfig(dir: string, opts: WriteOptions): void {
+/**
+ * circuit-tracer's cross-layer layout: `config.yaml` (model_kind cross_layer_transcoder) + per layer i
+ * `W_enc_<i>.safetensors` {W_enc_i [d_sae, d_model], b_enc_i, b_dec_i, threshold_i} and `W_dec_<i>.safetensors`
+ * {W_dec_i [d_sae, L − i, d_model]}.
+ */
+export function writeCrossLayerTranscoder(dir: string, layers: CrossLayerWeights[], opts: WriteOptions): void {
+  writeCircuitTracerConfig(dir, opts, 'cross_layer_transcoder');
+  layers.forEach((w, i) => {
+    const enc: TensorToWrite[] = [
+      { name: `W_enc_${i}`, shape: [w.dSae, w.dIn], data: transpose(w.wEnc_DF, w.dIn, w.dSae) },
+      { name: `b_enc_${i}`, shape: [w.dSae], data: w.bEnc_F },
+      { name: `b_dec_${i}`, shape: [w.dIn], data: w.bDec_D },
+    ];
+    if (opts.activation === 'jumprelu') enc.push({ name: `threshold_${i}`, shape: [w.dSae], data: w.threshold_F! });
+    writeSafetensors(path.join(dir, `W_enc_${i}.safetensors`), enc, opts.dtype ?? 'F32');
+    writeSafetensors(path.join(dir, `W_dec_${i}.safetensors`), [{ name: `W_dec_${i}`, shape: [w.dSae, w.outLayers, w.dIn], data: w.wDec_FKD }], opts.dtype ?? 'F32');
+  });
+}
+
+/** Random cross-layer transcoder weights: `randomTranscoderWeights`' encoders, then decoders into every later layer. */
+export function randomCrossLayerWeights(nLayers: number, dIn: number, dSae: number, o: RandomTranscoderOptions): CrossLayerWeights[] {
+  const normal = new NormalStream(o.seed + 1, o.sampler);
+  return randomTranscoderWeights(nLayers, dIn, dSae, o).map(({ wDec_FD: _, ...w }, l) => {
+    const outLayers = nLayers - l;
+    const wDec_FKD = new Float32Array(dSae * outLayers * dIn);
+    normal.fill(wDec_FKD, 0, o.decStd ?? 1 / Math.sqrt(dSae));
+    return { ...w, outLayers, wDec_FKD };
+  });
+}
+
+function writeCircuitTracerConfig(dir: string, opts: WriteOptions, modelKind = 'transcoder_set'): void {
   fs.mkdirSync(dir, { recursive: true });
   const input = opts.input ?? 'ln2.hook_normalized';
   const lines = [
     '# written by Residual (test fixture)',
-    'model_kind: transcoder_set',
+    `model_kind: ${modelKind}`,
     'model_name: random',
     `feature_input_hook: ${input}`,
     'feature_output_hook: hook_mlp_out',

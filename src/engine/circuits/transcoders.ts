@@ -6,13 +6,19 @@
  *    W_dec [d_sae, d_out]. A subfolder's layer is its hook name's `blocks.<l>.`, else cfg's hook_layer.
  *  - circuit-tracer: `config.yaml` + `layer_<i>.safetensors` (or the files its `transcoders:` list names, hf:// paths
  *    included); W_enc [d_sae, d_model] (transposed).
+ *  - circuit-tracer cross-layer transcoder (CLT, `model_kind: cross_layer_transcoder`): `W_enc_<i>.safetensors`
+ *    ({W_enc_i [d_sae, d_model], b_enc_i, b_dec_i, threshold_i}) and `W_dec_<i>.safetensors` ({W_dec_i [d_sae, L − i,
+ *    d_model]}) per layer i; feature f of layer i writes W_dec_i[f, k] into layer i + k's MLP output. Its tensors are
+ *    read under the per-layer names (W_enc, b_enc, b_dec, threshold, W_dec), each entry keeping its own name.
+ * Skip transcoders (SAELens `skip_transcoder`/`jumprelu_skip_transcoder`, circuit-tracer's `W_skip`) add x·W_skipᵀ,
+ * W_skip [d_out, d_in], to the output: a linear path from the input that attribution carries (backward.ts).
  *
  * Three steps, so a caller that needs one layer reads one layer's header:
  *  - `openTranscoderFolder(dir)`: the layout and the files of each layer (`layerFiles`), from the config files alone.
  *  - `readStoredTranscoder(folder, layer)`: that layer's safetensors header, checked (the decoder is there, the
  *    tensors' sizes agree). Steering reads one decoder row from it.
  *  - `loadTranscoders(dir, cfg)`: every layer, plus what attribution needs on top: hooks it can read, an activation
- *    it can compute, no skip connection, one transcoder per model layer, d_model wide.
+ *    it can compute, one transcoder per model layer, d_model wide (a CLT: as many layers as the model).
  * A fault of the folder or of a layer's files gives the same message whichever feature reads it. Only headers are
  * read; weights are read on demand (`readVector`, `readRows`, `readEncoderColumns`), and the readers attribution,
  * cards and interventions use refuse NaN/Inf naming the layer, tensor and element (`readFiniteVector`,
@@ -40,6 +46,8 @@ export type TranscoderActivation =
   | { kind: 'topk'; k: number; relu: boolean };
 
 export type TranscoderFormat = 'saelens' | 'circuit-tracer';
+/** One transcoder per MLP, or a cross-layer transcoder: layer l's features write every MLP output from l on. */
+export type TranscoderKind = 'per-layer' | 'cross-layer';
 
 /** Where one layer's transcoder is, as the folder's configs say (no weights read yet). */
 export interface TranscoderFiles {
@@ -48,8 +56,10 @@ export interface TranscoderFiles {
   root: string;
   /** The config describing it: its cfg.json (SAELens) or the folder's config.yaml (circuit-tracer). */
   config: string;
-  /** The safetensors file with its weights (checked when the layer is read). */
+  /** The safetensors file with its weights (checked when the layer is read); a CLT's encoder side (W_enc_<i>). */
   weights: string;
+  /** A CLT: the file of its decoder (W_dec_<i>.safetensors). */
+  decoder?: string;
   /** The hf:// path config.yaml gave, when it named a Hub file. */
   hubPath?: string;
   /** Hook names the config gives (`blocks.{l}.…`), when it gives them. */
@@ -63,6 +73,7 @@ export interface TranscoderFiles {
 export interface TranscoderFolder {
   dir: string;
   format: TranscoderFormat;
+  kind: TranscoderKind;
   /** The transcoder set's id, for graph metadata (`scan`): see `transcoderSetId`. */
   scan: string;
   /** Every layer the folder has, ascending. */
@@ -75,12 +86,16 @@ export interface TranscoderFolder {
 export interface StoredTranscoder extends TranscoderFiles {
   format: TranscoderFormat;
   tensors: Map<string, TensorEntry>;
-  /** [d_sae, d_out] in both layouts. */
+  /** [d_sae, d_out] in both layouts; a CLT's [d_sae, outLayers, d_out]. */
   wDec: TensorEntry;
   dSae: number;
   dOut: number;
+  /** How many MLP outputs a feature writes, from its own layer on: 1, or L − i for layer i of a CLT. */
+  outLayers: number;
   /** Input width, from W_enc (undefined when the file has no W_enc, e.g. a decoder-only file). */
   dIn?: number;
+  /** W_skip [d_out, d_in], when the file has one. */
+  skip?: TensorEntry;
 }
 
 export interface Transcoder {
@@ -96,9 +111,15 @@ export interface Transcoder {
   encLayout: 'DF' | 'FD';
   wEnc: TensorEntry;
   bEnc: TensorEntry;
+  /** [d_sae, d_out]; a CLT's [d_sae, outLayers, d_out] (row f, block k: what f writes into layer `layer + k`). */
   wDec: TensorEntry;
+  /** Bias of this layer's MLP output (a CLT's b_dec_i is layer i's, whichever features write there). */
   bDec: TensorEntry;
   threshold?: TensorEntry;
+  /** MLP outputs each feature writes, from this layer on (1, or L − layer in a CLT). */
+  outLayers: number;
+  /** A skip transcoder's W_skip [d_out, d_in]: the output gains x·W_skipᵀ of the input x. */
+  skip?: TensorEntry;
   /** The config file that described this layer (SAELens) or its weights file (circuit-tracer), for messages. */
   source: string;
   /** The transcoder folder (files read beside `source`, such as a feature index, must stay inside it). */
@@ -108,6 +129,7 @@ export interface Transcoder {
 export interface TranscoderSet {
   dir: string;
   format: TranscoderFormat;
+  kind: TranscoderKind;
   /** Index = layer; every model layer has one. */
   layers: Transcoder[];
   dSae: number;
@@ -162,7 +184,7 @@ function openSaeLens(dir: string): TranscoderFolder {
     byLayer.set(layer, { layer, root: dir, config, weights, hookIn, hookOut, settings: cfg });
   }
   const layers = [...byLayer.values()].sort((a, b) => a.layer - b.layer);
-  return { dir, format: 'saelens', scan: transcoderSetId(dir, 'saelens', layers.map((l) => l.settings)), layers, listed: false };
+  return { dir, format: 'saelens', kind: 'per-layer', scan: transcoderSetId(dir, 'saelens', layers.map((l) => l.settings)), layers, listed: false };
 }
 
 /** `%2e%2e`-style escapes decoded (an hf:// path is a URL), so they cannot hide a climb out of the folder. */
@@ -188,11 +210,14 @@ function openCircuitTracer(dir: string): TranscoderFolder {
   checkContained(dir, config, 'config.yaml', config);
   const y = parseSimpleYaml(fs.readFileSync(config, 'utf8'), config);
   // Absent in circuit-tracer's configs from before 2025-08 (they were all per-layer sets).
-  if (y.model_kind !== undefined && y.model_kind !== null && y.model_kind !== 'transcoder_set') {
-    throw new ResidualError(`model_kind "${String(y.model_kind)}" is not supported; only per-layer transcoders ("transcoder_set")`, config, 'unsupported');
+  if (y.model_kind !== undefined && y.model_kind !== null && y.model_kind !== 'transcoder_set' && y.model_kind !== 'cross_layer_transcoder') {
+    throw new ResidualError(`model_kind "${String(y.model_kind)}" is not supported ("transcoder_set" or "cross_layer_transcoder")`, config, 'unsupported');
   }
-  const { listed, files } = circuitTracerFiles(dir, config, y);
-  if (files.length === 0) throw new ResidualError('no layer_<i>.safetensors files beside config.yaml', dir, 'missing');
+  const kind: TranscoderKind = y.model_kind === 'cross_layer_transcoder' ? 'cross-layer' : 'per-layer';
+  const { listed, files } = kind === 'cross-layer' ? crossLayerFiles(dir, config, y) : circuitTracerFiles(dir, config, y);
+  if (files.length === 0) {
+    throw new ResidualError(kind === 'cross-layer' ? 'no W_enc_<i>.safetensors files beside config.yaml' : 'no layer_<i>.safetensors files beside config.yaml', dir, 'missing');
+  }
   const inHook = nonEmpty(y.feature_input_hook);
   const outHook = nonEmpty(y.feature_output_hook);
   const byLayer = new Map<number, TranscoderFiles>();
@@ -203,6 +228,7 @@ function openCircuitTracer(dir: string): TranscoderFolder {
       root: dir,
       config,
       weights: f.file,
+      decoder: f.decoder,
       hubPath: f.hubPath,
       hookIn: inHook && `blocks.${f.layer}.${inHook}`,
       hookOut: outHook && `blocks.${f.layer}.${outHook}`,
@@ -211,7 +237,7 @@ function openCircuitTracer(dir: string): TranscoderFolder {
   }
   const hubRepo = files.map((f) => f.hubPath && /^hf:\/\/([^/]+\/[^/]+)\//.exec(f.hubPath)?.[1]).find((r) => !!r);
   const scan = transcoderSetId(dir, 'circuit-tracer', [hubRepo ? { ...y, hub_repo: hubRepo } : y]);
-  return { dir, format: 'circuit-tracer', scan, layers: [...byLayer.values()].sort((a, b) => a.layer - b.layer), listed };
+  return { dir, format: 'circuit-tracer', kind, scan, layers: [...byLayer.values()].sort((a, b) => a.layer - b.layer), listed };
 }
 
 interface CircuitTracerFile {
@@ -219,6 +245,46 @@ interface CircuitTracerFile {
   file: string;
   /** The hf:// path config.yaml gave, when it named a Hub file. */
   hubPath?: string;
+  /** A CLT: its W_dec_<i> file. */
+  decoder?: string;
+}
+
+/**
+ * The files of a cross-layer transcoder: `W_enc_<i>.safetensors` and `W_dec_<i>.safetensors` for i = 0..n−1, found
+ * beside config.yaml or named by its `transcoders:` list (the layer from each file's name). n is the number of
+ * W_enc files, as circuit-tracer counts it; a gap or a missing decoder is refused here, naming the file.
+ */
+function crossLayerFiles(dir: string, cfgPath: string, y: Record<string, unknown>): { listed: boolean; files: CircuitTracerFile[] } {
+  const listed = Array.isArray(y.transcoders) && y.transcoders.length > 0;
+  const all: CircuitTracerFile[] = listed
+    ? circuitTracerFiles(dir, cfgPath, y).files
+    : fs
+        .readdirSync(dir)
+        .filter((f) => /^W_(?:enc|dec)_\d+\.safetensors$/.test(f))
+        .map((f) => {
+          const file = path.join(dir, f);
+          checkContained(dir, file, f, file);
+          return { layer: -1, file };
+        });
+  const enc = new Map<number, CircuitTracerFile>();
+  const dec = new Map<number, CircuitTracerFile>();
+  for (const f of all) {
+    const m = /^W_(enc|dec)_(\d+)\.safetensors$/.exec(path.basename(f.file));
+    if (!m) throw new ResidualError(`"${f.hubPath ?? path.basename(f.file)}" in the transcoders list is not a W_enc_<i> or W_dec_<i> .safetensors file`, cfgPath, 'invalid');
+    (m[1] === 'enc' ? enc : dec).set(Number(m[2]), f);
+  }
+  const n = enc.size;
+  const files: CircuitTracerFile[] = [];
+  for (let i = 0; i < n; i++) {
+    const e = enc.get(i);
+    if (!e) throw new ResidualError(`W_enc_${i}.safetensors is missing: a cross-layer transcoder of ${n} layers has W_enc_0 … W_enc_${n - 1}`, dir, 'missing');
+    const d = dec.get(i);
+    if (!d) throw new ResidualError(`W_dec_${i}.safetensors is missing beside W_enc_${i}.safetensors`, dir, 'missing');
+    files.push({ layer: i, file: e.file, hubPath: e.hubPath, decoder: d.file });
+  }
+  const stray = [...dec.keys()].find((i) => !enc.has(i));
+  if (stray !== undefined) throw new ResidualError(`W_dec_${stray}.safetensors has no W_enc_${stray}.safetensors beside it`, dir, 'missing');
+  return { listed, files };
 }
 
 /**
@@ -315,23 +381,45 @@ export function transcoderSetId(dir: string, format: TranscoderFormat, configs: 
 /** Reads and checks the safetensors header of `layer`'s transcoder (no weights). */
 export function readStoredTranscoder(folder: TranscoderFolder, layer: number): StoredTranscoder {
   const files = layerFiles(folder, layer);
+  const header = (file: string) => {
+    if (files.hubPath && !fs.existsSync(file)) {
+      throw new ResidualError(`"${files.hubPath}" is on the Hugging Face Hub and not in this folder; fetch the transcoder set with "Residual: Download Model…" (or residual download --transcoders)`, files.config, 'missing');
+    }
+    if (!fs.existsSync(file)) {
+      if (folder.format === 'saelens') throw new ResidualError('sae_weights.safetensors not found beside cfg.json', path.dirname(files.config), 'missing');
+      throw new ResidualError('weights file not found', file, 'missing');
+    }
+    checkInputFile(file, path.basename(file));
+    checkContained(files.root, file, path.relative(files.root, file) || path.basename(file), files.config);
+    return new Map(readSafetensorsHeader(file).entries.map((e) => [e.name, e]));
+  };
   const file = files.weights;
-  if (files.hubPath && !fs.existsSync(file)) {
-    throw new ResidualError(`"${files.hubPath}" is on the Hugging Face Hub and not in this folder; fetch the transcoder set with "Residual: Download Model…" (or residual download --transcoders)`, files.config, 'missing');
+  let tensors = header(file);
+  const crossLayer = folder.kind === 'cross-layer';
+  if (crossLayer) {
+    // A CLT layer's tensors under the per-layer names; each entry keeps its own name (and file) for messages.
+    const decoderFile = files.decoder!;
+    const decoder = header(decoderFile);
+    const i = layer;
+    const renamed = new Map<string, TensorEntry>();
+    for (const [name, own] of [['W_enc', `W_enc_${i}`], ['b_enc', `b_enc_${i}`], ['b_dec', `b_dec_${i}`], ['threshold', `threshold_${i}`]]) {
+      const e = tensors.get(own);
+      if (e) renamed.set(name, e);
+    }
+    for (const name of tensors.keys()) {
+      if (/skip/i.test(name)) throw new ResidualError(`tensor "${name}": a skip connection in a cross-layer transcoder is not read (circuit-tracer's CLT loader does not read one either)`, file, 'unsupported');
+    }
+    renamed.set('W_dec', need(decoder, `W_dec_${i}`, decoderFile));
+    for (const name of ['W_enc', 'b_enc', 'b_dec']) if (!renamed.has(name)) need(tensors, `${name}_${i}`, file);
+    tensors = renamed;
   }
-  if (!fs.existsSync(file)) {
-    if (folder.format === 'saelens') throw new ResidualError('sae_weights.safetensors not found beside cfg.json', path.dirname(files.config), 'missing');
-    throw new ResidualError('weights file not found', file, 'missing');
-  }
-  checkInputFile(file, path.basename(file));
-  checkContained(files.root, file, path.relative(files.root, file) || path.basename(file), files.config);
-  const tensors = new Map(readSafetensorsHeader(file).entries.map((e) => [e.name, e]));
   const wDec = need(tensors, 'W_dec', file);
   const wEnc = tensors.get('W_enc');
   const bEnc = tensors.get('b_enc');
   const bDec = tensors.get('b_dec');
+  const skip = crossLayer ? undefined : tensors.get('W_skip');
   const shape = (e: TensorEntry, rank: number) => {
-    if (e.shape.length !== rank) throw new ResidualError(`tensor "${e.name}" should have ${rank} dims, has [${e.shape.join(', ')}]`, file);
+    if (e.shape.length !== rank) throw new ResidualError(`tensor "${e.name}" should have ${rank} dims, has [${e.shape.join(', ')}]`, e.file);
     return e.shape;
   };
   let dIn: number | undefined;
@@ -340,20 +428,37 @@ export function readStoredTranscoder(folder: TranscoderFolder, layer: number): S
     const [a, b] = shape(wEnc, 2);
     [dIn, fEnc] = folder.format === 'saelens' ? [a, b] : [b, a];
   }
-  const [F, dOut] = shape(wDec, 2);
+  let F: number;
+  let dOut: number;
+  let outLayers = 1;
+  if (crossLayer) {
+    [F, outLayers, dOut] = shape(wDec, 3);
+    // Layer i of an n-layer CLT writes layers i..n−1.
+    const n = folder.layers.length;
+    if (outLayers !== n - layer) {
+      throw new ResidualError(
+        `${wDec.name} [${wDec.shape.join(', ')}] writes ${outLayers} layer${outLayers === 1 ? '' : 's'}; in a cross-layer transcoder of ${n} layers (W_enc_0 … W_enc_${n - 1}), layer ${layer} writes layers ${layer}..${n - 1} (${n - layer})`,
+        wDec.file,
+      );
+    }
+  } else [F, dOut] = shape(wDec, 2);
   const fBias = bEnc && shape(bEnc, 1)[0];
   if ((fEnc !== undefined && fEnc !== F) || (fBias !== undefined && fBias !== F)) {
-    const parts = [wEnc && `W_enc [${wEnc.shape.join(', ')}]`, `W_dec [${wDec.shape.join(', ')}]`, bEnc && `b_enc [${fBias}]`].filter(Boolean);
+    const parts = [wEnc && `${wEnc.name} [${wEnc.shape.join(', ')}]`, `${wDec.name} [${wDec.shape.join(', ')}]`, bEnc && `${bEnc.name} [${fBias}]`].filter(Boolean);
     throw new ResidualError(`dictionary sizes disagree: ${parts.join(', ')}`, file);
   }
   if (bDec) {
     const [dOut2] = shape(bDec, 1);
-    if (dOut2 !== dOut) throw new ResidualError(`b_dec has ${dOut2} values but W_dec writes ${dOut}`, file);
+    if (dOut2 !== dOut) throw new ResidualError(`${bDec.name} has ${dOut2} values but ${wDec.name} writes ${dOut}`, file);
   }
-  for (const e of [wEnc, bEnc, wDec, bDec]) {
+  if (skip) {
+    const [r, c] = shape(skip, 2);
+    if (r !== dOut || (dIn !== undefined && c !== dIn)) throw new ResidualError(`W_skip should be [d_out, d_in] = [${dOut}, ${dIn ?? c}], is [${skip.shape.join(', ')}]`, file);
+  }
+  for (const e of [wEnc, bEnc, wDec, bDec, skip]) {
     if (e && !['F32', 'F16', 'BF16'].includes(e.dtype)) throw new ResidualError(`tensor "${e.name}" has dtype ${e.dtype}; expected F32, F16 or BF16`, e.file, 'unsupported');
   }
-  return { ...files, format: folder.format, tensors, wDec, dSae: F, dOut, dIn };
+  return { ...files, format: folder.format, tensors, wDec, dSae: F, dOut, dIn, outLayers, skip };
 }
 
 // ---- What attribution needs ------------------------------------------------------------------------------------
@@ -369,7 +474,7 @@ export function loadTranscoders(dir: string, cfg: ModelConfig): TranscoderSet {
     layers[layer] = t;
     dSae = Math.max(dSae, t.dSae);
   }
-  const set: TranscoderSet = { dir: folder.dir, format: folder.format, layers, dSae, scan: folder.scan };
+  const set: TranscoderSet = { dir: folder.dir, format: folder.format, kind: folder.kind, layers, dSae, scan: folder.scan };
   validate(set, cfg);
   return set;
 }
@@ -379,7 +484,9 @@ function saeLensTranscoder(s: StoredTranscoder): Transcoder {
   const cfgPath = s.config;
   const { input } = parseHooks(str(s.hookIn, cfgPath, 'hook_name'), str(s.hookOut, cfgPath, 'hook_name_out'), s.layer, cfgPath);
   const arch = String(cfg.architecture ?? (cfg.activation_fn ?? cfg.activation_fn_str) ?? 'standard');
-  if (/skip/.test(arch)) throw new ResidualError(`architecture "${arch}" (skip connection) is not supported for attribution`, cfgPath, 'unsupported');
+  // skip_transcoder / jumprelu_skip_transcoder: a (JumpReLU) transcoder plus W_skip. SAELens reads W_skip only for them.
+  const skipArch = /skip/.test(arch);
+  if (skipArch && !s.skip) throw new ResidualError(`architecture "${arch}" without a "W_skip" tensor`, s.weights, 'invalid');
   const norm = cfg.normalize_activations;
   if (norm !== undefined && norm !== null && norm !== 'none' && norm !== false) {
     throw new ResidualError(`normalize_activations "${String(norm)}" is not supported; fold the scaling into the weights`, cfgPath, 'unsupported');
@@ -387,8 +494,9 @@ function saeLensTranscoder(s: StoredTranscoder): Transcoder {
   if (cfg.apply_b_dec_to_input === true) {
     throw new ResidualError('apply_b_dec_to_input is true, which transcoders do not allow (SAELens refuses it too)', cfgPath, 'unsupported');
   }
-  const activation = saeLensActivation(s, arch, 'transcoder');
-  return transcoder(s, input, activation, 'DF', activation.kind === 'jumprelu' ? s.tensors.get('threshold') : undefined, cfgPath);
+  const activation = saeLensActivation(s, skipArch ? arch.replace('skip_', '') : arch, 'transcoder');
+  const t = transcoder(s, input, activation, 'DF', activation.kind === 'jumprelu' ? s.tensors.get('threshold') : undefined, cfgPath);
+  return skipArch ? t : { ...t, skip: undefined };
 }
 
 /**
@@ -425,7 +533,6 @@ function circuitTracerTranscoder(s: StoredTranscoder): Transcoder {
   const file = s.weights;
   const { input } = parseHooks(str(s.hookIn, cfgPath, 'feature_input_hook'), str(s.hookOut, cfgPath, 'feature_output_hook'), s.layer, cfgPath);
   const thr = s.tensors.get('activation_function.threshold') ?? s.tensors.get('threshold');
-  if (s.tensors.has('W_skip')) throw new ResidualError('W_skip (skip connection) is not supported for attribution', file, 'unsupported');
   let activation: TranscoderActivation;
   if (y.activation === 'topk') {
     const k = Number(y.k);
@@ -447,7 +554,7 @@ function transcoder(
   source: string,
 ): Transcoder {
   const e = encoderTensors(s, activation, threshold, source);
-  return { layer: s.layer, input, activation, dIn: s.dIn!, dSae: s.dSae, dOut: s.dOut, encLayout, wDec: s.wDec, source, root: s.root, ...e };
+  return { layer: s.layer, input, activation, dIn: s.dIn!, dSae: s.dSae, dOut: s.dOut, encLayout, wDec: s.wDec, outLayers: s.outLayers, skip: s.skip, source, root: s.root, ...e };
 }
 
 /**
@@ -479,6 +586,13 @@ export function encoderTensors(
 
 function validate(set: TranscoderSet, cfg: ModelConfig): void {
   const D = cfg.dModel;
+  if (set.kind === 'cross-layer' && set.layers.length !== cfg.nLayers) {
+    const n = set.layers.length;
+    throw new ResidualError(
+      `a cross-layer transcoder of ${n} layers (W_enc_0 … W_enc_${n - 1}) for a ${cfg.nLayers}-layer model (${cfg.name}); its features write the MLP outputs of ${n} layers, so it fits only a model with that many; use the set made for this model`,
+      path.join(set.dir, 'config.yaml'),
+    );
+  }
   // A layer the model does not have first: it names the file, not a gap below it.
   const beyond = set.layers.find((t, l) => t && l >= cfg.nLayers);
   if (beyond) {
@@ -578,15 +692,49 @@ export function readFiniteVector(layer: number, e: TensorEntry): Float32Array {
   return v;
 }
 
-/** Decoder rows of `features` ([n, d_out]), refused when one holds NaN or Inf (named by its feature). */
+/**
+ * Decoder rows of `features` ([n, d_out]; a CLT's whole rows [n, outLayers · d_out], see `decoderInto`), refused when
+ * one holds NaN or Inf (named by its feature).
+ */
 export function readDecoderRows(t: Pick<Transcoder, 'layer' | 'wDec'>, features: ArrayLike<number>): Float32Array {
   const rows = readRows(t.wDec, features);
   const i = firstNonFinite(rows);
   if (i >= 0) {
-    const D = t.wDec.shape[1];
-    throw nonFiniteWeight(t.layer, t.wDec, [features[Math.floor(i / D)], i % D], rows[i]);
+    const D = t.wDec.shape[t.wDec.shape.length - 1];
+    const row = rows.length / features.length;
+    const at = t.wDec.shape.length === 3 ? [Math.floor((i % row) / D), i % D] : [i % D];
+    throw nonFiniteWeight(t.layer, t.wDec, [features[Math.floor(i / row)], ...at], rows[i]);
   }
   return rows;
+}
+
+/**
+ * From whole decoder rows `rows` of layer `t.layer`'s features (readDecoderRows), what they write into layer
+ * `outLayer`'s MLP output: [n, d_out]. A per-layer transcoder writes its own layer only; a CLT every layer from its own.
+ */
+export function decoderInto(t: Pick<Transcoder, 'layer' | 'outLayers' | 'dOut'>, rows: Float32Array, outLayer: number): Float32Array {
+  const k = outLayer - t.layer;
+  if (!(k >= 0 && k < t.outLayers)) throw new Error(`layer ${t.layer}'s features do not write layer ${outLayer}`);
+  if (t.outLayers === 1) return rows;
+  const D = t.dOut;
+  const n = rows.length / (t.outLayers * D);
+  const out = new Float32Array(n * D);
+  for (let i = 0; i < n; i++) out.set(rows.subarray((i * t.outLayers + k) * D, (i * t.outLayers + k + 1) * D), i * D);
+  return out;
+}
+
+/** The layers whose features write layer `outLayer`'s MLP output: that layer alone, or in a CLT every layer up to it. */
+export function writersOf(set: Pick<TranscoderSet, 'kind'>, outLayer: number): number[] {
+  return set.kind === 'cross-layer' ? Array.from({ length: outLayer + 1 }, (_, l) => l) : [outLayer];
+}
+
+/** A skip transcoder's W_skip [d_out, d_in], whole, refused when it holds NaN or Inf. */
+export function readSkip(t: Pick<Transcoder, 'layer' | 'skip'>): Float32Array {
+  const e = t.skip!;
+  const v = readTensorF32(e);
+  const i = firstNonFinite(v);
+  if (i >= 0) throw nonFiniteWeight(t.layer, e, [Math.floor(i / e.shape[1]), i % e.shape[1]], v[i]);
+  return v;
 }
 
 /**

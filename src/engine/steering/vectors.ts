@@ -26,7 +26,7 @@ import * as path from 'node:path';
 import { isPlainObject, readSafetensorsHeader, readTensorF32 } from '../checkpoint/safetensors';
 import { ResidualError, throwIfCancelled, type CancelToken } from '../errors';
 import { acquireLock, checkOutputFile, writeFileAtomic } from '../files';
-import { openTranscoderFolder, readDecoderRows, readStoredTranscoder } from '../circuits/transcoders';
+import { decoderInto, openTranscoderFolder, readDecoderRows, readStoredTranscoder } from '../circuits/transcoders';
 import { hookName } from '../hooks';
 import type { Model } from '../model';
 import { RESID_POINTS, type SteerPointName, type SteeringVector } from '../results';
@@ -50,8 +50,10 @@ export function featureVector(transcodersDir: string, layer: number, index: numb
   if (!Number.isInteger(index) || index < 0) throw new ResidualError(`feature index must be a non-negative integer, got ${index}`, folder.dir);
   const t = readStoredTranscoder(folder, layer);
   if (index >= t.dSae) throw new ResidualError(`feature ${index} does not exist: the layer-${layer} transcoder has features 0..${t.dSae - 1}`, t.weights);
-  // The same check (and message: layer, tensor, element) as attribution's decoder reads.
-  const vector = readDecoderRows({ layer, wDec: t.wDec }, [index]);
+  // The same check (and message: layer, tensor, element) as attribution's decoder reads. A cross-layer transcoder's
+  // feature writes every layer from its own; the vector is what it writes into its own layer (W_dec_l[f, 0]), one
+  // vector at one point as Steering takes it (interventions on the graph add every layer's part).
+  const vector = decoderInto({ layer, outLayers: t.outLayers, dOut: t.dOut }, readDecoderRows({ layer, wDec: t.wDec }, [index]), layer);
   // A residual-stream SAE (no output hook) writes back where it reads; a transcoder's output lands in resid_post.
   const read = !t.hookOut && t.hookIn ? /^blocks\.\d+\.(hook_resid_pre|hook_resid_mid|hook_resid_post)$/.exec(t.hookIn)?.[1] : undefined;
   return {
@@ -60,7 +62,18 @@ export function featureVector(transcodersDir: string, layer: number, index: numb
     point: (read as SteerPointName | undefined) ?? 'hook_resid_post',
     label: `L${layer}/${index}`,
     source: 'feature',
-    provenance: { kind: read ? 'SAE feature' : 'transcoder feature', file: t.weights, config: t.config, tensor: t.wDec.name, layer, index, d_sae: t.dSae, hook_out: t.hookOut },
+    provenance: {
+      kind: read ? 'SAE feature' : t.outLayers > 1 ? 'cross-layer transcoder feature' : 'transcoder feature',
+      file: t.decoder ?? t.weights,
+      config: t.config,
+      tensor: t.wDec.name,
+      layer,
+      index,
+      d_sae: t.dSae,
+      hook_out: t.hookOut,
+      // Which of a CLT feature's decoder rows this is, and how many layers it writes.
+      ...(t.outLayers > 1 ? { writes_layers: `${layer}..${layer + t.outLayers - 1}`, row: `[${index}, 0, :]` } : {}),
+    },
   };
 }
 
