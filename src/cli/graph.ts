@@ -217,5 +217,6 @@ function fvuText(g: AttributionGraph): string {
   if (!f?.length) return '';
   let worst = 0;
   f.forEach((x, l) => (x > f[worst] ? (worst = l) : undefined));
-  return `, FVU ≤ ${f[worst].toFixed(3)} (layer ${worst})`;
+  const what = g.reconstruction?.replacement;
+  return `, ${what ? `${what} ` : ''}FVU ≤ ${f[worst].toFixed(3)} (layer ${worst})`;
 }

@@ -68,7 +68,7 @@ export interface CircuitView {
    * Each transcoder's fraction of its MLP output's variance unexplained on this prompt (per layer), the set's own
    * report where it has one, the input hook read, and a warning when a layer is too poor (reconstruction.ts).
    */
-  reconstruction?: { input: string; fvu: (number | null)[]; reported: (number | null)[]; warning?: string };
+  reconstruction?: { input: string; replacement?: string; fvu: (number | null)[]; reported: (number | null)[]; warning?: string };
   /** What the graph traces (a live graph): the request, in words, and the target's real value (not for `top`). */
   target?: { request: CircuitTargetRequest; text: string; value?: number };
   pinned?: string[];

@@ -9,8 +9,14 @@ import * as path from 'node:path';
 import { after, describe, it } from 'node:test';
 import type { ModelConfig } from '../../src/engine/checkpoint/config';
 import { writeSafetensors } from '../../src/engine/checkpoint/write';
-import { loadTranscoders, readEncoderColumns, readRows } from '../../src/engine/circuits/transcoders';
-import { randomTranscoderWeights, writeCircuitTracerTranscoders, writeSaeLensTranscoders } from '../../src/engine/circuits/transcoders-write';
+import { decoderInto, loadTranscoders, readDecoderRows, readEncoderColumns, readRows, readSkip } from '../../src/engine/circuits/transcoders';
+import {
+  randomCrossLayerWeights,
+  randomTranscoderWeights,
+  writeCircuitTracerTranscoders,
+  writeCrossLayerTranscoder,
+  writeSaeLensTranscoders,
+} from '../../src/engine/circuits/transcoders-write';
 import { parseSimpleYaml } from '../../src/engine/circuits/yaml';
 import { featureVector } from '../../src/engine/steering/vectors';
 
@@ -53,12 +59,14 @@ describe('transcoder loading', () => {
     j.metadata.hook_name = 'blocks.0.ln2.hook_normalized';
     j.architecture = 'skip_transcoder';
     fs.writeFileSync(cfgFile, JSON.stringify(j));
-    assert.throws(() => loadTranscoders(d, { ...cfg, nLayers: 1 }), /skip connection\) is not supported/);
+    assert.throws(() => loadTranscoders(d, { ...cfg, nLayers: 1 }), /layer_0\/sae_weights\.safetensors: architecture "skip_transcoder" without a "W_skip" tensor/);
     assert.throws(() => loadTranscoders(path.join(root, 'nothing-here'), cfg), /transcoders folder not found/);
     const ct = path.join(root, 'ct-clt');
     writeCircuitTracerTranscoders(ct, W, { activation: 'relu' });
     fs.appendFileSync(path.join(ct, 'config.yaml'), 'model_kind: cross_layer_transcoder\n');
-    assert.throws(() => loadTranscoders(ct, cfg), /config\.yaml: model_kind "cross_layer_transcoder" is not supported/);
+    assert.throws(() => loadTranscoders(ct, cfg), /ct-clt: no W_enc_<i>\.safetensors files beside config\.yaml/);
+    fs.appendFileSync(path.join(ct, 'config.yaml'), 'model_kind: crosscoder\n');
+    assert.throws(() => loadTranscoders(ct, cfg), /config\.yaml: model_kind "crosscoder" is not supported \("transcoder_set" or "cross_layer_transcoder"\)/);
   });
 
   it('parses the YAML subset circuit-tracer configs use', () => {
@@ -261,12 +269,29 @@ describe('one loader for attribution and steering', () => {
       message: /layer_1\.safetensors: .*/,
     },
     {
-      name: 'a cross-layer transcoder',
+      name: 'a cross-layer transcoder without its decoder for layer 1',
       write: (d) => {
-        writeCircuitTracerTranscoders(d, W, { activation: 'relu' });
-        fs.writeFileSync(path.join(d, 'config.yaml'), fs.readFileSync(path.join(d, 'config.yaml'), 'utf8').replace('transcoder_set', 'cross_layer_transcoder'));
+        writeCrossLayerTranscoder(d, randomCrossLayerWeights(2, 8, 12, { seed: 4 }), { activation: 'relu' });
+        fs.rmSync(path.join(d, 'W_dec_1.safetensors'));
       },
-      message: /config\.yaml: model_kind "cross_layer_transcoder" is not supported; only per-layer transcoders/,
+      message: /W_dec_1\.safetensors is missing beside W_enc_1\.safetensors/,
+    },
+    {
+      name: 'a cross-layer transcoder with a gap in its layers',
+      write: (d) => {
+        writeCrossLayerTranscoder(d, randomCrossLayerWeights(3, 8, 12, { seed: 4 }), { activation: 'relu' });
+        for (const f of ['W_enc_1.safetensors', 'W_dec_1.safetensors']) fs.rmSync(path.join(d, f));
+      },
+      message: /W_enc_1\.safetensors is missing: a cross-layer transcoder of 2 layers has W_enc_0 … W_enc_1/,
+    },
+    {
+      name: 'a cross-layer decoder writing the wrong number of layers',
+      write: (d) => {
+        const w = randomCrossLayerWeights(2, 8, 12, { seed: 4 });
+        w[1] = { ...w[1], outLayers: 2, wDec_FKD: new Float32Array(12 * 2 * 8) };
+        writeCrossLayerTranscoder(d, w, { activation: 'relu' });
+      },
+      message: /W_dec_1\.safetensors: W_dec_1 \[12, 2, 8\] writes 2 layers; in a cross-layer transcoder of 2 layers \(W_enc_0 … W_enc_1\), layer 1 writes layers 1\.\.1 \(1\)/,
     },
     {
       name: 'config.yaml without layer files',
@@ -320,7 +345,7 @@ describe('one loader for attribution and steering', () => {
     });
   }
 
-  it('what only attribution needs (hooks it reads, no skip connection, every layer) refuses with attribution named', () => {
+  it('what only attribution needs (hooks it reads, every layer) refuses with attribution named', () => {
     // Steering adds a decoder row; attribution also encodes, so it needs the input hook and the activation.
     const sae = path.join(shared, 'resid-sae');
     writeSaeLensTranscoders(sae, W, { activation: 'relu' });
@@ -340,10 +365,114 @@ describe('one loader for attribution and steering', () => {
       { name: 'W_skip', shape: [8, 8], data: new Float32Array(64) },
     ], 'F32');
     assert.deepEqual(featureVector(skip, 0, 3).vector, W[0].wDec_FD.subarray(24, 32));
-    assert.match(messageOf(() => loadTranscoders(skip, cfg)), /layer_0\.safetensors: W_skip \(skip connection\) is not supported for attribution/);
+    // A skip transcoder loads for attribution too (its path is carried, test/oracle/crosslayer.test.ts).
+    assert.equal(loadTranscoders(skip, cfg).layers[0].skip?.name, 'W_skip');
     const partial = path.join(shared, 'partial');
     writeSaeLensTranscoders(partial, W.slice(0, 1), { activation: 'relu' });
     assert.match(messageOf(() => featureVector(partial, 1, 0)), /no transcoder for layer 1 \(found layers 0\)/);
     assert.match(messageOf(() => loadTranscoders(partial, cfg)), /no transcoder for layer 1; attribution needs one per layer \(found layers 0\)/);
+  });
+});
+
+describe('cross-layer and skip transcoders: loading and refusals', () => {
+  const dir = (name: string) => path.join(root, 'clt', name);
+  const clt = randomCrossLayerWeights(2, 8, 12, { seed: 9 });
+
+  it('a CLT: layer l writes layers l..L−1; its encoder columns and every decoder row are read as stored', () => {
+    const d = dir('ok');
+    writeCrossLayerTranscoder(d, clt, { activation: 'jumprelu' });
+    const set = loadTranscoders(d, cfg);
+    assert.equal(set.kind, 'cross-layer');
+    assert.deepEqual(set.layers.map((t) => [t.outLayers, t.wDec.name, t.wEnc.name, t.bDec.name, t.threshold?.name]), [
+      [2, 'W_dec_0', 'W_enc_0', 'b_dec_0', 'threshold_0'],
+      [1, 'W_dec_1', 'W_enc_1', 'b_dec_1', 'threshold_1'],
+    ]);
+    // Feature 5 of layer 0: its row into layer 1 is W_dec_0[5, 1, :].
+    const rows = readDecoderRows(set.layers[0], [5]);
+    assert.deepEqual(decoderInto(set.layers[0], rows, 1), clt[0].wDec_FKD.subarray((5 * 2 + 1) * 8, (5 * 2 + 2) * 8));
+    assert.deepEqual(readEncoderColumns(set.layers[1], [3]), Float32Array.from({ length: 8 }, (_, i) => clt[1].wEnc_DF[i * 12 + 3]));
+    // Steering takes its write into its own layer, from the decoder file.
+    const v = featureVector(d, 0, 5);
+    assert.deepEqual(v.vector, clt[0].wDec_FKD.subarray(5 * 2 * 8, (5 * 2 + 1) * 8));
+    assert.equal(v.provenance.file, path.join(d, 'W_dec_0.safetensors'));
+    // Listed in config.yaml (hf:// paths after a download) reads the same.
+    fs.appendFileSync(path.join(d, 'config.yaml'), 'transcoders:\n' + ['W_enc_0', 'W_dec_0', 'W_enc_1', 'W_dec_1'].map((f) => `  - hf://mntss/clt/${f}.safetensors\n`).join(''));
+    assert.deepEqual(loadTranscoders(d, cfg).layers.map((t) => t.outLayers), [2, 1]);
+  });
+
+  it('refuses a CLT whose layer count or width is not the model\'s, a listed file that is not a CLT file, a skip tensor in it', () => {
+    const three = dir('three');
+    writeCrossLayerTranscoder(three, randomCrossLayerWeights(3, 8, 12, { seed: 2 }), { activation: 'relu' });
+    assert.throws(
+      () => loadTranscoders(three, cfg),
+      /three\/config\.yaml: a cross-layer transcoder of 3 layers \(W_enc_0 … W_enc_2\) for a 2-layer model \(t\); its features write the MLP outputs of 3 layers/,
+    );
+    const wide = dir('wide');
+    writeCrossLayerTranscoder(wide, randomCrossLayerWeights(2, 16, 12, { seed: 2 }), { activation: 'relu' });
+    assert.throws(() => loadTranscoders(wide, cfg), /W_enc_0\.safetensors: d_in 16 \/ d_out 16 do not match the model's d_model 8/);
+    const listed = dir('listed');
+    writeCrossLayerTranscoder(listed, clt, { activation: 'relu' });
+    fs.appendFileSync(path.join(listed, 'config.yaml'), 'transcoders:\n  - W_enc_0.safetensors\n  - layer_1.safetensors\n');
+    assert.throws(() => loadTranscoders(listed, cfg), /config\.yaml: "layer_1\.safetensors" in the transcoders list is not a W_enc_<i> or W_dec_<i> \.safetensors file/);
+    const noBias = dir('no-bias');
+    writeCrossLayerTranscoder(noBias, clt, { activation: 'relu' });
+    writeSafetensors(path.join(noBias, 'W_enc_1.safetensors'), [{ name: 'W_enc_1', shape: [12, 8], data: new Float32Array(96) }, { name: 'b_dec_1', shape: [8], data: new Float32Array(8) }], 'F32');
+    assert.throws(() => loadTranscoders(noBias, cfg), /W_enc_1\.safetensors: tensor "b_enc_1" is missing/);
+    writeSafetensors(
+      path.join(noBias, 'W_enc_1.safetensors'),
+      [
+        { name: 'W_enc_1', shape: [12, 8], data: new Float32Array(96) },
+        { name: 'b_enc_1', shape: [12], data: new Float32Array(12) },
+        { name: 'b_dec_1', shape: [8], data: new Float32Array(8) },
+        { name: 'W_skip_1', shape: [8, 8], data: new Float32Array(64) },
+      ],
+      'F32',
+    );
+    assert.throws(() => loadTranscoders(noBias, cfg), /tensor "W_skip_1": a skip connection in a cross-layer transcoder is not read/);
+  });
+
+  it('a skip transcoder: W_skip [d_out, d_in] read in both layouts; a wrong shape, a missing W_skip and NaN are refused', () => {
+    const Ws = randomTranscoderWeights(2, 8, 12, { seed: 3 }).map((w, l) => ({ ...w, wSkip_DD: Float32Array.from({ length: 64 }, (_, i) => i * 0.01 + l) }));
+    const sl = dir('skip-saelens');
+    writeSaeLensTranscoders(sl, Ws, { activation: 'jumprelu' });
+    const set = loadTranscoders(sl, cfg);
+    assert.equal(JSON.parse(fs.readFileSync(path.join(sl, 'layer_1', 'cfg.json'), 'utf8')).architecture, 'jumprelu_skip_transcoder');
+    assert.deepEqual(set.layers.map((t) => t.activation.kind), ['jumprelu', 'jumprelu']);
+    assert.deepEqual(readSkip(set.layers[1]), Ws[1].wSkip_DD);
+    const ct = dir('skip-ct');
+    writeCircuitTracerTranscoders(ct, Ws, { activation: 'relu' });
+    assert.deepEqual(readSkip(loadTranscoders(ct, cfg).layers[0]), Ws[0].wSkip_DD);
+    // A SAELens folder whose architecture has no skip ignores a stray W_skip, as SAELens does.
+    const plain = JSON.parse(fs.readFileSync(path.join(sl, 'layer_0', 'cfg.json'), 'utf8'));
+    fs.writeFileSync(path.join(sl, 'layer_0', 'cfg.json'), JSON.stringify({ ...plain, architecture: 'jumprelu_transcoder' }));
+    assert.equal(loadTranscoders(sl, cfg).layers[0].skip, undefined);
+    const bad = Ws.map((w) => ({ ...w, wSkip_DD: undefined }));
+    writeCircuitTracerTranscoders(ct, bad, { activation: 'relu' });
+    writeSafetensors(
+      path.join(ct, 'layer_1.safetensors'),
+      [
+        { name: 'W_enc', shape: [12, 8], data: new Float32Array(96) },
+        { name: 'W_dec', shape: [12, 8], data: bad[1].wDec_FD },
+        { name: 'b_enc', shape: [12], data: bad[1].bEnc_F },
+        { name: 'b_dec', shape: [8], data: bad[1].bDec_D },
+        { name: 'W_skip', shape: [8, 4], data: new Float32Array(32) },
+      ],
+      'F32',
+    );
+    assert.throws(() => loadTranscoders(ct, cfg), /layer_1\.safetensors: W_skip should be \[d_out, d_in\] = \[8, 8\], is \[8, 4\]/);
+    const nan = new Float32Array(64);
+    nan[9] = NaN;
+    writeSafetensors(
+      path.join(ct, 'layer_1.safetensors'),
+      [
+        { name: 'W_enc', shape: [12, 8], data: new Float32Array(96) },
+        { name: 'W_dec', shape: [12, 8], data: bad[1].wDec_FD },
+        { name: 'b_enc', shape: [12], data: bad[1].bEnc_F },
+        { name: 'b_dec', shape: [8], data: bad[1].bDec_D },
+        { name: 'W_skip', shape: [8, 8], data: nan },
+      ],
+      'F32',
+    );
+    assert.throws(() => readSkip(loadTranscoders(ct, cfg).layers[1]), /layer 1 transcoder: tensor "W_skip" \[8, 8\] holds NaN at \[1, 1\]/);
   });
 });

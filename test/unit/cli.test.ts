@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import * as net from 'node:net';
 import { describe, it } from 'node:test';
 import { writeRandomGpt2 } from '../../src/engine/checkpoint/random';
-import { randomTranscoderWeights, writeSaeLensTranscoders } from '../../src/engine/circuits/transcoders-write';
+import { randomCrossLayerWeights, randomTranscoderWeights, writeCrossLayerTranscoder, writeSaeLensTranscoders } from '../../src/engine/circuits/transcoders-write';
 import { parseFlags, usageOf, type CommandSpec, type Flags } from '../../src/cli/args';
 import { checkOutFolder } from '../../src/cli/common';
 import { runCommand, SPECS } from '../../src/cli/run';
@@ -122,6 +122,26 @@ describe('residual graph --out', () => {
     assert.equal(JSON.parse(fs.readFileSync(out, 'utf8')).metadata.slug, 'g');
     // The graph and the viewer's index of the folder; no temporary file left.
     assert.deepEqual(fs.readdirSync(outDir).sort(), ['g.json', 'graph-metadata.json']);
+  });
+});
+
+describe('residual graph with a cross-layer transcoder', () => {
+  it('traces it (the file records what replaced the MLPs); one with another layer count is refused naming config.yaml', () => {
+    const clt = path.join(dir, 'clt');
+    writeCrossLayerTranscoder(clt, randomCrossLayerWeights(2, 16, 24, { seed: 3 }), { activation: 'relu' });
+    const out = path.join(dir, 'clt-graph.json');
+    const r = cli(['graph', '--model', model, '--transcoders', clt, '--text', 'The quick brown fox', '--out', out, '--providers', 'cpu']);
+    assert.equal(r.code, 0, r.err);
+    assert.match(r.out, /clt-graph\.json \(listed in graph-metadata\.json\): \d+ nodes, \d+ links \(.*cross-layer transcoder FVU ≤ /);
+    const json = JSON.parse(fs.readFileSync(out, 'utf8'));
+    assert.equal(json.metadata.reconstruction.replacement, 'cross-layer transcoder');
+    assert.ok(json.nodes.some((n: { feature_type: string; layer: string }) => n.feature_type === 'cross layer transcoder' && n.layer === '0'));
+    const three = path.join(dir, 'clt3');
+    writeCrossLayerTranscoder(three, randomCrossLayerWeights(3, 16, 24, { seed: 3 }), { activation: 'relu' });
+    const bad = cli(['graph', '--model', model, '--transcoders', three, '--text', 'The quick', '--out', path.join(dir, 'clt3.json'), '--providers', 'cpu']);
+    assert.notEqual(bad.code, 0);
+    assert.match(bad.err, /clt3\/config\.yaml: a cross-layer transcoder of 3 layers \(W_enc_0 … W_enc_2\) for a 2-layer model/);
+    assert.equal(fs.existsSync(path.join(dir, 'clt3.json')), false, 'nothing written');
   });
 });
 

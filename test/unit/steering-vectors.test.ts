@@ -174,7 +174,7 @@ describe('transcoder decoder rows', () => {
     assert.deepEqual([...featureVector(dir, 0, 0).vector], [100, 101, 102, 103]);
     assert.throws(() => featureVector(dir, 1, 0), /is on the Hugging Face Hub and not in this folder/);
     fs.writeFileSync(path.join(dir, 'config.yaml'), 'model_kind: cross_layer_transcoder\n');
-    assert.throws(() => featureVector(dir, 0, 0), /not supported/);
+    assert.throws(() => featureVector(dir, 0, 0), /no W_enc_<i>\.safetensors files beside config\.yaml/);
   });
   it('reads the bundled demo transcoders when present', (t) => {
     const dir = path.join(__dirname, '..', '..', 'models', 'demo', 'transcoders');

@@ -234,7 +234,7 @@ function reconstructionLine(r: NonNullable<CircuitView['reconstruction']>): HTML
   const line = el('div', 'muted');
   line.id = 'circuit-fvu';
   const cells = r.fvu.map((x, l) => `L${l} ${x === null ? '—' : x.toFixed(2)}${r.reported[l] != null ? ` (set ${r.reported[l]!.toFixed(2)})` : ''}`);
-  line.textContent = `Transcoder reconstruction on this prompt (FVU, lower is better; input ${r.input}): ${cells.join(' · ')}`;
+  line.textContent = `Transcoder reconstruction on this prompt (FVU, lower is better; ${r.replacement ? `${r.replacement}, ` : ''}input ${r.input}): ${cells.join(' · ')}`;
   line.title = "Fraction of variance unexplained: ‖MLP output − transcoder output‖² / ‖MLP output − its mean‖² over this prompt's tokens (a leading BOS left out). In brackets: the set's own report, where its files have one.";
   box.append(line);
   if (r.warning) {

@@ -327,7 +327,8 @@ export class Attributor {
     // The set's input convention, checked on the data: a layer reconstructed poorly is encoded through the other inputs.
     // Only a graph reports it; direction rows (QK attribution) do not, so they skip the extra encoding.
     const reported = this.transcoders.layers.map((t) => t.reportedFvu ?? null);
-    let reconstruction: Reconstruction = { input: this.transcoders.layers[0].input, fvu, reported, skipped: counted };
+    const replacement = crossLayer ? ('cross-layer transcoder' as const) : this.skips.some((x) => x) ? ('skip transcoders' as const) : undefined;
+    let reconstruction: Reconstruction = { input: this.transcoders.layers[0].input, fvu, reported, skipped: counted, ...(replacement ? { replacement } : {}) };
     if (!directions && fvu.some((x, l) => poorReconstruction(x, reported[l] ?? undefined))) {
       progress('attribution: a transcoder reconstructs poorly; trying the other input hooks', 0);
       reconstruction = await tryOtherInputs(this.model, this.transcoders, this.encoder, ids, reconstruction, {

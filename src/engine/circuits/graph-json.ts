@@ -217,6 +217,7 @@ function reconstructionJson(r: Reconstruction): Record<string, unknown> {
   const round = (x: number[]) => x.map((v) => (Number.isFinite(v) ? Number(v.toPrecision(4)) : null));
   return {
     input_hook: r.input,
+    ...(r.replacement ? { replacement: r.replacement } : {}),
     fvu: round(r.fvu),
     reported_fvu: r.reported,
     skipped_positions: r.skipped,

@@ -28,6 +28,8 @@ export function poorReconstruction(fvu: number, reported?: number): boolean {
 export interface Reconstruction {
   /** The input hook the set's files name. */
   input: TranscoderInput;
+  /** What replaces the MLPs when it is not one plain transcoder per layer. */
+  replacement?: 'cross-layer transcoder' | 'skip transcoders';
   /** Per layer: ‖mlp_out − reconstruction‖² / ‖mlp_out − its mean over positions‖² on this prompt. */
   fvu: number[];
   /** Per layer: the FVU the set reports on its own data (null where it reports none). */

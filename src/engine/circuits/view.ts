@@ -118,10 +118,11 @@ export function circuitView(source: { live: LiveGraph } | { imported: ImportedGr
 /** The reconstruction line of a live graph, or as an imported file records it (a Residual field; absent elsewhere). */
 function reconstructionView(graph: AttributionGraph | undefined, recorded: unknown): CircuitView['reconstruction'] {
   const r = graph?.reconstruction;
-  if (r) return { input: r.input, fvu: r.fvu.map((x) => (Number.isFinite(x) ? x : null)), reported: r.reported, warning: reconstructionWarning(r) };
+  if (r) return { input: r.input, replacement: r.replacement, fvu: r.fvu.map((x) => (Number.isFinite(x) ? x : null)), reported: r.reported, warning: reconstructionWarning(r) };
   if (!isPlainObject(recorded) || !Array.isArray(recorded.fvu)) return undefined;
   const nums = (x: unknown) => (Array.isArray(x) ? x.map((v) => (typeof v === 'number' && Number.isFinite(v) ? v : null)) : []);
-  return { input: String(recorded.input_hook ?? ''), fvu: nums(recorded.fvu), reported: nums(recorded.reported_fvu) };
+  const replacement = typeof recorded.replacement === 'string' ? recorded.replacement : undefined;
+  return { input: String(recorded.input_hook ?? ''), ...(replacement ? { replacement } : {}), fvu: nums(recorded.fvu), reported: nums(recorded.reported_fvu) };
 }
 
 /**
