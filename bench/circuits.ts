@@ -7,6 +7,8 @@
  *   c  Gemma-2-2B shape (BF16, 3 shards, soft-caps, sliding window) + 26 SAELens transcoders × 16,384 reading
  *      ln2.hook_normalized (Gemma Scope's shape; TopK k = 64 for a controlled 64 active features per token and
  *      layer where Gemma Scope uses JumpReLU), BF16; 64 tokens
+ *   d  GPT-2 small (as a) + a cross-layer transcoder, circuit-tracer's CLT layout, 12 layers × 8,192, TopK k = 64,
+ *      F32 (layer l's features write layers l..11: 78 decoder blocks); 32 tokens
  * Weights are N(0, 0.02) (norm gains N(1, 0.1)) from the 'table' sampler (random.ts); the tokenizer is GPT-2's
  * (ids are fed directly, modulo the vocabulary).
  *
@@ -17,7 +19,7 @@
  * already in use) is compared with, and the graph's wall time (attribute + prune + export) is compared with the
  * estimate's seconds. A process that crashes or is killed (out of memory) is reported as failed with its last lines.
  *
- *   node --import tsx bench/circuits.ts [--case a|b|c[,…]]… [--tokens P[,…]] [--runs N] [--precision float32|float16]
+ *   node --import tsx bench/circuits.ts [--case a|b|c|d[,…]]… [--tokens P[,…]] [--runs N] [--precision float32|float16]
  *                                       [--json FILE] [--generate-only]
  * JSON: bench/results/circuits.json unless --json.
  */
@@ -42,7 +44,7 @@ const onnxCache = path.join(root, 'onnx');
 const PROGRESS_EVERY_MS = 10_000;
 const K = 64;
 
-type CaseId = 'a' | 'b' | 'c';
+type CaseId = 'a' | 'b' | 'c' | 'd';
 
 interface BenchCase {
   id: CaseId;
@@ -141,6 +143,21 @@ const CASES: Record<CaseId, BenchCase> = {
   },
   b: familyCase('b', 'llama-3.2-1b', 'llama', LLAMA_3_2_1B, 3, 1, { layout: 'circuit-tracer', activation: 'topk', k: K, input: 'mlp.hook_in', dtype: 'BF16', seed: 200, sampler: 'table' }),
   c: familyCase('c', 'gemma-2-2b', 'gemma2', GEMMA_2_2B, 4, 3, { layout: 'saelens', activation: 'topk', k: K, input: 'ln2.hook_normalized', dtype: 'BF16', seed: 300, sampler: 'table' }),
+  d: {
+    id: 'd',
+    name: 'gpt2-small-clt',
+    modelDir: path.join(root, 'gpt2-small-random'),
+    transcoderDir: path.join(root, `clt-gpt2-small-topk${K}-8192`),
+    vocabSize: GPT2_SMALL.vocabSize,
+    tokens: [32],
+    precision: 'float32',
+    warmUp: true,
+    nLayers: 12,
+    dModel: 768,
+    dSae: 8192,
+    transcoders: { layout: 'cross-layer', activation: 'topk', k: K, seed: 400, sampler: 'table' },
+    writeModel: (progress) => writeRandomGpt2(path.join(root, 'gpt2-small-random'), GPT2_SMALL, { seed: 1, tokenizerJson: gpt2TokenizerJSON(), progress }),
+  },
 };
 
 /** Progress lines at most every PROGRESS_EVERY_MS (and the first one at once). */
@@ -174,7 +191,12 @@ function ensureFixtures(c: BenchCase): void {
     console.error(`[${c.id}] checkpoint written in ${((performance.now() - t0) / 1000).toFixed(1)} s, ${gb(diskBytes(c.modelDir))}`);
   }
   const lastLayer = c.nLayers - 1;
-  const last = c.transcoders.layout === 'saelens' ? path.join(c.transcoderDir, `layer_${lastLayer}`, 'sae_weights.safetensors') : path.join(c.transcoderDir, `layer_${lastLayer}.safetensors`);
+  const last =
+    c.transcoders.layout === 'saelens'
+      ? path.join(c.transcoderDir, `layer_${lastLayer}`, 'sae_weights.safetensors')
+      : c.transcoders.layout === 'cross-layer'
+        ? path.join(c.transcoderDir, `W_dec_${lastLayer}.safetensors`)
+        : path.join(c.transcoderDir, `layer_${lastLayer}.safetensors`);
   if (!fs.existsSync(last)) {
     console.error(`[${c.id}] generating ${c.nLayers} random transcoders × ${c.dSae} (once) into ${path.relative(process.cwd(), c.transcoderDir)}…`);
     const t0 = performance.now();
@@ -386,7 +408,7 @@ async function main(): Promise<void> {
   const args = process.argv.slice(2);
   if (args[0] === '--child') return child(JSON.parse(args[1]) as ChildSpec);
   const ids = (argList(args, '--case').length ? argList(args, '--case') : ['a', 'b', 'c']) as CaseId[];
-  for (const id of ids) if (!CASES[id]) throw new Error(`unknown case "${id}"; cases: a (GPT-2 small), b (Llama-3.2-1B shape), c (Gemma-2-2B shape)`);
+  for (const id of ids) if (!CASES[id]) throw new Error(`unknown case "${id}"; cases: a (GPT-2 small), b (Llama-3.2-1B shape), c (Gemma-2-2B shape), d (GPT-2 small + a cross-layer transcoder)`);
   const tokens = argList(args, '--tokens').map(Number);
   if (tokens.some((t) => !Number.isInteger(t) || t < 1)) throw new Error(`--tokens takes positive integers, got ${argList(args, '--tokens').join(',')}`);
   const runs = args.includes('--runs') ? Number(args[args.indexOf('--runs') + 1]) : 1;

@@ -372,7 +372,9 @@ export async function openFile(page, name, { timeout = UI_TIMEOUT_MS } = {}) {
   // file would cover the panel; the first group is where files live.
   if (await page.locator('.part.editor .editor-group-container').count() > 1) await runCommand(page, 'View: Focus First Editor Group', { timeout });
   await quickOpen(page, name, timeout);
-  await quickRows(page).filter({ has: page.locator('.label-name', { hasText: exactText(base) }) }).first().waitFor({ timeout });
+  // Enter opens the focused row: wait until that is the file (the list still shows the recent files for a moment,
+  // where a row of the same name further down would match too early).
+  await quickRows(page).and(page.locator('.focused')).filter({ has: page.locator('.label-name', { hasText: exactText(base) }) }).first().waitFor({ timeout });
   await page.keyboard.press('Enter');
   await page.locator('.quick-input-widget').waitFor({ state: 'hidden', timeout });
   // When focus was in a webview, VS Code may reveal the file in another group and hand focus back to

@@ -1016,6 +1016,54 @@ describe('Residual in a real VS Code', { skip: ext ? false : 'RESIDUAL_VSIX / RE
     await wv.locator('svg#graph[data-node-threshold="0.8"]').waitFor({ timeout: 60_000 });
   });
 
+  it('a cross-layer transcoder: traced as the CLI traces it, its card and ablation; one made for another layer count is named', async () => {
+    const { page } = vs;
+    const line = LINES.findIndex((l) => l.startsWith('def greet')) + 1;
+    const text = LINES[line - 1];
+    const { n_layers: L, d_model: D } = cliAnalyze('x').model;
+    // Random CLTs for the bundled model: one of its layer count, and one with a layer more.
+    const clt = path.join(vs.workspace, 'clt');
+    const clt5 = path.join(vs.workspace, 'clt-more-layers');
+    const make = `const w = require('./src/engine/circuits/transcoders-write');
+      w.writeCrossLayerTranscoder(${JSON.stringify(clt)}, w.randomCrossLayerWeights(${L}, ${D}, 512, { seed: 7, bEncMean: -0.2 }), { activation: 'topk', k: 12 });
+      w.writeCrossLayerTranscoder(${JSON.stringify(clt5)}, w.randomCrossLayerWeights(${L + 1}, ${D}, 64, { seed: 7 }), { activation: 'relu' });`;
+    execFileSync(process.execPath, ['--import', 'tsx', '-e', make], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    await writeSettings({ 'residual.transcodersPath': clt });
+    await openFile(page, 'prompt.py');
+    await selectLines(page, line);
+    await runCommand(page, 'Residual: Trace Circuit for Selection');
+    const wv = await webview(page, { title: 'Residual: Circuit' });
+    const fvu = wv.locator('#app[data-state="ready"] #circuit-fvu', { hasText: 'cross-layer transcoder' });
+    await fvu.waitFor({ timeout: 120_000 });
+    // The same graph as the CLI's on this set: each layer's reconstruction, one embedding node per token.
+    const out = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'residual-e2e-clt-')), 'g.json');
+    const summary = execFileSync(process.execPath, [path.join(REPO_ROOT, 'bin', 'residual.js'), 'graph', '--model', bundledModel, '--transcoders', clt, '--text', text, '--out', out, '--providers', 'cpu'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+    assert.match(summary, /cross-layer transcoder FVU ≤/);
+    const meta = JSON.parse(fs.readFileSync(out, 'utf8')).metadata;
+    const shown = [...(await fvu.textContent()).matchAll(/L(\d+) ([\d.]+)/g)].map((m) => Number(m[2]));
+    assert.equal(shown.length, L);
+    shown.forEach((x, l) => assert.ok(Math.abs(x - meta.reconstruction.fvu[l]) <= 0.006, `layer ${l}: ${x} vs ${meta.reconstruction.fvu[l]}`));
+    assert.equal(await wv.locator('#graph .node.token').count(), cliAnalyze(text).tokens.length);
+    assert.ok((await wv.locator('#graph .node.feature').count()) > 0, 'feature nodes are drawn');
+    await screenshot(page, 'residual-circuit-clt.png');
+    // A feature's card, and its ablation: the rerun takes its write out of every layer it writes.
+    await wv.locator('#graph .node.feature circle').last().click();
+    await wv.locator('#feature-card h2', { hasText: /Feature \d+ · layer \d+/ }).waitFor({ timeout: 30_000 });
+    await wv.locator('#feature-card vscode-button', { hasText: 'Ablate on this prompt' }).click();
+    await wv.locator('#intervention table tr').nth(1).waitFor({ timeout: 60_000 });
+    // Bad input: a CLT with a layer more than the model is named, with both counts; the panel keeps working.
+    await writeSettings({ 'residual.transcodersPath': clt5 });
+    await selectLines(page, line);
+    await runCommand(page, 'Residual: Trace Circuit for Selection');
+    await wv.locator('#circuit-error', { hasText: `a cross-layer transcoder of ${L + 1} layers (W_enc_0 … W_enc_${L}) for a ${L}-layer model` }).waitFor({ timeout: 60_000 });
+    assert.match(await wv.locator('#circuit-error').textContent(), /clt-more-layers/);
+    await writeSettings({});
+    await selectLines(page, line);
+    await runCommand(page, 'Residual: Trace Circuit for Selection');
+    await wv.locator('#app[data-state="ready"] #circuit-fvu', { hasNotText: 'cross-layer' }).waitFor({ timeout: 120_000 });
+    assert.doesNotMatch(await wv.locator('#circuit-fvu').textContent(), /cross-layer/);
+  });
+
   it('follows the colour theme (dark)', async () => {
     const { page } = vs;
     const wv = await activations();

@@ -489,6 +489,37 @@ describe('cross-layer and skip transcoders: attribution vs an independent frozen
     }
   });
 
+  it('a feature-row limit on a CLT and on a skip set: every row and column the smaller graph writes equals the full graph', async () => {
+    for (const name of ['clt-jumprelu', 'skip-ct-topk-mlpin']) {
+      const fx = await fixtureOf(name);
+      const full = fx.graph;
+      const cut = await fx.attributor.attribute(IDS, { maxFeatureNodes: 40, featureBatch: 16 });
+      assert.equal(cut.nFeatures, 40, 'kept features');
+      const fullOf = Array.from({ length: cut.N }, (_, n) =>
+        n < cut.nFeatures ? findFeature(full, cut.featLayer[n], cut.featPos[n], cut.featIndex[n]) : n - cut.nFeatures + full.nFeatures,
+      );
+      assert.ok(fullOf.every((n) => n >= 0), 'every kept feature is in the full graph');
+      let worst = 0;
+      for (let t = 0; t < cut.N; t++) {
+        if (!cut.rowComputed[t]) continue;
+        for (let s = 0; s < cut.N; s++) worst = Math.max(worst, Math.abs(cut.adjacency_NN[t * cut.N + s] - full.adjacency_NN[fullOf[t] * full.N + fullOf[s]]));
+      }
+      assert.ok(worst <= 1e-5, `${name}: rows differ by ${worst}`);
+    }
+  });
+
+  it('the decoder logits of a CLT feature (its card): the sum of its writes · W_U, as a plain loop gives it', async () => {
+    const fx = await fixtureOf('clt-jumprelu');
+    const D = fx.cfg.dModel;
+    const U = fx.W.get('wte.weight')!;
+    const got = await fx.attributor.decoderLogits(0, 4, 5);
+    const sum = Float64Array.from({ length: D }, (_, d) => [0, 1, 2].reduce((s, j) => s + fx.layers[0].decInto[j]![4 * D + d], 0));
+    const logits = Array.from({ length: fx.cfg.vocabSize }, (_, v) => sum.reduce((s, x, d) => s + x * U[v * D + d], 0));
+    const top = Array.from(logits.keys()).sort((a, b) => logits[b] - logits[a]).slice(0, 5);
+    assert.deepEqual(got.top.map(([id]) => id), top);
+    got.top.forEach(([id, value], i) => assert.ok(Math.abs(value - logits[top[i]]) <= 1e-4, `logit of ${id}`));
+  });
+
   it('interventions on a CLT feature add its write into every layer; the rerun matches the reference forward', async () => {
     const fx = await fixtureOf('clt-jumprelu');
     const g = fx.graph;

@@ -278,10 +278,14 @@ export class Attributor {
     /** A CLT: the node of each feature column (k ≥ 1) of U_l at each position. */
     const columnNodes: Int32Array[][] = [];
     const counted = firstCountedPosition(this.model, ids);
-    const dec = layers.map((la, l) => readDecoderRows(set.layers[l], la.feature)); // whole rows [n_l, outLayers · D]
+    // Whole decoder rows of each layer's active features ([n_l, outLayers · D]): a CLT's are all needed at every layer;
+    // a per-layer set's are read for their layer and dropped after it (at 256 tokens they are ~0.6 GB together).
+    const decoderRows = (l: number) => readDecoderRows(set.layers[l], layers[l].feature);
+    const dec: Float32Array[] = crossLayer ? layers.map((_, l) => decoderRows(l)) : [];
     for (let l = 0; l < L; l++) {
       throwIfCancelled(opts.cancel);
       const tc = set.layers[l];
+      if (!crossLayer) dec[l] = decoderRows(l);
       const writers = writersOf(set, l);
       bDec.push(readFiniteVector(l, tc.bDec));
       const count = (p: number) => writers.reduce((n, w) => n + layers[w].start[p + 1] - layers[w].start[p], 1);
@@ -309,6 +313,7 @@ export class Attributor {
       fvu.push(fractionUnexplained(mlpOut, err, P, D, counted));
       U.push(Ul);
       K.push(Kl);
+      if (!crossLayer) dec[l] = new Float32Array(0);
     }
     dec.length = 0;
     const embed = act('hook_embed');

@@ -206,7 +206,8 @@ export function randomTranscoderWeights(nLayers: number, dIn: number, dSae: numb
 }
 
 export interface RandomTranscoderSetOptions extends RandomTranscoderOptions, WriteOptions {
-  layout: 'saelens' | 'circuit-tracer';
+  /** 'cross-layer': circuit-tracer's CLT files (W_enc_<i>, W_dec_<i> [d_sae, L − i, d_in]), not byte-equal to any other writer. */
+  layout: 'saelens' | 'circuit-tracer' | 'cross-layer';
   /** Called after each chunk written: the file being written and the fraction of all values done. */
   progress?: (message: string, fraction: number) => void;
 }
@@ -228,6 +229,25 @@ export function writeRandomTranscoders(dir: string, nLayers: number, dIn: number
   };
   const jump = o.activation === 'jumprelu';
   const perLayer = 2 * dIn * dSae + dSae + dIn + (jump ? dSae : 0);
+  if (o.layout === 'cross-layer') {
+    writeCircuitTracerConfig(dir, o, 'cross_layer_transcoder');
+    const total = nLayers * (dIn * dSae + dSae + dIn) + ((nLayers * (nLayers + 1)) / 2) * dSae * dIn;
+    let done = 0;
+    const onValues = (file: string) => o.progress && ((_: string, n: number) => o.progress!(file, (done += n) / total));
+    for (let l = 0; l < nLayers; l++) {
+      const enc = path.join(dir, `W_enc_${l}.safetensors`);
+      const tensors = [
+        randomTensor(`W_enc_${l}`, [dSae, dIn], normal, 0, encStd),
+        randomTensor(`b_enc_${l}`, [dSae], normal, o.bEncMean ?? 0, 0.1),
+        randomTensor(`b_dec_${l}`, [dIn], normal, 0, 0.05),
+      ];
+      if (jump) tensors.push(randomTensor(`threshold_${l}`, [dSae], normal, o.threshold ?? 0.3, 0.05, true));
+      writeStreamedSafetensors(enc, tensors, o.dtype ?? 'F32', undefined, onValues(enc));
+      const dec = path.join(dir, `W_dec_${l}.safetensors`);
+      writeStreamedSafetensors(dec, [randomTensor(`W_dec_${l}`, [dSae, nLayers - l, dIn], normal, 0, decStd)], o.dtype ?? 'F32', undefined, onValues(dec));
+    }
+    return;
+  }
   if (o.layout === 'circuit-tracer') writeCircuitTracerConfig(dir, o);
   for (let l = 0; l < nLayers; l++) {
     let file: string;
