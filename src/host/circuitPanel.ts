@@ -254,7 +254,7 @@ export class CircuitPanel extends PanelHost<CircuitRequests, CircuitEvent, Circu
   private attributorFor(model: Model): Attributor {
     const dir = this.transcodersDir();
     if (!dir || !fs.existsSync(dir)) {
-      throw new ResidualError('no transcoders for this model: set residual.transcodersPath to a folder of per-layer transcoders (SAELens or circuit-tracer layout)', dir ?? 'residual.transcodersPath', 'missing');
+      throw new ResidualError('no transcoders for this model: set residual.transcodersPath to a folder of transcoders (per-layer, skip or cross-layer; SAELens or circuit-tracer layout)', dir ?? 'residual.transcodersPath', 'missing');
     }
     const key = `${model.checkpoint.dir}|${dir}`;
     if (this.attributor?.key === key && this.attributor.value.model === model) return this.attributor.value;

@@ -19,7 +19,7 @@ import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { ModelConfig } from '../../src/engine/checkpoint/config';
 import { openCheckpoint } from '../../src/engine/checkpoint/load';
-import { writeRandomGpt2 } from '../../src/engine/checkpoint/random';
+import { NormalStream, writeRandomGpt2 } from '../../src/engine/checkpoint/random';
 import { readTensorF32 } from '../../src/engine/checkpoint/safetensors';
 import type { Tensor32 } from '../../src/engine/dims';
 import type { HookName } from '../../src/engine/hooks';
@@ -40,7 +40,6 @@ import {
   type WriteActivation,
 } from '../../src/engine/circuits/transcoders-write';
 import { featureVector } from '../../src/engine/steering/vectors';
-import { NormalStream } from '../../src/engine/checkpoint/random';
 import { gpt2TokenizerJSON } from '../../tools/gpt2-tokenizer';
 
 const TOL = 1e-4;
