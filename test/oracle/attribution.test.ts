@@ -39,6 +39,7 @@ import { importedToJson, parseGraphJson, toGraphJson, type GraphJson } from '../
 import { intervene } from '../../src/engine/circuits/interventions';
 import { pruneGraph } from '../../src/engine/circuits/prune';
 import { qkAttribution, type QkSource } from '../../src/engine/circuits/qk';
+import { addFrozenAttention } from './frozen-gpt2';
 
 const TOL = 1e-4;
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'residual-attr-'));
@@ -130,41 +131,15 @@ function oracleFeatures(fx: Fixture) {
  * (all its sources + b_dec), patterns and LN scales from the reference run. Returns each target level's residual.
  */
 function frozenForward(fx: Fixture, emb_PD: Float64Array, mlp_LPD: Float64Array[]) {
-  const { cfg, W, ref } = fx;
-  const { dModel: D, nHeads: H, dHead: E } = cfg;
   const P = IDS.length;
   const resid = Float64Array.from(emb_PD);
   const mids: Float64Array[] = [];
   const pres: Float64Array[] = [];
-  for (let l = 0; l < cfg.nLayers; l++) {
+  for (let l = 0; l < fx.cfg.nLayers; l++) {
     pres.push(Float64Array.from(resid));
-    const g = (n: string) => W.get(`h.${l}.${n}`)!;
-    const s1 = ref.get(`blocks.${l}.ln1.hook_scale` as HookName)!.data;
-    const A = ref.get(`blocks.${l}.attn.hook_pattern` as HookName)!.data;
-    const [lw, lb, ca, cab, cp, cpb] = [g('ln_1.weight'), g('ln_1.bias'), g('attn.c_attn.weight'), g('attn.c_attn.bias'), g('attn.c_proj.weight'), g('attn.c_proj.bias')];
-    const v = new Float64Array(P * D);
-    for (let p = 0; p < P; p++) {
-      let mean = 0;
-      for (let d = 0; d < D; d++) mean += resid[p * D + d] / D;
-      for (let j = 0; j < D; j++) {
-        let s = cab[2 * D + j];
-        for (let d = 0; d < D; d++) s += (((resid[p * D + d] - mean) / s1[p]) * lw[d] + lb[d]) * ca[d * 3 * D + 2 * D + j];
-        v[p * D + j] = s;
-      }
-    }
-    const out = new Float64Array(P * D);
-    for (let q = 0; q < P; q++) {
-      const z = new Float64Array(D);
-      for (let h = 0; h < H; h++) for (let k = 0; k <= q; k++) for (let e = 0; e < E; e++) z[h * E + e] += A[(h * P + q) * P + k] * v[k * D + h * E + e];
-      for (let j = 0; j < D; j++) {
-        let s = cpb[j];
-        for (let i = 0; i < D; i++) s += z[i] * cp[i * D + j];
-        out[q * D + j] = s;
-      }
-    }
-    for (let i = 0; i < P * D; i++) resid[i] += out[i];
+    addFrozenAttention(fx.cfg, fx.W, fx.ref, l, resid, P);
     mids.push(Float64Array.from(resid));
-    for (let i = 0; i < P * D; i++) resid[i] += mlp_LPD[l][i];
+    for (let i = 0; i < P * fx.cfg.dModel; i++) resid[i] += mlp_LPD[l][i];
   }
   return { mids, pres, final: resid };
 }

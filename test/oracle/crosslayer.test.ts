@@ -41,6 +41,7 @@ import {
 } from '../../src/engine/circuits/transcoders-write';
 import { featureVector } from '../../src/engine/steering/vectors';
 import { gpt2TokenizerJSON } from '../../tools/gpt2-tokenizer';
+import { addFrozenAttention } from './frozen-gpt2';
 
 const TOL = 1e-4;
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'residual-clt-'));
@@ -257,36 +258,14 @@ function skipOf(fx: Fixture, j: number, x: ArrayLike<number>): Float64Array {
  * after each attention, and the final one.
  */
 function frozenForward(fx: Fixture, emb: Float64Array, fixed: Float64Array[]) {
-  const { cfg, W, ref } = fx;
-  const { dModel: D, nHeads: H, dHead: E } = cfg;
+  const { cfg, ref } = fx;
+  const D = cfg.dModel;
   const resid = Float64Array.from(emb);
   const pres: Float64Array[] = [];
   const mids: Float64Array[] = [];
   for (let l = 0; l < cfg.nLayers; l++) {
     pres.push(Float64Array.from(resid));
-    const g = (n: string) => W.get(`h.${l}.${n}`)!;
-    const s1 = ref.get(`blocks.${l}.ln1.hook_scale` as HookName)!.data;
-    const A = ref.get(`blocks.${l}.attn.hook_pattern` as HookName)!.data;
-    const [lw, lb, ca, cab, cp, cpb] = [g('ln_1.weight'), g('ln_1.bias'), g('attn.c_attn.weight'), g('attn.c_attn.bias'), g('attn.c_proj.weight'), g('attn.c_proj.bias')];
-    const v = new Float64Array(P * D);
-    for (let p = 0; p < P; p++) {
-      let mean = 0;
-      for (let d = 0; d < D; d++) mean += resid[p * D + d] / D;
-      for (let j = 0; j < D; j++) {
-        let s = cab[2 * D + j];
-        for (let d = 0; d < D; d++) s += (((resid[p * D + d] - mean) / s1[p]) * lw[d] + lb[d]) * ca[d * 3 * D + 2 * D + j];
-        v[p * D + j] = s;
-      }
-    }
-    for (let q = 0; q < P; q++) {
-      const z = new Float64Array(D);
-      for (let h = 0; h < H; h++) for (let k = 0; k <= q; k++) for (let e = 0; e < E; e++) z[h * E + e] += A[(h * P + q) * P + k] * v[k * D + h * E + e];
-      for (let j = 0; j < D; j++) {
-        let s = cpb[j];
-        for (let i = 0; i < D; i++) s += z[i] * cp[i * D + j];
-        resid[q * D + j] += s;
-      }
-    }
+    addFrozenAttention(cfg, fx.W, ref, l, resid, P);
     mids.push(Float64Array.from(resid));
     const s2 = ref.get(`blocks.${l}.ln2.hook_scale` as HookName)!.data;
     for (let p = 0; p < P; p++) {

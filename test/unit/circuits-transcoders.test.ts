@@ -446,33 +446,24 @@ describe('cross-layer and skip transcoders: loading and refusals', () => {
     const plain = JSON.parse(fs.readFileSync(path.join(sl, 'layer_0', 'cfg.json'), 'utf8'));
     fs.writeFileSync(path.join(sl, 'layer_0', 'cfg.json'), JSON.stringify({ ...plain, architecture: 'jumprelu_transcoder' }));
     assert.equal(loadTranscoders(sl, cfg).layers[0].skip, undefined);
-    const bad = Ws.map((w) => ({ ...w, wSkip_DD: undefined }));
-    writeCircuitTracerTranscoders(ct, bad, { activation: 'relu' });
-    writeSafetensors(
-      path.join(ct, 'layer_1.safetensors'),
-      [
-        { name: 'W_enc', shape: [12, 8], data: new Float32Array(96) },
-        { name: 'W_dec', shape: [12, 8], data: bad[1].wDec_FD },
-        { name: 'b_enc', shape: [12], data: bad[1].bEnc_F },
-        { name: 'b_dec', shape: [8], data: bad[1].bDec_D },
-        { name: 'W_skip', shape: [8, 4], data: new Float32Array(32) },
-      ],
-      'F32',
-    );
+    // Layer 1 rewritten with the given W_skip.
+    const withSkip = (shape: number[], data: Float32Array) =>
+      writeSafetensors(
+        path.join(ct, 'layer_1.safetensors'),
+        [
+          { name: 'W_enc', shape: [12, 8], data: new Float32Array(96) },
+          { name: 'W_dec', shape: [12, 8], data: Ws[1].wDec_FD },
+          { name: 'b_enc', shape: [12], data: Ws[1].bEnc_F },
+          { name: 'b_dec', shape: [8], data: Ws[1].bDec_D },
+          { name: 'W_skip', shape, data },
+        ],
+        'F32',
+      );
+    withSkip([8, 4], new Float32Array(32));
     assert.throws(() => loadTranscoders(ct, cfg), /layer_1\.safetensors: W_skip should be \[d_out, d_in\] = \[8, 8\], is \[8, 4\]/);
     const nan = new Float32Array(64);
     nan[9] = NaN;
-    writeSafetensors(
-      path.join(ct, 'layer_1.safetensors'),
-      [
-        { name: 'W_enc', shape: [12, 8], data: new Float32Array(96) },
-        { name: 'W_dec', shape: [12, 8], data: bad[1].wDec_FD },
-        { name: 'b_enc', shape: [12], data: bad[1].bEnc_F },
-        { name: 'b_dec', shape: [8], data: bad[1].bDec_D },
-        { name: 'W_skip', shape: [8, 8], data: nan },
-      ],
-      'F32',
-    );
+    withSkip([8, 8], nan);
     assert.throws(() => readSkip(loadTranscoders(ct, cfg).layers[1]), /layer 1 transcoder: tensor "W_skip" \[8, 8\] holds NaN at \[1, 1\]/);
   });
 });

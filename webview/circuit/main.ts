@@ -37,6 +37,8 @@ let clampFactor = 3;
 let graphState: GraphViewState = { slug: '', edges: 400 };
 /** The Target row being edited (undefined: as the graph on screen was traced). */
 let targetKind: CircuitTargetRequest['kind'] | undefined;
+/** What is typed in the target's fields and not yet traced: kept when the panel redraws (a graph or its labels arriving). */
+const targetDraft: { token?: string; contrast?: string; layer?: string; position?: string } = {};
 /** The saved vector picked for a direction target. */
 let pickedVector: PickedVector | undefined;
 /** Text searched for in the graph's feature labels and output tokens (matching nodes are marked). */
@@ -125,6 +127,8 @@ function render(): void {
   app.replaceChildren();
   const awaiting = !busy.text && !error && estimate?.awaitingStart;
   app.dataset.state = awaiting ? 'awaiting-start' : busy.text ? 'running' : error ? 'error' : view ? 'ready' : 'empty';
+  // Which graph is on screen (each trace has its own), so a caller can wait for a new one.
+  if (view) app.dataset.slug = view.slug;
   if (awaiting && estimate) {
     const n = el('div', 'notice estimate');
     n.id = 'circuit-estimate';
@@ -333,12 +337,17 @@ function targetRow(v: CircuitView): HTMLElement {
       'target-kind',
     ),
   );
-  const tokenField = textField(now.kind === 'token' || now.kind === 'contrast' ? now.token : '', 'token, e.g. " Paris"', 'target-token');
-  const contrastField = textField(now.kind === 'contrast' ? now.contrast : '', 'minus token, e.g. " London"', 'target-contrast');
   const dir = now.kind === 'direction' ? now : undefined;
   const vec = pickedVector ?? (dir ? { file: dir.file, label: dir.file.split(/[\\/]/).pop()!, layer: dir.layer, hook: dir.hook } : undefined);
-  const layerField = textField(String(dir?.layer ?? vec?.layer ?? ''), 'layer', 'target-layer');
-  const positionField = textField(dir?.position === undefined ? '' : String(dir.position), 'position (last)', 'target-position');
+  const draftField = (key: keyof typeof targetDraft, value: string, placeholder: string, id: string) => {
+    const f = textField(targetDraft[key] ?? value, placeholder, id);
+    f.addEventListener('input', () => (targetDraft[key] = f.value));
+    return f;
+  };
+  const tokenField = draftField('token', now.kind === 'token' || now.kind === 'contrast' ? now.token : '', 'token, e.g. " Paris"', 'target-token');
+  const contrastField = draftField('contrast', now.kind === 'contrast' ? now.contrast : '', 'minus token, e.g. " London"', 'target-contrast');
+  const layerField = draftField('layer', String(dir?.layer ?? vec?.layer ?? ''), 'layer', 'target-layer');
+  const positionField = draftField('position', dir?.position === undefined ? '' : String(dir.position), 'position (last)', 'target-position');
   let hook = dir?.hook ?? vec?.hook ?? 'hook_resid_pre';
   if (kind === 'token' || kind === 'contrast') wrap.append(tokenField);
   if (kind === 'contrast') wrap.append(el('span', undefined, '−'), contrastField);
@@ -382,6 +391,7 @@ function targetRow(v: CircuitView): HTMLElement {
       request = { kind, file: vec.file, layer, hook, position };
     } else request = { kind: 'top' };
     targetKind = undefined;
+    for (const k of Object.keys(targetDraft) as (keyof typeof targetDraft)[]) delete targetDraft[k];
     ask('circuit/target', request, undefined);
   };
   wrap.append(withId(button('Trace', trace, 'primary'), 'target-trace'));
