@@ -814,6 +814,17 @@ describe('Residual in a real VS Code', { skip: ext ? false : 'RESIDUAL_VSIX / RE
     await wv.locator('#target-contrast').waitFor();
     await type('#target-token', top[0].text);
     await type('#target-contrast', top[1].text);
+    // The panel redraws (here: a new node threshold) while the target is typed but not traced: what was typed stays.
+    const threshold = async (v) => {
+      await wv.locator('#node-threshold').evaluate((el, x) => { el.value = x; el.dispatchEvent(new Event('input')); }, v);
+      await wv.locator(`svg#graph[data-node-threshold="${v}"]`).waitFor({ timeout: 30_000 });
+    };
+    const typed = () => Promise.all(['#target-token', '#target-contrast'].map((id) => wv.locator(id).evaluate((el) => el.value)));
+    const previous = await wv.locator('svg#graph').getAttribute('data-node-threshold');
+    await threshold(previous === '0.85' ? '0.9' : '0.85');
+    assert.deepEqual(await typed(), [top[0].text, top[1].text]);
+    await threshold(previous);
+    assert.deepEqual(await typed(), [top[0].text, top[1].text]);
     await wv.locator('#target-trace').click();
     const want = `logit ${JSON.stringify(top[0].text)} − logit ${JSON.stringify(top[1].text)}`;
     const now = wv.locator('#app[data-state="ready"] #target-now', { hasText: want });
