@@ -46,6 +46,8 @@ export interface CircuitNode {
 
 export interface CircuitView {
   slug: string;
+  /** The transcoder set's id (graph metadata `scan`): labels and their import belong to one set. */
+  scan?: string;
   prompt: string;
   tokens: string[];
   nLayers: number;

@@ -1056,6 +1056,8 @@ describe('Residual in a real VS Code', { skip: ext ? false : 'RESIDUAL_VSIX / RE
     shown.forEach((x, l) => assert.ok(Math.abs(x - meta.reconstruction.fvu[l]) <= 0.006, `layer ${l}: ${x} vs ${meta.reconstruction.fvu[l]}`));
     assert.equal(await wv.locator('#graph .node.token').count(), cliAnalyze(text).tokens.length);
     assert.ok((await wv.locator('#graph .node.feature').count()) > 0, 'feature nodes are drawn');
+    // The labels imported for the demo set (an earlier test) do not belong to this set: their note is gone.
+    assert.equal(await wv.locator('#labels-note').count(), 0);
     await screenshot(page, 'residual-circuit-clt.png');
     // A feature's card, and its ablation: the rerun takes its write out of every layer it writes.
     await wv.locator('#graph .node.feature circle').last().click();

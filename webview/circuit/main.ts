@@ -43,8 +43,9 @@ const targetDraft: { token?: string; contrast?: string; layer?: string; position
 let pickedVector: PickedVector | undefined;
 /** Text searched for in the graph's feature labels and output tokens (matching nodes are marked). */
 let search = '';
-/** What the last label import did. */
+/** What the last label import did, and for which transcoder set. */
 let labelsNote = '';
+let labelsScan: string | undefined;
 
 host.onEvent((m) => {
   switch (m.type) {
@@ -426,11 +427,16 @@ function labelRow(v: CircuitView): HTMLElement {
     row.append(
       button('Import labels…', () =>
         ask('circuit/importLabels', {}, undefined, (r) => {
-          if (r) labelsNote = `${r.count} label${r.count === 1 ? '' : 's'} imported from ${r.file}.`;
+          if (r) {
+            labelsNote = `${r.count} label${r.count === 1 ? '' : 's'} imported from ${r.file}.`;
+            labelsScan = view?.scan;
+          }
         }),
       ),
     );
   }
+  // Labels belong to one transcoder set: the note goes with a graph of another set.
+  if (labelsNote && v.scan !== labelsScan) labelsNote = '';
   if (labelsNote) row.append(withId(el('span', 'muted', labelsNote), 'labels-note'));
   return row;
 }

@@ -75,6 +75,7 @@ export function circuitView(source: { live: LiveGraph } | { imported: ImportedGr
     live && tokenTarget && n.index !== null && n.tokenProb !== null ? `Output "${live.model.tokenizer.tokenText(n.index)}" (p=${n.tokenProb.toFixed(3)})` : n.clerp;
   return {
     slug: json.metadata.slug,
+    ...(typeof json.metadata.scan === 'string' ? { scan: json.metadata.scan } : {}),
     prompt: json.metadata.prompt,
     tokens,
     nLayers: L,
