@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { after, describe, it } from 'node:test';
 import type { ModelConfig } from '../../src/engine/checkpoint/config';
 import { writeSafetensors } from '../../src/engine/checkpoint/write';
-import { decoderInto, loadTranscoders, readDecoderRows, readEncoderColumns, readRows, readSkip } from '../../src/engine/circuits/transcoders';
+import { loadTranscoders, readDecoderInto, readDecoderRows, readEncoderColumns, readRows, readSkip } from '../../src/engine/circuits/transcoders';
 import {
   randomCrossLayerWeights,
   randomTranscoderWeights,
@@ -388,8 +388,17 @@ describe('cross-layer and skip transcoders: loading and refusals', () => {
       [1, 'W_dec_1', 'W_enc_1', 'b_dec_1', 'threshold_1'],
     ]);
     // Feature 5 of layer 0: its row into layer 1 is W_dec_0[5, 1, :].
-    const rows = readDecoderRows(set.layers[0], [5]);
-    assert.deepEqual(decoderInto(set.layers[0], rows, 1), clt[0].wDec_FKD.subarray((5 * 2 + 1) * 8, (5 * 2 + 2) * 8));
+    assert.deepEqual(readDecoderInto(set.layers[0], [5, 2], 1), Float32Array.from([...clt[0].wDec_FKD.subarray((5 * 2 + 1) * 8, (5 * 2 + 2) * 8), ...clt[0].wDec_FKD.subarray((2 * 2 + 1) * 8, (2 * 2 + 2) * 8)]));
+    assert.deepEqual(readDecoderRows(set.layers[0], [5]), clt[0].wDec_FKD.subarray(5 * 2 * 8, 6 * 2 * 8), 'a whole row: every layer it writes');
+    assert.throws(() => readDecoderInto(set.layers[0], [12], 1), /feature 12 is outside "W_dec_0" \[12, 2, 8\]/);
+    // NaN in what a feature writes into a later layer is named by feature, layer offset and element.
+    const nan = dir('nan');
+    const broken = clt.map((w) => ({ ...w, wDec_FKD: Float32Array.from(w.wDec_FKD) }));
+    broken[0].wDec_FKD[(3 * 2 + 1) * 8 + 2] = NaN;
+    writeCrossLayerTranscoder(nan, broken, { activation: 'relu' });
+    const nanSet = loadTranscoders(nan, cfg);
+    assert.equal(readDecoderInto(nanSet.layers[0], [3], 0).length, 8, 'its write into its own layer is finite');
+    assert.throws(() => readDecoderInto(nanSet.layers[0], [3], 1), /layer 0 transcoder: tensor "W_dec_0" \[12, 2, 8\] holds NaN at \[3, 1, 2\]/);
     assert.deepEqual(readEncoderColumns(set.layers[1], [3]), Float32Array.from({ length: 8 }, (_, i) => clt[1].wEnc_DF[i * 12 + 3]));
     // Steering takes its write into its own layer, from the decoder file.
     const v = featureVector(d, 0, 5);

@@ -32,7 +32,7 @@ import { checkpointParams } from '../memory';
 import { firstCountedPosition, fractionUnexplained, poorReconstruction, replacementError, tryOtherInputs, type Reconstruction } from './reconstruction';
 import { extremes, softmax } from '../numeric';
 import { RESID_POINTS, type ResidPoint } from '../../protocol/results';
-import { decoderInto, readDecoderRows, readEncoderColumns, readFiniteVector, readRows, readSkip, writersOf, type TranscoderSet } from './transcoders';
+import { readDecoderInto, readDecoderRows, readEncoderColumns, readFiniteVector, readRows, readSkip, writersOf, type TranscoderSet } from './transcoders';
 
 export interface AttributionOptions {
   /** At most this many logit targets (default 10). */
@@ -278,15 +278,12 @@ export class Attributor {
     /** A CLT: the node of each feature column (k ≥ 1) of U_l at each position. */
     const columnNodes: Int32Array[][] = [];
     const counted = firstCountedPosition(this.model, ids);
-    // Whole decoder rows of each layer's active features ([n_l, outLayers · D]): a CLT's are all needed at every layer;
-    // a per-layer set's are read for their layer and dropped after it (at 256 tokens they are ~0.6 GB together).
-    const decoderRows = (l: number) => readDecoderRows(set.layers[l], layers[l].feature);
-    const dec: Float32Array[] = crossLayer ? layers.map((_, l) => decoderRows(l)) : [];
     for (let l = 0; l < L; l++) {
       throwIfCancelled(opts.cancel);
       const tc = set.layers[l];
-      if (!crossLayer) dec[l] = decoderRows(l);
       const writers = writersOf(set, l);
+      // What each writer's active features write into layer l ([n_w, D] each), read for this layer only.
+      const into = writers.map((w) => readDecoderInto(set.layers[w], layers[w].feature, l));
       bDec.push(readFiniteVector(l, tc.bDec));
       const count = (p: number) => writers.reduce((n, w) => n + layers[w].start[p + 1] - layers[w].start[p], 1);
       let Kl = 1;
@@ -294,8 +291,7 @@ export class Attributor {
       const Ul = new Float32Array(P * D * Kl);
       const mlpOut = act(hookName(l, 'hook_mlp_out'));
       // error = real MLP output − everything the replacement writes there
-      const err = replacementError(set, l, layers, dec, mlpOut, tc.skip ? act(hookName(l, tc.input)) : undefined, P);
-      const into = writers.map((w) => decoderInto(set.layers[w], dec[w], l)); // [n_w, D] each
+      const err = replacementError(set, l, layers, into, mlpOut, tc.skip ? act(hookName(l, tc.input)) : undefined, P);
       if (crossLayer) columnNodes.push(Array.from({ length: P }, (_, p) => new Int32Array(count(p) - 1)));
       for (let p = 0; p < P; p++) {
         let col = 1;
@@ -313,9 +309,7 @@ export class Attributor {
       fvu.push(fractionUnexplained(mlpOut, err, P, D, counted));
       U.push(Ul);
       K.push(Kl);
-      if (!crossLayer) dec[l] = new Float32Array(0);
     }
-    dec.length = 0;
     const embed = act('hook_embed');
     const Uemb = Float32Array.from(embed.subarray(0, P * D));
     if (this.model.hooks.has('hook_pos_embed')) {

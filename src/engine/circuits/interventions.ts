@@ -14,7 +14,7 @@ import { softmax } from '../numeric';
 import type { Attributor } from './attribution';
 import { hookName, type HookName } from '../hooks';
 import { activeActivation, describeTarget, logitNode, type AttributionGraph } from './graph';
-import { decoderInto, readDecoderRows } from './transcoders';
+import { readDecoderInto } from './transcoders';
 
 export interface FeatureIntervention {
   layer: number;
@@ -72,9 +72,8 @@ export async function intervene(attributor: Attributor, g: AttributionGraph, int
     const old = n === undefined ? activeActivation(g, iv.layer, iv.pos, iv.feature) : g.featAct[n];
     if (n === undefined) notInGraph.push(iv);
     else delta[n] = iv.value - old;
-    const rows = readDecoderRows(tc, [iv.feature]);
     for (let out = iv.layer; out < iv.layer + tc.outLayers; out++) {
-      const row = decoderInto(tc, rows, out);
+      const row = readDecoderInto(tc, [iv.feature], out);
       let add = adds.get(out);
       if (!add) adds.set(out, (add = new Float32Array(P * D)));
       for (let d = 0; d < D; d++) add[iv.pos * D + d] += (iv.value - old) * row[d];

@@ -13,7 +13,7 @@ import { hookName, type HookName } from '../hooks';
 import type { Model } from '../model';
 import { throwIfCancelled, type CancelToken } from '../errors';
 import type { FeatureEncoder, LayerActivations } from './features';
-import { decoderInto, readDecoderRows, readFiniteVector, readSkip, SUPPORTED_INPUTS, writersOf, type Transcoder, type TranscoderInput, type TranscoderSet } from './transcoders';
+import { readDecoderInto, readFiniteVector, readSkip, SUPPORTED_INPUTS, writersOf, type Transcoder, type TranscoderInput, type TranscoderSet } from './transcoders';
 
 /** Above this FVU a layer's reconstruction is too poor to trust the set's input convention unchecked. */
 export const FVU_LIMIT = 0.5;
@@ -96,29 +96,30 @@ export function skipTerm(t: Transcoder, x_PD: ArrayLike<number>, P: number, wSki
 /**
  * y − (what the replacement writes into layer `j`'s MLP output) at every position: b_dec, every writing layer's
  * active features (act × its decoder row into j: layer j's own, or in a CLT those of every layer up to j), and a skip
- * transcoder's x·W_skipᵀ. `dec[l]` holds the whole decoder rows of layer l's active features (readDecoderRows),
- * `input_PD` layer j's input hook (read only for a skip term).
+ * transcoder's x·W_skipᵀ. `into[i]` holds what the active features of the i-th layer of `writersOf(set, j)` write into
+ * j (readDecoderInto), `input_PD` layer j's input hook (read only for a skip term).
  */
 export function replacementError(
   set: TranscoderSet,
   j: number,
   acts: LayerActivations[],
-  dec: Float32Array[],
+  into: Float32Array[],
   mlpOut_PD: Float32Array,
   input_PD: ArrayLike<number> | undefined,
   P: number,
 ): Float64Array {
   const t = set.layers[j];
   const D = t.dOut;
-  const err = reconstructionError(acts[j], decoderInto(t, dec[j], j), readFiniteVector(j, t.bDec), mlpOut_PD, P, D);
-  for (const l of writersOf(set, j)) {
+  const writers = writersOf(set, j);
+  const err = reconstructionError(acts[j], into[writers.indexOf(j)], readFiniteVector(j, t.bDec), mlpOut_PD, P, D);
+  for (const [wi, l] of writers.entries()) {
     if (l === j) continue;
     const la = acts[l];
-    const into = decoderInto(set.layers[l], dec[l], j);
+    const rows = into[wi];
     for (let p = 0; p < P; p++)
       for (let i = la.start[p]; i < la.start[p + 1]; i++) {
         const a = la.act[i];
-        for (let d = 0; d < D; d++) err[p * D + d] -= a * into[i * D + d];
+        for (let d = 0; d < D; d++) err[p * D + d] -= a * rows[i * D + d];
       }
   }
   if (t.skip) {
@@ -166,10 +167,10 @@ export async function tryOtherInputs(
   }
   // Then each layer's error: a CLT's layer is written by the features of every layer up to it.
   for (const alt of alternatives) {
-    const dec = alt.acts.map((la, l) => readDecoderRows(set.layers[l], la.feature));
     for (let l = 0; l < L; l++) {
       const y = run.activations.get(hookName(l, 'hook_mlp_out'))!.data;
-      const err = replacementError(set, l, alt.acts, dec, y, run.activations.get(hookName(l, alt.input))!.data, P);
+      const into = writersOf(set, l).map((w) => readDecoderInto(set.layers[w], alt.acts[w].feature, l));
+      const err = replacementError(set, l, alt.acts, into, y, run.activations.get(hookName(l, alt.input))!.data, P);
       alt.fvu.push(fractionUnexplained(y, err, P, set.layers[l].dOut, from));
     }
   }

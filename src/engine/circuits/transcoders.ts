@@ -693,8 +693,8 @@ export function readFiniteVector(layer: number, e: TensorEntry): Float32Array {
 }
 
 /**
- * Decoder rows of `features` ([n, d_out]; a CLT's whole rows [n, outLayers · d_out], see `decoderInto`), refused when
- * one holds NaN or Inf (named by its feature).
+ * Decoder rows of `features` ([n, d_out]; a CLT's whole rows [n, outLayers · d_out]), refused when one holds NaN or
+ * Inf (named by its feature).
  */
 export function readDecoderRows(t: Pick<Transcoder, 'layer' | 'wDec'>, features: ArrayLike<number>): Float32Array {
   const rows = readRows(t.wDec, features);
@@ -709,18 +709,25 @@ export function readDecoderRows(t: Pick<Transcoder, 'layer' | 'wDec'>, features:
 }
 
 /**
- * From whole decoder rows `rows` of layer `t.layer`'s features (readDecoderRows), what they write into layer
- * `outLayer`'s MLP output: [n, d_out]. A per-layer transcoder writes its own layer only; a CLT every layer from its own.
+ * What `features` of layer `t.layer` write into layer `outLayer`'s MLP output: [n, d_out], refused with NaN or Inf as
+ * readDecoderRows. A per-layer transcoder writes its own layer only. A CLT writes every layer from its own; its
+ * W_dec_l[f, outLayer − l, :] is one contiguous row of the [d_sae · outLayers, d_out] view of the tensor and is read
+ * alone, so a CLT's whole rows (outLayers × larger) are never held.
  */
-export function decoderInto(t: Pick<Transcoder, 'layer' | 'outLayers' | 'dOut'>, rows: Float32Array, outLayer: number): Float32Array {
+export function readDecoderInto(t: Pick<Transcoder, 'layer' | 'wDec' | 'outLayers' | 'dOut'>, features: ArrayLike<number>, outLayer: number): Float32Array {
   const k = outLayer - t.layer;
   if (!(k >= 0 && k < t.outLayers)) throw new Error(`layer ${t.layer}'s features do not write layer ${outLayer}`);
-  if (t.outLayers === 1) return rows;
+  if (t.outLayers === 1) return readDecoderRows(t, features);
+  const F = t.wDec.shape[0];
   const D = t.dOut;
-  const n = rows.length / (t.outLayers * D);
-  const out = new Float32Array(n * D);
-  for (let i = 0; i < n; i++) out.set(rows.subarray((i * t.outLayers + k) * D, (i * t.outLayers + k + 1) * D), i * D);
-  return out;
+  for (let i = 0; i < features.length; i++) {
+    const f = features[i];
+    if (!(f >= 0 && f < F && Number.isInteger(f))) throw new ResidualError(`feature ${f} is outside "${t.wDec.name}" [${t.wDec.shape.join(', ')}]`, t.wDec.file);
+  }
+  const rows = readRows({ ...t.wDec, shape: [F * t.outLayers, D] }, Array.from(features, (f) => f * t.outLayers + k));
+  const i = firstNonFinite(rows);
+  if (i >= 0) throw nonFiniteWeight(t.layer, t.wDec, [features[Math.floor(i / D)], k, i % D], rows[i]);
+  return rows;
 }
 
 /** The layers whose features write layer `outLayer`'s MLP output: that layer alone, or in a CLT every layer up to it. */

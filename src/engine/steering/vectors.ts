@@ -26,7 +26,7 @@ import * as path from 'node:path';
 import { isPlainObject, readSafetensorsHeader, readTensorF32 } from '../checkpoint/safetensors';
 import { ResidualError, throwIfCancelled, type CancelToken } from '../errors';
 import { acquireLock, checkOutputFile, writeFileAtomic } from '../files';
-import { decoderInto, openTranscoderFolder, readDecoderRows, readStoredTranscoder } from '../circuits/transcoders';
+import { openTranscoderFolder, readDecoderInto, readStoredTranscoder } from '../circuits/transcoders';
 import { hookName } from '../hooks';
 import type { Model } from '../model';
 import { RESID_POINTS, type SteerPointName, type SteeringVector } from '../results';
@@ -53,7 +53,7 @@ export function featureVector(transcodersDir: string, layer: number, index: numb
   // The same check (and message: layer, tensor, element) as attribution's decoder reads. A cross-layer transcoder's
   // feature writes every layer from its own; the vector is what it writes into its own layer (W_dec_l[f, 0]), one
   // vector at one point as Steering takes it (interventions on the graph add every layer's part).
-  const vector = decoderInto({ layer, outLayers: t.outLayers, dOut: t.dOut }, readDecoderRows({ layer, wDec: t.wDec }, [index]), layer);
+  const vector = readDecoderInto({ layer, wDec: t.wDec, outLayers: t.outLayers, dOut: t.dOut }, [index], layer);
   // A residual-stream SAE (no output hook) writes back where it reads; a transcoder's output lands in resid_post.
   const read = !t.hookOut && t.hookIn ? /^blocks\.\d+\.(hook_resid_pre|hook_resid_mid|hook_resid_post)$/.exec(t.hookIn)?.[1] : undefined;
   return {
