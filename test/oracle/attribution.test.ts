@@ -39,7 +39,7 @@ import { importedToJson, parseGraphJson, toGraphJson, type GraphJson } from '../
 import { intervene } from '../../src/engine/circuits/interventions';
 import { pruneGraph } from '../../src/engine/circuits/prune';
 import { qkAttribution, type QkSource } from '../../src/engine/circuits/qk';
-import { addFrozenAttention } from './frozen-gpt2';
+import { addFrozenAttention, frozenFinalLogits } from './frozen-gpt2';
 
 const TOL = 1e-4;
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'residual-attr-'));
@@ -163,21 +163,8 @@ function targetValues(fx: Fixture, g: AttributionGraph, r: ReturnType<typeof fro
     out[n] = s;
   }
   // Logits at the last position, demeaned over the whole vocabulary.
-  const x = r.final.subarray((P - 1) * D, P * D);
-  let mean = 0;
-  for (const v of x) mean += v / D;
-  const sf = ref.get('ln_final.hook_scale')!.data[P - 1];
-  const xf = Array.from(x, (v, d) => ((v - mean) / sf) * W.get('ln_f.weight')![d] + W.get('ln_f.bias')![d]);
-  const U = W.get('wte.weight')!;
-  const V = cfg.vocabSize;
-  const logits = new Float64Array(V);
-  let lm = 0;
-  for (let t = 0; t < V; t++) {
-    let s = 0;
-    for (let d = 0; d < D; d++) s += xf[d] * U[t * D + d];
-    logits[t] = s;
-    lm += s / V;
-  }
+  const logits = frozenFinalLogits(cfg, W, ref, r.final, P);
+  const lm = logits.reduce((s, v) => s + v, 0) / cfg.vocabSize;
   g.logitIds.forEach((id, i) => (out[logitNode(g, i)] = logits[id] - lm));
   return out;
 }
@@ -489,23 +476,8 @@ function bDecOnly(fx: Fixture, l: number): Float64Array {
 }
 
 function finalLogits(fx: Fixture, final: Float64Array) {
-  const { cfg, W, ref } = fx;
-  const D = cfg.dModel;
-  const P = IDS.length;
-  const x = final.subarray((P - 1) * D, P * D);
-  let mean = 0;
-  for (const v of x) mean += v / D;
-  const sf = ref.get('ln_final.hook_scale')!.data[P - 1];
-  const U = W.get('wte.weight')!;
-  const out = new Float64Array(cfg.vocabSize);
-  for (let t = 0; t < cfg.vocabSize; t++) {
-    let s = 0;
-    for (let d = 0; d < D; d++) s += (((x[d] - mean) / sf) * W.get('ln_f.weight')![d] + W.get('ln_f.bias')![d]) * U[t * D + d];
-    out[t] = s;
-  }
-  return { oracleFinalLogits: out };
+  return { oracleFinalLogits: frozenFinalLogits(fx.cfg, fx.W, fx.ref, final, IDS.length) };
 }
-
 
 describe('graph export, interventions and the graph command on a fixture', () => {
   it('every exported graph validates against the graph schema and round-trips', async () => {

@@ -41,7 +41,7 @@ import {
 } from '../../src/engine/circuits/transcoders-write';
 import { featureVector } from '../../src/engine/steering/vectors';
 import { gpt2TokenizerJSON } from '../../tools/gpt2-tokenizer';
-import { addFrozenAttention } from './frozen-gpt2';
+import { addFrozenAttention, frozenFinalLogits } from './frozen-gpt2';
 
 const TOL = 1e-4;
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'residual-clt-'));
@@ -294,21 +294,8 @@ function targetValues(fx: Fixture, g: AttributionGraph, r: ReturnType<typeof fro
     out[logitNode(g, 0)] = target.vector.reduce((s, v, d) => s + v * at[q * D + d], 0);
     return out;
   }
-  const x = r.final.subarray((P - 1) * D, P * D);
-  let mean = 0;
-  for (const v of x) mean += v / D;
-  const sf = ref.get('ln_final.hook_scale')!.data[P - 1];
-  const xf = Array.from(x, (v, d) => ((v - mean) / sf) * W.get('ln_f.weight')![d] + W.get('ln_f.bias')![d]);
-  const U = W.get('wte.weight')!;
-  const V = cfg.vocabSize;
-  const logits = new Float64Array(V);
-  let lm = 0;
-  for (let t = 0; t < V; t++) {
-    let s = 0;
-    for (let d = 0; d < D; d++) s += xf[d] * U[t * D + d];
-    logits[t] = s;
-    lm += s / V;
-  }
+  const logits = frozenFinalLogits(cfg, W, ref, r.final, P);
+  const lm = logits.reduce((s, v) => s + v, 0) / cfg.vocabSize;
   g.logitIds.forEach((id, i) => (out[logitNode(g, i)] = logits[id] - lm));
   return out;
 }

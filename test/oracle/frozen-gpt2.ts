@@ -38,3 +38,21 @@ export function addFrozenAttention(cfg: ModelConfig, W: Map<string, Float32Array
   }
   for (let i = 0; i < P * D; i++) resid[i] += out[i];
 }
+
+/** Every logit at the last position from the final residual `final` [P, d_model]: ln_final with its frozen scale, W_U. */
+export function frozenFinalLogits(cfg: ModelConfig, W: Map<string, Float32Array>, ref: Map<HookName, Tensor32>, final: Float64Array, P: number): Float64Array {
+  const D = cfg.dModel;
+  const x = final.subarray((P - 1) * D, P * D);
+  let mean = 0;
+  for (const v of x) mean += v / D;
+  const sf = ref.get('ln_final.hook_scale')!.data[P - 1];
+  const [lw, lb, U] = [W.get('ln_f.weight')!, W.get('ln_f.bias')!, W.get('wte.weight')!];
+  const xf = Array.from(x, (v, d) => ((v - mean) / sf) * lw[d] + lb[d]);
+  const logits = new Float64Array(cfg.vocabSize);
+  for (let t = 0; t < cfg.vocabSize; t++) {
+    let s = 0;
+    for (let d = 0; d < D; d++) s += xf[d] * U[t * D + d];
+    logits[t] = s;
+  }
+  return logits;
+}
