@@ -275,7 +275,7 @@ export class Attributor {
     const K: number[] = [];
     const bDec: Float32Array[] = [];
     const fvu: number[] = [];
-    /** A CLT: the node of each feature column (k ≥ 1) of U_l at each position. */
+    /** The node of each feature column (k ≥ 1) of U_l at each position (a CLT's come from several layers). */
     const columnNodes: Int32Array[][] = [];
     const counted = firstCountedPosition(this.model, ids);
     for (let l = 0; l < L; l++) {
@@ -291,8 +291,8 @@ export class Attributor {
       const Ul = new Float32Array(P * D * Kl);
       const mlpOut = act(hookName(l, 'hook_mlp_out'));
       // error = real MLP output − everything the replacement writes there
-      const err = replacementError(set, l, layers, into, mlpOut, tc.skip ? act(hookName(l, tc.input)) : undefined, P);
-      if (crossLayer) columnNodes.push(Array.from({ length: P }, (_, p) => new Int32Array(count(p) - 1)));
+      const err = replacementError(set, l, layers, into, mlpOut, tc.skip ? act(hookName(l, tc.input)) : undefined, P, this.skips[l]?.wSkip_DD);
+      columnNodes.push(Array.from({ length: P }, (_, p) => new Int32Array(count(p) - 1)));
       for (let p = 0; p < P; p++) {
         let col = 1;
         writers.forEach((w, wi) => {
@@ -301,7 +301,7 @@ export class Attributor {
             const a = la.act[j];
             const row = into[wi];
             for (let d = 0; d < D; d++) Ul[(p * D + d) * Kl + col] = a * row[j * D + d];
-            if (crossLayer) columnNodes[l][p][col - 1] = featStart[w] + j;
+            columnNodes[l][p][col - 1] = featStart[w] + j;
           }
         });
         for (let d = 0; d < D; d++) Ul[(p * D + d) * Kl] = err[p * D + d];
@@ -319,10 +319,9 @@ export class Attributor {
     /** Node of column k at position s of the sources read out below block a (a = 0: embeddings). */
     const sourceNode = (a: number, s: number, k: number): number => {
       if (a === 0) return tokenNode(geom, s);
-      if (k === 0) return errorNode(geom, a - 1, s);
-      return crossLayer ? columnNodes[a - 1][s][k - 1] : featStart[a - 1] + layers[a - 1].start[s] + k - 1;
+      return k === 0 ? errorNode(geom, a - 1, s) : columnNodes[a - 1][s][k - 1];
     };
-    const sourceCount = (a: number, s: number): number => (a === 0 ? 1 : crossLayer ? 1 + columnNodes[a - 1][s].length : 1 + layers[a - 1].start[s + 1] - layers[a - 1].start[s]);
+    const sourceCount = (a: number, s: number): number => (a === 0 ? 1 : 1 + columnNodes[a - 1][s].length);
     // The set's input convention, checked on the data: a layer reconstructed poorly is encoded through the other inputs.
     // Only a graph reports it; direction rows (QK attribution) do not, so they skip the extra encoding.
     const reported = this.transcoders.layers.map((t) => t.reportedFvu ?? null);
@@ -333,6 +332,7 @@ export class Attributor {
       reconstruction = await tryOtherInputs(this.model, this.transcoders, this.encoder, ids, reconstruction, {
         cancel: opts.cancel,
         release: this.keepEncoders ? undefined : (l) => this.encoder.release(l),
+        skips: this.skips.map((x) => x?.wSkip_DD),
       });
     }
     lap('sources', t3);
@@ -479,7 +479,6 @@ export class Attributor {
     const slotBase = new Int32Array(P + 1);
     const nodeOfSlot = new Int32Array(crossLayer ? nActive : 0);
     const slotOf = new Int32Array(crossLayer ? nActive : 0);
-    const slotLayer = new Int32Array(crossLayer ? nActive : 0);
     if (crossLayer) {
       let c = 0;
       for (let p = 0; p < P; p++) {
@@ -487,7 +486,6 @@ export class Attributor {
           for (let j = layers[l].start[p]; j < layers[l].start[p + 1]; j++, c++) {
             nodeOfSlot[c] = featStart[l] + j;
             slotOf[featStart[l] + j] = c;
-            slotLayer[c] = l;
           }
         slotBase[p + 1] = c;
       }
@@ -620,16 +618,16 @@ export class Attributor {
               // Column k of U is the error (k = 0, or the token for a = 0), then the position's features.
               const n = sourceCount(a, s);
               const first = sourceNode(a, s, 0);
-              const run = !crossLayer && n > 1 ? sourceNode(a, s, 1) - 1 : 0;
-              const nodes = crossLayer && a > 0 ? columnNodes[a - 1][s] : undefined;
+              const nodes = a > 0 ? columnNodes[a - 1][s] : undefined;
               for (let i = 0; i < T; i++) {
                 const row = chunkRows[i];
                 const rOff = (s * Tp + i + pad) * Ka;
                 pushSource(row, first, R_STK[rOff]);
-                if (nodes) {
+                // As `put`, written out: this loop is the graph's hottest.
+                if (acc) {
                   const base = i * nSlots;
-                  for (let k = 1; k < n; k++) acc![base + slotOf[nodes[k - 1]]] += R_STK[rOff + k];
-                } else for (let k = 1; k < n; k++) pushSource(row, run + k, R_STK[rOff + k]);
+                  for (let k = 1; k < n; k++) acc[base + slotOf[nodes![k - 1]]] += R_STK[rOff + k];
+                } else for (let k = 1; k < n; k++) pushSource(row, nodes![k - 1], R_STK[rOff + k]);
               }
             }
             G = pad ? Gnext_TSD.subarray(S * D) : Gnext_TSD;
@@ -638,8 +636,8 @@ export class Attributor {
             // Every feature reaching the row, once, in slot order (the same order for every row sharing its columns).
             chunk.forEach((t, i) => {
               for (let c = 0; c < nSlots; c++) {
-                const p = featureTargets[nodeOfSlot[c]].q;
-                if (reaches(t, slotLayer[c], p)) pushSource(chunkRows[i], nodeOfSlot[c], acc[i * nSlots + c]);
+                const { level, q } = featureTargets[nodeOfSlot[c]];
+                if (reaches(t, level, q)) pushSource(chunkRows[i], nodeOfSlot[c], acc[i * nSlots + c]);
               }
             });
           }

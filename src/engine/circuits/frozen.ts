@@ -160,6 +160,18 @@ export interface SkipWeights {
   input: TranscoderInput;
 }
 
+/** A skip transcoder's term x·W_skipᵀ at every position: [P, d_out] from x [P, d_in] and W_skip [d_out, d_in]. */
+export function skipProduct(wSkip: Float32Array, x_PD: ArrayLike<number>, P: number, dIn: number, dOut: number): Float64Array {
+  const out = new Float64Array(P * dOut);
+  for (let p = 0; p < P; p++)
+    for (let d = 0; d < dOut; d++) {
+      let s = 0;
+      for (let e = 0; e < dIn; e++) s += wSkip[d * dIn + e] * x_PD[p * dIn + e];
+      out[p * dOut + d] = s;
+    }
+  return out;
+}
+
 /**
  * A skip transcoder's input, frozen: what `input` holds given the residual `x` at hook_resid_mid (ln2 with its frozen
  * scale: ln2.hook_normalized without gain and bias, mlp.hook_in with them).
@@ -240,15 +252,10 @@ export async function constantForward(
     for (let p = 0; p < P; p++) for (let j = 0; j < D; j++) resid[p * D + j] += bd[j];
     const skip = skips[l];
     if (skip) {
-      const x = new Float64Array(D);
-      for (let p = 0; p < P; p++) {
-        skipInput(w, l, skip.input, mid, p * D, s.ln2Scale_LP[l][p], x);
-        for (let d = 0; d < D; d++) {
-          let acc = 0;
-          for (let e = 0; e < D; e++) acc += skip.wSkip_DD[d * D + e] * x[e];
-          resid[p * D + d] += acc;
-        }
-      }
+      const x = new Float64Array(P * D);
+      for (let p = 0; p < P; p++) skipInput(w, l, skip.input, mid, p * D, s.ln2Scale_LP[l][p], x.subarray(p * D, (p + 1) * D));
+      const add = skipProduct(skip.wSkip_DD, x, P, D, D);
+      for (let i = 0; i < P * D; i++) resid[i] += add[i];
     }
   }
   return { residPre_LPD, residMid_LPD, final_PD: resid };

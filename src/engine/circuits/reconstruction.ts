@@ -13,7 +13,8 @@ import { hookName, type HookName } from '../hooks';
 import type { Model } from '../model';
 import { throwIfCancelled, type CancelToken } from '../errors';
 import type { FeatureEncoder, LayerActivations } from './features';
-import { readDecoderInto, readFiniteVector, readSkip, SUPPORTED_INPUTS, writersOf, type Transcoder, type TranscoderInput, type TranscoderSet } from './transcoders';
+import { skipProduct } from './frozen';
+import { readDecoderInto, readFiniteVector, readSkip, SUPPORTED_INPUTS, writersOf, type TranscoderInput, type TranscoderSet } from './transcoders';
 
 /** Above this FVU a layer's reconstruction is too poor to trust the set's input convention unchecked. */
 export const FVU_LIMIT = 0.5;
@@ -80,24 +81,12 @@ export function reconstructionError(la: LayerActivations, dec_nD: Float32Array, 
   return err;
 }
 
-/** A skip transcoder's linear term x·W_skipᵀ at every position ([P, d_out]); `x_PD` is its input hook's values. */
-export function skipTerm(t: Transcoder, x_PD: ArrayLike<number>, P: number, wSkip: Float32Array = readSkip(t)): Float64Array {
-  const { dIn, dOut } = t;
-  const out = new Float64Array(P * dOut);
-  for (let p = 0; p < P; p++)
-    for (let d = 0; d < dOut; d++) {
-      let s = 0;
-      for (let e = 0; e < dIn; e++) s += wSkip[d * dIn + e] * x_PD[p * dIn + e];
-      out[p * dOut + d] = s;
-    }
-  return out;
-}
-
 /**
  * y − (what the replacement writes into layer `j`'s MLP output) at every position: b_dec, every writing layer's
  * active features (act × its decoder row into j: layer j's own, or in a CLT those of every layer up to j), and a skip
  * transcoder's x·W_skipᵀ. `into[i]` holds what the active features of the i-th layer of `writersOf(set, j)` write into
- * j (readDecoderInto), `input_PD` layer j's input hook (read only for a skip term).
+ * j (readDecoderInto), `input_PD` layer j's input hook and `wSkip` its W_skip (a skip transcoder only; W_skip is read
+ * from the file when not given).
  */
 export function replacementError(
   set: TranscoderSet,
@@ -107,6 +96,7 @@ export function replacementError(
   mlpOut_PD: Float32Array,
   input_PD: ArrayLike<number> | undefined,
   P: number,
+  wSkip?: Float32Array,
 ): Float64Array {
   const t = set.layers[j];
   const D = t.dOut;
@@ -123,7 +113,7 @@ export function replacementError(
       }
   }
   if (t.skip) {
-    const skip = skipTerm(t, input_PD!, P);
+    const skip = skipProduct(wSkip ?? readSkip(t), input_PD!, P, t.dIn, D);
     for (let i = 0; i < P * D; i++) err[i] -= skip[i];
   }
   return err;
@@ -144,7 +134,7 @@ export async function tryOtherInputs(
   encoder: FeatureEncoder,
   ids: number[],
   own: Reconstruction,
-  opts: { release?: (layer: number) => Promise<void>; cancel?: CancelToken } = {},
+  opts: { release?: (layer: number) => Promise<void>; cancel?: CancelToken; skips?: (Float32Array | undefined)[] } = {},
 ): Promise<Reconstruction> {
   const L = set.layers.length;
   const P = ids.length;
@@ -170,7 +160,7 @@ export async function tryOtherInputs(
     for (let l = 0; l < L; l++) {
       const y = run.activations.get(hookName(l, 'hook_mlp_out'))!.data;
       const into = writersOf(set, l).map((w) => readDecoderInto(set.layers[w], alt.acts[w].feature, l));
-      const err = replacementError(set, l, alt.acts, into, y, run.activations.get(hookName(l, alt.input))!.data, P);
+      const err = replacementError(set, l, alt.acts, into, y, run.activations.get(hookName(l, alt.input))!.data, P, opts.skips?.[l]);
       alt.fvu.push(fractionUnexplained(y, err, P, set.layers[l].dOut, from));
     }
   }
